@@ -1,0 +1,87 @@
+"""Boundary types: everything that crosses download, upload, client state or a checkpoint.
+
+Each is a frozen dataclass of ``TensorDict``s and scalars, so it maps 1:1 onto Flower records
+and onto safetensors. Key scheme of a ``TensorDict`` (see ``ilora.lora.keys``):
+``<module>.lora_A|lora_B|lora_C|residual|base`` for adapted layers, a model parameter path such
+as ``classifier.weight`` for other trainable tensors (the head), and ``<ns>/<key>`` for an
+algorithm's own extras (for example ``cv/<key>`` for control variates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from ilora.config import TrainConfig
+    from ilora.lora.spec import LoRASpec
+
+TensorDict = dict[str, torch.Tensor]
+Scalars = dict[str, int | float | str | bool]
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What the server knows of one client: its id, LoRA rank and number of training examples."""
+
+    cid: int
+    rank: int
+    num_examples: int
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """The current round (1-based) and the run seed."""
+
+    round: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What the server sends one client at the start of a round."""
+
+    tensors: TensorDict
+    config: Scalars = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What one client sends back: tensors, an aggregation weight and local metrics."""
+
+    tensors: TensorDict
+    weight: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LocalSetup:
+    """What a model is loaded with: LoRA factors and head, an optional dense residual per layer.
+
+    ``trainable`` names the keys of ``factors`` that are trained; ``None`` means all of them.
+    """
+
+    factors: TensorDict
+    residual: TensorDict = field(default_factory=dict)
+    trainable: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    """Everything a client hook may read. ``base`` maps ``<module>.base`` to frozen weights.
+
+    ``start_grad`` is the mean gradient of the local loss at the received point, computed by the
+    training loop before local training when the algorithm asks for it (SCAFFOLD option I).
+    """
+
+    client: ClientInfo
+    rnd: RoundInfo
+    payload: Payload
+    lora: LoRASpec
+    train: TrainConfig
+    base: Mapping[str, torch.Tensor]
+    step: int = 0
+    start_grad: TensorDict | None = None
