@@ -8,17 +8,14 @@ typo in a config never silently runs something else (PEFT's ``register_peft_meth
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(ValueError):
     """A name that is not in a registry (the message carries a did-you-mean suggestion)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class Registry(Generic[T]):
@@ -27,9 +24,13 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._presets: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, preset: Mapping[str, Any] | None = None) -> Callable[[T], T]:
         """Return a decorator that registers its argument under ``name``.
+
+        ``preset`` registers a named setting of the same object: its creators (``create_algorithm``) pass
+        these keyword defaults (``ilora-s`` is ``ilora`` with ``control_variates=True``).
 
         Raises:
             ValueError: if ``name`` is already registered.
@@ -39,11 +40,17 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"there is already a {self.kind} called {name!r}")
             self._items[name] = obj
-            if isinstance(obj, type):
+            self._presets[name] = dict(preset or {})
+            if isinstance(obj, type) and "name" not in obj.__dict__:
                 obj.name = name  # type: ignore[attr-defined]
             return obj
 
         return decorate
+
+    def preset(self, name: str) -> dict[str, Any]:
+        """Return the keyword defaults registered with ``name`` (empty for a plain entry)."""
+        self.get(name)
+        return dict(self._presets[name])
 
     def get(self, name: str) -> T:
         """Return the object registered under ``name``.

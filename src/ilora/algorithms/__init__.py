@@ -1,1 +1,5 @@
-"""algorithms."""
+"""Every algorithm module is imported here so that its registration runs; nothing else."""
+
+from ilora.algorithms import centralized, fedit, ilora
+
+__all__ = ["centralized", "fedit", "ilora"]

@@ -1,0 +1,114 @@
+"""Math several algorithms reuse, as pure functions over ``TensorDict``s."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ilora.lora import keys
+from ilora.lora.linalg import fro_norm_sq, relative_error, stack
+from ilora.lora.spec import LoRASpec
+from ilora.seeding import generator
+from ilora.tensors import weighted_mean
+from ilora.types import ClientInfo, TensorDict, Upload
+
+
+@dataclass(frozen=True)
+class FactorState:
+    """Server state of methods that keep one set of global tensors (factors and head).
+
+    ``rank`` is the rank of the global factors; ``lora`` is the run's spec (scalings);
+    ``metrics`` holds the diagnostics of the last aggregation.
+    """
+
+    tensors: TensorDict
+    lora: LoRASpec
+    rank: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def layer_shapes(template: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+    """Return ``{module: (d_out, d_in)}`` from the ``<module>.base`` entries of a template."""
+    return {m: tuple(template[keys.make(m, "base")].shape) for m in keys.modules(template)}  # type: ignore[misc]
+
+
+def head_of(d: Mapping[str, torch.Tensor]) -> TensorDict:
+    """Return the head (ordinary parameter) entries of ``d``."""
+    return dict(keys.of_kind(d, "param"))
+
+
+def init_factors(template: Mapping[str, torch.Tensor], r: int, lora: LoRASpec, *seed: object) -> TensorDict:
+    """Return standard LoRA factors at rank ``r`` for every layer: ``A`` random, ``B = 0``.
+
+    ``A`` is PEFT's ``kaiming_uniform_(a=sqrt(5))`` (bound ``1/sqrt(d_in)``) or ``N(0, 1/r²)``
+    (``init: gaussian``), drawn from ``generator(*seed, module)`` so every caller gets the same A.
+    """
+    out: TensorDict = {}
+    for module, (d_out, d_in) in layer_shapes(template).items():
+        g = generator(*seed, module)
+        if lora.init == "gaussian":
+            A = torch.randn(r, d_in, generator=g) / r  # (r, d_in)
+        else:
+            A = (torch.rand(r, d_in, generator=g) * 2 - 1) / math.sqrt(d_in)  # (r, d_in)
+        out[keys.make(module, "lora_A")] = A
+        out[keys.make(module, "lora_B")] = torch.zeros(d_out, r)  # (d_out, r)
+    return out
+
+
+def normalized_weights(uploads: Mapping[int, Upload]) -> dict[int, float]:
+    """Return ``p_k = w_k / Σ w_j`` by client id."""
+    total = sum(u.weight for u in uploads.values())
+    if total <= 0:
+        raise ValueError(f"aggregation weights must sum to a positive number, got {total}")
+    return {cid: u.weight / total for cid, u in uploads.items()}
+
+
+def mean_extras(uploads: Mapping[int, Upload]) -> TensorDict:
+    """Return the weighted mean of the uploaded head tensors (FedAvg, identical for every method)."""
+    heads = [head_of(u.tensors) for u in uploads.values()]
+    if not heads or not heads[0]:
+        return {}
+    return weighted_mean(heads, [u.weight for u in uploads.values()])
+
+
+def rank_of(tensors: Mapping[str, torch.Tensor], module: str) -> int:
+    """Return the rank of the factors of ``module`` in ``tensors``."""
+    return int(tensors[keys.make(module, "lora_A")].shape[0])
+
+
+def ideal_stack(
+    uploads: Mapping[int, Upload], lora: LoRASpec, module: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(B_c, A_c)`` with ``B_c A_c = Σ_k p_k s_k B_k A_k`` (the exact aggregate)."""
+    p = normalized_weights(uploads)
+    Bs, As, coeffs = [], [], []
+    for cid in sorted(uploads):
+        t = uploads[cid].tensors
+        r = rank_of(t, module)
+        Bs.append(t[keys.make(module, "lora_B")])
+        As.append(t[keys.make(module, "lora_A")])
+        coeffs.append(p[cid] * lora.scale(r))
+    return stack(Bs, As, coeffs)
+
+
+def agg_error(
+    ideal: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    applied: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+) -> float:
+    """Return the relative Frobenius error of ``applied`` vs ``ideal`` over all layers together.
+
+    ``sqrt(Σ_l ‖I_l − P_l‖²) / sqrt(Σ_l ‖I_l‖²)`` where each ``I_l``/``P_l`` is a factor pair.
+    """
+    num = den = 0.0
+    for module, pair in ideal.items():
+        n = fro_norm_sq(*pair)
+        num += (relative_error(pair, applied[module]) ** 2) * n
+        den += n
+    return math.sqrt(num / den) if den > 0 else 0.0
+
+
+def max_rank(clients: Sequence[ClientInfo]) -> int:
+    return max(c.rank for c in clients)

@@ -1,0 +1,119 @@
+"""The algorithm interface: four server hooks, four client hooks, capability flags.
+
+An algorithm is a frozen dataclass whose fields are its hyperparameters (each with a help string,
+validated in ``__post_init__``); it holds no state. Server state ``S`` is threaded explicitly:
+hooks return new values and never mutate their inputs. Client state (``cstate``) is a
+``TensorDict`` that lives with the client between its rounds. Only ``engine.local.client_round``
+calls the client hooks. LoRA scaling and ranks come from ``LoRASpec``/``ClientInfo``, never from
+the algorithm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Generic, TypeVar
+
+import torch
+
+from ilora.lora.spec import LoRASpec
+from ilora.registry import Registry
+from ilora.types import ClientContext, ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+
+S = TypeVar("S")
+
+
+class Algorithm(Generic[S]):
+    """Base class of every federated LoRA method (see DESIGN.md §4.3)."""
+
+    name: ClassVar[str]
+    heterogeneous_ranks: ClassVar[bool] = False  # accepts clients of different ranks
+    stateful_clients: ClassVar[bool] = False  # keeps client state across rounds
+    personalized: ClassVar[bool] = False  # clients' models differ from the global one
+    pooled_data: ClassVar[bool] = False  # one client holding all data (the centralized reference)
+
+    # ---- server side (pure: return new values, never mutate inputs)
+    def server_init(self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int) -> S:
+        """Return the initial server state.
+
+        Args:
+            template: ``<module>.base`` frozen weights ``(d_out, d_in)`` (read-only) and the
+                initial head parameters (identical for every client).
+            clients: every client of the run (ids, ranks, example counts).
+            lora: the LoRA spec (scaling, ranks).
+            seed: the run seed; draw randomness with ``ilora.seeding.generator(seed, ...)``.
+        """
+        raise NotImplementedError
+
+    def download(self, state: S, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        """Return what ``client`` receives at the start of round ``rnd`` (per client)."""
+        raise NotImplementedError
+
+    def aggregate(self, state: S, uploads: Mapping[int, Upload], rnd: RoundInfo) -> S:
+        """Return the new state from the uploads of the clients that succeeded (keyed by cid)."""
+        raise NotImplementedError
+
+    def export(self, state: S) -> LocalSetup:
+        """Return the global model (factors, residual, head) for evaluation and checkpoints."""
+        raise NotImplementedError
+
+    def round_metrics(self, state: S) -> dict[str, float]:
+        """Return diagnostics of the last aggregation (``agg_error``); reporting only."""
+        return {}
+
+    def start_gradient_batches(self) -> int | None:
+        """Return how many local batches the loop averages into ``ctx.start_grad`` before training.
+
+        ``None`` (the default) skips it; ``0`` means one pass over all local data.
+        """
+        return None
+
+    # ---- client side (called only by engine.local.client_round)
+    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
+        """Return the local starting point and the client state. Default: the payload as factors."""
+        return LocalSetup(factors=dict(ctx.payload.tensors)), cstate
+
+    def loss_term(self, params: TensorDict, ctx: ClientContext, cstate: TensorDict) -> torch.Tensor | None:
+        """Return an extra loss added to the task loss (proximal terms); default none."""
+        return None
+
+    def grad_transform(
+        self, grads: TensorDict, params: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> TensorDict:
+        """Return the gradients the optimizer uses (control variates, sketches); default identity."""
+        return grads
+
+    def upload(self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict) -> tuple[Upload, TensorDict]:
+        """Return what the client sends and its new state. Default: all trained tensors."""
+        return Upload(tensors=dict(trained), weight=float(ctx.client.num_examples)), cstate
+
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")  # type: ignore[type-arg]
+register = ALGORITHMS.register
+
+
+def create_algorithm(name: str, args: Mapping[str, object] | None = None) -> Algorithm:  # type: ignore[type-arg]
+    """Return the algorithm registered as ``name`` with its preset and ``args`` applied.
+
+    Raises:
+        UnknownNameError: for an unknown name (with a did-you-mean).
+        ValueError: for an unknown hyperparameter (naming the valid ones) or an invalid value.
+    """
+    cls = ALGORITHMS.get(name)
+    kwargs = {**ALGORITHMS.preset(name), **dict(args or {})}
+    valid = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    for key in kwargs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"algorithm {name!r} has no hyperparameter {key!r}{hint} "
+                             f"(valid: {', '.join(sorted(valid)) or 'none'})")
+    return cls(**kwargs)
+
+
+def hyperparameter_help(cls: type) -> dict[str, str]:
+    """Return ``{field: help}`` for an algorithm class (the contract test checks every field)."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(cls)}

@@ -1,0 +1,48 @@
+"""Centralized: LoRA fine-tuning on the pooled data of all clients, the upper reference line.
+
+The engine runs one client that holds every training example (``pooled_data``), at the largest
+client rank, for as many local steps per round as all sampled clients of a federated run take
+together, so the compute budget matches. The server simply keeps what that client trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from ilora.algorithms._shared import FactorState, init_factors, max_rank
+from ilora.algorithms.base import Algorithm, register
+from ilora.lora import keys
+from ilora.lora.spec import LoRASpec
+from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+
+
+@register("centralized")
+@dataclass(frozen=True)
+class Centralized(Algorithm[FactorState]):
+    """Pooled-data training (see the module docstring). No hyperparameters."""
+
+    heterogeneous_ranks = True
+    pooled_data = True
+
+    def server_init(
+        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+    ) -> FactorState:
+        r = max_rank(clients)
+        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
+        return FactorState({**init_factors(template, r, lora, seed, "lora-init"), **head}, lora, r)
+
+    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        return Payload(dict(state.tensors))
+
+    def aggregate(self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo) -> FactorState:
+        if len(uploads) != 1:
+            raise ValueError(f"centralized expects exactly one (pooled) client, got {len(uploads)}")
+        (only,) = uploads.values()
+        return replace(state, tensors=dict(only.tensors), metrics={"agg_error": 0.0})
+
+    def export(self, state: FactorState) -> LocalSetup:
+        return LocalSetup(factors=dict(state.tensors))
+
+    def round_metrics(self, state: FactorState) -> dict[str, float]:
+        return dict(state.metrics)

@@ -1,0 +1,60 @@
+"""FedIT: FedAvg of the LoRA factors A and B separately (Zhang et al., ICASSP 2024, arXiv 2305.05644).
+
+Server keeps global ``Ā, B̄`` and sends them; clients continue training from them; the server
+sets ``Ā = Σ p_k A_k``, ``B̄ = Σ p_k B_k`` and FedAvg-s the head. The product is inexact:
+``Σ p_k B_k A_k − B̄Ā = Σ_{i<j} p_i p_j (B_i − B_j)(A_i − A_j)`` (the "aggregation noise").
+
+Heterogeneous ranks (not in the paper): the global factors live at ``r_max``; a client of rank
+``r_k`` receives the leading ``r_k`` rows of ``Ā`` / columns of ``B̄`` and its upload is
+zero-padded back to ``r_max`` before averaging (HetLoRA's padding without its weights), so
+padded components are diluted toward zero. Each client applies its own scaling ``s(r_k)``; the
+global model applies ``s(r_max)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from ilora.algorithms._shared import FactorState, agg_error, ideal_stack, init_factors, max_rank
+from ilora.algorithms.base import Algorithm, register
+from ilora.lora import keys
+from ilora.lora.linalg import resize_rank
+from ilora.lora.spec import LoRASpec
+from ilora.tensors import weighted_mean
+from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+
+
+@register("fedit")
+@dataclass(frozen=True)
+class FedIT(Algorithm[FactorState]):
+    """FedAvg of A and B (see the module docstring). No hyperparameters."""
+
+    heterogeneous_ranks = True
+
+    def server_init(
+        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+    ) -> FactorState:
+        r = max_rank(clients)
+        factors = init_factors(template, r, lora, seed, "lora-init")
+        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
+        return FactorState({**factors, **head}, lora, r)
+
+    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        r = client.rank
+        return Payload({k: resize_rank(v, r, keys.kind_of(k)) for k, v in state.tensors.items()})
+
+    def aggregate(self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo) -> FactorState:
+        ups = [uploads[c] for c in sorted(uploads)]
+        padded = [{k: resize_rank(v, state.rank, keys.kind_of(k)) for k, v in u.tensors.items()} for u in ups]
+        new = weighted_mean(padded, [u.weight for u in ups])
+        s = state.lora.scale(state.rank)
+        ideal = {m: ideal_stack(uploads, state.lora, m) for m in keys.modules(new)}
+        applied = {m: (new[keys.make(m, "lora_B")], s * new[keys.make(m, "lora_A")]) for m in ideal}
+        return replace(state, tensors=new, metrics={"agg_error": agg_error(ideal, applied)})
+
+    def export(self, state: FactorState) -> LocalSetup:
+        return LocalSetup(factors=dict(state.tensors))
+
+    def round_metrics(self, state: FactorState) -> dict[str, float]:
+        return dict(state.metrics)

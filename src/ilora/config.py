@@ -1,0 +1,231 @@
+"""Experiment configuration: nested dataclasses are the schema; YAML files are instances.
+
+Every field has a default and a help string; ``__post_init__`` validates. Loading is strict: an
+unknown key, a wrong type or an out-of-range value raises ``ConfigError`` naming the dotted path
+and the fix. ``--set fed.rounds=3`` overrides any dotted path (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ilora.lora.spec import LoRASpec
+
+
+class ConfigError(ValueError):
+    """A configuration a user wrote is wrong; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How the task's training set is split over clients."""
+
+    num_clients: int = field(default=10, metadata={"help": "number of clients"})
+    partition: str = field(default="dirichlet", metadata={"help": "partitioner (`ilora list partitioners`)"})
+    partition_args: dict[str, Any] = field(
+        default_factory=lambda: {"alpha": 0.3},
+        metadata={"help": "arguments of the partitioner, e.g. {alpha: 0.3, min_size: 10}"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.num_clients < 1:
+            raise ConfigError(f"data.num_clients must be >= 1, got {self.num_clients}")
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """The federated schedule."""
+
+    rounds: int = field(default=10, metadata={"help": "communication rounds"})
+    fraction: float = field(default=1.0, metadata={"help": "share of clients sampled per round"})
+    weighting: Literal["examples", "uniform"] = field(
+        default="examples", metadata={"help": "aggregation weight: local example count | uniform"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"fed.rounds must be >= 1, got {self.rounds}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"fed.fraction must be in (0, 1], got {self.fraction}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training of one client in one round."""
+
+    steps: int = field(default=10, metadata={"help": "local optimizer steps per round"})
+    batch_size: int = field(default=32, metadata={"help": "local minibatch size"})
+    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "adamw | sgd"})
+    lr: float = field(default=2e-3, metadata={"help": "learning rate of the LoRA factors"})
+    head_lr: float = field(default=5e-3, metadata={"help": "learning rate of the head"})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled (AdamW) / L2 (SGD) weight decay"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "clip the gradient norm; 0 = off"})
+    train_head: bool = field(
+        default=True, metadata={"help": "train the classifier head locally and FedAvg it (every method)"}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "head_lr"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.momentum < 0 or self.max_grad_norm < 0:
+            raise ConfigError("train.weight_decay, train.momentum and train.max_grad_norm must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Global evaluation on the held-out test split."""
+
+    every: int = field(default=1, metadata={"help": "evaluate every N rounds (and after the last)"})
+    subset: int = field(default=1000, metadata={"help": "seeded test subset per round; 0 = all"})
+    final_full: bool = field(default=True, metadata={"help": "evaluate on the full test split at the end"})
+    batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.subset < 0 or self.batch_size < 1:
+            raise ConfigError("eval.every and eval.batch_size must be >= 1 and eval.subset >= 0")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One federated run."""
+
+    algorithm: str = field(default="ilora", metadata={"help": "`ilora list algorithms`"})
+    algorithm_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "the algorithm's hyperparameters"})
+    task: str = field(default="tiny-text", metadata={"help": "`ilora list tasks`"})
+    task_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's options"})
+    seed: int = field(default=0, metadata={"help": "run seed: partition, inits, sampling, dropout"})
+    lora: LoRASpec = field(default_factory=LoRASpec)
+    data: DataConfig = field(default_factory=DataConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (the YAML subset we use) and convert it."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return build(tp, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in args:
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} fits none of {[ _type_name(a) for a in args]}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{path} must be null")
+        return None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{path} must be {tp.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def build(cls: type[Any], data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly (unknown keys and wrong types raise).
+
+    Raises:
+        ConfigError: naming the dotted path, with a did-you-mean for unknown keys.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown config key {dotted!r}{hint} (valid: {', '.join(sorted(fields))})")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{path or 'config'}: {err}") from None
+
+
+def set_dotted(data: dict[str, Any], dotted: str, raw: str) -> None:
+    """Apply one ``key.path=value`` override to a nested mapping (value parsed as YAML)."""
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
+        node = child
+    node[last] = yaml.safe_load(raw)
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``k=v`` overrides.
+
+    Raises:
+        ConfigError: for a missing file, bad YAML, an unknown key or an invalid value.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+        data = loaded
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set takes key.path=value, got {item!r}")
+        set_dotted(data, key.strip(), raw)
+    cfg: ExperimentConfig = build(ExperimentConfig, data)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Return a plain YAML-ready mapping of a config dataclass (tuples become lists)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}

@@ -1,0 +1,26 @@
+"""Evaluation of a loaded model on an ``ArrayDataset`` (accuracy and mean cross-entropy)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ilora.tasks.base import ArrayDataset
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int) -> dict[str, float]:
+    """Return ``{"accuracy", "loss"}`` of ``model`` on ``data`` (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        logits = model(**{k: v[idx] for k, v in data.inputs.items()})  # (b, C)
+        labels = data.labels[idx]
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(dim=-1) == labels).sum())
+    model.train(was_training)
+    n = max(1, len(data))
+    return {"accuracy": correct / n, "loss": loss_sum / n}

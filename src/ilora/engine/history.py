@@ -1,0 +1,79 @@
+"""Per-round records and the run history (one JSON object per round in ``history.jsonl``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round did (see DESIGN.md §2 and §8)."""
+
+    round: int
+    algorithm: str
+    bytes_up: int
+    bytes_down: int
+    wall_s: float
+    clients: dict[str, int]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(d.pop("metrics"))
+        return d
+
+
+@dataclass
+class History:
+    """The records of a run, in round order, plus the final evaluation."""
+
+    algorithm: str
+    task: str
+    records: list[RoundRecord] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)
+
+    def accuracies(self) -> list[float]:
+        return [r.metrics["accuracy"] for r in self.records if "accuracy" in r.metrics]
+
+    def summary(self) -> dict[str, Any]:
+        """Return ``summary.json``'s content."""
+        accs = self.accuracies()
+        final_acc = self.final.get("accuracy", accs[-1] if accs else float("nan"))
+        return {
+            "algorithm": self.algorithm,
+            "task": self.task,
+            "rounds": len(self.records),
+            "final_accuracy": final_acc,
+            "final_loss": self.final.get("loss", float("nan")),
+            "best_accuracy": max(accs) if accs else float("nan"),
+            "total_bytes_up": sum(r.bytes_up for r in self.records),
+            "total_bytes_down": sum(r.bytes_down for r in self.records),
+            "wall_s": sum(r.wall_s for r in self.records),
+            "mean_agg_error": _mean([r.metrics["agg_error"] for r in self.records if "agg_error" in r.metrics]),
+        }
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
+    """Append one JSON line and fsync, so a crash never loses a finished round."""
+    with path.open("a") as f:
+        f.write(json.dumps(obj, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file, fsync and rename it over ``path``."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

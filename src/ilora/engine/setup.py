@@ -1,0 +1,112 @@
+"""Everything a run needs before its first round, built once from a config.
+
+The task's data, its partition over clients, each client's rank, the model with LoRA injected,
+and the algorithm. Both runtimes build the same ``Experiment`` from the same config, so they see
+identical clients, data shares and initial weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+import ilora.algorithms  # noqa: F401  (registers every algorithm)
+import ilora.tasks  # noqa: F401  (registers every task)
+from ilora.algorithms.base import Algorithm, create_algorithm
+from ilora.config import ConfigError, ExperimentConfig
+from ilora.data.partition import PARTITIONERS
+from ilora.lora.inject import inject
+from ilora.lora.state import adapted
+from ilora.tasks.base import TASKS, ArrayDataset, Task, TaskData
+from ilora.types import ClientInfo
+
+
+@dataclass
+class Experiment:
+    """A configured run: task data, client shares, clients, the model and the algorithm."""
+
+    cfg: ExperimentConfig
+    task: Task
+    data: TaskData
+    shares: list[ArrayDataset]
+    clients: list[ClientInfo]
+    model: nn.Module
+    algorithm: Algorithm  # type: ignore[type-arg]
+
+
+def make_task(name: str, args: dict[str, Any]) -> Task:
+    """Return the task ``name`` with its options, checking every option name.
+
+    Raises:
+        ConfigError: for an unknown option (with the valid ones) or an invalid value.
+    """
+    cls = TASKS.get(name)
+    valid = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    for key in args:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"task {name!r} has no option task_args.{key}{hint} "
+                              f"(valid: {', '.join(sorted(valid)) or 'none'})")
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"task_args of {name!r}: {err}") from None
+
+
+def partition(cfg: ExperimentConfig, train: ArrayDataset) -> list[np.ndarray]:
+    """Return each client's training indices under ``cfg.data``."""
+    fn = PARTITIONERS.get(cfg.data.partition)
+    labels = train.labels.numpy()
+    try:
+        parts = fn(labels, train.groups, cfg.data.num_clients, cfg.seed, **cfg.data.partition_args)
+    except ValueError as err:
+        raise ConfigError(f"data.partition {cfg.data.partition!r}: {err}") from None
+    for cid, idx in enumerate(parts):
+        if len(idx) == 0:
+            raise ConfigError(f"client {cid} has no training examples; lower data.num_clients "
+                              "or change data.partition_args")
+    return parts
+
+
+def check_ranks(cfg: ExperimentConfig, alg: Algorithm, ranks: list[int], model: nn.Module) -> None:  # type: ignore[type-arg]
+    """Reject ranks no layer can hold and mixed ranks for single-rank algorithms."""
+    if len(set(ranks)) > 1 and not alg.heterogeneous_ranks:
+        raise ConfigError(f"algorithm {cfg.algorithm!r} needs one rank for every client, got "
+                          f"{sorted(set(ranks))}; use lora.rank_policy: uniform or another algorithm")
+    for name, layer in adapted(model).items():
+        limit = min(layer.d_in, layer.d_out)
+        if max(ranks) > limit:
+            raise ConfigError(f"rank {max(ranks)} exceeds min(d_in, d_out) = {limit} of layer "
+                              f"{name!r}; lower lora.rank / lora.ranks")
+
+
+def build(cfg: ExperimentConfig) -> Experiment:
+    """Build the experiment of ``cfg`` (loads data and the pretrained model).
+
+    Raises:
+        ConfigError: for any configuration a user can get wrong.
+    """
+    try:
+        alg = create_algorithm(cfg.algorithm, cfg.algorithm_args)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    task = make_task(cfg.task, cfg.task_args)
+    data = task.load()
+    parts = partition(cfg, data.train)
+    ranks = cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed)
+    clients = [ClientInfo(cid, ranks[cid], len(idx)) for cid, idx in enumerate(parts)]
+    model = task.build_model(data.num_classes, cfg.seed)
+    targets = cfg.lora.targets or task.lora_targets
+    try:
+        inject(model, cfg.lora, targets, head=task.head)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    check_ranks(cfg, alg, ranks, model)
+    shares = [data.train.subset(idx) for idx in parts]
+    return Experiment(cfg, task, data, shares, clients, model, alg)

@@ -1,0 +1,110 @@
+"""The embedded engine: one process, one frozen base model, per-client adapters swapped in and out.
+
+``run(cfg)`` builds the experiment and runs ``fed.rounds`` rounds of: sample clients, download,
+``client_round`` each (sequentially, on the one model), canonicalize and weight the uploads,
+aggregate, evaluate the exported global model on a fixed seeded test subset. Reruns with the same
+config are bitwise identical.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from ilora.config import ExperimentConfig
+from ilora.engine.evaluation import evaluate
+from ilora.engine.history import History, RoundRecord
+from ilora.engine.local import client_round
+from ilora.engine.sampling import num_sampled, sample_clients
+from ilora.engine.setup import Experiment, build
+from ilora.lora.state import load_setup, template
+from ilora.seeding import generator
+from ilora.tasks.base import ArrayDataset
+from ilora.tensors import canonical, num_bytes
+from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+
+RoundCallback = Callable[[RoundRecord], None]
+
+
+@dataclass
+class RunResult:
+    """A finished run: its history, the final global model's setup and the server state."""
+
+    history: History
+    setup: LocalSetup
+    state: Any
+
+
+def canonical_payload(p: Payload) -> Payload:
+    return replace(p, tensors=canonical(p.tensors, torch.float32))
+
+
+def canonical_upload(u: Upload, weighting: str) -> Upload:
+    weight = 1.0 if weighting == "uniform" else float(u.weight)
+    return replace(u, tensors=canonical(u.tensors, torch.float32), weight=weight)
+
+
+def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
+    """Return the fixed seeded test subset used every round (all of it when ``size`` is 0)."""
+    if size == 0 or size >= len(test):
+        return test
+    idx = torch.randperm(len(test), generator=generator(seed, "eval-subset"))[:size]
+    return test.subset(idx.sort().values.numpy())
+
+
+def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], int]:
+    """Return the clients the engine trains, their data, and local steps per round.
+
+    A ``pooled_data`` algorithm (centralized) trains one client holding every example, at the
+    largest rank, for as many steps as all sampled clients of a federated round together.
+    """
+    cfg = exp.cfg
+    if not exp.algorithm.pooled_data:
+        return exp.clients, exp.shares, cfg.train.steps
+    pooled = exp.data.train
+    rank = max(c.rank for c in exp.clients)
+    steps = cfg.train.steps * num_sampled(len(exp.clients), cfg.fed.fraction)
+    return [ClientInfo(0, rank, len(pooled))], [pooled], steps
+
+
+def run(cfg: ExperimentConfig, on_round: RoundCallback | None = None, exp: Experiment | None = None) -> RunResult:
+    """Run one federated experiment on the embedded engine and return its result."""
+    exp = exp or build(cfg)
+    alg, model = exp.algorithm, exp.model
+    clients, shares, steps = run_clients(exp)
+    train = replace(cfg.train, steps=steps)
+    fraction = 1.0 if alg.pooled_data else cfg.fed.fraction
+    state = alg.server_init(template(model), clients, cfg.lora, cfg.seed)
+    store: dict[int, TensorDict] = {c.cid: {} for c in clients}
+    subset = eval_subset(exp.data.test, cfg.eval.subset, cfg.seed)
+    history = History(cfg.algorithm, cfg.task)
+    for r in range(1, cfg.fed.rounds + 1):
+        t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
+        uploads: dict[int, Upload] = {}
+        down = up = 0
+        sampled = sample_clients([c.cid for c in clients], fraction, cfg.seed, r)
+        for cid in sampled:
+            payload = canonical_payload(alg.download(state, clients[cid], rnd))
+            result, store[cid] = client_round(alg, model, shares[cid], payload, store[cid], clients[cid], rnd, cfg.lora, train)
+            uploads[cid] = canonical_upload(result, cfg.fed.weighting)
+            down, up = down + num_bytes(payload.tensors), up + num_bytes(uploads[cid].tensors)
+        state = alg.aggregate(state, uploads, rnd)
+        metrics = dict(alg.round_metrics(state))
+        metrics["train_loss"] = sum(u.metrics["train_loss"] for u in uploads.values()) / len(uploads)
+        if r % cfg.eval.every == 0 or r == cfg.fed.rounds:
+            load_setup(model, alg.export(state))
+            metrics.update(evaluate(model, subset, cfg.eval.batch_size))
+        counts = {"sampled": len(sampled), "succeeded": len(uploads), "failed": 0, "rejected": 0}
+        record = RoundRecord(r, cfg.algorithm, up, down, time.perf_counter() - t0, counts, metrics)
+        history.records.append(record)
+        if on_round is not None:
+            on_round(record)
+    setup = alg.export(state)
+    if cfg.eval.final_full:
+        load_setup(model, setup)
+        history.final = evaluate(model, exp.data.test, cfg.eval.batch_size)
+    return RunResult(history, setup, state)

@@ -1,0 +1,90 @@
+"""Low-rank linear algebra in factor space: products, stacking, QR/SVD refactorization, ranks.
+
+Shapes follow PyTorch: ``B (d_out, r)``, ``A (r, d_in)``, product ``B A (d_out, d_in)``.
+Nothing here forms a dense ``(d_out, d_in)`` matrix unless its name says ``dense``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def stack(Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor], coeffs: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``B_c = [B_1 … B_K]`` and ``A_c = [c_1 A_1; …; c_K A_K]`` with ``B_c A_c = Σ c_k B_k A_k``.
+
+    The coefficient goes on A (FLoRA's convention); shapes ``(d_out, Σr)`` and ``(Σr, d_in)``.
+    """
+    B_c = torch.cat([b.to(torch.float64) for b in Bs], dim=1)  # (d_out, Σr)
+    A_c = torch.cat([c * a.to(torch.float64) for a, c in zip(As, coeffs, strict=True)], dim=0)  # (Σr, d_in)
+    return B_c, A_c
+
+
+def fro_norm_sq(B: torch.Tensor, A: torch.Tensor) -> float:
+    """Return ``‖B A‖_F²`` as ``⟨BᵀB, A Aᵀ⟩`` without forming ``B A``."""
+    B64, A64 = B.to(torch.float64), A.to(torch.float64)
+    return float(((B64.T @ B64) * (A64 @ A64.T)).sum().clamp_min(0.0))  # (r, r) ⊙ (r, r)
+
+
+def relative_error(ideal: tuple[torch.Tensor, torch.Tensor], applied: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Return ``‖B_i A_i − B_a A_a‖_F / ‖B_i A_i‖_F`` in factor space (0 when the ideal is 0)."""
+    denom = fro_norm_sq(*ideal)
+    B = torch.cat([ideal[0].to(torch.float64), applied[0].to(torch.float64)], dim=1)  # (d_out, r_i+r_a)
+    A = torch.cat([ideal[1].to(torch.float64), -applied[1].to(torch.float64)], dim=0)  # (r_i+r_a, d_in)
+    return (fro_norm_sq(B, A) / denom) ** 0.5 if denom > 0 else 0.0
+
+
+def svd_of_product(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return the thin SVD ``U S Vh`` of ``B A`` via ``QR(B)`` and an SVD of the small core.
+
+    Cost ``O((d_out + d_in) R²)`` for ``R`` columns of ``B``; ``U`` has orthonormal columns.
+    """
+    Q, R = torch.linalg.qr(B.to(torch.float64))  # Q: (d_out, m), R: (m, R), m = min(d_out, R)
+    core = R @ A.to(torch.float64)  # (m, d_in)
+    U, S, Vh = torch.linalg.svd(core, full_matrices=False)  # U: (m, q), S: (q,), Vh: (q, d_in)
+    return (Q @ U).contiguous(), S, Vh.contiguous()  # (d_out, q), (q,), (q, d_in)
+
+
+def qr_of_dense(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the reduced QR of the dense product ``B A`` (ILoRA's released code path)."""
+    dense = B.to(torch.float64) @ A.to(torch.float64)  # (d_out, d_in): formed on purpose
+    Q, R = torch.linalg.qr(dense)  # Q: (d_out, m), R: (m, d_in)
+    return Q.contiguous(), R.contiguous()
+
+
+def pad_rank(t: torch.Tensor, r: int, kind: str) -> torch.Tensor:
+    """Zero-pad an A ``(r_k, d_in)`` (rows) or B ``(d_out, r_k)`` (columns) up to rank ``r``."""
+    if kind == "lora_A":
+        return torch.cat([t, t.new_zeros(r - t.shape[0], t.shape[1])], dim=0)  # (r, d_in)
+    return torch.cat([t, t.new_zeros(t.shape[0], r - t.shape[1])], dim=1)  # (d_out, r)
+
+
+def truncate_rank(t: torch.Tensor, r: int, kind: str) -> torch.Tensor:
+    """Keep the leading ``r`` rows of an A or columns of a B (a contiguous copy)."""
+    return (t[:r] if kind == "lora_A" else t[:, :r]).contiguous()
+
+
+def resize_rank(t: torch.Tensor, r: int, kind: str) -> torch.Tensor:
+    """Pad or truncate an A/B factor to rank ``r``; other tensors are returned as they are."""
+    if kind not in ("lora_A", "lora_B"):
+        return t
+    cur = t.shape[0] if kind == "lora_A" else t.shape[1]
+    return pad_rank(t, r, kind) if cur < r else truncate_rank(t, r, kind)
+
+
+def qr_init(W0: torch.Tensor, r: int, target_rms: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ILoRA's (OLoRA's) QR factors of ``W0 (d_out, d_in)`` at rank ``r``: ``(B, A)``.
+
+    ``B = Q[:, :r]`` (orthonormal columns) and ``A = R[:r]``; with ``target_rms`` both are scaled
+    by ``c = sqrt(τ / ‖B A‖_F)``, ``τ = target_rms · sqrt(d_out d_in)``, so ``‖B A‖_F = τ`` (the
+    released code uses 1e-4). Nested across ranks: rank-2 factors are the leading part of rank-6.
+    """
+    Q, R = torch.linalg.qr(W0.detach().to(torch.float64))  # Q: (d_out, m), R: (m, d_in)
+    B, A = Q[:, :r], R[:r]  # (d_out, r), (r, d_in)
+    if target_rms is not None:
+        tau = target_rms * (W0.shape[0] * W0.shape[1]) ** 0.5
+        norm = fro_norm_sq(B, A) ** 0.5
+        c = (tau / norm) ** 0.5 if norm > 0 else 1.0
+        B, A = c * B, c * A
+    return B.float().contiguous(), A.float().contiguous()

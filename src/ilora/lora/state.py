@@ -1,0 +1,86 @@
+"""The only bridge between modules and ``TensorDict``s.
+
+``factor_state`` reads what a client trained (factors and head); ``load_setup`` installs a
+``LocalSetup`` (factors, residuals, head values) and returns the trainable parameters by key;
+``base_weights`` exposes the frozen weights read-only (QR/SVD inits).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ilora.lora import keys
+from ilora.lora.layer import LoRALinear
+from ilora.types import LocalSetup, TensorDict
+
+
+def adapted(model: nn.Module) -> dict[str, LoRALinear]:
+    """Return the ``LoRALinear`` modules of ``model`` by name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def head_names(model: nn.Module) -> tuple[str, ...]:
+    """Return the head parameter names recorded by ``inject``."""
+    names: tuple[str, ...] = getattr(model, "ilora_head", ())
+    return names
+
+
+def base_weights(model: nn.Module) -> TensorDict:
+    """Return ``{"<module>.base": W (d_out, d_in)}`` views of the frozen weights (do not modify)."""
+    return {keys.make(n, "base"): m.base_weight().detach() for n, m in adapted(model).items()}
+
+
+def template(model: nn.Module) -> TensorDict:
+    """Return what ``Algorithm.server_init`` starts from: base weights and the initial head."""
+    params = dict(model.named_parameters())
+    head = {n: params[n].detach().clone() for n in head_names(model)}
+    return {**base_weights(model), **head}
+
+
+def factor_state(model: nn.Module) -> TensorDict:
+    """Return the installed factors and the head values (detached copies)."""
+    out: TensorDict = {}
+    for name, mod in adapted(model).items():
+        for kind in keys.FACTOR_KINDS:
+            p = getattr(mod, kind)
+            if p is not None:
+                out[keys.make(name, kind)] = p.detach().clone()
+    params = dict(model.named_parameters())
+    out.update({n: params[n].detach().clone() for n in head_names(model)})
+    return out
+
+
+def load_setup(model: nn.Module, setup: LocalSetup) -> dict[str, nn.Parameter]:
+    """Install ``setup`` into ``model`` and return its trainable parameters by key.
+
+    Layers without factors in ``setup`` get no adapter; layers without a residual get none.
+
+    Raises:
+        ValueError: on a key that names no layer or head parameter, or a shape that does not fit.
+    """
+    layers, params = adapted(model), dict(model.named_parameters())
+    heads = set(head_names(model))
+    for key in list(setup.factors) + list(setup.residual):
+        parsed = keys.parse(key)
+        if (parsed is None and key not in heads) or (parsed is not None and parsed[0] not in layers):
+            raise ValueError(f"setup key {key!r} names no adapted layer or head parameter of the model")
+    for name, mod in layers.items():
+        f = setup.factors
+        mod.set_adapter(f.get(f"{name}.lora_A"), f.get(f"{name}.lora_B"), f.get(f"{name}.lora_C"))
+        mod.set_residual(setup.residual.get(keys.make(name, "residual")))
+    for n in heads:
+        if n in setup.factors:
+            value = setup.factors[n]
+            if value.shape != params[n].shape:
+                raise ValueError(f"head {n!r} must be {tuple(params[n].shape)}, got {tuple(value.shape)}")
+            params[n].data.copy_(value)
+    live = {**{k: p for n, m in layers.items() for k, p in _factor_params(n, m).items()},
+            **{n: params[n] for n in heads}}
+    trainable = set(setup.factors) if setup.trainable is None else set(setup.trainable)
+    for k, p in live.items():
+        p.requires_grad_(k in trainable)
+    return {k: p for k, p in sorted(live.items()) if k in trainable}
+
+
+def _factor_params(name: str, mod: LoRALinear) -> dict[str, nn.Parameter]:
+    return {keys.make(name, k): p for k in keys.FACTOR_KINDS if (p := getattr(mod, k)) is not None}
