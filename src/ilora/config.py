@@ -29,7 +29,9 @@ class DataConfig:
     """How the task's training set is split over clients."""
 
     num_clients: int = field(default=10, metadata={"help": "number of clients"})
-    partition: str = field(default="dirichlet", metadata={"help": "partitioner (`ilora list partitioners`)"})
+    partition: str = field(
+        default="dirichlet", metadata={"help": "partitioner (`ilora list partitioners`)"}
+    )
     partition_args: dict[str, Any] = field(
         default_factory=lambda: {"alpha": 0.3},
         metadata={"help": "arguments of the partitioner, e.g. {alpha: 0.3, min_size: 10}"},
@@ -66,11 +68,14 @@ class TrainConfig:
     optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "adamw | sgd"})
     lr: float = field(default=2e-3, metadata={"help": "learning rate of the LoRA factors"})
     head_lr: float = field(default=5e-3, metadata={"help": "learning rate of the head"})
-    weight_decay: float = field(default=0.0, metadata={"help": "decoupled (AdamW) / L2 (SGD) weight decay"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "decoupled (AdamW) / L2 (SGD) weight decay"}
+    )
     momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
     max_grad_norm: float = field(default=0.0, metadata={"help": "clip the gradient norm; 0 = off"})
     train_head: bool = field(
-        default=True, metadata={"help": "train the classifier head locally and FedAvg it (every method)"}
+        default=True,
+        metadata={"help": "train the classifier head locally and FedAvg it (every method)"},
     )
 
     def __post_init__(self) -> None:
@@ -81,7 +86,9 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or self.momentum < 0 or self.max_grad_norm < 0:
-            raise ConfigError("train.weight_decay, train.momentum and train.max_grad_norm must be >= 0")
+            raise ConfigError(
+                "train.weight_decay, train.momentum and train.max_grad_norm must be >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,9 @@ class EvalConfig:
 
     every: int = field(default=1, metadata={"help": "evaluate every N rounds (and after the last)"})
     subset: int = field(default=1000, metadata={"help": "seeded test subset per round; 0 = all"})
-    final_full: bool = field(default=True, metadata={"help": "evaluate on the full test split at the end"})
+    final_full: bool = field(
+        default=True, metadata={"help": "evaluate on the full test split at the end"}
+    )
     batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
 
     def __post_init__(self) -> None:
@@ -103,7 +112,9 @@ class ExperimentConfig:
     """One federated run."""
 
     algorithm: str = field(default="ilora", metadata={"help": "`ilora list algorithms`"})
-    algorithm_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "the algorithm's hyperparameters"})
+    algorithm_args: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "the algorithm's hyperparameters"}
+    )
     task: str = field(default="tiny-text", metadata={"help": "`ilora list tasks`"})
     task_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's options"})
     seed: int = field(default=0, metadata={"help": "run seed: partition, inits, sampling, dropout"})
@@ -135,7 +146,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, arg, path)
             except ConfigError:
                 continue
-        raise ConfigError(f"{path}: {value!r} fits none of {[ _type_name(a) for a in args]}")
+        raise ConfigError(f"{path}: {value!r} fits none of {[_type_name(a) for a in args]}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path} must be a list, got {value!r}")
@@ -162,6 +173,7 @@ def build(cls: type[Any], data: dict[str, Any], path: str = "") -> Any:
 
     Raises:
         ConfigError: naming the dotted path, with a did-you-mean for unknown keys.
+
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -171,7 +183,9 @@ def build(cls: type[Any], data: dict[str, Any], path: str = "") -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown config key {dotted!r}{hint} (valid: {', '.join(sorted(fields))})")
+            raise ConfigError(
+                f"unknown config key {dotted!r}{hint} (valid: {', '.join(sorted(fields))})"
+            )
         kwargs[key] = _coerce(value, hints[key], dotted)
     try:
         return cls(**kwargs)
@@ -198,6 +212,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
 
     Raises:
         ConfigError: for a missing file, bad YAML, an unknown key or an invalid value.
+
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -222,10 +237,12 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """Return a plain YAML-ready mapping of a config dataclass (tuples become lists)."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, tuple | list):
             return [plain(x) for x in v]
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         return v
+
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}

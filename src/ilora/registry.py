@@ -7,6 +7,7 @@ typo in a config never silently runs something else (PEFT's ``register_peft_meth
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -29,11 +30,13 @@ class Registry(Generic[T]):
     def register(self, name: str, preset: Mapping[str, Any] | None = None) -> Callable[[T], T]:
         """Return a decorator that registers its argument under ``name``.
 
-        ``preset`` registers a named setting of the same object: its creators (``create_algorithm``) pass
-        these keyword defaults (``ilora-s`` is ``ilora`` with ``control_variates=True``).
+        ``preset`` registers a named setting of the same object: its creators
+        (``create_algorithm``) pass these keyword defaults (``ilora-s`` is ``ilora`` with
+        ``control_variates=True``).
 
         Raises:
             ValueError: if ``name`` is already registered.
+
         """
 
         def decorate(obj: T) -> T:
@@ -57,6 +60,7 @@ class Registry(Generic[T]):
 
         Raises:
             UnknownNameError: naming the closest registered names.
+
         """
         try:
             return self._items[name]
@@ -75,3 +79,23 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def instantiate(cls: type[Any], kwargs: Mapping[str, Any], label: str) -> Any:
+    """Return ``cls(**kwargs)`` after checking every key against the dataclass fields of ``cls``.
+
+    Raises:
+        ValueError: naming ``label``, the unknown key, a did-you-mean and the valid keys.
+
+    """
+    valid: set[str] = (
+        {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    )
+    for key in kwargs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"{label} has no option {key!r}{hint} (valid: {', '.join(sorted(valid)) or 'none'})"
+            )
+    return cls(**kwargs)

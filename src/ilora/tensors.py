@@ -15,6 +15,7 @@ def canonical(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None = N
     Args:
         tensors: any mapping of tensors.
         dtype: if given, floating tensors are cast to it.
+
     """
     out: TensorDict = {}
     for key in sorted(tensors):
@@ -25,14 +26,19 @@ def canonical(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None = N
     return out
 
 
-def weighted_mean(dicts: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> TensorDict:
+def weighted_mean(
+    dicts: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
+) -> TensorDict:
     """Return ``sum_i w_i d_i / sum_i w_i`` key by key (float64 accumulation, float32 result).
 
     Raises:
         ValueError: on an empty input, mismatched keys or shapes, or non-positive total weight.
+
     """
     if not dicts or len(dicts) != len(weights):
-        raise ValueError(f"weighted_mean needs matching dicts and weights, got {len(dicts)}/{len(weights)}")
+        raise ValueError(
+            f"weighted_mean needs matching dicts and weights, got {len(dicts)}/{len(weights)}"
+        )
     total = float(sum(weights))
     if total <= 0:
         raise ValueError(f"weights must sum to a positive number, got {total}")
@@ -44,16 +50,22 @@ def weighted_mean(dicts: Sequence[Mapping[str, torch.Tensor]], weights: Sequence
             if set(d) != keys or d[key].shape != dicts[0][key].shape:
                 raise ValueError(f"weighted_mean: mismatched keys or shape at {key!r}")
             acc += (w / total) * d[key].to(torch.float64)
-        out[key] = acc.to(dicts[0][key].dtype if dicts[0][key].is_floating_point() else torch.float32)
+        out[key] = acc.to(
+            dicts[0][key].dtype if dicts[0][key].is_floating_point() else torch.float32
+        )
     return out
 
 
-def map_values(fn: Callable[[torch.Tensor], torch.Tensor], d: Mapping[str, torch.Tensor]) -> TensorDict:
+def map_values(
+    fn: Callable[[torch.Tensor], torch.Tensor], d: Mapping[str, torch.Tensor]
+) -> TensorDict:
     """Return ``{k: fn(v)}``."""
     return {k: fn(v) for k, v in d.items()}
 
 
-def add(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], scale: float = 1.0) -> TensorDict:
+def add(
+    a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], scale: float = 1.0
+) -> TensorDict:
     """Return ``a + scale * b`` over the keys of ``a`` (``b`` must have them all)."""
     return {k: a[k] + scale * b[k] for k in a}
 
@@ -81,7 +93,7 @@ def with_prefix(d: Mapping[str, torch.Tensor], prefix: str) -> TensorDict:
 
 def strip_prefix(d: Mapping[str, torch.Tensor], prefix: str) -> TensorDict:
     """Return the entries whose key starts with ``prefix``, with the prefix removed."""
-    return {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in d.items() if k.startswith(prefix)}
 
 
 def num_bytes(d: Mapping[str, torch.Tensor]) -> int:

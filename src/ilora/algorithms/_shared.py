@@ -40,7 +40,9 @@ def head_of(d: Mapping[str, torch.Tensor]) -> TensorDict:
     return dict(keys.of_kind(d, "param"))
 
 
-def init_factors(template: Mapping[str, torch.Tensor], r: int, lora: LoRASpec, *seed: object) -> TensorDict:
+def init_factors(
+    template: Mapping[str, torch.Tensor], r: int, lora: LoRASpec, *seed: object
+) -> TensorDict:
     """Return standard LoRA factors at rank ``r`` for every layer: ``A`` random, ``B = 0``.
 
     ``A`` is PEFT's ``kaiming_uniform_(a=sqrt(5))`` (bound ``1/sqrt(d_in)``) or ``N(0, 1/r²)``
@@ -67,7 +69,7 @@ def normalized_weights(uploads: Mapping[int, Upload]) -> dict[int, float]:
 
 
 def mean_extras(uploads: Mapping[int, Upload]) -> TensorDict:
-    """Return the weighted mean of the uploaded head tensors (FedAvg, identical for every method)."""
+    """Return the weighted mean of the uploaded head tensors (FedAvg, same for all methods)."""
     heads = [head_of(u.tensors) for u in uploads.values()]
     if not heads or not heads[0]:
         return {}

@@ -11,15 +11,22 @@ the algorithm.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Generic, TypeVar
 
 import torch
 
 from ilora.lora.spec import LoRASpec
-from ilora.registry import Registry
-from ilora.types import ClientContext, ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.registry import Registry, instantiate
+from ilora.types import (
+    ClientContext,
+    ClientInfo,
+    LocalSetup,
+    Payload,
+    RoundInfo,
+    TensorDict,
+    Upload,
+)
 
 S = TypeVar("S")
 
@@ -34,7 +41,9 @@ class Algorithm(Generic[S]):
     pooled_data: ClassVar[bool] = False  # one client holding all data (the centralized reference)
 
     # ---- server side (pure: return new values, never mutate inputs)
-    def server_init(self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int) -> S:
+    def server_init(
+        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+    ) -> S:
         """Return the initial server state.
 
         Args:
@@ -43,6 +52,7 @@ class Algorithm(Generic[S]):
             clients: every client of the run (ids, ranks, example counts).
             lora: the LoRA spec (scaling, ranks).
             seed: the run seed; draw randomness with ``ilora.seeding.generator(seed, ...)``.
+
         """
         raise NotImplementedError
 
@@ -74,17 +84,21 @@ class Algorithm(Generic[S]):
         """Return the local starting point and the client state. Default: the payload as factors."""
         return LocalSetup(factors=dict(ctx.payload.tensors)), cstate
 
-    def loss_term(self, params: TensorDict, ctx: ClientContext, cstate: TensorDict) -> torch.Tensor | None:
+    def loss_term(
+        self, params: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> torch.Tensor | None:
         """Return an extra loss added to the task loss (proximal terms); default none."""
         return None
 
     def grad_transform(
         self, grads: TensorDict, params: TensorDict, ctx: ClientContext, cstate: TensorDict
     ) -> TensorDict:
-        """Return the gradients the optimizer uses (control variates, sketches); default identity."""
+        """Return the gradients the optimizer uses (control variates, sketches); default: as is."""
         return grads
 
-    def upload(self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict) -> tuple[Upload, TensorDict]:
+    def upload(
+        self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> tuple[Upload, TensorDict]:
         """Return what the client sends and its new state. Default: all trained tensors."""
         return Upload(tensors=dict(trained), weight=float(ctx.client.num_examples)), cstate
 
@@ -99,17 +113,12 @@ def create_algorithm(name: str, args: Mapping[str, object] | None = None) -> Alg
     Raises:
         UnknownNameError: for an unknown name (with a did-you-mean).
         ValueError: for an unknown hyperparameter (naming the valid ones) or an invalid value.
+
     """
     cls = ALGORITHMS.get(name)
     kwargs = {**ALGORITHMS.preset(name), **dict(args or {})}
-    valid = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    for key in kwargs:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"algorithm {name!r} has no hyperparameter {key!r}{hint} "
-                             f"(valid: {', '.join(sorted(valid)) or 'none'})")
-    return cls(**kwargs)
+    algorithm: Algorithm = instantiate(cls, kwargs, f"algorithm {name!r}")  # type: ignore[type-arg]
+    return algorithm
 
 
 def hyperparameter_help(cls: type) -> dict[str, str]:

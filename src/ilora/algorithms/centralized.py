@@ -35,7 +35,9 @@ class Centralized(Algorithm[FactorState]):
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         return Payload(dict(state.tensors))
 
-    def aggregate(self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo) -> FactorState:
+    def aggregate(
+        self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
+    ) -> FactorState:
         if len(uploads) != 1:
             raise ValueError(f"centralized expects exactly one (pooled) client, got {len(uploads)}")
         (only,) = uploads.values()

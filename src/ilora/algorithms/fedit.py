@@ -1,4 +1,6 @@
-"""FedIT: FedAvg of the LoRA factors A and B separately (Zhang et al., ICASSP 2024, arXiv 2305.05644).
+"""FedIT: FedAvg of the LoRA factors A and B separately.
+
+Zhang et al., "Towards Building the Federated GPT", ICASSP 2024, arXiv 2305.05644.
 
 Server keeps global ``Ā, B̄`` and sends them; clients continue training from them; the server
 sets ``Ā = Σ p_k A_k``, ``B̄ = Σ p_k B_k`` and FedAvg-s the head. The product is inexact:
@@ -44,9 +46,14 @@ class FedIT(Algorithm[FactorState]):
         r = client.rank
         return Payload({k: resize_rank(v, r, keys.kind_of(k)) for k, v in state.tensors.items()})
 
-    def aggregate(self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo) -> FactorState:
+    def aggregate(
+        self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
+    ) -> FactorState:
         ups = [uploads[c] for c in sorted(uploads)]
-        padded = [{k: resize_rank(v, state.rank, keys.kind_of(k)) for k, v in u.tensors.items()} for u in ups]
+        padded = [
+            {k: resize_rank(v, state.rank, keys.kind_of(k)) for k, v in u.tensors.items()}
+            for u in ups
+        ]
         new = weighted_mean(padded, [u.weight for u in ups])
         s = state.lora.scale(state.rank)
         ideal = {m: ideal_stack(uploads, state.lora, m) for m in keys.modules(new)}

@@ -1,7 +1,10 @@
-"""ILoRA (Zhou, Liu, Shang; arXiv 2511.16069): QR init, concatenated-QR aggregation, control variates.
+"""ILoRA: QR init, concatenated-QR aggregation, rank-aware control variates.
+
+Zhou, Liu, Shang, arXiv 2511.16069.
 
 1. **QR-based orthonormal init** (client, first use of a rank): ``Q, R = QR(W0)``,
-   ``B = Q[:, :r_k]``, ``A = R[:r_k]``, optionally rescaled so ``‖BA‖_F = init_rms·sqrt(d_out d_in)``
+   ``B = Q[:, :r_k]``, ``A = R[:r_k]``, optionally rescaled so that
+   ``‖BA‖_F = init_rms·sqrt(d_out d_in)``
    (the released code: 1e-4), and the frozen base is offset by ``−o·BA`` (residual). The default
    offset ``o = s(r_k) = α/r_k`` keeps the initial model exactly ``W0``; ``init_offset: one`` is
    the released code's ``o = 1``. Every client's basis is a leading part of the same QR, so all
@@ -40,16 +43,27 @@ from ilora.lora.linalg import qr_init, qr_of_dense, resize_rank, stack, svd_of_p
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import strip_prefix, with_prefix
-from ilora.types import ClientContext, ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import (
+    ClientContext,
+    ClientInfo,
+    LocalSetup,
+    Payload,
+    RoundInfo,
+    TensorDict,
+    Upload,
+)
 
 CV = "cv/"
 
 
 @dataclass(frozen=True)
 class ILoRAState:
-    """Server state: global factors at ``rank`` (empty before the first aggregation), head,
-    control ``cv`` (empty without control variates), the QR-init factors at ``rank`` that offset
-    the global model's base, and the last aggregation's metrics."""
+    """ILoRA's server state.
+
+    Global factors at ``rank`` (empty before the first aggregation), head, control ``cv``
+    (empty without control variates), the QR-init factors at ``rank`` that offset the global
+    model's base, and the last aggregation's metrics.
+    """
 
     factors: TensorDict
     head: TensorDict
@@ -75,18 +89,23 @@ class ILoRA(Algorithm[ILoRAState]):
     )
     redistribute: Literal["svd", "qr_literal"] = field(
         default="svd",
-        metadata={"help": "svd: best rank-r factors in factor space; qr_literal: released code's "
-                  "dense QR and leading columns"},
+        metadata={
+            "help": "svd: best rank-r factors in factor space; qr_literal: released code's "
+            "dense QR and leading columns"
+        },
     )
     fold_scaling: bool = field(
-        default=True, metadata={"help": "aggregate s_k B_k A_k and send A/s_j (false: released code)"}
+        default=True,
+        metadata={"help": "aggregate s_k B_k A_k and send A/s_j (false: released code)"},
     )
     init_rms: float = field(
         default=1e-4, metadata={"help": "RMS of the initial BA (released code: 1e-4); 0 = raw Q, R"}
     )
     init_offset: Literal["alpha_over_r", "one"] = field(
         default="alpha_over_r",
-        metadata={"help": "base offset of the QR init: alpha_over_r keeps W0 exactly; one = released"},
+        metadata={
+            "help": "base offset of the QR init: alpha_over_r keeps W0 exactly; one = released"
+        },
     )
     cv_batches: int = field(
         default=0, metadata={"help": "local batches averaged for c_k+ (0 = one pass over all data)"}
@@ -122,7 +141,9 @@ class ILoRA(Algorithm[ILoRAState]):
         control = {k: resize_rank(v, r, keys.kind_of(k)) for k, v in state.control.items()}
         return Payload({**out, **state.head, **with_prefix(control, CV)})
 
-    def aggregate(self, state: ILoRAState, uploads: Mapping[int, Upload], rnd: RoundInfo) -> ILoRAState:
+    def aggregate(
+        self, state: ILoRAState, uploads: Mapping[int, Upload], rnd: RoundInfo
+    ) -> ILoRAState:
         p = normalized_weights(uploads)
         factors, ideal, applied = {}, {}, {}
         for m in keys.modules(state.init):
@@ -134,13 +155,18 @@ class ILoRA(Algorithm[ILoRAState]):
             applied[m] = (B, s_g * A)
         control = self._update_control(state, uploads)
         metrics = {"agg_error": agg_error(ideal, applied)}
-        return replace(state, factors=factors, head=mean_extras(uploads), control=control, metrics=metrics)
+        return replace(
+            state, factors=factors, head=mean_extras(uploads), control=control, metrics=metrics
+        )
 
     def export(self, state: ILoRAState) -> LocalSetup:
         if not state.factors:
             return LocalSetup(factors=dict(state.head))
         s = state.lora.scale(state.rank) if self.fold_scaling else 1.0
-        factors = {k: (v / s).contiguous() if keys.kind_of(k) == "lora_A" else v for k, v in state.factors.items()}
+        factors = {
+            k: (v / s).contiguous() if keys.kind_of(k) == "lora_A" else v
+            for k, v in state.factors.items()
+        }
         residual = self._offset(state.init, state.lora.scale(state.rank))
         return LocalSetup(factors={**factors, **state.head}, residual=residual)
 
@@ -170,7 +196,9 @@ class ILoRA(Algorithm[ILoRAState]):
                 out[k] = g + c_hat[k] - c_k.get(k, torch.zeros_like(g))
         return out
 
-    def upload(self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict) -> tuple[Upload, TensorDict]:
+    def upload(
+        self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> tuple[Upload, TensorDict]:
         weight = float(ctx.client.num_examples)
         if not self.control_variates:
             return Upload(dict(trained), weight), cstate
@@ -178,7 +206,9 @@ class ILoRA(Algorithm[ILoRAState]):
             raise RuntimeError("ILoRA-S needs ctx.start_grad; the training loop did not compute it")
         c_k = strip_prefix(cstate, CV)
         delta = {k: g - c_k.get(k, torch.zeros_like(g)) for k, g in ctx.start_grad.items()}
-        return Upload({**trained, **with_prefix(delta, CV)}, weight), with_prefix(dict(ctx.start_grad), CV)
+        return Upload({**trained, **with_prefix(delta, CV)}, weight), with_prefix(
+            dict(ctx.start_grad), CV
+        )
 
     # ---- math
     def _qr_factors(self, base: Mapping[str, torch.Tensor], r: int) -> TensorDict:
@@ -190,8 +220,11 @@ class ILoRA(Algorithm[ILoRAState]):
 
     def _offset(self, init: Mapping[str, torch.Tensor], s: float) -> TensorDict:
         o = s if self.init_offset == "alpha_over_r" else 1.0
-        return {keys.make(m, "residual"): -o * (init[keys.make(m, "lora_B")] @ init[keys.make(m, "lora_A")])
-                for m in keys.modules(init)}  # (d_out, r) @ (r, d_in)
+        return {
+            keys.make(m, "residual"): -o
+            * (init[keys.make(m, "lora_B")] @ init[keys.make(m, "lora_A")])
+            for m in keys.modules(init)
+        }  # (d_out, r) @ (r, d_in)
 
     @staticmethod
     def _stack(
@@ -200,7 +233,9 @@ class ILoRA(Algorithm[ILoRAState]):
         cids = sorted(uploads)
         Bs = [uploads[c].tensors[keys.make(m, "lora_B")] for c in cids]
         As = [uploads[c].tensors[keys.make(m, "lora_A")] for c in cids]
-        coeffs = [p[c] * (lora.scale(a.shape[0]) if fold else 1.0) for c, a in zip(cids, As, strict=True)]
+        coeffs = [
+            p[c] * (lora.scale(a.shape[0]) if fold else 1.0) for c, a in zip(cids, As, strict=True)
+        ]
         return stack(Bs, As, coeffs)  # (d_out, Σr), (Σr, d_in)
 
     def _refactor(

@@ -53,7 +53,9 @@ class History:
             "total_bytes_up": sum(r.bytes_up for r in self.records),
             "total_bytes_down": sum(r.bytes_down for r in self.records),
             "wall_s": sum(r.wall_s for r in self.records),
-            "mean_agg_error": _mean([r.metrics["agg_error"] for r in self.records if "agg_error" in r.metrics]),
+            "mean_agg_error": _mean(
+                [r.metrics["agg_error"] for r in self.records if "agg_error" in r.metrics]
+            ),
         }
 
 

@@ -27,12 +27,12 @@ from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, TensorDic
 
 
 def batch_indices(n: int, batch_size: int, *seed: object) -> Iterator[torch.Tensor]:
-    """Yield minibatch index tensors forever: a fresh seeded shuffle per pass over ``n`` examples."""
+    """Yield minibatch indices forever: a fresh seeded shuffle per pass over ``n`` examples."""
     epoch = 0
     while True:
         order = torch.randperm(n, generator=generator(*seed, "epoch", epoch))
         for start in range(0, n, batch_size):
-            yield order[start:start + batch_size]
+            yield order[start : start + batch_size]
         epoch += 1
 
 
@@ -43,19 +43,28 @@ def classification_loss(model: nn.Module, data: ArrayDataset, idx: torch.Tensor)
 
 
 def make_optimizer(params: dict[str, nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
-    """Return a fresh AdamW or SGD over ``params``: LoRA tensors at ``lr``, the head at ``head_lr``."""
+    """Return a fresh AdamW or SGD: LoRA tensors at ``lr``, the head at ``head_lr``."""
     factors = [p for k, p in params.items() if not keys.is_param(k)]
     head = [p for k, p in params.items() if keys.is_param(k)]
-    groups = [g for g in ({"params": factors, "lr": train.lr}, {"params": head, "lr": train.head_lr})
-              if g["params"]]
+    groups = [
+        g
+        for g in ({"params": factors, "lr": train.lr}, {"params": head, "lr": train.head_lr})
+        if g["params"]
+    ]
     if train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+        )
     return torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
 
 
 def mean_gradient(
-    model: nn.Module, params: dict[str, nn.Parameter], data: ArrayDataset, batch_size: int,
-    num_batches: int, *seed: object,
+    model: nn.Module,
+    params: dict[str, nn.Parameter],
+    data: ArrayDataset,
+    batch_size: int,
+    num_batches: int,
+    *seed: object,
 ) -> TensorDict:
     """Return the mean over examples of the loss gradient at the current point (eval mode).
 
@@ -67,7 +76,9 @@ def mean_gradient(
     count, batches = 0, batch_indices(len(data), batch_size, *seed, "start-grad")
     limit = -(-len(data) // batch_size) if num_batches == 0 else num_batches
     for _, idx in zip(range(limit), batches, strict=False):
-        grads = torch.autograd.grad(classification_loss(model, data, idx), list(params.values()), allow_unused=True)
+        grads = torch.autograd.grad(
+            classification_loss(model, data, idx), list(params.values()), allow_unused=True
+        )
         for k, g in zip(params, grads, strict=True):
             if g is not None:
                 total[k] += g * len(idx)  # batch mean -> example sum
@@ -96,7 +107,9 @@ def client_round(
             params.pop(k).requires_grad_(False)
     seed = (rnd.seed, rnd.round, client.cid)
     if (n := alg.start_gradient_batches()) is not None:
-        ctx = replace(ctx, start_grad=mean_gradient(model, params, data, train.batch_size, n, *seed))
+        ctx = replace(
+            ctx, start_grad=mean_gradient(model, params, data, train.batch_size, n, *seed)
+        )
     opt = make_optimizer(params, train)
     model.train()
     losses = []
@@ -109,7 +122,7 @@ def client_round(
             if (extra := alg.loss_term(dict(params), ctx, cstate)) is not None:
                 loss = loss + extra
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             _apply_grads(alg, params, ctx, cstate, train)
             opt.step()
     up, cstate = alg.upload(factor_state(model), ctx, cstate)
@@ -118,8 +131,11 @@ def client_round(
 
 
 def _apply_grads(
-    alg: Algorithm, params: dict[str, nn.Parameter], ctx: ClientContext,  # type: ignore[type-arg]
-    cstate: TensorDict, train: TrainConfig,
+    alg: Algorithm,  # type: ignore[type-arg]
+    params: dict[str, nn.Parameter],
+    ctx: ClientContext,
+    cstate: TensorDict,
+    train: TrainConfig,
 ) -> None:
     grads = {k: p.grad if p.grad is not None else torch.zeros_like(p) for k, p in params.items()}
     new = alg.grad_transform(grads, dict(params), ctx, cstate)

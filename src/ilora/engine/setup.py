@@ -7,8 +7,7 @@ identical clients, data shares and initial weights.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from ilora.config import ConfigError, ExperimentConfig
 from ilora.data.partition import PARTITIONERS
 from ilora.lora.inject import inject
 from ilora.lora.state import adapted
+from ilora.registry import instantiate
 from ilora.tasks.base import TASKS, ArrayDataset, Task, TaskData
 from ilora.types import ClientInfo
 
@@ -44,19 +44,19 @@ def make_task(name: str, args: dict[str, Any]) -> Task:
 
     Raises:
         ConfigError: for an unknown option (with the valid ones) or an invalid value.
+
     """
-    cls = TASKS.get(name)
-    valid = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    for key in args:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"task {name!r} has no option task_args.{key}{hint} "
-                              f"(valid: {', '.join(sorted(valid)) or 'none'})")
     try:
-        return cls(**args)
+        task: Task = instantiate(TASKS.get(name), args, f"task {name!r} (task_args)")
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"task_args of {name!r}: {err}") from None
+        raise ConfigError(str(err)) from None
+    return task
+
+
+@functools.lru_cache(maxsize=2)
+def load_data(task: Task) -> TaskData:
+    """Return ``task.load()``, cached per task and options (``ilora compare`` reuses it)."""
+    return task.load()
 
 
 def partition(cfg: ExperimentConfig, train: ArrayDataset) -> list[np.ndarray]:
@@ -69,21 +69,27 @@ def partition(cfg: ExperimentConfig, train: ArrayDataset) -> list[np.ndarray]:
         raise ConfigError(f"data.partition {cfg.data.partition!r}: {err}") from None
     for cid, idx in enumerate(parts):
         if len(idx) == 0:
-            raise ConfigError(f"client {cid} has no training examples; lower data.num_clients "
-                              "or change data.partition_args")
+            raise ConfigError(
+                f"client {cid} has no training examples; lower data.num_clients "
+                "or change data.partition_args"
+            )
     return parts
 
 
 def check_ranks(cfg: ExperimentConfig, alg: Algorithm, ranks: list[int], model: nn.Module) -> None:  # type: ignore[type-arg]
     """Reject ranks no layer can hold and mixed ranks for single-rank algorithms."""
     if len(set(ranks)) > 1 and not alg.heterogeneous_ranks:
-        raise ConfigError(f"algorithm {cfg.algorithm!r} needs one rank for every client, got "
-                          f"{sorted(set(ranks))}; use lora.rank_policy: uniform or another algorithm")
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} needs one rank for every client, got "
+            f"{sorted(set(ranks))}; use lora.rank_policy: uniform or another algorithm"
+        )
     for name, layer in adapted(model).items():
         limit = min(layer.d_in, layer.d_out)
         if max(ranks) > limit:
-            raise ConfigError(f"rank {max(ranks)} exceeds min(d_in, d_out) = {limit} of layer "
-                              f"{name!r}; lower lora.rank / lora.ranks")
+            raise ConfigError(
+                f"rank {max(ranks)} exceeds min(d_in, d_out) = {limit} of layer "
+                f"{name!r}; lower lora.rank / lora.ranks"
+            )
 
 
 def build(cfg: ExperimentConfig) -> Experiment:
@@ -91,13 +97,14 @@ def build(cfg: ExperimentConfig) -> Experiment:
 
     Raises:
         ConfigError: for any configuration a user can get wrong.
+
     """
     try:
         alg = create_algorithm(cfg.algorithm, cfg.algorithm_args)
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
     task = make_task(cfg.task, cfg.task_args)
-    data = task.load()
+    data = load_data(task)  # type: ignore[arg-type]
     parts = partition(cfg, data.train)
     ranks = cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed)
     clients = [ClientInfo(cid, ranks[cid], len(idx)) for cid, idx in enumerate(parts)]

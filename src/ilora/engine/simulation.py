@@ -71,7 +71,9 @@ def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], 
     return [ClientInfo(0, rank, len(pooled))], [pooled], steps
 
 
-def run(cfg: ExperimentConfig, on_round: RoundCallback | None = None, exp: Experiment | None = None) -> RunResult:
+def run(
+    cfg: ExperimentConfig, on_round: RoundCallback | None = None, exp: Experiment | None = None
+) -> RunResult:
     """Run one federated experiment on the embedded engine and return its result."""
     exp = exp or build(cfg)
     alg, model = exp.algorithm, exp.model
@@ -89,12 +91,16 @@ def run(cfg: ExperimentConfig, on_round: RoundCallback | None = None, exp: Exper
         sampled = sample_clients([c.cid for c in clients], fraction, cfg.seed, r)
         for cid in sampled:
             payload = canonical_payload(alg.download(state, clients[cid], rnd))
-            result, store[cid] = client_round(alg, model, shares[cid], payload, store[cid], clients[cid], rnd, cfg.lora, train)
+            result, store[cid] = client_round(
+                alg, model, shares[cid], payload, store[cid], clients[cid], rnd, cfg.lora, train
+            )
             uploads[cid] = canonical_upload(result, cfg.fed.weighting)
             down, up = down + num_bytes(payload.tensors), up + num_bytes(uploads[cid].tensors)
         state = alg.aggregate(state, uploads, rnd)
         metrics = dict(alg.round_metrics(state))
-        metrics["train_loss"] = sum(u.metrics["train_loss"] for u in uploads.values()) / len(uploads)
+        metrics["train_loss"] = sum(u.metrics["train_loss"] for u in uploads.values()) / len(
+            uploads
+        )
         if r % cfg.eval.every == 0 or r == cfg.fed.rounds:
             load_setup(model, alg.export(state))
             metrics.update(evaluate(model, subset, cfg.eval.batch_size))

@@ -22,7 +22,9 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def inject(model: nn.Module, spec: LoRASpec, targets: Sequence[str], head: Sequence[str] = ()) -> list[str]:
+def inject(
+    model: nn.Module, spec: LoRASpec, targets: Sequence[str], head: Sequence[str] = ()
+) -> list[str]:
     """Wrap every module whose name matches a pattern in ``targets``; freeze all but the head.
 
     Args:
@@ -36,19 +38,25 @@ def inject(model: nn.Module, spec: LoRASpec, targets: Sequence[str], head: Seque
 
     Raises:
         ValueError: if no module matches, or a matched module cannot be adapted.
+
     """
     patterns = [re.compile(t) for t in targets]
     chosen = [
-        (name, mod) for name, mod in model.named_modules()
+        (name, mod)
+        for name, mod in model.named_modules()
         if name and any(p.search(name) for p in patterns) and not isinstance(mod, LoRALinear)
     ]
     if not chosen:
         sample = ", ".join(n for n, _ in list(model.named_modules())[1:8])
-        raise ValueError(f"no module matches lora.targets {list(targets)}; module names look like: {sample}")
+        raise ValueError(
+            f"no module matches lora.targets {list(targets)}; module names look like: {sample}"
+        )
     for name, mod in chosen:
         if layer_kind(mod) is None:
-            raise ValueError(f"lora.targets matched {name!r} ({type(mod).__name__}), which cannot be "
-                             "adapted; narrow the pattern to nn.Linear / 1x1 nn.Conv2d modules")
+            raise ValueError(
+                f"lora.targets matched {name!r} ({type(mod).__name__}), which cannot be "
+                "adapted; narrow the pattern to nn.Linear / 1x1 nn.Conv2d modules"
+            )
     for p in model.parameters():
         p.requires_grad_(False)
     for name, mod in chosen:

@@ -48,7 +48,7 @@ def is_factor(key: str) -> bool:
 
 
 def is_param(key: str) -> bool:
-    """True for an ordinary model parameter (the head), trained and FedAvg-ed by every method."""
+    """Return True for an ordinary model parameter (the head), FedAvg-ed by every method."""
     return kind_of(key) == "param"
 
 

@@ -39,8 +39,10 @@ class LoRALinear(nn.Module):
         super().__init__()
         kind = layer_kind(base)
         if kind is None:
-            raise ValueError(f"cannot adapt {type(base).__name__}: LoRA wraps nn.Linear, "
-                             "1x1 nn.Conv2d (stride 1, groups 1) and Conv1D")
+            raise ValueError(
+                f"cannot adapt {type(base).__name__}: LoRA wraps nn.Linear, "
+                "1x1 nn.Conv2d (stride 1, groups 1) and Conv1D"
+            )
         self.base, self.kind, self.spec = base, kind, spec
         for p in base.parameters():
             p.requires_grad_(False)
@@ -102,17 +104,22 @@ class LoRALinear(nn.Module):
 
         Raises:
             ValueError: if shapes do not fit the layer or the rank exceeds ``min(d_in, d_out)``.
+
         """
         if (A is None) != (B is None):
             raise ValueError("lora_A and lora_B must be installed together")
         if A is not None and B is not None:
             r = A.shape[0]
             if A.shape != (r, self.d_in) or B.shape != (self.d_out, r):
-                raise ValueError(f"factor shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit a "
-                                 f"({self.d_out}, {self.d_in}) layer at rank {r}")
+                raise ValueError(
+                    f"factor shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit a "
+                    f"({self.d_out}, {self.d_in}) layer at rank {r}"
+                )
             if r > min(self.d_in, self.d_out):
-                raise ValueError(f"rank {r} exceeds min(d_in, d_out) = {min(self.d_in, self.d_out)} "
-                                 "of this layer; lower lora.rank/lora.ranks")
+                raise ValueError(
+                    f"rank {r} exceeds min(d_in, d_out) = {min(self.d_in, self.d_out)} "
+                    "of this layer; lower lora.rank/lora.ranks"
+                )
             if C is not None and C.shape != (r, r):
                 raise ValueError(f"lora_C must be ({r}, {r}), got {tuple(C.shape)}")
         self.lora_A = None if A is None else nn.Parameter(A.detach().clone().float())
@@ -123,7 +130,9 @@ class LoRALinear(nn.Module):
     def set_residual(self, residual: torch.Tensor | None) -> None:
         """Install a dense ``(d_out, d_in)`` delta added to the base, or remove it."""
         if residual is not None and residual.shape != (self.d_out, self.d_in):
-            raise ValueError(f"residual must be ({self.d_out}, {self.d_in}), got {tuple(residual.shape)}")
+            raise ValueError(
+                f"residual must be ({self.d_out}, {self.d_in}), got {tuple(residual.shape)}"
+            )
         self.residual = None if residual is None else residual.detach().clone().float()
 
     def delta_weight(self) -> torch.Tensor:

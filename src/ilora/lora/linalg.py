@@ -11,13 +11,17 @@ from collections.abc import Sequence
 import torch
 
 
-def stack(Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor], coeffs: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``B_c = [B_1 … B_K]`` and ``A_c = [c_1 A_1; …; c_K A_K]`` with ``B_c A_c = Σ c_k B_k A_k``.
+def stack(
+    Bs: Sequence[torch.Tensor], As: Sequence[torch.Tensor], coeffs: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``B_c = [B_1 … B_K]``, ``A_c = [c_1 A_1; …; c_K A_K]``: ``B_c A_c = Σ c_k B_k A_k``.
 
     The coefficient goes on A (FLoRA's convention); shapes ``(d_out, Σr)`` and ``(Σr, d_in)``.
     """
     B_c = torch.cat([b.to(torch.float64) for b in Bs], dim=1)  # (d_out, Σr)
-    A_c = torch.cat([c * a.to(torch.float64) for a, c in zip(As, coeffs, strict=True)], dim=0)  # (Σr, d_in)
+    A_c = torch.cat(
+        [c * a.to(torch.float64) for a, c in zip(As, coeffs, strict=True)], dim=0
+    )  # (Σr, d_in)
     return B_c, A_c
 
 
@@ -27,15 +31,23 @@ def fro_norm_sq(B: torch.Tensor, A: torch.Tensor) -> float:
     return float(((B64.T @ B64) * (A64 @ A64.T)).sum().clamp_min(0.0))  # (r, r) ⊙ (r, r)
 
 
-def relative_error(ideal: tuple[torch.Tensor, torch.Tensor], applied: tuple[torch.Tensor, torch.Tensor]) -> float:
+def relative_error(
+    ideal: tuple[torch.Tensor, torch.Tensor], applied: tuple[torch.Tensor, torch.Tensor]
+) -> float:
     """Return ``‖B_i A_i − B_a A_a‖_F / ‖B_i A_i‖_F`` in factor space (0 when the ideal is 0)."""
     denom = fro_norm_sq(*ideal)
-    B = torch.cat([ideal[0].to(torch.float64), applied[0].to(torch.float64)], dim=1)  # (d_out, r_i+r_a)
-    A = torch.cat([ideal[1].to(torch.float64), -applied[1].to(torch.float64)], dim=0)  # (r_i+r_a, d_in)
+    B = torch.cat(
+        [ideal[0].to(torch.float64), applied[0].to(torch.float64)], dim=1
+    )  # (d_out, r_i+r_a)
+    A = torch.cat(
+        [ideal[1].to(torch.float64), -applied[1].to(torch.float64)], dim=0
+    )  # (r_i+r_a, d_in)
     return (fro_norm_sq(B, A) / denom) ** 0.5 if denom > 0 else 0.0
 
 
-def svd_of_product(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def svd_of_product(
+    B: torch.Tensor, A: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return the thin SVD ``U S Vh`` of ``B A`` via ``QR(B)`` and an SVD of the small core.
 
     Cost ``O((d_out + d_in) R²)`` for ``R`` columns of ``B``; ``U`` has orthonormal columns.
@@ -73,7 +85,9 @@ def resize_rank(t: torch.Tensor, r: int, kind: str) -> torch.Tensor:
     return pad_rank(t, r, kind) if cur < r else truncate_rank(t, r, kind)
 
 
-def qr_init(W0: torch.Tensor, r: int, target_rms: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+def qr_init(
+    W0: torch.Tensor, r: int, target_rms: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ILoRA's (OLoRA's) QR factors of ``W0 (d_out, d_in)`` at rank ``r``: ``(B, A)``.
 
     ``B = Q[:, :r]`` (orthonormal columns) and ``A = R[:r]``; with ``target_rms`` both are scaled

@@ -27,7 +27,8 @@ class LoRASpec:
     """Where LoRA goes and how it is scaled."""
 
     targets: tuple[str, ...] = field(
-        default=(), metadata={"help": "regexes of module names to adapt; empty = the task's default"}
+        default=(),
+        metadata={"help": "regexes of module names to adapt; empty = the task's default"},
     )
     rank: int = field(default=8, metadata={"help": "rank of every client under policy 'uniform'"})
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha; scaling is alpha/r"})
@@ -35,10 +36,14 @@ class LoRASpec:
     rslora: bool = field(default=False, metadata={"help": "rsLoRA scaling alpha/sqrt(r)"})
     alpha_scales_with_rank: bool = field(
         default=False,
-        metadata={"help": "alpha_k = alpha*r_k/rank, so the scaling is alpha/rank for every rank "
-                  "(FLoRA's choice: its code sets lora_alpha = 2*r)"},
+        metadata={
+            "help": "alpha_k = alpha*r_k/rank, so the scaling is alpha/rank for every rank "
+            "(FLoRA's choice: its code sets lora_alpha = 2*r)"
+        },
     )
-    init: InitKind = field(default="kaiming", metadata={"help": "init of A: kaiming (PEFT) | gaussian"})
+    init: InitKind = field(
+        default="kaiming", metadata={"help": "init of A: kaiming (PEFT) | gaussian"}
+    )
     rank_policy: RankPolicy = field(
         default="uniform", metadata={"help": "uniform | explicit | cycle | tiers"}
     )
@@ -60,7 +65,11 @@ class LoRASpec:
             raise ValueError(f"lora.rank_policy {self.rank_policy!r} needs lora.ranks (a list)")
         if self.rank_policy == "tiers":
             fr = self.tier_fractions
-            if len(fr) != len(self.ranks) or any(f < 0 for f in fr) or not math.isclose(sum(fr), 1.0):
+            if (
+                len(fr) != len(self.ranks)
+                or any(f < 0 for f in fr)
+                or not math.isclose(sum(fr), 1.0)
+            ):
                 raise ValueError(
                     "lora.tier_fractions must give one non-negative share per entry of lora.ranks, "
                     f"summing to 1; got {list(fr)} for ranks {list(self.ranks)}"
@@ -76,6 +85,7 @@ class LoRASpec:
 
         Raises:
             ValueError: if policy ``explicit`` has not exactly one rank per client.
+
         """
         if self.rank_policy == "uniform":
             return [self.rank] * num_clients
@@ -88,5 +98,7 @@ class LoRASpec:
             return list(self.ranks)
         if self.rank_policy == "cycle":
             return [self.ranks[i % len(self.ranks)] for i in range(num_clients)]
-        tiers = np_rng(seed, "rank-tiers").choice(len(self.ranks), size=num_clients, p=self.tier_fractions)
+        tiers = np_rng(seed, "rank-tiers").choice(
+            len(self.ranks), size=num_clients, p=self.tier_fractions
+        )
         return [self.ranks[int(t)] for t in tiers]

@@ -57,13 +57,18 @@ def load_setup(model: nn.Module, setup: LocalSetup) -> dict[str, nn.Parameter]:
 
     Raises:
         ValueError: on a key that names no layer or head parameter, or a shape that does not fit.
+
     """
     layers, params = adapted(model), dict(model.named_parameters())
     heads = set(head_names(model))
     for key in list(setup.factors) + list(setup.residual):
         parsed = keys.parse(key)
-        if (parsed is None and key not in heads) or (parsed is not None and parsed[0] not in layers):
-            raise ValueError(f"setup key {key!r} names no adapted layer or head parameter of the model")
+        if (parsed is None and key not in heads) or (
+            parsed is not None and parsed[0] not in layers
+        ):
+            raise ValueError(
+                f"setup key {key!r} names no adapted layer or head parameter of the model"
+            )
     for name, mod in layers.items():
         f = setup.factors
         mod.set_adapter(f.get(f"{name}.lora_A"), f.get(f"{name}.lora_B"), f.get(f"{name}.lora_C"))
@@ -72,10 +77,14 @@ def load_setup(model: nn.Module, setup: LocalSetup) -> dict[str, nn.Parameter]:
         if n in setup.factors:
             value = setup.factors[n]
             if value.shape != params[n].shape:
-                raise ValueError(f"head {n!r} must be {tuple(params[n].shape)}, got {tuple(value.shape)}")
+                raise ValueError(
+                    f"head {n!r} must be {tuple(params[n].shape)}, got {tuple(value.shape)}"
+                )
             params[n].data.copy_(value)
-    live = {**{k: p for n, m in layers.items() for k, p in _factor_params(n, m).items()},
-            **{n: params[n] for n in heads}}
+    live = {
+        **{k: p for n, m in layers.items() for k, p in _factor_params(n, m).items()},
+        **{n: params[n] for n in heads},
+    }
     trainable = set(setup.factors) if setup.trainable is None else set(setup.trainable)
     for k, p in live.items():
         p.requires_grad_(k in trainable)

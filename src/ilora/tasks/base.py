@@ -29,6 +29,7 @@ class ArrayDataset:
         inputs: keyword inputs of the model, each ``(N, ...)`` (``input_ids``, ``pixels``, ...).
         labels: ``(N,)`` int64 class ids.
         groups: optional ``(N,)`` natural group id per example (movie, user) for ``by_group``.
+
     """
 
     inputs: dict[str, torch.Tensor]

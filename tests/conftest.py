@@ -1,0 +1,106 @@
+"""Shared fixtures: a hand-built tiny MLP, tiny client data, and a two-round driver."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tiny tensors: one thread is much faster than two fighting over microsecond-sized kernels.
+torch.set_num_threads(1)
+
+import ilora.algorithms  # noqa: E402,F401
+from ilora.algorithms.base import create_algorithm  # noqa: E402
+from ilora.config import TrainConfig  # noqa: E402
+from ilora.engine.local import client_round  # noqa: E402
+from ilora.engine.simulation import canonical_payload, canonical_upload  # noqa: E402
+from ilora.lora.inject import inject  # noqa: E402
+from ilora.lora.spec import LoRASpec  # noqa: E402
+from ilora.lora.state import template  # noqa: E402
+from ilora.seeding import generator  # noqa: E402
+from ilora.tasks.base import ArrayDataset  # noqa: E402
+from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload  # noqa: E402
+
+
+class TinyMLP(nn.Module):
+    """x (B, 6) -> fc1 (8) -> relu -> fc2 (8) -> classifier (3); weights from a seeded generator."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.classifier = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        g = generator(seed, "tiny-mlp")
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def tiny_data(n: int, seed: int) -> ArrayDataset:
+    g = generator(seed, "tiny-data")
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()  # 3 classes
+    return ArrayDataset({"x": x}, y)
+
+
+@dataclass
+class TinySetup:
+    spec: LoRASpec
+    ranks: list[int]
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=3, batch_size=8, lr=0.05, head_lr=0.05)
+    )
+
+    def model(self) -> nn.Module:
+        m = TinyMLP()
+        inject(m, self.spec, [r"^fc\d$"], head=[r"^classifier\."])
+        return m
+
+    def clients(self) -> list[ClientInfo]:
+        return [ClientInfo(i, r, 16 + 8 * i) for i, r in enumerate(self.ranks)]
+
+
+@pytest.fixture
+def tiny_setup() -> TinySetup:
+    return TinySetup(LoRASpec(alpha=4.0), [2, 4, 3])
+
+
+@dataclass
+class TwoRounds:
+    state: object
+    payloads: list[dict[int, Payload]]
+    uploads: list[dict[int, Upload]]
+    cstates: dict[int, TensorDict]
+
+
+def run_rounds(name: str, setup: TinySetup, seed: int = 0, rounds: int = 2) -> TwoRounds:
+    """Drive ``rounds`` rounds of ``name`` on the tiny MLP, every client every round."""
+    alg = create_algorithm(name)
+    ranks = setup.ranks if alg.heterogeneous_ranks else [setup.ranks[0]] * len(setup.ranks)
+    setup = TinySetup(setup.spec, ranks, setup.train)
+    model, clients = setup.model(), setup.clients()
+    if alg.pooled_data:  # one client holding everything, as the engine runs it
+        clients = [ClientInfo(0, max(ranks), sum(c.num_examples for c in clients))]
+    state = alg.server_init(template(model), clients, setup.spec, seed)
+    store: dict[int, TensorDict] = {c.cid: {} for c in clients}
+    pays, ups = [], []
+    for r in range(1, rounds + 1):
+        rnd, payloads, uploads = RoundInfo(r, seed), {}, {}
+        for c in clients:
+            payloads[c.cid] = canonical_payload(alg.download(state, c, rnd))
+            data = tiny_data(c.num_examples, seed * 100 + c.cid)
+            up, store[c.cid] = client_round(
+                alg, model, data, payloads[c.cid], store[c.cid], c, rnd, setup.spec, setup.train
+            )
+            uploads[c.cid] = canonical_upload(up, "examples")
+        state = alg.aggregate(state, uploads, rnd)
+        pays.append(payloads)
+        ups.append(uploads)
+    return TwoRounds(state, pays, ups, store)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ilora.lora.linalg import (
+    fro_norm_sq,
+    qr_init,
+    relative_error,
+    resize_rank,
+    stack,
+    svd_of_product,
+)
+
+G = torch.Generator().manual_seed(0)
+
+
+def test_stack_gives_the_weighted_sum_of_products() -> None:
+    Bs = [torch.randn(5, r, generator=G) for r in (1, 3)]
+    As = [torch.randn(r, 4, generator=G) for r in (1, 3)]
+    B_c, A_c = stack(Bs, As, [0.3, 0.7])
+    ref = 0.3 * Bs[0] @ As[0] + 0.7 * Bs[1] @ As[1]
+    assert B_c.shape == (5, 4) and torch.allclose((B_c @ A_c).float(), ref, atol=1e-6)
+
+
+def test_svd_of_product_matches_numpy_svd() -> None:
+    B, A = torch.randn(7, 3, generator=G), torch.randn(3, 5, generator=G)
+    U, S, Vh = svd_of_product(B, A)
+    s_ref = np.linalg.svd((B @ A).double().numpy(), compute_uv=False)
+    assert np.allclose(S.numpy(), s_ref[:3], atol=1e-6)
+    assert torch.allclose(U @ torch.diag(S) @ Vh, (B @ A).double(), atol=1e-6)
+
+
+def test_norms_in_factor_space() -> None:
+    B, A = torch.randn(6, 2, generator=G), torch.randn(2, 4, generator=G)
+    assert np.isclose(fro_norm_sq(B, A), float(torch.linalg.norm(B @ A) ** 2), rtol=1e-5)
+    B2, A2 = torch.randn(6, 1, generator=G), torch.randn(1, 4, generator=G)
+    ref = torch.linalg.norm(B @ A - B2 @ A2) / torch.linalg.norm(B @ A)
+    assert np.isclose(relative_error((B, A), (B2, A2)), float(ref), rtol=1e-5)
+
+
+def test_qr_init_rescales_to_the_target_rms() -> None:
+    W = torch.randn(8, 6, generator=G)
+    B, A = qr_init(W, 3, target_rms=1e-4)
+    assert np.isclose(float(torch.linalg.norm(B @ A)), 1e-4 * np.sqrt(48), rtol=1e-4)
+
+
+def test_resize_rank_pads_and_truncates() -> None:
+    A = torch.ones(2, 3)
+    assert resize_rank(A, 4, "lora_A").shape == (4, 3) and resize_rank(A, 1, "lora_A").shape == (
+        1,
+        3,
+    )
+    B = torch.ones(3, 2)
+    assert resize_rank(B, 4, "lora_B")[:, 2:].abs().sum() == 0
+    assert resize_rank(B, 4, "classifier.weight" and "param").shape == (3, 2)

@@ -1,0 +1,43 @@
+import pytest
+
+from ilora.algorithms.base import ALGORITHMS, create_algorithm, hyperparameter_help
+from ilora.registry import Registry, UnknownNameError
+
+
+def test_duplicate_name_raises() -> None:
+    reg: Registry[object] = Registry("widget")
+    reg.register("a")(object())
+    with pytest.raises(ValueError, match="already a widget called 'a'"):
+        reg.register("a")(object())
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'fedit'"):
+        ALGORITHMS.get("fedlt")
+
+
+def test_preset_applies_its_defaults_and_args_override() -> None:
+    assert create_algorithm("ilora-s").control_variates is True
+    assert create_algorithm("ilora").control_variates is False
+    assert create_algorithm("ilora-s", {"control_variates": False}).control_variates is False
+
+
+def test_unknown_hyperparameter_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="did you mean 'redistribute'"):
+        create_algorithm("ilora", {"redistrbute": "svd"})
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_every_hyperparameter_has_help(name: str) -> None:
+    helps = hyperparameter_help(ALGORITHMS.get(name))
+    assert all(helps.values()), (
+        f"{name}: fields without help: {[k for k, v in helps.items() if not v]}"
+    )
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_every_algorithm_module_has_a_golden_test_file(name: str) -> None:
+    from pathlib import Path
+
+    module = ALGORITHMS.get(name).__module__.rsplit(".", 1)[1]
+    assert (Path(__file__).parent / "algorithms" / f"test_{module}.py").is_file()
