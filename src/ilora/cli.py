@@ -32,8 +32,10 @@ def _fail(err: Exception) -> None:
 
 def _run_one(cfg: config_mod.ExperimentConfig, out: Path) -> dict[str, object]:
     from ilora.engine.outputs import RunWriter
+    from ilora.engine.setup import build
     from ilora.engine.simulation import run
 
+    experiment = build(cfg)  # every user error surfaces here, before a run directory exists
     writer = RunWriter(out, cfg)
     columns = (
         TextColumn("{task.description}"),
@@ -50,8 +52,14 @@ def _run_one(cfg: config_mod.ExperimentConfig, out: Path) -> dict[str, object]:
             acc = getattr(record, "metrics", {}).get("accuracy")
             progress.update(bar, advance=1, acc="" if acc is None else f"acc {100 * acc:.1f}%")
 
-        result = run(cfg, on_round=on_round)
+        result = run(cfg, on_round=on_round, exp=experiment)
     return writer.finish(result)
+
+
+def _check_names(cfg: config_mod.ExperimentConfig) -> None:
+    from ilora.engine.setup import validate
+
+    validate(cfg)
 
 
 @app.command()
@@ -108,6 +116,8 @@ def compare(
             for a in names
             for s in seed_list
         ]
+        for cfg in cfgs:  # reject every bad name before the first run starts
+            _check_names(cfg)
         for cfg in cfgs:
             _run_one(cfg, out / f"{cfg.algorithm}-seed{cfg.seed}")
     except USER_ERRORS as err:
@@ -150,15 +160,8 @@ def list_(what: Annotated[str, typer.Argument(help="algorithms | tasks | partiti
 @app.command("validate")
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config file (keys, types, ranges, algorithm and task names) without running it."""
-    import ilora.algorithms  # noqa: F401
-    import ilora.tasks  # noqa: F401
-    from ilora.algorithms.base import create_algorithm
-    from ilora.engine.setup import make_task
-
     try:
-        cfg = config_mod.load(config, set_ or [])
-        create_algorithm(cfg.algorithm, cfg.algorithm_args)
-        make_task(cfg.task, cfg.task_args)
+        _check_names(config_mod.load(config, set_ or []))
     except USER_ERRORS as err:
         _fail(err)
     typer.echo(f"{config}: ok")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,22 @@ from ilora.lora.spec import LoRASpec
 
 class ConfigError(ValueError):
     """A configuration a user wrote is wrong; the message names the key and the fix."""
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; this loader reads it as a float, as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text, reading scientific notation (``2e-3``) as floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -115,6 +132,13 @@ class ExperimentConfig:
     algorithm_args: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "the algorithm's hyperparameters"}
     )
+    per_algorithm: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "hyperparameters by algorithm name, merged over algorithm_args when that "
+            "algorithm runs (one config for `ilora compare`)"
+        },
+    )
     task: str = field(default="tiny-text", metadata={"help": "`ilora list tasks`"})
     task_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's options"})
     seed: int = field(default=0, metadata={"help": "run seed: partition, inits, sampling, dropout"})
@@ -160,7 +184,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path} must be null")
         return None
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{path} = {value} is too large for a float") from None
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise ConfigError(f"{path} must be {tp.__name__}, got {value!r}")
@@ -192,7 +219,10 @@ def build(cls: type[Any], data: dict[str, Any], path: str = "") -> Any:
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{path or 'config'}: {err}") from None
+        message = str(err)
+        raise ConfigError(
+            message if message.startswith(path) else f"{path or 'config'}: {message}"
+        ) from None
 
 
 def set_dotted(data: dict[str, Any], dotted: str, raw: str) -> None:
@@ -204,7 +234,7 @@ def set_dotted(data: dict[str, Any], dotted: str, raw: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: {p!r} is not a section")
         node = child
-    node[last] = yaml.safe_load(raw)
+    node[last] = parse_yaml(raw)
 
 
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -220,7 +250,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = parse_yaml(p.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
@@ -246,3 +276,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def algorithm_args(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Return the hyperparameters of ``cfg.algorithm``: ``algorithm_args`` and its section."""
+    own = cfg.per_algorithm.get(cfg.algorithm, {})
+    if not isinstance(own, dict):
+        raise ConfigError(f"per_algorithm.{cfg.algorithm} must be a mapping, got {own!r}")
+    return {**cfg.algorithm_args, **own}

@@ -16,8 +16,8 @@ from torch import nn
 
 import ilora.algorithms  # noqa: F401  (registers every algorithm)
 import ilora.tasks  # noqa: F401  (registers every task)
-from ilora.algorithms.base import Algorithm, create_algorithm
-from ilora.config import ConfigError, ExperimentConfig
+from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
+from ilora.config import ConfigError, ExperimentConfig, algorithm_args
 from ilora.data.partition import PARTITIONERS
 from ilora.lora.inject import inject
 from ilora.lora.state import adapted
@@ -92,6 +92,22 @@ def check_ranks(cfg: ExperimentConfig, alg: Algorithm, ranks: list[int], model: 
             )
 
 
+def validate(cfg: ExperimentConfig) -> tuple[Algorithm, Task]:  # type: ignore[type-arg]
+    """Return the algorithm and task of ``cfg`` after checking every name and option in it.
+
+    Raises:
+        ConfigError: for an unknown algorithm, task, option or ``per_algorithm`` section.
+
+    """
+    try:
+        for name in cfg.per_algorithm:
+            ALGORITHMS.get(name)
+        alg = create_algorithm(cfg.algorithm, algorithm_args(cfg))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    return alg, make_task(cfg.task, cfg.task_args)
+
+
 def build(cfg: ExperimentConfig) -> Experiment:
     """Build the experiment of ``cfg`` (loads data and the pretrained model).
 
@@ -99,11 +115,7 @@ def build(cfg: ExperimentConfig) -> Experiment:
         ConfigError: for any configuration a user can get wrong.
 
     """
-    try:
-        alg = create_algorithm(cfg.algorithm, cfg.algorithm_args)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(str(err)) from None
-    task = make_task(cfg.task, cfg.task_args)
+    alg, task = validate(cfg)
     data = load_data(task)  # type: ignore[arg-type]
     parts = partition(cfg, data.train)
     ranks = cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed)
