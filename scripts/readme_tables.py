@@ -1,0 +1,56 @@
+"""Regenerate the registry tables in README.md: `.venv/bin/python scripts/readme_tables.py`.
+
+The algorithm and task tables are rendered from the registries, so a registered name can never
+be missing from the README; tests/test_readme.py fails when the README is stale.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import ilora.algorithms  # noqa: F401
+import ilora.tasks  # noqa: F401
+from ilora.algorithms.base import ALGORITHMS
+from ilora.tasks.base import TASKS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _first_line(obj: object) -> str:
+    module = sys.modules[obj.__module__]  # type: ignore[attr-defined]
+    doc = (module.__doc__ or obj.__doc__ or "").strip().splitlines()
+    return doc[0].rstrip(".") if doc else ""
+
+
+def algorithms_table() -> str:
+    rows = ["| name | what it is | mixed ranks | client state |", "|---|---|---|---|"]
+    for name in ALGORITHMS.names():
+        cls = ALGORITHMS.get(name)
+        preset = ALGORITHMS.preset(name)
+        what = _first_line(cls) + (f" (preset: {preset})" if preset else "")
+        yes = {True: "yes", False: "no"}
+        rows.append(f"| `{name}` | {what} | {yes[cls.heterogeneous_ranks]} | {yes[cls.stateful_clients]} |")
+    return "\n".join(rows)
+
+
+def tasks_table() -> str:
+    rows = ["| name | what it is |", "|---|---|"]
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        rows.append(f"| `{name}` | {doc[0].rstrip('.') if doc else ''} |")
+    return "\n".join(rows)
+
+
+def render(text: str) -> str:
+    for marker, table in (("algorithms", algorithms_table()), ("tasks", tasks_table())):
+        pattern = re.compile(rf"(<!-- {marker}:begin -->\n).*?(\n<!-- {marker}:end -->)", re.S)
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+    return text
+
+
+if __name__ == "__main__":
+    README.write_text(render(README.read_text()))
+    print(f"updated {README}")
