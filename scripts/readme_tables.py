@@ -31,7 +31,9 @@ def algorithms_table() -> str:
         preset = ALGORITHMS.preset(name)
         what = _first_line(cls) + (f" (preset: {preset})" if preset else "")
         yes = {True: "yes", False: "no"}
-        rows.append(f"| `{name}` | {what} | {yes[cls.heterogeneous_ranks]} | {yes[cls.stateful_clients]} |")
+        rows.append(
+            f"| `{name}` | {what} | {yes[cls.heterogeneous_ranks]} | {yes[cls.stateful_clients]} |"
+        )
     return "\n".join(rows)
 
 
