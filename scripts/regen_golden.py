@@ -1,4 +1,4 @@
-"""The only writer of tests/golden/*.json; run on request: `.venv/bin/python scripts/regen_golden.py`.
+"""The only writer of tests/golden/*.json (run on request: `python scripts/regen_golden.py`).
 
 It records the per-round curve of `configs/smoke.yaml` (2 rounds) for every algorithm that the
 golden test checks, single-threaded as the test suite runs.
