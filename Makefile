@@ -33,6 +33,8 @@ demo: $(STAMP)
 	$(VENV)/bin/ilora compare configs/demo.yaml --algorithms ilora,ilora-s,fedit,centralized --seeds 0 --out runs/demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

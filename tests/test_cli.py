@@ -21,7 +21,7 @@ from ilora import config as config_mod
 from ilora.algorithms.base import ALGORITHMS
 from ilora.cli import app
 from ilora.config import ConfigError
-from ilora.data.partition import PARTITIONERS
+from ilora.data.partitioners import PARTITIONERS
 from ilora.engine import setup as setup_mod
 from ilora.lora.state import adapted
 from ilora.tasks.base import TASKS

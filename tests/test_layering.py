@@ -17,6 +17,7 @@ MATH_MODULES = sorted(
         *(PKG / "lora").rglob("*.py"),
         PKG / "tensors.py",
         PKG / "data" / "partition.py",
+        PKG / "data" / "partitioners.py",
         PKG / "types.py",
         PKG / "registry.py",
         PKG / "seeding.py",

@@ -16,6 +16,14 @@ from ilora.registry import Registry, UnknownNameError
 from ilora.tasks.base import AssetMissingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated LoRA fine-tuning.")
+
+
+@app.callback()
+def _quiet_loaders() -> None:
+    """Federated LoRA fine-tuning (see `ilora COMMAND --help`)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # ours are the bars to read
 console = Console()
 USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
 
@@ -143,7 +151,7 @@ def list_(what: Annotated[str, typer.Argument(help="algorithms | tasks | partiti
     import ilora.algorithms  # noqa: F401
     import ilora.tasks  # noqa: F401
     from ilora.algorithms.base import ALGORITHMS
-    from ilora.data.partition import PARTITIONERS
+    from ilora.data.partitioners import PARTITIONERS
     from ilora.tasks.base import TASKS
 
     registries: dict[str, Registry[Any]] = {

@@ -11,13 +11,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ilora.data.partition import (
-    PARTITIONERS,
     by_group,
     dirichlet,
     iid,
     label_histogram,
     shards,
 )
+from ilora.data.partitioners import PARTITIONERS
 from ilora.registry import UnknownNameError
 
 FAST = settings(max_examples=50, deadline=None)

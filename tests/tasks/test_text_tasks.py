@@ -22,17 +22,17 @@ from ilora.models.encoder import (
 )
 from ilora.seeding import np_rng
 from ilora.tasks.base import TASKS, AssetMissingError, TaskData
-from ilora.tasks.text import (
+from ilora.tasks.healthnews import HealthNews
+from ilora.tasks.rotten_tomatoes import RottenTomatoes
+from ilora.tasks.text_common import (
     BERT_HEAD,
     BERT_LORA_TARGETS,
-    HealthNews,
-    RottenTomatoes,
-    TextCSV,
-    TinyText,
     minilm_dir,
     split_stratified,
     strip_urls,
 )
+from ilora.tasks.text_csv import TextCSV
+from ilora.tasks.tiny_text import TinyText
 
 F = TypeVar("F", bound=Callable[..., Any])
 

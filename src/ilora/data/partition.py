@@ -13,42 +13,24 @@ They hold no state and see no dataset objects, so they are trivial to property-t
   label, cut into equal shards, give each client ``shards_per_client`` random shards.
 * ``by_group``: a natural split where each group value (a movie, a user) lives on one client.
 
-``PARTITIONERS`` registers a thin adapter per name with the common signature of
-``Partitioner``, so configs and the CLI select a partitioner by name.
+``ilora.data.partitioners`` registers a thin adapter per name in ``PARTITIONERS``, so configs
+and the CLI select a partitioner by name.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ilora.registry import Registry
 from ilora.seeding import np_rng
 
 IndexArray = npt.NDArray[np.int64]
 
 _MAX_TRIES = 1000  # Dirichlet resampling budget before giving up with advice
-
-
-class Partitioner(Protocol):
-    """The common signature every registered partitioner adapter has."""
-
-    def __call__(
-        self,
-        labels: npt.NDArray[Any],
-        groups: npt.NDArray[Any] | None,
-        num_clients: int,
-        seed: int,
-        **kwargs: Any,
-    ) -> list[IndexArray]: ...
-
-
-PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,78 +309,3 @@ def label_histogram(
     for cid, part in enumerate(parts):
         hist[cid] = np.bincount(labels[part].astype(np.int64), minlength=num_classes)
     return hist
-
-
-# ---------------------------------------------------------------------------------------------
-# Registry adapters (common signature; keyword arguments pass through)
-
-
-def _options(
-    name: str, kwargs: Mapping[str, Any], required: tuple[str, ...], optional: tuple[str, ...]
-) -> dict[str, Any]:
-    accepted = required + optional
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        allowed = ", ".join(accepted) if accepted else "none"
-        raise ValueError(
-            f"partitioner {name!r} got unexpected keyword argument(s) {', '.join(unknown)}; "
-            f"accepted: {allowed}"
-        )
-    missing = [k for k in required if k not in kwargs]
-    if missing:
-        raise ValueError(f"partitioner {name!r} needs keyword argument(s) {', '.join(missing)}")
-    return dict(kwargs)
-
-
-@PARTITIONERS.register("iid")
-def _iid_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``iid`` (no keyword arguments)."""
-    _options("iid", kwargs, (), ())
-    return iid(_check_1d("labels", labels).size, num_clients, seed)
-
-
-@PARTITIONERS.register("dirichlet")
-def _dirichlet_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``dirichlet`` (keywords: ``alpha``, ``min_size``)."""
-    opts = _options("dirichlet", kwargs, ("alpha",), ("min_size",))
-    return dirichlet(labels, num_clients, seed=seed, **opts)
-
-
-@PARTITIONERS.register("shards")
-def _shards_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``shards`` (keyword: ``shards_per_client``)."""
-    opts = _options("shards", kwargs, ("shards_per_client",), ())
-    return shards(labels, num_clients, seed=seed, **opts)
-
-
-@PARTITIONERS.register("by_group")
-def _by_group_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``by_group`` (no keyword arguments; needs ``groups``)."""
-    _options("by_group", kwargs, (), ())
-    if groups is None:
-        raise ValueError("groups is None: this task has no natural groups; use dirichlet or iid")
-    return by_group(groups, num_clients, seed)

@@ -18,7 +18,7 @@ import ilora.algorithms  # noqa: F401  (registers every algorithm)
 import ilora.tasks  # noqa: F401  (registers every task)
 from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
 from ilora.config import ConfigError, ExperimentConfig, algorithm_args
-from ilora.data.partition import PARTITIONERS
+from ilora.data.partitioners import PARTITIONERS
 from ilora.lora.inject import inject
 from ilora.lora.state import adapted
 from ilora.registry import instantiate

@@ -1,0 +1,107 @@
+"""The ``tiny-text`` task: synthetic keyword classification with a tiny random BERT, for tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ilora.models.encoder import tiny_bert
+from ilora.seeding import generator
+from ilora.tasks.base import TASKS, ArrayDataset, TaskData
+from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS, _check_range
+
+__all__ = ["TinyText"]
+
+PAD_ID, CLS_ID, SEP_ID, FIRST_KEYWORD_ID = 0, 1, 2, 4
+
+
+@TASKS.register("tiny-text")
+@dataclass(frozen=True)
+class TinyText:
+    """Synthetic text classification for tests: the class is the keyword token that appears.
+
+    Token ids: 0 pad, 1 ``[CLS]``, 2 ``[SEP]``, ``4..4+C-1`` the class keywords, the rest
+    filler. Each sequence is ``[CLS] filler... [SEP] pad...`` of seeded length
+    ``max(3, L//2)..L``, with its class keyword placed at one or two random content
+    positions. The model is ``tiny_bert`` (real ``BertModel`` module names). Generated with
+    ``torch.Generator``s only: bitwise reproducible, no global RNG.
+    """
+
+    num_classes: int = field(default=4, metadata={"help": "number of classes (2..16)"})
+    vocab_size: int = field(
+        default=128, metadata={"help": "token ids below this (num_classes + 8 .. 30522)"}
+    )
+    seq_len: int = field(default=16, metadata={"help": "padded sequence length L (4..512)"})
+    n_train: int = field(default=256, metadata={"help": "train examples (>= 1)"})
+    n_test: int = field(default=128, metadata={"help": "test examples (>= 1)"})
+    num_groups: int = field(
+        default=8, metadata={"help": "random natural groups for by_group (0 = no groups)"}
+    )
+    data_seed: int = field(default=0, metadata={"help": "seed of the generated data (>= 0)"})
+
+    name: ClassVar[str] = "tiny-text"
+    lora_targets: ClassVar[tuple[str, ...]] = BERT_LORA_TARGETS
+    head: ClassVar[tuple[str, ...]] = BERT_HEAD
+
+    def __post_init__(self) -> None:
+        _check_range("num_classes", self.num_classes, 2, 16)
+        _check_range("vocab_size", self.vocab_size, self.num_classes + 8, 30522)
+        _check_range("seq_len", self.seq_len, 4, MAX_POSITIONS)
+        _check_range("n_train", self.n_train, 1)
+        _check_range("n_test", self.n_test, 1)
+        _check_range("num_groups", self.num_groups, 0)
+        _check_range("data_seed", self.data_seed, 0)
+
+    def _generate(self, split: str, n: int) -> ArrayDataset:
+        """Draw ``n`` examples from ``generator(data_seed, "tiny-text", split)``."""
+        gen = generator(self.data_seed, self.name, split)
+        length = self.seq_len
+        labels = torch.randint(0, self.num_classes, (n,), generator=gen)  # (N,)
+        lengths = torch.randint(max(3, length // 2), length + 1, (n,), generator=gen)  # (N,)
+        filler_lo = FIRST_KEYWORD_ID + self.num_classes
+        ids = torch.randint(filler_lo, self.vocab_size, (n, length), generator=gen)  # (N, L)
+        rows = torch.arange(n)  # (N,)
+        keyword = FIRST_KEYWORD_ID + labels  # (N,)
+        for _ in range(2):  # one or two keyword copies (positions may coincide)
+            u = torch.rand(n, generator=gen)  # (N,)
+            pos = 1 + (u * (lengths - 2)).long()  # (N,) in 1..len-2
+            ids[rows, pos] = keyword
+        ids[:, 0] = CLS_ID
+        ids[rows, lengths - 1] = SEP_ID
+        mask = torch.arange(length).unsqueeze(0) < lengths.unsqueeze(1)  # (N, L)
+        ids = ids.masked_fill(~mask, PAD_ID)  # (N, L)
+        groups = None
+        if self.num_groups:
+            draw = torch.randint(0, self.num_groups, (n,), generator=gen)  # (N,)
+            groups = draw.numpy().astype(np.int64)
+        inputs = {"input_ids": ids.to(torch.int64), "attention_mask": mask.to(torch.int64)}
+        return ArrayDataset(inputs, labels.to(torch.int64), groups)
+
+    def load(self) -> TaskData:
+        """Generate the train and test splits.
+
+        Returns:
+            The splits; class names ``"c0".."c{C-1}"``.
+
+        """
+        class_names = tuple(f"c{i}" for i in range(self.num_classes))
+        return TaskData(
+            self._generate("train", self.n_train), self._generate("test", self.n_test), class_names
+        )
+
+    def build_model(self, num_classes: int, seed: int) -> nn.Module:
+        """Return ``tiny_bert(seed)`` with a ``num_classes`` head.
+
+        Args:
+            num_classes: head width.
+            seed: model and head seed.
+
+        Returns:
+            An ``EncoderClassifier`` around a 2-layer, 32-wide random BERT.
+
+        """
+        return tiny_bert(seed, num_classes=num_classes, vocab_size=self.vocab_size)
