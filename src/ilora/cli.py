@@ -24,6 +24,8 @@ def _quiet_loaders() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # ours are the bars to read
+
+
 console = Console()
 USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
 

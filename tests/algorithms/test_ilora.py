@@ -187,3 +187,18 @@ def test_control_variates_follow_scaffold_option_one_with_sgd() -> None:
         new.control["fc1.lora_A"][:rank], c_server["fc1.lora_A"][:rank] + dA / 2, atol=1e-6
     )
     assert torch.equal(new.control["fc1.lora_A"][rank:], c_server["fc1.lora_A"][rank:])
+
+
+@pytest.mark.parametrize("redistribute", ["svd", "qr_literal"])
+def test_agg_error_is_the_relative_truncation_error(redistribute: str) -> None:
+    state, uploads, ref, clients = _hand_case()
+    alg = create_algorithm("ilora", {"redistribute": redistribute})
+    small = alg.server_init({"l.base": torch.zeros(4, 3)}, clients[:2], SPEC, 0)  # r_max = 2
+    new = alg.aggregate(small, uploads, RoundInfo(1, 0))
+    applied = (new.factors["l.lora_B"] @ new.factors["l.lora_A"]).double().numpy()
+    expected = np.linalg.norm(ref - applied) / np.linalg.norm(ref)
+    assert expected > 1e-3  # rank(ΔW) = 3 > 2: something is truncated
+    assert new.metrics["agg_error"] == pytest.approx(expected, rel=1e-5)
+    if redistribute == "svd":  # Eckart–Young: the tail of the singular values
+        s = np.linalg.svd(ref, compute_uv=False)
+        assert expected == pytest.approx(np.sqrt((s[2:] ** 2).sum() / (s**2).sum()), rel=1e-5)

@@ -54,3 +54,20 @@ def test_resize_rank_pads_and_truncates() -> None:
     B = torch.ones(3, 2)
     assert resize_rank(B, 4, "lora_B")[:, 2:].abs().sum() == 0
     assert resize_rank(B, 4, "classifier.weight" and "param").shape == (3, 2)
+
+
+def test_principal_factors_are_the_svd_with_fixed_signs() -> None:
+    from ilora.lora.linalg import principal_factors
+
+    B, A = torch.randn(9, 4, generator=G), torch.randn(4, 7, generator=G)
+    U, M, sq = principal_factors(B, A)
+    dense = (B.double() @ A.double()).numpy()
+    s_ref = np.linalg.svd(dense, compute_uv=False)
+    assert np.allclose(np.sqrt(sq.numpy()), s_ref[:4], atol=1e-6)
+    assert torch.allclose(U.T @ U, torch.eye(4, dtype=U.dtype), atol=1e-10)
+    assert np.allclose((U @ M).numpy(), dense, atol=1e-10)
+    for r in (1, 2, 3):  # leading r rows: the best rank-r approximation
+        u, s, vt = np.linalg.svd(dense)
+        assert np.allclose((U[:, :r] @ M[:r]).numpy(), (u[:, :r] * s[:r]) @ vt[:r], atol=1e-8)
+    U2, _, _ = principal_factors(-B, -A)  # same product, same factors
+    assert torch.allclose(U2, U, atol=1e-10)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ilora.lora import keys
-from ilora.lora.linalg import fro_norm_sq, relative_error, stack
+from ilora.lora.linalg import error_terms, stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
@@ -106,9 +106,8 @@ def agg_error(
     """
     num = den = 0.0
     for module, pair in ideal.items():
-        n = fro_norm_sq(*pair)
-        num += (relative_error(pair, applied[module]) ** 2) * n
-        den += n
+        e, n = error_terms(pair, applied[module])
+        num, den = num + e, den + n
     return math.sqrt(num / den) if den > 0 else 0.0
 
 

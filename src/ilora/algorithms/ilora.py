@@ -30,16 +30,24 @@ code's only switch on top of QR init and concatenated aggregation is ``--use_con
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 
-from ilora.algorithms._shared import agg_error, max_rank, mean_extras, normalized_weights
+from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
-from ilora.lora.linalg import qr_init, qr_of_dense, resize_rank, stack, svd_of_product
+from ilora.lora.linalg import (
+    error_terms,
+    principal_factors,
+    qr_init,
+    qr_of_dense,
+    resize_rank,
+    stack,
+)
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import strip_prefix, with_prefix
@@ -145,16 +153,21 @@ class ILoRA(Algorithm[ILoRAState]):
         self, state: ILoRAState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> ILoRAState:
         p = normalized_weights(uploads)
-        factors, ideal, applied = {}, {}, {}
+        factors: TensorDict = {}
+        err_sq = norm_sq = 0.0
         for m in keys.modules(state.init):
             B_c, A_c = self._stack(state.lora, uploads, p, m, fold=self.fold_scaling)
-            B, A = self._refactor(B_c, A_c, state.rank, rnd, m)
+            B, A, tail = self._refactor(B_c, A_c, state.rank, rnd, m)
             factors[keys.make(m, "lora_B")], factors[keys.make(m, "lora_A")] = B, A
-            ideal[m] = self._stack(state.lora, uploads, p, m, fold=True)
-            s_g = 1.0 if self.fold_scaling else state.lora.scale(state.rank)
-            applied[m] = (B, s_g * A)
+            if tail is not None:  # Eckart–Young: the error of the best rank-r factors is the tail
+                err_sq, norm_sq = err_sq + tail[0], norm_sq + tail[1]
+            else:
+                ideal = self._stack(state.lora, uploads, p, m, fold=True)
+                s_g = 1.0 if self.fold_scaling else state.lora.scale(state.rank)
+                e, n = error_terms(ideal, (B, s_g * A))
+                err_sq, norm_sq = err_sq + e, norm_sq + n
         control = self._update_control(state, uploads)
-        metrics = {"agg_error": agg_error(ideal, applied)}
+        metrics = {"agg_error": math.sqrt(err_sq / norm_sq) if norm_sq > 0 else 0.0}
         return replace(
             state, factors=factors, head=mean_extras(uploads), control=control, metrics=metrics
         )
@@ -240,15 +253,21 @@ class ILoRA(Algorithm[ILoRAState]):
 
     def _refactor(
         self, B_c: torch.Tensor, A_c: torch.Tensor, r: int, rnd: RoundInfo, m: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]:
+        """Return rank-``r`` factors of ``B_c A_c`` and, if exact, the squared error and norm.
+
+        When the factors are the best rank-``r`` ones of the exact aggregate, the last item is
+        ``(Σ_{i>r} σ_i², Σ_i σ_i²)``; otherwise ``None`` and the caller measures the error.
+        """
         if self.redistribute == "qr_literal":
             Q, R = qr_of_dense(B_c, A_c)  # Q: (d_out, q), R: (q, d_in), q = min(d_out, d_in) >= r
-            return Q[:, :r].float().contiguous(), R[:r].float().contiguous()
-        U, S, Vh = svd_of_product(B_c, A_c)  # (d_out, q), (q,), (q, d_in)
-        q = min(r, S.shape[0])
+            return Q[:, :r].float().contiguous(), R[:r].float().contiguous(), None
+        U, M, sq = principal_factors(B_c, A_c)  # (d_out, q), (q, d_in) = S Vᵀ, (q,) = S²
+        q = min(r, sq.shape[0])
         B = _complete_orthonormal(U[:, :q], r, generator(rnd.seed, "ilora-complete", rnd.round, m))
-        A = torch.cat([S[:q, None] * Vh[:q], Vh.new_zeros(r - q, Vh.shape[1])])  # (r, d_in)
-        return B.float().contiguous(), A.float().contiguous()
+        A = torch.cat([M[:q], M.new_zeros(r - q, M.shape[1])])  # (r, d_in)
+        tail = (float(sq[q:].sum()), float(sq.sum())) if self.fold_scaling else None
+        return B.float().contiguous(), A.float().contiguous(), tail
 
     def _update_control(self, state: ILoRAState, uploads: Mapping[int, Upload]) -> TensorDict:
         if not self.control_variates:

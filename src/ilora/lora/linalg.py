@@ -31,31 +31,61 @@ def fro_norm_sq(B: torch.Tensor, A: torch.Tensor) -> float:
     return float(((B64.T @ B64) * (A64 @ A64.T)).sum().clamp_min(0.0))  # (r, r) ⊙ (r, r)
 
 
-def relative_error(
+def error_terms(
     ideal: tuple[torch.Tensor, torch.Tensor], applied: tuple[torch.Tensor, torch.Tensor]
-) -> float:
-    """Return ``‖B_i A_i − B_a A_a‖_F / ‖B_i A_i‖_F`` in factor space (0 when the ideal is 0)."""
-    denom = fro_norm_sq(*ideal)
+) -> tuple[float, float]:
+    """Return ``(‖B_i A_i − B_a A_a‖_F², ‖B_i A_i‖_F²)`` in factor space."""
     B = torch.cat(
         [ideal[0].to(torch.float64), applied[0].to(torch.float64)], dim=1
     )  # (d_out, r_i+r_a)
     A = torch.cat(
         [ideal[1].to(torch.float64), -applied[1].to(torch.float64)], dim=0
     )  # (r_i+r_a, d_in)
-    return (fro_norm_sq(B, A) / denom) ** 0.5 if denom > 0 else 0.0
+    return fro_norm_sq(B, A), fro_norm_sq(*ideal)
+
+
+def relative_error(
+    ideal: tuple[torch.Tensor, torch.Tensor], applied: tuple[torch.Tensor, torch.Tensor]
+) -> float:
+    """Return ``‖B_i A_i − B_a A_a‖_F / ‖B_i A_i‖_F`` in factor space (0 when the ideal is 0)."""
+    num, den = error_terms(ideal, applied)
+    return (num / den) ** 0.5 if den > 0 else 0.0
+
+
+def principal_factors(
+    B: torch.Tensor, A: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``U, M, σ²`` with ``B A = U M``, ``U`` orthonormal and ``M``'s rows of norm ``σ_i``.
+
+    The rows are sorted by decreasing ``σ_i`` (the singular values of ``B A``), so ``U[:, :r]``
+    and ``M[:r]`` are the best rank-``r`` factors (Eckart–Young): ``M = S Vᵀ`` of the SVD, with
+    each column's sign fixed (its largest entry in the eigenbasis is positive). Computed
+    without forming ``B A``: ``Q, R = QR(B)``, core ``C = R A``, then the eigenvectors ``W`` of
+    the small Gram matrix ``C Cᵀ`` (float64), ``U = Q W`` and ``M = Wᵀ C``. Cost
+    ``O((d_out + d_in) R²)`` for ``R`` columns of ``B``.
+    """
+    Q, R = torch.linalg.qr(B.to(torch.float64))  # Q: (d_out, m), R: (m, R), m = min(d_out, R)
+    core = R @ A.to(torch.float64)  # (m, d_in)
+    evals, W = torch.linalg.eigh(core @ core.T)  # ascending; W: (m, m) orthonormal
+    evals, W = evals.flip(0).clamp_min(0.0), W.flip(1)
+    # eigenvector signs are arbitrary: fix them (largest entry positive) so the factors, and the
+    # control variates measured in their coordinates, do not depend on the LAPACK build
+    pivot = W.gather(0, W.abs().argmax(dim=0, keepdim=True))  # (1, m)
+    W = W * torch.where(pivot < 0, -1.0, 1.0).to(W.dtype)
+    return (Q @ W).contiguous(), (W.T @ core).contiguous(), evals  # (d_out, m), (m, d_in), (m,)
 
 
 def svd_of_product(
     B: torch.Tensor, A: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return the thin SVD ``U S Vh`` of ``B A`` via ``QR(B)`` and an SVD of the small core.
+    """Return the thin SVD ``U S Vh`` of ``B A`` in factor space (see ``principal_factors``).
 
-    Cost ``O((d_out + d_in) R²)`` for ``R`` columns of ``B``; ``U`` has orthonormal columns.
+    Rows of ``Vh`` whose singular value is zero are zero.
     """
-    Q, R = torch.linalg.qr(B.to(torch.float64))  # Q: (d_out, m), R: (m, R), m = min(d_out, R)
-    core = R @ A.to(torch.float64)  # (m, d_in)
-    U, S, Vh = torch.linalg.svd(core, full_matrices=False)  # U: (m, q), S: (q,), Vh: (q, d_in)
-    return (Q @ U).contiguous(), S, Vh.contiguous()  # (d_out, q), (q,), (q, d_in)
+    U, M, sq = principal_factors(B, A)
+    S = sq.sqrt()  # (m,)
+    safe = torch.where(S > 0, S, torch.ones_like(S))
+    return U, S, (M / safe[:, None]).contiguous()
 
 
 def qr_of_dense(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
