@@ -48,8 +48,10 @@ def tasks_table() -> str:
 
 def render(text: str) -> str:
     for marker, table in (("algorithms", algorithms_table()), ("tasks", tasks_table())):
-        pattern = re.compile(rf"(<!-- {marker}:begin -->\n).*?(\n<!-- {marker}:end -->)", re.S)
-        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        pattern = re.compile(rf"(<!-- {marker}:begin -->\n).*?(<!-- {marker}:end -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README.md lacks the <!-- {marker}:begin/end --> markers")
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
     return text
 
 

@@ -54,9 +54,21 @@ class DataConfig:
         metadata={"help": "arguments of the partitioner, e.g. {alpha: 0.3, min_size: 10}"},
     )
 
+    local_test_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of each client's examples held out as its own test set for "
+            "personalized evaluation (0 = none; personalized methods need > 0)"
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.num_clients < 1:
             raise ConfigError(f"data.num_clients must be >= 1, got {self.num_clients}")
+        if not 0.0 <= self.local_test_fraction < 1.0:
+            raise ConfigError(
+                f"data.local_test_fraction must be in [0, 1), got {self.local_test_fraction}"
+            )
 
 
 @dataclass(frozen=True)

@@ -84,3 +84,27 @@ def test_uniform_weighting_sets_every_weight_to_one() -> None:
     up = Upload({"a": torch.ones(2).t()}, weight=37.0)
     assert canonical_upload(up, "uniform").weight == 1.0
     assert canonical_upload(up, "examples").weight == 37.0
+
+
+def test_local_test_split_is_a_seeded_disjoint_cover() -> None:
+    import numpy as np
+
+    from ilora.config import ConfigError
+    from ilora.engine.setup import split_local
+
+    idx = np.arange(10, 30)
+    train, test = split_local(idx, 0.25, seed=0, cid=3)
+    assert len(test) == 5 and sorted([*train, *test]) == list(idx)
+    again = split_local(idx, 0.25, seed=0, cid=3)
+    assert np.array_equal(train, again[0]) and np.array_equal(test, again[1])
+    assert len(split_local(idx, 0.0, 0, 3)[1]) == 0
+    with pytest.raises(ConfigError, match="leaves none"):
+        split_local(idx[:1], 0.9, 0, 3)
+
+
+def test_every_method_gets_personalized_metrics_when_clients_hold_test_shares() -> None:
+    for algorithm in ("ilora", "centralized"):
+        cfg = config.load(
+            SMOKE, [f"algorithm={algorithm}", "data.local_test_fraction=0.2", "fed.rounds=1"]
+        )
+        assert "personal_accuracy" in run(cfg).history.records[0].metrics

@@ -43,6 +43,7 @@ def comparison_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for alg, group in by_alg.items():
         acc, acc_sd = _mean_std([100 * r["final_accuracy"] for r in group])
         err, _ = _mean_std([r["mean_agg_error"] for r in group])
+        pers, pers_sd = _mean_std([100 * r.get("final_personal_accuracy", math.nan) for r in group])
         rounds = max(1, group[0]["rounds"])
         rows.append(
             {
@@ -50,6 +51,8 @@ def comparison_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "seeds": len(group),
                 "final_accuracy_mean": acc,
                 "final_accuracy_std": acc_sd,
+                "personal_accuracy_mean": pers,
+                "personal_accuracy_std": pers_sd,
                 "mean_agg_error": err,
                 "bytes_up_per_round": statistics.fmean(r["total_bytes_up"] for r in group) / rounds,
                 "bytes_down_per_round": statistics.fmean(r["total_bytes_down"] for r in group)
@@ -67,17 +70,23 @@ def _fmt(x: float, digits: int) -> str:
     return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
 
 
+def _pm(mean: float, std: float) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """Return the comparison as a markdown table."""
     lines = [
-        "| algorithm | seeds | final accuracy % (mean ± std) | mean agg_error | "
-        "MB up / round | MB down / round | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "| algorithm | seeds | final accuracy % (mean ± std) | personalized accuracy % | "
+        "mean agg_error | MB up / round | MB down / round | wall s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['algorithm']} | {r['seeds']} | {_fmt(r['final_accuracy_mean'], 2)} ± "
-            f"{_fmt(r['final_accuracy_std'], 2)} | {_fmt(r['mean_agg_error'], 4)} | "
+            f"| {r['algorithm']} | {r['seeds']} | "
+            f"{_pm(r['final_accuracy_mean'], r['final_accuracy_std'])} | "
+            f"{_pm(r['personal_accuracy_mean'], r['personal_accuracy_std'])} | "
+            f"{_fmt(r['mean_agg_error'], 4)} | "
             f"{r['bytes_up_per_round'] / 1e6:.3f} | {r['bytes_down_per_round'] / 1e6:.3f} | "
             f"{r['wall_s']:.1f} |"
         )

@@ -24,3 +24,12 @@ def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int) -> dict[str,
     model.train(was_training)
     n = max(1, len(data))
     return {"accuracy": correct / n, "loss": loss_sum / n}
+
+
+def weighted_average(results: list[tuple[dict[str, float], int]]) -> dict[str, float]:
+    """Return the example-weighted mean of per-client metrics (``personal_`` prefixed)."""
+    total = sum(n for _, n in results)
+    if total == 0:
+        return {}
+    keys = results[0][0].keys()
+    return {f"personal_{k}": sum(m[k] * n for m, n in results) / total for k in keys}

@@ -39,6 +39,10 @@ class History:
     def accuracies(self) -> list[float]:
         return [r.metrics["accuracy"] for r in self.records if "accuracy" in r.metrics]
 
+    def _last(self, key: str) -> float:
+        values = [r.metrics[key] for r in self.records if key in r.metrics]
+        return values[-1] if values else float("nan")
+
     def summary(self) -> dict[str, Any]:
         """Return ``summary.json``'s content."""
         accs = self.accuracies()
@@ -53,6 +57,7 @@ class History:
             "total_bytes_up": sum(r.bytes_up for r in self.records),
             "total_bytes_down": sum(r.bytes_down for r in self.records),
             "wall_s": sum(r.wall_s for r in self.records),
+            "final_personal_accuracy": self._last("personal_accuracy"),
             "mean_agg_error": _mean(
                 [r.metrics["agg_error"] for r in self.records if "agg_error" in r.metrics]
             ),

@@ -87,6 +87,18 @@ def mean_gradient(
     return {k: (v / max(1, count)).detach() for k, v in total.items()}
 
 
+def make_context(
+    model: nn.Module,
+    payload: Payload,
+    client: ClientInfo,
+    rnd: RoundInfo,
+    lora: LoRASpec,
+    train: TrainConfig,
+) -> ClientContext:
+    """Return the context the client hooks read (the model's frozen weights included)."""
+    return ClientContext(client, rnd, payload, lora, train, base=base_weights(model))
+
+
 def client_round(
     alg: Algorithm,  # type: ignore[type-arg]
     model: nn.Module,
@@ -99,7 +111,7 @@ def client_round(
     train: TrainConfig,
 ) -> tuple[Upload, TensorDict]:
     """Run one client's local round and return its upload and new state (see module docstring)."""
-    ctx = ClientContext(client, rnd, payload, lora, train, base=base_weights(model))
+    ctx = make_context(model, payload, client, rnd, lora, train)
     setup, cstate = alg.client_init(ctx, cstate)
     params = load_setup(model, setup)
     if not train.train_head:

@@ -22,6 +22,7 @@ from ilora.data.partitioners import PARTITIONERS
 from ilora.lora.inject import inject
 from ilora.lora.state import adapted
 from ilora.registry import instantiate
+from ilora.seeding import np_rng
 from ilora.tasks.base import TASKS, ArrayDataset, Task, TaskData
 from ilora.types import ClientInfo
 
@@ -34,6 +35,7 @@ class Experiment:
     task: Task
     data: TaskData
     shares: list[ArrayDataset]
+    local_tests: list[ArrayDataset]  # each client's own test share (empty datasets when off)
     clients: list[ClientInfo]
     model: nn.Module
     algorithm: Algorithm  # type: ignore[type-arg]
@@ -119,7 +121,11 @@ def build(cfg: ExperimentConfig) -> Experiment:
     data = load_data(task)  # type: ignore[arg-type]
     parts = partition(cfg, data.train)
     ranks = cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed)
-    clients = [ClientInfo(cid, ranks[cid], len(idx)) for cid, idx in enumerate(parts)]
+    splits = [
+        split_local(idx, cfg.data.local_test_fraction, cfg.seed, cid)
+        for cid, idx in enumerate(parts)
+    ]
+    clients = [ClientInfo(cid, ranks[cid], len(train)) for cid, (train, _) in enumerate(splits)]
     model = task.build_model(data.num_classes, cfg.seed)
     targets = cfg.lora.targets or task.lora_targets
     try:
@@ -127,5 +133,32 @@ def build(cfg: ExperimentConfig) -> Experiment:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_ranks(cfg, alg, ranks, model)
-    shares = [data.train.subset(idx) for idx in parts]
-    return Experiment(cfg, task, data, shares, clients, model, alg)
+    if alg.personalized and cfg.data.local_test_fraction == 0.0:
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} is personalized: its clients are evaluated "
+            "on their own test share; set data.local_test_fraction > 0 (e.g. 0.2)"
+        )
+    shares = [data.train.subset(train) for train, _ in splits]
+    local_tests = [data.train.subset(test) for _, test in splits]
+    return Experiment(cfg, task, data, shares, local_tests, clients, model, alg)
+
+
+def split_local(
+    idx: np.ndarray, fraction: float, seed: int, cid: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(train, test)`` indices of one client: a seeded ``fraction`` held out as its test.
+
+    Raises:
+        ConfigError: if the client would keep no training example.
+
+    """
+    if fraction == 0.0:
+        return idx, idx[:0]
+    order = np_rng(seed, "local-test", cid).permutation(len(idx))
+    n_test = int(round(fraction * len(idx)))
+    if n_test >= len(idx):
+        raise ConfigError(
+            f"client {cid} has {len(idx)} examples: data.local_test_fraction "
+            f"{fraction} leaves none for training; lower it"
+        )
+    return np.sort(idx[order[n_test:]]), np.sort(idx[order[:n_test]])

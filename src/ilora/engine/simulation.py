@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from ilora.config import ExperimentConfig
-from ilora.engine.evaluation import evaluate
+from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
-from ilora.engine.local import client_round
+from ilora.engine.local import client_round, make_context
 from ilora.engine.sampling import num_sampled, sample_clients
 from ilora.engine.setup import Experiment, build
 from ilora.lora.state import load_setup, template
@@ -71,6 +71,30 @@ def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], 
     return [ClientInfo(0, rank, len(pooled))], [pooled], steps
 
 
+def personal_metrics(
+    exp: Experiment, state: Any, store: dict[int, TensorDict], rnd: RoundInfo
+) -> dict[str, float]:
+    """Return each client's own model on its own test share, example-weighted (DESIGN §8).
+
+    A client's model is what it would start the next round with: ``client_init`` of its
+    download and its state, without training. The pooled (centralized) model is the global one.
+    """
+    tests = exp.local_tests
+    if sum(len(t) for t in tests) == 0:
+        return {}
+    alg, model, cfg = exp.algorithm, exp.model, exp.cfg
+    results = []
+    for client, test in zip(exp.clients, tests, strict=True):
+        if alg.pooled_data:
+            load_setup(model, alg.export(state))
+        else:
+            payload = canonical_payload(alg.download(state, client, rnd))
+            ctx = make_context(model, payload, client, rnd, cfg.lora, cfg.train)
+            load_setup(model, alg.client_init(ctx, store.get(client.cid, {}))[0])
+        results.append((evaluate(model, test, cfg.eval.batch_size), len(test)))
+    return weighted_average(results)
+
+
 def run(
     cfg: ExperimentConfig, on_round: RoundCallback | None = None, exp: Experiment | None = None
 ) -> RunResult:
@@ -102,6 +126,7 @@ def run(
             uploads
         )
         if r % cfg.eval.every == 0 or r == cfg.fed.rounds:
+            metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed)))
             load_setup(model, alg.export(state))
             metrics.update(evaluate(model, subset, cfg.eval.batch_size))
         counts = {"sampled": len(sampled), "succeeded": len(uploads), "failed": 0, "rejected": 0}

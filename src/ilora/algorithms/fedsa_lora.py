@@ -1,0 +1,95 @@
+"""FedSA-LoRA: share A, keep B (and the head) local (Guo et al., ICLR 2025, arXiv 2410.01463).
+
+Clients' learned A matrices are similar (general knowledge) while B diverges (client-specific),
+so only A is uploaded and averaged: ``Ā = Σ p_k A_k``. Each client keeps its own B and its own
+classifier head in its client state (the released configuration keeps ``lora_B`` and
+``classifier`` local). Round 1: the standard LoRA init (seeded A shared, B = 0) and the initial
+head. Hooks: ``download`` sends Ā; ``client_init`` joins Ā with the client's own B and head;
+``upload`` sends A only and keeps B and the head in ``cstate``.
+
+The method is personalized: its number is each client's own model on its own test share
+(``data.local_test_fraction``). Its "global model" (``export``) is Ā with B = 0 and the initial
+head, i.e. the pretrained model: there is no global B to evaluate, and global accuracy is
+reported only for completeness. Bytes per client per round and layer: down and up ``4·r·d_in``
+(plus its starting B and head at its first round only); no head traffic after that. Mixed
+ranks are not supported (A must have one shape).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from ilora.algorithms._shared import init_factors, max_rank
+from ilora.algorithms.base import Algorithm, register
+from ilora.lora import keys
+from ilora.lora.spec import LoRASpec
+from ilora.tensors import strip_prefix, weighted_mean, with_prefix
+from ilora.types import (
+    ClientContext,
+    ClientInfo,
+    LocalSetup,
+    Payload,
+    RoundInfo,
+    TensorDict,
+    Upload,
+)
+
+LOCAL = "local/"
+
+
+@dataclass(frozen=True)
+class FedSAState:
+    """Global A per layer, the initial B (zeros) and head, the run's spec, who has joined."""
+
+    A: TensorDict
+    B0: TensorDict
+    head0: TensorDict
+    lora: LoRASpec
+    seen: frozenset[int] = frozenset()  # clients that hold their own B and head
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@register("fedsa-lora")
+@dataclass(frozen=True)
+class FedSALoRA(Algorithm[FedSAState]):
+    """Share A, keep B and the head local (see the module docstring). No hyperparameters."""
+
+    stateful_clients = True
+    personalized = True
+
+    def server_init(
+        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+    ) -> FedSAState:
+        init = init_factors(template, max_rank(clients), lora, seed, "lora-init")
+        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
+        return FedSAState(keys.of_kind(init, "lora_A"), keys.of_kind(init, "lora_B"), head, lora)
+
+    def download(self, state: FedSAState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        if client.cid in state.seen:
+            return Payload(dict(state.A))
+        first = {**state.B0, **state.head0}  # a client's starting B and head, sent once
+        return Payload({**state.A, **with_prefix(first, LOCAL)})
+
+    def aggregate(
+        self, state: FedSAState, uploads: Mapping[int, Upload], rnd: RoundInfo
+    ) -> FedSAState:
+        ups = [uploads[c] for c in sorted(uploads)]
+        A = weighted_mean([u.tensors for u in ups], [u.weight for u in ups])
+        # agg_error is not defined here: the clients' products B_k Ā never form one global update
+        return replace(state, A=A, seen=state.seen | frozenset(uploads), metrics={})
+
+    def export(self, state: FedSAState) -> LocalSetup:
+        return LocalSetup(factors={**state.A, **state.B0, **state.head0})
+
+    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
+        own = strip_prefix(cstate, LOCAL) or strip_prefix(ctx.payload.tensors, LOCAL)
+        shared = {k: v for k, v in ctx.payload.tensors.items() if not k.startswith(LOCAL)}
+        return LocalSetup(factors={**shared, **own}), cstate
+
+    def upload(
+        self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> tuple[Upload, TensorDict]:
+        A = dict(keys.of_kind(trained, "lora_A"))
+        local = {k: v for k, v in trained.items() if k not in A}  # B and the head stay here
+        return Upload(A, float(ctx.client.num_examples)), with_prefix(local, LOCAL)
