@@ -78,6 +78,7 @@ class TwoRounds:
     payloads: list[dict[int, Payload]]
     uploads: list[dict[int, Upload]]
     cstates: dict[int, TensorDict]
+    clients: list[ClientInfo]
 
 
 def run_rounds(name: str, setup: TinySetup, seed: int = 0, rounds: int = 2) -> TwoRounds:
@@ -103,4 +104,4 @@ def run_rounds(name: str, setup: TinySetup, seed: int = 0, rounds: int = 2) -> T
         state = alg.aggregate(state, uploads, rnd)
         pays.append(payloads)
         ups.append(uploads)
-    return TwoRounds(state, pays, ups, store)
+    return TwoRounds(state, pays, ups, store, clients)

@@ -1,5 +1,27 @@
 """Every algorithm module is imported here so that its registration runs; nothing else."""
 
-from ilora.algorithms import centralized, fedit, fedsa_lora, ilora
+from ilora.algorithms import (
+    centralized,
+    fedex_lora,
+    fedit,
+    fedsa_lora,
+    ffa_lora,
+    flexlora,
+    flora,
+    hetlora,
+    ilora,
+    lora_fair,
+)
 
-__all__ = ["centralized", "fedit", "fedsa_lora", "ilora"]
+__all__ = [
+    "centralized",
+    "fedex_lora",
+    "fedit",
+    "fedsa_lora",
+    "ffa_lora",
+    "flexlora",
+    "flora",
+    "hetlora",
+    "ilora",
+    "lora_fair",
+]

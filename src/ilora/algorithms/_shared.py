@@ -111,5 +111,21 @@ def agg_error(
     return math.sqrt(num / den) if den > 0 else 0.0
 
 
+def dense_agg_error(
+    ideal: Mapping[str, torch.Tensor], applied: Mapping[str, torch.Tensor]
+) -> float:
+    """Return ``agg_error`` when the change applied is a dense ``(d_out, d_in)`` per layer.
+
+    For residual methods (FLoRA, FedEx-LoRA), which form the dense ideal ``Σ p_k s_k B_k A_k``
+    anyway: ``sqrt(Σ_l ‖I_l − P_l‖²) / sqrt(Σ_l ‖I_l‖²)`` in float64, 0 when every ideal is 0.
+    """
+    num = den = 0.0
+    for module, dense in ideal.items():
+        ref = dense.to(torch.float64)
+        num += float((ref - applied[module].to(torch.float64)).square().sum())
+        den += float(ref.square().sum())
+    return math.sqrt(num / den) if den > 0 else 0.0
+
+
 def max_rank(clients: Sequence[ClientInfo]) -> int:
     return max(c.rank for c in clients)

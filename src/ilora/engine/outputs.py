@@ -86,7 +86,9 @@ def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
 
     Factors are named ``base_model.model.<module>.lora_A.weight`` (module paths of the model the
     task builds); the head goes under ``modules_to_save``. A dense residual (FLoRA, ILoRA's init
-    offset), which PEFT cannot express, is saved beside it in ``ilora_residual.safetensors``.
+    offset), which PEFT cannot express, is saved beside it in ``ilora_residual.safetensors``. A
+    model with no factors at all (FLoRA merges everything) gets the residual, the head in
+    ``ilora_head.safetensors`` and ``ilora_adapter.json`` instead of the PEFT files.
     """
     out.mkdir(parents=True, exist_ok=True)
     tensors, modules, rank = {}, [], 0
@@ -98,12 +100,21 @@ def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
             rank = int(t.shape[0]) if parsed[1] == "lora_A" else rank
         elif keys.is_param(key):
             tensors[f"base_model.model.{key}"] = t.contiguous()
-    save_file(tensors, str(out / "adapter_model.safetensors"))
     if setup.residual:
         save_file(
             {k: v.contiguous() for k, v in setup.residual.items()},
             str(out / "ilora_residual.safetensors"),
         )
+    if not modules:  # a merged-only model (FLoRA): no LoRA factors for PEFT to hold
+        save_file(tensors, str(out / "ilora_head.safetensors"))
+        note = {
+            "format": "ilora-dense",
+            "files": ["ilora_residual.safetensors", "ilora_head.safetensors"],
+            "note": "the global model is the base plus a dense residual per layer; no LoRA factors",
+        }
+        _write_text_atomic(out / "ilora_adapter.json", json.dumps(note, indent=2, sort_keys=True))
+        return
+    save_file(tensors, str(out / "adapter_model.safetensors"))
     lora = cfg.lora
     alpha = lora.alpha * rank / lora.rank if lora.alpha_scales_with_rank else lora.alpha
     heads = sorted({k.rsplit(".", 1)[0] for k in setup.factors if keys.is_param(k)})

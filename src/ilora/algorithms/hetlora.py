@@ -1,0 +1,206 @@
+"""HetLoRA: heterogeneous ranks by truncation, self-pruning, sparsity-weighted aggregation.
+
+Cho, Liu, Xu, Fahrezi, Joshi, "Heterogeneous LoRA for Federated Fine-tuning of On-Device
+Foundation Models", EMNLP 2024, arXiv 2401.06432. Hooks: ``download`` sends the leading ``r_k``
+rows of ``Ā`` / columns of ``B̄`` (global factors live at ``r_max``); ``client_init`` truncates
+further to the client's pruned rank kept in ``cstate``; ``loss_term`` adds the self-pruning
+regulariser; ``upload`` applies the pruning rule and sends the factors at the (new) rank;
+``aggregate`` zero-pads to ``r_max`` and averages with weights ``w_k ∝ ‖B_k A_k‖_F`` (norms
+in factor space, one weight per client over all adapted layers), and FedAvg-s the head with the
+data weights. Inexact, as FedIT (cross terms, padding dilution); ``agg_error`` shows it.
+
+Choices where the sources are silent or ambiguous:
+
+* ``weighting: norm`` replaces the data weight ``p_k`` by ``w_k`` (the paper);
+  ``norm_times_data`` uses ``w_k ∝ p_k ‖B_k A_k‖_F``. If every norm is 0 the data weights are
+  used. Norms are of the unscaled ``B_k A_k``, as the paper writes them; as in FedIT the factors
+  are averaged unscaled and the global model applies ``s(r_max)``.
+* Self-pruning, a reconstruction (ALGORITHMS.md: the exact rule is [unverified]). For a client at
+  rank ``r`` let ``q = max(min_rank, ⌊(1 − prune_fraction)·r⌋)``; the trailing components
+  ``q..r`` are the columns ``B[:, q:]`` and rows ``A[q:]``. The regulariser is
+  ``gamma · Σ_layers ‖B[:, q:] A[q:]‖_F`` (a group norm of each layer's trailing product). After
+  local training the client prunes to rank ``q`` when ``‖tail‖ / ‖B A‖ < prune_threshold``, both
+  summed in square over all layers, drops the tail at once (its upload is at rank ``q``) and keeps
+  ``q`` in ``cstate`` for later rounds: at most one step per round, never below ``min_rank``.
+  The server keeps sending rank ``r_k`` (it does not track pruned ranks) and pads anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from ilora.algorithms._shared import (
+    FactorState,
+    agg_error,
+    ideal_stack,
+    init_factors,
+    max_rank,
+    mean_extras,
+    normalized_weights,
+)
+from ilora.algorithms.base import Algorithm, register
+from ilora.lora import keys
+from ilora.lora.linalg import fro_norm_sq, resize_rank
+from ilora.lora.spec import LoRASpec
+from ilora.tensors import weighted_mean
+from ilora.types import (
+    ClientContext,
+    ClientInfo,
+    LocalSetup,
+    Payload,
+    RoundInfo,
+    TensorDict,
+    Upload,
+)
+
+RANK = "hetlora/rank"  # cstate: the client's current (possibly pruned) rank, a 0-d int64
+
+
+@register("hetlora")
+@dataclass(frozen=True)
+class HetLoRA(Algorithm[FactorState]):
+    """HetLoRA (see the module docstring).
+
+    Bytes per client per round (float32), per adapted layer ``(d_out, d_in)``: download
+    ``4·(d_out + d_in)·r_k`` (A and B at the client's rank ``r_k``), upload
+    ``4·(d_out + d_in)·r'_k`` at its current rank ``r'_k ≤ r_k`` (smaller once pruned); plus
+    ``4·n_head`` each way for the head's ``n_head`` floats.
+    """
+
+    heterogeneous_ranks = True
+    stateful_clients = True
+
+    weighting: Literal["norm", "norm_times_data"] = field(
+        default="norm",
+        metadata={
+            "help": "norm: w_k ∝ ‖B_k A_k‖_F (paper); norm_times_data: w_k ∝ p_k ‖B_k A_k‖_F"
+        },
+    )
+    gamma: float = field(
+        default=1e-3, metadata={"help": "weight of the regulariser on the trailing rank components"}
+    )
+    prune_fraction: float = field(
+        default=0.25, metadata={"help": "share of a client's rank that is regularised and pruned"}
+    )
+    prune_threshold: float = field(
+        default=0.05,
+        metadata={"help": "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune"},
+    )
+    min_rank: int = field(default=1, metadata={"help": "no client is pruned below this rank"})
+
+    def __post_init__(self) -> None:
+        if self.weighting not in ("norm", "norm_times_data"):
+            raise ValueError(f"weighting must be norm | norm_times_data, got {self.weighting!r}")
+        if self.gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+        if not 0 < self.prune_fraction < 1:
+            raise ValueError(f"prune_fraction must be in (0, 1), got {self.prune_fraction}")
+        if not 0 <= self.prune_threshold < 1:
+            raise ValueError(f"prune_threshold must be in [0, 1), got {self.prune_threshold}")
+        if self.min_rank < 1:
+            raise ValueError(f"min_rank must be >= 1, got {self.min_rank}")
+
+    # ---- server
+    def server_init(
+        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+    ) -> FactorState:
+        r = max_rank(clients)
+        factors = init_factors(template, r, lora, seed, "lora-init")
+        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
+        return FactorState({**factors, **head}, lora, r)
+
+    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        return Payload(_at_rank(state.tensors, client.rank))
+
+    def aggregate(
+        self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
+    ) -> FactorState:
+        cids, w = sorted(uploads), self.weights(uploads)
+        padded = [
+            _at_rank(keys.of_kind(uploads[c].tensors, *keys.FACTOR_KINDS), state.rank) for c in cids
+        ]
+        new = {**weighted_mean(padded, [w[c] for c in cids]), **mean_extras(uploads)}
+        s = state.lora.scale(state.rank)
+        ideal = {m: ideal_stack(uploads, state.lora, m) for m in keys.modules(new)}
+        applied = {m: (new[keys.make(m, "lora_B")], s * new[keys.make(m, "lora_A")]) for m in ideal}
+        return replace(state, tensors=new, metrics={"agg_error": agg_error(ideal, applied)})
+
+    def export(self, state: FactorState) -> LocalSetup:
+        return LocalSetup(factors=dict(state.tensors))
+
+    def round_metrics(self, state: FactorState) -> dict[str, float]:
+        return dict(state.metrics)
+
+    def weights(self, uploads: Mapping[int, Upload]) -> dict[int, float]:
+        """Return the normalised aggregation weights of the factors by client id."""
+        p = normalized_weights(uploads)
+        norms = {c: math.sqrt(sum(_layer_norms_sq(u.tensors).values())) for c, u in uploads.items()}
+        raw = {
+            c: n * (p[c] if self.weighting == "norm_times_data" else 1.0) for c, n in norms.items()
+        }
+        total = sum(raw.values())
+        return {c: v / total for c, v in raw.items()} if total > 0 else p
+
+    # ---- client
+    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
+        r = min(ctx.client.rank, int(cstate[RANK])) if RANK in cstate else ctx.client.rank
+        return LocalSetup(factors=_at_rank(ctx.payload.tensors, r)), cstate
+
+    def loss_term(
+        self, params: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> torch.Tensor | None:
+        if self.gamma == 0:
+            return None
+        terms = []
+        for m in keys.modules(params):
+            A, B = params[keys.make(m, "lora_A")], params[keys.make(m, "lora_B")]
+            q = self.keep_rank(A.shape[0])
+            if q < A.shape[0]:
+                terms.append(_fro_norm(B[:, q:], A[q:]))  # (d_out, r - q), (r - q, d_in)
+        return self.gamma * torch.stack(terms).sum() if terms else None
+
+    def upload(
+        self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> tuple[Upload, TensorDict]:
+        r = min(int(v.shape[0]) for v in keys.of_kind(trained, "lora_A").values())
+        q = self.keep_rank(r)
+        if q < r and self.tail_ratio(trained, q) < self.prune_threshold:
+            r = q
+        up = Upload(_at_rank(trained, r), float(ctx.client.num_examples), {"rank": float(r)})
+        return up, {**cstate, RANK: torch.tensor(r, dtype=torch.int64)}
+
+    # ---- math
+    def keep_rank(self, r: int) -> int:
+        """Return ``max(min_rank, ⌊(1 − prune_fraction)·r⌋)``: the components kept when pruning."""
+        return max(self.min_rank, math.floor((1 - self.prune_fraction) * r + 1e-9))
+
+    @staticmethod
+    def tail_ratio(factors: TensorDict, q: int) -> float:
+        """Return ``sqrt(Σ_l ‖B_l[:, q:] A_l[q:]‖²_F / Σ_l ‖B_l A_l‖²_F)`` (inf when ``BA = 0``)."""
+        tail = sum(_layer_norms_sq(factors, q).values())
+        full = sum(_layer_norms_sq(factors).values())
+        return math.sqrt(tail / full) if full > 0 else math.inf
+
+
+def _at_rank(d: Mapping[str, torch.Tensor], r: int) -> TensorDict:
+    """Return ``d`` with each A/B truncated or zero-padded to rank ``r``; other keys as they are."""
+    return {k: resize_rank(v, r, keys.kind_of(k)) for k, v in d.items()}
+
+
+def _layer_norms_sq(factors: Mapping[str, torch.Tensor], q: int = 0) -> dict[str, float]:
+    """Return ``{module: ‖B[:, q:] A[q:]‖²_F}`` in factor space (``q = 0``: the whole product)."""
+    return {
+        m: fro_norm_sq(factors[keys.make(m, "lora_B")][:, q:], factors[keys.make(m, "lora_A")][q:])
+        for m in keys.modules(keys.of_kind(factors, "lora_A"))
+    }  # (d_out, r - q), (r - q, d_in)
+
+
+def _fro_norm(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Return a differentiable ``‖B A‖_F`` in factor space, with gradient 0 (not NaN) at 0."""
+    sq = ((B.T @ B) * (A @ A.T)).sum()  # (t, t) ⊙ (t, t) -> ()
+    return torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
