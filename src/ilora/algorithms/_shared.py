@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ilora.lora import keys
-from ilora.lora.linalg import error_terms, stack
+from ilora.lora.linalg import error_terms, resize_rank, stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
@@ -129,3 +129,29 @@ def dense_agg_error(
 
 def max_rank(clients: Sequence[ClientInfo]) -> int:
     return max(c.rank for c in clients)
+
+
+def global_factor_state(
+    template: Mapping[str, torch.Tensor], clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+) -> FactorState:
+    """Return one standard LoRA init at the largest client rank plus the initial head.
+
+    The starting point of every method that keeps a single global pair of factors; the seed
+    purpose ``lora-init`` is shared, so those methods all start from the same A.
+    """
+    r = max_rank(clients)
+    head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
+    return FactorState({**init_factors(template, r, lora, seed, "lora-init"), **head}, lora, r)
+
+
+def truncated(tensors: Mapping[str, torch.Tensor], r: int) -> TensorDict:
+    """Return ``tensors`` with every A cut to its leading ``r`` rows and B to ``r`` columns."""
+    return {k: resize_rank(v, r, keys.kind_of(k)) for k, v in tensors.items()}
+
+
+def global_pair_error(state: FactorState, uploads: Mapping[int, Upload], new: TensorDict) -> float:
+    """Return ``agg_error`` of a global pair ``new`` applied at ``s(state.rank)``."""
+    s = state.lora.scale(state.rank)
+    ideal = {m: ideal_stack(uploads, state.lora, m) for m in keys.modules(new)}
+    applied = {m: (new[keys.make(m, "lora_B")], s * new[keys.make(m, "lora_A")]) for m in ideal}
+    return agg_error(ideal, applied)

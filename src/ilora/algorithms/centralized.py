@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from ilora.algorithms._shared import FactorState, init_factors, max_rank
+from ilora.algorithms._shared import FactorState, global_factor_state
 from ilora.algorithms.base import Algorithm, register
-from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
 
@@ -28,9 +27,7 @@ class Centralized(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        r = max_rank(clients)
-        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
-        return FactorState({**init_factors(template, r, lora, seed, "lora-init"), **head}, lora, r)
+        return global_factor_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         return Payload(dict(state.tensors))

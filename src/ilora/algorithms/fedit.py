@@ -18,7 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from ilora.algorithms._shared import FactorState, agg_error, ideal_stack, init_factors, max_rank
+from ilora.algorithms._shared import (
+    FactorState,
+    global_factor_state,
+    global_pair_error,
+    truncated,
+)
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
@@ -37,14 +42,10 @@ class FedIT(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        r = max_rank(clients)
-        factors = init_factors(template, r, lora, seed, "lora-init")
-        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
-        return FactorState({**factors, **head}, lora, r)
+        return global_factor_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        r = client.rank
-        return Payload({k: resize_rank(v, r, keys.kind_of(k)) for k, v in state.tensors.items()})
+        return Payload(truncated(state.tensors, client.rank))
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -55,10 +56,9 @@ class FedIT(Algorithm[FactorState]):
             for u in ups
         ]
         new = weighted_mean(padded, [u.weight for u in ups])
-        s = state.lora.scale(state.rank)
-        ideal = {m: ideal_stack(uploads, state.lora, m) for m in keys.modules(new)}
-        applied = {m: (new[keys.make(m, "lora_B")], s * new[keys.make(m, "lora_A")]) for m in ideal}
-        return replace(state, tensors=new, metrics={"agg_error": agg_error(ideal, applied)})
+        return replace(
+            state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
+        )
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))

@@ -36,10 +36,8 @@ import torch
 
 from ilora.algorithms._shared import (
     FactorState,
-    agg_error,
-    ideal_stack,
-    init_factors,
-    max_rank,
+    global_factor_state,
+    global_pair_error,
     mean_extras,
     normalized_weights,
 )
@@ -109,10 +107,7 @@ class HetLoRA(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        r = max_rank(clients)
-        factors = init_factors(template, r, lora, seed, "lora-init")
-        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
-        return FactorState({**factors, **head}, lora, r)
+        return global_factor_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         return Payload(_at_rank(state.tensors, client.rank))
@@ -125,10 +120,9 @@ class HetLoRA(Algorithm[FactorState]):
             _at_rank(keys.of_kind(uploads[c].tensors, *keys.FACTOR_KINDS), state.rank) for c in cids
         ]
         new = {**weighted_mean(padded, [w[c] for c in cids]), **mean_extras(uploads)}
-        s = state.lora.scale(state.rank)
-        ideal = {m: ideal_stack(uploads, state.lora, m) for m in keys.modules(new)}
-        applied = {m: (new[keys.make(m, "lora_B")], s * new[keys.make(m, "lora_A")]) for m in ideal}
-        return replace(state, tensors=new, metrics={"agg_error": agg_error(ideal, applied)})
+        return replace(
+            state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
+        )
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))

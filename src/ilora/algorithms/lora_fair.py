@@ -26,10 +26,10 @@ import torch
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
+    global_factor_state,
     ideal_stack,
-    init_factors,
-    max_rank,
     mean_extras,
+    truncated,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -63,14 +63,10 @@ class LoRAFAIR(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        r = max_rank(clients)
-        factors = init_factors(template, r, lora, seed, "lora-init")
-        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
-        return FactorState({**factors, **head}, lora, r)
+        return global_factor_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        r = client.rank
-        return Payload({k: resize_rank(v, r, keys.kind_of(k)) for k, v in state.tensors.items()})
+        return Payload(truncated(state.tensors, client.rank))
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
