@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 import torch
+import yaml
 from click.testing import Result
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -345,6 +347,24 @@ def test_compare_writes_png_plots(compare_dir: Path, name: str) -> None:
     data = (compare_dir / name).read_bytes()
     assert len(data) > len(PNG_SIGNATURE)
     assert data.startswith(PNG_SIGNATURE)
+
+
+def test_compare_skips_finished_runs_of_the_same_config(compare_dir: Path, tmp_path: Path) -> None:
+    """A second compare reuses finished runs; another config or ``--rerun`` runs again."""
+    shutil.copytree(compare_dir / "fedit-seed0", tmp_path / "fedit-seed0")
+    summary = tmp_path / "fedit-seed0" / "summary.json"
+    before = summary.read_bytes()
+    args = ["compare", SMOKE, "--algorithms", "fedit", "--seeds", "0", *FAST, "--out", tmp_path]
+    again = invoke(*args, "--set", "train.steps=2")
+    assert again.exit_code == 0, again.output
+    assert "fedit seed 0: finished run found, skipped" in again.output
+    assert summary.read_bytes() == before
+    forced = invoke(*args, "--set", "train.steps=2", "--rerun")
+    assert forced.exit_code == 0 and "skipped" not in forced.output, forced.output
+    changed = invoke(*args, "--set", "train.steps=1")
+    assert changed.exit_code == 0 and "skipped" not in changed.output, changed.output
+    config = yaml.safe_load((tmp_path / "fedit-seed0" / "config.yaml").read_text())
+    assert config["train"]["steps"] == 1
 
 
 def test_compare_unknown_algorithm_is_a_clear_error(tmp_path: Path) -> None:

@@ -66,6 +66,16 @@ def _run_one(cfg: config_mod.ExperimentConfig, out: Path) -> dict[str, object]:
     return writer.finish(result)
 
 
+def _finished(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
+    """Return True if ``out`` holds a finished run (``summary.json``) of exactly ``cfg``."""
+    import yaml
+
+    if not (out / "summary.json").is_file() or not (out / "config.yaml").is_file():
+        return False
+    wanted = yaml.safe_load(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
+    return bool(yaml.safe_load((out / "config.yaml").read_text()) == wanted)
+
+
 def _check_names(cfg: config_mod.ExperimentConfig) -> None:
     from ilora.engine.setup import validate
 
@@ -114,8 +124,15 @@ def compare(
     out: Annotated[Path, typer.Option(help="directory for the runs and the comparison")] = Path(
         "runs/compare"
     ),
+    rerun: Annotated[
+        bool, typer.Option(help="run again even where a finished run of the same config exists")
+    ] = False,
 ) -> None:
-    """Run the same setting for several algorithms and seeds; write comparison.md/.csv and plots."""
+    """Run the same setting for several algorithms and seeds; write comparison.md/.csv and plots.
+
+    A run whose directory already holds a finished run of the identical config is skipped, so
+    an interrupted comparison resumes where it stopped.
+    """
     from ilora.bench import plots, report
 
     try:
@@ -129,7 +146,11 @@ def compare(
         for cfg in cfgs:  # reject every bad name before the first run starts
             _check_names(cfg)
         for cfg in cfgs:
-            _run_one(cfg, out / f"{cfg.algorithm}-seed{cfg.seed}")
+            run_dir = out / f"{cfg.algorithm}-seed{cfg.seed}"
+            if not rerun and _finished(cfg, run_dir):
+                console.print(f"{cfg.algorithm} seed {cfg.seed}: finished run found, skipped")
+                continue
+            _run_one(cfg, run_dir)
     except USER_ERRORS as err:
         _fail(err)
         return

@@ -122,12 +122,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Global evaluation on the held-out test split."""
+    """Evaluation on the held-out test split (global) and the clients' test shares (personal)."""
 
     every: int = field(default=1, metadata={"help": "evaluate every N rounds (and after the last)"})
-    subset: int = field(default=1000, metadata={"help": "seeded test subset per round; 0 = all"})
+    subset: int = field(
+        default=1000,
+        metadata={
+            "help": "seeded test subset per round (also the total over the clients' shares "
+            "for personalized evaluation); 0 = all"
+        },
+    )
     final_full: bool = field(
-        default=True, metadata={"help": "evaluate on the full test split at the end"}
+        default=True, metadata={"help": "evaluate on the full test split(s) after the last round"}
     )
     batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
 

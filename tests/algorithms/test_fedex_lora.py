@@ -97,8 +97,10 @@ def test_global_model_applies_the_residual_in_linear_layout(tiny_setup: TinySetu
     setup = create_algorithm("fedex-lora").export(res.state)
     model, plain = tiny_setup.model(), TinyMLP()
     load_setup(model, setup)
-    r, s = setup.factors["fc1.lora_A"].shape[0], tiny_setup.spec.scale(2)
-    assert r == 2 and not torch.equal(setup.residual["fc1.residual"], torch.zeros(8, 6))
+    r = setup.factors["fc1.lora_A"].shape[0]  # the largest client rank
+    s = tiny_setup.spec.scale(r)
+    assert r == max(c.rank for c in res.clients)
+    assert not torch.equal(setup.residual["fc1.residual"], torch.zeros(8, 6))
     with torch.no_grad():
         for m in ("fc1", "fc2"):
             BA = torch.from_numpy(_product(setup.factors, m)).float()
@@ -108,3 +110,32 @@ def test_global_model_applies_the_residual_in_linear_layout(tiny_setup: TinySetu
     x = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(model(x), plain(x), atol=1e-5)
     assert res.state.metrics["agg_error"] < 1e-6
+
+
+def test_mixed_ranks_start_from_the_global_model_and_aggregate_to_the_clients_mean() -> None:
+    """Our heterogeneous extension: every client starts at the global model; the new global
+    model is the weighted mean of the clients' trained models ``W0 + R_k + s(r_k) B_k A_k``."""
+    spec, clients = LoRASpec(alpha=4.0, rank=2), [ClientInfo(0, 1, 30), ClientInfo(1, 2, 10)]
+    alg, g = create_algorithm("fedex-lora"), torch.Generator().manual_seed(7)
+    state = alg.server_init(TEMPLATE, clients, spec, 0)
+    for t in (1, 2):
+        rnd = RoundInfo(t, 0)
+        glob = alg.export(state)
+        W_glob = _np(glob.residual["l.residual"]) + spec.scale(2) * _product(glob.factors, "l")
+        ups, models = {}, []
+        for c in clients:
+            pay = alg.download(state, c, rnd).tensors
+            assert pay["l.lora_A"].shape == (c.rank, 2) and pay["l.lora_B"].shape == (3, c.rank)
+            start = _np(pay["l.residual"]) + spec.scale(c.rank) * _product(pay, "l")
+            assert np.allclose(start, W_glob, atol=1e-5)  # the client's model is the global one
+            A = pay["l.lora_A"] + torch.randn(c.rank, 2, generator=g)  # (r_k, d_in)
+            B = pay["l.lora_B"] + torch.randn(3, c.rank, generator=g)  # (d_out, r_k)
+            ups[c.cid] = Upload({"l.lora_A": A, "l.lora_B": B}, float(c.num_examples))
+            models.append(_np(pay["l.residual"]) + spec.scale(c.rank) * _np(B) @ _np(A))
+        state = alg.aggregate(state, ups, rnd)
+        out = alg.export(state)
+        got = _np(out.residual["l.residual"]) + spec.scale(2) * _product(out.factors, "l")
+        assert np.allclose(got, np.average(models, 0, [30, 10]), atol=1e-5)
+        assert state.metrics["agg_error"] < 1e-6
+    pay = alg.download(state, clients[0], RoundInfo(3, 0)).tensors
+    assert num_bytes(pay) == 4 * (1 * (3 + 2) + 3 * 2)  # leading component + dense R_k

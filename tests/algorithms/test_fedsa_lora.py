@@ -34,6 +34,26 @@ def test_a_is_averaged_with_data_weights() -> None:
     assert "local/l.lora_B" in alg.download(state, clients[0], RoundInfo(1, 0)).tensors
 
 
+def test_mixed_ranks_average_each_row_over_the_clients_that_own_it() -> None:
+    """Row i of Ā is the mean over clients with r_k > i; a row nobody sent keeps its value."""
+    from ilora.lora.spec import LoRASpec
+
+    alg = create_algorithm("fedsa-lora")
+    clients = [ClientInfo(0, 1, 10), ClientInfo(1, 2, 30), ClientInfo(2, 4, 20)]
+    state = alg.server_init({"l.base": torch.zeros(3, 2)}, clients, LoRASpec(), 0)
+    old = state.A["l.lora_A"].double().numpy()  # (4, d_in)
+    pay = alg.download(state, clients[1], RoundInfo(1, 0)).tensors
+    assert pay["l.lora_A"].shape == (2, 2) and pay["local/l.lora_B"].shape == (3, 2)
+    g = torch.Generator().manual_seed(1)
+    As = {0: torch.randn(1, 2, generator=g), 1: torch.randn(2, 2, generator=g)}
+    ups = {c: Upload({"l.lora_A": a}, float(clients[c].num_examples)) for c, a in As.items()}
+    new = alg.aggregate(state, ups, RoundInfo(1, 0)).A["l.lora_A"].double().numpy()
+    a0, a1 = As[0].double().numpy(), As[1].double().numpy()
+    assert np.allclose(new[0], (10 * a0[0] + 30 * a1[0]) / 40, atol=1e-6)
+    assert np.allclose(new[1], a1[1], atol=1e-6)  # only client 1 owns row 1
+    assert np.array_equal(new[2:], old[2:])  # client 2 was not sampled: rows 2, 3 unchanged
+
+
 def test_b_and_head_stay_on_the_client(tiny_setup: TinySetup) -> None:
     res = run_rounds("fedsa-lora", tiny_setup, rounds=2)
     for ups in res.uploads:

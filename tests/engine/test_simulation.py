@@ -108,3 +108,20 @@ def test_every_method_gets_personalized_metrics_when_clients_hold_test_shares() 
             SMOKE, [f"algorithm={algorithm}", "data.local_test_fraction=0.2", "fed.rounds=1"]
         )
         assert "personal_accuracy" in run(cfg).history.records[0].metrics
+
+
+def test_personal_evaluation_uses_fixed_subsets_per_round_and_all_shares_at_the_end() -> None:
+    from ilora.engine.setup import build
+    from ilora.engine.simulation import personal_tests
+
+    cfg = config.load(SMOKE, ["data.local_test_fraction=0.3", "eval.subset=20"])
+    exp = build(cfg)
+    total = sum(len(t) for t in exp.local_tests)
+    assert total > 40
+    per_round = personal_tests(exp, full=False)
+    sizes = [len(t) for t in per_round]
+    assert abs(sum(sizes) - 20) <= len(sizes) and all(n >= 1 for n in sizes)
+    assert [t.labels.tolist() for t in per_round] == [
+        t.labels.tolist() for t in personal_tests(exp, False)
+    ]
+    assert sum(len(t) for t in personal_tests(exp, full=True)) == total

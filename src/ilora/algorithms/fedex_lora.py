@@ -21,8 +21,16 @@ Choices where the sources are silent or differ:
 * Weights ``p_k`` (the code averages uniformly: ``fed.weighting: uniform``).
 * Download: the dense ``R`` (``d_out·d_in``), not the ``K`` client factor pairs the paper also
   allows: a client that missed rounds needs the accumulated ``R`` anyway.
-* Ranks: homogeneous, as the paper. ``R`` is float32, updated in float64 from the stored float32
-  ``Ā, B̄``, so ``agg_error`` is one float32 rounding of ``R`` (~1e-7: exact).
+* ``R`` is float32, updated in float64 from the stored float32 ``Ā, B̄``, so ``agg_error`` is
+  one float32 rounding of ``R`` (~1e-7: exact).
+
+Heterogeneous ranks (our extension; the paper is homogeneous). The global factors live at
+``r_max`` (zero-padded FedAvg, as FedIT) with the global model ``W0 + R + s(r_max) B̄Ā``. A
+client of rank ``r_k`` receives the leading ``r_k`` components ``(B̄_k, Ā_k)`` and its own
+residual ``R_k = R + s(r_max) B̄Ā − s(r_k) B̄_k Ā_k``, so it starts from exactly the global
+model. The server sets the new global model to the weighted mean of the clients' trained models:
+``R' = Σ p_k (R_k + s(r_k) B_k A_k) − s(r_max) B̄'Ā'``, which is still exact. With one rank
+``R_k = R`` and this is the paper's rule.
 """
 
 from __future__ import annotations
@@ -41,9 +49,13 @@ from ilora.algorithms._shared import (
     layer_shapes,
     max_rank,
     mean_extras,
+    normalized_weights,
+    rank_of,
+    truncated,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
+from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
 from ilora.types import (
@@ -62,17 +74,19 @@ from ilora.types import (
 class FedExLoRA(Algorithm[FactorState]):
     """FedEx-LoRA (see the module docstring). No hyperparameters.
 
-    State: ``FactorState`` with the global factors at ``rank``, the residuals
-    ``<module>.residual`` and the head. Bytes per client per round, float32, per adapted layer
-    ``(d_out, d_in)`` at rank ``r``: download ``4·(r·(d_out + d_in) + d_out·d_in)`` (B̄, Ā and the
-    dense residual), upload ``4·r·(d_out + d_in)`` (B and A); plus ``4·n_head`` each way for the
-    head's ``n_head`` floats.
+    State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
+    residuals ``<module>.residual`` and the head. Bytes per client per round, float32, per
+    adapted layer ``(d_out, d_in)`` at the client's rank ``r``: download
+    ``4·(r·(d_out + d_in) + d_out·d_in)`` (B̄, Ā and the dense residual), upload
+    ``4·r·(d_out + d_in)`` (B and A); plus ``4·n_head`` each way for the head's ``n_head`` floats.
     """
+
+    heterogeneous_ranks = True
 
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        r = max_rank(clients)  # one rank for all (engine.setup rejects mixed ranks)
+        r = max_rank(clients)
         factors = init_factors(template, r, lora, seed, "lora-init")
         residual = {
             keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
@@ -82,15 +96,27 @@ class FedExLoRA(Algorithm[FactorState]):
         return FactorState({**factors, **residual, **head}, lora, r)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(dict(state.tensors))
+        tensors = truncated(state.tensors, client.rank)
+        if client.rank == state.rank:
+            return Payload(tensors)
+        for m in keys.modules(keys.of_kind(tensors, "residual")):
+            k = keys.make(m, "residual")
+            tensors[k] = _client_residual(state, m, client.rank).float()
+        return Payload(tensors)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
         ups = [uploads[c] for c in sorted(uploads)]
-        mean = weighted_mean(
-            [keys.of_kind(u.tensors, "lora_A", "lora_B") for u in ups], [u.weight for u in ups]
-        )
+        padded = [
+            {
+                k: resize_rank(v, state.rank, keys.kind_of(k))
+                for k, v in keys.of_kind(u.tensors, "lora_A", "lora_B").items()
+            }
+            for u in ups
+        ]
+        mean = weighted_mean(padded, [u.weight for u in ups])
+        p = normalized_weights(uploads)
         s = state.lora.scale(state.rank)
         residual: TensorDict = {}
         ideal: TensorDict = {}
@@ -99,7 +125,11 @@ class FedExLoRA(Algorithm[FactorState]):
             k = keys.make(m, "residual")
             old = state.tensors[k].to(torch.float64)  # (d_out, d_in)
             B_s, A_s = ideal_stack(uploads, state.lora, m)  # (d_out, Kr), (Kr, d_in)
-            ideal[m] = B_s @ A_s  # (d_out, Kr) @ (Kr, d_in) -> (d_out, d_in): Σ p_k s B_k A_k
+            # (d_out, Kr) @ (Kr, d_in) -> (d_out, d_in): Σ p_k (R_k − R + s_k B_k A_k)
+            ideal[m] = B_s @ A_s + sum(
+                p[c] * (_client_residual(state, m, rank_of(uploads[c].tensors, m)) - old)
+                for c in sorted(uploads)
+            )
             B = mean[keys.make(m, "lora_B")].to(torch.float64)  # (d_out, r)
             A = mean[keys.make(m, "lora_A")].to(torch.float64)  # (r, d_in)
             avg = s * (B @ A)  # (d_out, r) @ (r, d_in) -> (d_out, d_in)
@@ -117,6 +147,22 @@ class FedExLoRA(Algorithm[FactorState]):
 
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         return _split(ctx.payload.tensors), cstate
+
+
+def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
+    """Return ``R_k = R + s(r_max) B̄Ā − s(r) B̄_r Ā_r`` in float64 ``(d_out, d_in)``.
+
+    The residual under which a rank-``r`` client's leading components reproduce the global
+    model exactly; ``R`` itself when ``r`` is the global rank.
+    """
+    R = state.tensors[keys.make(module, "residual")].to(torch.float64)  # (d_out, d_in)
+    if r == state.rank:
+        return R
+    B = state.tensors[keys.make(module, "lora_B")].to(torch.float64)  # (d_out, r_max)
+    A = state.tensors[keys.make(module, "lora_A")].to(torch.float64)  # (r_max, d_in)
+    lora = state.lora
+    # (d_out, r_max) @ (r_max, d_in) and (d_out, r) @ (r, d_in) -> (d_out, d_in)
+    return R + lora.scale(state.rank) * (B @ A) - lora.scale(r) * (B[:, :r] @ A[:r])
 
 
 def _split(tensors: Mapping[str, torch.Tensor]) -> LocalSetup:

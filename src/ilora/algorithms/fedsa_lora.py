@@ -11,8 +11,13 @@ The method is personalized: its number is each client's own model on its own tes
 (``data.local_test_fraction``). Its "global model" (``export``) is Ā with B = 0 and the initial
 head, i.e. the pretrained model: there is no global B to evaluate, and global accuracy is
 reported only for completeness. Bytes per client per round and layer: down and up ``4·r·d_in``
-(plus its starting B and head at its first round only); no head traffic after that. Mixed
-ranks are not supported (A must have one shape).
+(plus its starting B and head at its first round only); no head traffic after that.
+
+Heterogeneous ranks (our extension; the paper is homogeneous): the global A lives at ``r_max``;
+a client of rank ``r_k`` receives its leading ``r_k`` rows and keeps a rank-``r_k`` B. Row ``i``
+of Ā is the weighted mean over the clients that uploaded a row ``i`` this round (weights
+renormalised over those clients; no zero padding, which would shrink the rows only large
+clients own); a row nobody uploaded keeps its value. With one rank this is ``Σ p_k A_k``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ilora.algorithms._shared import init_factors, max_rank
+import torch
+
+from ilora.algorithms._shared import init_factors, max_rank, truncated
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.tensors import strip_prefix, weighted_mean, with_prefix
+from ilora.tensors import strip_prefix, with_prefix
 from ilora.types import (
     ClientContext,
     ClientInfo,
@@ -55,6 +62,7 @@ class FedSAState:
 class FedSALoRA(Algorithm[FedSAState]):
     """Share A, keep B and the head local (see the module docstring). No hyperparameters."""
 
+    heterogeneous_ranks = True
     stateful_clients = True
     personalized = True
 
@@ -66,16 +74,16 @@ class FedSALoRA(Algorithm[FedSAState]):
         return FedSAState(keys.of_kind(init, "lora_A"), keys.of_kind(init, "lora_B"), head, lora)
 
     def download(self, state: FedSAState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        A = truncated(state.A, client.rank)
         if client.cid in state.seen:
-            return Payload(dict(state.A))
-        first = {**state.B0, **state.head0}  # a client's starting B and head, sent once
-        return Payload({**state.A, **with_prefix(first, LOCAL)})
+            return Payload(A)
+        first = {**truncated(state.B0, client.rank), **state.head0}  # sent once
+        return Payload({**A, **with_prefix(first, LOCAL)})
 
     def aggregate(
         self, state: FedSAState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FedSAState:
-        ups = [uploads[c] for c in sorted(uploads)]
-        A = weighted_mean([u.tensors for u in ups], [u.weight for u in ups])
+        A = {k: _rowwise_mean(v, k, uploads) for k, v in state.A.items()}
         # agg_error is not defined here: the clients' products B_k Ā never form one global update
         return replace(state, A=A, seen=state.seen | frozenset(uploads), metrics={})
 
@@ -93,3 +101,19 @@ class FedSALoRA(Algorithm[FedSAState]):
         A = dict(keys.of_kind(trained, "lora_A"))
         local = {k: v for k, v in trained.items() if k not in A}  # B and the head stay here
         return Upload(A, float(ctx.client.num_examples)), with_prefix(local, LOCAL)
+
+
+def _rowwise_mean(old: torch.Tensor, key: str, uploads: Mapping[int, Upload]) -> torch.Tensor:
+    """Return ``old`` ``(r_max, d_in)`` with row ``i`` the weighted mean of the uploaded rows ``i``.
+
+    Each row is averaged over the clients whose rank exceeds ``i`` (weights renormalised); rows
+    no client uploaded keep their old value. Float64 accumulation, float32 result.
+    """
+    num = torch.zeros(old.shape, dtype=torch.float64)  # (r_max, d_in)
+    den = torch.zeros(old.shape[0], 1, dtype=torch.float64)  # (r_max, 1)
+    for cid in sorted(uploads):
+        A_k = uploads[cid].tensors[key].to(torch.float64)  # (r_k, d_in)
+        num[: A_k.shape[0]] += uploads[cid].weight * A_k
+        den[: A_k.shape[0]] += uploads[cid].weight
+    mean = num / den.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(den > 0, mean, old.to(torch.float64)).float()

@@ -22,7 +22,7 @@ from ilora.engine.local import client_round, make_context
 from ilora.engine.sampling import num_sampled, sample_clients
 from ilora.engine.setup import Experiment, build
 from ilora.lora.state import load_setup, template
-from ilora.seeding import generator
+from ilora.seeding import derive_seed, generator
 from ilora.tasks.base import ArrayDataset
 from ilora.tensors import canonical, num_bytes
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
@@ -71,15 +71,32 @@ def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], 
     return [ClientInfo(0, rank, len(pooled))], [pooled], steps
 
 
+def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
+    """Return the clients' test shares, or seeded subsets totalling about ``eval.subset``.
+
+    Each client keeps ``round(subset · n_k / Σ n)`` (at least 1) of its ``n_k`` test examples,
+    the same ones every round; ``full`` (the final evaluation) or ``eval.subset: 0`` keeps all.
+    """
+    tests, size = exp.local_tests, exp.cfg.eval.subset
+    total = sum(len(t) for t in tests)
+    if full or size == 0 or size >= total:
+        return tests
+    return [
+        eval_subset(t, max(1, round(size * len(t) / total)), derive_seed(exp.cfg.seed, cid))
+        for cid, t in enumerate(tests)
+    ]
+
+
 def personal_metrics(
-    exp: Experiment, state: Any, store: dict[int, TensorDict], rnd: RoundInfo
+    exp: Experiment, state: Any, store: dict[int, TensorDict], rnd: RoundInfo, full: bool = True
 ) -> dict[str, float]:
     """Return each client's own model on its own test share, example-weighted (DESIGN §8).
 
     A client's model is what it would start the next round with: ``client_init`` of its
     download and its state, without training. The pooled (centralized) model is the global one.
+    ``full=False`` evaluates the per-round subsets of :func:`personal_tests`.
     """
-    tests = exp.local_tests
+    tests = personal_tests(exp, full)
     if sum(len(t) for t in tests) == 0:
         return {}
     alg, model, cfg = exp.algorithm, exp.model, exp.cfg
@@ -126,7 +143,8 @@ def run(
             uploads
         )
         if r % cfg.eval.every == 0 or r == cfg.fed.rounds:
-            metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed)))
+            full = cfg.eval.final_full and r == cfg.fed.rounds
+            metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed), full))
             load_setup(model, alg.export(state))
             metrics.update(evaluate(model, subset, cfg.eval.batch_size))
         counts = {"sampled": len(sampled), "succeeded": len(uploads), "failed": 0, "rejected": 0}
