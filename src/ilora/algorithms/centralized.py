@@ -19,7 +19,12 @@ from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, 
 @register("centralized")
 @dataclass(frozen=True)
 class Centralized(Algorithm[FactorState]):
-    """Pooled-data training (see the module docstring). No hyperparameters."""
+    """Pooled-data training (see the module docstring). No hyperparameters.
+
+    Bytes per round (one pooled client at the largest rank ``r``), float32, per adapted layer
+    ``(d_out, d_in)``: ``4·r·(d_out + d_in)`` each way, plus ``4·n_head`` for the head; a
+    reference only, since no data leaves a client in a real federation.
+    """
 
     heterogeneous_ranks = True
     pooled_data = True

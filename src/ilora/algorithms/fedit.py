@@ -35,7 +35,12 @@ from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, 
 @register("fedit")
 @dataclass(frozen=True)
 class FedIT(Algorithm[FactorState]):
-    """FedAvg of A and B (see the module docstring). No hyperparameters."""
+    """FedAvg of A and B (see the module docstring). No hyperparameters.
+
+    Bytes per client per round, float32, per adapted layer ``(d_out, d_in)`` at the client's
+    rank ``r``: download and upload ``4·r·(d_out + d_in)`` (B and A); plus ``4·n_head`` each way
+    for the head's ``n_head`` floats.
+    """
 
     heterogeneous_ranks = True
 

@@ -87,7 +87,14 @@ class ILoRAState:
 @register("ilora")
 @dataclass(frozen=True)
 class ILoRA(Algorithm[ILoRAState]):
-    """ILoRA and ILoRA-S (see the module docstring)."""
+    """ILoRA and ILoRA-S (see the module docstring).
+
+    Bytes per client per round, float32, per adapted layer ``(d_out, d_in)`` at the client's
+    rank ``r``: upload ``4·r·(d_out + d_in)`` (B and A); download the same, except in round 1,
+    where only the head is sent (every client builds the same QR init from the base weights);
+    plus ``4·n_head`` each way for the head. ILoRA-S adds the control variates at the same
+    shapes: ``c`` down and ``Δc_k`` up, ``4·(r·(d_out + d_in) + n_head)`` each way (from round 1).
+    """
 
     heterogeneous_ranks = True
     stateful_clients = True
