@@ -16,6 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
+
+from ilora.lora import keys
+
 FLOAT32 = 4
 
 
@@ -47,6 +51,14 @@ class Contact:
     rank: int
     round: int
     first: bool
+
+
+def shapes_of(template: Mapping[str, torch.Tensor], train_head: bool) -> Shapes:
+    """Return the :class:`Shapes` of a model's template (``<module>.base`` weights and head)."""
+    base = keys.of_kind(template, "base")
+    head = keys.of_kind(template, "param") if train_head else {}
+    layers = [(int(t.shape[0]), int(t.shape[1])) for t in base.values()]  # (d_out, d_in)
+    return Shapes(layers, sum(t.numel() for t in head.values()))
 
 
 Formula = Callable[[Shapes, Contact], tuple[int, int]]  # -> (down, up) in floats
@@ -130,3 +142,29 @@ def round_bytes(
         down, up = down + d, up + u
     seen.update(sampled)
     return down, up
+
+
+def run_bytes(
+    algorithm: str,
+    shapes: Shapes,
+    ranks: Mapping[int, int],
+    fraction: float,
+    seed: int,
+    rounds: int,
+    pooled: bool = False,
+) -> list[tuple[int, int]]:
+    """Return the analytic ``(download, upload)`` bytes of every round of a run.
+
+    The clients of each round are drawn with the engine's seeded sampler; a ``pooled`` run
+    (centralized) has one client (id 0) at the largest rank, sampled every round.
+    """
+    from ilora.engine.sampling import sample_clients
+
+    if pooled:
+        ranks, fraction = {0: max(ranks.values())}, 1.0
+    seen: set[int] = set()
+    out = []
+    for r in range(1, rounds + 1):
+        sampled = sample_clients(sorted(ranks), fraction, seed, r)
+        out.append(round_bytes(algorithm, shapes, ranks, sampled, r, seen))
+    return out
