@@ -67,13 +67,18 @@ def _run_one(cfg: config_mod.ExperimentConfig, out: Path) -> dict[str, object]:
 
 
 def _finished(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
-    """Return True if ``out`` holds a finished run (``summary.json``) of exactly ``cfg``."""
-    import yaml
+    """Return True if ``out`` holds a finished run (``summary.json``) of exactly ``cfg``.
 
+    The stored ``config.yaml`` is loaded like any config (options added since it was written
+    take their defaults), so a run stays reusable when the schema grows.
+    """
     if not (out / "summary.json").is_file() or not (out / "config.yaml").is_file():
         return False
-    wanted = yaml.safe_load(yaml.safe_dump(config_mod.to_dict(cfg), sort_keys=False))
-    return bool(yaml.safe_load((out / "config.yaml").read_text()) == wanted)
+    try:
+        done = config_mod.load(out / "config.yaml")
+    except ConfigError:
+        return False
+    return config_mod.to_dict(done) == config_mod.to_dict(cfg)
 
 
 def _check_names(cfg: config_mod.ExperimentConfig) -> None:
