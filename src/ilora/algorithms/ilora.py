@@ -42,7 +42,7 @@ from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
 from ilora.lora.linalg import (
     error_terms,
-    principal_factors,
+    principal_factors_of_sum,
     qr_init,
     qr_of_dense,
     resize_rank,
@@ -62,6 +62,7 @@ from ilora.types import (
 )
 
 CV = "cv/"
+Terms = tuple[list[torch.Tensor], list[torch.Tensor], list[float]]  # B_k, A_k, c_k per client
 
 
 @dataclass(frozen=True)
@@ -163,13 +164,13 @@ class ILoRA(Algorithm[ILoRAState]):
         factors: TensorDict = {}
         err_sq = norm_sq = 0.0
         for m in keys.modules(state.init):
-            B_c, A_c = self._stack(state.lora, uploads, p, m, fold=self.fold_scaling)
-            B, A, tail = self._refactor(B_c, A_c, state.rank, rnd, m)
+            terms = self._terms(state.lora, uploads, p, m, fold=self.fold_scaling)
+            B, A, tail = self._refactor(terms, state.rank, rnd, m)
             factors[keys.make(m, "lora_B")], factors[keys.make(m, "lora_A")] = B, A
             if tail is not None:  # Eckart–Young: the error of the best rank-r factors is the tail
                 err_sq, norm_sq = err_sq + tail[0], norm_sq + tail[1]
             else:
-                ideal = self._stack(state.lora, uploads, p, m, fold=True)
+                ideal = stack(*self._terms(state.lora, uploads, p, m, fold=True))
                 s_g = 1.0 if self.fold_scaling else state.lora.scale(state.rank)
                 e, n = error_terms(ideal, (B, s_g * A))
                 err_sq, norm_sq = err_sq + e, norm_sq + n
@@ -247,32 +248,35 @@ class ILoRA(Algorithm[ILoRAState]):
         }  # (d_out, r) @ (r, d_in)
 
     @staticmethod
-    def _stack(
+    def _terms(
         lora: LoRASpec, uploads: Mapping[int, Upload], p: Mapping[int, float], m: str, fold: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> Terms:
+        """Return the clients' ``(B_k, A_k, c_k)`` of layer ``m``: ``Σ_k c_k B_k A_k``."""
         cids = sorted(uploads)
         Bs = [uploads[c].tensors[keys.make(m, "lora_B")] for c in cids]
         As = [uploads[c].tensors[keys.make(m, "lora_A")] for c in cids]
         coeffs = [
             p[c] * (lora.scale(a.shape[0]) if fold else 1.0) for c, a in zip(cids, As, strict=True)
         ]
-        return stack(Bs, As, coeffs)  # (d_out, Σr), (Σr, d_in)
+        return Bs, As, coeffs
 
     def _refactor(
-        self, B_c: torch.Tensor, A_c: torch.Tensor, r: int, rnd: RoundInfo, m: str
+        self, terms: Terms, r: int, rnd: RoundInfo, m: str
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]:
-        """Return rank-``r`` factors of ``B_c A_c`` and, if exact, the squared error and norm.
+        """Return rank-``r`` factors of ``Σ_k c_k B_k A_k`` and, if exact, the error terms.
 
         When the factors are the best rank-``r`` ones of the exact aggregate, the last item is
         ``(Σ_{i>r} σ_i², Σ_i σ_i²)``; otherwise ``None`` and the caller measures the error.
         """
         if self.redistribute == "qr_literal":
+            B_c, A_c = stack(*terms)  # (d_out, Σr), (Σr, d_in)
             Q, R = qr_of_dense(B_c, A_c)  # Q: (d_out, q), R: (q, d_in), q = min(d_out, d_in) >= r
             return Q[:, :r].float().contiguous(), R[:r].float().contiguous(), None
-        U, M, sq = principal_factors(B_c, A_c)  # (d_out, q), (q, d_in) = S Vᵀ, (q,) = S²
-        q = min(r, sq.shape[0])
-        B = _complete_orthonormal(U[:, :q], r, generator(rnd.seed, "ilora-complete", rnd.round, m))
-        A = torch.cat([M[:q], M.new_zeros(r - q, M.shape[1])])  # (r, d_in)
+        # (d_out, q), (q, d_in) = S Vᵀ, (n,) = S², q = min(r, n): the stacked A is never formed
+        U, M, sq = principal_factors_of_sum(*terms, rank=r)
+        q = M.shape[0]
+        B = _complete_orthonormal(U, r, generator(rnd.seed, "ilora-complete", rnd.round, m))
+        A = torch.cat([M, M.new_zeros(r - q, M.shape[1])])  # (r, d_in)
         tail = (float(sq[q:].sum()), float(sq.sum())) if self.fold_scaling else None
         return B.float().contiguous(), A.float().contiguous(), tail
 

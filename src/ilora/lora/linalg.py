@@ -53,26 +53,51 @@ def relative_error(
 
 
 def principal_factors(
-    B: torch.Tensor, A: torch.Tensor
+    B: torch.Tensor, A: torch.Tensor, rank: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``U, M, σ²`` with ``B A = U M``, ``U`` orthonormal and ``M``'s rows of norm ``σ_i``.
 
     The rows are sorted by decreasing ``σ_i`` (the singular values of ``B A``), so ``U[:, :r]``
     and ``M[:r]`` are the best rank-``r`` factors (Eckart–Young): ``M = S Vᵀ`` of the SVD, with
-    each column's sign fixed (its largest entry in the eigenbasis is positive). Computed
-    without forming ``B A``: ``Q, R = QR(B)``, core ``C = R A``, then the eigenvectors ``W`` of
-    the small Gram matrix ``C Cᵀ`` (float64), ``U = Q W`` and ``M = Wᵀ C``. Cost
-    ``O((d_out + d_in) R²)`` for ``R`` columns of ``B``.
+    each column's sign fixed (its largest entry in the eigenbasis is positive). ``rank`` keeps
+    only the leading components of ``U`` and ``M`` (``σ²`` always has all of them). See
+    :func:`principal_factors_of_sum`, of which this is the one-term case.
     """
-    Q, R = torch.linalg.qr(B.to(torch.float64))  # Q: (d_out, m), R: (m, R), m = min(d_out, R)
-    core = R @ A.to(torch.float64)  # (m, d_in)
+    return principal_factors_of_sum([B], [A], [1.0], rank)
+
+
+def principal_factors_of_sum(
+    Bs: Sequence[torch.Tensor],
+    As: Sequence[torch.Tensor],
+    coeffs: Sequence[float],
+    rank: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return :func:`principal_factors` of ``Σ_k c_k B_k A_k`` without forming it or stacking A.
+
+    ``Q, R = QR([B_1 … B_K])`` (float64), core ``C = R A_c = Σ_k c_k R_k A_k`` accumulated block
+    by block (``R_k`` the columns of ``R`` of client ``k``, so the stacked ``A_c`` never exists),
+    then the eigenvectors ``W`` of the small Gram matrix ``C Cᵀ``, ``U = Q W`` and ``M = Wᵀ C``
+    cut to ``rank`` columns/rows. Cost ``O((d_out + d_in) R²)`` for ``R = Σ r_k``; memory beyond
+    the inputs: the stacked B, ``Q`` and ``C`` (the stacked B is freed once ``Q`` exists).
+    """
+    B_c = torch.cat([b.to(torch.float64) for b in Bs], dim=1)  # (d_out, Σr)
+    Q, R = torch.linalg.qr(B_c)  # Q: (d_out, m), R: (m, Σr), m = min(d_out, Σr)
+    del B_c
+    core = R.new_zeros(R.shape[0], As[0].shape[1])  # (m, d_in)
+    col = 0
+    for A_k, c in zip(As, coeffs, strict=True):
+        r_k = A_k.shape[0]
+        # (m, r_k) @ (r_k, d_in) -> (m, d_in), accumulated in place
+        core.addmm_(R[:, col : col + r_k], A_k.to(torch.float64), alpha=c)
+        col += r_k
     evals, W = torch.linalg.eigh(core @ core.T)  # ascending; W: (m, m) orthonormal
     evals, W = evals.flip(0).clamp_min(0.0), W.flip(1)
     # eigenvector signs are arbitrary: fix them (largest entry positive) so the factors, and the
     # control variates measured in their coordinates, do not depend on the LAPACK build
     pivot = W.gather(0, W.abs().argmax(dim=0, keepdim=True))  # (1, m)
     W = W * torch.where(pivot < 0, -1.0, 1.0).to(W.dtype)
-    return (Q @ W).contiguous(), (W.T @ core).contiguous(), evals  # (d_out, m), (m, d_in), (m,)
+    W = W if rank is None else W[:, :rank]  # (m, k)
+    return (Q @ W).contiguous(), (W.T @ core).contiguous(), evals  # (d_out, k), (k, d_in), (m,)
 
 
 def svd_of_product(
