@@ -71,3 +71,23 @@ def test_principal_factors_are_the_svd_with_fixed_signs() -> None:
         assert np.allclose((U[:, :r] @ M[:r]).numpy(), (u[:, :r] * s[:r]) @ vt[:r], atol=1e-8)
     U2, _, _ = principal_factors(-B, -A)  # same product, same factors
     assert torch.allclose(U2, U, atol=1e-10)
+
+
+def test_principal_factors_of_a_weighted_sum_give_its_best_rank_k_approximation() -> None:
+    from ilora.lora.linalg import principal_factors_of_sum
+
+    g = torch.Generator().manual_seed(3)
+    ranks, coeffs = [1, 3, 2], [0.5, -2.0, 1.5]
+    Bs = [torch.randn(7, r, generator=g) for r in ranks]  # (d_out, r_k)
+    As = [torch.randn(r, 5, generator=g) for r in ranks]  # (r_k, d_in)
+    terms = zip(Bs, As, coeffs, strict=True)
+    dense = sum(c * B.double().numpy() @ A.double().numpy() for B, A, c in terms)  # (7, 5)
+    U_np, S_np, Vt_np = np.linalg.svd(dense)
+    U, M, sq = principal_factors_of_sum(Bs, As, coeffs, rank=2)
+    assert U.shape == (7, 2) and M.shape == (2, 5) and sq.shape == (6,)  # min(d_out, Σr_k)
+    best = U_np[:, :2] * S_np[:2] @ Vt_np[:2]  # Eckart–Young
+    assert np.allclose(U.numpy() @ M.numpy(), best, atol=1e-10)
+    assert np.allclose(U.numpy().T @ U.numpy(), np.eye(2), atol=1e-12)
+    assert np.allclose(sq.numpy()[:5], S_np**2, atol=1e-10) and abs(sq[5]) < 1e-10
+    full_U, full_M, _ = principal_factors_of_sum(Bs, As, coeffs)
+    assert np.allclose(full_U.numpy() @ full_M.numpy(), dense, atol=1e-10)
