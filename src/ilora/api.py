@@ -34,6 +34,6 @@ def run(
     if out is None:
         return simulate(cfg).history
     writer = RunWriter(Path(out), cfg)
-    result = simulate(cfg, on_round=writer.on_round)
+    result = simulate(cfg, on_round=writer.on_round, on_checkpoint=writer.on_checkpoint)
     writer.finish(result)
     return result.history

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from ilora import config as config_mod
 from ilora.config import ConfigError
 from ilora.registry import Registry, UnknownNameError
 from ilora.tasks.base import AssetMissingError
+
+if TYPE_CHECKING:
+    from ilora.engine.checkpoint import Checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated LoRA fine-tuning.")
 
@@ -40,13 +43,15 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _run_one(cfg: config_mod.ExperimentConfig, out: Path) -> dict[str, object]:
+def _run_one(
+    cfg: config_mod.ExperimentConfig, out: Path, resume: Checkpoint | None = None
+) -> dict[str, object]:
     from ilora.engine.outputs import RunWriter
     from ilora.engine.setup import build
     from ilora.engine.simulation import run
 
     experiment = build(cfg)  # every user error surfaces here, before a run directory exists
-    writer = RunWriter(out, cfg)
+    writer = RunWriter(out, cfg, resume)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -54,16 +59,40 @@ def _run_one(cfg: config_mod.ExperimentConfig, out: Path) -> dict[str, object]:
         TextColumn("{task.fields[acc]}"),
         TimeElapsedColumn(),
     )
+    done = 0 if resume is None else resume.round
     with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task(f"{cfg.algorithm} seed {cfg.seed}", total=cfg.fed.rounds, acc="")
+        bar = progress.add_task(
+            f"{cfg.algorithm} seed {cfg.seed}", total=cfg.fed.rounds, completed=done, acc=""
+        )
 
         def on_round(record: object) -> None:
             writer.on_round(record)  # type: ignore[arg-type]
             acc = getattr(record, "metrics", {}).get("accuracy")
             progress.update(bar, advance=1, acc="" if acc is None else f"acc {100 * acc:.1f}%")
 
-        result = run(cfg, on_round=on_round, exp=experiment)
+        result = run(
+            cfg,
+            on_round=on_round,
+            exp=experiment,
+            on_checkpoint=writer.on_checkpoint,
+            resume=resume,
+        )
     return writer.finish(result)
+
+
+def _resume_point(out: Path) -> Checkpoint | None:
+    """Return the checkpoint to continue the run in ``out`` from, reporting skipped files."""
+    from ilora.engine.checkpoint import load_latest
+    from ilora.engine.outputs import CHECKPOINTS
+
+    ckpt, skipped = load_latest(out / CHECKPOINTS)
+    for message in skipped:
+        console.print(f"[yellow]warning:[/] {message}")
+    if ckpt is None:
+        console.print("no valid checkpoint: the run starts again from round 1")
+    else:
+        console.print(f"resuming after round {ckpt.round}")
+    return ckpt
 
 
 def _finished(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
@@ -89,17 +118,34 @@ def _check_names(cfg: config_mod.ExperimentConfig) -> None:
 
 @app.command()
 def run(
-    config: ConfigArg,
+    config: Annotated[
+        Path | None, typer.Argument(help="experiment YAML (see configs/); omit with --resume")
+    ] = None,
     set_: SetOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="run directory (default runs/<algorithm>-<task>)")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue the run in this directory from its last valid checkpoint"),
+    ] = None,
 ) -> None:
-    """Run one federated experiment and write its run directory."""
+    """Run one federated experiment and write its run directory (or resume one)."""
     try:
-        cfg = config_mod.load(config, set_ or [])
-        out = out or Path("runs") / f"{cfg.algorithm}-{cfg.task}-seed{cfg.seed}"
-        summary = _run_one(cfg, out)
+        if resume is not None:
+            if config is not None or set_ or out is not None:
+                raise ConfigError(
+                    "--resume continues a run with the config stored in its directory; "
+                    "drop CONFIG, --set and --out"
+                )
+            cfg, out = config_mod.load(resume / "config.yaml"), resume
+            summary = _run_one(cfg, out, _resume_point(out))
+        else:
+            if config is None:
+                raise ConfigError("give an experiment YAML (see configs/) or --resume RUN_DIR")
+            cfg = config_mod.load(config, set_ or [])
+            out = out or Path("runs") / f"{cfg.algorithm}-{cfg.task}-seed{cfg.seed}"
+            summary = _run_one(cfg, out)
     except USER_ERRORS as err:
         _fail(err)
         return

@@ -1,7 +1,8 @@
 """The run directory (DESIGN.md §2): config, manifest, per-round history, summary, adapter.
 
 Every file is written atomically (temporary file, fsync, rename) or appended line by line with
-fsync, so a crash never leaves a half-written file behind.
+fsync, so a crash never leaves a half-written file behind; ``checkpoints/`` holds the last two
+round checkpoints (``engine.checkpoint``) from which ``ilora run --resume DIR`` continues.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ from safetensors.torch import save_file
 
 import ilora
 from ilora.config import ExperimentConfig, to_dict
+from ilora.engine import checkpoint
+from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.history import RoundRecord, append_jsonl, write_json_atomic
 from ilora.engine.simulation import RunResult
 from ilora.lora import keys
@@ -49,15 +53,34 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class RunWriter:
-    """Writes one run directory as the run goes (use ``on_round`` as the engine callback)."""
+CHECKPOINTS = "checkpoints"
 
-    def __init__(self, out: Path, cfg: ExperimentConfig) -> None:
+
+class RunWriter:
+    """Writes one run directory as the run goes.
+
+    Pass ``on_round`` and ``on_checkpoint`` to the engine. With ``resume`` (the checkpoint a run
+    continues from) the directory's history is cut back to that checkpoint and the manifest
+    records the resumption; otherwise the directory starts afresh.
+    """
+
+    def __init__(self, out: Path, cfg: ExperimentConfig, resume: Checkpoint | None = None) -> None:
         self.out, self.cfg = out, cfg
         out.mkdir(parents=True, exist_ok=True)
+        if resume is not None:  # the history up to the checkpoint; later lines are redone
+            lines = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in resume.records)
+            _write_text_atomic(out / "history.jsonl", lines)
+            self.manifest = json.loads((out / "manifest.json").read_text())
+            self.manifest.setdefault("resumed", []).append(
+                {"round": resume.round, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            )
+            write_json_atomic(out / "manifest.json", self.manifest)
+            return
         (out / "history.jsonl").unlink(missing_ok=True)
+        (out / "summary.json").unlink(missing_ok=True)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # never resume another run's state
         _write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        self.manifest: dict[str, Any] = {
+        self.manifest = {
             "ilora": ilora.__version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -70,6 +93,9 @@ class RunWriter:
 
     def on_round(self, record: RoundRecord) -> None:
         append_jsonl(self.out / "history.jsonl", record.to_json())
+
+    def on_checkpoint(self, ckpt: Checkpoint) -> None:
+        checkpoint.save(self.out / CHECKPOINTS, ckpt)
 
     def finish(self, result: RunResult) -> dict[str, Any]:
         """Write summary.json, the adapter and the manifest's end time; return the summary."""

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ilora.config import ExperimentConfig
+from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.local import client_round, make_context
@@ -28,6 +29,7 @@ from ilora.tensors import canonical, num_bytes
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
 
 RoundCallback = Callable[[RoundRecord], None]
+CheckpointCallback = Callable[[Checkpoint], None]
 
 
 @dataclass
@@ -113,19 +115,33 @@ def personal_metrics(
 
 
 def run(
-    cfg: ExperimentConfig, on_round: RoundCallback | None = None, exp: Experiment | None = None
+    cfg: ExperimentConfig,
+    on_round: RoundCallback | None = None,
+    exp: Experiment | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    resume: Checkpoint | None = None,
 ) -> RunResult:
-    """Run one federated experiment on the embedded engine and return its result."""
+    """Run one federated experiment on the embedded engine and return its result.
+
+    ``on_checkpoint`` receives the run's whole state after every round (serialize it before
+    returning: the engine keeps mutating the client store); ``resume`` continues a run from
+    such a checkpoint, with a result bitwise identical to the uninterrupted run's.
+    """
     exp = exp or build(cfg)
     alg, model = exp.algorithm, exp.model
     clients, shares, steps = run_clients(exp)
     train = replace(cfg.train, steps=steps)
     fraction = 1.0 if alg.pooled_data else cfg.fed.fraction
-    state = alg.server_init(template(model), clients, cfg.lora, cfg.seed)
-    store: dict[int, TensorDict] = {c.cid: {} for c in clients}
-    subset = eval_subset(exp.data.test, cfg.eval.subset, cfg.seed)
     history = History(cfg.algorithm, cfg.task)
-    for r in range(1, cfg.fed.rounds + 1):
+    if resume is None:
+        state = alg.server_init(template(model), clients, cfg.lora, cfg.seed)
+        store: dict[int, TensorDict] = {c.cid: {} for c in clients}
+    else:
+        state, store = resume.state, dict(resume.store)
+        history.records.extend(resume.records)
+        torch.set_rng_state(resume.rng)
+    subset = eval_subset(exp.data.test, cfg.eval.subset, cfg.seed)
+    for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
         t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
         uploads: dict[int, Upload] = {}
         down = up = 0
@@ -152,6 +168,9 @@ def run(
         history.records.append(record)
         if on_round is not None:
             on_round(record)
+        if on_checkpoint is not None:
+            rng = torch.get_rng_state()
+            on_checkpoint(Checkpoint(r, state, dict(store), list(history.records), rng))
     setup = alg.export(state)
     if cfg.eval.final_full:
         load_setup(model, setup)

@@ -1,0 +1,115 @@
+"""Round checkpoints: the whole state of a run after a round, atomic and checksummed.
+
+A checkpoint holds the round number, the algorithm's server state, every client's state, the
+history records so far and the global torch RNG state (the engine derives every random draw
+from named seeds, so resuming needs nothing else). One file per round,
+``checkpoints/round-<NNNNN>.ckpt``: a magic line, the SHA-256 of the payload in hex, a newline,
+then the ``torch.save`` payload. Files are written to a temporary name, fsync'd and renamed, and
+the directory is fsync'd, so a crash leaves either the old or the new file, never half of one.
+The newest ``keep`` files are kept; :func:`load_latest` skips (and reports) a file whose
+checksum does not match and falls back to the previous one.
+
+The payload is a pickle (``torch.load(weights_only=False)``): load only checkpoints this
+program wrote, as any pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ilora.engine.history import RoundRecord
+from ilora.types import TensorDict
+
+MAGIC = b"ILORA-CHECKPOINT-1\n"
+DIGEST_HEX = 64  # SHA-256 in hex
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used (bad header, checksum or content)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The state of a run after round ``round``."""
+
+    round: int
+    state: Any
+    store: dict[int, TensorDict]
+    records: list[RoundRecord]
+    rng: torch.Tensor
+
+
+def path_of(directory: Path, rnd: int) -> Path:
+    return directory / f"round-{rnd:05d}.ckpt"
+
+
+def encode(ckpt: Checkpoint) -> bytes:
+    """Return the file content of ``ckpt``: magic, checksum line, payload."""
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    payload = buf.getvalue()
+    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def decode(data: bytes, name: str) -> Checkpoint:
+    """Return the checkpoint in ``data``.
+
+    Raises:
+        CheckpointError: if the magic line, the checksum or the payload is wrong.
+
+    """
+    head = len(MAGIC) + DIGEST_HEX + 1
+    if not data.startswith(MAGIC) or len(data) < head:
+        raise CheckpointError(f"{name} is not an ilora checkpoint (bad header or truncated)")
+    digest, payload = data[len(MAGIC) : head - 1].decode(errors="replace"), data[head:]
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CheckpointError(f"{name} is corrupted (checksum mismatch: truncated or altered)")
+    ckpt = torch.load(io.BytesIO(payload), weights_only=False)  # our own file, see module doc
+    if not isinstance(ckpt, Checkpoint):
+        raise CheckpointError(f"{name} does not hold a Checkpoint")
+    return ckpt
+
+
+def save(directory: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
+    """Write ``ckpt`` atomically into ``directory``, keep the newest ``keep`` files, return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = path_of(directory, ckpt.round)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        f.write(encode(ckpt))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+    for old in sorted(directory.glob("round-*.ckpt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_latest(directory: Path) -> tuple[Checkpoint | None, list[str]]:
+    """Return the newest valid checkpoint in ``directory`` (None if there is none).
+
+    The second item has one message per checkpoint that was skipped because it is corrupted.
+    """
+    skipped: list[str] = []
+    for path in sorted(directory.glob("round-*.ckpt"), reverse=True):
+        try:
+            return decode(path.read_bytes(), path.name), skipped
+        except CheckpointError as err:
+            skipped.append(f"checkpoint {err}: skipped, using the previous one")
+    return None, skipped
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
