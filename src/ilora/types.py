@@ -62,11 +62,29 @@ class LocalSetup:
     """What a model is loaded with: LoRA factors and head, an optional dense residual per layer.
 
     ``trainable`` names the keys of ``factors`` that are trained; ``None`` means all of them.
+    ``steps`` (a round in phases, e.g. pFedLoRU's personal then global branch): train this setup
+    for that many local steps only, then the loop calls ``client_init`` again, with ``ctx.step``
+    the steps done and ``ctx.trained`` what was trained, for the next setup (a fresh optimizer);
+    ``None`` means the rest of the round.
     """
 
     factors: TensorDict
     residual: TensorDict = field(default_factory=dict)
     trainable: frozenset[str] | None = None
+    steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Features:
+    """The frozen backbone's features of a client's local examples: what its head receives.
+
+    ``inputs`` ``(N, d)`` are the (flattened) inputs of the head computed with every adapter and
+    residual removed, ``labels`` ``(N,)`` their classes, ``num_classes`` the model's output width.
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,11 @@ class ClientContext:
 
     ``start_grad`` is the mean gradient of the local loss at the received point, computed by the
     training loop before local training when the algorithm asks for it (SCAFFOLD option I).
+    ``features`` holds the frozen backbone's head inputs of the local data, computed by the loop
+    before ``client_init`` when ``backbone_feature_batches`` asks for them (CE-LoRA statistics).
+    ``trained`` is ``None`` at the start of a round; when a setup's phase ends
+    (``LocalSetup.steps``) the loop sets it to the tensors trained so far (factors and head)
+    and calls ``client_init`` again.
     """
 
     client: ClientInfo
@@ -85,3 +108,5 @@ class ClientContext:
     base: Mapping[str, torch.Tensor]
     step: int = 0
     start_grad: TensorDict | None = None
+    features: Features | None = None
+    trained: TensorDict | None = None

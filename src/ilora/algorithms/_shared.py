@@ -13,7 +13,7 @@ from ilora.lora.linalg import error_terms, resize_rank, stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, TensorDict, Upload
+from ilora.types import ClientInfo, LocalSetup, TensorDict, Upload
 
 
 @dataclass(frozen=True)
@@ -155,3 +155,52 @@ def global_pair_error(state: FactorState, uploads: Mapping[int, Upload], new: Te
     ideal = {m: ideal_stack(uploads, state.lora, m) for m in keys.modules(new)}
     applied = {m: (new[keys.make(m, "lora_B")], s * new[keys.make(m, "lora_A")]) for m in ideal}
     return agg_error(ideal, applied)
+
+
+def zero_residuals(template: Mapping[str, torch.Tensor]) -> TensorDict:
+    """Return a zero ``<module>.residual`` ``(d_out, d_in)`` for every adapted layer."""
+    return {
+        keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
+        for m, (d_out, d_in) in layer_shapes(template).items()
+    }
+
+
+def split_residual(tensors: Mapping[str, torch.Tensor]) -> LocalSetup:
+    """Return a setup with the ``residual`` entries installed under the other tensors (trained)."""
+    residual = keys.of_kind(tensors, "residual")
+    return LocalSetup({k: v for k, v in tensors.items() if k not in residual}, residual)
+
+
+def padded_mean(uploads: Mapping[int, Upload], r: int) -> TensorDict:
+    """Return the weighted mean of the uploads with every A/B zero-padded (or cut) to rank ``r``.
+
+    FedIT's rule for mixed ranks: ``Ā = Σ p_k pad(A_k)``, ``B̄ = Σ p_k pad(B_k)``, head FedAvg.
+    """
+    ups = [uploads[c] for c in sorted(uploads)]
+    padded = [{k: resize_rank(v, r, keys.kind_of(k)) for k, v in u.tensors.items()} for u in ups]
+    return weighted_mean(padded, [u.weight for u in ups])
+
+
+def merge_and_restart(
+    tensors: Mapping[str, torch.Tensor], lora: LoRASpec, r: int, *seed: object
+) -> TensorDict:
+    """Return ``tensors`` with ``R ← R + s(r) B A`` per layer and the factors restarted.
+
+    FedLoRU's accumulation (ReLoRA's merge): the rank-``r`` product moves into the dense
+    ``<module>.residual``, then A is a fresh standard init drawn from ``init_factors(..., *seed)``
+    and B = 0, so the model ``W0 + R + s B A`` is unchanged (up to the float32 rounding of R).
+    ``R`` is updated in float64; other entries (the head) are returned as they are.
+    """
+    out = dict(tensors)
+    residuals = keys.of_kind(tensors, "residual")
+    shapes = {
+        keys.make(m, "base"): residuals[keys.make(m, "residual")] for m in keys.modules(residuals)
+    }
+    s = lora.scale(r)
+    for m in keys.modules(residuals):
+        B = tensors[keys.make(m, "lora_B")].to(torch.float64)  # (d_out, r)
+        A = tensors[keys.make(m, "lora_A")].to(torch.float64)  # (r, d_in)
+        R = tensors[keys.make(m, "residual")].to(torch.float64)  # (d_out, d_in)
+        out[keys.make(m, "residual")] = (R + s * (B @ A)).float()  # (d_out, r) @ (r, d_in)
+    out.update(init_factors(shapes, r, lora, *seed))  # init reads only the shapes
+    return out

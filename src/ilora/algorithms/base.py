@@ -79,6 +79,16 @@ class Algorithm(Generic[S]):
         """
         return None
 
+    def backbone_feature_batches(self, ctx: ClientContext, cstate: TensorDict) -> int | None:
+        """Return how many local batches the loop passes through the frozen backbone first.
+
+        Called at the start of a client's round, before ``client_init``: for ``n`` the loop
+        removes every adapter and residual, runs ``n`` seeded batches (``0``: one pass over all
+        local data) in eval mode and sets ``ctx.features`` to the inputs of the head and their
+        labels. ``None`` (the default) skips it; ``cstate`` lets a method ask only once.
+        """
+        return None
+
     # ---- client side (called only by engine.local.client_round)
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         """Return the local starting point and the client state. Default: the payload as factors."""

@@ -29,6 +29,7 @@ class Shapes:
 
     layers: Sequence[tuple[int, int]]
     n_head: int
+    head_io: tuple[int, int] = (0, 0)  # (input width d, classes) of the head, trained or not
 
     def pair(self, r: int) -> int:
         """Floats of one (B, A) pair per layer at rank ``r``."""
@@ -43,14 +44,27 @@ class Shapes:
     def dense(self) -> int:
         return sum(d_out * d_in for d_out, d_in in self.layers)
 
+    def core(self, r: int) -> int:
+        """Floats of one ``(r, r)`` core per layer (tri-matrix LoRA's C)."""
+        return len(self.layers) * r * r
+
+    def class_stats(self) -> int:
+        """Floats of per-class feature statistics: count, mean and variance of the head input."""
+        d, classes = self.head_io
+        return classes * (2 * d + 1)
+
 
 @dataclass(frozen=True)
 class Contact:
-    """One client in one round: its rank, the round, and whether it was ever sampled before."""
+    """One client in one round: its rank, the round, and whether it was ever sampled before.
+
+    ``max_rank`` is the largest client rank of the run (where global factors live at ``r_max``).
+    """
 
     rank: int
     round: int
     first: bool
+    max_rank: int = 0
 
 
 def shapes_of(template: Mapping[str, torch.Tensor], train_head: bool) -> Shapes:
@@ -58,7 +72,16 @@ def shapes_of(template: Mapping[str, torch.Tensor], train_head: bool) -> Shapes:
     base = keys.of_kind(template, "base")
     head = keys.of_kind(template, "param") if train_head else {}
     layers = [(int(t.shape[0]), int(t.shape[1])) for t in base.values()]  # (d_out, d_in)
-    return Shapes(layers, sum(t.numel() for t in head.values()))
+    return Shapes(layers, sum(t.numel() for t in head.values()), _head_io(template))
+
+
+def _head_io(template: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """Return ``(d, classes)`` of the head: first 2-D weight's input, last one's output width.
+
+    ``(0, 0)`` when the head has no 2-D weight.
+    """
+    mats = [t for t in keys.of_kind(template, "param").values() if t.dim() == 2]
+    return (int(mats[0].shape[1]), int(mats[-1].shape[0])) if mats else (0, 0)
 
 
 Formula = Callable[[Shapes, Contact], tuple[int, int]]  # -> (down, up) in floats
@@ -97,6 +120,65 @@ def _fedsa_lora(s: Shapes, c: Contact) -> tuple[int, int]:
     return s.a_only(c.rank) + first, s.a_only(c.rank)
 
 
+def _fedloru(s: Shapes, c: Contact) -> tuple[int, int]:
+    # B, A at r_k and the dense merged residual down (stateless clients), B and A up
+    return s.pair(c.rank) + s.dense() + s.n_head, s.pair(c.rank) + s.n_head
+
+
+def _mfedloru(s: Shapes, c: Contact) -> tuple[int, int]:
+    # the global B, A at r_max and the residual down; the nested factors P^B, Q^B, P^A, Q^A up
+    # (r·(d_out + d_in + 2 r_max) per layer), or B, A when the client is at r_max
+    R = c.max_rank
+    down = s.pair(R) + s.dense() + s.n_head
+    if c.rank >= R:
+        return down, s.pair(R) + s.n_head
+    nested = sum(c.rank * (d_out + d_in + 2 * R) for d_out, d_in in s.layers)
+    return down, nested + s.n_head
+
+
+def _ce_lora(s: Shapes, c: Contact) -> tuple[int, int]:
+    stats = s.class_stats() if c.first else 0  # per-class feature statistics, once
+    return s.core(c.rank) + s.n_head, s.core(c.rank) + s.n_head + stats
+
+
+def _frlora(s: Shapes, c: Contact) -> tuple[int, int]:
+    # the dense merged update R down (clients rebuild B0, A0 by SVD), B and A up
+    return s.dense() + s.n_head, s.pair(c.rank) + s.n_head
+
+
+def _top_k_message(n: int, density: float) -> int:
+    """Floats (values + int32 indices) of a top-k of ``n`` entries, or ``n`` when sent dense."""
+    k = max(1, int(density * n))
+    return n if 2 * k >= n else 2 * k
+
+
+def _flasc(s: Shapes, c: Contact) -> tuple[int, int]:
+    # one global top-k over the client's factors and head, at flasc's default densities 1/4
+    n = s.pair(c.rank) + s.n_head
+    return _top_k_message(n, 0.25), _top_k_message(n, 0.25)
+
+
+def fedlease_bytes(warmup_rounds: int, experts: int) -> Formula:
+    """Return FedLEASE's formula for ``warmup_rounds`` rounds and ``experts`` clusters ``M``.
+
+    First contact (any round): the initial LoRA and head down, the LoRA up; later warm-up rounds:
+    nothing down, the LoRA up; afterwards all ``M`` experts and the cluster's router
+    ``(2M−1, d_in)`` down, the own expert and the router up. ``M`` is chosen by the silhouette
+    search on the warm-up LoRAs; the registered formula assumes the defaults (5, ``M_max = 4``).
+    """
+
+    def formula(s: Shapes, c: Contact) -> tuple[int, int]:
+        lora = s.pair(c.rank)
+        if c.first:
+            return lora + s.n_head, lora
+        if c.round <= warmup_rounds:
+            return 0, lora
+        router = (2 * experts - 1) * sum(d_in for _, d_in in s.layers)
+        return experts * lora + router, lora + router
+
+    return formula
+
+
 FORMULAS: Mapping[str, Formula] = {
     "centralized": _pair_both_ways,  # the one pooled client at the largest rank
     "fedit": _pair_both_ways,
@@ -109,6 +191,15 @@ FORMULAS: Mapping[str, Formula] = {
     "flora": _flora,
     "fedex-lora": _fedex_lora,
     "fedsa-lora": _fedsa_lora,
+    "ce-lora": _ce_lora,
+    "fslora": _pair_both_ways,  # the k_i-component slices both ways; the sketch seed is shared
+    "frlora": _frlora,
+    "flasc": _flasc,
+    "fl-tac": _pair_both_ways,  # the cluster's adapter and head down, the client's up
+    "fedlease": fedlease_bytes(warmup_rounds=5, experts=4),
+    "fedloru": _fedloru,
+    "pfedloru": _fedloru,  # the personal branch never travels
+    "mfedloru": _mfedloru,
 }
 
 
@@ -138,7 +229,8 @@ def round_bytes(
     """
     down = up = 0
     for cid in sampled:
-        d, u = client_bytes(algorithm, shapes, Contact(ranks[cid], rnd, cid not in seen))
+        contact = Contact(ranks[cid], rnd, cid not in seen, max(ranks.values()))
+        d, u = client_bytes(algorithm, shapes, contact)
         down, up = down + d, up + u
     seen.update(sampled)
     return down, up

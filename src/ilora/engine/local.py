@@ -1,10 +1,12 @@
 """The one local training loop: the only caller of the client hooks.
 
 ``client_round`` builds the client context, lets the algorithm choose the starting point
-(``client_init``), installs it, optionally measures the mean gradient at that point
+(``client_init``; before it, optionally the frozen backbone's head inputs of the local data,
+``backbone_feature_batches``), installs it, optionally measures the mean gradient at that point
 (``start_gradient_batches``), trains for ``train.steps`` minibatch steps with ``loss_term`` and
-``grad_transform`` applied, and hands the trained tensors to ``upload``. Randomness (batch order,
-dropout) is a function of (seed, round, client) only.
+``grad_transform`` applied (a setup with ``steps`` covers only a phase: then ``client_init`` is
+asked for the next setup, with ``ctx.trained``), and hands the trained tensors to ``upload``.
+Randomness (batch order, dropout) is a function of (seed, round, client) only.
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import base_weights, factor_state, load_setup
+from ilora.lora.state import base_weights, factor_state, head_names, load_setup
 from ilora.seeding import generator, local_rng
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import (
+    ClientContext,
+    ClientInfo,
+    Features,
+    LocalSetup,
+    Payload,
+    RoundInfo,
+    TensorDict,
+    Upload,
+)
 
 
 def batch_indices(n: int, batch_size: int, *seed: object) -> Iterator[torch.Tensor]:
@@ -87,6 +98,56 @@ def mean_gradient(
     return {k: (v / max(1, count)).detach() for k, v in total.items()}
 
 
+def head_module(model: nn.Module) -> nn.Module:
+    """Return the module that holds the first head parameter (its input: the features).
+
+    Raises:
+        ValueError: if the model records no head.
+
+    """
+    names = head_names(model)
+    if not names:
+        raise ValueError("backbone features need a head: the model records no head parameters")
+    return model.get_submodule(names[0].rpartition(".")[0])
+
+
+@torch.no_grad()
+def backbone_features(
+    model: nn.Module, data: ArrayDataset, batch_size: int, num_batches: int, *seed: object
+) -> Features:
+    """Return the head inputs of the frozen backbone (adapters and residuals removed).
+
+    ``num_batches = 0`` means one pass over all of ``data`` in order; otherwise that many seeded
+    batches. Eval mode (no dropout). The adapters are left removed: the caller installs its setup.
+    """
+    load_setup(model, LocalSetup(factors={}))
+    captured: list[torch.Tensor] = []
+
+    def grab(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        captured.append(args[0].detach().flatten(1).float())  # (b, d)
+
+    handle = head_module(model).register_forward_pre_hook(grab)
+    was_training = model.training
+    model.eval()
+    labels, width = [], 0
+    try:
+        if num_batches == 0:
+            n = len(data)
+            batches: Iterator[torch.Tensor] = (
+                torch.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)
+            )
+        else:
+            shuffled = batch_indices(len(data), batch_size, *seed, "features")
+            batches = (idx for _, idx in zip(range(num_batches), shuffled, strict=False))
+        for idx in batches:
+            width = int(model(**{k: v[idx] for k, v in data.inputs.items()}).shape[-1])
+            labels.append(data.labels[idx])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return Features(torch.cat(captured), torch.cat(labels), width)
+
+
 def make_context(
     model: nn.Module,
     payload: Payload,
@@ -112,22 +173,27 @@ def client_round(
 ) -> tuple[Upload, TensorDict]:
     """Run one client's local round and return its upload and new state (see module docstring)."""
     ctx = make_context(model, payload, client, rnd, lora, train)
-    setup, cstate = alg.client_init(ctx, cstate)
-    params = load_setup(model, setup)
-    if not train.train_head:
-        for k in [k for k in params if keys.is_param(k)]:
-            params.pop(k).requires_grad_(False)
     seed = (rnd.seed, rnd.round, client.cid)
+    if (nf := alg.backbone_feature_batches(ctx, cstate)) is not None:
+        ctx = replace(ctx, features=backbone_features(model, data, train.batch_size, nf, *seed))
+    setup, cstate = alg.client_init(ctx, cstate)
+    params = _install(model, setup, train)
     if (n := alg.start_gradient_batches()) is not None:
         ctx = replace(
             ctx, start_grad=mean_gradient(model, params, data, train.batch_size, n, *seed)
         )
     opt = make_optimizer(params, train)
+    end = _phase_end(setup, 0, train)
     model.train()
     losses = []
     with local_rng(*seed):
         batches = batch_indices(len(data), train.batch_size, *seed)
         for step, idx in zip(range(train.steps), batches, strict=False):
+            if step == end:  # the setup's phase is over: the algorithm chooses the next one
+                ctx = replace(ctx, step=step, trained=factor_state(model))
+                setup, cstate = alg.client_init(ctx, cstate)
+                params = _install(model, setup, train)
+                opt, end = make_optimizer(params, train), _phase_end(setup, step, train)
             ctx = replace(ctx, step=step)
             loss = classification_loss(model, data, idx)
             losses.append(float(loss.detach()))
@@ -140,6 +206,29 @@ def client_round(
     up, cstate = alg.upload(factor_state(model), ctx, cstate)
     metrics = {**up.metrics, "train_loss": sum(losses) / max(1, len(losses))}
     return replace(up, metrics=metrics), cstate
+
+
+def _install(model: nn.Module, setup: LocalSetup, train: TrainConfig) -> dict[str, nn.Parameter]:
+    """Load ``setup`` and return the parameters to train (the head only if ``train_head``)."""
+    params = load_setup(model, setup)
+    if not train.train_head:
+        for k in [k for k in params if keys.is_param(k)]:
+            params.pop(k).requires_grad_(False)
+    return params
+
+
+def _phase_end(setup: LocalSetup, start: int, train: TrainConfig) -> int:
+    """Return the step at which a setup installed at step ``start`` stops (``LocalSetup.steps``).
+
+    Raises:
+        ValueError: if ``setup.steps`` is given and below 1.
+
+    """
+    if setup.steps is None:
+        return train.steps
+    if setup.steps < 1:
+        raise ValueError(f"LocalSetup.steps must be >= 1 or None, got {setup.steps}")
+    return min(train.steps, start + setup.steps)
 
 
 def _apply_grads(

@@ -2,6 +2,12 @@
 
 * ``<module>.lora_A`` ``(r, d_in)``, ``<module>.lora_B`` ``(d_out, r)``, ``<module>.lora_C``
   ``(r, r)``: LoRA factors of an adapted layer;
+* ``<module>.experts_A`` ``(K, r, d_in)``, ``<module>.experts_B`` ``(K, d_out, r)``,
+  ``<module>.router`` ``(n, d_in)``, ``<module>.expert_map`` ``(n,)`` integers: an optional frozen
+  bank of ``K`` LoRA experts routed beside the live pair (see ``LoRALinear``);
+* ``<module>.outer_A`` ``(R, d_in)``, ``<module>.outer_B`` ``(d_out, R)`` (frozen),
+  ``<module>.inner_A`` ``(R, r)``, ``<module>.inner_B`` ``(r, R)``: an optional nested update, in
+  which the rank-``r`` pair updates a rank-``R`` outer pair (mFedLoRU; see ``LoRALinear``);
 * ``<module>.residual`` ``(d_out, d_in)``: a dense delta added to the frozen base;
 * ``<module>.base`` ``(d_out, d_in)``: the frozen base weight (read-only; templates and contexts);
 * ``<ns>/<key>``: an algorithm's own extras that never load into the model (``cv/...``);
@@ -17,7 +23,10 @@ V = TypeVar("V")
 
 FactorKind = Literal["lora_A", "lora_B", "lora_C"]
 FACTOR_KINDS: tuple[FactorKind, ...] = ("lora_A", "lora_B", "lora_C")
-LAYER_KINDS = (*FACTOR_KINDS, "residual", "base")
+EXPERT_KINDS = ("experts_A", "experts_B", "router", "expert_map")
+NESTED_KINDS = ("outer_A", "outer_B", "inner_A", "inner_B")
+PARAM_KINDS = (*FACTOR_KINDS, "router", "inner_A", "inner_B")  # the trainable layer tensors
+LAYER_KINDS = (*FACTOR_KINDS, *EXPERT_KINDS, *NESTED_KINDS, "residual", "base")
 
 
 def make(module: str, kind: str) -> str:
@@ -36,7 +45,7 @@ def parse(key: str) -> tuple[str, str] | None:
 
 
 def kind_of(key: str) -> str:
-    """Return ``lora_A|lora_B|lora_C|residual|base``, ``extra`` (``ns/...``) or ``param``."""
+    """Return a layer kind (``lora_A``, ``residual``, ...), ``extra`` (``ns/...``) or ``param``."""
     parsed = parse(key)
     if parsed is not None:
         return parsed[1]

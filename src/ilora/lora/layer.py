@@ -5,6 +5,21 @@ optional ``C (r, r)`` (tri-matrix LoRA), an optional rank mask ``m (r,)`` and th
 that ``LoRASpec.scale(r)`` owns. The rank is whatever shape is installed, so clients of any rank
 share this one class. It wraps ``nn.Linear``, 1x1 ``nn.Conv2d`` (stride 1, no groups) and Hugging
 Face ``Conv1D`` (weight stored ``(d_in, d_out)``).
+
+Optional routed expert bank (mixture of LoRA experts, FedLEASE): ``K`` frozen experts
+``E_A (K, r, d_in)``, ``E_B (K, d_out, r)`` beside the live pair ``(A, B)`` (expert ``K``), a
+router ``G (n, d_in)`` and an integer map ``π (n,)`` from router outputs to experts ``0..K``.
+Per token ``p = softmax(G x)``, the ``K + 1`` largest ``p_j`` are kept and renormalised to
+``w_j``, expert ``e`` gets the gate ``g_e = Σ_{kept j: π(j) = e} w_j``, and
+``y = base(x) + x Rᵀ + s·Σ_e g_e (drop(x) A_eᵀ) B_eᵀ``. The router reads ``x`` (no dropout);
+only the pair and the router are parameters, so the bank stays frozen. Without a bank the layer
+is exactly the single adapter above.
+
+Optional nested update (mFedLoRU): a frozen outer pair ``A_o (R, d_in)``, ``B_o (d_out, R)`` and
+trainable inner maps ``P (R, r)``, ``Q (r, R)`` make the installed rank-``r`` pair ``A (r, d_in)``,
+``B (d_out, r)`` a low-rank update of the outer factors: the adapter applies
+``A_e = A_o + P A`` and ``B_e = B_o + B Q`` in place of ``A`` and ``B``, with the scaling
+``s(R)`` of the outer rank. Without it the layer is exactly the single adapter above.
 """
 
 from __future__ import annotations
@@ -53,6 +68,14 @@ class LoRALinear(nn.Module):
         self.lora_C: nn.Parameter | None = None
         self.residual: torch.Tensor | None = None
         self.rank_mask: torch.Tensor | None = None
+        self.router: nn.Parameter | None = None
+        self.experts_A: torch.Tensor | None = None
+        self.experts_B: torch.Tensor | None = None
+        self.expert_map: torch.Tensor | None = None
+        self.outer_A: torch.Tensor | None = None  # (R, d_in), frozen
+        self.outer_B: torch.Tensor | None = None  # (d_out, R), frozen
+        self.inner_A: nn.Parameter | None = None  # (R, r)
+        self.inner_B: nn.Parameter | None = None  # (r, R)
         self.merged = False
 
     @property
@@ -61,7 +84,8 @@ class LoRALinear(nn.Module):
 
     @property
     def scaling(self) -> float:
-        return self.spec.scale(self.rank) if self.rank else 0.0
+        r = self.rank if self.outer_A is None else int(self.outer_A.shape[0])
+        return self.spec.scale(r) if r else 0.0
 
     def base_weight(self) -> torch.Tensor:
         """Return the frozen weight as ``(d_out, d_in)`` (a view, never a copy)."""
@@ -83,15 +107,173 @@ class LoRALinear(nn.Module):
             return y
         if self.residual is not None:
             y = y + self._mul(x, self.residual)
+        if self.router is not None:
+            return y + self._routed(x)
         if self.lora_A is not None and self.lora_B is not None:
-            h = self._mul(self.dropout(x), self.lora_A)  # (..., r)
+            A, B = self.effective_factors()
+            h = self._mul(self.dropout(x), A)  # (..., r)
             if self.lora_C is not None:
                 h = self._mul(h, self.lora_C)  # (..., r)
             if self.rank_mask is not None:
                 shape = (-1, 1, 1) if self.kind == "conv1x1" else (-1,)
                 h = h * self.rank_mask.view(shape)
-            y = y + self.scaling * self._mul(h, self.lora_B)  # (..., d_out)
+            y = y + self.scaling * self._mul(h, B)  # (..., d_out)
         return y
+
+    def effective_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the ``(A, B)`` the adapter applies: the pair, or ``(A_o + P A, B_o + B Q)``."""
+        assert self.lora_A is not None and self.lora_B is not None
+        if self.outer_A is None or self.outer_B is None:
+            return self.lora_A, self.lora_B
+        assert self.inner_A is not None and self.inner_B is not None
+        A = self.outer_A + self.inner_A @ self.lora_A  # (R, r) @ (r, d_in) -> (R, d_in)
+        B = self.outer_B + self.lora_B @ self.inner_B  # (d_out, r) @ (r, R) -> (d_out, R)
+        return A, B
+
+    def set_nested(
+        self,
+        outer_A: torch.Tensor | None,
+        outer_B: torch.Tensor | None,
+        inner_A: torch.Tensor | None,
+        inner_B: torch.Tensor | None,
+    ) -> None:
+        """Install a nested update (outer pair frozen, inner maps trainable; copied) or remove it.
+
+        Needs the pair installed first (``set_adapter``, which removes any nested update),
+        without ``lora_C``, a rank mask or an expert bank.
+
+        Raises:
+            ValueError: if only some parts are given, or shapes or ranks do not fit.
+
+        """
+        parts = (outer_A, outer_B, inner_A, inner_B)
+        if all(p is None for p in parts):
+            self._clear_nested()
+            return
+        if outer_A is None or outer_B is None or inner_A is None or inner_B is None:
+            raise ValueError("outer_A, outer_B, inner_A and inner_B go together")
+        plain = self.lora_C is None and self.rank_mask is None and self.router is None
+        if self.lora_A is None or not plain:
+            raise ValueError(
+                "a nested update needs the pair (lora_A, lora_B) installed first, "
+                "without lora_C, a rank mask or an expert bank"
+            )
+        r, R = self.rank, int(outer_A.shape[0])
+        fits = (
+            outer_A.shape == (R, self.d_in)
+            and outer_B.shape == (self.d_out, R)
+            and inner_A.shape == (R, r)
+            and inner_B.shape == (r, R)
+        )
+        if not fits or R > min(self.d_in, self.d_out):
+            raise ValueError(
+                f"nested shapes outer_A{tuple(outer_A.shape)} outer_B{tuple(outer_B.shape)} "
+                f"inner_A{tuple(inner_A.shape)} inner_B{tuple(inner_B.shape)} do not fit a "
+                f"({self.d_out}, {self.d_in}) layer with a rank-{r} pair (outer rank <= "
+                f"{min(self.d_in, self.d_out)})"
+            )
+        self.outer_A = outer_A.detach().clone().float()
+        self.outer_B = outer_B.detach().clone().float()
+        self.inner_A = nn.Parameter(inner_A.detach().clone().float())
+        self.inner_B = nn.Parameter(inner_B.detach().clone().float())
+
+    def _clear_nested(self) -> None:
+        self.inner_A = self.inner_B = None
+        self.outer_A = self.outer_B = None
+
+    def expert_gates(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the gates ``g (..., K + 1)`` of features-last ``x (..., d_in)`` (bank, then pair).
+
+        ``softmax`` over the router's ``n`` outputs, top ``K + 1`` kept and renormalised, each
+        kept weight added to the expert its output maps to (module docstring).
+        """
+        assert self.router is not None and self.expert_map is not None
+        probs = torch.softmax(F.linear(x, self.router), dim=-1)  # (..., d_in) -> (..., n)
+        top, idx = probs.topk(self.num_experts, dim=-1)  # (..., K + 1)
+        top = top / top.sum(dim=-1, keepdim=True)
+        experts = self.expert_map.to(idx.device)[idx]  # (..., K + 1) expert of each kept output
+        gates = torch.zeros(top.shape, dtype=top.dtype, device=top.device)
+        return gates.scatter_add(-1, experts, top)
+
+    @property
+    def num_experts(self) -> int:
+        """Return ``K + 1`` (the bank and the live pair), 0 without a bank."""
+        return 0 if self.experts_A is None else int(self.experts_A.shape[0]) + 1
+
+    def _routed(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``s·Σ_e g_e B_e A_e drop(x)`` (the routed mixture, module docstring)."""
+        assert self.lora_A is not None and self.lora_B is not None
+        assert self.experts_A is not None and self.experts_B is not None
+        conv = self.kind == "conv1x1"
+        xs = x.movedim(1, -1) if conv else x  # (..., d_in), features last
+        gates = self.expert_gates(xs)  # (..., K + 1)
+        h = self.dropout(xs)  # (..., d_in)
+        own = F.linear(F.linear(h, self.lora_A), self.lora_B)  # (..., r) -> (..., d_out)
+        mix = gates[..., -1:] * own  # (..., d_out)
+        if self.experts_A.shape[0] > 0:
+            hb = torch.einsum("...i,kri->...kr", h, self.experts_A)  # (..., K, r)
+            yb = torch.einsum("...kr,kor->...ko", hb, self.experts_B)  # (..., K, d_out)
+            mix = mix + (gates[..., :-1, None] * yb).sum(dim=-2)  # (..., d_out)
+        out = self.scaling * mix
+        return out.movedim(-1, 1) if conv else out
+
+    def set_experts(
+        self,
+        experts_A: torch.Tensor | None,
+        experts_B: torch.Tensor | None,
+        router: torch.Tensor | None,
+        expert_map: torch.Tensor | None,
+    ) -> None:
+        """Install a frozen expert bank with its router and map (copied), or remove it (all None).
+
+        Needs the live pair installed first (``set_adapter``, which removes any bank), without
+        ``lora_C``, a rank mask or a nested update; the live pair is expert ``K``.
+
+        Raises:
+            ValueError: if only some parts are given, or shapes, ranks or map values do not fit.
+
+        """
+        parts = (experts_A, experts_B, router, expert_map)
+        if all(p is None for p in parts):
+            self._clear_experts()
+            return
+        if any(p is None for p in parts):
+            raise ValueError("experts_A, experts_B, router and expert_map go together")
+        assert experts_A is not None and experts_B is not None
+        assert router is not None and expert_map is not None
+        self._check_experts(experts_A, experts_B, router, expert_map)
+        self.experts_A = experts_A.detach().clone().float()
+        self.experts_B = experts_B.detach().clone().float()
+        self.router = nn.Parameter(router.detach().clone().float())
+        self.expert_map = expert_map.detach().clone().long()
+
+    def _check_experts(
+        self, bank_A: torch.Tensor, bank_B: torch.Tensor, router: torch.Tensor, emap: torch.Tensor
+    ) -> None:
+        plain = self.lora_C is None and self.rank_mask is None and self.outer_A is None
+        if self.lora_A is None or not plain:
+            raise ValueError(
+                "an expert bank needs the live pair (lora_A, lora_B) installed first, "
+                "without lora_C, a rank mask or a nested update"
+            )
+        r, k = self.rank, int(bank_A.shape[0]) if bank_A.dim() == 3 else -1
+        if bank_A.shape != (k, r, self.d_in) or bank_B.shape != (k, self.d_out, r):
+            raise ValueError(
+                f"expert shapes {tuple(bank_A.shape)} {tuple(bank_B.shape)} do not fit "
+                f"(K, {r}, {self.d_in}) and (K, {self.d_out}, {r}) of this rank-{r} layer"
+            )
+        n = int(router.shape[0]) if router.dim() == 2 else -1
+        if router.shape != (n, self.d_in) or n < k + 1:
+            raise ValueError(
+                f"router must be (n >= {k + 1}, {self.d_in}), got {tuple(router.shape)}"
+            )
+        in_range = bool(((emap >= 0) & (emap <= k)).all())
+        if emap.shape != (n,) or emap.is_floating_point() or not in_range:
+            raise ValueError(f"expert_map must be {n} integers in [0, {k}], got {emap.tolist()}")
+
+    def _clear_experts(self) -> None:
+        self.router = None
+        self.experts_A = self.experts_B = self.expert_map = None
 
     def set_adapter(
         self,
@@ -101,6 +283,9 @@ class LoRALinear(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> None:
         """Install factors (copied into fresh parameters) or remove them with ``None``.
+
+        Any expert bank or nested update is removed (``set_experts``/``set_nested`` install one
+        on top of the new pair).
 
         Raises:
             ValueError: if shapes do not fit the layer or the rank exceeds ``min(d_in, d_out)``.
@@ -126,6 +311,8 @@ class LoRALinear(nn.Module):
         self.lora_B = None if B is None else nn.Parameter(B.detach().clone().float())
         self.lora_C = None if C is None else nn.Parameter(C.detach().clone().float())
         self.rank_mask = None if mask is None else mask.detach().clone().float()
+        self._clear_experts()
+        self._clear_nested()
 
     def set_residual(self, residual: torch.Tensor | None) -> None:
         """Install a dense ``(d_out, d_in)`` delta added to the base, or remove it."""
@@ -136,15 +323,23 @@ class LoRALinear(nn.Module):
         self.residual = None if residual is None else residual.detach().clone().float()
 
     def delta_weight(self) -> torch.Tensor:
-        """Return the dense change this adapter applies: ``R + s·B C A`` ``(d_out, d_in)``."""
+        """Return the dense change this adapter applies: ``R + s·B C A`` ``(d_out, d_in)``.
+
+        Raises:
+            ValueError: with an expert bank, whose change depends on the input.
+
+        """
+        if self.router is not None:
+            raise ValueError("a routed expert mixture has no input-independent dense delta")
         delta = torch.zeros(self.d_out, self.d_in)
         if self.residual is not None:
             delta = delta + self.residual
         if self.lora_A is not None and self.lora_B is not None:
-            mid = self.lora_A if self.lora_C is None else self.lora_C @ self.lora_A  # (r, d_in)
+            A, B = self.effective_factors()
+            mid = A if self.lora_C is None else self.lora_C @ A  # (r, d_in)
             if self.rank_mask is not None:
                 mid = self.rank_mask[:, None] * mid
-            delta = delta + self.scaling * (self.lora_B @ mid)  # (d_out, d_in)
+            delta = delta + self.scaling * (B @ mid)  # (d_out, d_in)
         return delta.detach()
 
     @torch.no_grad()

@@ -1,7 +1,8 @@
 """The only bridge between modules and ``TensorDict``s.
 
-``factor_state`` reads what a client trained (factors and head); ``load_setup`` installs a
-``LocalSetup`` (factors, residuals, head values) and returns the trainable parameters by key;
+``factor_state`` reads what a client trained (factors, routers and head); ``load_setup``
+installs a ``LocalSetup`` (factors, optional expert banks, residuals, head values) and returns
+the trainable parameters by key;
 ``base_weights`` exposes the frozen weights read-only (QR/SVD inits).
 """
 
@@ -38,10 +39,13 @@ def template(model: nn.Module) -> TensorDict:
 
 
 def factor_state(model: nn.Module) -> TensorDict:
-    """Return the installed factors and the head values (detached copies)."""
+    """Return the installed factors (and routers) and the head values (detached copies).
+
+    A frozen expert bank is not returned: it is an input of the round, like a residual.
+    """
     out: TensorDict = {}
     for name, mod in adapted(model).items():
-        for kind in keys.FACTOR_KINDS:
+        for kind in keys.PARAM_KINDS:
             p = getattr(mod, kind)
             if p is not None:
                 out[keys.make(name, kind)] = p.detach().clone()
@@ -72,6 +76,8 @@ def load_setup(model: nn.Module, setup: LocalSetup) -> dict[str, nn.Parameter]:
     for name, mod in layers.items():
         f = setup.factors
         mod.set_adapter(f.get(f"{name}.lora_A"), f.get(f"{name}.lora_B"), f.get(f"{name}.lora_C"))
+        mod.set_experts(*(f.get(keys.make(name, kind)) for kind in keys.EXPERT_KINDS))
+        mod.set_nested(*(f.get(keys.make(name, kind)) for kind in keys.NESTED_KINDS))
         mod.set_residual(setup.residual.get(keys.make(name, "residual")))
     for n in heads:
         if n in setup.factors:
@@ -92,4 +98,4 @@ def load_setup(model: nn.Module, setup: LocalSetup) -> dict[str, nn.Parameter]:
 
 
 def _factor_params(name: str, mod: LoRALinear) -> dict[str, nn.Parameter]:
-    return {keys.make(name, k): p for k in keys.FACTOR_KINDS if (p := getattr(mod, k)) is not None}
+    return {keys.make(name, k): p for k in keys.PARAM_KINDS if (p := getattr(mod, k)) is not None}

@@ -1,0 +1,441 @@
+"""FedLEASE: adaptive LoRA experts allocation and selection.
+
+Wang, Bian, Zhang, Xu, "FedLEASE: Adaptive LoRA Experts Allocation and Selection for Federated
+Fine-Tuning", NeurIPS 2025, arXiv 2509.15087.
+
+Clients hold different tasks. **Warm-up** (rounds ``1..E_w``, ``warmup_rounds``): every client
+trains its own single LoRA ``(A_i (r, d_in), B_i (d_out, r))`` and its head, continuing from
+its previous round; the server aggregates nothing, it only keeps each client's latest LoRA.
+**Allocation** (server, after round ``E_w``): distances between the clients' warm-up LoRAs
+``d(i, j) = mean_l (1 − cos(vec B_i^l, vec B_j^l))`` over the adapted layers ``l`` (B, not A,
+carries the task); agglomerative clustering with average linkage for ``M = 2..M_max``
+(``max_experts``), ``M`` with the best silhouette score; expert ``m`` ``(A_m, B_m)`` is the
+weighted mean of its cluster's warm-up LoRAs (A and B separately). **Selection** (rounds
+``> E_w``): a client of cluster ``c`` has all ``M`` experts plus a router ``G (2M−1, d_in)``
+per adapted layer: per token ``p = softmax(G x)``, the top ``M`` of the ``2M − 1`` scores are
+kept and renormalised to ``w``; outputs ``0..M−1`` select experts ``0..M−1`` and outputs
+``M..2M−2`` all select the own expert ``c``, so ``c`` is always selected and 1..M distinct
+experts serve a token: ``y = W x + s Σ_kept w_j B_{π(j)} A_{π(j)} drop(x)``,
+``s = LoRASpec.scale(r)``. Only ``(A_c, B_c)`` and the router train (the other experts are a
+frozen bank in ``LoRALinear``); the head trains and stays local. Server: expert ``m`` ← weighted
+mean over the cluster's clients of this round of their ``(A_c, B_c)``; router of cluster ``m``
+← the same mean of their routers; a cluster nobody uploaded keeps its expert and router.
+
+Hooks: ``download`` (first contact: the initial LoRA and head under ``local/``; warm-up: nothing;
+selection: the ``M`` experts stacked as ``<module>.experts_A (M, r, d_in)`` /
+``<module>.experts_B (M, d_out, r)``, the cluster's ``<module>.router (2M−1, d_in)`` and the
+cluster id in ``Payload.config``), ``client_init`` (warm-up: its own LoRA and head from
+``cstate``; selection: its own expert as the live pair, the others as the frozen bank, the
+router and the output→expert map, ``trainable`` = pair, router and head), ``upload`` (warm-up:
+the LoRA; selection: own expert and router; the head, and during warm-up the LoRA, stay in
+``cstate`` under ``local/``), ``aggregate`` (record warm-up LoRAs, cluster after round ``E_w``,
+per-cluster means afterwards). ``round_metrics``: ``agg_error`` over all (cluster, layer) pairs
+of the per-cluster factor mean against ``Σ_{k∈m} p_k s B_k A_k`` (``p`` normalised within the
+cluster), only in rounds where an expert was averaged; ``num_experts`` = ``M`` once allocated.
+The method is personalized: its number is each client's own model (its experts, router and
+head) on its own test share.
+
+Global model (``export``; the paper has none): before allocation the pretrained model (initial
+A, ``B = 0``, initial head: warm-up aggregates nothing); after it the base plus the dense mean
+of the experts ``(1/M) Σ_m s B_m A_m`` (a uniform mixture, router-free, as a residual) with the
+initial head, since heads are per-client. Its accuracy is reported for completeness only.
+
+Choices where the sources are silent or differ:
+
+* Expert init: the paper averages the cluster's warm-up LoRAs; the released code (first
+  clustered round) starts a client's own expert from its own warm-up LoRA and the other experts
+  fresh (``B = 0``) and averages from the next round on. We follow the paper.
+* Means are weighted by the upload weight (``fed.weighting``: examples or uniform); the code
+  averages uniformly (equal-size clients in the paper, where both agree).
+* Cosine as the code: ``⟨b_i, b_j⟩ / (‖b_i‖ ‖b_j‖ + 1e-8)`` in float64 (a zero B is at distance
+  1), ``d(i, i) = 0``; the mean runs over every adapted layer (the code: mean over q/v of the
+  mean over layers, the same for equal counts). Silhouette as scikit-learn's (a singleton
+  cluster scores 0); ties in the score go to the smallest ``M`` (the code's ``argmax``);
+  ``M`` is at most ``n − 1`` for ``n`` clustered clients (silhouette needs it); with ``n <= 2``
+  every client is its own expert (``M = n``). Linkage ties merge the first pair in client order.
+* Router init: PEFT's ``nn.Linear`` default (uniform, bound ``1/sqrt(d_in)``), seeded per
+  (cluster, layer); the router reads ``x`` and the experts ``dropout(x)``, as the code.
+* Partial participation (the paper samples everyone): clustering uses the clients that
+  uploaded during warm-up (their latest LoRA). A client first sampled after allocation does one
+  warm-up round (initial LoRA, upload it) and is put in the cluster with the smallest average
+  distance to its members (average linkage to each cluster); it joins selection next time.
+* The released code trains only the LoRA factors (and the router): its loop freezes every other
+  parameter, the classifier included. Whether the head trains is ``train.train_head`` here; it
+  stays on the client either way. AdamW (wd 0.05) and fp16 are the training config's business.
+
+Heterogeneous ranks: not supported (``heterogeneous_ranks = False``). Experts of different
+ranks cannot be averaged factor-wise, and a client's router mixes all experts at one scaling;
+no extension in the sources.
+
+Bytes per client per round (float32, per adapted layer ``(d_out, d_in)`` at rank ``r``, ``M``
+experts once allocated): first contact (any round): down ``4·r·(d_out + d_in)`` plus
+``4·n_head`` (initial LoRA and head), up ``4·r·(d_out + d_in)``; later warm-up rounds: down 0,
+up ``4·r·(d_out + d_in)``; selection rounds: down ``4·(M·r·(d_out + d_in) + (2M−1)·d_in)``
+(all experts and the cluster's router), up ``4·(r·(d_out + d_in) + (2M−1)·d_in)`` (own expert
+and router). The head never travels after first contact. ``M`` is data-dependent: the entry
+registered in ``ilora.bench.comm`` assumes the defaults (``E_w = 5``, ``M = M_max = 4``);
+``fedlease_bytes(E_w, M)`` there gives the formula for other values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from ilora.algorithms._shared import (
+    agg_error,
+    head_of,
+    ideal_stack,
+    init_factors,
+    max_rank,
+)
+from ilora.algorithms.base import Algorithm, register
+from ilora.lora import keys
+from ilora.lora.spec import LoRASpec
+from ilora.seeding import generator
+from ilora.tensors import strip_prefix, weighted_mean, with_prefix
+from ilora.types import (
+    ClientContext,
+    ClientInfo,
+    LocalSetup,
+    Payload,
+    RoundInfo,
+    TensorDict,
+    Upload,
+)
+
+LOCAL = "local/"  # a client's own tensors: its warm-up LoRA and its head
+CLUSTER = "cluster"  # Payload.config key: the client's cluster (its own expert)
+COS_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class FedLEASEState:
+    """Server state (module docstring).
+
+    ``init``/``head0``: the initial LoRA and head (first contacts, export before allocation);
+    ``warm``: ``"<cid>/<module>.lora_A|lora_B"``, each client's latest warm-up LoRA, with its
+    upload weight in ``warm_weight``; ``cluster_of``: client → expert, empty before allocation;
+    ``experts``: ``<module>.experts_A (M, r, d_in)``, ``<module>.experts_B (M, d_out, r)``;
+    ``routers``: ``"<m>/<module>.router" (2M−1, d_in)``; ``seen``: clients that uploaded.
+    """
+
+    init: TensorDict
+    head0: TensorDict
+    lora: LoRASpec
+    rank: int
+    warm: TensorDict = field(default_factory=dict)
+    warm_weight: dict[int, float] = field(default_factory=dict)
+    cluster_of: dict[int, int] = field(default_factory=dict)
+    experts: TensorDict = field(default_factory=dict)
+    routers: TensorDict = field(default_factory=dict)
+    seen: frozenset[int] = frozenset()
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def num_experts(self) -> int:
+        return max(self.cluster_of.values(), default=-1) + 1
+
+
+@register("fedlease")
+@dataclass(frozen=True)
+class FedLEASE(Algorithm[FedLEASEState]):
+    """Clustered LoRA experts with a per-client top-M router (see the module docstring)."""
+
+    heterogeneous_ranks = False
+    stateful_clients = True
+    personalized = True
+
+    warmup_rounds: int = field(
+        default=5,
+        metadata={"help": "warm-up rounds E_w of local-only LoRA training before clustering"},
+    )
+    max_experts: int = field(
+        default=4,
+        metadata={"help": "largest number of experts M_max tried by the silhouette search"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.warmup_rounds < 1:
+            raise ValueError(f"warmup_rounds must be >= 1, got {self.warmup_rounds}")
+        if self.max_experts < 2:
+            raise ValueError(f"max_experts must be >= 2, got {self.max_experts}")
+
+    # ---- server
+    def server_init(
+        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+    ) -> FedLEASEState:
+        r = max_rank(clients)
+        head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
+        return FedLEASEState(init_factors(template, r, lora, seed, "lora-init"), head, lora, r)
+
+    def download(self, state: FedLEASEState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        m = state.cluster_of.get(client.cid)
+        if m is not None:
+            router = strip_prefix(state.routers, f"{m}/")
+            return Payload({**state.experts, **router}, {CLUSTER: m})
+        if client.cid in state.seen:
+            return Payload({})  # warm-up: the client continues its own LoRA
+        return Payload(with_prefix({**state.init, **state.head0}, LOCAL))
+
+    def aggregate(
+        self, state: FedLEASEState, uploads: Mapping[int, Upload], rnd: RoundInfo
+    ) -> FedLEASEState:
+        selected = {c: u for c, u in uploads.items() if c in state.cluster_of}
+        joining = {c: u for c, u in uploads.items() if c not in state.cluster_of}
+        new = _average_clusters(state, selected)
+        new = _record_warmup(new, joining)
+        if not state.cluster_of and rnd.round >= self.warmup_rounds:
+            return _allocate(new, self.max_experts, rnd.seed)
+        if state.cluster_of and joining:
+            return _assign_late(new, sorted(joining), state.cluster_of)
+        return new
+
+    def export(self, state: FedLEASEState) -> LocalSetup:
+        if not state.experts:
+            return LocalSetup(factors={**state.init, **state.head0})
+        s, M = state.lora.scale(state.rank), state.num_experts
+        residual = {}
+        for module in keys.modules(state.experts):
+            EA = state.experts[keys.make(module, "experts_A")].double()  # (M, r, d_in)
+            EB = state.experts[keys.make(module, "experts_B")].double()  # (M, d_out, r)
+            mean = torch.einsum("mor,mri->oi", EB, EA) * (s / M)  # -> (d_out, d_in)
+            residual[keys.make(module, "residual")] = mean.float()
+        return LocalSetup(factors=dict(state.head0), residual=residual)
+
+    def round_metrics(self, state: FedLEASEState) -> dict[str, float]:
+        return dict(state.metrics)
+
+    # ---- client
+    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
+        own = strip_prefix(cstate, LOCAL) or strip_prefix(ctx.payload.tensors, LOCAL)
+        if CLUSTER not in ctx.payload.config:
+            return LocalSetup(factors=own), cstate  # warm-up: its LoRA and head, all trained
+        c = int(ctx.payload.config[CLUSTER])
+        layers = expert_layer_setup(ctx.payload.tensors, c)
+        head = head_of(own)
+        live = {k for k in layers if keys.kind_of(k) in keys.PARAM_KINDS}
+        return LocalSetup({**layers, **head}, trainable=frozenset(live | set(head))), cstate
+
+    def upload(
+        self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> tuple[Upload, TensorDict]:
+        head = head_of(trained)
+        sent = {k: v for k, v in trained.items() if k not in head}  # pair (+ router)
+        keep = head if CLUSTER in ctx.payload.config else trained  # warm-up keeps its LoRA
+        return Upload(sent, float(ctx.client.num_examples)), with_prefix(keep, LOCAL)
+
+
+# ---- client side: one client's routed layers
+
+
+def expert_map(own: int, num_experts: int) -> torch.Tensor:
+    """Return ``π (2M−1,)``: router output → layer expert slot for a client of cluster ``own``.
+
+    The layer holds the ``M − 1`` other experts in cluster order as its frozen bank (slots
+    ``0..M−2``) and the own expert as its live pair (slot ``M − 1``). Outputs ``j < M`` select
+    expert ``j``; outputs ``M..2M−2`` select the own expert.
+    """
+    M = num_experts
+    slots = []
+    for j in range(2 * M - 1):
+        m = j if j < M else own
+        slots.append(M - 1 if m == own else (m if m < own else m - 1))
+    return torch.tensor(slots, dtype=torch.int64)
+
+
+def expert_layer_setup(payload: Mapping[str, torch.Tensor], own: int) -> TensorDict:
+    """Return the layer tensors of a client of cluster ``own`` from a selection payload.
+
+    Per module: ``lora_A``/``lora_B`` = expert ``own`` (trained), ``experts_A``/``experts_B``
+    = the other experts (frozen), ``router`` and ``expert_map``.
+    """
+    out: TensorDict = {}
+    for module in keys.modules(payload):
+        EA = payload[keys.make(module, "experts_A")]  # (M, r, d_in)
+        EB = payload[keys.make(module, "experts_B")]  # (M, d_out, r)
+        M = int(EA.shape[0])
+        others = [m for m in range(M) if m != own]
+        out[keys.make(module, "lora_A")] = EA[own].clone()
+        out[keys.make(module, "lora_B")] = EB[own].clone()
+        out[keys.make(module, "experts_A")] = EA[others].contiguous()  # (M−1, r, d_in)
+        out[keys.make(module, "experts_B")] = EB[others].contiguous()  # (M−1, d_out, r)
+        out[keys.make(module, "router")] = payload[keys.make(module, "router")].clone()
+        out[keys.make(module, "expert_map")] = expert_map(own, M)
+    return out
+
+
+# ---- server side: clustering (pure functions of the warm-up B matrices)
+
+
+def b_distances(Bs: Sequence[Sequence[torch.Tensor]]) -> np.ndarray:
+    """Return ``D (n, n)``: ``D_ij = mean_l (1 − cos(vec B_i^l, vec B_j^l))``, ``D_ii = 0``.
+
+    ``Bs[i][l]`` is client ``i``'s B of layer ``l``; ``cos = ⟨b_i, b_j⟩ / (‖b_i‖‖b_j‖ + 1e-8)``.
+    """
+    n, L = len(Bs), len(Bs[0])
+    D = np.zeros((n, n))
+    for layer in range(L):
+        X = np.stack([np.asarray(b[layer], dtype=np.float64).ravel() for b in Bs])  # (n, d)
+        norms = np.linalg.norm(X, axis=1)  # (n,)
+        cos = (X @ X.T) / (np.outer(norms, norms) + COS_EPS)  # (n, d) @ (d, n) -> (n, n)
+        D += (1.0 - cos) / L
+    D = (D + D.T) / 2
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def average_linkage(D: np.ndarray, num_clusters: int) -> list[int]:
+    """Return cluster labels of agglomerative clustering with average linkage on distances ``D``.
+
+    Start from singletons; merge the two clusters with the smallest mean pairwise distance
+    until ``num_clusters`` remain (ties: the first pair in client order). Labels number the
+    clusters by their smallest member (client 0 is in cluster 0).
+    """
+    clusters = [[i] for i in range(D.shape[0])]
+    while len(clusters) > num_clusters:
+        best = (math.inf, 0, 1)
+        for a in range(len(clusters)):
+            for b in range(a + 1, len(clusters)):
+                d = float(D[np.ix_(clusters[a], clusters[b])].mean())
+                if d < best[0]:
+                    best = (d, a, b)
+        _, a, b = best
+        clusters[a] = sorted(clusters[a] + clusters.pop(b))  # keeps clusters ordered by min
+    labels = [0] * D.shape[0]
+    for label, members in enumerate(clusters):
+        for i in members:
+            labels[i] = label
+    return labels
+
+
+def silhouette(D: np.ndarray, labels: Sequence[int]) -> float:
+    """Return the mean silhouette ``(b_i − a_i) / max(a_i, b_i)`` (0 for singleton clusters)."""
+    lab = np.asarray(labels)
+    scores = []
+    for i in range(len(lab)):
+        mates = (lab == lab[i]) & (np.arange(len(lab)) != i)
+        if not mates.any():
+            scores.append(0.0)
+            continue
+        a = D[i, mates].mean()
+        b = min(D[i, lab == other].mean() for other in set(lab.tolist()) if other != lab[i])
+        top = max(a, b)
+        scores.append(0.0 if top == 0 else (b - a) / top)
+    return float(np.mean(scores))
+
+
+def choose_clusters(D: np.ndarray, max_experts: int) -> list[int]:
+    """Return the labels of the ``M`` in ``2..min(max_experts, n − 1)`` with the best silhouette.
+
+    Ties go to the smallest ``M``; with ``n <= 2`` clients every client is its own cluster.
+    """
+    n = D.shape[0]
+    if n <= 2:
+        return list(range(n))
+    best: tuple[float, list[int]] | None = None
+    for M in range(2, min(max_experts, n - 1) + 1):
+        labels = average_linkage(D, M)
+        score = silhouette(D, labels)
+        if best is None or score > best[0]:
+            best = (score, labels)
+    assert best is not None
+    return best[1]
+
+
+# ---- server side: state transitions
+
+
+def _warm_lora(state: FedLEASEState, cid: int) -> TensorDict:
+    return strip_prefix(state.warm, f"{cid}/")
+
+
+def _warm_bs(state: FedLEASEState, cids: Sequence[int]) -> list[list[torch.Tensor]]:
+    modules = keys.modules(state.init)
+    return [[state.warm[f"{c}/{keys.make(m, 'lora_B')}"] for m in modules] for c in cids]
+
+
+def _record_warmup(state: FedLEASEState, uploads: Mapping[int, Upload]) -> FedLEASEState:
+    """Return ``state`` holding the uploaded warm-up LoRAs as the clients' latest."""
+    if not uploads:
+        return state
+    warm, weights = dict(state.warm), dict(state.warm_weight)
+    for cid in sorted(uploads):
+        factors = keys.of_kind(uploads[cid].tensors, "lora_A", "lora_B")
+        warm.update(with_prefix(factors, f"{cid}/"))
+        weights[cid] = uploads[cid].weight
+    return replace(state, warm=warm, warm_weight=weights, seen=state.seen | frozenset(uploads))
+
+
+def _allocate(state: FedLEASEState, max_experts: int, seed: int) -> FedLEASEState:
+    """Return ``state`` with the clusters, the experts (cluster means) and fresh routers."""
+    cids = sorted(state.warm_weight)
+    labels = choose_clusters(b_distances(_warm_bs(state, cids)), max_experts)
+    cluster_of = dict(zip(cids, labels, strict=True))
+    M = max(labels) + 1
+    means = []
+    for m in range(M):
+        members = [c for c in cids if cluster_of[c] == m]
+        weights = [state.warm_weight[c] for c in members]
+        means.append(weighted_mean([_warm_lora(state, c) for c in members], weights))
+    experts: TensorDict = {}
+    routers: TensorDict = {}
+    for module in keys.modules(state.init):
+        for kind, bank in (("lora_A", "experts_A"), ("lora_B", "experts_B")):
+            stacked = torch.stack([mean[keys.make(module, kind)] for mean in means])
+            experts[keys.make(module, bank)] = stacked  # (M, r, d_in) | (M, d_out, r)
+        d_in = int(state.init[keys.make(module, "lora_A")].shape[1])
+        for m in range(M):
+            g = generator(seed, "fedlease-router", m, module)
+            router = (torch.rand(2 * M - 1, d_in, generator=g) * 2 - 1) / math.sqrt(d_in)
+            routers[f"{m}/{keys.make(module, 'router')}"] = router  # (2M−1, d_in)
+    metrics = {"num_experts": float(M)}
+    return replace(state, cluster_of=cluster_of, experts=experts, routers=routers, metrics=metrics)
+
+
+def _assign_late(
+    state: FedLEASEState, joiners: Sequence[int], clustered: Mapping[int, int]
+) -> FedLEASEState:
+    """Return ``state`` with each late joiner in the cluster of least mean distance to it."""
+    members = sorted(clustered)
+    cluster_of = dict(state.cluster_of)
+    for cid in joiners:
+        D = b_distances(_warm_bs(state, [*members, cid]))
+        row = D[-1, :-1]  # distances of the joiner to the clustered clients
+        mean = [row[[clustered[c] == m for c in members]].mean() for m in range(state.num_experts)]
+        cluster_of[cid] = int(np.argmin(mean))
+    return replace(state, cluster_of=cluster_of)
+
+
+def _average_clusters(state: FedLEASEState, uploads: Mapping[int, Upload]) -> FedLEASEState:
+    """Return ``state`` with expert and router ``m`` the mean of cluster ``m``'s uploads.
+
+    Weighted by upload weight over the cluster's clients of this round; clusters without uploads
+    keep theirs. Also records ``agg_error`` over all (cluster, layer) pairs.
+    """
+    if not uploads:
+        return replace(
+            state, metrics={"num_experts": float(state.num_experts)} if state.cluster_of else {}
+        )
+    experts, routers = {k: v.clone() for k, v in state.experts.items()}, dict(state.routers)
+    ideal, applied = {}, {}
+    s = state.lora.scale(state.rank)
+    for m in range(state.num_experts):
+        ups = {c: u for c, u in uploads.items() if state.cluster_of[c] == m}
+        if not ups:
+            continue
+        cids = sorted(ups)
+        mean = weighted_mean([ups[c].tensors for c in cids], [ups[c].weight for c in cids])
+        for module in keys.modules(mean):
+            A, B = mean[keys.make(module, "lora_A")], mean[keys.make(module, "lora_B")]
+            experts[keys.make(module, "experts_A")][m] = A
+            experts[keys.make(module, "experts_B")][m] = B
+            routers[f"{m}/{keys.make(module, 'router')}"] = mean[keys.make(module, "router")]
+            ideal[f"{m}/{module}"] = ideal_stack(ups, state.lora, module)
+            applied[f"{m}/{module}"] = (B, s * A)
+    metrics = {"agg_error": agg_error(ideal, applied), "num_experts": float(state.num_experts)}
+    return replace(state, experts=experts, routers=routers, metrics=metrics)

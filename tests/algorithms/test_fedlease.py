@@ -1,0 +1,450 @@
+"""Golden math of FedLEASE: B-distance clustering, expert init, per-cluster means, routing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TinySetup, tiny_data
+from ilora import config
+from ilora.algorithms.base import create_algorithm
+from ilora.algorithms.fedlease import (
+    FedLEASE,
+    FedLEASEState,
+    average_linkage,
+    b_distances,
+    choose_clusters,
+    silhouette,
+)
+from ilora.bench.comm import Contact, fedlease_bytes, shapes_of
+from ilora.engine.local import client_round, make_context
+from ilora.engine.sampling import sample_clients
+from ilora.engine.setup import build
+from ilora.engine.simulation import canonical_payload, canonical_upload, run
+from ilora.lora.spec import LoRASpec
+from ilora.lora.state import adapted, load_setup, template
+from ilora.tensors import all_finite
+from ilora.types import ClientInfo, RoundInfo, TensorDict, Upload
+
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+SPEC = LoRASpec(alpha=4.0)
+D_OUT, D_IN, RANK = 3, 4, 2
+
+# ---- independent numpy references (written from the paper's definitions)
+
+
+def ref_distances(Bs: list[list[np.ndarray]]) -> np.ndarray:
+    n = len(Bs)
+    D = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                terms = []
+                for bi, bj in zip(Bs[i], Bs[j], strict=True):
+                    u, v = bi.ravel(), bj.ravel()
+                    cos = u @ v / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-8)
+                    terms.append(1.0 - cos)
+                D[i, j] = np.mean(terms)
+    return D
+
+
+def ref_upgma(D: np.ndarray, k: int) -> set[frozenset[int]]:
+    """Average linkage via Lance-Williams: d(a∪b, c) = (|a| d(a, c) + |b| d(b, c)) / (|a| + |b|)."""
+    clusters = {i: [i] for i in range(len(D))}
+    d = {frozenset((i, j)): D[i, j] for i in range(len(D)) for j in range(i + 1, len(D))}
+    new = len(D)
+    while len(clusters) > k:
+        pair = min(d, key=lambda p: d[p])
+        a, b = sorted(pair)
+        ca, cb = clusters.pop(a), clusters.pop(b)
+        del d[pair]
+        for c in clusters:
+            dac, dbc = d.pop(frozenset((a, c))), d.pop(frozenset((b, c)))
+            d[frozenset((new, c))] = (len(ca) * dac + len(cb) * dbc) / (len(ca) + len(cb))
+        clusters[new] = ca + cb
+        new += 1
+    return {frozenset(v) for v in clusters.values()}
+
+
+def ref_silhouette(D: np.ndarray, labels: list[int]) -> float:
+    lab = np.asarray(labels)
+    n = len(lab)
+    s = np.zeros(n)
+    for i in range(n):
+        same = lab == lab[i]
+        if same.sum() == 1:
+            continue
+        a = D[i, same].sum() / (same.sum() - 1)
+        b = min(D[i, lab == c].mean() for c in np.unique(lab) if c != lab[i])
+        s[i] = (b - a) / max(a, b)
+    return float(s.mean())
+
+
+def partition(labels: list[int]) -> set[frozenset[int]]:
+    return {frozenset(i for i, x in enumerate(labels) if x == c) for c in set(labels)}
+
+
+def ref_expert_gates_and_output(
+    x: np.ndarray, EA: np.ndarray, EB: np.ndarray, G: np.ndarray, own: int, s: float
+) -> tuple[np.ndarray, list[set[int]]]:
+    """Per token: softmax(G x), top-M of 2M−1 renormalised, outputs >= M -> own expert."""
+    M = EA.shape[0]
+    out, chosen = [], []
+    for t in x:
+        z = G @ t
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        kept = np.argsort(-p, kind="stable")[:M]
+        w = p[kept] / p[kept].sum()
+        experts = [j if j < M else own for j in kept]
+        out.append(sum(s * wj * EB[e] @ (EA[e] @ t) for wj, e in zip(w, experts, strict=True)))
+        chosen.append(set(experts))
+    return np.stack(out), chosen
+
+
+# ---- clustering
+
+
+def test_distance_matrix_is_the_mean_over_layers_of_one_minus_cosine_of_b() -> None:
+    rng = np.random.default_rng(0)
+    Bs = [[rng.normal(size=(3, 2)), rng.normal(size=(5, 2))] for _ in range(4)]
+    Bs.append([np.zeros((3, 2)), rng.normal(size=(5, 2))])  # a zero B is at distance 1
+    D = b_distances([[torch.from_numpy(b) for b in layers] for layers in Bs])
+    assert np.allclose(D, ref_distances(Bs), atol=1e-12)
+    assert np.allclose(D, D.T) and np.all(np.diag(D) == 0)
+
+
+def _planted_bs(labels: list[int], noise: float, seed: int) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    centres = [[rng.normal(size=(4, 2)), rng.normal(size=(6, 2))] for _ in range(max(labels) + 1)]
+    return [[c + noise * rng.normal(size=c.shape) for c in centres[k]] for k in labels]
+
+
+def test_average_linkage_and_silhouette_recover_planted_clusters() -> None:
+    planted = [2, 0, 1, 0, 2, 1, 1, 0, 2]
+    Bs = _planted_bs(planted, noise=0.3, seed=1)
+    D = b_distances([[torch.from_numpy(b) for b in layers] for layers in Bs])
+    for k in (2, 3, 4):
+        labels = average_linkage(D, k)
+        assert partition(labels) == ref_upgma(D, k)
+        assert silhouette(D, labels) == pytest.approx(ref_silhouette(D, labels), abs=1e-12)
+    best = choose_clusters(D, max_experts=4)
+    assert partition(best) == partition(planted)
+    firsts = [best.index(k) for k in range(max(best) + 1)]
+    assert firsts == sorted(firsts)  # clusters numbered by their smallest member
+
+
+def test_linkage_is_average_not_single_or_complete() -> None:
+    """On these 1-D points the three linkages give three different 3-cluster partitions."""
+    x = np.array([2.8, 7.3, 5.7, 9.0, 4.5, 4.1])
+    D = np.abs(x[:, None] - x[None, :])
+    labels = average_linkage(D, 3)
+    assert (
+        partition(labels)
+        == ref_upgma(D, 3)
+        == {
+            frozenset({0}),
+            frozenset({1, 3}),
+            frozenset({2, 4, 5}),
+        }
+    )
+    assert labels == [0, 1, 2, 1, 2, 2]  # numbered by smallest member
+
+
+def test_silhouette_by_hand_and_the_choice_of_m() -> None:
+    D = np.array([[0.0, 1.0, 4.0], [1.0, 0.0, 3.0], [4.0, 3.0, 0.0]])
+    # point 0: a = 1, b = 4 -> 0.75; point 1: a = 1, b = 3 -> 2/3; point 2 (singleton): 0
+    assert silhouette(D, [0, 0, 1]) == pytest.approx((0.75 + 2 / 3) / 3)
+    assert choose_clusters(D, max_experts=4) == [0, 0, 1]  # M <= n - 1 = 2
+    assert choose_clusters(D[:2, :2], max_experts=4) == [0, 1]  # n <= 2: one expert each
+
+
+# ---- server: allocation, per-cluster averaging, late joiners, export
+
+CLIENTS = [ClientInfo(i, RANK, 10 * (i + 1)) for i in range(5)]
+PLANTED = [0, 1, 0, 1, 1]
+TEMPLATE = {"l.base": torch.zeros(D_OUT, D_IN), "head.weight": torch.ones(2, D_IN)}
+
+
+def _warm_uploads(seed: int = 0) -> dict[int, Upload]:
+    g = torch.Generator().manual_seed(seed)
+    centres = [torch.randn(D_OUT, RANK, generator=g) for _ in range(2)]
+    ups = {}
+    for c, k in zip(CLIENTS, PLANTED, strict=True):
+        A = torch.randn(RANK, D_IN, generator=g)
+        B = centres[k] + 0.1 * torch.randn(D_OUT, RANK, generator=g)
+        ups[c.cid] = Upload({"l.lora_A": A, "l.lora_B": B}, float(c.num_examples))
+    return ups
+
+
+def _allocated(warmup: int = 1) -> tuple[FedLEASE, FedLEASEState, dict[int, Upload]]:
+    alg = create_algorithm("fedlease", {"warmup_rounds": warmup})
+    assert isinstance(alg, FedLEASE)
+    state = alg.server_init(TEMPLATE, CLIENTS, SPEC, 0)
+    ups = _warm_uploads()
+    return alg, alg.aggregate(state, ups, RoundInfo(warmup, 0)), ups
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.double().numpy()
+
+
+def test_allocation_clusters_by_b_and_initialises_experts_as_cluster_means() -> None:
+    _, state, ups = _allocated()
+    assert state.cluster_of == dict(enumerate(PLANTED))
+    assert state.num_experts == 2
+    EA, EB = _np(state.experts["l.experts_A"]), _np(state.experts["l.experts_B"])
+    assert EA.shape == (2, RANK, D_IN) and EB.shape == (2, D_OUT, RANK)
+    for m in range(2):
+        members = [c for c, k in enumerate(PLANTED) if k == m]
+        w = [ups[c].weight for c in members]
+        for bank, kind in ((EA, "l.lora_A"), (EB, "l.lora_B")):
+            ref = np.average([_np(ups[c].tensors[kind]) for c in members], axis=0, weights=w)
+            assert np.allclose(bank[m], ref, atol=1e-6)
+        router = state.routers[f"{m}/l.router"]
+        assert router.shape == (3, D_IN) and router.abs().max() <= 1 / np.sqrt(D_IN)
+
+
+def test_no_aggregation_and_no_clustering_during_warmup() -> None:
+    alg = create_algorithm("fedlease", {"warmup_rounds": 2})
+    state = alg.server_init(TEMPLATE, CLIENTS, SPEC, 0)
+    first = alg.download(state, CLIENTS[0], RoundInfo(1, 0))
+    assert set(first.tensors) == {"local/l.lora_A", "local/l.lora_B", "local/head.weight"}
+    assert torch.equal(first.tensors["local/l.lora_B"], torch.zeros(D_OUT, RANK))
+    ups = _warm_uploads()
+    after = alg.aggregate(state, {0: ups[0], 1: ups[1]}, RoundInfo(1, 0))
+    assert not after.cluster_of and not after.experts and not after.routers
+    assert alg.download(after, CLIENTS[0], RoundInfo(2, 0)).tensors == {}  # keeps its own LoRA
+    assert "local/l.lora_A" in alg.download(after, CLIENTS[2], RoundInfo(2, 0)).tensors
+    assert torch.equal(after.warm["1/l.lora_B"], ups[1].tensors["l.lora_B"])
+    assert alg.round_metrics(after) == {}
+
+
+def test_selection_download_carries_all_experts_and_the_cluster_router() -> None:
+    alg, state, _ = _allocated()
+    p = alg.download(state, CLIENTS[3], RoundInfo(2, 0))
+    assert p.config == {"cluster": 1}
+    assert set(p.tensors) == {"l.experts_A", "l.experts_B", "l.router"}
+    assert torch.equal(p.tensors["l.router"], state.routers["1/l.router"])
+    assert torch.equal(p.tensors["l.experts_B"], state.experts["l.experts_B"])
+
+
+def test_server_averages_each_expert_and_router_over_its_cluster() -> None:
+    alg, state, _ = _allocated()
+    g = torch.Generator().manual_seed(9)
+    ups = {
+        c: Upload(
+            {
+                "l.lora_A": torch.randn(RANK, D_IN, generator=g),
+                "l.lora_B": torch.randn(D_OUT, RANK, generator=g),
+                "l.router": torch.randn(3, D_IN, generator=g),
+            },
+            float(CLIENTS[c].num_examples),
+        )
+        for c in (1, 4)  # two clients of cluster 1; nobody of cluster 0
+    }
+    new = alg.aggregate(state, ups, RoundInfo(2, 0))
+    w = [20.0, 50.0]
+    mean = {
+        k: np.average([_np(ups[c].tensors[k]) for c in (1, 4)], axis=0, weights=w)
+        for k in ("l.lora_A", "l.lora_B", "l.router")
+    }
+    assert np.allclose(_np(new.experts["l.experts_A"][1]), mean["l.lora_A"], atol=1e-6)
+    assert np.allclose(_np(new.experts["l.experts_B"][1]), mean["l.lora_B"], atol=1e-6)
+    assert np.allclose(_np(new.routers["1/l.router"]), mean["l.router"], atol=1e-6)
+    assert torch.equal(new.experts["l.experts_A"][0], state.experts["l.experts_A"][0])
+    assert torch.equal(new.routers["0/l.router"], state.routers["0/l.router"])
+    s = SPEC.scale(RANK)
+    ideal = sum(
+        (wk / 70) * s * _np(ups[c].tensors["l.lora_B"]) @ _np(ups[c].tensors["l.lora_A"])
+        for wk, c in zip(w, (1, 4), strict=True)
+    )
+    applied = s * mean["l.lora_B"] @ mean["l.lora_A"]
+    err = np.linalg.norm(ideal - applied) / np.linalg.norm(ideal)
+    assert alg.round_metrics(new)["agg_error"] == pytest.approx(err, rel=1e-5)
+
+
+def test_a_late_joiner_trains_one_warmup_round_and_joins_the_nearest_cluster() -> None:
+    alg, state, warm = _allocated()
+    late = ClientInfo(5, RANK, 30)
+    assert "local/l.lora_A" in alg.download(state, late, RoundInfo(2, 0)).tensors
+    B = warm[1].tensors["l.lora_B"] + 0.05  # close to cluster 1
+    up = Upload({"l.lora_A": torch.ones(RANK, D_IN), "l.lora_B": B}, 30.0)
+    new = alg.aggregate(state, {5: up}, RoundInfo(2, 0))
+    assert new.cluster_of[5] == 1
+    assert torch.equal(new.experts["l.experts_A"], state.experts["l.experts_A"])
+    assert alg.download(new, late, RoundInfo(3, 0)).config == {"cluster": 1}
+
+
+def test_export_is_pretrained_then_the_uniform_mean_of_the_experts() -> None:
+    alg = create_algorithm("fedlease")
+    state = alg.server_init(TEMPLATE, CLIENTS, SPEC, 0)
+    before = alg.export(state)
+    assert not before.residual and torch.equal(before.factors["l.lora_B"], torch.zeros(3, 2))
+    alg, state, _ = _allocated()
+    out = alg.export(state)
+    EA, EB = _np(state.experts["l.experts_A"]), _np(state.experts["l.experts_B"])
+    ref = SPEC.scale(RANK) * (EB[0] @ EA[0] + EB[1] @ EA[1]) / 2
+    assert np.allclose(_np(out.residual["l.residual"]), ref, atol=1e-6)
+    assert set(out.factors) == {"head.weight"}
+
+
+# ---- clients on the tiny MLP: routing, what trains, what travels
+
+
+def _drive(
+    alg: FedLEASE, setup: TinySetup, rounds: int, seed: int = 0
+) -> tuple[object, list[dict[int, object]], list[dict[int, Upload]], dict[int, TensorDict]]:
+    model, clients = setup.model(), setup.clients()
+    state = alg.server_init(template(model), clients, setup.spec, seed)
+    store: dict[int, TensorDict] = {c.cid: {} for c in clients}
+    pays, ups = [], []
+    for r in range(1, rounds + 1):
+        rnd, payloads, uploads = RoundInfo(r, seed), {}, {}
+        for c in clients:
+            payloads[c.cid] = canonical_payload(alg.download(state, c, rnd))
+            data = tiny_data(c.num_examples, seed * 100 + c.cid)
+            up, store[c.cid] = client_round(
+                alg, model, data, payloads[c.cid], store[c.cid], c, rnd, setup.spec, setup.train
+            )
+            uploads[c.cid] = canonical_upload(up, "examples")
+        state = alg.aggregate(state, uploads, rnd)
+        pays.append(payloads)
+        ups.append(uploads)
+    return state, pays, ups, store
+
+
+def _tiny() -> TinySetup:
+    return TinySetup(SPEC, [2, 2, 2, 2])
+
+
+def _selection_client(
+    alg: FedLEASE, state: FedLEASEState, cid: int, store: dict[int, TensorDict]
+) -> tuple[object, object, object]:
+    setup = _tiny()
+    model, client = setup.model(), setup.clients()[cid]
+    payload = canonical_payload(alg.download(state, client, RoundInfo(2, 0)))
+    ctx = make_context(model, payload, client, RoundInfo(2, 0), setup.spec, setup.train)
+    return model, payload, alg.client_init(ctx, store[cid])[0]
+
+
+def test_the_client_model_routes_as_the_reference() -> None:
+    alg = create_algorithm("fedlease", {"warmup_rounds": 1})
+    assert isinstance(alg, FedLEASE)
+    state, _, _, store = _drive(alg, _tiny(), rounds=1)
+    assert isinstance(state, FedLEASEState) and state.num_experts >= 2
+    for cid in range(4):
+        model, payload, setup = _selection_client(alg, state, cid, store)
+        load_setup(model, setup)  # type: ignore[arg-type]
+        own = payload.config["cluster"]  # type: ignore[attr-defined]
+        t = payload.tensors  # type: ignore[attr-defined]
+        x = torch.randn(40, 6, generator=torch.Generator().manual_seed(cid))
+        fc1 = adapted(model)["fc1"]
+        got = (fc1(x) - fc1.base(x)).detach().double().numpy()
+        ref, chosen = ref_expert_gates_and_output(
+            x.double().numpy(),
+            _np(t["fc1.experts_A"]),
+            _np(t["fc1.experts_B"]),
+            _np(t["fc1.router"]),
+            int(own),
+            SPEC.scale(2),
+        )
+        assert np.allclose(got, ref, atol=1e-5)
+        assert all(own in c for c in chosen)
+
+
+def test_only_the_own_expert_and_the_router_train() -> None:
+    alg = create_algorithm("fedlease", {"warmup_rounds": 1})
+    assert isinstance(alg, FedLEASE)
+    state, _, _, store = _drive(alg, _tiny(), rounds=1)
+    assert isinstance(state, FedLEASEState)
+    setup = _tiny()
+    model, client = setup.model(), setup.clients()[2]
+    payload = canonical_payload(alg.download(state, client, RoundInfo(2, 0)))
+    own = int(payload.config["cluster"])
+    others = [m for m in range(state.num_experts) if m != own]
+    up, cstate = client_round(
+        alg, model, tiny_data(32, 2), payload, store[2], client, RoundInfo(2, 0), SPEC, setup.train
+    )
+    assert set(up.tensors) == {f"fc{i}.{k}" for i in (1, 2) for k in ("lora_A", "lora_B", "router")}
+    assert set(cstate) == {"local/classifier.weight", "local/classifier.bias"}
+    for name, layer in adapted(model).items():
+        t = payload.tensors
+        assert torch.equal(layer.experts_A, t[f"{name}.experts_A"][others])  # type: ignore[arg-type]
+        assert torch.equal(layer.experts_B, t[f"{name}.experts_B"][others])  # type: ignore[arg-type]
+        assert not torch.equal(up.tensors[f"{name}.lora_B"], t[f"{name}.experts_B"][own])
+        assert not torch.equal(up.tensors[f"{name}.router"], t[f"{name}.router"])
+    assert not torch.equal(cstate["local/classifier.weight"], store[2]["local/classifier.weight"])
+
+
+def test_warmup_clients_continue_their_own_lora_and_keep_it() -> None:
+    alg = create_algorithm("fedlease")  # 5 warm-up rounds
+    assert isinstance(alg, FedLEASE)
+    state, pays, ups, store = _drive(alg, _tiny(), rounds=2)
+    assert isinstance(state, FedLEASEState) and not state.experts
+    assert all(p.tensors == {} for p in pays[1].values())  # type: ignore[attr-defined]
+    for cid, up in ups[1].items():
+        assert set(up.tensors) == {"fc1.lora_A", "fc1.lora_B", "fc2.lora_A", "fc2.lora_B"}
+        for k, v in up.tensors.items():
+            assert torch.equal(store[cid][f"local/{k}"], v)
+            assert torch.equal(state.warm[f"{cid}/{k}"], v)
+    assert not torch.equal(ups[1][0].tensors["fc1.lora_B"], ups[1][1].tensors["fc1.lora_B"])
+
+
+def test_selection_rounds_are_finite_and_bitwise_reproducible() -> None:
+    alg = create_algorithm("fedlease", {"warmup_rounds": 1})
+    assert isinstance(alg, FedLEASE)
+    a, _, ups, _ = _drive(alg, _tiny(), rounds=3, seed=3)
+    b, _, _, _ = _drive(alg, _tiny(), rounds=3, seed=3)
+    assert isinstance(a, FedLEASEState) and isinstance(b, FedLEASEState)
+    assert a.cluster_of == b.cluster_of
+    for field in ("experts", "routers", "warm"):
+        x, y = getattr(a, field), getattr(b, field)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+    assert all(all_finite(u.tensors) for u in ups[-1].values())
+    assert all_finite(alg.export(a).residual)
+
+
+# ---- engine: bytes follow the round; hyperparameters
+
+
+def test_engine_bytes_follow_warmup_then_selection() -> None:
+    cfg = config.load(
+        SMOKE,
+        [
+            "algorithm=fedlease",
+            "fed.rounds=4",
+            "fed.fraction=0.5",
+            "data.local_test_fraction=0.25",
+            "train.steps=2",
+            "lora.rank_policy=uniform",
+            "per_algorithm.fedlease.warmup_rounds=1",
+            "per_algorithm.fedlease.max_experts=2",
+        ],
+    )
+    exp = build(cfg)
+    result = run(cfg, exp=exp)
+    assert result.state.num_experts == 2
+    shapes = shapes_of(template(exp.model), cfg.train.train_head)
+    formula, seen = fedlease_bytes(warmup_rounds=1, experts=2), set()
+    for rec in result.history.records:
+        sampled = sample_clients([c.cid for c in exp.clients], 0.5, cfg.seed, rec.round)
+        down = up = 0
+        for cid in sampled:
+            d, u = formula(shapes, Contact(exp.clients[cid].rank, rec.round, cid not in seen))
+            down, up = down + 4 * d, up + 4 * u
+        seen.update(sampled)
+        assert (rec.bytes_down, rec.bytes_up) == (down, up)
+    assert result.history.records[-1].bytes_down > result.history.records[-1].bytes_up
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [({"warmup_rounds": 0}, "warmup_rounds"), ({"max_experts": 1}, "max_experts")],
+)
+def test_hyperparameters_are_validated(args: dict[str, int], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        create_algorithm("fedlease", args)
