@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -13,7 +13,7 @@ from ilora.lora.linalg import error_terms, resize_rank, stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, TensorDict, Upload
+from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict, Upload
 
 
 @dataclass(frozen=True)
@@ -204,3 +204,27 @@ def merge_and_restart(
         out[keys.make(m, "residual")] = (R + s * (B @ A)).float()  # (d_out, r) @ (r, d_in)
     out.update(init_factors(shapes, r, lora, *seed))  # init reads only the shapes
     return out
+
+
+def merging_state(
+    template: Mapping[str, torch.Tensor], clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
+) -> FactorState:
+    """Return :func:`global_factor_state` plus a zero merged residual per layer (FedLoRU)."""
+    state = global_factor_state(template, clients, lora, seed)
+    return replace(state, tensors={**state.tensors, **zero_residuals(template)})
+
+
+def install_round(
+    state: FactorState, mean: TensorDict, metrics: dict[str, float], rnd: RoundInfo, tau: int
+) -> FactorState:
+    """Return ``state`` with the round's averaged factors and head, merged every ``tau`` rounds.
+
+    FedLoRU's server step after averaging: when ``round % tau == 0`` (``tau > 0``) the product
+    moves into the residual and the factors restart (:func:`merge_and_restart`).
+    """
+    tensors = {**state.tensors, **mean}
+    if tau and rnd.round % tau == 0:
+        tensors = merge_and_restart(
+            tensors, state.lora, state.rank, rnd.seed, "fedloru-restart", rnd.round
+        )
+    return replace(state, tensors=tensors, metrics=metrics)

@@ -51,17 +51,16 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ilora.algorithms._shared import (
     FactorState,
-    global_factor_state,
     global_pair_error,
-    merge_and_restart,
+    install_round,
+    merging_state,
     padded_mean,
     split_residual,
     truncated,
-    zero_residuals,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora.spec import LoRASpec
@@ -102,8 +101,7 @@ class FedLoRU(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        state = global_factor_state(template, clients, lora, seed)
-        return replace(state, tensors={**state.tensors, **zero_residuals(template)})
+        return merging_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         return Payload(truncated(state.tensors, client.rank))
@@ -113,12 +111,7 @@ class FedLoRU(Algorithm[FactorState]):
     ) -> FactorState:
         mean = padded_mean(uploads, state.rank)
         metrics = {"agg_error": global_pair_error(state, uploads, mean)}
-        tensors = {**state.tensors, **mean}
-        if self.tau and rnd.round % self.tau == 0:
-            tensors = merge_and_restart(
-                tensors, state.lora, state.rank, rnd.seed, "fedloru-restart", rnd.round
-            )
-        return replace(state, tensors=tensors, metrics=metrics)
+        return install_round(state, mean, metrics, rnd, self.tau)
 
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)

@@ -59,20 +59,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
-    global_factor_state,
     head_of,
     init_factors,
-    merge_and_restart,
+    install_round,
+    merging_state,
     normalized_weights,
     split_residual,
-    zero_residuals,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -119,8 +118,7 @@ class MFedLoRU(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        state = global_factor_state(template, clients, lora, seed)
-        return replace(state, tensors={**state.tensors, **zero_residuals(template)})
+        return merging_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         if client.rank >= state.rank:
@@ -134,12 +132,7 @@ class MFedLoRU(Algorithm[FactorState]):
         cids = sorted(uploads)
         mean = weighted_mean([full[c] for c in cids], [uploads[c].weight for c in cids])
         metrics = {"agg_error": _pair_error(state, full, uploads, mean)}
-        tensors = {**state.tensors, **mean}
-        if self.tau and rnd.round % self.tau == 0:
-            tensors = merge_and_restart(
-                tensors, state.lora, state.rank, rnd.seed, "fedloru-restart", rnd.round
-            )
-        return replace(state, tensors=tensors, metrics=metrics)
+        return install_round(state, mean, metrics, rnd, self.tau)
 
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)
