@@ -33,16 +33,19 @@ def _case(ranks: list[int], seed: int = 1) -> tuple[list[ClientInfo], dict[int, 
 
 
 def _reference(
-    uploads: dict[int, Upload], r_max: int, lam: float
+    uploads: dict[int, Upload], r_max: int, lam: float, rescale: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Return Ā, B̄', ΔW* and the relative error of s(r_max)·B̄'Ā, all in numpy."""
+    """Return Ā, B̄', ΔW* and the relative error of s(r_max)·B̄'Ā, all in numpy.
+
+    ``rescale``: each B_k enters the average as (s_k / s(r_max))·B_k (global scale).
+    """
     s_g = SPEC.alpha / r_max
     A_bar, B_bar, ideal = np.zeros((r_max, 3)), np.zeros((3, r_max)), np.zeros((3, 3))
     for cid, u in uploads.items():
         A, B = _np(u.tensors["l.lora_A"]), _np(u.tensors["l.lora_B"])
         r = A.shape[0]
         A_bar[:r] += P[cid] * A  # zero-padded to r_max
-        B_bar[:, :r] += P[cid] * B
+        B_bar[:, :r] += P[cid] * ((SPEC.alpha / r) / s_g if rescale else 1.0) * B
         ideal += P[cid] * (SPEC.alpha / r) * B @ A
     R = ideal / s_g - B_bar @ A_bar
     dB = R @ A_bar.T @ np.linalg.inv(A_bar @ A_bar.T + lam * np.eye(r_max))
@@ -83,20 +86,26 @@ def test_identical_a_makes_the_aggregate_nearly_exact() -> None:
     assert new.metrics["agg_error"] < 1e-6  # R = 0 already (FedIT is exact here)
 
 
-def test_mixed_ranks_pad_correct_at_r_max_and_truncate() -> None:
+@pytest.mark.parametrize("rescale", [True, False])
+def test_mixed_ranks_pad_correct_at_r_max_and_truncate(rescale: bool) -> None:
     clients, uploads = _case([1, 2])
-    alg = create_algorithm("lora-fair")
+    alg = create_algorithm("lora-fair", {"rescale_b": rescale})
     state = alg.server_init(TEMPLATE, clients, SPEC, 0)
     assert state.tensors["l.lora_A"].shape == (2, 3)
     new = alg.aggregate(state, uploads, RoundInfo(1, 0))
-    A_bar, B_new, _, err = _reference(uploads, 2, 0.01)  # s_k = α/r_k differ: folded in
+    A_bar, B_new, _, err = _reference(uploads, 2, 0.01, rescale)
     assert np.allclose(_np(new.tensors["l.lora_B"]), B_new, atol=1e-5)
     assert new.metrics["agg_error"] == pytest.approx(err, rel=1e-5)
     small = alg.download(new, clients[0], RoundInfo(2, 0)).tensors
+    ratio = (SPEC.alpha / 2) / (SPEC.alpha / 1) if rescale else 1.0  # s(r_max) / s(1)
     assert np.allclose(_np(small["l.lora_A"]), A_bar[:1], atol=1e-6)
-    assert np.allclose(_np(small["l.lora_B"]), B_new[:, :1], atol=1e-5)
+    assert np.allclose(_np(small["l.lora_B"]), ratio * B_new[:, :1], atol=1e-5)
     g = alg.export(new).factors
     assert g["l.lora_A"].shape == (2, 3) and g["l.lora_B"].shape == (3, 2)
+    if rescale:  # the rank-1 client starts at the global model's leading component, exactly
+        start = (SPEC.alpha / 1) * _np(small["l.lora_B"]) @ _np(small["l.lora_A"])
+        glob = (SPEC.alpha / 2) * B_new[:, :1] @ A_bar[:1]
+        assert np.allclose(start, glob, atol=1e-5)
 
 
 def test_round_one_download_matches_fedit() -> None:
