@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from ilora.engine.local import client_round, make_context
 from ilora.engine.sampling import sample_clients
 from ilora.engine.setup import build
 from ilora.engine.simulation import canonical_payload, canonical_upload, run
+from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import adapted, load_setup, template
 from ilora.tensors import all_finite
@@ -322,9 +324,13 @@ def _tiny() -> TinySetup:
 
 
 def _selection_client(
-    alg: FedLEASE, state: FedLEASEState, cid: int, store: dict[int, TensorDict]
+    alg: FedLEASE,
+    state: FedLEASEState,
+    cid: int,
+    store: dict[int, TensorDict],
+    setup: TinySetup | None = None,
 ) -> tuple[object, object, object]:
-    setup = _tiny()
+    setup = setup or _tiny()
     model, client = setup.model(), setup.clients()[cid]
     payload = canonical_payload(alg.download(state, client, RoundInfo(2, 0)))
     ctx = make_context(model, payload, client, RoundInfo(2, 0), setup.spec, setup.train)
@@ -394,11 +400,12 @@ def test_warmup_clients_continue_their_own_lora_and_keep_it() -> None:
     assert not torch.equal(ups[1][0].tensors["fc1.lora_B"], ups[1][1].tensors["fc1.lora_B"])
 
 
-def test_selection_rounds_are_finite_and_bitwise_reproducible() -> None:
+@pytest.mark.parametrize("ranks", [[2, 2, 2, 2], [2, 4, 2, 4]])
+def test_selection_rounds_are_finite_and_bitwise_reproducible(ranks: list[int]) -> None:
     alg = create_algorithm("fedlease", {"warmup_rounds": 1})
     assert isinstance(alg, FedLEASE)
-    a, _, ups, _ = _drive(alg, _tiny(), rounds=3, seed=3)
-    b, _, _, _ = _drive(alg, _tiny(), rounds=3, seed=3)
+    a, _, ups, _ = _drive(alg, TinySetup(SPEC, ranks), rounds=3, seed=3)
+    b, _, _, _ = _drive(alg, TinySetup(SPEC, ranks), rounds=3, seed=3)
     assert isinstance(a, FedLEASEState) and isinstance(b, FedLEASEState)
     assert a.cluster_of == b.cluster_of
     for field in ("experts", "routers", "warm"):
@@ -408,10 +415,197 @@ def test_selection_rounds_are_finite_and_bitwise_reproducible() -> None:
     assert all_finite(alg.export(a).residual)
 
 
+# ---- heterogeneous ranks (our extension): experts at r_max in expert units, clients at r_k
+
+R_MAX, D_OUT_H, D_IN_H = 5, 6, 7
+MIXED = [ClientInfo(i, r, 10 * (i + 1)) for i, r in enumerate([2, 4, 2, 4, 4, 5])]
+MIXED_PLANTED = [0, 1, 1, 0, 1]  # client 5 (rank 5) never uploads in warm-up: it only sets R
+TEMPLATE_H = {"l.base": torch.zeros(D_OUT_H, D_IN_H), "head.weight": torch.ones(2, D_IN_H)}
+
+
+def s_of(r: int) -> float:
+    return 4.0 / r  # alpha / r with SPEC's alpha = 4
+
+
+def ref_componentwise(
+    old_A: np.ndarray, old_B: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Component i = weighted mean over the parts of rank > i of (s_k/s_R) A_k[i], B_k[:, i]."""
+    R = old_A.shape[0]
+    A, B = old_A.copy(), old_B.copy()
+    for i in range(R):
+        owners = [(a, b, w) for a, b, w in parts if a.shape[0] > i]
+        if not owners:
+            continue  # nobody owns component i: it keeps its value
+        total = sum(w for _, _, w in owners)
+        A[i] = sum(w * s_of(a.shape[0]) / s_of(R) * a[i] for a, _, w in owners) / total
+        B[:, i] = sum(w * b[:, i] for _, b, w in owners) / total
+    return A, B
+
+
+def _mixed_warm_uploads(seed: int = 0) -> dict[int, Upload]:
+    g = torch.Generator().manual_seed(seed)
+    centres = [torch.randn(D_OUT_H, 4, generator=g) for _ in range(2)]
+    ups = {}
+    for c, k in zip(MIXED[:5], MIXED_PLANTED, strict=True):
+        A = torch.randn(c.rank, D_IN_H, generator=g)
+        B = centres[k][:, : c.rank] + 0.1 * torch.randn(D_OUT_H, c.rank, generator=g)
+        ups[c.cid] = Upload({"l.lora_A": A, "l.lora_B": B}, float(c.num_examples))
+    return ups
+
+
+def _mixed_allocated() -> tuple[FedLEASE, FedLEASEState, FedLEASEState, dict[int, Upload]]:
+    alg = create_algorithm("fedlease", {"warmup_rounds": 1})
+    assert isinstance(alg, FedLEASE)
+    start = alg.server_init(TEMPLATE_H, MIXED, SPEC, 0)
+    ups = _mixed_warm_uploads()
+    return alg, start, alg.aggregate(start, ups, RoundInfo(1, 0)), ups
+
+
+def _parts(ups: dict[int, Upload], cids: list[int]) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    return [
+        (_np(ups[c].tensors["l.lora_A"]), _np(ups[c].tensors["l.lora_B"]), ups[c].weight)
+        for c in cids
+    ]
+
+
+def test_mixed_ranks_cluster_on_padded_b_and_init_experts_per_component() -> None:
+    alg, start, state, ups = _mixed_allocated()
+    assert start.rank == R_MAX
+    first = alg.download(start, MIXED[0], RoundInfo(1, 0)).tensors  # the initial LoRA at r_k = 2
+    assert torch.equal(first["local/l.lora_A"], start.init["l.lora_A"][:2])
+    assert first["local/l.lora_B"].shape == (D_OUT_H, 2)
+    padded = [
+        [np.pad(_np(ups[c].tensors["l.lora_B"]), ((0, 0), (0, R_MAX - MIXED[c].rank)))]
+        for c in sorted(ups)
+    ]
+    D = b_distances([[torch.from_numpy(b) for b in layers] for layers in padded])
+    assert np.allclose(D, ref_distances(padded), atol=1e-12)
+    assert state.cluster_of == dict(enumerate(MIXED_PLANTED))
+    EA, EB = _np(state.experts["l.experts_A"]), _np(state.experts["l.experts_B"])
+    assert EA.shape == (2, R_MAX, D_IN_H) and EB.shape == (2, D_OUT_H, R_MAX)
+    A0, B0 = _np(start.init["l.lora_A"]), np.zeros((D_OUT_H, R_MAX))
+    for m in range(2):
+        members = [c for c, k in enumerate(MIXED_PLANTED) if k == m]
+        ref_A, ref_B = ref_componentwise(A0, B0, _parts(ups, members))
+        assert np.allclose(EA[m], ref_A, atol=1e-6) and np.allclose(EB[m], ref_B, atol=1e-6)
+    assert np.array_equal(EA[:, 4], A0[[4, 4]]) and not EB[:, :, 4].any()  # nobody owns it
+
+
+def test_mixed_rank_uploads_are_averaged_per_component() -> None:
+    alg, _, state, _ = _mixed_allocated()
+    g = torch.Generator().manual_seed(9)
+    state = replace(  # every component nonzero, the ones nobody uploads included
+        state, experts={k: torch.randn(v.shape, generator=g) for k, v in state.experts.items()}
+    )
+    cids = [1, 2]  # cluster 1 at ranks 4 and 2; client 4 and cluster 0 do not upload
+    ups = {
+        c: Upload(
+            {
+                "l.lora_A": torch.randn(MIXED[c].rank, D_IN_H, generator=g),
+                "l.lora_B": torch.randn(D_OUT_H, MIXED[c].rank, generator=g),
+                "l.router": torch.randn(3, D_IN_H, generator=g),
+            },
+            float(MIXED[c].num_examples),
+        )
+        for c in cids
+    }
+    new = alg.aggregate(state, ups, RoundInfo(2, 0))
+    old_A, old_B = _np(state.experts["l.experts_A"][1]), _np(state.experts["l.experts_B"][1])
+    ref_A, ref_B = ref_componentwise(old_A, old_B, _parts(ups, cids))
+    got_A, got_B = _np(new.experts["l.experts_A"][1]), _np(new.experts["l.experts_B"][1])
+    assert np.allclose(got_A, ref_A, atol=1e-6) and np.allclose(got_B, ref_B, atol=1e-6)
+    assert np.array_equal(got_A[4], old_A[4]) and np.array_equal(got_B[:, 4], old_B[:, 4])
+    w = [20.0, 30.0]
+    router = np.average([_np(ups[c].tensors["l.router"]) for c in cids], axis=0, weights=w)
+    assert np.allclose(_np(new.routers["1/l.router"]), router, atol=1e-6)
+    assert torch.equal(new.experts["l.experts_A"][0], state.experts["l.experts_A"][0])
+    ideal = sum(
+        (wk / 50)
+        * s_of(MIXED[c].rank)
+        * _np(ups[c].tensors["l.lora_B"])
+        @ _np(ups[c].tensors["l.lora_A"])
+        for wk, c in zip(w, cids, strict=True)
+    )
+    applied = s_of(R_MAX) * ref_B[:, :4] @ ref_A[:4]  # the components averaged this round
+    err = np.linalg.norm(ideal - applied) / np.linalg.norm(ideal)
+    assert alg.round_metrics(new)["agg_error"] == pytest.approx(err, rel=1e-5)
+
+
+def _mixed_tiny() -> TinySetup:
+    return TinySetup(SPEC, [2, 4, 2, 4])
+
+
+def test_a_mixed_rank_client_starts_from_the_global_mixture_of_its_cluster() -> None:
+    alg = create_algorithm("fedlease", {"warmup_rounds": 1})
+    assert isinstance(alg, FedLEASE)
+    setup = _mixed_tiny()
+    state, _, _, store = _drive(alg, setup, rounds=1)
+    assert isinstance(state, FedLEASEState) and state.num_experts >= 2 and state.rank == 4
+    g = torch.Generator().manual_seed(4)  # experts far from any client's warm-up LoRA
+    state = replace(
+        state, experts={k: torch.randn(v.shape, generator=g) for k, v in state.experts.items()}
+    )
+    for cid, r in enumerate(setup.ranks):
+        model, payload, client_setup = _selection_client(alg, state, cid, store, setup)
+        load_setup(model, client_setup)  # type: ignore[arg-type]
+        own = int(payload.config["cluster"])  # type: ignore[attr-defined]
+        t = payload.tensors  # type: ignore[attr-defined]
+        for name, d_in in (("fc1", 6), ("fc2", 8)):
+            layer = adapted(model)[name]
+            assert layer.rank == r and layer.experts_A.shape[1] == 4  # type: ignore[union-attr]
+            x = torch.randn(40, d_in, generator=torch.Generator().manual_seed(cid))
+            got = (layer(x) - layer.base(x)).detach().double().numpy()
+            EA = _np(t[f"{name}.experts_A"])
+            EA[own, r:] = 0.0  # the own expert cut to its leading r_k components
+            ref, _ = ref_expert_gates_and_output(
+                x.double().numpy(),
+                EA,
+                _np(t[f"{name}.experts_B"]),
+                _np(t[f"{name}.router"]),
+                own,
+                s_of(4),  # every expert at the global scaling s(r_max)
+            )
+            assert np.allclose(got, ref, atol=1e-5)
+        # uploading the untrained pair and router leaves the experts as they were (lift undone)
+        sent = keys.of_kind(client_setup.factors, "lora_A", "lora_B", "router")  # type: ignore[attr-defined]
+        back = alg.aggregate(state, {cid: Upload(sent, 1.0)}, RoundInfo(2, 0))
+        for k, v in state.experts.items():
+            assert torch.allclose(back.experts[k], v, atol=1e-6)
+
+
+def test_mixed_rank_uploads_have_the_client_rank_and_downloads_r_max() -> None:
+    alg = create_algorithm("fedlease", {"warmup_rounds": 1})
+    assert isinstance(alg, FedLEASE)
+    setup = _mixed_tiny()
+    state, pays, ups, store = _drive(alg, setup, rounds=3)
+    assert isinstance(state, FedLEASEState)
+    M, dims = state.num_experts, {"fc1": (8, 6), "fc2": (8, 8)}
+    for cid, r in enumerate(setup.ranks):
+        first = pays[0][cid].tensors  # type: ignore[attr-defined]
+        assert first["local/fc1.lora_A"].shape == (r, 6) and first["local/fc2.lora_B"].shape == (
+            8,
+            r,
+        )
+        for rnd in range(3):
+            up = ups[rnd][cid].tensors
+            for name, (d_out, d_in) in dims.items():
+                assert up[f"{name}.lora_A"].shape == (r, d_in)
+                assert up[f"{name}.lora_B"].shape == (d_out, r)
+                if rnd > 0:
+                    t = pays[rnd][cid].tensors  # type: ignore[attr-defined]
+                    assert t[f"{name}.experts_A"].shape == (M, 4, d_in)
+                    assert t[f"{name}.experts_B"].shape == (M, d_out, 4)
+                    assert up[f"{name}.router"].shape == (2 * M - 1, d_in)
+        assert set(store[cid]) == {"local/classifier.weight", "local/classifier.bias"}
+    assert all(all_finite(u.tensors) for u in ups[-1].values())
+
+
 # ---- engine: bytes follow the round; hyperparameters
 
 
-def test_engine_bytes_follow_warmup_then_selection() -> None:
+@pytest.mark.parametrize("policy", ["uniform", "cycle"])  # cycle: the smoke ranks [2, 4]
+def test_engine_bytes_follow_warmup_then_selection(policy: str) -> None:
     cfg = config.load(
         SMOKE,
         [
@@ -420,7 +614,7 @@ def test_engine_bytes_follow_warmup_then_selection() -> None:
             "fed.fraction=0.5",
             "data.local_test_fraction=0.25",
             "train.steps=2",
-            "lora.rank_policy=uniform",
+            f"lora.rank_policy={policy}",
             "per_algorithm.fedlease.warmup_rounds=1",
             "per_algorithm.fedlease.max_experts=2",
         ],
@@ -430,11 +624,14 @@ def test_engine_bytes_follow_warmup_then_selection() -> None:
     assert result.state.num_experts == 2
     shapes = shapes_of(template(exp.model), cfg.train.train_head)
     formula, seen = fedlease_bytes(warmup_rounds=1, experts=2), set()
+    ranks = [c.rank for c in exp.clients]
+    assert (len(set(ranks)) > 1) == (policy == "cycle")
     for rec in result.history.records:
         sampled = sample_clients([c.cid for c in exp.clients], 0.5, cfg.seed, rec.round)
         down = up = 0
         for cid in sampled:
-            d, u = formula(shapes, Contact(exp.clients[cid].rank, rec.round, cid not in seen))
+            contact = Contact(ranks[cid], rec.round, cid not in seen, max(ranks))
+            d, u = formula(shapes, contact)
             down, up = down + 4 * d, up + 4 * u
         seen.update(sampled)
         assert (rec.bytes_down, rec.bytes_up) == (down, up)

@@ -21,17 +21,18 @@ frozen bank in ``LoRALinear``); the head trains and stays local. Server: expert 
 mean over the cluster's clients of this round of their ``(A_c, B_c)``; router of cluster ``m``
 ← the same mean of their routers; a cluster nobody uploaded keeps its expert and router.
 
-Hooks: ``download`` (first contact: the initial LoRA and head under ``local/``; warm-up: nothing;
-selection: the ``M`` experts stacked as ``<module>.experts_A (M, r, d_in)`` /
-``<module>.experts_B (M, d_out, r)``, the cluster's ``<module>.router (2M−1, d_in)`` and the
-cluster id in ``Payload.config``), ``client_init`` (warm-up: its own LoRA and head from
-``cstate``; selection: its own expert as the live pair, the others as the frozen bank, the
-router and the output→expert map, ``trainable`` = pair, router and head), ``upload`` (warm-up:
-the LoRA; selection: own expert and router; the head, and during warm-up the LoRA, stay in
-``cstate`` under ``local/``), ``aggregate`` (record warm-up LoRAs, cluster after round ``E_w``,
-per-cluster means afterwards). ``round_metrics``: ``agg_error`` over all (cluster, layer) pairs
-of the per-cluster factor mean against ``Σ_{k∈m} p_k s B_k A_k`` (``p`` normalised within the
-cluster), only in rounds where an expert was averaged; ``num_experts`` = ``M`` once allocated.
+Hooks: ``download`` (first contact: the initial LoRA at the client's rank and the head under
+``local/``; warm-up: nothing; selection: the ``M`` experts stacked as
+``<module>.experts_A (M, r, d_in)`` / ``<module>.experts_B (M, d_out, r)``, the cluster's
+``<module>.router (2M−1, d_in)`` and the cluster id in ``Payload.config``), ``client_init``
+(warm-up: its own LoRA and head from ``cstate``; selection: its own expert as the live pair,
+the others as the frozen bank, the router and the output→expert map, ``trainable`` = pair,
+router and head), ``upload`` (warm-up: the LoRA; selection: own expert and router; the head,
+and during warm-up the LoRA, stay in ``cstate`` under ``local/``), ``aggregate`` (record
+warm-up LoRAs, cluster after round ``E_w``, per-cluster means afterwards). ``round_metrics``:
+``agg_error`` over all (cluster, layer) pairs of the per-cluster factor mean against
+``Σ_{k∈m} p_k s B_k A_k`` (``p`` normalised within the cluster), only in rounds where an expert
+was averaged; ``num_experts`` = ``M`` once allocated.
 The method is personalized: its number is each client's own model (its experts, router and
 head) on its own test share.
 
@@ -63,18 +64,50 @@ Choices where the sources are silent or differ:
   parameter, the classifier included. Whether the head trains is ``train.train_head`` here; it
   stays on the client either way. AdamW (wd 0.05) and fp16 are the training config's business.
 
-Heterogeneous ranks: not supported (``heterogeneous_ranks = False``). Experts of different
-ranks cannot be averaged factor-wise, and a client's router mixes all experts at one scaling;
-no extension in the sources.
+Heterogeneous ranks (our extension; the paper is homogeneous): client ``k`` has rank ``r_k``,
+``R = r_max`` is the largest client rank, ``s_k = s(r_k)``, ``S = s(R)``. The initial LoRA and
+the experts live at ``R`` in *expert units* (applied at ``S``); what travels up is always the
+client's own factors at ``r_k`` as trained (applied at ``s_k``).
 
-Bytes per client per round (float32, per adapted layer ``(d_out, d_in)`` at rank ``r``, ``M``
-experts once allocated): first contact (any round): down ``4·r·(d_out + d_in)`` plus
-``4·n_head`` (initial LoRA and head), up ``4·r·(d_out + d_in)``; later warm-up rounds: down 0,
-up ``4·r·(d_out + d_in)``; selection rounds: down ``4·(M·r·(d_out + d_in) + (2M−1)·d_in)``
-(all experts and the cluster's router), up ``4·(r·(d_out + d_in) + (2M−1)·d_in)`` (own expert
-and router). The head never travels after first contact. ``M`` is data-dependent: the entry
-registered in ``ilora.bench.comm`` assumes the defaults (``E_w = 5``, ``M = M_max = 4``);
-``fedlease_bytes(E_w, M)`` there gives the formula for other values.
+* Warm-up: a client trains an ordinary rank-``r_k`` LoRA at ``s_k`` from the leading ``r_k``
+  components of the initial LoRA (``B = 0``, so the start is the pretrained model at any rank).
+* Clustering: ``d(i, j)`` on the B matrices zero-padded to ``R``; zero columns change neither
+  ``⟨b_i, b_j⟩`` nor ``‖b_i‖``, so the cosine is that of the components both clients own.
+* Expert units: the server folds the scaling into A, ``A_k ← (s_k / S) A_k`` (then
+  ``S B_k A_k`` is the client's update ``s_k B_k A_k``), before any averaging.
+* Experts, per component: row ``i`` of ``A_m`` and column ``i`` of ``B_m`` are the weighted mean
+  over the cluster's clients (warm-up LoRAs at allocation, this round's uploads afterwards)
+  whose rank exceeds ``i``, weights renormalised over them; a component none of them owns keeps
+  its value (at allocation: the initial LoRA's, ``A`` random and ``B = 0``). Zero-padded
+  averaging (FedIT/HetLoRA) would instead shrink the high components towards 0 whenever
+  low-rank clients take part, and would start a component no member owns at ``A = B = 0``, a
+  point where gradient descent cannot move it. Routers are rank-free: a plain weighted mean.
+* Selection client: its own expert cut to its leading ``r_k`` components, with A lifted to
+  ``(S / s_k) A_c[:r_k]`` so that at its own scaling ``s_k`` it applies exactly
+  ``S B_c[:, :r_k] A_c[:r_k]`` (the server's fold undoes the lift on upload, so an untrained
+  upload leaves the expert as it was). The other ``M − 1`` experts stay whole at ``R`` as the
+  frozen bank, applied at ``S`` by ``LoRALinear`` (a bank may have its own rank; each expert is
+  applied at the scaling of its rank). The bank is frozen: it costs no gradients and no
+  optimizer state, only the forward pass, so the rank-``r_k`` budget (what trains) holds, and the
+  client routes over the same full experts as everyone (a truncated bank would make a
+  low-rank client's router learn on degraded experts, and that router is averaged with its
+  cluster's). Hence the client starts from the global mixture of its cluster with its own expert
+  truncated to ``r_k`` (exactly the global mixture when ``r_k = R``); components ``r_k..R − 1``
+  of its own expert are trained by the higher-rank members of its cluster only.
+* ``agg_error`` of cluster ``m``: the clients' exact ``Σ p_k s_k B_k A_k`` against the components
+  this round averaged, ``S B_m[:, :ρ] A_m[:ρ]`` with ``ρ`` the largest rank uploaded to ``m``
+  (the kept higher components are no aggregate of this round).
+
+Bytes per client per round (float32, per adapted layer ``(d_out, d_in)``, client rank ``r``,
+largest client rank ``R``, ``M`` experts once allocated): first contact (any round): down
+``4·r·(d_out + d_in)`` plus ``4·n_head`` (initial LoRA cut to ``r`` and head), up
+``4·r·(d_out + d_in)``; later warm-up rounds: down 0, up ``4·r·(d_out + d_in)``; selection
+rounds: down ``4·(M·R·(d_out + d_in) + (2M−1)·d_in)`` (all experts at ``R``, the same stack for
+every client, and the cluster's router), up ``4·(r·(d_out + d_in) + (2M−1)·d_in)`` (own expert
+at ``r`` and router). With equal ranks ``R = r``. The head never travels after first contact.
+``M`` is data-dependent: the entry registered in ``ilora.bench.comm`` assumes the defaults
+(``E_w = 5``, ``M = M_max = 4``); ``fedlease_bytes(E_w, M)`` there gives the formula for other
+values.
 """
 
 from __future__ import annotations
@@ -92,9 +125,12 @@ from ilora.algorithms._shared import (
     ideal_stack,
     init_factors,
     max_rank,
+    rank_of,
+    truncated,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
+from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import strip_prefix, weighted_mean, with_prefix
@@ -117,11 +153,13 @@ COS_EPS = 1e-8
 class FedLEASEState:
     """Server state (module docstring).
 
-    ``init``/``head0``: the initial LoRA and head (first contacts, export before allocation);
-    ``warm``: ``"<cid>/<module>.lora_A|lora_B"``, each client's latest warm-up LoRA, with its
+    ``init``/``head0``: the initial LoRA at ``rank`` (``R``, the largest client rank) and head
+    (first contacts, export before allocation); ``warm``: ``"<cid>/<module>.lora_A|lora_B"``,
+    each client's latest warm-up LoRA as uploaded (rank ``r_k``, applied at ``s(r_k)``), with its
     upload weight in ``warm_weight``; ``cluster_of``: client → expert, empty before allocation;
-    ``experts``: ``<module>.experts_A (M, r, d_in)``, ``<module>.experts_B (M, d_out, r)``;
-    ``routers``: ``"<m>/<module>.router" (2M−1, d_in)``; ``seen``: clients that uploaded.
+    ``experts``: ``<module>.experts_A (M, R, d_in)``, ``<module>.experts_B (M, d_out, R)`` in
+    expert units (applied at ``s(R)``); ``routers``: ``"<m>/<module>.router" (2M−1, d_in)``;
+    ``seen``: clients that uploaded.
     """
 
     init: TensorDict
@@ -146,7 +184,7 @@ class FedLEASEState:
 class FedLEASE(Algorithm[FedLEASEState]):
     """Clustered LoRA experts with a per-client top-M router (see the module docstring)."""
 
-    heterogeneous_ranks = False
+    heterogeneous_ranks = True
     stateful_clients = True
     personalized = True
 
@@ -180,7 +218,8 @@ class FedLEASE(Algorithm[FedLEASEState]):
             return Payload({**state.experts, **router}, {CLUSTER: m})
         if client.cid in state.seen:
             return Payload({})  # warm-up: the client continues its own LoRA
-        return Payload(with_prefix({**state.init, **state.head0}, LOCAL))
+        initial = truncated(state.init, client.rank)  # (r_k, d_in), (d_out, r_k)
+        return Payload(with_prefix({**initial, **state.head0}, LOCAL))
 
     def aggregate(
         self, state: FedLEASEState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -216,7 +255,7 @@ class FedLEASE(Algorithm[FedLEASEState]):
         if CLUSTER not in ctx.payload.config:
             return LocalSetup(factors=own), cstate  # warm-up: its LoRA and head, all trained
         c = int(ctx.payload.config[CLUSTER])
-        layers = expert_layer_setup(ctx.payload.tensors, c)
+        layers = expert_layer_setup(ctx.payload.tensors, c, ctx.client.rank, ctx.lora)
         head = head_of(own)
         live = {k for k in layers if keys.kind_of(k) in keys.PARAM_KINDS}
         return LocalSetup({**layers, **head}, trainable=frozenset(live | set(head))), cstate
@@ -248,22 +287,27 @@ def expert_map(own: int, num_experts: int) -> torch.Tensor:
     return torch.tensor(slots, dtype=torch.int64)
 
 
-def expert_layer_setup(payload: Mapping[str, torch.Tensor], own: int) -> TensorDict:
-    """Return the layer tensors of a client of cluster ``own`` from a selection payload.
+def expert_layer_setup(
+    payload: Mapping[str, torch.Tensor], own: int, rank: int, lora: LoRASpec
+) -> TensorDict:
+    """Return the layer tensors of a rank-``rank`` client of cluster ``own`` from its payload.
 
-    Per module: ``lora_A``/``lora_B`` = expert ``own`` (trained), ``experts_A``/``experts_B``
-    = the other experts (frozen), ``router`` and ``expert_map``.
+    Per module: ``lora_A``/``lora_B`` = expert ``own`` cut to its leading ``r_k = rank``
+    components, A lifted by ``s(R)/s(r_k)`` so the pair applies ``s(R) B A`` at ``s(r_k)``
+    (trained); ``experts_A``/``experts_B`` = the other experts whole at ``R`` (frozen, applied at
+    ``s(R)`` by the layer); ``router`` and ``expert_map``.
     """
     out: TensorDict = {}
     for module in keys.modules(payload):
-        EA = payload[keys.make(module, "experts_A")]  # (M, r, d_in)
-        EB = payload[keys.make(module, "experts_B")]  # (M, d_out, r)
-        M = int(EA.shape[0])
+        EA = payload[keys.make(module, "experts_A")]  # (M, R, d_in)
+        EB = payload[keys.make(module, "experts_B")]  # (M, d_out, R)
+        M, R = int(EA.shape[0]), int(EA.shape[1])
+        lift = lora.scale(R) / lora.scale(rank)  # S / s_k, 1 when r_k = R
         others = [m for m in range(M) if m != own]
-        out[keys.make(module, "lora_A")] = EA[own].clone()
-        out[keys.make(module, "lora_B")] = EB[own].clone()
-        out[keys.make(module, "experts_A")] = EA[others].contiguous()  # (M−1, r, d_in)
-        out[keys.make(module, "experts_B")] = EB[others].contiguous()  # (M−1, d_out, r)
+        out[keys.make(module, "lora_A")] = lift * EA[own, :rank]  # (r_k, d_in)
+        out[keys.make(module, "lora_B")] = EB[own, :, :rank].contiguous()  # (d_out, r_k)
+        out[keys.make(module, "experts_A")] = EA[others].contiguous()  # (M−1, R, d_in)
+        out[keys.make(module, "experts_B")] = EB[others].contiguous()  # (M−1, d_out, R)
         out[keys.make(module, "router")] = payload[keys.make(module, "router")].clone()
         out[keys.make(module, "expert_map")] = expert_map(own, M)
     return out
@@ -355,8 +399,57 @@ def _warm_lora(state: FedLEASEState, cid: int) -> TensorDict:
 
 
 def _warm_bs(state: FedLEASEState, cids: Sequence[int]) -> list[list[torch.Tensor]]:
+    """Return the clients' warm-up B per layer, zero-padded to ``R`` ``(d_out, R)``."""
     modules = keys.modules(state.init)
-    return [[state.warm[f"{c}/{keys.make(m, 'lora_B')}"] for m in modules] for c in cids]
+    return [
+        [
+            resize_rank(state.warm[f"{c}/{keys.make(m, 'lora_B')}"], state.rank, "lora_B")
+            for m in modules
+        ]
+        for c in cids
+    ]
+
+
+def expert_units(lora: LoRASpec, rank: int, factors: Mapping[str, torch.Tensor]) -> TensorDict:
+    """Return a client's LoRA in expert units: ``A_k · s(r_k)/s(rank)``, B as it is.
+
+    Then ``s(rank) B_k A_k`` is the client's update ``s(r_k) B_k A_k``; other entries are dropped.
+    """
+    out = dict(keys.of_kind(factors, "lora_B"))
+    for key, A in keys.of_kind(factors, "lora_A").items():
+        out[key] = (lora.scale(int(A.shape[0])) / lora.scale(rank)) * A  # (r_k, d_in)
+    return out
+
+
+def componentwise_mean(
+    old: torch.Tensor, kind: str, parts: Sequence[torch.Tensor], weights: Sequence[float]
+) -> torch.Tensor:
+    """Return ``old`` (an A ``(R, d_in)`` or a B ``(d_out, R)``) with each component averaged.
+
+    Component ``i`` (row ``i`` of A, column ``i`` of B) is the weighted mean of component ``i``
+    of the ``parts`` of rank ``> i`` (weights renormalised over them); a component no part has
+    keeps its old value. Float64 accumulation, float32 result.
+    """
+    rows = old if kind == "lora_A" else old.T  # (R, d)
+    num = torch.zeros(rows.shape, dtype=torch.float64)  # (R, d)
+    den = torch.zeros(rows.shape[0], 1, dtype=torch.float64)  # (R, 1)
+    for part, w in zip(parts, weights, strict=True):
+        p = (part if kind == "lora_A" else part.T).to(torch.float64)  # (r_k, d)
+        num[: p.shape[0]] += w * p
+        den[: p.shape[0]] += w
+    mean = num / den.clamp_min(torch.finfo(torch.float64).tiny)
+    out = torch.where(den > 0, mean, rows.to(torch.float64)).float()
+    return out if kind == "lora_A" else out.T.contiguous()
+
+
+def _expert_pairs(
+    old: Mapping[str, torch.Tensor], uploads: Sequence[TensorDict], weights: Sequence[float]
+) -> TensorDict:
+    """Return ``old`` A/B (at ``R``, expert units) averaged per component over ``uploads``."""
+    return {
+        key: componentwise_mean(t, keys.kind_of(key), [u[key] for u in uploads], weights)
+        for key, t in keys.of_kind(old, "lora_A", "lora_B").items()
+    }
 
 
 def _record_warmup(state: FedLEASEState, uploads: Mapping[int, Upload]) -> FedLEASEState:
@@ -377,17 +470,18 @@ def _allocate(state: FedLEASEState, max_experts: int, seed: int) -> FedLEASEStat
     labels = choose_clusters(b_distances(_warm_bs(state, cids)), max_experts)
     cluster_of = dict(zip(cids, labels, strict=True))
     M = max(labels) + 1
+    folded = {c: expert_units(state.lora, state.rank, _warm_lora(state, c)) for c in cids}
     means = []
     for m in range(M):
         members = [c for c in cids if cluster_of[c] == m]
         weights = [state.warm_weight[c] for c in members]
-        means.append(weighted_mean([_warm_lora(state, c) for c in members], weights))
+        means.append(_expert_pairs(state.init, [folded[c] for c in members], weights))
     experts: TensorDict = {}
     routers: TensorDict = {}
     for module in keys.modules(state.init):
         for kind, bank in (("lora_A", "experts_A"), ("lora_B", "experts_B")):
             stacked = torch.stack([mean[keys.make(module, kind)] for mean in means])
-            experts[keys.make(module, bank)] = stacked  # (M, r, d_in) | (M, d_out, r)
+            experts[keys.make(module, bank)] = stacked  # (M, R, d_in) | (M, d_out, R)
         d_in = int(state.init[keys.make(module, "lora_A")].shape[1])
         for m in range(M):
             g = generator(seed, "fedlease-router", m, module)
@@ -414,8 +508,9 @@ def _assign_late(
 def _average_clusters(state: FedLEASEState, uploads: Mapping[int, Upload]) -> FedLEASEState:
     """Return ``state`` with expert and router ``m`` the mean of cluster ``m``'s uploads.
 
-    Weighted by upload weight over the cluster's clients of this round; clusters without uploads
-    keep theirs. Also records ``agg_error`` over all (cluster, layer) pairs.
+    Weighted by upload weight over the cluster's clients of this round, experts per component in
+    expert units (module docstring); clusters without uploads keep theirs. Also records
+    ``agg_error`` over all (cluster, layer) pairs.
     """
     if not uploads:
         return replace(
@@ -429,13 +524,20 @@ def _average_clusters(state: FedLEASEState, uploads: Mapping[int, Upload]) -> Fe
         if not ups:
             continue
         cids = sorted(ups)
-        mean = weighted_mean([ups[c].tensors for c in cids], [ups[c].weight for c in cids])
-        for module in keys.modules(mean):
-            A, B = mean[keys.make(module, "lora_A")], mean[keys.make(module, "lora_B")]
-            experts[keys.make(module, "experts_A")][m] = A
-            experts[keys.make(module, "experts_B")][m] = B
-            routers[f"{m}/{keys.make(module, 'router')}"] = mean[keys.make(module, "router")]
+        weights = [ups[c].weight for c in cids]
+        folded = [expert_units(state.lora, state.rank, ups[c].tensors) for c in cids]
+        routed = [keys.of_kind(ups[c].tensors, "router") for c in cids]
+        router_mean = weighted_mean(routed, weights)
+        for module in keys.modules(folded[0]):
+            kA, kB = keys.make(module, "lora_A"), keys.make(module, "lora_B")
+            EA = experts[keys.make(module, "experts_A")]  # (M, R, d_in)
+            EB = experts[keys.make(module, "experts_B")]  # (M, d_out, R)
+            old = {kA: EA[m], kB: EB[m]}
+            new = _expert_pairs(old, folded, weights)
+            EA[m], EB[m] = new[kA], new[kB]  # (R, d_in), (d_out, R)
+            routers[f"{m}/{keys.make(module, 'router')}"] = router_mean[keys.make(module, "router")]
+            rho = max(rank_of(ups[c].tensors, module) for c in cids)  # components averaged now
             ideal[f"{m}/{module}"] = ideal_stack(ups, state.lora, module)
-            applied[f"{m}/{module}"] = (B, s * A)
+            applied[f"{m}/{module}"] = (EB[m][:, :rho], s * EA[m][:rho])
     metrics = {"agg_error": agg_error(ideal, applied), "num_experts": float(state.num_experts)}
     return replace(state, experts=experts, routers=routers, metrics=metrics)

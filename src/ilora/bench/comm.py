@@ -161,10 +161,11 @@ def _flasc(s: Shapes, c: Contact) -> tuple[int, int]:
 def fedlease_bytes(warmup_rounds: int, experts: int) -> Formula:
     """Return FedLEASE's formula for ``warmup_rounds`` rounds and ``experts`` clusters ``M``.
 
-    First contact (any round): the initial LoRA and head down, the LoRA up; later warm-up rounds:
-    nothing down, the LoRA up; afterwards all ``M`` experts and the cluster's router
-    ``(2M−1, d_in)`` down, the own expert and the router up. ``M`` is chosen by the silhouette
-    search on the warm-up LoRAs; the registered formula assumes the defaults (5, ``M_max = 4``).
+    First contact (any round): the initial LoRA at ``r_k`` and head down, the LoRA up; later
+    warm-up rounds: nothing down, the LoRA up; afterwards all ``M`` experts at ``r_max`` and the
+    cluster's router ``(2M−1, d_in)`` down, the own expert at ``r_k`` and the router up. ``M`` is
+    chosen by the silhouette search on the warm-up LoRAs; the registered formula assumes the
+    defaults (5, ``M_max = 4``).
     """
 
     def formula(s: Shapes, c: Contact) -> tuple[int, int]:
@@ -174,7 +175,8 @@ def fedlease_bytes(warmup_rounds: int, experts: int) -> Formula:
         if c.round <= warmup_rounds:
             return 0, lora
         router = (2 * experts - 1) * sum(d_in for _, d_in in s.layers)
-        return experts * lora + router, lora + router
+        bank = experts * s.pair(max(c.max_rank, c.rank))  # every expert at r_max
+        return bank + router, lora + router
 
     return formula
 

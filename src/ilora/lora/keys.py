@@ -2,7 +2,7 @@
 
 * ``<module>.lora_A`` ``(r, d_in)``, ``<module>.lora_B`` ``(d_out, r)``, ``<module>.lora_C``
   ``(r, r)``: LoRA factors of an adapted layer;
-* ``<module>.experts_A`` ``(K, r, d_in)``, ``<module>.experts_B`` ``(K, d_out, r)``,
+* ``<module>.experts_A`` ``(K, r_e, d_in)``, ``<module>.experts_B`` ``(K, d_out, r_e)`` (any rank),
   ``<module>.router`` ``(n, d_in)``, ``<module>.expert_map`` ``(n,)`` integers: an optional frozen
   bank of ``K`` LoRA experts routed beside the live pair (see ``LoRALinear``);
 * ``<module>.outer_A`` ``(R, d_in)``, ``<module>.outer_B`` ``(d_out, R)`` (frozen),

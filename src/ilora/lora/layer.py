@@ -7,13 +7,15 @@ share this one class. It wraps ``nn.Linear``, 1x1 ``nn.Conv2d`` (stride 1, no gr
 Face ``Conv1D`` (weight stored ``(d_in, d_out)``).
 
 Optional routed expert bank (mixture of LoRA experts, FedLEASE): ``K`` frozen experts
-``E_A (K, r, d_in)``, ``E_B (K, d_out, r)`` beside the live pair ``(A, B)`` (expert ``K``), a
+``E_A (K, r_b, d_in)``, ``E_B (K, d_out, r_b)`` beside the live pair ``(A, B)`` (expert ``K``), a
 router ``G (n, d_in)`` and an integer map ``π (n,)`` from router outputs to experts ``0..K``.
 Per token ``p = softmax(G x)``, the ``K + 1`` largest ``p_j`` are kept and renormalised to
 ``w_j``, expert ``e`` gets the gate ``g_e = Σ_{kept j: π(j) = e} w_j``, and
-``y = base(x) + x Rᵀ + s·Σ_e g_e (drop(x) A_eᵀ) B_eᵀ``. The router reads ``x`` (no dropout);
-only the pair and the router are parameters, so the bank stays frozen. Without a bank the layer
-is exactly the single adapter above.
+``y = base(x) + x Rᵀ + Σ_e s_e g_e (drop(x) A_eᵀ) B_eᵀ`` with ``s_e`` the scaling of expert
+``e``'s rank: ``s(r)`` for the pair, ``s(r_b)`` for the bank (``r_b = r`` unless the bank is kept
+at a larger rank than the pair, as in heterogeneous-rank FedLEASE). The router reads ``x`` (no
+dropout); only the pair and the router are parameters, so the bank stays frozen. Without a bank
+the layer is exactly the single adapter above.
 
 Optional nested update (mFedLoRU): a frozen outer pair ``A_o (R, d_in)``, ``B_o (d_out, R)`` and
 trainable inner maps ``P (R, r)``, ``Q (r, R)`` make the installed rank-``r`` pair ``A (r, d_in)``,
@@ -201,7 +203,7 @@ class LoRALinear(nn.Module):
         return 0 if self.experts_A is None else int(self.experts_A.shape[0]) + 1
 
     def _routed(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``s·Σ_e g_e B_e A_e drop(x)`` (the routed mixture, module docstring)."""
+        """Return ``Σ_e s_e g_e B_e A_e drop(x)`` (the routed mixture, module docstring)."""
         assert self.lora_A is not None and self.lora_B is not None
         assert self.experts_A is not None and self.experts_B is not None
         conv = self.kind == "conv1x1"
@@ -209,12 +211,12 @@ class LoRALinear(nn.Module):
         gates = self.expert_gates(xs)  # (..., K + 1)
         h = self.dropout(xs)  # (..., d_in)
         own = F.linear(F.linear(h, self.lora_A), self.lora_B)  # (..., r) -> (..., d_out)
-        mix = gates[..., -1:] * own  # (..., d_out)
+        out = self.scaling * gates[..., -1:] * own  # (..., d_out)
         if self.experts_A.shape[0] > 0:
-            hb = torch.einsum("...i,kri->...kr", h, self.experts_A)  # (..., K, r)
+            hb = torch.einsum("...i,kri->...kr", h, self.experts_A)  # (..., K, r_b)
             yb = torch.einsum("...kr,kor->...ko", hb, self.experts_B)  # (..., K, d_out)
-            mix = mix + (gates[..., :-1, None] * yb).sum(dim=-2)  # (..., d_out)
-        out = self.scaling * mix
+            bank_scaling = self.spec.scale(int(self.experts_A.shape[1]))  # s(r_b)
+            out = out + bank_scaling * (gates[..., :-1, None] * yb).sum(dim=-2)  # (..., d_out)
         return out.movedim(-1, 1) if conv else out
 
     def set_experts(
@@ -227,7 +229,8 @@ class LoRALinear(nn.Module):
         """Install a frozen expert bank with its router and map (copied), or remove it (all None).
 
         Needs the live pair installed first (``set_adapter``, which removes any bank), without
-        ``lora_C``, a rank mask or a nested update; the live pair is expert ``K``.
+        ``lora_C``, a rank mask or a nested update; the live pair is expert ``K``. The bank's
+        rank ``r_b`` may differ from the pair's; each is applied at the scaling of its own rank.
 
         Raises:
             ValueError: if only some parts are given, or shapes, ranks or map values do not fit.
@@ -256,11 +259,11 @@ class LoRALinear(nn.Module):
                 "an expert bank needs the live pair (lora_A, lora_B) installed first, "
                 "without lora_C, a rank mask or a nested update"
             )
-        r, k = self.rank, int(bank_A.shape[0]) if bank_A.dim() == 3 else -1
-        if bank_A.shape != (k, r, self.d_in) or bank_B.shape != (k, self.d_out, r):
+        k, r = (int(bank_A.shape[0]), int(bank_A.shape[1])) if bank_A.dim() == 3 else (-1, -1)
+        if r < 1 or bank_A.shape != (k, r, self.d_in) or bank_B.shape != (k, self.d_out, r):
             raise ValueError(
                 f"expert shapes {tuple(bank_A.shape)} {tuple(bank_B.shape)} do not fit "
-                f"(K, {r}, {self.d_in}) and (K, {self.d_out}, {r}) of this rank-{r} layer"
+                f"(K, r_b, {self.d_in}) and (K, {self.d_out}, r_b) of this layer"
             )
         n = int(router.shape[0]) if router.dim() == 2 else -1
         if router.shape != (n, self.d_in) or n < k + 1:
