@@ -19,7 +19,7 @@ import ilora.algorithms  # noqa: E402,F401
 from ilora.algorithms.base import create_algorithm  # noqa: E402
 from ilora.config import TrainConfig  # noqa: E402
 from ilora.engine.local import client_round  # noqa: E402
-from ilora.engine.simulation import canonical_payload, canonical_upload  # noqa: E402
+from ilora.engine.turn import canonical_payload, canonical_upload  # noqa: E402
 from ilora.lora.inject import inject  # noqa: E402
 from ilora.lora.spec import LoRASpec  # noqa: E402
 from ilora.lora.state import template  # noqa: E402

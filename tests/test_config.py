@@ -17,6 +17,7 @@ from ilora.config import (
     DataConfig,
     EvalConfig,
     ExperimentConfig,
+    FaultConfig,
     FedConfig,
     TrainConfig,
     build,
@@ -271,6 +272,7 @@ SECTIONS: dict[str, type[Any]] = {
     "fed": FedConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "faults": FaultConfig,
 }
 
 

@@ -48,7 +48,7 @@ def _run_one(
 ) -> dict[str, object]:
     from ilora.engine.outputs import RunWriter
     from ilora.engine.setup import build
-    from ilora.engine.simulation import run
+    from ilora.engine.simulation import RoundFailedError, run
 
     experiment = build(cfg)  # every user error surfaces here, before a run directory exists
     writer = RunWriter(out, cfg, resume)
@@ -70,13 +70,17 @@ def _run_one(
             acc = getattr(record, "metrics", {}).get("accuracy")
             progress.update(bar, advance=1, acc="" if acc is None else f"acc {100 * acc:.1f}%")
 
-        result = run(
-            cfg,
-            on_round=on_round,
-            exp=experiment,
-            on_checkpoint=writer.on_checkpoint,
-            resume=resume,
-        )
+        try:
+            result = run(
+                cfg,
+                on_round=on_round,
+                exp=experiment,
+                on_checkpoint=writer.on_checkpoint,
+                resume=resume,
+            )
+        except RoundFailedError as err:  # too few clients: loud, non-zero, resumable
+            console.print(f"[bold red]run failed:[/] {err}")
+            raise typer.Exit(code=3) from None
     return writer.finish(result)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -80,12 +81,75 @@ class FedConfig:
     weighting: Literal["examples", "uniform"] = field(
         default="examples", metadata={"help": "aggregation weight: local example count | uniform"}
     )
+    min_success: int = field(
+        default=1,
+        metadata={"help": "fewest accepted uploads a round needs; fewer stops the run (error)"},
+    )
+    max_update_norm: float = field(
+        default=0.0,
+        metadata={"help": "reject an upload whose update norm ‖u − sent‖ exceeds this; 0 = off"},
+    )
+    clip_update_norm: float = field(
+        default=0.0,
+        metadata={"help": "scale each accepted update down to this norm (robust); 0 = off"},
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"fed.rounds must be >= 1, got {self.rounds}")
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"fed.fraction must be in (0, 1], got {self.fraction}")
+        if self.min_success < 1:
+            raise ConfigError(f"fed.min_success must be >= 1, got {self.min_success}")
+        for name in ("max_update_norm", "clip_update_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"fed.{name} must be a finite number >= 0 (0 = off), got {value}")
+
+
+FAULT_KINDS = (
+    "dropout_before",
+    "crash",
+    "straggler",
+    "dropout_after",
+    "nan",
+    "wrong_keys",
+    "wrong_shape",
+    "exploding",
+    "sign_flip",
+    "scale",
+)
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Seeded fault injection: the chance that a sampled client suffers each fault in a round.
+
+    At most one fault per client and round; the probabilities must sum to at most 1.
+    """
+
+    dropout_before: float = field(default=0.0, metadata={"help": "unreachable: never trains"})
+    crash: float = field(default=0.0, metadata={"help": "crashes while training: no upload"})
+    straggler: float = field(default=0.0, metadata={"help": "answers after the round deadline"})
+    dropout_after: float = field(default=0.0, metadata={"help": "trains, then the upload is lost"})
+    nan: float = field(default=0.0, metadata={"help": "uploads a NaN"})
+    wrong_keys: float = field(default=0.0, metadata={"help": "uploads a misnamed tensor"})
+    wrong_shape: float = field(default=0.0, metadata={"help": "uploads a tensor one row too big"})
+    exploding: float = field(default=0.0, metadata={"help": "update multiplied by 1e6"})
+    sign_flip: float = field(default=0.0, metadata={"help": "Byzantine: update negated"})
+    scale: float = field(default=0.0, metadata={"help": "Byzantine: update times scale_factor"})
+    scale_factor: float = field(default=10.0, metadata={"help": "the Byzantine scale"})
+
+    def __post_init__(self) -> None:
+        for name in FAULT_KINDS:
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ConfigError(f"faults.{name} must be a probability in [0, 1], got {p}")
+        total = sum(getattr(self, name) for name in FAULT_KINDS)
+        if total > 1.0 + 1e-9:
+            raise ConfigError(f"faults: the probabilities sum to {total:g}; they must sum to <= 1")
+        if not math.isfinite(self.scale_factor):
+            raise ConfigError(f"faults.scale_factor must be finite, got {self.scale_factor}")
 
 
 @dataclass(frozen=True)
@@ -163,6 +227,7 @@ class ExperimentConfig:
     lora: LoRASpec = field(default_factory=LoRASpec)
     data: DataConfig = field(default_factory=DataConfig)
     fed: FedConfig = field(default_factory=FedConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

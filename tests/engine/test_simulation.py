@@ -12,7 +12,8 @@ from ilora import config
 from ilora.engine.history import RoundRecord
 from ilora.engine.outputs import RunWriter
 from ilora.engine.sampling import num_sampled, sample_clients
-from ilora.engine.simulation import canonical_upload, run
+from ilora.engine.simulation import run
+from ilora.engine.turn import canonical_upload
 from ilora.types import Upload
 
 ROOT = Path(__file__).resolve().parents[2]

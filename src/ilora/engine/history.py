@@ -20,6 +20,7 @@ class RoundRecord:
     wall_s: float
     clients: dict[str, int]
     metrics: dict[str, float] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # lost or rejected updates
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -58,6 +59,8 @@ class History:
             "total_bytes_down": sum(r.bytes_down for r in self.records),
             "wall_s": sum(r.wall_s for r in self.records),
             "final_personal_accuracy": self._last("personal_accuracy"),
+            "failed_updates": sum(r.clients.get("failed", 0) for r in self.records),
+            "rejected_updates": sum(r.clients.get("rejected", 0) for r in self.records),
             "mean_agg_error": _mean(
                 [r.metrics["agg_error"] for r in self.records if "agg_error" in r.metrics]
             ),

@@ -9,7 +9,7 @@ config are bitwise identical.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,14 +19,16 @@ from ilora.config import ExperimentConfig
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
-from ilora.engine.local import client_round, make_context
+from ilora.engine.local import make_context
 from ilora.engine.sampling import num_sampled, sample_clients
 from ilora.engine.setup import Experiment, build
+from ilora.engine.turn import canonical_payload, client_turn
+from ilora.engine.turn import canonical_upload as canonical_upload  # re-exported
+from ilora.engine.validation import layer_shapes
 from ilora.lora.state import load_setup, template
 from ilora.seeding import derive_seed, generator
 from ilora.tasks.base import ArrayDataset
-from ilora.tensors import canonical, num_bytes
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict, Upload
 
 RoundCallback = Callable[[RoundRecord], None]
 CheckpointCallback = Callable[[Checkpoint], None]
@@ -41,21 +43,34 @@ class RunResult:
     state: Any
 
 
-def canonical_payload(p: Payload) -> Payload:
-    return replace(p, tensors=canonical(p.tensors, torch.float32))
-
-
-def canonical_upload(u: Upload, weighting: str) -> Upload:
-    weight = 1.0 if weighting == "uniform" else float(u.weight)
-    return replace(u, tensors=canonical(u.tensors, torch.float32), weight=weight)
-
-
 def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
     """Return the fixed seeded test subset used every round (all of it when ``size`` is 0)."""
     if size == 0 or size >= len(test):
         return test
     idx = torch.randperm(len(test), generator=generator(seed, "eval-subset"))[:size]
     return test.subset(idx.sort().values.numpy())
+
+
+class RoundFailedError(RuntimeError):
+    """Fewer accepted uploads in a round than ``fed.min_success``: the run stops."""
+
+
+def check_success(
+    rnd: int,
+    sampled: int,
+    uploads: Mapping[int, Upload],
+    events: list[dict[str, Any]],
+    min_success: int,
+) -> None:
+    """Raise :class:`RoundFailedError` if fewer than ``min_success`` uploads were accepted."""
+    if len(uploads) >= min_success:
+        return
+    reasons = "; ".join(f"client {e['cid']} {e['outcome']}: {e['reason']}" for e in events)
+    raise RoundFailedError(
+        f"round {rnd}: {len(uploads)} of {sampled} sampled clients delivered an accepted update, "
+        f"fewer than fed.min_success = {min_success} ({reasons}); the last checkpoint is intact "
+        "(ilora run --resume DIR)"
+    )
 
 
 def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], int]:
@@ -141,18 +156,23 @@ def run(
         history.records.extend(resume.records)
         torch.set_rng_state(resume.rng)
     subset = eval_subset(exp.data.test, cfg.eval.subset, cfg.seed)
+    shapes = layer_shapes(template(model))
     for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
         t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
         uploads: dict[int, Upload] = {}
+        events: list[dict[str, Any]] = []
         down = up = 0
         sampled = sample_clients([c.cid for c in clients], fraction, cfg.seed, r)
         for cid in sampled:
-            payload = canonical_payload(alg.download(state, clients[cid], rnd))
-            result, store[cid] = client_round(
-                alg, model, shares[cid], payload, store[cid], clients[cid], rnd, cfg.lora, train
+            turn = client_turn(
+                cfg, alg, model, state, store[cid], clients[cid], shares[cid], rnd, train, shapes
             )
-            uploads[cid] = canonical_upload(result, cfg.fed.weighting)
-            down, up = down + num_bytes(payload.tensors), up + num_bytes(uploads[cid].tensors)
+            store[cid], down, up = turn.cstate, down + turn.down, up + turn.up
+            if turn.upload is not None:
+                uploads[cid] = turn.upload
+            if turn.event is not None:
+                events.append(turn.event)
+        check_success(r, len(sampled), uploads, events, cfg.fed.min_success)
         state = alg.aggregate(state, uploads, rnd)
         metrics = dict(alg.round_metrics(state))
         metrics["train_loss"] = sum(u.metrics["train_loss"] for u in uploads.values()) / len(
@@ -163,8 +183,14 @@ def run(
             metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed), full))
             load_setup(model, alg.export(state))
             metrics.update(evaluate(model, subset, cfg.eval.batch_size))
-        counts = {"sampled": len(sampled), "succeeded": len(uploads), "failed": 0, "rejected": 0}
-        record = RoundRecord(r, cfg.algorithm, up, down, time.perf_counter() - t0, counts, metrics)
+        counts = {
+            "sampled": len(sampled),
+            "succeeded": len(uploads),
+            "failed": sum(e["outcome"] == "failed" for e in events),
+            "rejected": sum(e["outcome"] == "rejected" for e in events),
+        }
+        wall = time.perf_counter() - t0
+        record = RoundRecord(r, cfg.algorithm, up, down, wall, counts, metrics, events)
         history.records.append(record)
         if on_round is not None:
             on_round(record)

@@ -1,0 +1,138 @@
+"""Server-side checks of an upload before it can reach ``aggregate``; optional norm clipping.
+
+An upload is compared with what its client was sent (``Payload``) and what it announced (its
+rank). Rules, in order (the first broken one is the reason):
+
+1. every floating tensor is finite;
+2. a key the client was also sent keeps that shape, except that a factor may come back at a
+   smaller rank (``lora_A`` rows, ``lora_B`` columns: HetLoRA's pruning);
+3. a new key of a standard kind names an adapted layer of the model: ``lora_A (r, d_in)`` /
+   ``lora_B (d_out, r)`` with ``1 <= r <=`` the client's rank, ``lora_C`` square within it;
+   a head key has the head's shape; algorithm extras (``ns/...``) pass rules 2-3;
+4. the update's norm ``‖u − sent‖`` (keys sent with the same shape; the tensor itself
+   otherwise), over all tensors, is at most ``max_norm`` (0 disables it).
+
+``clip_update`` scales that same difference down to a norm bound (robust aggregation against
+scaled or sign-flipped updates); keys not sent are scaled as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from ilora.lora import keys
+from ilora.types import ClientInfo, TensorDict
+
+Shape = tuple[int, ...]
+
+
+def layer_shapes(template: Mapping[str, torch.Tensor]) -> dict[str, Shape]:
+    """Return ``module -> (d_out, d_in)`` and ``head key -> shape`` from a model template."""
+    out: dict[str, Shape] = {}
+    for k, v in template.items():
+        parsed = keys.parse(k)
+        if parsed is not None and parsed[1] == "base":
+            out[parsed[0]] = tuple(v.shape)
+        elif keys.kind_of(k) == "param":
+            out[k] = tuple(v.shape)
+    return out
+
+
+def _delta(key: str, value: torch.Tensor, sent: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Return ``value − sent[key]`` when the key was sent with this shape, else ``value``."""
+    ref = sent.get(key)
+    if ref is not None and ref.shape == value.shape and value.is_floating_point():
+        return value.to(torch.float64) - ref.to(torch.float64)
+    return value.to(torch.float64)
+
+
+def update_norm(upload: Mapping[str, torch.Tensor], sent: Mapping[str, torch.Tensor]) -> float:
+    """Return ``sqrt(Σ ‖delta‖²)`` over the upload's floating tensors (see the module doc)."""
+    total = sum(
+        float(_delta(k, v, sent).square().sum()) for k, v in upload.items() if v.is_floating_point()
+    )
+    return math.sqrt(total)
+
+
+def _rank_dim(kind: str, shape: Shape) -> int:
+    return shape[0] if kind == "lora_A" else shape[1]
+
+
+def _shape_error(
+    key: str,
+    shape: Shape,
+    sent: Mapping[str, torch.Tensor],
+    client: ClientInfo,
+    model: Mapping[str, Shape],
+) -> str | None:
+    """Return why ``key``'s shape is wrong, or None."""
+    kind = keys.kind_of(key)
+    if key in sent:
+        ref = tuple(sent[key].shape)
+        if shape == ref:
+            return None
+        if kind in ("lora_A", "lora_B") and len(shape) == 2:
+            other = 1 if kind == "lora_A" else 0
+            if shape[other] == ref[other] and 1 <= _rank_dim(kind, shape) <= _rank_dim(kind, ref):
+                return None
+        return f"{key} has shape {list(shape)}, expected {list(ref)} (as sent)"
+    if kind == "extra":
+        return None
+    if kind == "param":
+        want = model.get(key)
+        return None if want == shape else f"{key}: unknown head tensor or shape {list(shape)}"
+    module = key.rpartition(".")[0]  # a layer key: kind_of found a layer kind
+    if module not in model:
+        return f"{key}: no adapted layer {module!r} in this model"
+    d_out, d_in = model[module]
+    r = client.rank
+    ok = {
+        "lora_A": len(shape) == 2 and shape[1] == d_in and 1 <= shape[0] <= r,
+        "lora_B": len(shape) == 2 and shape[0] == d_out and 1 <= shape[1] <= r,
+        "lora_C": len(shape) == 2 and shape[0] == shape[1] and 1 <= shape[0] <= r,
+    }.get(kind, True)
+    return None if ok else f"{key} has shape {list(shape)}, not valid at rank {r}"
+
+
+def check_upload(
+    upload: Mapping[str, torch.Tensor],
+    sent: Mapping[str, torch.Tensor],
+    client: ClientInfo,
+    model: Mapping[str, Shape],
+    max_norm: float = 0.0,
+) -> str | None:
+    """Return the reason to reject ``upload`` (see the module docstring), or None to accept it.
+
+    ``model`` is :func:`layer_shapes` of the model's template.
+    """
+    for key, value in upload.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"non-finite values in {key}"
+    for key, value in upload.items():
+        if (err := _shape_error(key, tuple(value.shape), sent, client, model)) is not None:
+            return err
+    if max_norm > 0 and (norm := update_norm(upload, sent)) > max_norm:
+        return f"update norm {norm:.4g} exceeds fed.max_update_norm {max_norm:g}"
+    return None
+
+
+def clip_update(
+    upload: Mapping[str, torch.Tensor], sent: Mapping[str, torch.Tensor], bound: float
+) -> TensorDict:
+    """Return ``upload`` with its update (``u − sent``) scaled to norm at most ``bound``."""
+    norm = update_norm(upload, sent)
+    if norm <= bound or norm == 0.0:
+        return dict(upload)
+    factor = bound / norm
+    out: TensorDict = {}
+    for k, v in upload.items():
+        if not v.is_floating_point():
+            out[k] = v
+            continue
+        ref = sent.get(k)
+        base = ref.to(torch.float64) if ref is not None and ref.shape == v.shape else 0.0
+        out[k] = (base + factor * _delta(k, v, sent)).to(v.dtype)
+    return out
