@@ -11,15 +11,9 @@ import torch
 
 from conftest import TinySetup, tiny_data
 from ilora import config
+from ilora.algorithms._clustering import average_linkage, b_distances, choose_clusters, silhouette
 from ilora.algorithms.base import create_algorithm
-from ilora.algorithms.fedlease import (
-    FedLEASE,
-    FedLEASEState,
-    average_linkage,
-    b_distances,
-    choose_clusters,
-    silhouette,
-)
+from ilora.algorithms.fedlease import FedLEASE, FedLEASEState
 from ilora.bench.comm import Contact, fedlease_bytes, shapes_of
 from ilora.engine.local import client_round, make_context
 from ilora.engine.sampling import sample_clients

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import TinySetup, run_rounds
+from ilora.algorithms._clustering import kmeans
 from ilora.algorithms.base import create_algorithm
-from ilora.algorithms.fl_tac import kmeans
 from ilora.config import TrainConfig
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator

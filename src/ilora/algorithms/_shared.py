@@ -228,3 +228,24 @@ def install_round(
             tensors, state.lora, state.rank, rnd.seed, "fedloru-restart", rnd.round
         )
     return replace(state, tensors=tensors, metrics=metrics)
+
+
+def componentwise_mean(
+    old: torch.Tensor, kind: str, parts: Sequence[torch.Tensor], weights: Sequence[float]
+) -> torch.Tensor:
+    """Return ``old`` (an A ``(R, d_in)`` or a B ``(d_out, R)``) with each component averaged.
+
+    Component ``i`` (row ``i`` of A, column ``i`` of B) is the weighted mean of component ``i``
+    of the ``parts`` of rank ``> i`` (weights renormalised over them); a component no part has
+    keeps its old value. Float64 accumulation, float32 result.
+    """
+    rows = old if kind == "lora_A" else old.T  # (R, d)
+    num = torch.zeros(rows.shape, dtype=torch.float64)  # (R, d)
+    den = torch.zeros(rows.shape[0], 1, dtype=torch.float64)  # (R, 1)
+    for part, w in zip(parts, weights, strict=True):
+        p = (part if kind == "lora_A" else part.T).to(torch.float64)  # (r_k, d)
+        num[: p.shape[0]] += w * p
+        den[: p.shape[0]] += w
+    mean = num / den.clamp_min(torch.finfo(torch.float64).tiny)
+    out = torch.where(den > 0, mean, rows.to(torch.float64)).float()
+    return out if kind == "lora_A" else out.T.contiguous()

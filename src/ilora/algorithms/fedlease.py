@@ -119,8 +119,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ilora.algorithms._clustering import b_distances, choose_clusters
 from ilora.algorithms._shared import (
     agg_error,
+    componentwise_mean,
     head_of,
     ideal_stack,
     init_factors,
@@ -146,7 +148,6 @@ from ilora.types import (
 
 LOCAL = "local/"  # a client's own tensors: its warm-up LoRA and its head
 CLUSTER = "cluster"  # Payload.config key: the client's cluster (its own expert)
-COS_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -316,81 +317,6 @@ def expert_layer_setup(
 # ---- server side: clustering (pure functions of the warm-up B matrices)
 
 
-def b_distances(Bs: Sequence[Sequence[torch.Tensor]]) -> np.ndarray:
-    """Return ``D (n, n)``: ``D_ij = mean_l (1 − cos(vec B_i^l, vec B_j^l))``, ``D_ii = 0``.
-
-    ``Bs[i][l]`` is client ``i``'s B of layer ``l``; ``cos = ⟨b_i, b_j⟩ / (‖b_i‖‖b_j‖ + 1e-8)``.
-    """
-    n, L = len(Bs), len(Bs[0])
-    D = np.zeros((n, n))
-    for layer in range(L):
-        X = np.stack([np.asarray(b[layer], dtype=np.float64).ravel() for b in Bs])  # (n, d)
-        norms = np.linalg.norm(X, axis=1)  # (n,)
-        cos = (X @ X.T) / (np.outer(norms, norms) + COS_EPS)  # (n, d) @ (d, n) -> (n, n)
-        D += (1.0 - cos) / L
-    D = (D + D.T) / 2
-    np.fill_diagonal(D, 0.0)
-    return D
-
-
-def average_linkage(D: np.ndarray, num_clusters: int) -> list[int]:
-    """Return cluster labels of agglomerative clustering with average linkage on distances ``D``.
-
-    Start from singletons; merge the two clusters with the smallest mean pairwise distance
-    until ``num_clusters`` remain (ties: the first pair in client order). Labels number the
-    clusters by their smallest member (client 0 is in cluster 0).
-    """
-    clusters = [[i] for i in range(D.shape[0])]
-    while len(clusters) > num_clusters:
-        best = (math.inf, 0, 1)
-        for a in range(len(clusters)):
-            for b in range(a + 1, len(clusters)):
-                d = float(D[np.ix_(clusters[a], clusters[b])].mean())
-                if d < best[0]:
-                    best = (d, a, b)
-        _, a, b = best
-        clusters[a] = sorted(clusters[a] + clusters.pop(b))  # keeps clusters ordered by min
-    labels = [0] * D.shape[0]
-    for label, members in enumerate(clusters):
-        for i in members:
-            labels[i] = label
-    return labels
-
-
-def silhouette(D: np.ndarray, labels: Sequence[int]) -> float:
-    """Return the mean silhouette ``(b_i − a_i) / max(a_i, b_i)`` (0 for singleton clusters)."""
-    lab = np.asarray(labels)
-    scores = []
-    for i in range(len(lab)):
-        mates = (lab == lab[i]) & (np.arange(len(lab)) != i)
-        if not mates.any():
-            scores.append(0.0)
-            continue
-        a = D[i, mates].mean()
-        b = min(D[i, lab == other].mean() for other in set(lab.tolist()) if other != lab[i])
-        top = max(a, b)
-        scores.append(0.0 if top == 0 else (b - a) / top)
-    return float(np.mean(scores))
-
-
-def choose_clusters(D: np.ndarray, max_experts: int) -> list[int]:
-    """Return the labels of the ``M`` in ``2..min(max_experts, n − 1)`` with the best silhouette.
-
-    Ties go to the smallest ``M``; with ``n <= 2`` clients every client is its own cluster.
-    """
-    n = D.shape[0]
-    if n <= 2:
-        return list(range(n))
-    best: tuple[float, list[int]] | None = None
-    for M in range(2, min(max_experts, n - 1) + 1):
-        labels = average_linkage(D, M)
-        score = silhouette(D, labels)
-        if best is None or score > best[0]:
-            best = (score, labels)
-    assert best is not None
-    return best[1]
-
-
 # ---- server side: state transitions
 
 
@@ -419,27 +345,6 @@ def expert_units(lora: LoRASpec, rank: int, factors: Mapping[str, torch.Tensor])
     for key, A in keys.of_kind(factors, "lora_A").items():
         out[key] = (lora.scale(int(A.shape[0])) / lora.scale(rank)) * A  # (r_k, d_in)
     return out
-
-
-def componentwise_mean(
-    old: torch.Tensor, kind: str, parts: Sequence[torch.Tensor], weights: Sequence[float]
-) -> torch.Tensor:
-    """Return ``old`` (an A ``(R, d_in)`` or a B ``(d_out, R)``) with each component averaged.
-
-    Component ``i`` (row ``i`` of A, column ``i`` of B) is the weighted mean of component ``i``
-    of the ``parts`` of rank ``> i`` (weights renormalised over them); a component no part has
-    keeps its old value. Float64 accumulation, float32 result.
-    """
-    rows = old if kind == "lora_A" else old.T  # (R, d)
-    num = torch.zeros(rows.shape, dtype=torch.float64)  # (R, d)
-    den = torch.zeros(rows.shape[0], 1, dtype=torch.float64)  # (R, 1)
-    for part, w in zip(parts, weights, strict=True):
-        p = (part if kind == "lora_A" else part.T).to(torch.float64)  # (r_k, d)
-        num[: p.shape[0]] += w * p
-        den[: p.shape[0]] += w
-    mean = num / den.clamp_min(torch.finfo(torch.float64).tiny)
-    out = torch.where(den > 0, mean, rows.to(torch.float64)).float()
-    return out if kind == "lora_A" else out.T.contiguous()
 
 
 def _expert_pairs(

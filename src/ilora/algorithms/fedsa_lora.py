@@ -25,9 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-import torch
-
-from ilora.algorithms._shared import init_factors, max_rank, truncated
+from ilora.algorithms._shared import componentwise_mean, init_factors, max_rank, truncated
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
@@ -83,7 +81,12 @@ class FedSALoRA(Algorithm[FedSAState]):
     def aggregate(
         self, state: FedSAState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FedSAState:
-        A = {k: _rowwise_mean(v, k, uploads) for k, v in state.A.items()}
+        cids = sorted(uploads)
+        weights = [uploads[c].weight for c in cids]
+        A = {
+            k: componentwise_mean(v, "lora_A", [uploads[c].tensors[k] for c in cids], weights)
+            for k, v in state.A.items()
+        }
         # agg_error is not defined here: the clients' products B_k Ā never form one global update
         return replace(state, A=A, seen=state.seen | frozenset(uploads), metrics={})
 
@@ -101,19 +104,3 @@ class FedSALoRA(Algorithm[FedSAState]):
         A = dict(keys.of_kind(trained, "lora_A"))
         local = {k: v for k, v in trained.items() if k not in A}  # B and the head stay here
         return Upload(A, float(ctx.client.num_examples)), with_prefix(local, LOCAL)
-
-
-def _rowwise_mean(old: torch.Tensor, key: str, uploads: Mapping[int, Upload]) -> torch.Tensor:
-    """Return ``old`` ``(r_max, d_in)`` with row ``i`` the weighted mean of the uploaded rows ``i``.
-
-    Each row is averaged over the clients whose rank exceeds ``i`` (weights renormalised); rows
-    no client uploaded keep their old value. Float64 accumulation, float32 result.
-    """
-    num = torch.zeros(old.shape, dtype=torch.float64)  # (r_max, d_in)
-    den = torch.zeros(old.shape[0], 1, dtype=torch.float64)  # (r_max, 1)
-    for cid in sorted(uploads):
-        A_k = uploads[cid].tensors[key].to(torch.float64)  # (r_k, d_in)
-        num[: A_k.shape[0]] += uploads[cid].weight * A_k
-        den[: A_k.shape[0]] += uploads[cid].weight
-    mean = num / den.clamp_min(torch.finfo(torch.float64).tiny)
-    return torch.where(den > 0, mean, old.to(torch.float64)).float()

@@ -67,6 +67,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms._clustering import kmeans
 from ilora.algorithms._shared import (
     agg_error,
     global_factor_state,
@@ -81,8 +82,6 @@ from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import strip_prefix, weighted_mean, with_prefix
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
-
-KMEANS_ITERATIONS = 100
 
 
 @dataclass(frozen=True)
@@ -176,55 +175,6 @@ def adapter_vector(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Return every LoRA factor of ``tensors`` flattened in sorted key order, float64 ``(D,)``."""
     factors = keys.of_kind(tensors, *keys.FACTOR_KINDS)
     return torch.cat([factors[k].reshape(-1).to(torch.float64) for k in sorted(factors)])
-
-
-def kmeans(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    """Return K-means cluster labels ``(n,)`` of the rows of ``X (n, D)``.
-
-    k-means++ init from ``g``, then Lloyd iterations until the assignment is stable (at most
-    ``KMEANS_ITERATIONS``); ties go to the lower cluster index; an empty cluster keeps its
-    centre. Labels are renumbered in order of first appearance (row 0 is in cluster 0).
-    """
-    X = X.to(torch.float64)
-    centers = kmeans_pp_init(X, k, g)  # (k, D)
-    labels = squared_distances(X, centers).argmin(dim=1)  # (n,)
-    for _ in range(KMEANS_ITERATIONS):
-        for j in range(k):
-            members = labels == j
-            if bool(members.any()):
-                centers[j] = X[members].mean(dim=0)
-        new = squared_distances(X, centers).argmin(dim=1)
-        if torch.equal(new, labels):
-            break
-        labels = new
-    first_seen = {int(j): None for j in labels.tolist()}  # insertion order = first appearance
-    renumber = {j: i for i, j in enumerate(first_seen)}
-    return torch.tensor([renumber[int(j)] for j in labels.tolist()], dtype=torch.int64)
-
-
-def kmeans_pp_init(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
-    """Return ``k`` initial centres ``(k, D)`` chosen by k-means++ from the rows of ``X``.
-
-    The first row is drawn uniformly, each next one with probability ``∝`` its squared distance
-    to the nearest chosen centre; if every row coincides with a centre, the lowest unchosen row.
-    """
-    n = X.shape[0]
-    chosen = [int(torch.randint(n, (1,), generator=g))]
-    d2 = (X - X[chosen[0]]).square().sum(dim=1)  # (n,)
-    while len(chosen) < k:
-        total = float(d2.sum())
-        if total > 0:
-            nxt = int(torch.multinomial(d2 / total, 1, generator=g))
-        else:
-            nxt = next(i for i in range(n) if i not in chosen)
-        chosen.append(nxt)
-        d2 = torch.minimum(d2, (X - X[nxt]).square().sum(dim=1))
-    return X[chosen].clone()
-
-
-def squared_distances(X: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """Return ``‖x_i − c_j‖²`` ``(n, k)`` (one pass per centre; no ``(n, k, D)`` tensor)."""
-    return torch.stack([(X - c).square().sum(dim=1) for c in centers], dim=1)
 
 
 def _in_cluster_error(
