@@ -370,3 +370,18 @@ def test_compare_skips_finished_runs_of_the_same_config(compare_dir: Path, tmp_p
 def test_compare_unknown_algorithm_is_a_clear_error(tmp_path: Path) -> None:
     result = invoke("compare", SMOKE, "--algorithms", "fedit,ilroa", "--out", tmp_path)
     assert_user_error(result, "unknown algorithm 'ilroa'", "did you mean 'ilora'")
+
+
+# ---- ilora bench comm
+
+
+def test_bench_comm_measures_bytes_equal_to_the_formulas(tmp_path: Path) -> None:
+    names = "fedit,flasc,fedsa-lora"
+    result = invoke("bench", "comm", "--quick", "--algorithms", names, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "comm.csv").read_text())))
+    assert sorted(r["algorithm"] for r in rows) == sorted(names.split(","))
+    assert all(float(r["max_deviation"]) == 0.0 and float(r["up_measured"]) > 0 for r in rows)
+    again = invoke("bench", "comm", "--runs", tmp_path)  # re-check the finished runs only
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "comm.md").read_text().count("| 0.000% |") == 3

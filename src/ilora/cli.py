@@ -223,6 +223,52 @@ def compare(
     console.print(f"written: {out / 'comparison.md'}, comparison.csv, accuracy.png, agg_error.png")
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Measurements: communication, ...")
+app.add_typer(bench_app, name="bench")
+
+@bench_app.command("comm")
+def bench_comm(
+    config: Annotated[
+        Path, typer.Argument(help="experiment YAML the methods run on")
+    ] = Path("configs/demo.yaml"),
+    runs: Annotated[
+        Path | None, typer.Option(help="check these finished runs instead of running")
+    ] = None,
+    algorithms: Annotated[str, typer.Option(help="comma-separated names, or all")] = "all",
+    rounds: Annotated[int, typer.Option(help="rounds per method (each runs 1 local step)")] = 3,
+    quick: Annotated[bool, typer.Option(help="configs/smoke.yaml, seconds")] = False,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="directory for the runs and comm.md/.csv")] = Path(
+        "runs/bench-comm"
+    ),
+) -> None:
+    """Bytes per round per method: the engine's counts against the analytic formulas."""
+    from ilora.bench import commcheck
+
+    try:
+        if runs is None:
+            import ilora.algorithms  # noqa: F401
+            from ilora.algorithms.base import ALGORITHMS
+
+            names = ALGORITHMS.names() if algorithms == "all" else algorithms.split(",")
+            path = Path("configs/smoke.yaml") if quick else config
+            extra = [f"fed.rounds={rounds}", "train.steps=1", "eval.final_full=false"]
+            extra += ["data.local_test_fraction=0.25"] if quick else []
+            for name in names:
+                cfg = config_mod.load(path, [*extra, *(set_ or []), f"algorithm={name}"])
+                _check_names(cfg)
+                _run_one(cfg, out / name)
+        rows = commcheck.check_runs(runs or out)
+    except USER_ERRORS as err:
+        _fail(err)
+        return
+    target = runs or out
+    (target / "comm.md").write_text(commcheck.markdown(rows))
+    (target / "comm.csv").write_text(commcheck.to_csv(rows))
+    console.print(commcheck.markdown(rows))
+    console.print(f"written: {target / 'comm.md'}, comm.csv")
+
+
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="algorithms | tasks | partitioners")]) -> None:
     """Print the registered names of one kind, one per line."""

@@ -14,7 +14,7 @@ from ilora import config
 from ilora.algorithms._clustering import average_linkage, b_distances, choose_clusters, silhouette
 from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.fedlease import FedLEASE, FedLEASEState
-from ilora.bench.comm import Contact, fedlease_bytes, shapes_of
+from ilora.bench.comm import FORMULAS, Contact, shapes_of
 from ilora.engine.local import client_round, make_context
 from ilora.engine.sampling import sample_clients
 from ilora.engine.setup import build
@@ -617,14 +617,15 @@ def test_engine_bytes_follow_warmup_then_selection(policy: str) -> None:
     result = run(cfg, exp=exp)
     assert result.state.num_experts == 2
     shapes = shapes_of(template(exp.model), cfg.train.train_head)
-    formula, seen = fedlease_bytes(warmup_rounds=1, experts=2), set()
+    formula, seen = FORMULAS["fedlease"], set()
+    hp = {"warmup_rounds": 1, "num_experts": 2}
     ranks = [c.rank for c in exp.clients]
     assert (len(set(ranks)) > 1) == (policy == "cycle")
     for rec in result.history.records:
         sampled = sample_clients([c.cid for c in exp.clients], 0.5, cfg.seed, rec.round)
         down = up = 0
         for cid in sampled:
-            contact = Contact(ranks[cid], rec.round, cid not in seen, max(ranks))
+            contact = Contact(ranks[cid], rec.round, cid not in seen, max(ranks), hp)
             d, u = formula(shapes, contact)
             down, up = down + 4 * d, up + 4 * u
         seen.update(sampled)

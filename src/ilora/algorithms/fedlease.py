@@ -105,9 +105,8 @@ largest client rank ``R``, ``M`` experts once allocated): first contact (any rou
 rounds: down ``4·(M·R·(d_out + d_in) + (2M−1)·d_in)`` (all experts at ``R``, the same stack for
 every client, and the cluster's router), up ``4·(r·(d_out + d_in) + (2M−1)·d_in)`` (own expert
 at ``r`` and router). With equal ranks ``R = r``. The head never travels after first contact.
-``M`` is data-dependent: the entry registered in ``ilora.bench.comm`` assumes the defaults
-(``E_w = 5``, ``M = M_max = 4``); ``fedlease_bytes(E_w, M)`` there gives the formula for other
-values.
+``M`` is data-dependent: the formula in ``ilora.bench.comm`` takes ``warmup_rounds`` and the
+chosen ``num_experts`` (reported by ``round_metrics``) as hyperparameters.
 """
 
 from __future__ import annotations

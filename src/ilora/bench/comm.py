@@ -14,7 +14,8 @@ of trainable head floats (classifier), 0 when the head is frozen.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -65,6 +66,7 @@ class Contact:
     round: int
     first: bool
     max_rank: int = 0
+    hp: Mapping[str, Any] = field(default_factory=dict)  # hyperparameters, observed M, ...
 
 
 def shapes_of(template: Mapping[str, torch.Tensor], train_head: bool) -> Shapes:
@@ -153,32 +155,30 @@ def _top_k_message(n: int, density: float) -> int:
 
 
 def _flasc(s: Shapes, c: Contact) -> tuple[int, int]:
-    # one global top-k over the client's factors and head, at flasc's default densities 1/4
+    # one global top-k over the client's factors and head (densities from hp; defaults 1/4)
     n = s.pair(c.rank) + s.n_head
-    return _top_k_message(n, 0.25), _top_k_message(n, 0.25)
+    down, up = c.hp.get("density_down", 0.25), c.hp.get("density_up", 0.25)
+    return _top_k_message(n, down), _top_k_message(n, up)
 
 
-def fedlease_bytes(warmup_rounds: int, experts: int) -> Formula:
-    """Return FedLEASE's formula for ``warmup_rounds`` rounds and ``experts`` clusters ``M``.
+def _fedlease(s: Shapes, c: Contact) -> tuple[int, int]:
+    """FedLEASE's bytes, which depend on the round and on the chosen number of experts.
 
-    First contact (any round): the initial LoRA at ``r_k`` and head down, the LoRA up; later
-    warm-up rounds: nothing down, the LoRA up; afterwards all ``M`` experts at ``r_max`` and the
-    cluster's router ``(2M−1, d_in)`` down, the own expert at ``r_k`` and the router up. ``M`` is
-    chosen by the silhouette search on the warm-up LoRAs; the registered formula assumes the
-    defaults (5, ``M_max = 4``).
+    First contact (any round): the initial LoRA at ``r_k`` and head down, the LoRA
+    up; later warm-up rounds nothing down, the LoRA up; afterwards all ``M`` experts at
+    ``r_max`` and the cluster's router ``(2M−1, d_in)`` down, the own expert at ``r_k`` and the
+    router up. ``hp``: ``warmup_rounds`` (default 5) and ``num_experts`` ``M`` (chosen by the
+    silhouette search on the warm-up LoRAs; default ``M_max = 4``).
     """
-
-    def formula(s: Shapes, c: Contact) -> tuple[int, int]:
-        lora = s.pair(c.rank)
-        if c.first:
-            return lora + s.n_head, lora
-        if c.round <= warmup_rounds:
-            return 0, lora
-        router = (2 * experts - 1) * sum(d_in for _, d_in in s.layers)
-        bank = experts * s.pair(max(c.max_rank, c.rank))  # every expert at r_max
-        return bank + router, lora + router
-
-    return formula
+    lora = s.pair(c.rank)
+    if c.first:
+        return lora + s.n_head, lora
+    if c.round <= c.hp.get("warmup_rounds", 5):
+        return 0, lora
+    experts = int(c.hp.get("num_experts", 4))
+    router = (2 * experts - 1) * sum(d_in for _, d_in in s.layers)
+    bank = experts * s.pair(max(c.max_rank, c.rank))  # every expert at r_max
+    return bank + router, lora + router
 
 
 FORMULAS: Mapping[str, Formula] = {
@@ -198,7 +198,7 @@ FORMULAS: Mapping[str, Formula] = {
     "frlora": _frlora,
     "flasc": _flasc,
     "fl-tac": _pair_both_ways,  # the cluster's adapter and head down, the client's up
-    "fedlease": fedlease_bytes(warmup_rounds=5, experts=4),
+    "fedlease": _fedlease,
     "fedloru": _fedloru,
     "pfedloru": _fedloru,  # the personal branch never travels
     "mfedloru": _mfedloru,
@@ -223,6 +223,7 @@ def round_bytes(
     sampled: Sequence[int],
     rnd: int,
     seen: set[int],
+    hp: Mapping[str, Any] | None = None,
 ) -> tuple[int, int]:
     """Return ``(download, upload)`` bytes of a round summed over the ``sampled`` client ids.
 
@@ -231,7 +232,7 @@ def round_bytes(
     """
     down = up = 0
     for cid in sampled:
-        contact = Contact(ranks[cid], rnd, cid not in seen, max(ranks.values()))
+        contact = Contact(ranks[cid], rnd, cid not in seen, max(ranks.values()), hp or {})
         d, u = client_bytes(algorithm, shapes, contact)
         down, up = down + d, up + u
     seen.update(sampled)
@@ -246,6 +247,7 @@ def run_bytes(
     seed: int,
     rounds: int,
     pooled: bool = False,
+    hp: Mapping[str, Any] | None = None,
 ) -> list[tuple[int, int]]:
     """Return the analytic ``(download, upload)`` bytes of every round of a run.
 
@@ -260,5 +262,5 @@ def run_bytes(
     out = []
     for r in range(1, rounds + 1):
         sampled = sample_clients(sorted(ranks), fraction, seed, r)
-        out.append(round_bytes(algorithm, shapes, ranks, sampled, r, seen))
+        out.append(round_bytes(algorithm, shapes, ranks, sampled, r, seen, hp))
     return out
