@@ -42,3 +42,21 @@ def test_measured_bytes_per_round_equal_the_formula(name: str) -> None:
     )
     assert [(rec.bytes_down, rec.bytes_up) for rec in records] == expected
     assert records[-1].bytes_up > 0
+
+
+def test_hetlora_uploads_shrink_when_clients_prune_and_the_reported_rank_accounts_for_it() -> None:
+    cfg = config.load(
+        SMOKE, ["algorithm=hetlora", *OVERRIDES[:4], "per_algorithm.hetlora.prune_threshold=0.99"]
+    )
+    exp = build(cfg)
+    shapes = shapes_of(template(exp.model), cfg.train.train_head)
+    ranks = {c.cid: c.rank for c in exp.clients}
+    records = run(cfg, exp=exp).history.records
+    at_rank = run_bytes("hetlora", shapes, ranks, cfg.fed.fraction, cfg.seed, cfg.fed.rounds)
+    reported = [dict(r.metrics) for r in records]
+    exact = run_bytes(
+        "hetlora", shapes, ranks, cfg.fed.fraction, cfg.seed, cfg.fed.rounds, round_hp=reported
+    )
+    assert any(rec.bytes_up < up for rec, (_, up) in zip(records, at_rank, strict=True))
+    for rec, (down, up) in zip(records, exact, strict=True):
+        assert rec.bytes_down == down and rec.bytes_up == pytest.approx(up, rel=1e-12)

@@ -40,6 +40,7 @@ from ilora.algorithms._shared import (
     global_pair_error,
     mean_extras,
     normalized_weights,
+    rank_of,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -121,7 +122,12 @@ class HetLoRA(Algorithm[FactorState]):
         ]
         new = {**weighted_mean(padded, [w[c] for c in cids]), **mean_extras(uploads)}
         return replace(
-            state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
+            state,
+            tensors=new,
+            metrics={
+                "agg_error": global_pair_error(state, uploads, new),
+                "upload_rank_mean": _mean_upload_rank(uploads),  # < r_k once clients prune
+            },
         )
 
     def export(self, state: FactorState) -> LocalSetup:
@@ -198,3 +204,9 @@ def _fro_norm(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """Return a differentiable ``‖B A‖_F`` in factor space, with gradient 0 (not NaN) at 0."""
     sq = ((B.T @ B) * (A @ A.T)).sum()  # (t, t) ⊙ (t, t) -> ()
     return torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
+
+
+def _mean_upload_rank(uploads: Mapping[int, Upload]) -> float:
+    """Return the mean rank of the uploaded factors (the bytes up follow it linearly)."""
+    ranks = [rank_of(u.tensors, keys.modules(u.tensors)[0]) for u in uploads.values()]
+    return sum(ranks) / len(ranks)

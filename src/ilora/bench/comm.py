@@ -93,6 +93,13 @@ def _pair_both_ways(s: Shapes, c: Contact) -> tuple[int, int]:
     return s.pair(c.rank) + s.n_head, s.pair(c.rank) + s.n_head
 
 
+def _hetlora(s: Shapes, c: Contact) -> tuple[int, int]:
+    # down at r_k; up at the client's current rank: r_k until self-pruning shrinks it. A run's
+    # ``upload_rank_mean`` (reported per round) gives the round's total exactly (linear in r).
+    up = c.hp.get("upload_rank_mean", c.rank)
+    return s.pair(c.rank) + s.n_head, s.pair(up) + s.n_head
+
+
 def _ilora(s: Shapes, c: Contact) -> tuple[int, int]:
     # round 1: only the head; clients build the same QR init themselves
     down = s.n_head if c.round == 1 else s.pair(c.rank) + s.n_head
@@ -186,7 +193,7 @@ FORMULAS: Mapping[str, Formula] = {
     "fedit": _pair_both_ways,
     "flexlora": _pair_both_ways,
     "lora-fair": _pair_both_ways,
-    "hetlora": _pair_both_ways,  # upload at r_k until self-pruning shrinks it
+    "hetlora": _hetlora,
     "ilora": _ilora,
     "ilora-s": _ilora_s,
     "ffa-lora": _ffa_lora,
@@ -248,11 +255,13 @@ def run_bytes(
     rounds: int,
     pooled: bool = False,
     hp: Mapping[str, Any] | None = None,
+    round_hp: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[tuple[int, int]]:
     """Return the analytic ``(download, upload)`` bytes of every round of a run.
 
     The clients of each round are drawn with the engine's seeded sampler; a ``pooled`` run
-    (centralized) has one client (id 0) at the largest rank, sampled every round.
+    (centralized) has one client (id 0) at the largest rank, sampled every round. ``hp``: the
+    algorithm's hyperparameters; ``round_hp``: per round, what the run reported (its metrics).
     """
     from ilora.engine.sampling import sample_clients
 
@@ -262,5 +271,6 @@ def run_bytes(
     out = []
     for r in range(1, rounds + 1):
         sampled = sample_clients(sorted(ranks), fraction, seed, r)
-        out.append(round_bytes(algorithm, shapes, ranks, sampled, r, seen, hp))
+        this = {**(hp or {}), **(round_hp[r - 1] if round_hp else {})}
+        out.append(round_bytes(algorithm, shapes, ranks, sampled, r, seen, this))
     return out

@@ -69,8 +69,9 @@ def check_run(
     history = [json.loads(line) for line in lines]
     hp = _hyperparameters(cfg, history)
     fraction, rounds = cfg.fed.fraction, len(history)
+    reported = [{k: v for k, v in h.items() if isinstance(v, float)} for h in history]
     expected = run_bytes(
-        cfg.algorithm, shapes_cache[key], ranks, fraction, cfg.seed, rounds, pooled, hp
+        cfg.algorithm, shapes_cache[key], ranks, fraction, cfg.seed, rounds, pooled, hp, reported
     )
     measured = [(h["bytes_down"], h["bytes_up"]) for h in history]
     return cfg.algorithm, measured, expected
