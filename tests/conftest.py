@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 import ilora.algorithms  # noqa: E402,F401
-from ilora.algorithms.base import create_algorithm  # noqa: E402
+from ilora.algorithms.base import Algorithm, create_algorithm  # noqa: E402
 from ilora.config import TrainConfig  # noqa: E402
 from ilora.engine.local import client_round  # noqa: E402
 from ilora.engine.turn import canonical_payload, canonical_upload  # noqa: E402
@@ -81,9 +81,15 @@ class TwoRounds:
     clients: list[ClientInfo]
 
 
-def run_rounds(name: str, setup: TinySetup, seed: int = 0, rounds: int = 2) -> TwoRounds:
-    """Drive ``rounds`` rounds of ``name`` on the tiny MLP, every client every round."""
-    alg = create_algorithm(name)
+def run_rounds(
+    name: str | Algorithm,  # type: ignore[type-arg]
+    setup: TinySetup,
+    seed: int = 0,
+    rounds: int = 2,
+) -> TwoRounds:
+    """Drive ``rounds`` rounds of ``name`` (or an algorithm instance) on the tiny MLP, every
+    client every round."""
+    alg = name if isinstance(name, Algorithm) else create_algorithm(name)
     ranks = setup.ranks if alg.heterogeneous_ranks else [setup.ranks[0]] * len(setup.ranks)
     setup = TinySetup(setup.spec, ranks, setup.train)
     model, clients = setup.model(), setup.clients()
@@ -105,3 +111,25 @@ def run_rounds(name: str, setup: TinySetup, seed: int = 0, rounds: int = 2) -> T
         pays.append(payloads)
         ups.append(uploads)
     return TwoRounds(state, pays, ups, store, clients)
+
+
+class OneLayerNet(nn.Module):
+    """``head(relu(l(x)))`` with ``l: 6 -> 5``, ``head: 5 -> 3``, seeded N(0, 0.25) weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l, self.head = nn.Linear(6, 5), nn.Linear(5, 3)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.l(x)))
+
+
+def one_layer_net(spec: LoRASpec) -> nn.Module:
+    """Return :class:`OneLayerNet` with LoRA on ``l`` and ``head`` as the trained head."""
+    model = OneLayerNet()
+    inject(model, spec, [r"^l$"], head=[r"^head\."])
+    return model

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinySetup, tiny_data
+from conftest import TinySetup, run_rounds, tiny_data
 from ilora import config
 from ilora.algorithms._clustering import average_linkage, b_distances, choose_clusters, silhouette
 from ilora.algorithms.base import create_algorithm
@@ -18,12 +18,12 @@ from ilora.bench.comm import FORMULAS, Contact, shapes_of
 from ilora.engine.local import client_round, make_context
 from ilora.engine.sampling import sample_clients
 from ilora.engine.setup import build
-from ilora.engine.simulation import canonical_payload, canonical_upload, run
+from ilora.engine.simulation import canonical_payload, run
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import adapted, load_setup, template
 from ilora.tensors import all_finite
-from ilora.types import ClientInfo, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SPEC = LoRASpec(alpha=4.0)
@@ -293,24 +293,9 @@ def test_export_is_pretrained_then_the_uniform_mean_of_the_experts() -> None:
 
 def _drive(
     alg: FedLEASE, setup: TinySetup, rounds: int, seed: int = 0
-) -> tuple[object, list[dict[int, object]], list[dict[int, Upload]], dict[int, TensorDict]]:
-    model, clients = setup.model(), setup.clients()
-    state = alg.server_init(template(model), clients, setup.spec, seed)
-    store: dict[int, TensorDict] = {c.cid: {} for c in clients}
-    pays, ups = [], []
-    for r in range(1, rounds + 1):
-        rnd, payloads, uploads = RoundInfo(r, seed), {}, {}
-        for c in clients:
-            payloads[c.cid] = canonical_payload(alg.download(state, c, rnd))
-            data = tiny_data(c.num_examples, seed * 100 + c.cid)
-            up, store[c.cid] = client_round(
-                alg, model, data, payloads[c.cid], store[c.cid], c, rnd, setup.spec, setup.train
-            )
-            uploads[c.cid] = canonical_upload(up, "examples")
-        state = alg.aggregate(state, uploads, rnd)
-        pays.append(payloads)
-        ups.append(uploads)
-    return state, pays, ups, store
+) -> tuple[object, list[dict[int, Payload]], list[dict[int, Upload]], dict[int, TensorDict]]:
+    res = run_rounds(alg, setup, seed=seed, rounds=rounds)
+    return res.state, res.payloads, res.uploads, res.cstates
 
 
 def _tiny() -> TinySetup:

@@ -7,12 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TinySetup, run_rounds, tiny_data
+from conftest import TinySetup, one_layer_net, run_rounds, tiny_data
 from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.mfedloru import MFedLoRU, reconstruct
 from ilora.config import TrainConfig
 from ilora.engine.local import client_round
-from ilora.lora.inject import inject
 from ilora.lora.layer import LoRALinear
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import adapted, base_weights, load_setup, template
@@ -25,25 +24,8 @@ TRAIN = TrainConfig(steps=3, batch_size=8, lr=0.05, head_lr=0.05)
 D_OUT, D_IN, R_GLOBAL = 5, 6, 4
 
 
-class Net(nn.Module):
-    """x (B, 6) -> l (5) -> head (3)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.l, self.head = nn.Linear(D_IN, D_OUT), nn.Linear(D_OUT, 3)
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.l(x)))
-
-
 def _net() -> nn.Module:
-    model = Net()
-    inject(model, SPEC, [r"^l$"], head=[r"^head\."])
-    return model
+    return one_layer_net(SPEC)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

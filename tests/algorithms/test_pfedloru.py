@@ -9,12 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TinySetup, run_rounds, tiny_data
+from conftest import OneLayerNet, TinySetup, one_layer_net, run_rounds, tiny_data
 from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.pfedloru import PFedLoRU
 from ilora.config import TrainConfig
 from ilora.engine.local import client_round
-from ilora.lora.inject import inject
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import adapted, base_weights, load_setup, template
 from ilora.types import (
@@ -32,25 +31,8 @@ CLIENTS = [ClientInfo(0, 2, 20), ClientInfo(1, 1, 40)]
 TRAIN = TrainConfig(steps=4, batch_size=8, lr=0.05, head_lr=0.05)
 
 
-class Net(nn.Module):
-    """x (B, 6) -> l (5) -> head (3)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.l, self.head = nn.Linear(6, 5), nn.Linear(5, 3)
-        g = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.l(x)))
-
-
 def _net() -> nn.Module:
-    model = Net()
-    inject(model, SPEC, [r"^l$"], head=[r"^head\."])
-    return model
+    return one_layer_net(SPEC)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -131,7 +113,7 @@ def test_joint_gradients_are_those_of_two_separate_branches() -> None:
     assert "l.lora_C" not in params
     (model(x) ** 2).sum().backward()
     # the reference: two separate branches with their own scalings, written out
-    t, ref = pay.tensors, Net()
+    t, ref = pay.tensors, OneLayerNet()
     W = model.l.base.weight.detach() + t["l.residual"] + cstate["personal/l.residual"]
     B, A = t["l.lora_B"].clone().requires_grad_(), t["l.lora_A"].clone().requires_grad_()
     U = cstate["personal/l.lora_B"].clone().requires_grad_()
