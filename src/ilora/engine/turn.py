@@ -1,9 +1,14 @@
 """One sampled client's turn in a round: faults, local training, the server's checks.
 
-The embedded engine calls :func:`client_turn` for every sampled client; it returns the accepted
-upload (or None), the client's new state, the bytes that travelled and, when the update was
-lost or refused, an event for ``history.jsonl`` (``{"cid", "outcome", "reason"}``, outcome
-``failed`` for a lost update and ``rejected`` for one the server refused).
+The turn has two sides, so that both runtimes share them: :func:`client_work` is what runs on
+the client (its injected fault, local training, the canonical upload) and :func:`server_check`
+is what the server does with an arriving upload (validation, clipping). The embedded engine
+calls :func:`client_turn`, which chains download, client side and server side; the Flower
+runtime sends the download as a message, runs :func:`client_work` in the ``ClientApp`` and
+:func:`server_check` in the strategy.
+
+A lost or refused update yields an event for ``history.jsonl`` (``{"cid", "outcome",
+"reason"}``, outcome ``failed`` for a lost update and ``rejected`` for one the server refused).
 """
 
 from __future__ import annotations
@@ -36,6 +41,20 @@ class Turn:
     event: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Work:
+    """The client side of a turn: what it sends (None when lost), its state, and the fault.
+
+    ``fault`` is the injected fault (None for a healthy client); ``trained`` tells whether the
+    client got as far as training (a crash or an early dropout leaves its state unchanged).
+    """
+
+    upload: Upload | None
+    cstate: TensorDict
+    fault: str | None
+    trained: bool
+
+
 def canonical_payload(p: Payload) -> Payload:
     return replace(p, tensors=canonical(p.tensors, torch.float32))
 
@@ -43,6 +62,52 @@ def canonical_payload(p: Payload) -> Payload:
 def canonical_upload(u: Upload, weighting: str) -> Upload:
     weight = 1.0 if weighting == "uniform" else float(u.weight)
     return replace(u, tensors=canonical(u.tensors, torch.float32), weight=weight)
+
+
+def client_work(
+    cfg: ExperimentConfig,
+    alg: Algorithm,  # type: ignore[type-arg]
+    model: nn.Module,
+    payload: Payload,
+    cstate: TensorDict,
+    client: ClientInfo,
+    data: ArrayDataset,
+    rnd: RoundInfo,
+    train: TrainConfig,
+) -> Work:
+    """Run the client's side of its turn on the (canonical) ``payload`` it received."""
+    fault = faults.draw(cfg.faults, cfg.seed, rnd.round, client.cid)
+    if fault in ("dropout_before", "crash"):  # never finished: the state is unchanged
+        return Work(None, cstate, fault, trained=False)
+    result, new_state = client_round(
+        alg, model, data, payload, cstate, client, rnd, cfg.lora, train
+    )
+    if fault in ("straggler", "dropout_after"):  # trained locally; the server never hears
+        return Work(None, new_state, fault, trained=True)
+    upload = canonical_upload(result, cfg.fed.weighting)
+    if fault is not None:
+        bad = faults.corrupt(fault, upload.tensors, payload.tensors, cfg.faults)
+        upload = replace(upload, tensors=bad)
+    return Work(upload, new_state, fault, trained=True)
+
+
+def server_check(
+    cfg: ExperimentConfig,
+    upload: Upload,
+    payload: Payload,
+    client: ClientInfo,
+    shapes: Mapping[str, Shape],
+    fault: str | None = None,
+) -> tuple[Upload | None, dict[str, Any] | None]:
+    """Return the upload as the server accepts it (clipped), or None and the rejection event."""
+    fed = cfg.fed
+    reason = check_upload(upload.tensors, payload.tensors, client, shapes, fed.max_update_norm)
+    if reason is not None:
+        return None, failure_event(client, "rejected", reason, fault)
+    if fed.clip_update_norm > 0:
+        clipped = clip_update(upload.tensors, payload.tensors, fed.clip_update_norm)
+        upload = replace(upload, tensors=clipped)
+    return upload, None
 
 
 def client_turn(
@@ -58,36 +123,23 @@ def client_turn(
     shapes: Mapping[str, Shape],
 ) -> Turn:
     """Run ``client``'s turn in round ``rnd`` (see the module docstring)."""
-    fault = faults.draw(cfg.faults, cfg.seed, rnd.round, client.cid)
-    if fault == "dropout_before":
-        return Turn(None, cstate, 0, 0, _event(client, "failed", fault))
+    if faults.draw(cfg.faults, cfg.seed, rnd.round, client.cid) == "dropout_before":
+        return Turn(None, cstate, 0, 0, failure_event(client, "failed", "dropout_before"))
     payload = canonical_payload(alg.download(state, client, rnd))
     down = num_bytes(payload.tensors)
-    if fault == "crash":  # the client's state is not updated: it never finished
-        return Turn(None, cstate, down, 0, _event(client, "failed", fault))
-    result, new_state = client_round(
-        alg, model, data, payload, cstate, client, rnd, cfg.lora, train
-    )
-    if fault in ("straggler", "dropout_after"):  # trained locally; the server never hears
-        return Turn(None, new_state, down, 0, _event(client, "failed", fault))
-    upload = canonical_upload(result, cfg.fed.weighting)
-    if fault is not None:
-        bad = faults.corrupt(fault, upload.tensors, payload.tensors, cfg.faults)
-        upload = replace(upload, tensors=bad)
-    up = num_bytes(upload.tensors)
-    fed = cfg.fed
-    reason = check_upload(upload.tensors, payload.tensors, client, shapes, fed.max_update_norm)
-    if reason is not None:
-        return Turn(None, new_state, down, up, _event(client, "rejected", reason, fault))
-    if fed.clip_update_norm > 0:
-        clipped = clip_update(upload.tensors, payload.tensors, fed.clip_update_norm)
-        upload = replace(upload, tensors=clipped)
-    return Turn(upload, new_state, down, up)
+    work = client_work(cfg, alg, model, payload, cstate, client, data, rnd, train)
+    if work.upload is None:
+        assert work.fault is not None
+        return Turn(None, work.cstate, down, 0, failure_event(client, "failed", work.fault))
+    up = num_bytes(work.upload.tensors)
+    upload, event = server_check(cfg, work.upload, payload, client, shapes, work.fault)
+    return Turn(upload, work.cstate, down, up, event)
 
 
-def _event(
+def failure_event(
     client: ClientInfo, outcome: str, reason: str, fault: str | None = None
 ) -> dict[str, Any]:
+    """Return the ``history.jsonl`` event of a lost (``failed``) or ``rejected`` update."""
     event: dict[str, Any] = {"cid": client.cid, "outcome": outcome, "reason": reason}
     if fault is not None and fault != reason:
         event["fault"] = fault  # the injected cause of a rejection
