@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,3 +106,24 @@ def test_checker_ignores_lookalike_names() -> None:
     names = set(imported_names("import richtext\nimport torchvision_x\n", "ilora.x"))
     assert not any(n == f or n.startswith(f + ".") for n in names for f in MATH_FORBIDDEN)
     assert not any(n == f or n.startswith(f + ".") for n in names for f in REPORT_FORBIDDEN)
+
+
+CORE_MODULES = sorted(p for p in PKG.rglob("*.py") if "flower" not in p.relative_to(PKG).parts)
+
+
+@pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_only_the_flower_package_imports_flwr(path: Path) -> None:
+    bad = forbidden_imports(path, ("flwr", "ilora.flower"))
+    if path == PKG / "cli.py":  # `ilora flower ...` imports it inside its own commands only
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        bad = [n for n in bad if not any(n in ast.unparse(t) for t in top)]
+    assert not bad, f"{path.relative_to(SRC)} imports {bad}; core must run without flwr"
+
+
+def test_core_runs_without_flwr_loaded() -> None:
+    code = (
+        "import sys, ilora.cli, ilora.engine.simulation, ilora.engine.setup\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'flwr'], 'flwr imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,0 +1,159 @@
+"""The ``ClientApp``: our one local training loop behind Flower's message API.
+
+A node learns which client it is from its node config (``partition-id``, and optionally
+``rank`` to override the config's rank policy; the Simulation Engine sets ``partition-id``
+itself) and what experiment it is part of from the server's handshake (``query`` message with
+the experiment YAML). It builds the same ``Experiment`` as the embedded engine, keeps the YAML
+and its client state (``cstate``) in ``context.state`` between messages, and answers:
+
+- ``query``: its client id, rank and number of training examples;
+- ``train``: runs :func:`ilora.engine.turn.client_work` on the download and replies with the
+  upload, or with an error when its (injected) fault lost the update;
+- ``evaluate``: its own model (``client_init`` of the download, untrained) on its test share.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from ilora.config import ExperimentConfig, TrainConfig
+from ilora.engine.evaluation import evaluate
+from ilora.engine.local import make_context
+from ilora.engine.setup import Experiment, build
+from ilora.engine.simulation import personal_tests, run_clients
+from ilora.engine.turn import client_work
+from ilora.flower import codec
+from ilora.lora.state import load_setup
+from ilora.tasks.base import ArrayDataset
+from ilora.types import ClientInfo, TensorDict
+
+EXPERIMENT, CSTATE = "ilora-experiment", "ilora-cstate"  # names of our records in context.state
+FAULT_CODE = 1001  # the error code of an update lost to an injected fault
+
+
+class NodeConfigError(ValueError):
+    """A SuperNode started without the node config this app needs."""
+
+
+@dataclass(frozen=True)
+class ClientSide:
+    """What one node needs to act as client ``client.cid`` of an experiment."""
+
+    exp: Experiment
+    client: ClientInfo
+    data: ArrayDataset
+    test: ArrayDataset
+    train: TrainConfig
+
+
+@functools.lru_cache(maxsize=2)
+def experiment(text: str) -> Experiment:
+    """Return the experiment of a config's YAML text (cached: a process serves many nodes)."""
+    return build(codec.config_from_text(text))
+
+
+def client_side(text: str, partition: int, rank: int | None) -> ClientSide:
+    """Return client ``partition`` of the experiment ``text``, at ``rank`` if given."""
+    exp = experiment(text)
+    clients, shares, steps = run_clients(exp)
+    if not 0 <= partition < len(exp.clients):
+        raise NodeConfigError(
+            f"partition-id {partition} is outside 0..{len(exp.clients) - 1} "
+            f"(data.num_clients = {len(exp.clients)}); fix the SuperNode's --node-config"
+        )
+    pooled = exp.algorithm.pooled_data
+    client = clients[0] if pooled else clients[partition]
+    if rank is not None and not pooled:
+        client = replace(client, rank=rank)
+    data = shares[0] if pooled else shares[partition]
+    train = replace(exp.cfg.train, steps=steps)
+    return ClientSide(exp, client, data, exp.local_tests[partition], train)
+
+
+def node_identity(context: Context) -> tuple[int, int | None]:
+    """Return ``(partition-id, rank or None)`` from the node config."""
+    node = context.node_config
+    if "partition-id" not in node:
+        raise NodeConfigError(
+            "this SuperNode has no partition-id; start it with "
+            "--node-config 'partition-id=<client id>' (and optionally rank=<r>)"
+        )
+    rank = node.get("rank")
+    return int(node["partition-id"]), None if rank is None else int(rank)
+
+
+def _side(context: Context) -> ClientSide:
+    if EXPERIMENT not in context.state.config_records:
+        raise NodeConfigError("a train/evaluate message arrived before the handshake")
+    text = str(context.state.config_records[EXPERIMENT]["yaml"])
+    return client_side(text, *node_identity(context))
+
+
+def _cstate(context: Context) -> TensorDict:
+    if CSTATE in context.state.array_records:
+        return codec.from_arrays(context.state.array_records[CSTATE])
+    return {}
+
+
+def handshake(msg: Message, context: Context) -> Message:
+    text = str(msg.content.config_records["experiment"]["yaml"])
+    side = client_side(text, *node_identity(context))
+    context.state.config_records[EXPERIMENT] = ConfigRecord({"yaml": text})
+    info = ConfigRecord(
+        {
+            "cid": node_identity(context)[0],
+            "rank": side.client.rank,
+            "num_examples": side.client.num_examples,
+        }
+    )
+    return Message(RecordDict({"client": info}), reply_to=msg)
+
+
+def train(msg: Message, context: Context) -> Message:
+    side = _side(context)
+    payload, client, rnd = codec.decode_download(msg.content)
+    cfg: ExperimentConfig = side.exp.cfg
+    work = client_work(
+        cfg,
+        side.exp.algorithm,
+        side.exp.model,
+        payload,
+        _cstate(context),
+        client,
+        side.data,
+        rnd,
+        side.train,
+    )
+    context.state.array_records[CSTATE] = codec.to_arrays(work.cstate, dtype=None)
+    if work.upload is None:
+        return Message(Error(FAULT_CODE, str(work.fault)), reply_to=msg)
+    return Message(
+        codec.encode_upload(work.upload, client.cid, rnd.round, work.fault), reply_to=msg
+    )
+
+
+def personal_evaluate(msg: Message, context: Context) -> Message:
+    side = _side(context)
+    payload, client, rnd = codec.decode_download(msg.content)
+    exp = side.exp
+    full = bool(msg.content.config_records["meta"].get("full", True))
+    test = personal_tests(exp, full)[node_identity(context)[0]]
+    ctx = make_context(exp.model, payload, client, rnd, exp.cfg.lora, exp.cfg.train)
+    load_setup(exp.model, exp.algorithm.client_init(ctx, _cstate(context))[0])
+    metrics = evaluate(exp.model, test, exp.cfg.eval.batch_size)
+    reply = MetricRecord({**metrics, "num_examples": len(test)})
+    meta = ConfigRecord({"round": rnd.round, "cid": client.cid})
+    return Message(RecordDict({"metrics": reply, "meta": meta}), reply_to=msg)
+
+
+def make_client_app() -> ClientApp:
+    """Return the ``ClientApp`` of every registered algorithm (the message types above)."""
+    app = ClientApp()
+    app.query()(handshake)
+    app.train()(train)
+    app.evaluate()(personal_evaluate)
+    return app

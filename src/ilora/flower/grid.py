@@ -1,0 +1,87 @@
+"""``LocalGrid``: a Flower ``Grid`` that delivers messages to ``ClientApp``s in this process.
+
+Each node is a ``ClientApp`` with its own ``Context`` (node config and persistent state), as on
+a SuperNode; messages and replies are real Flower ``Message``s, and a ``ClientApp`` exception
+becomes an error reply, as on a SuperNode. Only the transport is missing: no network, no
+serialization. The parity tests run the strategy over it; it is also the quickest way to debug
+an app before starting a SuperLink.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+
+from flwr.app import Context, Error, Message, RecordDict, UserConfigValue
+from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+CLIENT_EXCEPTION = 1002  # error code of a reply whose ClientApp raised
+
+
+class LocalGrid(Grid):
+    """Nodes ``1..N``, one per node config (each with a ``partition-id``), one shared app."""
+
+    def __init__(self, app: ClientApp, node_configs: Iterable[Mapping[str, UserConfigValue]]):
+        self.app = app
+        self.contexts = {
+            nid: Context(
+                run_id=1, node_id=nid, node_config=dict(cfg), state=RecordDict(), run_config={}
+            )
+            for nid, cfg in enumerate(node_configs, start=1)
+        }
+        self.replies: dict[str, Message] = {}
+        self._run = Run.create_empty(run_id=1)
+        if TaskIdentity._run_id is None:  # outside a ServerApp process: we are the server task
+            TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = (
+                1,
+                SUPERLINK_NODE_ID,
+                0,
+            )
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            msg_id = uuid.uuid4().hex
+            msg.metadata.__dict__["_message_id"] = msg_id
+            self.replies[msg_id] = self._deliver(msg)
+            ids.append(msg_id)
+        return ids
+
+    def _deliver(self, msg: Message) -> Message:
+        context = self.contexts[msg.metadata.dst_node_id]
+        try:
+            return self.app(msg, context)
+        except Exception as err:  # noqa: BLE001  (a crashed ClientApp replies with an error)
+            return Message(Error(CLIENT_EXCEPTION, f"{type(err).__name__}: {err}"), reply_to=msg)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self.replies.pop(i) for i in message_ids if i in self.replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
