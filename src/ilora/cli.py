@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ilora import config as config_mod
+from ilora.cli_flower import flower_app  # imports flwr only inside its commands
 from ilora.config import ConfigError
 from ilora.registry import Registry, UnknownNameError
 from ilora.tasks.base import AssetMissingError
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from ilora.engine.checkpoint import Checkpoint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated LoRA fine-tuning.")
+app.add_typer(flower_app, name="flower")
 
 
 @app.callback()
