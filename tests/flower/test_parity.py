@@ -75,3 +75,17 @@ def test_handshake_names_a_missing_or_duplicated_partition() -> None:
         _flower(cfg, [{"partition-id": i} for i in range(3)])
     with pytest.raises(HandshakeError, match="both hold partition-id 1"):
         _flower(cfg, [{"partition-id": i} for i in (0, 1, 1, 2, 3)])
+
+
+def test_flowers_own_start_loop_reaches_the_same_global_model() -> None:
+    from flwr.app import ArrayRecord
+
+    cfg = _cfg("flora")  # a dense residual as well as factors
+    embedded = run(cfg, exp=build(cfg))
+    grid = LocalGrid(make_client_app(), [{"partition-id": i} for i in range(4)])
+    strategy = AlgorithmStrategy(build(codec.config_from_text(codec.config_to_text(cfg))))
+    result = strategy.start(grid, ArrayRecord(), num_rounds=cfg.fed.rounds)
+    got = codec.from_arrays(result.arrays)
+    want = {**embedded.setup.factors, **embedded.setup.residual}
+    assert sorted(got) == sorted(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)

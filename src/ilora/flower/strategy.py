@@ -113,7 +113,12 @@ class AlgorithmStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Return one ``train`` message per sampled client, each with its own payload."""
+        """Return one ``train`` message per sampled client, each with its own payload.
+
+        Under Flower's own ``Strategy.start`` loop the first call performs the handshake.
+        """
+        if self.state is None:
+            self.handshake(grid)
         rnd = RoundInfo(server_round, self.cfg.seed)
         fraction = 1.0 if self.alg.pooled_data else self.cfg.fed.fraction
         sampled = sample_clients([c.cid for c in self.clients], fraction, rnd.seed, rnd.round)
@@ -177,10 +182,15 @@ class AlgorithmStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Check the replies, aggregate them into the server state; return the round's counts."""
+        """Check the replies and aggregate them; return the global model and the round's counts.
+
+        The global model is ``export(state)``: factors, head and any dense residual.
+        """
         uploads, events, _ = self.collect(server_round, replies)
         self._aggregate(server_round, uploads, events)
-        return None, MetricRecord({"succeeded": len(uploads), "events": len(events)})
+        setup = self.alg.export(self.state)
+        counts = MetricRecord({"succeeded": len(uploads), "failed_or_rejected": len(events)})
+        return codec.to_arrays({**setup.factors, **setup.residual}), counts
 
     def _aggregate(
         self, server_round: int, uploads: dict[int, Upload], events: list[dict[str, Any]]
