@@ -2,25 +2,42 @@
 
 Mix (per sampled client and round, seeded): 30% dropouts (15% before training, 15% after),
 10% NaN updates, 10% wrong shapes, 5% stragglers, 10% Byzantine (5% sign-flipped, 5% scaled
-x10), with the server's checks on (``fed.max_update_norm``) and norm clipping
-(``fed.clip_update_norm``). Every injected fault must be accounted for: each one appears in
-``history.jsonl`` as a lost (``failed``) or refused (``rejected``) update, except the Byzantine
-ones, which pass the checks and are clipped. Prints a markdown table (final accuracy, accepted /
-failed / rejected updates) and the accuracy gap.
+x10), with the server's checks on (``fed.max_update_norm``), norm clipping
+(``fed.clip_update_norm``) and, for an algorithm whose aggregation is a mean, robust aggregation
+(``fed.robust``). Every injected fault must be accounted for: each lost or refused update
+appears in ``history.jsonl`` as ``failed`` or ``rejected``; the Byzantine ones pass the checks
+and are clipped. ``--controls`` adds, per algorithm, the run in which every faulty client's
+update is simply lost (``faults.dropout_before`` = the mix's total: the same clients, drawn from
+the same seeded numbers) for the algorithms it names, which separates the lost data from the
+harm the accepted Byzantine updates do. Both run with ``fed.min_success: 0``: with 5 clients per
+round and 65% of them faulty, a round in which every client fails (0.65^5 = 12% per round) is
+likely in 20 rounds, and there the server keeps its model instead of stopping the run.
 
-Run: ``.venv/bin/python benchmarks/faults.py [--config configs/demo.yaml] [--rounds 20]``;
-``--quick`` runs the smoke config (10 clients) for 6 rounds (seconds).
+Writes ``faults.csv`` (one row per run), ``accounting.csv`` (per run and fault kind: injected
+vs counted), ``rounds.csv`` (accuracy per round), ``norms.csv`` (the norm ``‖u − sent‖`` of every
+update a client produced, before faults and clipping: the evidence for the clip threshold) and
+``meta.json`` to ``--out``; the runs go to ``--runs`` (a finished run of the same config is
+reused).
+
+Run: ``.venv/bin/python benchmarks/faults.py --config configs/demo.yaml --rounds 20
+--algorithms ilora,ffa-lora --clip 4 --controls ilora``; ``--quick``: the smoke config with 10
+clients, all sampled, 6 rounds (about a minute), into ``runs/quick/faults``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
+from typing import Any
+
+from _runs import run_in, write_meta
 
 from ilora import config
+from ilora.algorithms.base import ALGORITHMS
+from ilora.bench.resultfiles import write_rows
 from ilora.engine import faults
-from ilora.engine.history import History
-from ilora.engine.simulation import run
+from ilora.engine.sampling import sample_clients
 
 MIX = {
     "dropout_before": 0.15,
@@ -34,53 +51,134 @@ MIX = {
 BYZANTINE = ("sign_flip", "scale")
 
 
-def _row(name: str, history: History) -> str:
-    s = history.summary()
-    accepted = sum(r.clients["succeeded"] for r in history.records)
-    return (
-        f"| {name} | {100 * s['final_accuracy']:.2f} | {accepted} | {s['failed_updates']} | "
-        f"{s['rejected_updates']} |"
-    )
+def variants(a: argparse.Namespace, name: str) -> dict[str, list[str]]:
+    """Return the overrides of each run of algorithm ``name``."""
+    guard = [f"fed.max_update_norm={a.max_norm}", f"fed.clip_update_norm={a.clip}"]
+    if ALGORITHMS.get(name).mean_aggregation and a.robust != "none":
+        guard += [f"fed.robust={a.robust}", f"fed.trim_fraction={a.trim}"]
+    keep = "fed.min_success=0"  # a round whose every client fails keeps the model
+    out = {"faulty": [keep, *guard, *(f"faults.{k}={v}" for k, v in MIX.items())]}
+    if name in a.controls.split(","):
+        out["lost"] = [keep, f"faults.dropout_before={sum(MIX.values()):.2f}"]
+    out["clean"] = []
+    return out
 
 
-def _accounted(cfg: config.ExperimentConfig, history: History) -> tuple[int, int]:
-    """Return (faults drawn for sampled clients, faults seen in the history or clipped)."""
-    from ilora.engine.sampling import sample_clients
+def accounting(cfg: config.ExperimentConfig, records: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Return ``kind -> [injected, counted failed, counted rejected, accepted]`` for a run."""
+    table: dict[str, list[int]] = {}
+    n = cfg.data.num_clients
+    for rec in records:
+        events = {e["cid"]: e for e in rec["events"]}
+        for cid in sample_clients(range(n), cfg.fed.fraction, cfg.seed, rec["round"]):
+            kind = faults.draw(cfg.faults, cfg.seed, rec["round"], cid)
+            if kind is None:
+                continue
+            row = table.setdefault(kind, [0, 0, 0, 0])
+            row[0] += 1
+            event = events.get(cid)
+            if event is None:
+                row[3] += 1
+            else:
+                row[1 if event["outcome"] == "failed" else 2] += 1
+    return table
 
-    drawn = seen = 0
-    for rec in history.records:
-        sampled = sample_clients(range(cfg.data.num_clients), cfg.fed.fraction, cfg.seed, rec.round)
-        kinds = [faults.draw(cfg.faults, cfg.seed, rec.round, c) for c in sampled]
-        drawn += sum(k is not None for k in kinds)
-        seen += len(rec.events) + sum(k in BYZANTINE for k in kinds)
-    return drawn, seen
+
+def _norm_rows(run_dir: Path, name: str, variant: str) -> list[dict[str, Any]]:
+    """Return the run's recorded update norms (none for a run made without recording)."""
+    path = run_dir / "update_norms.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [{"algorithm": name, "variant": variant, **row} for row in csv.DictReader(f)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--clip", type=float, default=1.0, help="fed.clip_update_norm")
+    ap.add_argument("--algorithms", default="ilora", help="comma-separated names")
+    ap.add_argument("--clip", type=float, default=4.0, help="fed.clip_update_norm")
     ap.add_argument("--max-norm", type=float, default=100.0, help="fed.max_update_norm")
+    ap.add_argument("--robust", default="trimmed_mean", help="fed.robust where allowed")
+    ap.add_argument("--trim", type=float, default=0.2, help="fed.trim_fraction")
+    ap.add_argument(
+        "--controls", default="", help="algorithms that also get the lost-updates control run"
+    )
     ap.add_argument("--set", action="append", default=[], help="extra key=value overrides")
-    ap.add_argument("--quick", action="store_true", help="smoke config, 6 rounds")
+    ap.add_argument("--quick", action="store_true", help="smoke config, 6 rounds, 10 clients")
+    ap.add_argument("--out", type=Path, default=None, help="results directory")
+    ap.add_argument("--runs", type=Path, default=None, help="run directories")
     a = ap.parse_args()
     path, rounds = (Path("configs/smoke.yaml"), 6) if a.quick else (a.config, a.rounds)
-    quick = ["data.num_clients=10"] if a.quick else []
-    common = [f"fed.rounds={rounds}", "fed.fraction=1.0", *quick, *a.set]
-    clean_cfg = config.load(path, common)
-    guard = [f"fed.max_update_norm={a.max_norm}", f"fed.clip_update_norm={a.clip}"]
-    mix = [f"faults.{k}={v}" for k, v in MIX.items()]
-    faulty_cfg = config.load(path, [*common, *guard, *mix])
-    clean, faulty = run(clean_cfg).history, run(faulty_cfg).history
-    drawn, seen = _accounted(faulty_cfg, faulty)
-    print(f"config {path}, {rounds} rounds, all clients sampled; faults {MIX}")
-    print("| run | final accuracy % | accepted | failed | rejected |")
-    print("|---|---|---|---|---|")
-    print(_row("clean", clean))
-    print(_row("faults + checks + clipping", faulty))
-    gap = 100 * (faulty.summary()["final_accuracy"] - clean.summary()["final_accuracy"])
-    print(f"\naccuracy gap {gap:+.2f} points; faults drawn {drawn}, accounted for {seen}")
+    out = a.out or Path("runs/quick/faults" if a.quick else "results/faults")
+    runs = a.runs or Path("runs/quick/faults-runs" if a.quick else "runs/faults")
+    quick = ["data.num_clients=10", "fed.fraction=1.0"] if a.quick else []
+    common = [f"fed.rounds={rounds}", *quick, *a.set]
+    rows, acc_rows, round_rows, norm_rows = [], [], [], []
+    for name in a.algorithms.split(","):
+        for variant, extra in variants(a, name).items():
+            cfg = config.load(path, [f"algorithm={name}", *common, *extra])
+            run_dir = runs / f"{name}-{variant}"
+            summary, records = run_in(cfg, run_dir, record_norms=True)
+            norm_rows += _norm_rows(run_dir, name, variant)
+            rows.append(
+                {
+                    "algorithm": name,
+                    "variant": variant,
+                    "final_accuracy": summary["final_accuracy"],
+                    "best_accuracy": summary["best_accuracy"],
+                    "rounds": summary["rounds"],
+                    "sampled": sum(r["clients"]["sampled"] for r in records),
+                    "accepted": sum(r["clients"]["succeeded"] for r in records),
+                    "failed": summary["failed_updates"],
+                    "rejected": summary["rejected_updates"],
+                    "empty_rounds": sum(r["clients"]["succeeded"] == 0 for r in records),
+                    "clip_update_norm": cfg.fed.clip_update_norm,
+                    "max_update_norm": cfg.fed.max_update_norm,
+                    "robust": cfg.fed.robust,
+                    "trim_fraction": cfg.fed.trim_fraction if cfg.fed.robust != "none" else "",
+                    "wall_s": round(summary["wall_s"], 1),
+                }
+            )
+            for kind, (inj, failed, rejected, accepted) in sorted(accounting(cfg, records).items()):
+                acc_rows.append(
+                    {
+                        "algorithm": name,
+                        "variant": variant,
+                        "fault": kind,
+                        "injected": inj,
+                        "failed": failed,
+                        "rejected": rejected,
+                        "accepted": accepted,
+                    }
+                )
+            for r in records:
+                if "accuracy" in r:
+                    round_rows.append(
+                        {
+                            "algorithm": name,
+                            "variant": variant,
+                            "round": r["round"],
+                            "accuracy": r["accuracy"],
+                        }
+                    )
+    write_rows(out / "faults.csv", rows)
+    write_rows(out / "accounting.csv", acc_rows)
+    write_rows(out / "rounds.csv", round_rows)
+    if norm_rows:
+        write_rows(out / "norms.csv", norm_rows)
+    write_meta(
+        out,
+        a.quick,
+        config=str(path),
+        rounds=rounds,
+        mix=MIX,
+        byzantine_scale=config.FaultConfig().scale_factor,
+    )
+    for row in rows:
+        print(row)
+    print(f"written: {out}/faults.csv, accounting.csv, rounds.csv, meta.json")
 
 
 if __name__ == "__main__":

@@ -377,11 +377,14 @@ def test_compare_unknown_algorithm_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_bench_comm_measures_bytes_equal_to_the_formulas(tmp_path: Path) -> None:
     names = "fedit,flasc,fedsa-lora"
-    result = invoke("bench", "comm", "--quick", "--algorithms", names, "--out", tmp_path)
+    runs = tmp_path / "runs"
+    args = ["--algorithms", names, "--out", tmp_path, "--runs-dir", runs]
+    result = invoke("bench", "comm", "--quick", *args)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO((tmp_path / "comm.csv").read_text())))
     assert sorted(r["algorithm"] for r in rows) == sorted(names.split(","))
     assert all(float(r["max_deviation"]) == 0.0 and float(r["up_measured"]) > 0 for r in rows)
-    again = invoke("bench", "comm", "--runs", tmp_path)  # re-check the finished runs only
+    assert _json(tmp_path / "meta.json")["quick"] is True
+    again = invoke("bench", "comm", "--runs", runs, "--out", tmp_path / "again")  # check only
     assert again.exit_code == 0, again.output
-    assert (tmp_path / "comm.md").read_text().count("| 0.000% |") == 3
+    assert (tmp_path / "again" / "comm.md").read_text().count("| 0.000% |") == 3

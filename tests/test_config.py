@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from ilora.config import (
     ConfigError,
     DataConfig,
+    DPConfig,
     EvalConfig,
     ExperimentConfig,
     FaultConfig,
     FedConfig,
+    LogConfig,
     TrainConfig,
     build,
     load,
@@ -273,6 +275,8 @@ SECTIONS: dict[str, type[Any]] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "faults": FaultConfig,
+    "log": LogConfig,
+    "dp": DPConfig,
 }
 
 

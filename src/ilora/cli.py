@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ilora import cli_bench, cli_report
 from ilora import config as config_mod
 from ilora.cli_flower import flower_app  # imports flwr only inside its commands
 from ilora.config import ConfigError
@@ -32,7 +34,7 @@ def _quiet_loaders() -> None:
 
 
 console = Console()
-USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, OSError, ValueError)
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
 SetOpt = Annotated[
@@ -41,7 +43,7 @@ SetOpt = Annotated[
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"[bold red]error:[/] {escape(str(err))}")  # keep "ilora[mlflow]" literal
     raise typer.Exit(code=2)
 
 
@@ -102,18 +104,18 @@ def _resume_point(out: Path) -> Checkpoint | None:
 
 
 def _finished(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
-    """Return True if ``out`` holds a finished run (``summary.json``) of exactly ``cfg``.
+    """Return True if ``out`` holds a finished run of exactly ``cfg`` (see ``bench.runner``)."""
+    from ilora.bench.runner import finished
 
-    The stored ``config.yaml`` is loaded like any config (options added since it was written
-    take their defaults), so a run stays reusable when the schema grows.
-    """
-    if not (out / "summary.json").is_file() or not (out / "config.yaml").is_file():
-        return False
+    return finished(cfg, out)
+
+
+def _seeds(text: str) -> list[int]:
+    """Parse ``--seeds 0,1,2``."""
     try:
-        done = config_mod.load(out / "config.yaml")
-    except ConfigError:
-        return False
-    return config_mod.to_dict(done) == config_mod.to_dict(cfg)
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
 
 
 def _check_names(cfg: config_mod.ExperimentConfig) -> None:
@@ -144,6 +146,11 @@ def run(
                     "--resume continues a run with the config stored in its directory; "
                     "drop CONFIG, --set and --out"
                 )
+            if not (resume / "config.yaml").is_file():
+                raise ConfigError(
+                    f"--resume {resume}: not a run directory (no config.yaml); give the --out "
+                    "directory of an earlier `ilora run`"
+                )
             cfg, out = config_mod.load(resume / "config.yaml"), resume
             summary = _run_one(cfg, out, _resume_point(out))
         else:
@@ -163,7 +170,10 @@ def run(
         "total_bytes_up",
         "total_bytes_down",
         "wall_s",
+        "epsilon",  # only under DP noise
     ):
+        if key not in summary:
+            continue
         value = summary[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -194,7 +204,7 @@ def compare(
 
     try:
         names = [a.strip() for a in algorithms.split(",") if a.strip()]
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        seed_list = _seeds(seeds)
         cfgs = [
             config_mod.load(config, [*(set_ or []), f"algorithm={a}", f"seed={s}"])
             for a in names
@@ -227,6 +237,11 @@ def compare(
 
 bench_app = typer.Typer(no_args_is_help=True, help="Measurements: communication, ...")
 app.add_typer(bench_app, name="bench")
+bench_app.command("quality")(cli_report.bench_quality)
+bench_app.command("aggregation")(cli_bench.bench_aggregation)
+bench_app.command("engine")(cli_bench.bench_engine)
+app.command("report")(cli_report.report)
+app.command("export")(cli_report.export)
 
 @bench_app.command("comm")
 def bench_comm(
@@ -240,13 +255,20 @@ def bench_comm(
     rounds: Annotated[int, typer.Option(help="rounds per method (each runs 1 local step)")] = 3,
     quick: Annotated[bool, typer.Option(help="configs/smoke.yaml, seconds")] = False,
     set_: SetOpt = None,
-    out: Annotated[Path, typer.Option(help="directory for the runs and comm.md/.csv")] = Path(
-        "runs/bench-comm"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="comm.csv/.md, meta.json (default results/comm, quick runs/quick/comm)"),
+    ] = None,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(help="run dirs (default runs/bench-comm; quick: runs/quick/comm/runs)"),
+    ] = None,
 ) -> None:
     """Bytes per round per method: the engine's counts against the analytic formulas."""
-    from ilora.bench import commcheck
+    from ilora.bench import commcheck, resultfiles
 
+    out = out or Path("runs/quick/comm" if quick else "results/comm")
+    run_root = runs_dir or Path("runs/quick/comm/runs" if quick else "runs/bench-comm")
     try:
         if runs is None:
             import ilora.algorithms  # noqa: F401
@@ -259,16 +281,21 @@ def bench_comm(
             for name in names:
                 cfg = config_mod.load(path, [*extra, *(set_ or []), f"algorithm={name}"])
                 _check_names(cfg)
-                _run_one(cfg, out / name)
-        rows = commcheck.check_runs(runs or out)
+                _run_one(cfg, run_root / name)
+        if runs is not None and not runs.is_dir():
+            raise ConfigError(f"--runs {runs}: no such directory of finished runs")
+        rows = commcheck.check_runs(runs or run_root)
+        if not rows:
+            raise ConfigError(f"no finished runs (summary.json) under {runs or run_root}")
     except USER_ERRORS as err:
         _fail(err)
         return
-    target = runs or out
-    (target / "comm.md").write_text(commcheck.markdown(rows))
-    (target / "comm.csv").write_text(commcheck.to_csv(rows))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comm.md").write_text(commcheck.markdown(rows))
+    (out / "comm.csv").write_text(commcheck.to_csv(rows))
+    resultfiles.write_meta(out, quick, runs_dir=(runs or run_root).as_posix(), mb=commcheck.MB)
     console.print(commcheck.markdown(rows))
-    console.print(f"written: {target / 'comm.md'}, comm.csv")
+    console.print(f"written: {out}/comm.csv, comm.md, meta.json")
 
 
 @app.command("list")

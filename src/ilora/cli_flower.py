@@ -79,3 +79,56 @@ def simulate(
     if not summary.is_file():
         fail(f"the simulation ended without a result in {directory}; see the log above")
     console.print(f"written: {directory}/summary.json, history.jsonl")
+
+
+@flower_app.command("new")
+def new(
+    directory: Annotated[Path, typer.Argument(help="the app directory to write")],
+    config: Annotated[Path, typer.Option(help="experiment YAML to copy into the app")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a dotted key (kept in the app's run config)"),
+    ] = None,
+    out: Annotated[
+        str, typer.Option(help="run directory on the SuperLink's machine (default: runs/...)")
+    ] = "",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for a round's replies")] = 600.0,
+    force: Annotated[bool, typer.Option(help="overwrite an app already in DIRECTORY")] = False,
+) -> None:
+    """Write a Flower app (pyproject.toml, the YAML, two modules) that `flwr run` starts."""
+    require_flwr()
+    from ilora.flower.app import AppExistsError, write_app
+
+    try:
+        pyproject = write_app(directory, config, set_ or [], out, timeout, force)
+    except (*USER_ERRORS, AppExistsError) as err:
+        fail(err)
+        return
+    console.print(f"written: {pyproject.parent}/ (start it: flwr run {directory} <connection>)")
+
+
+@flower_app.command("certs")
+def certs(
+    directory: Annotated[Path, typer.Argument(help="where to write the certificates and keys")],
+    nodes: Annotated[int, typer.Option(help="SuperNode key pairs to make", min=0)] = 2,
+    days: Annotated[int, typer.Option(help="validity of the certificates in days", min=1)] = 7,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="another name or IP the SuperLink certificate is valid for"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite credentials in DIRECTORY")] = False,
+) -> None:
+    """Make a trial CA, a SuperLink TLS certificate and SuperNode keys (local trials only)."""
+    require_flwr()
+    from ilora.flower.certs import CredentialsExistError, make_trial_credentials
+
+    try:
+        made = make_trial_credentials(directory, nodes, days, host or [], force)
+    except CredentialsExistError as err:
+        fail(err)
+        return
+    console.print(
+        f"written: {made.ca}, {made.server_cert}, {made.server_key}, "
+        f"{len(made.node_keys)} SuperNode key pair(s) in {directory}/nodes "
+        f"(valid {days} day(s); for local trials only, see {directory}/README.md)"
+    )

@@ -83,7 +83,10 @@ class FedConfig:
     )
     min_success: int = field(
         default=1,
-        metadata={"help": "fewest accepted uploads a round needs; fewer stops the run (error)"},
+        metadata={
+            "help": "fewest accepted uploads a round needs; fewer stops the run (error); 0: a "
+            "round with none keeps the model and the run goes on"
+        },
     )
     max_update_norm: float = field(
         default=0.0,
@@ -93,18 +96,31 @@ class FedConfig:
         default=0.0,
         metadata={"help": "scale each accepted update down to this norm (robust); 0 = off"},
     )
+    robust: Literal["none", "median", "trimmed_mean"] = field(
+        default="none",
+        metadata={
+            "help": "coordinate-wise median or trimmed mean in place of the weighted mean "
+            "(only algorithms whose aggregation is a mean: fedit, ffa-lora, fedloru)"
+        },
+    )
+    trim_fraction: float = field(
+        default=0.1,
+        metadata={"help": "trimmed_mean: share of clients dropped at each end, in [0, 0.5)"},
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"fed.rounds must be >= 1, got {self.rounds}")
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"fed.fraction must be in (0, 1], got {self.fraction}")
-        if self.min_success < 1:
-            raise ConfigError(f"fed.min_success must be >= 1, got {self.min_success}")
+        if self.min_success < 0:
+            raise ConfigError(f"fed.min_success must be >= 0, got {self.min_success}")
         for name in ("max_update_norm", "clip_update_norm"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"fed.{name} must be a finite number >= 0 (0 = off), got {value}")
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ConfigError(f"fed.trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
 
 
 FAULT_KINDS = (
@@ -150,6 +166,48 @@ class FaultConfig:
             raise ConfigError(f"faults: the probabilities sum to {total:g}; they must sum to <= 1")
         if not math.isfinite(self.scale_factor):
             raise ConfigError(f"faults.scale_factor must be finite, got {self.scale_factor}")
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Client-level differential privacy: clip each update, add Gaussian noise, account.
+
+    On when ``clip_norm > 0``. See ``ilora.engine.privacy`` for the mechanism and its analysis.
+    """
+
+    clip_norm: float = field(
+        default=0.0,
+        metadata={"help": "C: each client's update ‖u − sent‖ is clipped to this norm; 0 = off"},
+    )
+    noise_multiplier: float = field(
+        default=0.0,
+        metadata={"help": "sigma: Gaussian noise std sigma·C (0 = clipping only, no guarantee)"},
+    )
+    delta: float = field(default=1e-5, metadata={"help": "delta of the (epsilon, delta) report"})
+    noise: Literal["upload", "aggregate"] = field(
+        default="upload",
+        metadata={
+            "help": "upload: every upload carries N(0, (sigma C)^2) (any algorithm); aggregate: "
+            "N(0, (sigma C)^2 / m) each, the sum of m carries sigma C (mean aggregation only)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("clip_norm", "noise_multiplier"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"dp.{name} must be a finite number >= 0, got {value}")
+        if not 0.0 < self.delta < 1.0:
+            raise ConfigError(f"dp.delta must be in (0, 1), got {self.delta}")
+        if self.noise_multiplier > 0 and self.clip_norm == 0:
+            raise ConfigError(
+                "dp.noise_multiplier > 0 needs dp.clip_norm > 0 (the noise is sigma times C)"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """Return True when updates are clipped (and noised) for privacy."""
+        return self.clip_norm > 0
 
 
 @dataclass(frozen=True)
@@ -207,6 +265,38 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class MLflowConfig:
+    """MLflow tracking of a run (``pip install ilora[mlflow]``); on when ``tracking_uri`` is set."""
+
+    tracking_uri: str = field(
+        default="",
+        metadata={
+            "help": "MLflow tracking URI, e.g. file:./mlruns (a local store) or http://host:5000; "
+            "empty = off"
+        },
+    )
+    experiment: str = field(default="ilora", metadata={"help": "MLflow experiment name"})
+
+    def __post_init__(self) -> None:
+        if self.tracking_uri and not self.experiment:
+            raise ConfigError("log.mlflow.experiment must be a non-empty name")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Optional experiment tracking of every round's metrics (off by default)."""
+
+    tensorboard: str = field(
+        default="",
+        metadata={
+            "help": "directory for TensorBoard event files, one subdirectory per run "
+            "(pip install ilora[tensorboard]); empty = off"
+        },
+    )
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """One federated run."""
 
@@ -228,8 +318,10 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     fed: FedConfig = field(default_factory=FedConfig)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -308,6 +400,16 @@ def build(cls: type[Any], data: dict[str, Any], path: str = "") -> Any:
         ) from None
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """Return a YAML error in one line: the problem and where (line and column, 1-based)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(err).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def set_dotted(data: dict[str, Any], dotted: str, raw: str) -> None:
     """Apply one ``key.path=value`` override to a nested mapping (value parsed as YAML)."""
     *parents, last = dotted.split(".")
@@ -317,7 +419,12 @@ def set_dotted(data: dict[str, Any], dotted: str, raw: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: {p!r} is not a section")
         node = child
-    node[last] = parse_yaml(raw)
+    try:
+        node[last] = parse_yaml(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"--set {dotted}: {raw!r} is not a YAML value ({_yaml_problem(err)})"
+        ) from None
 
 
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
@@ -330,12 +437,18 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {str(p)!r} is a directory; give a YAML file")
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
         try:
-            loaded = parse_yaml(p.read_text()) or {}
+            loaded = parse_yaml(p.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {str(p)!r} cannot be read: {err}") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+            raise ConfigError(
+                f"config file {str(p)!r} is not valid YAML: {_yaml_problem(err)}"
+            ) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
         data = loaded

@@ -171,3 +171,19 @@ def test_the_cli_exits_non_zero_with_the_reason_when_a_round_fails(tmp_path: Pat
     text = " ".join(result.output.split())
     assert "run failed: round 1: 0 of 4 sampled clients" in text and "has shape" in text
     assert "Traceback" not in result.output
+
+
+def test_min_success_zero_keeps_the_model_through_a_round_without_accepted_updates() -> None:
+    from ilora.engine.setup import build
+
+    cfg = config.load(SMOKE, ["faults.nan=1.0", "fed.min_success=0"])
+    result = run(cfg)
+    for rec in result.history.records:
+        assert rec.clients["succeeded"] == 0 and rec.clients["rejected"] == 4
+        assert "train_loss" not in rec.metrics and "accuracy" in rec.metrics
+    exp = build(cfg)
+    start = exp.algorithm.export(
+        exp.algorithm.server_init(template(exp.model), exp.clients, cfg.lora, cfg.seed)
+    )
+    assert result.setup.factors.keys() == start.factors.keys()
+    assert all(torch.equal(result.setup.factors[k], v) for k, v in start.factors.items())

@@ -39,6 +39,9 @@ class Algorithm(Generic[S]):
     stateful_clients: ClassVar[bool] = False  # keeps client state across rounds
     personalized: ClassVar[bool] = False  # clients' models differ from the global one
     pooled_data: ClassVar[bool] = False  # one client holding all data (the centralized reference)
+    # ``aggregate`` reads the uploads only through their weighted mean Σ_k p_k lift(u_k), all
+    # lifted uploads of one set of keys and shapes: robust aggregation may replace that mean
+    mean_aggregation: ClassVar[bool] = False
 
     # ---- server side (pure: return new values, never mutate inputs)
     def server_init(
@@ -67,6 +70,17 @@ class Algorithm(Generic[S]):
     def export(self, state: S) -> LocalSetup:
         """Return the global model (factors, residual, head) for evaluation and checkpoints."""
         raise NotImplementedError
+
+    def lift(self, state: S, tensors: TensorDict) -> TensorDict:
+        """Return an upload as the full-rank upload that adds the same term to the mean.
+
+        Read only when ``mean_aggregation`` is set: such an ``aggregate`` must depend on the
+        uploads only through ``Σ_k p_k lift(u_k)`` (``p_k`` the normalised weights), and
+        ``lift`` must leave a lifted upload unchanged, so that giving every client the same
+        lifted tensors ``c`` aggregates exactly ``c`` (``engine.robust``). Default: unchanged
+        (every upload already has the one shape, e.g. a single rank).
+        """
+        return dict(tensors)
 
     def round_metrics(self, state: S) -> dict[str, float]:
         """Return diagnostics of the last aggregation (``agg_error``); reporting only."""

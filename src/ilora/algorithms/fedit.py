@@ -43,6 +43,7 @@ class FedIT(Algorithm[FactorState]):
     """
 
     heterogeneous_ranks = True
+    mean_aggregation = True  # Ā, B̄ and the head are Σ p_k lift(u_k), lift = zero-pad to r_max
 
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
@@ -64,6 +65,9 @@ class FedIT(Algorithm[FactorState]):
         return replace(
             state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
         )
+
+    def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
+        return {k: resize_rank(v, state.rank, keys.kind_of(k)) for k, v in tensors.items()}
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))

@@ -85,6 +85,7 @@ class FedLoRU(Algorithm[FactorState]):
     """
 
     heterogeneous_ranks = True
+    mean_aggregation = True  # the averages are Σ p_k lift(u_k), lift = zero-pad to r_max
 
     tau: int = field(
         default=5,
@@ -112,6 +113,9 @@ class FedLoRU(Algorithm[FactorState]):
         mean = padded_mean(uploads, state.rank)
         metrics = {"agg_error": global_pair_error(state, uploads, mean)}
         return install_round(state, mean, metrics, rnd, self.tau)
+
+    def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
+        return truncated(tensors, state.rank)
 
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)

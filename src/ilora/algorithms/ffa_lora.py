@@ -61,6 +61,7 @@ class FFALoRA(Algorithm[FactorState]):
     """
 
     heterogeneous_ranks = True
+    mean_aggregation = True  # B̄ and the head are Σ p_k lift(u_k) (``lift``: scale and pad B)
 
     # ---- server
     def server_init(
@@ -94,6 +95,14 @@ class FFALoRA(Algorithm[FactorState]):
         new = {**A, **{k: v.float() for k, v in B.items()}, **mean_extras(uploads)}
         metrics = {"agg_error": self._agg_error(state, new, uploads)}
         return replace(state, tensors=new, metrics=metrics)
+
+    def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
+        """Return B as ``(s_k/s_max)·pad(B_k)`` at ``r_max`` (the term ``aggregate`` averages)."""
+        s_max, out = state.lora.scale(state.rank), dict(tensors)
+        for k, b in keys.of_kind(tensors, "lora_B").items():
+            ratio = state.lora.scale(b.shape[1]) / s_max
+            out[k] = (ratio * resize_rank(b.double(), state.rank, "lora_B")).float()
+        return out
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))

@@ -45,9 +45,10 @@ class History:
         return values[-1] if values else float("nan")
 
     def summary(self) -> dict[str, Any]:
-        """Return ``summary.json``'s content."""
+        """Return ``summary.json``'s content (with ``epsilon``, the final ε, under DP noise)."""
         accs = self.accuracies()
         final_acc = self.final.get("accuracy", accs[-1] if accs else float("nan"))
+        privacy = {"epsilon": self._last("epsilon")} if self._has("epsilon") else {}
         return {
             "algorithm": self.algorithm,
             "task": self.task,
@@ -64,7 +65,11 @@ class History:
             "mean_agg_error": _mean(
                 [r.metrics["agg_error"] for r in self.records if "agg_error" in r.metrics]
             ),
+            **privacy,
         }
+
+    def _has(self, key: str) -> bool:
+        return any(key in r.metrics for r in self.records)
 
 
 def _mean(xs: list[float]) -> float:

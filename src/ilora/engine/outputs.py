@@ -25,6 +25,7 @@ from ilora.config import ExperimentConfig, to_dict
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.history import RoundRecord, append_jsonl, write_json_atomic
+from ilora.engine.loggers import make_loggers
 from ilora.engine.simulation import RunResult
 from ilora.lora import keys
 from ilora.types import LocalSetup
@@ -66,6 +67,7 @@ class RunWriter:
 
     def __init__(self, out: Path, cfg: ExperimentConfig, resume: Checkpoint | None = None) -> None:
         self.out, self.cfg = out, cfg
+        self.loggers = make_loggers(cfg, out)  # optional tracking (log: section); off by default
         out.mkdir(parents=True, exist_ok=True)
         if resume is not None:  # the history up to the checkpoint; later lines are redone
             lines = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in resume.records)
@@ -93,6 +95,8 @@ class RunWriter:
 
     def on_round(self, record: RoundRecord) -> None:
         append_jsonl(self.out / "history.jsonl", record.to_json())
+        for logger in self.loggers:
+            logger.log_round(record)
 
     def on_checkpoint(self, ckpt: Checkpoint) -> None:
         checkpoint.save(self.out / CHECKPOINTS, ckpt)
@@ -101,6 +105,8 @@ class RunWriter:
         """Write summary.json, the adapter and the manifest's end time; return the summary."""
         summary = result.history.summary()
         write_json_atomic(self.out / "summary.json", summary)
+        for logger in self.loggers:
+            logger.close(summary)
         save_adapter(result.setup, self.cfg, self.out / "adapter")
         self.manifest["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         write_json_atomic(self.out / "manifest.json", self.manifest)

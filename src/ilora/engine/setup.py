@@ -19,6 +19,8 @@ import ilora.tasks  # noqa: F401  (registers every task)
 from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
 from ilora.config import ConfigError, ExperimentConfig, algorithm_args
 from ilora.data.partitioners import PARTITIONERS
+from ilora.engine.privacy import check_dp
+from ilora.engine.robust import check_robust
 from ilora.lora.inject import inject
 from ilora.lora.state import adapted
 from ilora.registry import instantiate
@@ -98,13 +100,16 @@ def validate(cfg: ExperimentConfig) -> tuple[Algorithm, Task]:  # type: ignore[t
     """Return the algorithm and task of ``cfg`` after checking every name and option in it.
 
     Raises:
-        ConfigError: for an unknown algorithm, task, option or ``per_algorithm`` section.
+        ConfigError: for an unknown algorithm, task, option or ``per_algorithm`` section, or
+            a ``fed.robust``/``dp`` setting the algorithm's aggregation does not allow.
 
     """
     try:
         for name in cfg.per_algorithm:
             ALGORITHMS.get(name)
         alg = create_algorithm(cfg.algorithm, algorithm_args(cfg))
+        check_robust(cfg, alg)
+        check_dp(cfg, alg, cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed))
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
     return alg, make_task(cfg.task, cfg.task_args)

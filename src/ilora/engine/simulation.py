@@ -16,10 +16,12 @@ from typing import Any
 import torch
 
 from ilora.config import ExperimentConfig
+from ilora.engine import robust
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.local import make_context
+from ilora.engine.privacy import privacy_metrics
 from ilora.engine.sampling import num_sampled, sample_clients
 from ilora.engine.setup import Experiment, build
 from ilora.engine.turn import canonical_payload, client_turn
@@ -52,7 +54,11 @@ def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
 
 
 class RoundFailedError(RuntimeError):
-    """Fewer accepted uploads in a round than ``fed.min_success``: the run stops."""
+    """Fewer accepted uploads in a round than ``fed.min_success``: the run stops.
+
+    With ``fed.min_success: 0`` a round may end with no accepted upload: the server skips
+    ``aggregate`` and keeps its state, and the round is recorded (``succeeded: 0``).
+    """
 
 
 def check_success(
@@ -173,11 +179,13 @@ def run(
             if turn.event is not None:
                 events.append(turn.event)
         check_success(r, len(sampled), uploads, events, cfg.fed.min_success)
-        state = alg.aggregate(state, uploads, rnd)
-        metrics = dict(alg.round_metrics(state))
-        metrics["train_loss"] = sum(u.metrics["train_loss"] for u in uploads.values()) / len(
-            uploads
-        )
+        metrics: dict[str, float] = {}
+        if uploads:  # none only under fed.min_success 0: then the round keeps the server state
+            state = robust.aggregate(cfg, alg, state, uploads, rnd)
+            metrics = dict(alg.round_metrics(state))
+            losses = [u.metrics["train_loss"] for u in uploads.values()]
+            metrics["train_loss"] = sum(losses) / len(losses)
+        metrics.update(privacy_metrics(cfg, r))
         if r % cfg.eval.every == 0 or r == cfg.fed.rounds:
             full = cfg.eval.final_full and r == cfg.fed.rounds
             metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed), full))

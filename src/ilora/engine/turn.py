@@ -1,8 +1,9 @@
-"""One sampled client's turn in a round: faults, local training, the server's checks.
+"""One sampled client's turn in a round: faults, local training, DP, the server's checks.
 
 The turn has two sides, so that both runtimes share them: :func:`client_work` is what runs on
-the client (its injected fault, local training, the canonical upload) and :func:`server_check`
-is what the server does with an arriving upload (validation, clipping). The embedded engine
+the client (its injected fault, local training, the canonical upload, clipped and noised under
+``dp``) and :func:`server_check` is what the server does with an arriving upload (validation,
+clipping). The embedded engine
 calls :func:`client_turn`, which chains download, client side and server side; the Flower
 runtime sends the download as a message, runs :func:`client_work` in the ``ClientApp`` and
 :func:`server_check` in the strategy.
@@ -24,6 +25,8 @@ from ilora.algorithms.base import Algorithm
 from ilora.config import ExperimentConfig, TrainConfig
 from ilora.engine import faults
 from ilora.engine.local import client_round
+from ilora.engine.privacy import privatize
+from ilora.engine.sampling import num_sampled
 from ilora.engine.validation import Shape, check_upload, clip_update
 from ilora.tasks.base import ArrayDataset
 from ilora.tensors import canonical, num_bytes
@@ -85,6 +88,12 @@ def client_work(
     if fault in ("straggler", "dropout_after"):  # trained locally; the server never hears
         return Work(None, new_state, fault, trained=True)
     upload = canonical_upload(result, cfg.fed.weighting)
+    if cfg.dp.enabled:  # on the client, before the upload leaves it (engine.privacy)
+        m = num_sampled(cfg.data.num_clients, cfg.fed.fraction)
+        seed = (cfg.seed, "dp-noise", rnd.round, client.cid)
+        upload = replace(
+            upload, tensors=privatize(upload.tensors, payload.tensors, cfg.dp, m, *seed)
+        )
     if fault is not None:
         bad = faults.corrupt(fault, upload.tensors, payload.tensors, cfg.faults)
         upload = replace(upload, tensors=bad)

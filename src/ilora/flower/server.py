@@ -5,7 +5,8 @@ tests and ``run_simulation``) or from the app's run config (``flwr run``):
 
 - ``config``: the experiment YAML, relative to the app's directory (``base``) or absolute;
 - ``set`` (optional): space-separated ``key.path=value`` overrides, as ``ilora run --set``;
-- ``out`` (optional): the run directory (default ``runs/flower-<algorithm>-<task>``);
+- ``out`` (optional): the run directory (absent or empty: ``runs/flower-<algorithm>-<task>``,
+  relative to the ServerApp's working directory, which is where the SuperLink was started);
 - ``timeout`` (optional): seconds to wait for one round's replies (default 600).
 
 The run directory has the embedded engine's layout (``config.yaml``, ``history.jsonl``,
@@ -64,10 +65,11 @@ def make_server_app(
         cfg = config or config_from_run_config(run_config, base or Path.cwd())
         wait = timeout or float(run_config.get("timeout", DEFAULT_TIMEOUT))
         default = f"runs/flower-{cfg.algorithm}-{cfg.task}"
-        directory = out or Path(str(run_config.get("out", default)))
+        directory = out or Path(str(run_config.get("out", "")) or default)  # "": the default
         exp = build(cfg)
         writer = RunWriter(directory, cfg)
-        result = AlgorithmStrategy(exp, wait).run(grid, on_round=writer.on_round)
+        strategy = AlgorithmStrategy(exp, wait, connect_wait=wait)  # SuperNodes may be late
+        result = strategy.run(grid, on_round=writer.on_round)
         writer.finish(result)
 
     return app

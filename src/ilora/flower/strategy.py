@@ -60,12 +60,14 @@ class AlgorithmStrategy(Strategy):
     Args:
         exp: the experiment as the server builds it from the config (model, test data).
         timeout: seconds to wait for the replies of one round's messages.
+        connect_wait: seconds the handshake waits for enough nodes to be connected (a
+            deployment's SuperNodes may still be connecting when the run starts).
 
     """
 
-    def __init__(self, exp: Experiment, timeout: float = 600.0) -> None:
+    def __init__(self, exp: Experiment, timeout: float = 600.0, connect_wait: float = 0.0) -> None:
         self.exp, self.cfg, self.alg = exp, exp.cfg, exp.algorithm
-        self.timeout = timeout
+        self.timeout, self.connect_wait = timeout, connect_wait
         self.text = codec.config_to_text(exp.cfg)
         self.shapes = layer_shapes(template(exp.model))
         self.nodes: dict[int, int] = {}  # client id -> node id
@@ -77,7 +79,7 @@ class AlgorithmStrategy(Strategy):
     def handshake(self, grid: Grid) -> None:
         """Learn which node holds which client, then initialise the server state."""
         content = RecordDict({"experiment": ConfigRecord({"yaml": self.text})})
-        node_ids = sorted(grid.get_node_ids())
+        node_ids = self._wait_for_nodes(grid)
         messages = [Message(content, nid, "query", group_id="handshake") for nid in node_ids]
         infos: dict[int, tuple[int, ClientInfo]] = {}
         for reply in grid.send_and_receive(messages, timeout=self.timeout):
@@ -96,6 +98,16 @@ class AlgorithmStrategy(Strategy):
         self.state = self.alg.server_init(
             template(self.exp.model), self.clients, self.cfg.lora, self.cfg.seed
         )
+
+    def _wait_for_nodes(self, grid: Grid) -> list[int]:
+        """Return the connected node ids, after up to ``connect_wait`` s for one per client."""
+        wanted = 1 if self.alg.pooled_data else len(self.exp.clients)
+        deadline = time.monotonic() + self.connect_wait
+        while len(node_ids := sorted(grid.get_node_ids())) < wanted:
+            if time.monotonic() >= deadline:
+                break  # the handshake names the missing clients
+            time.sleep(1.0)
+        return node_ids
 
     def _assign(self, infos: dict[int, tuple[int, ClientInfo]]) -> None:
         wanted = [0] if self.alg.pooled_data else list(range(len(self.exp.clients)))
@@ -202,8 +214,12 @@ class AlgorithmStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Return one ``evaluate`` message per client (none for the pooled reference)."""
-        if self.alg.pooled_data:
+        """Return one ``evaluate`` message per client (none if no client has a test share).
+
+        The pooled reference is evaluated on the server; ``data.local_test_fraction: 0`` leaves
+        every client without a test share, so there is nothing to ask the nodes.
+        """
+        if self.alg.pooled_data or not any(len(t) for t in self.exp.local_tests):
             return []
         full = bool(config.get("full", False))
         rnd = RoundInfo(server_round + 1, self.cfg.seed)  # what each client would start from
@@ -281,7 +297,9 @@ class AlgorithmStrategy(Strategy):
             rnd = RoundInfo(server_round + 1, self.cfg.seed)
             return personal_metrics(self.exp, self.state, {}, rnd, full)
         config = ConfigRecord({"full": full})
-        messages = self.configure_evaluate(server_round, ArrayRecord(), config, grid)
+        messages = list(self.configure_evaluate(server_round, ArrayRecord(), config, grid))
+        if not messages:
+            return {}
         replies = grid.send_and_receive(messages, timeout=self.timeout)
         merged = self.aggregate_evaluate(server_round, replies)
         return {} if merged is None else {k: float(v) for k, v in merged.items()}  # type: ignore[arg-type]

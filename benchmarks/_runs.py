@@ -1,0 +1,112 @@
+"""Helpers the fault and DP benchmarks share: run directories, meta.json, update norms.
+
+``run_in`` reuses a run directory that already holds a finished run of exactly the same
+config (as ``ilora compare`` does), so an interrupted campaign resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ilora import config
+from ilora.bench import resultfiles
+from ilora.bench.resultfiles import command_line
+from ilora.engine.outputs import RunWriter
+from ilora.engine.setup import build
+from ilora.engine.simulation import run
+from ilora.engine.validation import update_norm
+from ilora.tensors import canonical
+from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, TensorDict, Upload
+
+
+def write_meta(out: Path, quick: bool, **extra: Any) -> None:
+    """Write ``out/meta.json`` (``ilora.bench.resultfiles``) with the interpreter in the command."""
+    resultfiles.write_meta(out, quick, command=f".venv/bin/python {command_line()}", **extra)
+
+
+def _finished(cfg: config.ExperimentConfig, run_dir: Path) -> bool:
+    if not (run_dir / "summary.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return False
+    try:
+        done = config.load(run_dir / "config.yaml")
+    except config.ConfigError:
+        return False
+    return config.to_dict(done) == config.to_dict(cfg)
+
+
+def run_in(
+    cfg: config.ExperimentConfig, run_dir: Path, record_norms: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return ``(summary, history records)`` of ``cfg`` run in ``run_dir`` (reused if finished).
+
+    ``record_norms`` also writes ``run_dir/update_norms.csv``: the norm ``‖u − sent‖`` of every
+    upload a client produced (before DP, fault corruption and the server's clipping).
+    """
+    if _finished(cfg, run_dir):
+        print(f"{run_dir}: finished run found, reused", flush=True)
+    else:
+        print(f"{run_dir}: running {cfg.algorithm}, {cfg.fed.rounds} rounds", flush=True)
+        writer = RunWriter(run_dir, cfg)
+        exp = build(cfg)
+        recorder = _Recorder(exp.algorithm)
+        if record_norms:
+            exp.algorithm = recorder  # type: ignore[assignment]
+        result = run(cfg, on_round=writer.on_round, exp=exp, on_checkpoint=None)
+        if record_norms:
+            rows = [{"round": r, "cid": c, "norm": n} for r, c, n in recorder.produced]
+            resultfiles.write_rows(run_dir / "update_norms.csv", rows)
+        writer.finish(result)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    lines = (run_dir / "history.jsonl").read_text().splitlines()
+    return summary, [json.loads(line) for line in lines if line.strip()]
+
+
+class _Recorder:
+    """Wraps an algorithm and records update norms; the run itself is unchanged.
+
+    ``produced``: ``(round, cid, ‖u − sent‖)`` of every upload a client's ``upload`` hook
+    returns; ``norms``: the same for every upload that reaches ``aggregate`` (accepted).
+    """
+
+    def __init__(self, alg: Any) -> None:
+        self._alg = alg
+        self.sent: dict[int, TensorDict] = {}
+        self.norms: list[tuple[int, int, float]] = []
+        self.produced: list[tuple[int, int, float]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._alg, name)
+
+    def upload(
+        self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
+    ) -> tuple[Upload, TensorDict]:
+        up, new_state = self._alg.upload(trained, ctx, cstate)
+        sent = canonical(ctx.payload.tensors, torch.float32)
+        norm = update_norm(canonical(up.tensors, torch.float32), sent)
+        self.produced.append((ctx.rnd.round, ctx.client.cid, norm))
+        return up, new_state
+
+    def download(self, state: Any, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        payload = self._alg.download(state, client, rnd)
+        self.sent[client.cid] = payload.tensors
+        return payload
+
+    def aggregate(self, state: Any, uploads: Mapping[int, Upload], rnd: RoundInfo) -> Any:
+        for cid in sorted(uploads):
+            norm = update_norm(uploads[cid].tensors, self.sent[cid])
+            self.norms.append((rnd.round, cid, norm))
+        return self._alg.aggregate(state, uploads, rnd)
+
+
+def update_norms(cfg: config.ExperimentConfig) -> list[tuple[int, int, float]]:
+    """Return ``(round, cid, ‖u − sent‖)`` of every accepted upload of a run of ``cfg``."""
+    exp = build(cfg)
+    recorder = _Recorder(exp.algorithm)
+    exp.algorithm = recorder  # type: ignore[assignment]
+    run(cfg, exp=exp)
+    return recorder.norms

@@ -1,0 +1,1 @@
+"""A Flower app of ILoRA (see ../README.md)."""

@@ -1,0 +1,143 @@
+"""``ilora bench aggregation`` and ``ilora bench engine`` (registered in ``ilora.cli``).
+
+Each writes tidy CSVs and ``meta.json`` under ``--out`` (default ``results/<name>``; with
+``--quick`` ``runs/quick/<name>``, so a smoke run never overwrites committed results) and prints
+the section ``ilora report`` would render from them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ilora.config import ConfigError
+from ilora.registry import UnknownNameError
+from ilora.tasks.base import AssetMissingError
+
+console = Console()
+USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
+QuickOpt = Annotated[bool, typer.Option(help="a smoke preset of about a minute")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(help="results directory (default results/<name>; --quick: runs/quick/<name>)"),
+]
+ThreadsOpt = Annotated[int, typer.Option(help="torch threads of the measuring processes")]
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {escape(str(err))}")
+    raise typer.Exit(code=2)
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    """Parse ``"4,12,32"``; None stays None (the preset's value)."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _show(name: str, out: Path) -> None:
+    import importlib
+
+    render = importlib.import_module(f"ilora.report.{name}").render
+    with tempfile.TemporaryDirectory() as img:  # figures belong in docs/img: `ilora report`
+        console.print(render(out, Path(img)))
+    console.print(f"written: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+
+
+def bench_aggregation(
+    quick: QuickOpt = False,
+    out: OutOpt = None,
+    dims: Annotated[str | None, typer.Option(help="layer sizes d: 768,1024,2048,4096")] = None,
+    clients: Annotated[str | None, typer.Option(help="client counts: 4,12,32")] = None,
+    clients_dim: Annotated[int | None, typer.Option(help="layer size of the clients sweep")] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(help="comma-separated (default: every method + ILoRA's dense forms)"),
+    ] = None,
+    repeats: Annotated[int | None, typer.Option(help="timed calls per method and setting")] = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Server aggregation time and peak memory per method vs layer size and clients."""
+    from ilora.bench import aggregation
+
+    try:
+        plan = aggregation.QUICK if quick else aggregation.Plan()
+        options = _given(
+            dims=_ints(dims),
+            clients=_ints(clients),
+            clients_dim=clients_dim,
+            methods=_names(methods),
+            repeats=repeats,
+        )
+        plan = replace(plan, threads=threads, **options)
+        aggregation.check_plan(plan)
+        out = out or Path("runs/quick/aggregation" if quick else "results/aggregation")
+        aggregation.run(plan, out, quick, log=console.print)
+    except USER_ERRORS as err:
+        _fail(err)
+        return
+    _show("aggregation", out)
+
+
+def bench_engine(
+    quick: QuickOpt = False,
+    out: OutOpt = None,
+    config: Annotated[
+        str | None, typer.Option(help="overhead: the experiment (default configs/demo.yaml)")
+    ] = None,
+    algorithms: Annotated[str | None, typer.Option(help="overhead: fedit,ilora")] = None,
+    rounds: Annotated[int | None, typer.Option(help="overhead: timed rounds per run")] = None,
+    repeats: Annotated[int | None, typer.Option(help="overhead: runs per algorithm")] = None,
+    memory_config: Annotated[
+        str | None, typer.Option(help="memory: the experiment (default configs/demo.yaml)")
+    ] = None,
+    memory_set: Annotated[
+        list[str] | None,
+        typer.Option(help="memory: overrides replacing the preset's (full 6-layer MiniLM)"),
+    ] = None,
+    clients: Annotated[str | None, typer.Option(help="memory: client counts 10,100,1000")] = None,
+    sampled: Annotated[int | None, typer.Option(help="memory: clients per round")] = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Engine overhead over bare local training, and peak memory vs number of clients."""
+    from ilora.bench import engine
+
+    try:
+        plan = engine.QUICK if quick else engine.Plan()
+        options = _given(
+            config=config,
+            overrides=() if config is not None else None,  # the preset's are for its config
+            algorithms=_names(algorithms),
+            rounds=rounds,
+            repeats=repeats,
+            memory_config=memory_config,
+            memory_overrides=tuple(memory_set) if memory_set is not None else None,
+            clients=_ints(clients),
+            sampled=sampled,
+        )
+        plan = replace(plan, threads=threads, **options)
+        engine.check_plan(plan)
+        out = out or Path("runs/quick/engine" if quick else "results/engine")
+        engine.run(plan, out, quick, log=console.print)
+    except USER_ERRORS as err:
+        _fail(err)
+        return
+    _show("engine", out)

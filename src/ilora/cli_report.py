@@ -1,0 +1,200 @@
+"""``ilora report``, ``ilora export`` and ``ilora bench quality`` (registered in ``ilora.cli``).
+
+``report`` imports no training code; ``export`` and ``bench quality`` read or make run
+directories and write result files under ``results/<name>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from ilora.config import ConfigError
+from ilora.registry import UnknownNameError
+from ilora.tasks.base import AssetMissingError
+
+if TYPE_CHECKING:
+    from ilora.bench.quality import Cell, Grid
+
+console = Console()
+USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a dotted key in every run: fed.rounds=3")
+]
+
+
+def fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+def report(
+    results: Annotated[Path, typer.Argument(help="results directory (one subdirectory each)")],
+    doc: Annotated[Path, typer.Option(help="markdown file to write")] = Path("docs/RESULTS.md"),
+    img: Annotated[Path, typer.Option(help="directory for the PNG figures")] = Path("docs/img"),
+) -> None:
+    """Regenerate docs/RESULTS.md (tables and PNG plots) from result files only."""
+    from ilora import report as report_mod
+
+    try:
+        done = report_mod.build(results, doc, img)
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    console.print(f"written: {doc} ({', '.join(done) or 'no sections'}), figures in {img}")
+
+
+def export(
+    runs: Annotated[Path, typer.Argument(help="an `ilora compare` output directory")],
+    dest: Annotated[Path, typer.Argument(help="results directory to write, e.g. results/demo")],
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="the command that made the runs (repeat for several)"),
+    ] = None,
+    note: Annotated[
+        list[str] | None, typer.Option(help="a provenance note to print with the results")
+    ] = None,
+) -> None:
+    """Export the finished runs of a compare directory into runs.csv, rounds.csv and meta.json."""
+    from ilora.bench import export as export_mod
+
+    try:
+        n = export_mod.export_compare(runs, dest, list(source or []), list(note or []))
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    console.print(f"written: {dest}/runs.csv, rounds.csv, meta.json ({n} runs)")
+
+
+QUICK = {"algorithms": "fedit,ilora-s", "ranks": "heterogeneous", "alphas": "0.3", "seeds": "0"}
+FULL = {"algorithms": "all", "ranks": "heterogeneous,homogeneous", "alphas": "0.1,0.3,1.0"}
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def bench_quality(
+    quick: Annotated[
+        bool, typer.Option(help="fedit and ilora-s, one setting, one seed, 2 rounds: a minute")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="results directory (default results/quality; quick: runs/quick/quality)"),
+    ] = None,
+    algorithms: Annotated[
+        str | None, typer.Option(help="comma-separated names, or all (centralized always runs)")
+    ] = None,
+    tasks: Annotated[str, typer.Option(help="comma-separated tasks")] = "healthnews,fashion-mnist",
+    ranks: Annotated[str | None, typer.Option(help="heterogeneous,homogeneous")] = None,
+    alphas: Annotated[str | None, typer.Option(help="Dirichlet alphas, e.g. 0.1,0.3,1.0")] = None,
+    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds")] = None,
+    workers: Annotated[int, typer.Option(help="processes, 1 torch thread each", min=1)] = 2,
+    preset: Annotated[Path, typer.Option(help="directory of <task>.yaml presets")] = Path(
+        "configs/bench-quality"
+    ),
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(help="run directories (default runs/quality; quick: runs/quick/quality/runs)"),
+    ] = None,
+    set_: SetOpt = None,
+    rerun: Annotated[bool, typer.Option(help="run again even where a finished run exists")] = False,
+    collect_only: Annotated[
+        bool, typer.Option(help="write the result files from finished runs; run nothing")
+    ] = False,
+) -> None:
+    """Run the quality grid: methods x rank settings x Dirichlet alphas x seeds, per task.
+
+    A run whose directory already holds a finished run of the identical config is skipped.
+    """
+    from ilora.bench import quality
+
+    try:
+        grid = _make_grid(quick, algorithms, tasks, ranks, alphas, seeds, preset, runs_dir, set_)
+        out = out or Path("runs/quick/quality" if quick else "results/quality")
+        cells = grid.cells()
+        _validate(grid, cells)
+        todo = [] if collect_only else quality.pending(grid, cells, rerun)
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    if not collect_only:
+        done = len(cells) - len(todo)
+        console.print(f"{len(cells)} runs in the grid: {done} finished, {len(todo)} to run")
+    start = time.perf_counter()
+
+    def save(k: int) -> None:  # every 10 runs and at the end, so a stopped grid leaves files
+        if k % 10 == 0 or k == len(todo):
+            extra = _kept_meta(out) if collect_only else {}
+            quality.write_results(
+                grid,
+                cells,
+                out,
+                quick,
+                **{
+                    "invocation_wall_s": time.perf_counter() - start,
+                    "workers": workers,
+                    "load_average": os.getloadavg()[0],
+                    **extra,
+                },
+            )
+
+    quality.run_grid(grid, todo, workers, console.print, save)
+    save(len(todo))
+    console.print(f"written: {out}/runs.csv, rounds.csv, meta.json")
+
+
+def _make_grid(
+    quick: bool,
+    algorithms: str | None,
+    tasks: str,
+    ranks: str | None,
+    alphas: str | None,
+    seeds: str | None,
+    preset: Path,
+    runs_dir: Path | None,
+    set_: list[str] | None,
+) -> Grid:
+    """Return the grid the options name (the quick preset's axes where an option is not given)."""
+    from ilora.bench.quality import Grid
+
+    axes = {**FULL, "seeds": "0,1,2", **(QUICK if quick else {})}
+    alg_text = algorithms or axes["algorithms"]
+    if alg_text == "all":
+        import ilora.algorithms  # noqa: F401
+        from ilora.algorithms.base import ALGORITHMS
+
+        alg_text = ",".join(ALGORITHMS.names())
+    return Grid(
+        tasks=tuple(_names(tasks)),
+        algorithms=tuple(_names(alg_text)),
+        ranks=tuple(_names(ranks or axes["ranks"])),
+        alphas=tuple(float(a) for a in _names(alphas or axes["alphas"])),
+        seeds=tuple(int(s) for s in _names(seeds or axes["seeds"])),
+        preset=preset,
+        runs=runs_dir or Path("runs/quick/quality/runs" if quick else "runs/quality"),
+        extra=(*(["fed.rounds=2"] if quick else []), *(set_ or [])),
+    )
+
+
+def _kept_meta(out: Path) -> dict[str, object]:
+    """Return what ``--collect-only`` keeps of the grid's meta.json: who ran it, how long."""
+    from ilora.bench.resultfiles import command_line
+    from ilora.report._table import read_meta
+
+    old = read_meta(out)
+    keys = ("command", "invocation_wall_s", "workers", "load_average")
+    return {**{k: old[k] for k in keys if k in old}, "collected_with": command_line()}
+
+
+def _validate(grid: Grid, cells: list[Cell]) -> None:
+    """Check every run's config and names before the first run starts (once per task/method)."""
+    from ilora.engine.setup import validate
+
+    for key in {(c.task, c.algorithm): c for c in cells}.values():
+        validate(grid.config(key))

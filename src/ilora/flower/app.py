@@ -1,0 +1,172 @@
+"""``ilora flower new``: write a Flower app directory that ``flwr run`` starts.
+
+The app is small on purpose: two modules name the ``ServerApp`` and the ``ClientApp`` of
+:mod:`ilora.flower` (every registered algorithm, chosen by the experiment YAML), and the YAML is
+copied in. What it writes::
+
+    DIR/pyproject.toml          [tool.flwr.app]: publisher, components, run config
+    DIR/experiment.yaml         the experiment, copied from --config
+    DIR/ilora_app/__init__.py
+    DIR/ilora_app/server_app.py app = make_server_app(base=<DIR>)
+    DIR/ilora_app/client_app.py app = make_client_app()
+    DIR/README.md               how to start it
+
+The run config (``[tool.flwr.app.config]``, overridable with ``flwr run --run-config``):
+``config`` (the YAML, relative to the app), ``set`` (space-separated ``key.path=value``
+overrides, from ``--set``), ``out`` (the run directory on the SuperLink's machine; empty: the
+default ``runs/flower-<algorithm>-<task>``, relative to where the SuperLink was started) and
+``timeout`` (seconds to wait for one round's replies).
+
+The app declares no dependency but ``flwr``: the SuperLink runs with
+``--disable-runtime-dependency-installation`` and SuperNodes never install (their default), so
+``ilora[flower]`` must be installed where each of them runs. ``flwr run`` sends the app's source
+(a FAB) to the SuperLink, which passes it on to the SuperNodes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ilora import config as config_mod
+from ilora.engine.setup import validate
+
+PACKAGE = "ilora_app"
+YAML_NAME = "experiment.yaml"
+DEFAULT_TIMEOUT = 600.0
+
+
+class AppExistsError(FileExistsError):
+    """The target directory already holds a Flower app."""
+
+
+PYPROJECT = """\
+# A Flower app made by `ilora flower new` from {source}.
+# Start it with `flwr run {app_dir} <superlink-connection> --stream` (see README.md).
+[project]
+name = "ilora-app"
+version = "1.0.0"
+description = "ILoRA: federated LoRA fine-tuning with heterogeneous clients, on Flower"
+license = "Apache-2.0"
+# ilora[flower] must be installed where the SuperLink and every SuperNode run: the app installs
+# nothing at run time (flower-superlink --disable-runtime-dependency-installation).
+dependencies = ["flwr>=1.41,<1.43"]
+
+[tool.flwr.app]
+publisher = "ilora"
+
+[tool.flwr.app.components]
+serverapp = "{package}.server_app:app"
+clientapp = "{package}.client_app:app"
+
+[tool.flwr.app.config]
+# the experiment YAML, relative to this directory
+config = {config}
+# space-separated overrides, as `ilora run --set`: "fed.rounds=5 seed=1"
+set = {set}
+# the run directory, on the SuperLink's machine (relative to where flower-superlink was started);
+# empty: runs/flower-<algorithm>-<task>
+out = {out}
+# seconds to wait for one round's replies before counting the missing ones as failed
+timeout = {timeout!r}
+"""
+
+SERVER_APP = '''\
+"""The ServerApp: the experiment in ../{yaml} (run config ``config``), any registered algorithm."""
+
+from pathlib import Path
+
+from ilora.flower.server import make_server_app
+
+app = make_server_app(base=Path(__file__).resolve().parent.parent)
+'''
+
+CLIENT_APP = '''\
+"""The ClientApp: one client of the experiment, chosen by the SuperNode's ``partition-id``."""
+
+from ilora.flower.client import make_client_app
+
+app = make_client_app()
+'''
+
+README = """\
+# ILoRA on Flower (made by `ilora flower new`)
+
+The experiment: `{yaml}`{overrides}. Every machine that runs the SuperLink or a SuperNode
+needs `pip install 'ilora[flower]'`; the app installs nothing at run time.
+
+1. Certificates and node keys for a local trial: `ilora flower certs certs --nodes {clients}`.
+2. SuperLink: `flower-superlink --ssl-ca-certfile certs/ca.crt --ssl-certfile certs/server.pem
+   --ssl-keyfile certs/server.key --enable-supernode-auth --disable-runtime-dependency-installation`
+   (HTTPS on 127.0.0.1:8000; `--host`/`--port` to change).
+3. Register each SuperNode's key: `flwr supernode register certs/nodes/node-<i>.pub <connection>`
+   (the connection, in `$FLWR_HOME/config.toml`, names the SuperLink's address and `ca.crt`).
+4. One SuperNode per client (data.num_clients = {clients}): `flower-supernode --superlink
+   <host>:8000 --root-certificates certs/ca.crt --auth-supernode-private-key
+   certs/nodes/node-<i>.key --node-config 'partition-id=<i>'` (add `rank=<r>` to override
+   the client's rank; several SuperNodes on one machine need different `--port`s).
+5. From this directory: `flwr run . <connection> --stream` (returns when the run ends;
+   `flwr ls <connection>` shows its status).
+
+The run directory (`history.jsonl`, `summary.json`, the adapter) is written on the SuperLink's
+machine: `out` in `pyproject.toml`, or `--run-config 'out="/abs/dir"'`.
+"""
+
+
+def write_app(
+    directory: Path,
+    config_path: Path,
+    overrides: list[str] | None = None,
+    out: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    force: bool = False,
+) -> Path:
+    """Write the Flower app of the experiment ``config_path`` (+ ``overrides``) into ``directory``.
+
+    The config is loaded and validated first, so a bad key fails here and not on the SuperLink.
+
+    Returns:
+        the path of the app's ``pyproject.toml``.
+
+    Raises:
+        AppExistsError: if ``directory/pyproject.toml`` exists and ``force`` is false.
+        ConfigError: if the config or an override is invalid.
+
+    """
+    sets = list(overrides or [])
+    cfg = config_mod.load(config_path, sets)
+    validate(cfg)
+    if any(" " in s for s in sets):
+        raise config_mod.ConfigError(
+            f"the app's run config keeps overrides space-separated, so an override cannot "
+            f"contain a space: {sets}; write lists without spaces (lora.ranks=[2,4])"
+        )
+    pyproject = directory / "pyproject.toml"
+    if pyproject.exists() and not force:
+        raise AppExistsError(f"{directory} already holds an app (pyproject.toml); use --force")
+    package = directory / PACKAGE
+    package.mkdir(parents=True, exist_ok=True)
+    set_text = " ".join(sets)
+    (directory / YAML_NAME).write_text(Path(config_path).read_text())
+    pyproject.write_text(
+        PYPROJECT.format(
+            source=Path(config_path).as_posix(),
+            app_dir=directory.as_posix(),
+            package=PACKAGE,
+            config=json.dumps(YAML_NAME),
+            set=json.dumps(set_text),
+            out=json.dumps(out),
+            timeout=float(timeout),
+        )
+    )
+    (package / "__init__.py").write_text('"""A Flower app of ILoRA (see ../README.md)."""\n')
+    (package / "server_app.py").write_text(SERVER_APP.format(yaml=YAML_NAME))
+    (package / "client_app.py").write_text(CLIENT_APP)
+    (directory / "README.md").write_text(
+        README.format(
+            yaml=YAML_NAME,
+            overrides=f" with `set = {json.dumps(set_text)}`" if sets else "",
+            clients=cfg.data.num_clients,
+        )
+    )
+    return pyproject

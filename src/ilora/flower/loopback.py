@@ -1,0 +1,315 @@
+"""A whole Flower deployment on this machine (127.0.0.1): started, used and stopped together.
+
+The real components, as separate processes, with TLS and SuperNode authentication on:
+
+1. ``flower-superlink`` with the trial certificates, ``--enable-supernode-auth`` and
+   ``--disable-runtime-dependency-installation`` (the Control, Fleet and Runtime APIs share one
+   HTTPS port in flwr 1.41);
+2. ``flwr supernode register <node-i.pub> <connection>`` per SuperNode (the CLI reads the
+   connection, address and CA, from ``$FLWR_HOME/config.toml``);
+3. ``flower-supernode --root-certificates ca.crt --auth-supernode-private-key node-i.key
+   --node-config 'partition-id=i rank=r'``, each with its own Runtime API port and FLWR_HOME;
+4. ``flwr run APP <connection> --stream``, which returns when the run has finished.
+
+Everything (logs, FLWR_HOMEs, the CLI's config) lives under one root directory; ports are picked
+free at run time. :meth:`LoopbackDeployment.stop` ends every process it started and every
+process those started (the SuperLink starts its SuperExec in a session of its own, so process
+groups alone do not reach it): the process trees are read from ``/proc`` before anything is
+signalled. Tests and benchmarks use this module; ``scripts/flower_local_deployment.sh`` does the
+same steps by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from ilora.flower.certs import TrialCredentials
+
+CONNECTION = "loopback"
+HOST = "127.0.0.1"
+
+
+class DeploymentError(RuntimeError):
+    """A component did not start, or a step of the deployment failed (with its log's tail)."""
+
+
+def free_ports(n: int) -> list[int]:
+    """Return ``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """Return ``{pid: (parent pid, process group)}`` of every live process in ``/proc``."""
+    found: dict[int, tuple[int, int]] = {}
+    if not Path("/proc").is_dir():
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":  # a zombie has ended already
+            found[int(entry.name)] = (int(fields[1]), int(fields[2]))
+    return found
+
+
+def process_tree(roots: Iterable[int]) -> set[int]:
+    """Return the live processes of ``roots``: their descendants and their process groups.
+
+    Each root leads its own process group (``start_new_session``), so the members of that
+    group count too: a child whose parent has ended is adopted by init but stays in the group.
+    """
+    table, roots = _processes(), set(roots)
+    kids: dict[int, list[int]] = defaultdict(list)
+    for pid, (ppid, _) in table.items():
+        kids[ppid].append(pid)
+    todo = [pid for pid, (_, group) in table.items() if pid in roots or group in roots]
+    seen: set[int] = set()
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo.extend(kids.get(pid, []))
+    return seen
+
+
+def _alive(pid: int) -> bool:
+    """Return whether ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        if Path("/proc").is_dir():
+            return False
+    try:  # no /proc: ask the kernel
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _signal(pids: Iterable[int], sig: signal.Signals, groups: Iterable[int] = ()) -> None:
+    """Send ``sig`` to each process of ``pids`` and each process group of ``groups``."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def tool(name: str) -> str:
+    """Return the path of a console script installed next to this Python (flwr's commands)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+@dataclass
+class LoopbackDeployment:
+    """SuperLink, SuperNodes and the ``flwr`` CLI on 127.0.0.1, all files under ``root``.
+
+    Use as a context manager (``with LoopbackDeployment(root, creds) as dep: ...``) so that
+    :meth:`stop` runs whatever happens.
+    """
+
+    root: Path
+    creds: TrialCredentials
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    port: int = 0
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    ports: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()  # the components run in it, so no path may be relative
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> LoopbackDeployment:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ---- environment and processes
+    def _port(self) -> int:
+        """Return a free port not handed out before (a component may not have bound it yet)."""
+        while (port := free_ports(1)[0]) in self.ports:
+            pass
+        self.ports.add(port)
+        return port
+
+    def _env(self, home: str) -> dict[str, str]:
+        env = dict(self.env)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["FLWR_HOME"] = str(self.root / "home" / home)
+        env["FLWR_TELEMETRY_ENABLED"] = "0"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start(self, name: str, cmd: list[str], home: str) -> subprocess.Popen[bytes]:
+        log = self.root / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        (self.root / "home" / home).mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=self.root,
+                env=self._env(home),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.procs[name], self.logs[name] = proc, log
+        return proc
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        """Return the end of a component's log."""
+        path = self.logs.get(name)
+        return path.read_text(errors="replace")[-chars:] if path and path.exists() else ""
+
+    def pids(self) -> set[int]:
+        """Return every live process of this deployment (the components and their children)."""
+        return process_tree([p.pid for p in tuple(self.procs.values())])  # other threads ask too
+
+    # ---- the steps
+    def start_superlink(self, timeout: float = 120.0) -> None:
+        """Start the SuperLink (TLS, node authentication, no dependency installs); wait for it."""
+        self.port = self.port or self._port()
+        cmd = [tool("flower-superlink"), "--host", HOST, "--port", str(self.port)]
+        cmd += ["--ssl-ca-certfile", str(self.creds.ca.resolve())]
+        cmd += ["--ssl-certfile", str(self.creds.server_cert.resolve())]
+        cmd += ["--ssl-keyfile", str(self.creds.server_key.resolve())]
+        cmd += ["--enable-supernode-auth", "--disable-runtime-dependency-installation"]
+        proc = self._start("superlink", cmd, "superlink")
+        deadline = time.monotonic() + timeout
+        while not _accepts(self.port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DeploymentError(f"the SuperLink did not start:\n{self.log_tail('superlink')}")
+            time.sleep(0.2)
+        self._write_cli_config()
+
+    def _write_cli_config(self) -> None:
+        home = self.root / "home" / "cli"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(
+            "[superlink]\n"
+            f'default = "{CONNECTION}"\n\n'
+            f"[superlink.{CONNECTION}]\n"
+            f'address = "{HOST}:{self.port}"\n'
+            f"root-certificates = {json.dumps(str(self.creds.ca.resolve()))}\n"
+        )
+
+    def register(self, public_keys: Iterable[Path], timeout: float = 120.0) -> list[int]:
+        """Register SuperNode public keys (``flwr supernode register``, in parallel)."""
+        keys = list(public_keys)
+        for i, key in enumerate(keys):
+            cmd = [tool("flwr"), "supernode", "register", str(key.resolve()), CONNECTION]
+            cmd += ["--format", "json"]
+            self._start(f"register-{i}", cmd, "cli")
+        node_ids = []
+        for i in range(len(keys)):
+            code = _wait(self.procs.pop(f"register-{i}"), timeout)
+            log = self.log_tail(f"register-{i}")
+            if code != 0:
+                raise DeploymentError(f"registering {keys[i]} failed:\n{log}")
+            found = re.search(r'"node-id":\s*(\d+)', log)
+            node_ids.append(int(found.group(1)) if found else -1)
+        return node_ids
+
+    def start_supernode(self, name: str, private_key: Path, node_config: str) -> None:
+        """Start a SuperNode with TLS and its authentication key; ``node_config``: 'k=v ...'."""
+        cmd = [tool("flower-supernode"), "--superlink", f"{HOST}:{self.port}"]
+        cmd += ["--root-certificates", str(self.creds.ca.resolve())]
+        cmd += ["--auth-supernode-private-key", str(private_key.resolve())]
+        cmd += ["--node-config", node_config, "--host", HOST, "--port", str(self._port())]
+        self._start(name, cmd, name)
+
+    def run(self, app: Path, run_config: str = "", timeout: float = 900.0) -> int:
+        """``flwr run APP <connection> --stream`` (returns when the run ends); return its run id.
+
+        Raises:
+            DeploymentError: if the command fails or does not return within ``timeout`` s.
+
+        """
+        cmd = [tool("flwr"), "run", str(app.resolve()), CONNECTION, "--stream"]
+        if run_config:
+            cmd += ["--run-config", run_config]
+        proc = self._start("flwr-run", cmd, "cli")
+        code = _wait(proc, timeout)
+        log = self.log_tail("flwr-run", 20_000)
+        found = re.search(r"Successfully started run (\d+)", log)
+        if code != 0 or found is None:
+            raise DeploymentError(f"`{shlex.join(cmd)}` failed (exit {code}):\n{log[-3000:]}")
+        return int(found.group(1))
+
+    def wait_exit(self, name: str, timeout: float) -> int | None:
+        """Return a component's exit code, waiting up to ``timeout`` s (None: still running)."""
+        try:
+            return self.procs[name].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """End every process of the deployment: SIGTERM, then SIGKILL after ``grace`` s."""
+        groups = [proc.pid for proc in tuple(self.procs.values())]
+        tree = self.pids()
+        _signal(tree, signal.SIGTERM, groups)
+        deadline = time.monotonic() + grace
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            for proc in self.procs.values():
+                proc.poll()  # reap our own children
+            time.sleep(0.1)
+        _signal(tree | self.pids(), signal.SIGKILL, groups)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _signal(process_tree([proc.pid]), signal.SIGKILL, [proc.pid])
+        proc.wait()
+        return -9

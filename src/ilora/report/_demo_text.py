@@ -1,0 +1,234 @@
+"""The sentences under the demo tables, each computed from the comparison rows.
+
+Rows are :func:`ilora.report._table.comparison_rows` (accuracies in %, bytes per round). Only
+the explanations of a method's own mechanics (:data:`MECHANICS`) are fixed text; every number
+and every "above"/"below" comes from the data.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+Row = Mapping[str, Any]
+FOCUS, PLAIN, CENTRAL = "ilora-s", "ilora", "centralized"
+EXACT, SMALL, MEDIUM = 1e-3, 0.05, 0.3  # agg_error classes
+PERSONAL_GAIN = 10.0  # points of personalized over global accuracy that mark a personal model
+DENSE_DOWN = 10.0  # download at least this many times FedIT's: a dense residual travels
+MECHANICS = {
+    "flasc": (
+        "FLASC applies the clients' sparse deltas with server Adam at the released code's lr "
+        "1e-3, which moves each coordinate by at most about 1e-3 per round"
+    ),
+    "fedsa-lora": "FedSA-LoRA's global model is the pretrained one with the initial head",
+}
+
+
+def per_seed(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Return the final accuracy of every run by method, seeds in order."""
+    by_alg: dict[str, list[tuple[int, float]]] = {}
+    for r in runs:
+        by_alg.setdefault(r["algorithm"], []).append((r["seed"], 100 * r["final_accuracy"]))
+    seeds = sorted({s for vals in by_alg.values() for s, _ in vals})
+    order = sorted(by_alg, key=lambda a: -statistics.fmean(v for _, v in by_alg[a]))
+    items = [f"{a} {', '.join(f'{v:.1f}' for _, v in sorted(by_alg[a]))}" for a in order]
+    return f"Per seed ({', '.join(map(str, seeds))}), final accuracy %: " + "; ".join(items) + ".\n"
+
+
+def _fed(rows: Sequence[Row]) -> list[Row]:
+    return sorted(
+        (r for r in rows if r["algorithm"] != CENTRAL and not math.isnan(r["final_accuracy_mean"])),
+        key=lambda r: -r["final_accuracy_mean"],
+    )
+
+
+def _find(rows: Sequence[Row], name: str) -> Row | None:
+    return next((r for r in rows if r["algorithm"] == name), None)
+
+
+def headline(rows: Sequence[Row], seeds: int) -> str:
+    """Return where ILoRA-S stands among the federated methods, and whether the seeds settle it."""
+    fed, focus = _fed(rows), _find(rows, FOCUS)
+    if focus is None or len(fed) < 2:
+        return ""
+    rank = next(i for i, r in enumerate(fed, 1) if r["algorithm"] == FOCUS)
+    mean, std = focus["final_accuracy_mean"], focus["final_accuracy_std"]
+    others = [r for r in fed if r["algorithm"] != FOCUS]
+    rival = others[0]
+    gap = mean - rival["final_accuracy_mean"]
+    where = (
+        f"the highest mean final accuracy of the {len(fed)} federated methods ({mean:.1f}%), "
+        f"{gap:.1f} points ahead of {rival['algorithm']} ({rival['final_accuracy_mean']:.1f}%)"
+        if rank == 1
+        else f"rank {rank} of {len(fed)} federated methods ({mean:.1f}%), {-gap:.1f} points "
+        f"behind {rival['algorithm']} ({rival['final_accuracy_mean']:.1f}%)"
+    )
+    settles = "larger" if std > abs(gap) else "smaller"
+    verdict = "do not establish" if std > abs(gap) else "support"
+    text = (
+        f"- **{FOCUS} against the baselines.** Over {seeds} seed(s) {FOCUS} has {where}; its "
+        f"seed spread (std {std:.1f} points) is {settles} than that gap, so these seeds "
+        f"{verdict} the ordering."
+    )
+    plain = _find(fed, PLAIN)
+    if plain is not None:
+        prank = next(i for i, r in enumerate(fed, 1) if r["algorithm"] == PLAIN)
+        text += f" Plain {PLAIN} ranks {prank} ({plain['final_accuracy_mean']:.1f}%)."
+    central = _find(rows, CENTRAL)
+    if central is not None:
+        best = fed[0]["final_accuracy_mean"]
+        c = central["final_accuracy_mean"]
+        text += (
+            f" The best federated mean ({best:.1f}%) is {c - best:.1f} points below the "
+            f"centralized line ({c:.1f}%)."
+        )
+    return text + "\n"
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Return Spearman's rank correlation (average ranks for ties); NaN if undefined."""
+    if len(xs) < 3:
+        return math.nan
+    rx, ry = _ranks(xs), _ranks(ys)
+    if len(set(rx)) < 2 or len(set(ry)) < 2:
+        return math.nan
+    return statistics.correlation(rx, ry)
+
+
+def _names(rows: Sequence[Row], key: str, digits: int = 3, scale: float = 1.0) -> str:
+    return ", ".join(f"{r['algorithm']} {scale * r[key]:.{digits}f}" for r in rows)
+
+
+def aggregation(rows: Sequence[Row]) -> str:
+    """Return the methods grouped by mean aggregation error, and its link to accuracy."""
+    fed = [r for r in _fed(rows) if not math.isnan(r["mean_agg_error"])]
+    if not fed:
+        return ""
+    fed.sort(key=lambda r: r["mean_agg_error"])
+    groups = [
+        ("exact (below 0.001)", [r for r in fed if r["mean_agg_error"] < EXACT]),
+        ("below 5%", [r for r in fed if EXACT <= r["mean_agg_error"] < SMALL]),
+        ("5-30%", [r for r in fed if SMALL <= r["mean_agg_error"] < MEDIUM]),
+        ("30% or more", [r for r in fed if r["mean_agg_error"] >= MEDIUM]),
+    ]
+    parts = [f"{label}: {_names(g, 'mean_agg_error')}" for label, g in groups if g]
+    undefined = [r["algorithm"] for r in _fed(rows) if math.isnan(r["mean_agg_error"])]
+    rho = spearman([r["mean_agg_error"] for r in fed], [r["final_accuracy_mean"] for r in fed])
+    text = "- **Aggregation error** (mean over rounds): " + "; ".join(parts) + "."
+    if undefined:
+        text += f" Not defined for {', '.join(undefined)} (no single global product)."
+    if not math.isnan(rho):
+        text += (
+            f" Across these {len(fed)} methods Spearman's rank correlation between the error and "
+            f"final accuracy is {rho:+.2f}."
+        )
+    return text + "\n"
+
+
+def personalization(rows: Sequence[Row]) -> str:
+    """Return the methods whose clients' own models beat the global model by a wide margin."""
+    gains = [
+        r
+        for r in _fed(rows)
+        if r["personal_accuracy_mean"] - r["final_accuracy_mean"] >= PERSONAL_GAIN
+    ]
+    if not gains:
+        return ""
+    gains.sort(key=lambda r: -r["personal_accuracy_mean"])
+    items = ", ".join(
+        f"{r['algorithm']} {r['personal_accuracy_mean']:.1f}% "
+        f"(global {r['final_accuracy_mean']:.1f}%)"
+        for r in gains
+    )
+    text = (
+        f"- **Personalization.** On their own test shares the clients of {len(gains)} method(s) "
+        f"score at least {PERSONAL_GAIN:.0f} points above the global model: {items}."
+    )
+    central = _find(rows, CENTRAL)
+    if central is not None and not math.isnan(central["personal_accuracy_mean"]):
+        c = central["personal_accuracy_mean"]
+        above = [r["algorithm"] for r in gains if r["personal_accuracy_mean"] > c]
+        text += f" The centralized model scores {c:.1f}% on the same shares"
+        text += f"; {', '.join(above)} score above it." if above else "."
+    return text + "\n"
+
+
+def communication(rows: Sequence[Row]) -> str:
+    """Return bytes per round relative to FedIT: dense downloads, the smallest uploads."""
+    base = _find(rows, "fedit")
+    fed = [r for r in _fed(rows) if r["bytes_down_per_round"] > 0]
+    if base is None or not fed:
+        return ""
+    down0, up0 = base["bytes_down_per_round"], base["bytes_up_per_round"]
+    dense = sorted(
+        (r for r in fed if r["bytes_down_per_round"] >= DENSE_DOWN * down0),
+        key=lambda r: r["bytes_down_per_round"],
+    )
+    parts = []
+    if dense:
+        lo, hi = dense[0]["bytes_down_per_round"], dense[-1]["bytes_down_per_round"]
+        parts.append(
+            f"{', '.join(r['algorithm'] for r in dense)} download {lo / 1e6:.1f}-{hi / 1e6:.1f} "
+            f"MB per round, {lo / down0:.0f}-{hi / down0:.0f}x fedit's {down0 / 1e6:.3f} MB"
+        )
+    small = min(fed, key=lambda r: r["bytes_up_per_round"])
+    parts.append(
+        f"the smallest upload is {small['algorithm']}'s ({small['bytes_up_per_round'] / 1e6:.3f} "
+        f"MB, {100 * small['bytes_up_per_round'] / up0:.0f}% of fedit's)"
+    )
+    focus, plain = _find(rows, FOCUS), _find(rows, PLAIN)
+    if focus is not None and plain is not None:
+        parts.append(
+            f"{FOCUS} sends {focus['bytes_up_per_round'] / plain['bytes_up_per_round']:.2f}x "
+            f"{PLAIN}'s upload and receives "
+            f"{focus['bytes_down_per_round'] / plain['bytes_down_per_round']:.2f}x its download"
+        )
+    return "- **Communication.** " + "; ".join(parts) + ".\n"
+
+
+def lowest(rows: Sequence[Row]) -> str:
+    """Return the weakest non-personalized method and, where known, why."""
+    plain = [
+        r
+        for r in _fed(rows)
+        if r["personal_accuracy_mean"] - r["final_accuracy_mean"] < PERSONAL_GAIN
+        or math.isnan(r["personal_accuracy_mean"])
+    ]
+    if not plain:
+        return ""
+    worst = plain[-1]
+    text = (
+        f"- **Not tuned.** Every method runs with its defaults. The lowest global accuracy "
+        f"without a personal model is {worst['algorithm']}'s ({worst['final_accuracy_mean']:.1f}%)"
+    )
+    why = MECHANICS.get(worst["algorithm"])
+    return text + (f": {why}.\n" if why else ".\n")
+
+
+def findings(family: Sequence[Row], every: Sequence[Row], seeds: int) -> str:
+    """Return the "what this shows" bullets: headline from ``family``, the rest from ``every``."""
+    bullets = [
+        headline(family, seeds),
+        aggregation(every),
+        personalization(every),
+        communication(every),
+        lowest(every),
+    ]
+    body = "".join(b for b in bullets if b)
+    return "What the numbers show (computed from the result files):\n\n" + body if body else ""

@@ -1,0 +1,154 @@
+"""Shared reading and formatting helpers for the renderers (stdlib only).
+
+Reading: :func:`read_csv` (rows as ``dict[str, str]``), :func:`read_meta`, :func:`num`.
+Formatting: :func:`md_table`, :func:`command_block`, :func:`pm` (mean ± std), :func:`mean_std`.
+The comparison table of ``ilora compare`` (:func:`comparison_rows`, :func:`comparison_markdown`)
+lives here too, so the command and the demo renderer print the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+NAN = float("nan")
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Return the rows of a CSV with a header row."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_meta(src: Path) -> dict[str, Any]:
+    """Return ``src/meta.json`` (an empty dict when absent)."""
+    path = src / "meta.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def num(value: str | float | int | None) -> float:
+    """Return a CSV cell as a float; empty, missing or ``nan`` cells are NaN."""
+    if value is None or value == "":
+        return NAN
+    return float(value)
+
+
+def mean_std(xs: Iterable[float]) -> tuple[float, float]:
+    """Return the mean and sample standard deviation of the non-NaN values (0 for one value)."""
+    vals = [x for x in xs if not math.isnan(x)]
+    if not vals:
+        return NAN, NAN
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    """Return ``x`` with ``digits`` decimals, or ``n/a`` for NaN."""
+    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def pm(mean: float, std: float, digits: int = 2) -> str:
+    """Return ``mean ± std`` (``n/a`` when the mean is NaN)."""
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Return a markdown table (one header row, left-aligned columns)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def command_block(*commands: str) -> str:
+    """Return a fenced ``bash`` block holding the commands (empty when none are given)."""
+    lines = [c for c in commands if c]
+    return "```bash\n" + "\n".join(lines) + "\n```\n" if lines else ""
+
+
+def meta_line(meta: Mapping[str, Any]) -> str:
+    """Return a one-line description of where the numbers were measured."""
+    parts = []
+    if meta.get("date"):
+        parts.append(f"measured {str(meta['date'])[:10]}")
+    if meta.get("cpus"):
+        parts.append(f"{meta['cpus']} CPUs")
+    if meta.get("torch"):
+        parts.append(f"torch {meta['torch']}")
+    if meta.get("python"):
+        parts.append(f"Python {meta['python']}")
+    if meta.get("quick"):
+        parts.append("**quick preset: a smoke check, not a measurement**")
+    return "; ".join(parts) + "." if parts else ""
+
+
+def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Return one row per algorithm over its runs, best mean final accuracy first.
+
+    Each run maps ``algorithm``, ``final_accuracy`` (fraction), ``final_personal_accuracy``
+    (optional), ``mean_agg_error`` (NaN where undefined), ``total_bytes_up``/``_down``,
+    ``rounds`` and ``wall_s``. Accuracies come out in percent, bytes per round.
+    """
+    by_alg: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_alg[run["algorithm"]].append(run)
+    rows = []
+    for alg, group in by_alg.items():
+        acc, acc_sd = mean_std(100 * float(r["final_accuracy"]) for r in group)
+        pers, pers_sd = mean_std(100 * float(r.get("final_personal_accuracy", NAN)) for r in group)
+        err, _ = mean_std(float(r["mean_agg_error"]) for r in group)
+        rounds = max(1, int(group[0]["rounds"]))
+        rows.append(
+            {
+                "algorithm": alg,
+                "seeds": len(group),
+                "final_accuracy_mean": acc,
+                "final_accuracy_std": acc_sd,
+                "personal_accuracy_mean": pers,
+                "personal_accuracy_std": pers_sd,
+                "mean_agg_error": err,
+                "bytes_up_per_round": statistics.fmean(float(r["total_bytes_up"]) for r in group)
+                / rounds,
+                "bytes_down_per_round": statistics.fmean(
+                    float(r["total_bytes_down"]) for r in group
+                )
+                / rounds,
+                "wall_s": statistics.fmean(float(r["wall_s"]) for r in group),
+            }
+        )
+    return sorted(
+        rows,
+        key=lambda r: -r["final_accuracy_mean"] if not math.isnan(r["final_accuracy_mean"]) else 0,
+    )
+
+
+def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Return :func:`comparison_rows` as a markdown table (MB = 10^6 bytes)."""
+    headers = [
+        "algorithm",
+        "seeds",
+        "final accuracy % (mean ± std)",
+        "personalized accuracy %",
+        "mean agg_error",
+        "MB up / round",
+        "MB down / round",
+        "wall s",
+    ]
+    body = [
+        [
+            r["algorithm"],
+            r["seeds"],
+            pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
+            pm(r["personal_accuracy_mean"], r["personal_accuracy_std"]),
+            fmt(r["mean_agg_error"], 4),
+            f"{r['bytes_up_per_round'] / 1e6:.3f}",
+            f"{r['bytes_down_per_round'] / 1e6:.3f}",
+            f"{r['wall_s']:.1f}",
+        ]
+        for r in rows
+    ]
+    return md_table(headers, body)

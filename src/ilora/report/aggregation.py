@@ -1,0 +1,293 @@
+"""Render ``results/aggregation/`` (``ilora bench aggregation``) as a RESULTS.md section.
+
+Reads ``aggregation.csv`` (one row per timed ``aggregate`` call), ``checks.csv`` and
+``meta.json`` only. Medians are over the repeats of one (method, d, clients) cell. The target
+of issue 6 is read at d = 4096 with 12 clients: ILoRA's factor-space step against the two dense
+forms (time ratio >= 40) and its peak extra memory against the stacked factors (ratio < 2).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib import colormaps
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from ilora.report._plot import new_figure, save_png
+from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+
+MB = 2**20
+FACTOR, DENSE_FORMS = "ilora", ("ilora:qr_literal", "ilora:dense_svd")
+FORM_LABELS = {
+    "ilora": "factor space (ILoRA default)",
+    "ilora:qr_literal": "dense QR of ΔW (qr_literal)",
+    "ilora:dense_svd": "dense SVD of ΔW (reference)",
+}
+Key = tuple[str, int, int]  # (method, d, clients)
+
+
+def _cells(rows: Sequence[Mapping[str, str]]) -> dict[Key, dict[str, Any]]:
+    """Return per (method, d, clients): median/min/max seconds, median peak, stacked bytes."""
+    grouped: dict[Key, list[Mapping[str, str]]] = defaultdict(list)
+    for r in rows:
+        grouped[(r["method"], int(r["d"]), int(r["clients"]))].append(r)
+    out = {}
+    for key, rs in grouped.items():
+        secs = [float(r["seconds"]) for r in rs]
+        out[key] = {
+            "median": statistics.median(secs),
+            "min": min(secs),
+            "max": max(secs),
+            "repeats": len(secs),
+            "peak": statistics.median(float(r["peak_extra_bytes"]) for r in rs),
+            "stacked": float(rs[0]["stacked_bytes"]),
+            "ranks": rs[0]["ranks"],
+        }
+    return out
+
+
+def _secs(x: float) -> str:
+    return f"{x:.4f}" if x < 10 else f"{x:.1f}"
+
+
+def _target(cells: Mapping[Key, Mapping[str, Any]], d: int, k: int) -> str:
+    """Return the target table and the sentences on the two ratios."""
+    if any((m, d, k) not in cells for m in (FACTOR, *DENSE_FORMS)):
+        return (
+            f"The target setting (d = {d}, {k} clients, ILoRA and both dense forms) was not "
+            "measured in this run.\n"
+        )
+    base = cells[(FACTOR, d, k)]
+    body = []
+    for m in (FACTOR, *DENSE_FORMS):
+        c = cells[(m, d, k)]
+        body.append(
+            [
+                FORM_LABELS[m],
+                _secs(c["median"]),
+                _secs(c["min"]),
+                _secs(c["max"]),
+                f"{c['median'] / base['median']:.1f}x",
+                f"{c['peak'] / MB:.1f}",
+                f"{c['peak'] / c['stacked']:.2f}",
+            ]
+        )
+    headers = [
+        "form",
+        "median s",
+        "min s",
+        "max s",
+        "time / factor space",
+        "peak extra MB",
+        "peak / stacked factors",
+    ]
+    speedups = {m: cells[(m, d, k)]["median"] / base["median"] for m in DENSE_FORMS}
+    slowest_ok = min(speedups.values()) >= 40
+    mem = base["peak"] / base["stacked"]
+    text = (
+        f"At d = {d} with {k} clients (Σr = {int(base['stacked'] / (16 * d))}), ILoRA's "
+        f"factor-space aggregation is {speedups['ilora:qr_literal']:.0f}x faster than the dense "
+        f"QR and {speedups['ilora:dense_svd']:.0f}x faster than the dense SVD (medians of "
+        f"{base['repeats']}): the >= 40x target is {'met' if slowest_ok else 'NOT met'}. Its peak "
+        f"extra memory is {base['peak'] / MB:.1f} MB, {mem:.2f}x the stacked float64 factors "
+        f"({base['stacked'] / MB:.2f} MB): the < 2x target is {'met' if mem < 2 else 'NOT met'}."
+    )
+    return md_table(headers, body) + "\n" + text
+
+
+def _grid(
+    cells: Mapping[Key, Mapping[str, Any]], axis: str, fixed: int, values: Sequence[int], what: str
+) -> tuple[str, dict[str, tuple[list[float], list[float]]]]:
+    """Return a method x values table of ``what`` (median s or peak MB) and the plot series."""
+    methods = sorted({m for m, _, _ in cells})
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    body = []
+    for m in methods:
+        xs, ys, row = [], [], [m]
+        for v in values:
+            key = (m, v, fixed) if axis == "d" else (m, fixed, v)
+            if key not in cells:
+                row.append("")
+                continue
+            y = cells[key]["median"] if what == "time" else cells[key]["peak"] / MB
+            xs.append(float(v))
+            ys.append(y)
+            row.append(_secs(y) if what == "time" else f"{y:.1f}")
+        series[m] = (xs, ys)
+        body.append(row)
+    label = "d =" if axis == "d" else "clients ="
+    return md_table(["method", *(f"{label} {v}" for v in values)], body), series
+
+
+def _extremes(cells: Mapping[Key, Mapping[str, Any]], d: int, k: int) -> str:
+    """Return a sentence on the fastest and slowest methods at one configuration."""
+    here = {m: c["median"] for (m, dd, kk), c in cells.items() if dd == d and kk == k}
+    if not here:
+        return ""
+    ordered = sorted(here, key=here.__getitem__)
+    fast, slow = ordered[0], ordered[-1]
+    over_1s = [m for m in ordered if here[m] >= 1.0]
+    return (
+        f"At d = {d} with {k} clients the fastest server step is {fast} "
+        f"({_secs(here[fast])} s) and the slowest {slow} ({_secs(here[slow])} s); "
+        f"{len(over_1s)} of {len(ordered)} methods take 1 s or more"
+        + (f" ({', '.join(over_1s)})." if over_1s else ".")
+    )
+
+
+def _figure(
+    series: dict[str, tuple[list[float], list[float]]],
+    img: Path,
+    name: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> str:
+    """Log-log lines per method; ILoRA's forms drawn thick; non-positive values left out."""
+    fig, ax = new_figure(title, xlabel, ylabel, (9.5, 5.5))
+    cmap = colormaps["tab20"]
+    for i, (label, (xs, ys)) in enumerate(sorted(series.items())):
+        pts = [(x, y) for x, y in zip(xs, ys, strict=True) if y > 0]
+        if not pts:
+            continue
+        bold = label in FORM_LABELS
+        ax.plot(
+            [x for x, _ in pts],
+            [y for _, y in pts],
+            marker="o",
+            markersize=4 if bold else 3,
+            linewidth=2.5 if bold else 1.0,
+            linestyle="-" if i < 10 or bold else "--",
+            color="black" if label == FACTOR else cmap(i % 20),
+            label=FORM_LABELS.get(label, label),
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sorted({x for xs, _ in series.values() for x in xs}))
+    ax.get_xaxis().set_major_formatter(ScalarFormatter())
+    ax.get_xaxis().set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return save_png(fig, img, name, title)
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the aggregation section (writes ``aggregation-*.png`` into ``img``)."""
+    meta = read_meta(src)
+    cells = _cells(read_csv(src / "aggregation.csv"))
+    plan = meta.get("plan", {})
+    dims = sorted({d for _, d, _ in cells})
+    dims_k = int(plan.get("dims_clients", 12))
+    clients_d = int(plan.get("clients_dim", dims[-1]))
+    clients = sorted({k for _, d, k in cells if d == clients_d})
+    target = meta.get("target", {"d": 4096, "clients": 12})
+    blocks = [
+        "## Aggregation cost: server time and peak memory per method",
+        command_block(str(meta.get("command", ""))).strip(),
+        meta_line(meta),
+        "Every method's `aggregate` on its own round-1 uploads for one d x d layer (made by its "
+        "own client path: download, client init, one local step, upload), clients' ranks "
+        "cycling 4, 8, 16, 32 (single-rank methods: 16 for every client), "
+        f"{plan.get('repeats', '?')} timed calls after a warm-up, "
+        f"{plan.get('threads', '?')} thread(s). Peak extra memory = growth of the resident "
+        "set's high-water mark during the call. MB = 2^20 bytes. Round 1 only: a server step "
+        "that changes in later rounds is shown in its round-1 form (FedLEASE's clustering at "
+        "the end of its warm-up, FedLoRU's periodic merge are not in these numbers)."
+        + _load_note(meta),
+        "### ILoRA: factor space vs dense (target setting)",
+        _target(cells, int(target["d"]), int(target["clients"])).strip(),
+        *_checks(src),
+    ]
+    table, series = _grid(cells, "d", dims_k, dims, "time")
+    title = f"Server aggregation time vs layer size ({dims_k} clients)"
+    blocks += [
+        f"### Time vs layer size ({dims_k} clients), median seconds",
+        table.strip(),
+        _figure(
+            series,
+            img,
+            "aggregation-time-vs-d",
+            title,
+            "layer size d (d x d)",
+            "median seconds per aggregate (log)",
+        ),
+        _extremes(cells, dims[-1], dims_k),
+    ]
+    table, series = _grid(cells, "d", dims_k, dims, "memory")
+    title = f"Peak extra memory of aggregation vs layer size ({dims_k} clients)"
+    blocks += [
+        f"### Peak extra memory vs layer size ({dims_k} clients), MB",
+        table.strip(),
+        _figure(
+            series,
+            img,
+            "aggregation-memory-vs-d",
+            title,
+            "layer size d (d x d)",
+            "peak extra MB (log)",
+        ),
+    ]
+    table, series = _grid(cells, "clients", clients_d, clients, "time")
+    title = f"Server aggregation time vs clients (d = {clients_d})"
+    blocks += [
+        f"### Time vs number of clients (d = {clients_d}), median seconds",
+        table.strip(),
+        _figure(
+            series,
+            img,
+            "aggregation-time-vs-clients",
+            title,
+            "clients (ranks cycling 4, 8, 16, 32)",
+            "median seconds (log)",
+        ),
+        _growth(cells, clients_d, clients),
+    ]
+    return "\n\n".join(b for b in blocks if b) + "\n"
+
+
+def _load_note(meta: Mapping[str, Any]) -> str:
+    load = meta.get("load_avg_1min_at_end")
+    if load is None:
+        return ""
+    return (
+        f" The machine's 1-minute load average was {load} at the end: above its "
+        f"{meta.get('cpus', '?')} CPUs, absolute times include waiting for a CPU; the "
+        "interleaved ILoRA forms share that noise, so their ratios are the robust figures."
+    )
+
+
+def _checks(src: Path) -> list[str]:
+    path = src / "checks.csv"
+    if not path.is_file():
+        return []
+    errs = [float(r["rel_error"]) for r in read_csv(path)]
+    worst = max(errs)
+    return [
+        f"Correctness: ILoRA's factor-space result equals the truncated dense SVD of ΔW to a "
+        f"relative Frobenius error of at most {worst:.1e} over the {len(errs)} configurations "
+        f"({'within' if worst <= 1e-6 else 'OUTSIDE'} the 1e-6 tolerance)."
+    ]
+
+
+def _growth(cells: Mapping[Key, Mapping[str, Any]], d: int, clients: Sequence[int]) -> str:
+    """Return a sentence on how ILoRA's and the slowest method's time grow with clients."""
+    if len(clients) < 2:
+        return ""
+    lo, hi = clients[0], clients[-1]
+    grow = {
+        m: cells[(m, d, hi)]["median"] / cells[(m, d, lo)]["median"]
+        for m, dd, k in cells
+        if dd == d and k == lo and (m, d, hi) in cells and cells[(m, d, lo)]["median"] > 0
+    }
+    if not grow:
+        return ""
+    most = max(grow, key=grow.__getitem__)
+    ilora = f"ILoRA's median time grows {grow[FACTOR]:.1f}x; " if FACTOR in grow else ""
+    return (
+        f"From {lo} to {hi} clients ({hi / lo:.1f}x the clients), {ilora}"
+        f"the largest growth is {most}'s ({grow[most]:.1f}x)."
+    )

@@ -1,0 +1,144 @@
+"""The demo comparison (``results/demo/``, written by ``ilora export``): every method, one setting.
+
+Two tables: the methods run with several seeds (mean ± std over seeds), and every method at
+seed 0; per-round plots of accuracy and aggregation error; and what the numbers show, computed
+from ``runs.csv`` and ``rounds.csv``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ilora.report import _demo_text as text
+from ilora.report._plot import metric_vs_round, save_png
+from ilora.report._setting import describe
+from ilora.report._table import (
+    command_block,
+    comparison_markdown,
+    comparison_rows,
+    meta_line,
+    num,
+    read_csv,
+    read_meta,
+)
+
+Run = dict[str, Any]
+
+
+def load_runs(src: Path) -> list[Run]:
+    """Return the runs of ``runs.csv`` with their ``rounds.csv`` history, as compare's dicts."""
+    history: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in read_csv(src / "rounds.csv"):
+        rec = {k: num(row[k]) for k in ("accuracy", "personal_accuracy", "agg_error")}
+        rec = {k: v for k, v in rec.items() if not math.isnan(v)}
+        history[(row["algorithm"], int(row["seed"]))].append({"round": int(row["round"]), **rec})
+    runs = []
+    for row in read_csv(src / "runs.csv"):
+        key = (row["algorithm"], int(row["seed"]))
+        runs.append(
+            {
+                "algorithm": row["algorithm"],
+                "seed": key[1],
+                "final_accuracy": num(row["final_accuracy"]),
+                "final_personal_accuracy": num(row["personal_accuracy"]),
+                "mean_agg_error": num(row["mean_agg_error"]),
+                "total_bytes_up": num(row["total_bytes_up"]),
+                "total_bytes_down": num(row["total_bytes_down"]),
+                "rounds": int(row["rounds"]),
+                "wall_s": num(row["wall_s"]),
+                "rejected": int(row.get("rejected") or 0),
+                "failed": int(row.get("failed") or 0),
+                "counts_recorded": row.get("counts_recorded") == "1",
+                "history": sorted(history[key], key=lambda r: r["round"]),
+            }
+        )
+    return runs
+
+
+def _seeds_of(command: str) -> int:
+    """Return how many seeds a compare command names (``--seeds 0,1,2`` -> 3)."""
+    found = re.search(r"--seeds[ =]([\d,]+)", command)
+    return len([s for s in found.group(1).split(",") if s]) if found else 1
+
+
+def _plots(runs: Sequence[Run], img: Path, stem: str, what: str) -> str:
+    acc = metric_vs_round(
+        runs, "accuracy", f"Global test accuracy per round ({what})", "accuracy %"
+    )
+    err = metric_vs_round(
+        runs,
+        "agg_error",
+        f"Aggregation error ‖ΔW* − ΔW‖/‖ΔW*‖ per round ({what})",
+        "relative error",
+    )
+    return (
+        save_png(acc, img, f"{stem}-accuracy", f"accuracy per round, {what}")
+        + "\n"
+        + save_png(err, img, f"{stem}-agg-error", f"aggregation error per round, {what}")
+        + "\n"
+    )
+
+
+def _section(
+    title: str, command: str, runs: Sequence[Run], img: Path, stem: str, what: str
+) -> tuple[str, list[dict[str, Any]]]:
+    rows = comparison_rows(runs)
+    body = f"### {title}\n\n{command_block(command)}\n{comparison_markdown(rows)}\n"
+    return body + _plots(runs, img, stem, what), rows
+
+
+def _counts(runs: Sequence[Run]) -> str:
+    counted = [r for r in runs if r["counts_recorded"]]
+    rejected = sum(r["rejected"] for r in counted)
+    failed = sum(r["failed"] for r in counted)
+    return (
+        f"{len(counted)} of the {len(runs)} runs record the server's upload checks; they report "
+        f"{rejected} rejected and {failed} failed updates (faults off)."
+    )
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the demo section; write ``demo-*.png`` into ``img``."""
+    meta = read_meta(src)
+    runs = load_runs(src)
+    sources: list[str] = list(meta.get("sources", []))
+    multi_cmd = next((c for c in sources if _seeds_of(c) > 1), "")
+    single_cmd = next((c for c in sources if _seeds_of(c) == 1), "")
+    seeds_per_alg: Mapping[str, int] = defaultdict(int)
+    for r in runs:
+        seeds_per_alg[r["algorithm"]] += 1  # type: ignore[index]
+    most = max(seeds_per_alg.values())
+    family = [r for r in runs if seeds_per_alg[r["algorithm"]] == most]
+    seed0 = [r for r in runs if r["seed"] == 0]
+    setting = meta["setting"]
+    alpha = setting["data"].get("partition_args", {}).get("alpha")
+    lora = setting["lora"]
+    ranks = "heterogeneous ranks" if lora.get("rank_policy") != "uniform" else "one rank"
+    parts = [
+        f"## Demo: every method on {setting['task']}, {ranks}, Dirichlet({alpha})\n",
+        meta_line(meta) + "\n",
+        "Setting: " + describe(setting, meta.get("data")) + " "
+        'Every method runs with its defaults. "Final accuracy" is the global model on the test '
+        'split; "personalized" is every client\'s own model (what it would start its next round '
+        "from) on its own held-out share, example-weighted. MB = 10^6 bytes per round, all "
+        "clients of the round together. " + _counts(runs) + "\n",
+        *(f"{note}\n" for note in meta.get("notes", [])),
+        f"Exported into these result files with `ilora export {meta.get('runs_dir', '')} "
+        f"{src.as_posix()}`.\n",
+    ]
+    family_md, family_rows = "", list[dict[str, Any]]()
+    if most > 1:
+        family_md, family_rows = _section(
+            f"The first family, {most} seeds", multi_cmd, family, img, "demo", f"{most}-seed mean"
+        )
+        family_md += "\n" + text.per_seed(family)
+    all_md, all_rows = _section(
+        "Every method, seed 0", single_cmd, seed0, img, "demo-all-seed0", "seed 0, every method"
+    )
+    parts += [family_md, all_md, text.findings(family_rows or all_rows, all_rows, most)]
+    return "\n".join(p for p in parts if p)

@@ -1,0 +1,153 @@
+"""Render ``results/dp/`` (``benchmarks/dp.py``) as a RESULTS.md section.
+
+Reads ``dp.csv`` (one row per run: algorithm, noise multiplier σ, clip norm C, ε, final
+accuracy), ``norms.csv`` (the calibration update norms C was picked from), ``rounds.csv`` and
+``meta.json`` only. σ = 0 is the run without DP; ε is the replace-one RDP bound of our
+fixed-size sampling (``ilora.engine.privacy``) with the Poisson add/remove approximation beside
+it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ilora.report._plot import new_figure, save_png
+from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+
+
+def _eps(x: str) -> str:
+    value = float(x)
+    if math.isinf(value):
+        return "∞ (no DP)"
+    return f"{value:.3g}" if value < 1000 else f"{value:.3g}".replace("e+0", "e").replace("e+", "e")
+
+
+def _table(rows: Sequence[Mapping[str, str]]) -> str:
+    headers = [
+        "algorithm",
+        "σ",
+        "ε (δ, our sampling)",
+        "ε (Poisson approx.)",
+        "noise std per entry",
+        "final accuracy %",
+        "best accuracy %",
+    ]
+    body = [
+        [
+            r["algorithm"],
+            f"{float(r['noise_multiplier']):g}",
+            _eps(r["epsilon"]),
+            _eps(r["epsilon_poisson"]),
+            f"{float(r['noise_std_per_entry']):.3g}",
+            f"{100 * float(r['final_accuracy']):.2f}",
+            f"{100 * float(r['best_accuracy']):.2f}",
+        ]
+        for r in rows
+    ]
+    return md_table(headers, body).strip()
+
+
+def _sentences(rows: Sequence[Mapping[str, str]], majority: float) -> list[str]:
+    by_alg: dict[str, list[Mapping[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_alg[r["algorithm"]].append(r)
+    out = []
+    for alg, runs in by_alg.items():
+        base = [r for r in runs if float(r["noise_multiplier"]) == 0]
+        noisy = sorted(
+            (r for r in runs if float(r["noise_multiplier"]) > 0),
+            key=lambda r: float(r["noise_multiplier"]),
+        )
+        if not base or not noisy:
+            continue
+        ref = 100 * float(base[0]["final_accuracy"])
+        parts = [
+            f"σ = {float(r['noise_multiplier']):g} (ε = {_eps(r['epsilon'])}): "
+            f"{100 * float(r['final_accuracy']):.2f}% "
+            f"({100 * float(r['final_accuracy']) - ref:+.2f})"
+            for r in noisy
+        ]
+        out.append(f"{alg}: {ref:.2f}% without DP; " + "; ".join(parts) + ".")
+        floor = [r for r in noisy if 100 * float(r["final_accuracy"]) <= majority + 0.5]
+        if not math.isnan(majority) and floor:
+            sigmas = ", ".join(f"{float(r['noise_multiplier']):g}" for r in floor)
+            out.append(
+                f"At σ = {sigmas} {alg} ends within half a point of always guessing the majority "
+                f"class ({majority:.2f}% of the test split) or below it."
+            )
+    return out
+
+
+def _clip_sentence(norms: Sequence[Mapping[str, str]], meta: Mapping[str, Any]) -> str:
+    values = [float(r["norm"]) for r in norms]
+    if not values:
+        return ""
+    algs = ", ".join(sorted({r["algorithm"] for r in norms}))
+    rounds = max(int(r["round"]) for r in norms)
+    clip = float(meta.get("clip_norm", statistics.median(values)))
+    rule = meta.get("clip_rule", "")
+    return (
+        f"Clip norm C = {clip:.3g} ({rule}): the {len(values)} update norms ‖u − sent‖ of {algs} "
+        f"in {rounds} rounds without DP range from {min(values):.3g} to {max(values):.3g} "
+        f"(median {statistics.median(values):.3g})."
+    )
+
+
+def _figure(rows: Sequence[Mapping[str, str]], img: Path, majority: float) -> str:
+    fig, ax = new_figure("Accuracy against the privacy budget", "ε at δ (log scale)", "accuracy %")
+    by_alg: dict[str, list[Mapping[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_alg[r["algorithm"]].append(r)
+    for alg, runs in sorted(by_alg.items()):
+        pts = sorted(
+            (float(r["epsilon"]), 100 * float(r["final_accuracy"]))
+            for r in runs
+            if not math.isinf(float(r["epsilon"]))
+        )
+        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=alg)
+        for r in runs:
+            if math.isinf(float(r["epsilon"])):
+                ax.axhline(
+                    100 * float(r["final_accuracy"]),
+                    linestyle="--",
+                    color=line[0].get_color(),
+                    label=f"{alg} without DP",
+                )
+    if not math.isnan(majority):
+        ax.axhline(majority, linestyle=":", color="gray", label="majority class")
+    ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, img, "dp-accuracy", "final accuracy against epsilon")
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the differential privacy section (see the module docstring)."""
+    meta = read_meta(src)
+    rows = read_csv(src / "dp.csv")
+    majority = 100 * float(meta.get("majority_class_accuracy", "nan"))
+    first = rows[0] if rows else {}
+    setting = (
+        f"Setting: `{meta.get('config', '?')}` with uniform aggregation weights, "
+        f"{first.get('rounds', '?')} rounds, {first.get('sampled', '?')} of "
+        f"{first.get('num_clients', '?')} clients per round, δ = {first.get('delta', '?')}. "
+        "Every upload is clipped to C and carries Gaussian noise of std σ·C per entry "
+        "(`dp.noise: upload`, which covers any aggregation, ILoRA's included); ε composes the "
+        "rounds with the replace-one RDP accountant of fixed-size sampling without replacement."
+    )
+    parts = [
+        "## Differential privacy: accuracy against ε",
+        command_block(str(meta.get("command", ""))).strip(),
+        meta_line(meta),
+        setting,
+        _clip_sentence(read_csv(src / "norms.csv"), meta),
+        _table(rows),
+        " ".join(_sentences(rows, majority)),
+        _figure(rows, img, majority),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"

@@ -1,0 +1,200 @@
+"""Renderer of ``results/flower/``: the same workload on the embedded engine and on Flower.
+
+Reads ``runs.csv`` (one row per run: runtime, repeat, per-round and total wall time, peak summed
+RSS/PSS of all processes, processes seen, final accuracy), ``imports.csv`` (seconds to import
+a module in a fresh Python) and ``meta.json``, all written by ``benchmarks/flower_runtimes.py``.
+Figures are medians over the repeats; ratios are against the embedded engine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ilora.report._plot import save_png
+from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
+
+ORDER = ("embedded", "simulation", "deployment")
+LABELS = {
+    "embedded": "embedded engine (`ilora run`)",
+    "simulation": "Flower Simulation Engine (`ilora flower simulate`, Ray)",
+    "deployment": "Flower Deployment Engine (SuperLink + SuperNodes, 127.0.0.1, TLS)",
+}
+COLUMNS = ("round_wall_median_s", "total_wall_s", "peak_rss_mb", "peak_pss_mb", "processes_seen")
+
+
+def medians(rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
+    """Return ``{runtime: {column: median over the repeats}}`` in :data:`ORDER`."""
+    by_runtime: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in rows:
+        by_runtime[row["runtime"]].append(row)
+    return {
+        rt: {c: statistics.median(num(r[c]) for r in by_runtime[rt]) for c in COLUMNS}
+        for rt in ORDER
+        if rt in by_runtime
+    }
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.1f}×" if base > 0 else "n/a"
+
+
+def _figure(med: dict[str, dict[str, float]], img: Path) -> str:
+    names = list(med)
+    fig = Figure(figsize=(10, 3.6))
+    left, right = fig.subplots(1, 2)
+    for ax, column, title, xlabel in (
+        (left, "round_wall_median_s", "Wall time per round (median)", "seconds (log scale)"),
+        (right, "peak_rss_mb", "Peak memory, all processes", "summed RSS, MB"),
+    ):
+        ax.barh(names, [med[n][column] for n in names], color=["#4c72b0", "#dd8452", "#55a868"])
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
+    left.set_xscale("log")
+    fig.suptitle("One workload on three runtimes")
+    fig.tight_layout()
+    return save_png(fig, img, "flower-runtimes", "wall time per round and peak memory per runtime")
+
+
+def _sentences(med: dict[str, dict[str, float]], rows: list[dict[str, str]]) -> list[str]:
+    out = []
+    base = med.get("embedded")
+    if base:
+        for rt in ("simulation", "deployment"):
+            if rt in med:
+                r = {c: _ratio(med[rt][c], base[c]) for c in COLUMNS}
+                out.append(
+                    f"The {rt} runtime takes {r['round_wall_median_s']} the embedded engine's "
+                    f"wall time per round, {r['total_wall_s']} its total wall time and "
+                    f"{r['peak_rss_mb']} its peak memory (summed RSS; {r['peak_pss_mb']} in PSS)."
+                )
+    finals = {r["final_accuracy"] for r in rows}
+    if len(finals) == 1:
+        out.append(
+            f"Every run ends at the same final accuracy ({100 * num(finals.pop()):.2f}%): the "
+            "runtimes differ in cost only."
+        )
+    else:
+        out.append(f"The final accuracies differ between runs: {sorted(finals)}.")
+    return out
+
+
+def _imports(src: Path) -> tuple[str, list[str]]:
+    path = src / "imports.csv"
+    if not path.is_file():
+        return "", []
+    by_module: dict[str, list[float]] = defaultdict(list)
+    for row in read_csv(path):
+        by_module[row["module"]].append(num(row["seconds"]))
+    med = {m: statistics.median(v) for m, v in by_module.items()}
+    table = md_table(
+        ["module imported in a fresh Python", "seconds (median)"],
+        [[f"`{m}`", f"{s:.1f}"] for m, s in med.items()],
+    )
+    notes = []
+    if "ilora.flower.client" in med:
+        notes.append(
+            "Flower's Deployment Engine starts a new ClientApp process for every message, and "
+            f"each one spends about {med['ilora.flower.client']:.1f} s importing "
+            "`ilora.flower.client` before it trains."
+        )
+    return table, notes
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the markdown section of ``src`` (``results/flower``); its figure goes to ``img``."""
+    meta = read_meta(src)
+    rows = read_csv(src / "runs.csv")
+    med = medians(rows)
+    base = med.get("embedded", {})
+    table = md_table(
+        [
+            "runtime",
+            "s / round",
+            "× embedded",
+            "total s",
+            "× embedded",
+            "peak RSS MB",
+            "× embedded",
+            "peak PSS MB",
+            "processes",
+        ],
+        [
+            [
+                LABELS.get(rt, rt),
+                f"{m['round_wall_median_s']:.2f}",
+                _ratio(m["round_wall_median_s"], base.get("round_wall_median_s", 0.0)),
+                f"{m['total_wall_s']:.1f}",
+                _ratio(m["total_wall_s"], base.get("total_wall_s", 0.0)),
+                f"{m['peak_rss_mb']:.0f}",
+                _ratio(m["peak_rss_mb"], base.get("peak_rss_mb", 0.0)),
+                f"{m['peak_pss_mb']:.0f}",
+                f"{m['processes_seen']:.0f}",
+            ]
+            for rt, m in med.items()
+        ],
+    )
+    repeats = len({r["repeat"] for r in rows})
+    imports_table, import_notes = _imports(src)
+    parts = [
+        "## Embedded engine vs Flower (simulation and local deployment)\n",
+        command_block(str(meta.get("command", ""))),
+        f"Workload: `{meta.get('workload', '?')}`; medians over {repeats} repeat(s). "
+        + meta_line(meta)
+        + (
+            f" Load average on the shared machine: {meta['load_average_start']:.1f} at the start,"
+            f" {meta['load_average_end']:.1f} at the end."
+            if "load_average_start" in meta
+            else ""
+        )
+        + "\n",
+        _figure(med, img) + "\n",
+        table,
+        " ".join(_sentences(med, rows) + import_notes) + "\n",
+        "*s / round*: median of the rounds' `wall_s` in `history.jsonl` (the server's round loop). "
+        "*total s*: the whole command, start-up included (deployment: from starting the SuperLink "
+        "to the end of `flwr run`). *peak RSS/PSS*: the largest sum over all processes of the run "
+        "(sampled every 0.2 s; PSS splits shared pages). *processes*: distinct processes seen.\n",
+    ]
+    if imports_table:
+        parts.append(imports_table)
+    if (src / "parity" / "parity.csv").is_file():
+        parts.append(_parity(src / "parity"))
+    return "\n".join(parts)
+
+
+def _parity(src: Path) -> str:
+    """Return the parity table: is each algorithm bitwise equal on both runtimes."""
+    rows = read_csv(src / "parity.csv")
+    meta = read_meta(src)
+    same = [r for r in rows if r["identical_model"] == "True" and r["identical_history"] == "True"]
+    table = md_table(
+        ["algorithm", "ranks", "identical global model", "identical history", "final accuracy %"],
+        [
+            [
+                r["algorithm"],
+                r["ranks"],
+                "yes" if r["identical_model"] == "True" else "NO",
+                "yes" if r["identical_history"] == "True" else "NO",
+                f"{100 * float(r['final_accuracy']):.2f}",
+            ]
+            for r in rows
+        ],
+    )
+    return "\n".join(
+        [
+            "### Parity: the same results on both runtimes\n",
+            command_block(str(meta.get("command", ""))),
+            f"{len(same)} of {len(rows)} registered methods give a bitwise-identical global "
+            "model (factors, head, residual) and history (bytes, counts, every metric) on the "
+            "embedded engine and on Flower (`AlgorithmStrategy` + `ClientApp` exchanging Flower "
+            f"messages in-process), {meta.get('rounds', '?')} rounds, "
+            f"{meta.get('clients', '?')} clients with mixed ranks (`configs/smoke.yaml`).\n",
+            table,
+        ]
+    )

@@ -1,0 +1,128 @@
+"""``ilora bench aggregation`` on tiny settings: real measurements in the expected rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ilora.algorithms.base import ALGORITHMS
+from ilora.bench.aggsetup import RANKS, UNIFORM_RANK, build_inputs, methods
+from ilora.cli import app
+
+runner = CliRunner()
+D, CLIENTS = 64, (2, 4)
+METHODS = ("fedit", "ilora", "ilora:qr_literal", "ilora:dense_svd")
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("agg")
+    args = [
+        "bench",
+        "aggregation",
+        "--quick",
+        "--dims",
+        str(D),
+        "--clients",
+        "2,4",
+        "--clients-dim",
+        str(D),
+        "--methods",
+        ",".join(METHODS),
+        "--repeats",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_row_per_method_setting_and_repeat(bench_dir: Path) -> None:
+    got = rows(bench_dir / "aggregation.csv")
+    settings = {(D, k) for k in (*CLIENTS, 12)}  # the size sweep runs at 12 clients
+    expected = {(m, d, k, rep) for m in METHODS for d, k in settings for rep in (0, 1)}
+    assert {(r["method"], int(r["d"]), int(r["clients"]), int(r["repeat"])) for r in got} == (
+        expected
+    )
+    assert len(got) == len(expected)
+
+
+def test_times_are_positive_and_memory_is_measured(bench_dir: Path) -> None:
+    got = rows(bench_dir / "aggregation.csv")
+    assert all(float(r["seconds"]) > 0 for r in got)
+    assert all(int(r["peak_extra_bytes"]) >= 0 for r in got)
+    # the dense forms hold a d x d float64 matrix at least once: 32 KiB at d = 64
+    dense = [int(r["peak_extra_bytes"]) for r in got if r["method"] == "ilora:dense_svd"]
+    assert max(dense) >= 8 * D * D
+
+
+def ranks_of(method: str, k: int) -> list[int]:
+    hetero = ALGORITHMS.get(method.split(":")[0]).heterogeneous_ranks
+    return [RANKS[i % 4] if hetero else UNIFORM_RANK for i in range(k)]
+
+
+def test_ranks_and_stacked_sizes(bench_dir: Path) -> None:
+    for r in rows(bench_dir / "aggregation.csv"):
+        ranks = ranks_of(r["method"], int(r["clients"]))
+        assert int(r["sum_r"]) == sum(ranks)
+        assert int(r["stacked_bytes"]) == 8 * (D + D) * sum(ranks)
+
+
+def test_upload_bytes_are_the_methods_own_uploads(bench_dir: Path) -> None:
+    head = (D * 4 + 4) * 4  # OneLayer's head: (4, d) weight and (4,) bias, float32
+    for r in rows(bench_dir / "aggregation.csv"):
+        if r["method"] == "fedit":  # A (r, d), B (d, r) and the head per client, float32
+            ranks = ranks_of("fedit", int(r["clients"]))
+            assert int(r["upload_bytes"]) == sum(4 * rank * 2 * D + head for rank in ranks)
+
+
+def test_factor_space_matches_the_dense_svd(bench_dir: Path) -> None:
+    checks = rows(bench_dir / "checks.csv")
+    assert {(int(c["d"]), int(c["clients"])) for c in checks} == {(D, 2), (D, 4), (D, 12)}
+    assert all(float(c["rel_error"]) < 1e-6 for c in checks)
+
+
+def test_meta_records_the_command(bench_dir: Path) -> None:
+    meta = json.loads((bench_dir / "meta.json").read_text())
+    assert meta["quick"] is True
+    assert meta["plan"]["methods"] == list(METHODS)
+    assert meta["cpus"] >= 1 and meta["torch"]
+
+
+def test_uploads_come_from_each_method_client_path() -> None:
+    inputs = build_inputs("ilora-s", D, 6)
+    assert sorted(inputs.uploads) == list(range(6))
+    for cid, up in inputs.uploads.items():
+        r = RANKS[cid % 4]
+        assert up.tensors["layer.lora_A"].shape == (r, D)
+        assert up.tensors["cv/layer.lora_A"].shape == (r, D)  # ILoRA-S's control variates
+    # clients 4 and 5 reuse the tensors of ranks 4 and 8, jittered: never equal
+    assert not (
+        inputs.uploads[4].tensors["layer.lora_A"] == inputs.uploads[0].tensors["layer.lora_A"]
+    ).any()
+    assert inputs.uploads[4].weight == inputs.clients[4].num_examples
+
+
+def test_every_registered_method_is_benchmarked() -> None:
+    names = set(methods())
+    assert {n for n in ALGORITHMS.names() if not ALGORITHMS.get(n).pooled_data} <= names
+    assert {"ilora:qr_literal", "ilora:dense_svd"} <= names
+
+
+def test_unknown_method_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["bench", "aggregation", "--methods", "fedx", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "unknown methods" in result.output

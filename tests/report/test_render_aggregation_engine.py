@@ -1,0 +1,167 @@
+"""The aggregation and engine renderers on hand-written result files (no torch needed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ilora.report import aggregation, engine
+
+PNG = b"\x89PNG\r\n\x1a\n"
+AGG_COLUMNS = [
+    "method",
+    "d",
+    "clients",
+    "ranks",
+    "sum_r",
+    "stacked_bytes",
+    "upload_bytes",
+    "threads",
+    "repeat",
+    "seconds",
+    "peak_extra_bytes",
+]
+
+
+def write_csv(path: Path, columns: list[str], rows: list[list[object]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(rows)
+
+
+def agg_fixture(src: Path) -> None:
+    src.mkdir()
+    rows: list[list[object]] = []
+    times = {
+        "ilora": [0.1, 0.2, 0.3],
+        "ilora:qr_literal": [9.0, 10.0, 11.0],
+        "ilora:dense_svd": [50.0, 40.0, 60.0],
+        "fedit": [0.5, 0.5, 0.5],
+    }
+    stacked = 8 * 2 * 4096 * 180
+    for m, ts in times.items():
+        for rep, t in enumerate(ts):
+            peak = int(1.5 * stacked) if m == "ilora" else 10 * stacked
+            rows.append([m, 4096, 12, "4,8,16,32", 180, stacked, 1, 1, rep, t, peak])
+            rows.append([m, 1024, 12, "4,8,16,32", 180, stacked // 4, 1, 1, rep, t / 10, 2**20])
+            rows.append([m, 1024, 4, "4,8,16,32", 60, stacked // 12, 1, 1, rep, t / 40, 2**20])
+    write_csv(src / "aggregation.csv", AGG_COLUMNS, rows)
+    write_csv(
+        src / "checks.csv",
+        ["check", "d", "clients", "rel_error"],
+        [["ilora_vs_dense_svd", 4096, 12, 3e-8], ["ilora_vs_dense_svd", 1024, 4, 5e-8]],
+    )
+    meta = {
+        "command": "ilora bench aggregation",
+        "quick": False,
+        "cpus": 2,
+        "plan": {"dims_clients": 12, "clients_dim": 1024, "repeats": 3, "threads": 1},
+        "target": {"d": 4096, "clients": 12},
+    }
+    (src / "meta.json").write_text(json.dumps(meta))
+
+
+def test_aggregation_section_states_the_targets_from_the_data(tmp_path: Path) -> None:
+    agg_fixture(tmp_path / "aggregation")
+    text = aggregation.render(tmp_path / "aggregation", tmp_path / "img")
+    assert text.startswith("## ")
+    assert "ilora bench aggregation" in text
+    # medians: ilora 0.2, qr_literal 10 (50x), dense_svd 50 (250x); peak 1.5x stacked
+    assert "50x faster than the dense QR and 250x faster than the dense SVD" in text
+    assert "the >= 40x target is met" in text
+    assert "1.50x the stacked float64 factors" in text and "the < 2x target is met" in text
+    assert "at most 5.0e-08 over the 2 configurations" in text
+    assert "| fedit | 0.0500 | 0.5000 |" in text  # time vs d at 12 clients
+    for name in ("time-vs-d", "memory-vs-d", "time-vs-clients"):
+        assert f"](img/aggregation-{name}.png)" in text
+        assert (tmp_path / "img" / f"aggregation-{name}.png").read_bytes()[:8] == PNG
+
+
+def test_aggregation_section_says_when_a_target_is_missed(tmp_path: Path) -> None:
+    agg_fixture(tmp_path / "aggregation")
+    path = tmp_path / "aggregation" / "aggregation.csv"
+    lines = path.read_text().splitlines()
+    slow = [ln.replace(",0.2,", ",0.5,") if ln.startswith("ilora,4096") else ln for ln in lines]
+    path.write_text("\n".join(slow) + "\n")  # ilora median 0.3: qr_literal only 33x
+    text = aggregation.render(tmp_path / "aggregation", tmp_path / "img")
+    assert "33x faster than the dense QR" in text and "target is NOT met" in text
+
+
+def engine_fixture(src: Path) -> None:
+    src.mkdir()
+    cols = [
+        "algorithm",
+        "repeat",
+        "round",
+        "engine_s",
+        "bare_s",
+        "engine_cpu_s",
+        "bare_cpu_s",
+        "sampled",
+        "steps",
+    ]
+    rows: list[list[object]] = []
+    for rep, (over_a, over_b) in enumerate([(1.02, 1.10), (1.03, 1.08), (1.04, 1.12)]):
+        for rnd in (1, 2):
+            rows.append(["fedit", rep, rnd, 10 * over_a + 1, 10, 10 * over_a, 10, 3, 8])
+            rows.append(["ilora", rep, rnd, 10 * over_b, 10, 10 * over_b, 10, 3, 8])
+    write_csv(src / "overhead.csv", cols, rows)
+    mcols = [
+        "clients",
+        "sampled_per_round",
+        "rounds",
+        "peak_rss_bytes",
+        "rss_after_build_bytes",
+        "peak_rss_rounds_bytes",
+        "model_bytes",
+        "adapter_bytes",
+        "seconds",
+    ]
+    mb = 2**20
+    write_csv(
+        src / "memory.csv",
+        mcols,
+        [
+            [10, 5, 2, 1200 * mb, 900 * mb, 1000 * mb, 90 * mb, 256 * 1024, 60],
+            [
+                1000,
+                5,
+                2,
+                1300 * mb,
+                1000 * mb,
+                1000 * mb + 990 * 100 * 1024,
+                90 * mb,
+                256 * 1024,
+                70,
+            ],
+        ],
+    )
+    plan = {"config": "configs/demo.yaml", "rounds": 2, "repeats": 3, "threads": 1}
+    (src / "meta.json").write_text(json.dumps({"command": "ilora bench engine", "plan": plan}))
+
+
+def test_engine_section_reads_overhead_and_memory(tmp_path: Path) -> None:
+    engine_fixture(tmp_path / "engine")
+    text = engine.render(tmp_path / "engine", tmp_path / "img")
+    assert text.startswith("## ")
+    # CPU medians over repeats: fedit +3.0% (within), ilora +10.0% (above)
+    assert "fedit: an engine round costs +3.0% CPU time" in text and "within the 5%" in text
+    assert "ilora: an engine round costs +10.0% CPU time" in text and "ABOVE the 5%" in text
+    # memory: +100 KiB per added client = 0.391 adapters; 1300 MiB = 1.36 GB, within 4 GB
+    assert "+100.0 KiB per added client = +0.391 adapters" in text
+    assert "at most one adapter per client" in text
+    assert "1000 clients peak at 1.36 GB" in text and "within the 4 GB target" in text
+    for name in ("overhead", "memory"):
+        assert (tmp_path / "img" / f"engine-{name}.png").read_bytes()[:8] == PNG
+
+
+def test_renderers_import_no_torch() -> None:
+    code = (
+        "import sys, ilora.report.aggregation, ilora.report.engine; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
