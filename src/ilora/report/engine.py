@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ilora.report._plot import line_chart, new_figure, save_png
+from ilora.report._plot import new_figure, save_png
 from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
 
 MB, GB = 2**20, 10**9
@@ -192,14 +192,13 @@ def _memory_plot(rows: Sequence[Mapping[str, str]], adapter: float, model: float
         "+1 adapter per client (projection)": (ns, [p0 + (n - n0) * adapter / MB for n in ns]),
         "+1 model per client (projection)": (ns, [p0 + (n - n0) * model / MB for n in ns]),
     }
-    fig = line_chart(
-        series,
-        "Peak RSS vs simulated clients (one process)",
-        "clients",
-        "MB (log)",
-        logx=True,
-        logy=True,
-    )
+    fig, ax = new_figure("Peak RSS vs simulated clients (one process)", "clients", "MB (log)")
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=label, linewidth=2.5 if "measured" in label else 1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return save_png(fig, img, "engine-memory", "peak RSS vs clients")
 
 
