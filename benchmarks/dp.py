@@ -59,6 +59,10 @@ def majority_share(cfg: config.ExperimentConfig) -> float:
     return float(labels.bincount().max()) / len(labels)
 
 
+def _accepted(records: list[dict[str, Any]]) -> int:
+    return max(1, sum(r["clients"]["succeeded"] for r in records))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
@@ -103,6 +107,7 @@ def main() -> None:
                     "noise_multiplier": sigma,
                     "clip_norm": clip if sigma > 0 else "",
                     "noise_std_per_entry": noise_std(cfg.dp, m) if sigma > 0 else 0.0,
+                    "floats_per_upload": summary["total_bytes_up"] / 4 / _accepted(records),
                     "delta": a.delta,
                     "epsilon": eps,
                     "epsilon_poisson": epsilon(sigma, n, m, rounds, a.delta, "poisson"),

@@ -152,7 +152,8 @@ def _accounting(rows: Sequence[Mapping[str, str]]) -> tuple[str, list[str]]:
             f"{alg}: {injected} lost or corrupt updates were injected and {counted} are counted "
             f"in history.jsonl as failed or rejected ({verdict} accounted for); of the "
             f"{byz_in} Byzantine updates (sign-flipped or scaled), which pass the checks by "
-            f"design, {byz_ok} were accepted and clipped."
+            f"design, {byz_ok} were accepted and met the clipping (a sign flip keeps its honest "
+            "norm; only a scaled update is shortened)."
         )
     return md_table(headers, body).strip(), sentences
 
@@ -206,7 +207,9 @@ def _setting(meta: Mapping[str, Any]) -> str:
         f"Setting: `{meta.get('config', '?')}`, {meta.get('rounds', '?')} rounds. Faults per "
         f"sampled client and round (seeded): {shares}; a scaled update is multiplied by "
         f"{meta.get('byzantine_scale', '?')}. The control run loses the updates of exactly the "
-        "clients the mix hits (the same seeded draws), so it isolates the lost data."
+        "clients the mix hits (the same seeded draws), so it isolates the lost data. Final "
+        "accuracy is on the whole test split; best is over the per-round evaluations on the "
+        "seeded subset."
     )
 
 
