@@ -1,4 +1,4 @@
-"""Helpers the fault and DP benchmarks share: run directories, meta.json, update norms.
+"""Helpers the fault and DP benchmarks share: run directories and update norms.
 
 ``run_in`` reuses a run directory that already holds a finished run of exactly the same
 config (as ``ilora compare`` does), so an interrupted campaign resumes where it stopped.
@@ -15,18 +15,12 @@ import torch
 
 from ilora import config
 from ilora.bench import resultfiles
-from ilora.bench.resultfiles import command_line
 from ilora.engine.outputs import RunWriter
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
 from ilora.engine.validation import update_norm
 from ilora.tensors import canonical
 from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, TensorDict, Upload
-
-
-def write_meta(out: Path, quick: bool, **extra: Any) -> None:
-    """Write ``out/meta.json`` (``ilora.bench.resultfiles``) with the interpreter in the command."""
-    resultfiles.write_meta(out, quick, command=f".venv/bin/python {command_line()}", **extra)
 
 
 def _finished(cfg: config.ExperimentConfig, run_dir: Path) -> bool:

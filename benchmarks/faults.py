@@ -31,11 +31,11 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from _runs import run_in, write_meta
+from _runs import run_in
 
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS
-from ilora.bench.resultfiles import write_rows
+from ilora.bench.resultfiles import write_results
 from ilora.engine import faults
 from ilora.engine.sampling import sample_clients
 
@@ -163,14 +163,14 @@ def main() -> None:
                             "accuracy": r["accuracy"],
                         }
                     )
-    write_rows(out / "faults.csv", rows)
-    write_rows(out / "accounting.csv", acc_rows)
-    write_rows(out / "rounds.csv", round_rows)
+    tables = {"faults.csv": rows, "accounting.csv": acc_rows, "rounds.csv": round_rows}
     if norm_rows:
-        write_rows(out / "norms.csv", norm_rows)
-    write_meta(
+        tables["norms.csv"] = norm_rows
+    written = write_results(
         out,
+        tables,
         a.quick,
+        launcher=".venv/bin/python",
         config=str(path),
         rounds=rounds,
         mix=MIX,
@@ -178,7 +178,7 @@ def main() -> None:
     )
     for row in rows:
         print(row)
-    print(f"written: {out}/faults.csv, accounting.csv, rounds.csv, meta.json")
+    print(f"written: {out}/{', '.join(written)}")
 
 
 if __name__ == "__main__":

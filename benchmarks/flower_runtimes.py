@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ilora.bench.resultfiles import write_meta, write_rows
+from ilora.bench.resultfiles import write_results
 from ilora.flower.app import write_app
 from ilora.flower.certs import make_trial_credentials
 from ilora.flower.loopback import LoopbackDeployment, process_tree
@@ -222,22 +221,20 @@ def main() -> None:
             ]
             print(f"  {run_rows[-1]}", flush=True)
     import_rows = time_imports(repeats)
-    write_rows(out / "runs.csv", run_rows)
-    write_rows(out / "rounds.csv", round_rows)
-    write_rows(out / "imports.csv", import_rows)
     import flwr
 
-    write_meta(
+    written = write_results(
         out,
+        {"runs.csv": run_rows, "rounds.csv": round_rows, "imports.csv": import_rows},
         a.quick,
-        command="OMP_NUM_THREADS=1 .venv/bin/python " + shlex.join(sys.argv),
+        launcher="OMP_NUM_THREADS=1 .venv/bin/python",
         flwr=flwr.__version__,
         workload=f"{CONFIG} " + " ".join(f"--set {s}" for s in sets),
         repeats=repeats,
         load_average_start=started,
         load_average_end=os.getloadavg()[0],
     )
-    print(f"written: {out}/runs.csv, rounds.csv, imports.csv, meta.json")
+    print(f"written: {out}/{', '.join(written)}")
 
 
 if __name__ == "__main__":

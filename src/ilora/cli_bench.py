@@ -8,8 +8,10 @@ the section ``ilora report`` would render from them.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -62,6 +64,30 @@ def _show(name: str, out: Path) -> None:
     console.print(f"written: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
 
 
+def _measure(
+    bench: ModuleType,
+    quick: bool,
+    out: Path | None,
+    threads: int,
+    options: Callable[[], dict[str, Any]],
+) -> None:
+    """Run ``bench`` (``ilora.bench.<name>``) and print the section its results render to.
+
+    The plan is the module's preset (``QUICK``, or ``Plan()``) with ``threads`` and the options
+    given; ``options()`` parses them here, so a malformed value is a user error (exit 2) too.
+    """
+    name = bench.__name__.rsplit(".", 1)[-1]
+    try:
+        plan = replace(bench.QUICK if quick else bench.Plan(), threads=threads, **options())
+        bench.check_plan(plan)
+        out = out or Path(f"runs/quick/{name}" if quick else f"results/{name}")
+        bench.run(plan, out, quick, log=console.print)
+    except USER_ERRORS as err:
+        _fail(err)
+        return
+    _show(name, out)
+
+
 def bench_aggregation(
     quick: QuickOpt = False,
     out: OutOpt = None,
@@ -78,23 +104,16 @@ def bench_aggregation(
     """Server aggregation time and peak memory per method vs layer size and clients."""
     from ilora.bench import aggregation
 
-    try:
-        plan = aggregation.QUICK if quick else aggregation.Plan()
-        options = _given(
+    def options() -> dict[str, Any]:
+        return _given(
             dims=_ints(dims),
             clients=_ints(clients),
             clients_dim=clients_dim,
             methods=_names(methods),
             repeats=repeats,
         )
-        plan = replace(plan, threads=threads, **options)
-        aggregation.check_plan(plan)
-        out = out or Path("runs/quick/aggregation" if quick else "results/aggregation")
-        aggregation.run(plan, out, quick, log=console.print)
-    except USER_ERRORS as err:
-        _fail(err)
-        return
-    _show("aggregation", out)
+
+    _measure(aggregation, quick, out, threads, options)
 
 
 def bench_engine(
@@ -120,9 +139,8 @@ def bench_engine(
     """Engine overhead over bare local training, and peak memory vs number of clients."""
     from ilora.bench import engine
 
-    try:
-        plan = engine.QUICK if quick else engine.Plan()
-        options = _given(
+    def options() -> dict[str, Any]:
+        return _given(
             config=config,
             overrides=() if config is not None else None,  # the preset's are for its config
             algorithms=_names(algorithms),
@@ -133,11 +151,5 @@ def bench_engine(
             clients=_ints(clients),
             sampled=sampled,
         )
-        plan = replace(plan, threads=threads, **options)
-        engine.check_plan(plan)
-        out = out or Path("runs/quick/engine" if quick else "results/engine")
-        engine.run(plan, out, quick, log=console.print)
-    except USER_ERRORS as err:
-        _fail(err)
-        return
-    _show("engine", out)
+
+    _measure(engine, quick, out, threads, options)

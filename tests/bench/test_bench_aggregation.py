@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
+from bench_cli import quick_bench, rows
 from typer.testing import CliRunner
 
 from ilora.algorithms.base import ALGORITHMS
@@ -20,32 +20,10 @@ METHODS = ("fedit", "ilora", "ilora:qr_literal", "ilora:dense_svd")
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("agg")
-    args = [
-        "bench",
-        "aggregation",
-        "--quick",
-        "--dims",
-        str(D),
-        "--clients",
-        "2,4",
-        "--clients-dim",
-        str(D),
-        "--methods",
-        ",".join(METHODS),
-        "--repeats",
-        "2",
-        "--out",
-        str(out),
-    ]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    return quick_bench(
+        tmp_path_factory, "aggregation", "--dims", str(D), "--clients", "2,4",
+        "--clients-dim", str(D), "--methods", ",".join(METHODS), "--repeats", "2",
+    )  # fmt: skip
 
 
 def test_one_row_per_method_setting_and_repeat(bench_dir: Path) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from pathlib import Path
 
 import pytest
+from bench_cli import quick_bench, rows
 from typer.testing import CliRunner
 
 from ilora import config as config_mod
@@ -22,38 +22,11 @@ SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 @pytest.fixture(scope="module")
 def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("engine")
-    args = [
-        "bench",
-        "engine",
-        "--quick",
-        "--config",
-        SMOKE,
-        "--algorithms",
-        "fedit,ilora",
-        "--rounds",
-        "2",
-        "--repeats",
-        "2",
-        "--memory-config",
-        SMOKE,
-        "--memory-set",
-        "train.batch_size=8",
-        "--clients",
-        "4,8",
-        "--sampled",
-        "2",
-        "--out",
-        str(out),
-    ]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    return quick_bench(
+        tmp_path_factory, "engine", "--config", SMOKE, "--algorithms", "fedit,ilora",
+        "--rounds", "2", "--repeats", "2", "--memory-config", SMOKE,
+        "--memory-set", "train.batch_size=8", "--clients", "4,8", "--sampled", "2",
+    )  # fmt: skip
 
 
 def test_overhead_rows_are_real_round_times(bench_dir: Path) -> None:

@@ -7,7 +7,6 @@ task's data). The heavy run directories stay under ``runs/``.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,6 @@ from ilora.bench import resultfiles
 from ilora.bench.report import read_runs
 
 VARYING = ("algorithm", "seed")  # what differs between the runs of one comparison
-
-
-def _cell(value: Any) -> Any:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def data_facts(cfg: config_mod.ExperimentConfig) -> dict[str, Any]:
@@ -67,9 +62,7 @@ def _round_rows(run: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "algorithm": run["algorithm"],
             "seed": run["seed"],
             "round": rec["round"],
-            "accuracy": _cell(rec.get("accuracy")),
-            "personal_accuracy": _cell(rec.get("personal_accuracy")),
-            "agg_error": _cell(rec.get("agg_error")),
+            **resultfiles.round_metric_columns(rec),
             "bytes_up": rec["bytes_up"],
             "bytes_down": rec["bytes_down"],
             "wall_s": round(float(rec["wall_s"]), 3),
@@ -91,14 +84,7 @@ def export_compare(runs_dir: Path, dest: Path, sources: list[str], notes: list[s
         {
             "algorithm": r["algorithm"],
             "seed": r["seed"],
-            "final_accuracy": r["final_accuracy"],
-            "personal_accuracy": _cell(r.get("final_personal_accuracy")),
-            "best_accuracy": r["best_accuracy"],
-            "mean_agg_error": _cell(r["mean_agg_error"]),
-            "total_bytes_up": r["total_bytes_up"],
-            "total_bytes_down": r["total_bytes_down"],
-            "rounds": r["rounds"],
-            "wall_s": round(float(r["wall_s"]), 3),
+            **resultfiles.summary_columns(r),
             "rejected": _events(r["history"], "rejected"),
             "failed": _events(r["history"], "failed"),
             "counts_recorded": int(all("rejected" in h.get("clients", {}) for h in r["history"])),

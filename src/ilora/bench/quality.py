@@ -13,7 +13,6 @@ and ``meta.json``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -196,10 +195,6 @@ def _cell_keys(cell: Cell) -> dict[str, Any]:
     }
 
 
-def _cell(value: Any) -> Any:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def result_rows(
     grid: Grid, cells: Sequence[Cell]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -214,14 +209,7 @@ def result_rows(
         runs.append(
             {
                 **keys,
-                "final_accuracy": summary["final_accuracy"],
-                "personal_accuracy": _cell(summary.get("final_personal_accuracy")),
-                "best_accuracy": summary["best_accuracy"],
-                "mean_agg_error": _cell(summary["mean_agg_error"]),
-                "bytes_up": summary["total_bytes_up"],
-                "bytes_down": summary["total_bytes_down"],
-                "rounds": summary["rounds"],
-                "wall_s": round(float(summary["wall_s"]), 3),
+                **resultfiles.summary_columns(summary, ("bytes_up", "bytes_down")),
                 "run_dir": run_dir.as_posix(),
             }
         )
@@ -236,10 +224,8 @@ def _round_rows(keys: dict[str, Any], history: list[dict[str, Any]]) -> Iterator
         yield {
             **keys,
             "round": rec["round"],
-            "accuracy": _cell(rec.get("accuracy")),
-            "personal_accuracy": _cell(rec.get("personal_accuracy")),
-            "agg_error": _cell(rec.get("agg_error")),
-            "train_loss": _cell(rec.get("train_loss")),
+            **resultfiles.round_metric_columns(rec),
+            "train_loss": resultfiles.blank_missing(rec.get("train_loss")),
             "bytes_up_cum": up,
             "bytes_down_cum": down,
             "wall_s": round(float(rec["wall_s"]), 3),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import shlex
@@ -27,12 +28,16 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def write_meta(out: Path, quick: bool, **extra: Any) -> dict[str, Any]:
-    """Write ``out/meta.json`` for a benchmark run and return it."""
+def write_meta(out: Path, quick: bool, launcher: str = "", **extra: Any) -> dict[str, Any]:
+    """Write ``out/meta.json`` for a benchmark run and return it.
+
+    ``launcher`` goes before the command line: what a script is run with, e.g.
+    ``.venv/bin/python`` or ``OMP_NUM_THREADS=1 .venv/bin/python``.
+    """
     import torch  # only for its version; the callers have imported it already
 
     meta = {
-        "command": command_line(),
+        "command": f"{launcher} {command_line()}" if launcher else command_line(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -63,3 +68,59 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def write_results(
+    out: Path,
+    tables: Mapping[str, Sequence[Mapping[str, Any]]],
+    quick: bool,
+    launcher: str = "",
+    **extra: Any,
+) -> list[str]:
+    """Write every table, then ``out/meta.json``; return the file names written, in order.
+
+    ``tables`` maps a file name to its rows (:func:`write_rows`); ``launcher`` and ``extra``
+    go to :func:`write_meta`.
+    """
+    for name, rows in tables.items():
+        write_rows(out / name, rows)
+    write_meta(out, quick, launcher, **extra)
+    return [*tables, "meta.json"]
+
+
+def blank_missing(value: Any) -> Any:
+    """Return ``value`` as a CSV cell: ``""`` for None and NaN (a metric that was not measured)."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def summary_columns(
+    summary: Mapping[str, Any],
+    bytes_columns: tuple[str, str] = ("total_bytes_up", "total_bytes_down"),
+) -> dict[str, Any]:
+    """Return the outcome columns of a finished run's ``summary.json`` for a ``runs.csv`` row.
+
+    Accuracies, mean aggregation error, bytes up and down (named ``bytes_columns``), rounds and
+    wall seconds (3 decimals); an unmeasured metric is blank (:func:`blank_missing`).
+    """
+    up, down = bytes_columns
+    return {
+        "final_accuracy": summary["final_accuracy"],
+        "personal_accuracy": blank_missing(summary.get("final_personal_accuracy")),
+        "best_accuracy": summary["best_accuracy"],
+        "mean_agg_error": blank_missing(summary["mean_agg_error"]),
+        up: summary["total_bytes_up"],
+        down: summary["total_bytes_down"],
+        "rounds": summary["rounds"],
+        "wall_s": round(float(summary["wall_s"]), 3),
+    }
+
+
+def round_metric_columns(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a ``history.jsonl`` record's metric columns for a ``rounds.csv`` row.
+
+    Accuracy, personal accuracy and aggregation error; blank where not measured that round.
+    """
+    return {
+        key: blank_missing(record.get(key))
+        for key in ("accuracy", "personal_accuracy", "agg_error")
+    }

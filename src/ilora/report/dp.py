@@ -1,10 +1,10 @@
 """Render ``results/dp/`` (``benchmarks/dp.py``) as a RESULTS.md section.
 
-Reads ``dp.csv`` (one row per run: algorithm, noise multiplier σ, clip norm C, ε, final
-accuracy), ``norms.csv`` (the calibration update norms C was picked from), ``rounds.csv`` and
-``meta.json`` only. σ = 0 is the run without DP; ε is the replace-one RDP bound of our
-fixed-size sampling (``ilora.engine.privacy``) with the Poisson add/remove approximation beside
-it.
+Reads ``dp.csv`` (one row per run: algorithm, where the noise goes, noise multiplier σ, clip
+norm C, ε, final accuracy), ``norms.csv`` (the calibration update norms C was picked from),
+``rounds.csv`` and ``meta.json`` only. σ = 0 is the run without DP; ε is the replace-one RDP
+bound of our fixed-size sampling (``ilora.engine.privacy``) with the Poisson add/remove
+approximation beside it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,39 @@ def _eps(x: str) -> str:
     return f"{value:.3g}" if value < 1000 else f"{value:.3g}".replace("e+0", "e").replace("e+", "e")
 
 
+CENTRAL = "aggregate"  # dp.noise of central DP-FedAvg (the sum carries the noise once)
+
+
+def _label(alg: str, noise: str) -> str:
+    return f"{alg}, central noise" if noise == CENTRAL else alg
+
+
+def _series(rows: Sequence[Mapping[str, str]]) -> dict[str, list[Mapping[str, str]]]:
+    """Return ``label -> runs``: one series per algorithm and noise placement.
+
+    Each series starts with the algorithm's run without DP (σ = 0), its reference.
+    """
+    out: dict[str, list[Mapping[str, str]]] = defaultdict(list)
+    for r in rows:
+        if float(r["noise_multiplier"]) > 0:
+            out[_label(r["algorithm"], r.get("noise", ""))].append(r)
+    for r in rows:
+        if float(r["noise_multiplier"]) == 0:
+            for label in [k for k in out if k.split(",")[0] == r["algorithm"]] or [r["algorithm"]]:
+                out[label].insert(0, r)
+    return out
+
+
+def _placement(run: Mapping[str, str]) -> str:
+    if float(run["noise_multiplier"]) == 0:
+        return "—"
+    return "the sum (central)" if run.get("noise") == CENTRAL else "every upload"
+
+
 def _table(rows: Sequence[Mapping[str, str]]) -> str:
     headers = [
         "algorithm",
+        "noise on",
         "σ",
         "ε (δ, our sampling)",
         "ε (Poisson approx.)",
@@ -40,6 +70,7 @@ def _table(rows: Sequence[Mapping[str, str]]) -> str:
     body = [
         [
             r["algorithm"],
+            _placement(r),
             f"{float(r['noise_multiplier']):g}",
             _eps(r["epsilon"]),
             _eps(r["epsilon_poisson"]),
@@ -53,11 +84,8 @@ def _table(rows: Sequence[Mapping[str, str]]) -> str:
 
 
 def _sentences(rows: Sequence[Mapping[str, str]], majority: float) -> list[str]:
-    by_alg: dict[str, list[Mapping[str, str]]] = defaultdict(list)
-    for r in rows:
-        by_alg[r["algorithm"]].append(r)
     out = []
-    for alg, runs in by_alg.items():
+    for alg, runs in _series(rows).items():
         base = [r for r in runs if float(r["noise_multiplier"]) == 0]
         noisy = sorted(
             (r for r in runs if float(r["noise_multiplier"]) > 0),
@@ -84,29 +112,32 @@ def _sentences(rows: Sequence[Mapping[str, str]], majority: float) -> list[str]:
 
 
 def _noise_sentence(rows: Sequence[Mapping[str, str]]) -> str:
-    """Return how large the noise is against the clipped update, from the measured sizes."""
-    noisy = [r for r in rows if float(r["noise_multiplier"]) > 0 and r.get("floats_per_upload")]
-    if not noisy:
-        return ""
+    """Return how large the noise in a round's mean update is against the clipped signal.
+
+    Noise on every upload: the mean of ``m`` uploads of ``n`` floats carries noise of norm
+    ``σC·√(n/m)``; central noise: ``σC·√n/m``. The mean of clipped updates has norm at most C.
+    """
     parts = []
-    for alg in sorted({r["algorithm"] for r in noisy}):
-        mine = [r for r in noisy if r["algorithm"] == alg]
-        n = statistics.fmean(float(r["floats_per_upload"]) for r in mine)
-        sampled = int(mine[0]["sampled"])
-        least = min(float(r["noise_multiplier"]) for r in mine)
-        ratio = least * math.sqrt(n / sampled)
+    for label, runs in sorted(_series(rows).items()):
+        noisy = [r for r in runs if float(r["noise_multiplier"]) > 0 and r.get("floats_per_upload")]
+        if not noisy:
+            continue
+        n = statistics.fmean(float(r["floats_per_upload"]) for r in noisy)
+        m = int(noisy[0]["sampled"])
+        per_sigma = math.sqrt(n) / m if noisy[0].get("noise") == CENTRAL else math.sqrt(n / m)
+        least = min(float(r["noise_multiplier"]) for r in noisy)
         parts.append(
-            f"{alg} uploads about {n:,.0f} floats, so the noise vector's norm is about "
-            f"σ·C·√{n:,.0f} = {math.sqrt(n):.0f}σ·C against at most C for the clipped update; "
-            f"averaging {sampled} uploads "
-            f"leaves the round's mean update with noise {ratio:.1f}x the largest signal it can "
-            f"carry at the smallest σ = {least:g}"
+            f"{label}: {n:,.0f} floats per upload and {m} uploads per round leave noise of norm "
+            f"{per_sigma:.1f}σ·C in the round's mean update, {least * per_sigma:.1f}x the "
+            f"largest signal it can carry (C) at the smallest σ = {least:g}"
         )
+    if not parts:
+        return ""
     return (
-        "Why: "
+        "Noise against signal: "
         + "; ".join(parts)
-        + ". The noise in the mean falls only as 1/√(clients per round), so with this few "
-        "clients it drowns the update at every σ measured here."
+        + ". Noise on every upload falls as 1/√m with the clients per round m, central noise "
+        "as 1/m."
     )
 
 
@@ -127,10 +158,7 @@ def _clip_sentence(norms: Sequence[Mapping[str, str]], meta: Mapping[str, Any]) 
 
 def _figure(rows: Sequence[Mapping[str, str]], img: Path, majority: float) -> str:
     fig, ax = new_figure("Accuracy against the privacy budget", "ε at δ (log scale)", "accuracy %")
-    by_alg: dict[str, list[Mapping[str, str]]] = defaultdict(list)
-    for r in rows:
-        by_alg[r["algorithm"]].append(r)
-    for alg, runs in sorted(by_alg.items()):
+    for alg, runs in sorted(_series(rows).items()):
         pts = sorted(
             (float(r["epsilon"]), 100 * float(r["final_accuracy"]))
             for r in runs
@@ -163,8 +191,10 @@ def render(src: Path, img: Path) -> str:
         f"Setting: `{meta.get('config', '?')}` with uniform aggregation weights, "
         f"{first.get('rounds', '?')} rounds, {first.get('sampled', '?')} of "
         f"{first.get('num_clients', '?')} clients per round, δ = {first.get('delta', '?')}. "
-        "Every upload is clipped to C and carries Gaussian noise of std σ·C per entry "
-        "(`dp.noise: upload`, which covers any aggregation, ILoRA's included); ε composes the "
+        "Every update is clipped to C. Noise on every upload: each upload carries Gaussian "
+        "noise of std σ·C per entry (`dp.noise: upload`, which covers any aggregation, ILoRA's "
+        "included). Central noise: σ·C/√m per upload, so that the sum of the m uploads carries "
+        "σ·C, as in DP-FedAvg (`dp.noise: aggregate`, for a mean of one shape). ε composes the "
         "rounds with the replace-one RDP accountant of fixed-size sampling without replacement. "
         "Final accuracy is on the whole test split; best is over the per-round evaluations "
         "on the seeded subset."
