@@ -19,9 +19,9 @@ update a client produced, before faults and clipping: the evidence for the clip 
 ``meta.json`` to ``--out``; the runs go to ``--runs`` (a finished run of the same config is
 reused).
 
-Run: ``.venv/bin/python benchmarks/faults.py --config configs/demo.yaml --rounds 20
---algorithms ilora,ffa-lora --clip 4 --controls ilora``; ``--quick``: the smoke config with 10
-clients, all sampled, 6 rounds (about a minute), into ``runs/quick/faults``.
+Run: ``.venv/bin/python benchmarks/faults.py --config configs/bench-faults.yaml --algorithms
+ilora,ffa-lora --controls ilora,ffa-lora --clip 12 --max-norm 40``; ``--quick``: the smoke config
+with 10 clients, all sampled, 6 rounds (about a minute), into ``runs/quick/faults``.
 """
 
 from __future__ import annotations
