@@ -3,12 +3,16 @@
 A registry maps a name to an object (a class or a function). ``register(name)`` is a decorator;
 registering a name twice raises, and looking up an unknown name raises with a suggestion, so a
 typo in a config never silently runs something else (PEFT's ``register_peft_method`` idea).
+``register_lazy(name, "package.module:attr")`` registers a name whose object is imported only on
+its first ``get``, so a heavy module (``transformers`` behind the text tasks) costs nothing until
+it is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -26,6 +30,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._presets: dict[str, dict[str, Any]] = {}
+        self._lazy: dict[str, str] = {}  # name -> "package.module:attr", imported on first get
 
     def register(self, name: str, preset: Mapping[str, Any] | None = None) -> Callable[[T], T]:
         """Return a decorator that registers its argument under ``name``.
@@ -40,15 +45,39 @@ class Registry(Generic[T]):
         """
 
         def decorate(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"there is already a {self.kind} called {name!r}")
-            self._items[name] = obj
-            self._presets[name] = dict(preset or {})
-            if isinstance(obj, type) and "name" not in obj.__dict__:
-                obj.name = name  # type: ignore[attr-defined]
+            self._check_new(name)
+            self._store(name, obj, preset)
             return obj
 
         return decorate
+
+    def register_lazy(self, name: str, target: str) -> None:
+        """Register ``name`` as ``target`` (``"package.module:attr"``), imported on first ``get``.
+
+        Raises:
+            ValueError: if ``name`` is already registered or ``target`` has no ``:attr``.
+
+        """
+        self._check_new(name)
+        if not target.partition(":")[2]:
+            raise ValueError(f"{self.kind} {name!r}: target {target!r} is not 'module:attr'")
+        self._lazy[name] = target
+
+    def _check_new(self, name: str) -> None:
+        if name in self:
+            raise ValueError(f"there is already a {self.kind} called {name!r}")
+
+    def _store(self, name: str, obj: T, preset: Mapping[str, Any] | None) -> None:
+        self._items[name] = obj
+        self._presets[name] = dict(preset or {})
+        if isinstance(obj, type) and "name" not in obj.__dict__:
+            obj.name = name  # type: ignore[attr-defined]
+
+    def _load(self, name: str) -> None:
+        """Import a lazily registered ``name`` and store its object as a plain entry."""
+        module, _, attr = self._lazy[name].partition(":")
+        self._store(name, getattr(importlib.import_module(module), attr), None)
+        del self._lazy[name]
 
     def preset(self, name: str) -> dict[str, Any]:
         """Return the keyword defaults registered with ``name`` (empty for a plain entry)."""
@@ -62,10 +91,12 @@ class Registry(Generic[T]):
             UnknownNameError: naming the closest registered names.
 
         """
+        if name in self._lazy:
+            self._load(name)
         try:
             return self._items[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._items, n=3, cutoff=0.5)
+            close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             known = ", ".join(self.names())
             raise UnknownNameError(
@@ -74,11 +105,11 @@ class Registry(Generic[T]):
             ) from None
 
     def names(self) -> list[str]:
-        """Return every registered name, sorted."""
-        return sorted(self._items)
+        """Return every registered name (lazy ones included, nothing imported), sorted."""
+        return sorted([*self._items, *self._lazy])
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._lazy
 
 
 def instantiate(cls: type[Any], kwargs: Mapping[str, Any], label: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,40 @@ class History:
     task: str
     records: list[RoundRecord] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
+
+    def close_round(
+        self,
+        round_: int,
+        started: float,
+        traffic: tuple[int, int],
+        sampled: int,
+        succeeded: int,
+        metrics: dict[str, float],
+        events: list[dict[str, Any]],
+    ) -> RoundRecord:
+        """Count the round's clients, append its record and return it (both runtimes call this).
+
+        Args:
+            round_: the round number (1-based).
+            started: ``time.perf_counter()`` at the round's start; ``wall_s`` is measured from it.
+            traffic: ``(bytes_up, bytes_down)`` of the round.
+            sampled: how many clients were asked to train.
+            succeeded: how many accepted updates were aggregated.
+            metrics: the round's metrics (kept as given, not copied).
+            events: the lost or rejected updates, each with ``outcome`` ``failed``/``rejected``.
+
+        """
+        counts = {
+            "sampled": sampled,
+            "succeeded": succeeded,
+            "failed": sum(e["outcome"] == "failed" for e in events),
+            "rejected": sum(e["outcome"] == "rejected" for e in events),
+        }
+        wall = time.perf_counter() - started
+        up, down = traffic
+        record = RoundRecord(round_, self.algorithm, up, down, wall, counts, metrics, events)
+        self.records.append(record)
+        return record
 
     def accuracies(self) -> list[float]:
         return [r.metrics["accuracy"] for r in self.records if "accuracy" in r.metrics]

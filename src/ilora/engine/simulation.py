@@ -191,15 +191,7 @@ def run(
             metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed), full))
             load_setup(model, alg.export(state))
             metrics.update(evaluate(model, subset, cfg.eval.batch_size))
-        counts = {
-            "sampled": len(sampled),
-            "succeeded": len(uploads),
-            "failed": sum(e["outcome"] == "failed" for e in events),
-            "rejected": sum(e["outcome"] == "rejected" for e in events),
-        }
-        wall = time.perf_counter() - t0
-        record = RoundRecord(r, cfg.algorithm, up, down, wall, counts, metrics, events)
-        history.records.append(record)
+        record = history.close_round(r, t0, (up, down), len(sampled), len(uploads), metrics, events)
         if on_round is not None:
             on_round(record)
         if on_checkpoint is not None:

@@ -275,15 +275,8 @@ class AlgorithmStrategy(Strategy):
                 metrics.update(self._personal(grid, r, full))
                 load_setup(model, alg.export(self.state))
                 metrics.update(evaluate(model, subset, cfg.eval.batch_size))
-            counts = {
-                "sampled": len(self.sent),
-                "succeeded": len(uploads),
-                "failed": sum(e["outcome"] == "failed" for e in events),
-                "rejected": sum(e["outcome"] == "rejected" for e in events),
-            }
-            wall = time.perf_counter() - t0
-            record = RoundRecord(r, cfg.algorithm, up, down, wall, counts, metrics, events)
-            history.records.append(record)
+            traffic, sampled = (up, down), len(self.sent)
+            record = history.close_round(r, t0, traffic, sampled, len(uploads), metrics, events)
             if on_round is not None:
                 on_round(record)
         setup = alg.export(self.state)

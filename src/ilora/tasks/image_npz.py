@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
-from ilora.tasks.base import TASKS, ArrayDataset, TaskData
+from ilora.tasks.base import ArrayDataset, TaskData
 from ilora.tasks.fashion_mnist import (
     MOBILENET_V2_LORA_TARGETS,
     check_bool,
@@ -75,7 +75,6 @@ def _labels(name: str, y: np.ndarray, n: int) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-@TASKS.register("image-npz")
 @dataclass(frozen=True)
 class ImageNpz:
     """Your own labelled images from an ``.npz`` file, classified with MobileNetV2 + LoRA."""

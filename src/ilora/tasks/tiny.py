@@ -18,7 +18,7 @@ from torch import nn
 
 from ilora.models.mobilenet_v2 import build_empty, seeded_init_, seeded_linear
 from ilora.seeding import generator
-from ilora.tasks.base import TASKS, ArrayDataset, TaskData
+from ilora.tasks.base import ArrayDataset, TaskData
 from ilora.tasks.fashion_mnist import check_range
 
 TINY_SIZE = 8  # image side in pixels
@@ -79,7 +79,6 @@ def synthetic_images(
     return ArrayDataset({"pixels": prototypes[labels] + noise * eps}, labels)
 
 
-@TASKS.register("tiny-image")
 @dataclass(frozen=True)
 class TinyImage:
     """Synthetic 8x8 one-channel images: class prototypes plus noise, on ``TinyConvNet``."""

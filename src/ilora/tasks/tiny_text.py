@@ -11,7 +11,7 @@ from torch import nn
 
 from ilora.models.encoder import tiny_bert
 from ilora.seeding import generator
-from ilora.tasks.base import TASKS, ArrayDataset, TaskData
+from ilora.tasks.base import ArrayDataset, TaskData
 from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS, _check_range
 
 __all__ = ["TinyText"]
@@ -19,7 +19,6 @@ __all__ = ["TinyText"]
 PAD_ID, CLS_ID, SEP_ID, FIRST_KEYWORD_ID = 0, 1, 2, 4
 
 
-@TASKS.register("tiny-text")
 @dataclass(frozen=True)
 class TinyText:
     """Synthetic text classification for tests: the class is the keyword token that appears.
