@@ -1,12 +1,16 @@
 """Helpers the fault and DP benchmarks share: run directories and update norms.
 
 ``run_in`` reuses a run directory that already holds a finished run of exactly the same
-config (as ``ilora compare`` does), so an interrupted campaign resumes where it stopped.
+config (as ``ilora compare`` does), so an interrupted campaign resumes where it stopped. A run
+the engine stops (:class:`RoundFailedError`: too few accepted updates in a round, e.g. every
+client diverged to non-finite values) is a result too: its reason goes to ``stopped.json`` and
+its summary says where it stopped (:func:`stopped_summary`), instead of ending the campaign.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,14 +21,17 @@ from ilora import config
 from ilora.bench import resultfiles
 from ilora.engine.outputs import RunWriter
 from ilora.engine.setup import build
-from ilora.engine.simulation import run
+from ilora.engine.simulation import RoundFailedError, run
 from ilora.engine.validation import update_norm
 from ilora.tensors import canonical
 from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, TensorDict, Upload
 
+STOPPED = "stopped.json"
+
 
 def _finished(cfg: config.ExperimentConfig, run_dir: Path) -> bool:
-    if not (run_dir / "summary.json").is_file() or not (run_dir / "config.yaml").is_file():
+    done = (run_dir / "summary.json").is_file() or (run_dir / STOPPED).is_file()
+    if not done or not (run_dir / "config.yaml").is_file():
         return False
     try:
         done = config.load(run_dir / "config.yaml")
@@ -45,19 +52,52 @@ def run_in(
         print(f"{run_dir}: finished run found, reused", flush=True)
     else:
         print(f"{run_dir}: running {cfg.algorithm}, {cfg.fed.rounds} rounds", flush=True)
+        (run_dir / STOPPED).unlink(missing_ok=True)
         writer = RunWriter(run_dir, cfg)
         exp = build(cfg)
         recorder = _Recorder(exp.algorithm)
         if record_norms:
             exp.algorithm = recorder  # type: ignore[assignment]
-        result = run(cfg, on_round=writer.on_round, exp=exp, on_checkpoint=None)
+        try:
+            result = run(cfg, on_round=writer.on_round, exp=exp, on_checkpoint=None)
+        except RoundFailedError as err:
+            print(f"{run_dir}: stopped: {str(err)[:200]}", flush=True)
+            (run_dir / STOPPED).write_text(json.dumps({"reason": str(err)}))
+        else:
+            writer.finish(result)
         if record_norms:
             rows = [{"round": r, "cid": c, "norm": n} for r, c, n in recorder.produced]
             resultfiles.write_rows(run_dir / "update_norms.csv", rows)
-        writer.finish(result)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    lines = (run_dir / "history.jsonl").read_text().splitlines()
-    return summary, [json.loads(line) for line in lines if line.strip()]
+    history = run_dir / "history.jsonl"
+    lines = history.read_text().splitlines() if history.is_file() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    if (run_dir / STOPPED).is_file():
+        reason = json.loads((run_dir / STOPPED).read_text())["reason"]
+        return stopped_summary(records, reason), records
+    return json.loads((run_dir / "summary.json").read_text()), records
+
+
+def stopped_summary(records: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    """Return the ``summary.json`` fields of a run the engine stopped, from its history.
+
+    ``stopped`` holds the engine's reason; the round that failed is not in ``records``, so
+    ``rounds`` counts the completed ones. The final accuracies were never measured (NaN); best
+    accuracy is over the per-round evaluations before the stop.
+    """
+    accuracies = [r["accuracy"] for r in records if r.get("accuracy") is not None]
+    return {
+        "stopped": reason,
+        "rounds": len(records),
+        "final_accuracy": math.nan,
+        "final_personal_accuracy": math.nan,
+        "best_accuracy": max(accuracies, default=math.nan),
+        "total_bytes_up": sum(r["bytes_up"] for r in records),
+        "total_bytes_down": sum(r["bytes_down"] for r in records),
+        "failed_updates": sum(r["clients"]["failed"] for r in records),
+        "rejected_updates": sum(r["clients"]["rejected"] for r in records),
+        "wall_s": sum(r["wall_s"] for r in records),
+        "epsilon": records[-1].get("epsilon", math.inf) if records else math.inf,
+    }
 
 
 class _Recorder:

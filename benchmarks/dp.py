@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,19 @@ def series(
     out = [(n, "upload", s) for n in names for s in sigmas]
     out += [(n, "aggregate", s) for n in names if n in central for s in sigmas if s > 0]
     return out
+
+
+def short_reason(reason: str) -> str:
+    """Return the engine's stop message without its per-client list, with the distinct reasons.
+
+    ``"round 20: 0 of 50 sampled clients delivered ... (client 6 rejected: non-finite values in
+    X; ...)"`` becomes ``"round 20: 0 of 50 sampled clients delivered ... (non-finite values)"``.
+    """
+    if not reason:
+        return ""
+    head, _, rest = reason.partition(" (client ")
+    kinds = sorted(set(re.findall(r"(?:rejected|failed): ([^;]*?)(?: in [^;]*)?(?:;|\)|$)", rest)))
+    return f"{head} ({'; '.join(kinds)})" if kinds else head
 
 
 def _accepted(records: list[dict[str, Any]]) -> int:
@@ -132,6 +146,7 @@ def main() -> None:
                 "best_accuracy": summary["best_accuracy"],
                 "final_personal_accuracy": summary["final_personal_accuracy"],
                 "rounds": rounds,
+                "stopped": short_reason(summary.get("stopped", "")),
                 "num_clients": n,
                 "sampled": m,
                 "wall_s": round(summary["wall_s"], 1),

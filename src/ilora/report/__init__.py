@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-SECTIONS = ("demo", "quality", "comm", "aggregation", "engine", "faults", "dp", "flower")
+SECTIONS = ("demo", "quality", "lr", "comm", "aggregation", "engine", "faults", "dp", "flower")
 
 HEADER = """# Results
 

@@ -50,6 +50,13 @@ def _series(rows: Sequence[Mapping[str, str]]) -> dict[str, list[Mapping[str, st
     return out
 
 
+def _final(run: Mapping[str, str]) -> str:
+    """Return the final accuracy cell: the percentage, or where the engine stopped the run."""
+    if run.get("stopped"):
+        return f"stopped: {run['stopped'].split(':')[0]}"
+    return f"{100 * float(run['final_accuracy']):.2f}"
+
+
 def _placement(run: Mapping[str, str]) -> str:
     if float(run["noise_multiplier"]) == 0:
         return "—"
@@ -75,7 +82,7 @@ def _table(rows: Sequence[Mapping[str, str]]) -> str:
             _eps(r["epsilon"]),
             _eps(r["epsilon_poisson"]),
             f"{float(r['noise_std_per_entry']):.3g}",
-            f"{100 * float(r['final_accuracy']):.2f}",
+            _final(r),
             f"{100 * float(r['best_accuracy']):.2f}",
         ]
         for r in rows
@@ -96,8 +103,12 @@ def _sentences(rows: Sequence[Mapping[str, str]], majority: float) -> list[str]:
         ref = 100 * float(base[0]["final_accuracy"])
         parts = [
             f"σ = {float(r['noise_multiplier']):g} (ε = {_eps(r['epsilon'])}): "
-            f"{100 * float(r['final_accuracy']):.2f}% "
-            f"({100 * float(r['final_accuracy']) - ref:+.2f})"
+            + (
+                f"the engine stopped it in {r['stopped']}"
+                if r.get("stopped")
+                else f"{100 * float(r['final_accuracy']):.2f}% "
+                f"({100 * float(r['final_accuracy']) - ref:+.2f})"
+            )
             for r in noisy
         ]
         out.append(f"{alg}: {ref:.2f}% without DP; " + "; ".join(parts) + ".")
@@ -162,7 +173,7 @@ def _figure(rows: Sequence[Mapping[str, str]], img: Path, majority: float) -> st
         pts = sorted(
             (float(r["epsilon"]), 100 * float(r["final_accuracy"]))
             for r in runs
-            if not math.isinf(float(r["epsilon"]))
+            if not math.isinf(float(r["epsilon"])) and not r.get("stopped")
         )
         line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=alg)
         for r in runs:
