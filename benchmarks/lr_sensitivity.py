@@ -12,8 +12,8 @@ to ``--runs`` (a finished run of the same config is reused, so an interrupted sw
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/lr_sensitivity.py --config
 configs/bench-quality/fashion-mnist.yaml --algorithms ilora,ilora-s,fedit,frlora --lrs
-2e-3,5e-4,2e-4 --seeds 0,1,2``; ``--quick``: the smoke config, 2 rounds, seed 0 (about a
-minute), into ``runs/quick/lr``.
+5e-3,2e-3,5e-4,2e-4,1e-4,5e-5 --seeds 0,1,2`` (the defaults); ``--quick``: the smoke config, 2
+rounds, seed 0 (seconds), into ``runs/quick/lr``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=Path("configs/bench-quality/fashion-mnist.yaml"))
     ap.add_argument("--algorithms", default="ilora,ilora-s,fedit,frlora", help="comma-separated")
-    ap.add_argument("--lrs", default="2e-3,5e-4,2e-4", help="comma-separated train.lr values")
+    ap.add_argument(
+        "--lrs", default="5e-3,2e-3,5e-4,2e-4,1e-4,5e-5", help="comma-separated train.lr values"
+    )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--set", action="append", default=[], help="extra key=value overrides")
     ap.add_argument("--quick", action="store_true", help="smoke config, 2 rounds, seed 0")

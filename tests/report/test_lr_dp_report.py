@@ -63,10 +63,14 @@ def test_lr_sentences_compare_the_preset_rate_with_the_best(tmp_path: Path) -> N
     best = statistics.fmean(100 * a for a in LR_ACC[("ilora", 0.0005)])
     assert (
         f"ilora: {at_preset:.2f}% at the preset's lr 0.002, {best:.2f}% at lr 0.0005 "
-        f"({best - at_preset:+.2f} points)." in text
+        f"({best - at_preset:+.2f} points); that is the sweep's smallest rate, so the optimum "
+        "may lie below it." in text
     )
     fedit = statistics.fmean(100 * a for a in LR_ACC[("fedit", 0.002)])
-    assert f"fedit: the preset's lr 0.002 is its best ({fedit:.2f}%)." in text
+    assert (
+        f"fedit: the preset's lr 0.002 is its best ({fedit:.2f}%); that is the sweep's largest "
+        "rate, so the optimum may lie above it." in text
+    )
 
 
 def _dp_row(alg: str, sigma: float, acc: float, stopped: str = "") -> dict[str, Any]:

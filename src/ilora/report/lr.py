@@ -51,21 +51,32 @@ def _table(table: Mapping[str, Mapping[float, Cell]], preset: float) -> str:
     return md_table(headers, body).strip()
 
 
+def _edge(by_lr: Mapping[float, Cell], best: float) -> str:
+    """Return a warning when the best rate is the sweep's smallest or largest one."""
+    if len(by_lr) < 2 or best not in (min(by_lr), max(by_lr)):
+        return ""
+    side, where = ("smallest", "below") if best == min(by_lr) else ("largest", "above")
+    return f"; that is the sweep's {side} rate, so the optimum may lie {where} it"
+
+
 def sentences(table: Mapping[str, Mapping[float, Cell]], preset: float) -> list[str]:
     """Return, per algorithm, its accuracy at the preset's rate and at its best rate."""
     out = []
     for alg in sorted(table):
         by_lr = table[alg]
         best = max(by_lr, key=lambda lr: by_lr[lr][0])
+        edge = _edge(by_lr, best)
         if preset not in by_lr:
-            out.append(f"{alg}: best at lr {best:g} ({by_lr[best][0]:.2f}%).")
+            out.append(f"{alg}: best at lr {best:g} ({by_lr[best][0]:.2f}%){edge}.")
         elif best == preset:
-            out.append(f"{alg}: the preset's lr {preset:g} is its best ({by_lr[best][0]:.2f}%).")
+            out.append(
+                f"{alg}: the preset's lr {preset:g} is its best ({by_lr[best][0]:.2f}%){edge}."
+            )
         else:
             gain = by_lr[best][0] - by_lr[preset][0]
             out.append(
                 f"{alg}: {by_lr[preset][0]:.2f}% at the preset's lr {preset:g}, "
-                f"{by_lr[best][0]:.2f}% at lr {best:g} ({gain:+.2f} points)."
+                f"{by_lr[best][0]:.2f}% at lr {best:g} ({gain:+.2f} points){edge}."
             )
     return out
 
