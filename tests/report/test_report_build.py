@@ -145,7 +145,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, list[str
 def test_report_renders_every_present_section_in_order(built: tuple[str, Path, list[str]]) -> None:
     text, _, done = built
     assert done == ["demo", "quality", "comm"]
-    assert list(SECTIONS[:3]) == done
+    assert [s for s in SECTIONS if s in done] == done
     heads = [line for line in text.splitlines() if line.startswith("## ")]
     assert [h.split(":")[0] for h in heads] == ["## Demo", "## Quality grid", "## Communication"]
 
