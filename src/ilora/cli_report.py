@@ -138,6 +138,7 @@ def bench_quality(
                 quick,
                 **{
                     "invocation_wall_s": time.perf_counter() - start,
+                    "runs_run": k,
                     "workers": workers,
                     "load_average": os.getloadavg()[0],
                     **extra,
@@ -188,7 +189,7 @@ def _kept_meta(out: Path) -> dict[str, object]:
     from ilora.report._table import read_meta
 
     old = read_meta(out)
-    keys = ("command", "invocation_wall_s", "workers", "load_average")
+    keys = ("command", "invocation_wall_s", "runs_run", "workers", "load_average")
     return {**{k: old[k] for k in keys if k in old}, "collected_with": command_line()}
 
 

@@ -115,3 +115,15 @@ def test_dp_shows_a_stopped_run_as_stopped_not_as_a_number(tmp_path: Path) -> No
     assert "ffa-lora: 40.00% without DP; σ = 1 (ε = 30): 31.00% (-9.00)." in text
     assert "nan" not in text.lower()
     assert (tmp_path / "img" / "dp-accuracy.png").read_bytes().startswith(PNG)
+
+
+def test_grid_timing_gives_the_invocation_and_says_when_the_machine_was_busy() -> None:
+    from ilora.report._quality_text import timing
+
+    rows = [{"task": "t", "wall_s": "4.0"}, {"task": "t", "wall_s": "6.0"}]
+    meta = {"workers": 2, "cpus": 2, "invocation_wall_s": 600.0, "runs_run": 2}
+    quiet = timing({**meta, "load_average": 2.1}, rows)
+    assert "The invocation that wrote these files took 10.0 min to run 2 of the 2 runs." in quiet
+    assert "was 2.1 on 2 CPUs with 2 run(s) at a time." in quiet and "inflated" not in quiet
+    busy = timing({**meta, "load_average": 6.0}, rows)
+    assert "other jobs shared the machine, so these times are inflated." in busy

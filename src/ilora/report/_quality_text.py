@@ -138,20 +138,32 @@ def timing(meta: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> str:
     ]
     total = sum(x for xs in by_task.values() for x in xs)
     workers = meta.get("workers", 1)
-    load = meta.get("load_average")
-    shared = (
-        f" The 1-minute load average when the files were written was {load:.1f} on "
-        f"{meta.get('cpus')} CPUs (other jobs shared the machine), so these times are inflated."
-        if isinstance(load, float)
-        else ""
-    )
     return (
         "### Run times\n\n"
         f"Wall time per run as the engine measured it (training and evaluation; one torch "
         f"thread per run, {workers} run(s) at a time): {'; '.join(parts)}. Together "
         f"{total / 3600:.2f} hours of run time, {total / 3600 / max(1, workers):.2f} hours of "
-        f"wall time at {workers} run(s) at a time.{shared}\n"
+        f"wall time at {workers} run(s) at a time.{_invocation(meta, len(rows))}\n"
     )
+
+
+def _invocation(meta: Mapping[str, Any], runs: int) -> str:
+    """Return the wall time of the invocation that wrote the files, and the machine's load."""
+    out = ""
+    wall = meta.get("invocation_wall_s")
+    if isinstance(wall, (int, float)):
+        ran = meta.get("runs_run")
+        which = f" to run {ran} of the {runs} runs" if isinstance(ran, int) else ""
+        out += f" The invocation that wrote these files took {wall / 60:.1f} min{which}."
+    load, workers = meta.get("load_average"), meta.get("workers", 1)
+    if isinstance(load, float):
+        busy = load > workers + 0.5
+        out += (
+            f" The 1-minute load average at the end was {load:.1f} on {meta.get('cpus')} CPUs "
+            f"with {workers} run(s) at a time"
+            + (": other jobs shared the machine, so these times are inflated." if busy else ".")
+        )
+    return out
 
 
 def task_summary(
