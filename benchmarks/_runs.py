@@ -9,6 +9,7 @@ its summary says where it stopped (:func:`stopped_summary`), instead of ending t
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from collections.abc import Mapping
@@ -27,6 +28,27 @@ from ilora.tensors import canonical
 from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, TensorDict, Upload
 
 STOPPED = "stopped.json"
+SMOKE = Path("configs/smoke.yaml")
+
+
+def add_campaign_args(ap: argparse.ArgumentParser, quick_help: str) -> None:
+    """Add the options every campaign shares: ``--set``, ``--quick``, ``--out``, ``--runs``."""
+    ap.add_argument("--set", action="append", default=[], help="extra key=value overrides")
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--out", type=Path, default=None, help="results directory")
+    ap.add_argument("--runs", type=Path, default=None, help="run directories")
+
+
+def locations(a: argparse.Namespace, name: str) -> tuple[Path, Path, Path]:
+    """Return ``(config, results directory, runs directory)`` of campaign ``name``.
+
+    ``--quick`` uses the smoke config and writes under ``runs/quick/``; otherwise ``--config``,
+    ``results/<name>`` and ``runs/<name>``, unless ``--out``/``--runs`` say otherwise.
+    """
+    path = SMOKE if a.quick else a.config
+    out = a.out or Path(f"runs/quick/{name}" if a.quick else f"results/{name}")
+    runs = a.runs or Path(f"runs/quick/{name}-runs" if a.quick else f"runs/{name}")
+    return path, out, runs
 
 
 def _finished(cfg: config.ExperimentConfig, run_dir: Path) -> bool:

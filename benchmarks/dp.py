@@ -30,7 +30,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from _runs import run_in, update_norms
+from _runs import add_campaign_args, locations, run_in, update_norms
 
 from ilora import config
 from ilora.bench.resultfiles import write_results
@@ -101,14 +101,9 @@ def main() -> None:
     ap.add_argument("--clip", default="auto", help="dp.clip_norm, or auto (median norm)")
     ap.add_argument("--calib-rounds", type=int, default=3)
     ap.add_argument("--delta", type=float, default=1e-5)
-    ap.add_argument("--set", action="append", default=[], help="extra key=value overrides")
-    ap.add_argument("--quick", action="store_true", help="smoke config, 3 rounds")
-    ap.add_argument("--out", type=Path, default=None, help="results directory")
-    ap.add_argument("--runs", type=Path, default=None, help="run directories")
+    add_campaign_args(ap, "smoke config, 3 rounds")
     a = ap.parse_args()
-    path = Path("configs/smoke.yaml") if a.quick else a.config
-    out = a.out or Path("runs/quick/dp" if a.quick else "results/dp")
-    runs = a.runs or Path("runs/quick/dp-runs" if a.quick else "runs/dp")
+    path, out, runs = locations(a, "dp")
     names = a.algorithms.split(",")
     sigmas = [float(s) for s in a.sigmas.split(",")]
     common = ["fed.weighting=uniform", *(["fed.rounds=3"] if a.quick else []), *a.set]

@@ -31,7 +31,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from _runs import run_in
+from _runs import add_campaign_args, locations, run_in
 
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS
@@ -105,14 +105,10 @@ def main() -> None:
     ap.add_argument(
         "--controls", default="", help="algorithms that also get the lost-updates control run"
     )
-    ap.add_argument("--set", action="append", default=[], help="extra key=value overrides")
-    ap.add_argument("--quick", action="store_true", help="smoke config, 6 rounds, 10 clients")
-    ap.add_argument("--out", type=Path, default=None, help="results directory")
-    ap.add_argument("--runs", type=Path, default=None, help="run directories")
+    add_campaign_args(ap, "smoke config, 6 rounds, 10 clients")
     a = ap.parse_args()
-    path, rounds = (Path("configs/smoke.yaml"), 6) if a.quick else (a.config, a.rounds)
-    out = a.out or Path("runs/quick/faults" if a.quick else "results/faults")
-    runs = a.runs or Path("runs/quick/faults-runs" if a.quick else "runs/faults")
+    path, out, runs = locations(a, "faults")
+    rounds = 6 if a.quick else a.rounds
     quick = ["data.num_clients=10", "fed.fraction=1.0"] if a.quick else []
     common = [f"fed.rounds={rounds}", *quick, *a.set]
     rows, acc_rows, round_rows, norm_rows = [], [], [], []

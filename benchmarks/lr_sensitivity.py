@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from _runs import run_in
+from _runs import add_campaign_args, locations, run_in
 
 from ilora import config
 from ilora.bench.resultfiles import blank_missing, write_results
@@ -63,14 +63,9 @@ def main() -> None:
         "--lrs", default="5e-3,2e-3,5e-4,2e-4,1e-4,5e-5", help="comma-separated train.lr values"
     )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    ap.add_argument("--set", action="append", default=[], help="extra key=value overrides")
-    ap.add_argument("--quick", action="store_true", help="smoke config, 2 rounds, seed 0")
-    ap.add_argument("--out", type=Path, default=None, help="results directory")
-    ap.add_argument("--runs", type=Path, default=None, help="run directories")
+    add_campaign_args(ap, "smoke config, 2 rounds, seed 0")
     a = ap.parse_args()
-    path = Path("configs/smoke.yaml") if a.quick else a.config
-    out = a.out or Path("runs/quick/lr" if a.quick else "results/lr")
-    runs = a.runs or Path("runs/quick/lr-runs" if a.quick else "runs/lr")
+    path, out, runs = locations(a, "lr")
     seeds = [0] if a.quick else [int(s) for s in a.seeds.split(",")]
     lrs = [float(x) for x in a.lrs.split(",")]
     common = [*(["fed.rounds=2"] if a.quick else []), *a.set]
