@@ -55,3 +55,20 @@ def test_stopped_summary_counts_the_completed_rounds() -> None:
     assert got["rounds"] == 2 and got["best_accuracy"] == 0.3
     assert (got["total_bytes_up"], got["total_bytes_down"], got["wall_s"]) == (20, 40, 3.0)
     assert (got["failed_updates"], got["rejected_updates"], got["epsilon"]) == (1, 2, 3.0)
+
+
+def test_dp_table_keeps_the_stop_reason_short() -> None:
+    _load_runs()  # dp.py imports it by name
+    spec = importlib.util.spec_from_file_location("bench_dp", ROOT / "benchmarks" / "dp.py")
+    assert spec is not None and spec.loader is not None
+    dp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dp)
+    head = "round 7: 0 of 3 sampled clients delivered an accepted update"
+    reason = (
+        f"{head} (client 0 rejected: non-finite values in x.lora_A; client 1 failed: "
+        "crashed during training; client 2 rejected: non-finite values in y.lora_B); the last "
+        "checkpoint is intact"
+    )
+    assert dp.short_reason(reason) == f"{head} (crashed during training; non-finite values)"
+    assert dp.short_reason("") == ""
+    assert dp.short_reason(head) == head
