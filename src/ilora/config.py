@@ -254,14 +254,29 @@ class EvalConfig:
             "for personalized evaluation); 0 = all"
         },
     )
+    personal_every: int = field(
+        default=1,
+        metadata={
+            "help": "evaluate the clients' own models every N rounds (and after the last); "
+            "each time costs one client_init and one pass over every client's test share"
+        },
+    )
     final_full: bool = field(
         default=True, metadata={"help": "evaluate on the full test split(s) after the last round"}
     )
     batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.subset < 0 or self.batch_size < 1:
-            raise ConfigError("eval.every and eval.batch_size must be >= 1 and eval.subset >= 0")
+        if min(self.every, self.personal_every, self.batch_size) < 1 or self.subset < 0:
+            raise ConfigError(
+                "eval.every, eval.personal_every and eval.batch_size must be >= 1 and "
+                "eval.subset >= 0"
+            )
+
+    def due(self, r: int, rounds: int) -> tuple[bool, bool]:
+        """Return whether round ``r`` of ``rounds`` evaluates the global and the clients' models."""
+        last = r == rounds
+        return r % self.every == 0 or last, r % self.personal_every == 0 or last
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Literal
 
 import torch
@@ -48,6 +49,7 @@ from ilora.lora.linalg import (
     resize_rank,
     stack,
 )
+from ilora.lora.memo import PairMemo
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import strip_prefix, with_prefix
@@ -62,6 +64,9 @@ from ilora.types import (
 )
 
 CV = "cv/"
+# every client_init rebuilds the same QR init from the same frozen base: computed once per
+# weight and rank (64 MiB holds the rank-16 factors of about 500 layers of MiniLM's size)
+_QR_MEMO = PairMemo(max_bytes=64 << 20)
 Terms = tuple[list[torch.Tensor], list[torch.Tensor], list[float]]  # B_k, A_k, c_k per client
 
 
@@ -233,9 +238,12 @@ class ILoRA(Algorithm[ILoRAState]):
 
     # ---- math
     def _qr_factors(self, base: Mapping[str, torch.Tensor], r: int) -> TensorDict:
+        """Return the QR init of every layer at rank ``r`` (memoized on the weights' bytes)."""
         out: TensorDict = {}
+        rms = self.init_rms or None
         for m in keys.modules(base):
-            B, A = qr_init(base[keys.make(m, "base")], r, self.init_rms or None)
+            W0 = base[keys.make(m, "base")]
+            B, A = _QR_MEMO.get(W0, (r, rms), partial(qr_init, W0, r, rms))
             out[keys.make(m, "lora_B")], out[keys.make(m, "lora_A")] = B, A
         return out
 

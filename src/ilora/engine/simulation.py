@@ -186,9 +186,11 @@ def run(
             losses = [u.metrics["train_loss"] for u in uploads.values()]
             metrics["train_loss"] = sum(losses) / len(losses)
         metrics.update(privacy_metrics(cfg, r))
-        if r % cfg.eval.every == 0 or r == cfg.fed.rounds:
-            full = cfg.eval.final_full and r == cfg.fed.rounds
+        global_due, personal_due = cfg.eval.due(r, cfg.fed.rounds)
+        full = cfg.eval.final_full and r == cfg.fed.rounds
+        if personal_due:
             metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed), full))
+        if global_due:
             load_setup(model, alg.export(state))
             metrics.update(evaluate(model, subset, cfg.eval.batch_size))
         record = history.close_round(r, t0, (up, down), len(sampled), len(uploads), metrics, events)

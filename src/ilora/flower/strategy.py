@@ -270,9 +270,11 @@ class AlgorithmStrategy(Strategy):
             metrics = dict(alg.round_metrics(self.state))
             losses = [u.metrics["train_loss"] for u in uploads.values()]
             metrics["train_loss"] = sum(losses) / len(losses)
-            if r % cfg.eval.every == 0 or r == cfg.fed.rounds:
-                full = cfg.eval.final_full and r == cfg.fed.rounds
+            global_due, personal_due = cfg.eval.due(r, cfg.fed.rounds)
+            full = cfg.eval.final_full and r == cfg.fed.rounds
+            if personal_due:
                 metrics.update(self._personal(grid, r, full))
+            if global_due:
                 load_setup(model, alg.export(self.state))
                 metrics.update(evaluate(model, subset, cfg.eval.batch_size))
             traffic, sampled = (up, down), len(self.sent)
