@@ -80,13 +80,15 @@ def run_in(
         recorder = _Recorder(exp.algorithm)
         if record_norms:
             exp.algorithm = recorder  # type: ignore[assignment]
-        try:
-            result = run(cfg, on_round=writer.on_round, exp=exp, on_checkpoint=None)
-        except RoundFailedError as err:
-            print(f"{run_dir}: stopped: {str(err)[:200]}", flush=True)
-            (run_dir / STOPPED).write_text(json.dumps({"reason": str(err)}))
-        else:
-            writer.finish(result)
+        with writer:
+            try:
+                result = run(cfg, on_round=writer.on_round, exp=exp, on_checkpoint=None)
+            except RoundFailedError as err:
+                print(f"{run_dir}: stopped: {str(err)[:200]}", flush=True)
+                (run_dir / STOPPED).write_text(json.dumps({"reason": str(err)}))
+                writer.abort()
+            else:
+                writer.finish(result)
         if record_norms:
             rows = [{"round": r, "cid": c, "norm": n} for r, c, n in recorder.produced]
             resultfiles.write_rows(run_dir / "update_norms.csv", rows)

@@ -33,7 +33,7 @@ def run(
     cfg = config if isinstance(config, ExperimentConfig) else load(config, tuple(overrides))
     if out is None:
         return simulate(cfg).history
-    writer = RunWriter(Path(out), cfg)
-    result = simulate(cfg, on_round=writer.on_round, on_checkpoint=writer.on_checkpoint)
-    writer.finish(result)
+    with RunWriter(Path(out), cfg) as writer:
+        result = simulate(cfg, on_round=writer.on_round, on_checkpoint=writer.on_checkpoint)
+        writer.finish(result)
     return result.history

@@ -20,6 +20,8 @@ from ilora.tasks.base import AssetMissingError
 
 if TYPE_CHECKING:
     from ilora.engine.checkpoint import Checkpoint
+    from ilora.engine.outputs import RunWriter
+    from ilora.engine.setup import Experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated LoRA fine-tuning.")
 app.add_typer(flower_app, name="flower")
@@ -52,10 +54,21 @@ def _run_one(
 ) -> dict[str, object]:
     from ilora.engine.outputs import RunWriter
     from ilora.engine.setup import build
-    from ilora.engine.simulation import RoundFailedError, run
 
     experiment = build(cfg)  # every user error surfaces here, before a run directory exists
-    writer = RunWriter(out, cfg, resume)
+    with RunWriter(out, cfg, resume) as writer:
+        return _progress_run(cfg, experiment, writer, resume)
+
+
+def _progress_run(
+    cfg: config_mod.ExperimentConfig,
+    experiment: Experiment,
+    writer: RunWriter,
+    resume: Checkpoint | None,
+) -> dict[str, object]:
+    """Run ``experiment`` with a progress bar, writing through ``writer``; return the summary."""
+    from ilora.engine.simulation import RoundFailedError, run
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

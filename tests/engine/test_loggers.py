@@ -90,6 +90,23 @@ def test_mlflow_file_store_run_matches_history(tmp_path: Path) -> None:
     assert [m.value for m in final] == [pytest.approx(summary["final_accuracy"])]
 
 
+def test_mlflow_run_of_a_stopped_run_ends_as_failed(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    sets = [f"log.mlflow.tracking_uri={uri}", "log.mlflow.experiment=stopped"]
+    args = ["run", str(SMOKE), "--out", str(tmp_path / "run-b"), "--set", "faults.dropout_before=1"]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 3, result.output  # every client lost: the run stops loudly
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("stopped")
+    assert exp is not None
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED"
+
+
 def test_logging_is_off_by_default(tmp_path: Path) -> None:
     cfg = config_mod.load(SMOKE)
     assert make_loggers(cfg, tmp_path / "run") == []

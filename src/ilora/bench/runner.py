@@ -38,6 +38,6 @@ def run_to_dir(cfg: config_mod.ExperimentConfig, out: Path) -> dict[str, Any]:
     from ilora.engine.simulation import run
 
     experiment = build(cfg)
-    writer = RunWriter(out, cfg)
-    result = run(cfg, on_round=writer.on_round, exp=experiment)
-    return writer.finish(result)
+    with RunWriter(out, cfg) as writer:
+        result = run(cfg, on_round=writer.on_round, exp=experiment)
+        return writer.finish(result)

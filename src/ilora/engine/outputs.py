@@ -25,7 +25,7 @@ from ilora.config import ExperimentConfig, to_dict
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.history import RoundRecord, append_jsonl, write_json_atomic
-from ilora.engine.loggers import make_loggers
+from ilora.engine.loggers import RoundLogger, make_loggers
 from ilora.engine.simulation import RunResult
 from ilora.lora import keys
 from ilora.types import LocalSetup
@@ -62,12 +62,15 @@ class RunWriter:
 
     Pass ``on_round`` and ``on_checkpoint`` to the engine. With ``resume`` (the checkpoint a run
     continues from) the directory's history is cut back to that checkpoint and the manifest
-    records the resumption; otherwise the directory starts afresh.
+    records the resumption; otherwise the directory starts afresh. Use it as a context manager:
+    a run that raises before :meth:`finish` ends its tracking runs as failed (MLflow ``FAILED``)
+    instead of leaving them running.
     """
 
     def __init__(self, out: Path, cfg: ExperimentConfig, resume: Checkpoint | None = None) -> None:
         self.out, self.cfg = out, cfg
-        self.loggers = make_loggers(cfg, out)  # optional tracking (log: section); off by default
+        # optional tracking (log: section); off by default
+        self.loggers: list[RoundLogger] = make_loggers(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         if resume is not None:  # the history up to the checkpoint; later lines are redone
             lines = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in resume.records)
@@ -93,6 +96,19 @@ class RunWriter:
         }
         write_json_atomic(out / "manifest.json", self.manifest)
 
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        """End the tracking runs of a run that did not finish (their status: failed)."""
+        loggers, self.loggers = self.loggers, []
+        for logger in loggers:
+            logger.close(None)
+
     def on_round(self, record: RoundRecord) -> None:
         append_jsonl(self.out / "history.jsonl", record.to_json())
         for logger in self.loggers:
@@ -105,7 +121,8 @@ class RunWriter:
         """Write summary.json, the adapter and the manifest's end time; return the summary."""
         summary = result.history.summary()
         write_json_atomic(self.out / "summary.json", summary)
-        for logger in self.loggers:
+        loggers, self.loggers = self.loggers, []
+        for logger in loggers:
             logger.close(summary)
         save_adapter(result.setup, self.cfg, self.out / "adapter")
         self.manifest["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

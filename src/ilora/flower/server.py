@@ -67,9 +67,9 @@ def make_server_app(
         default = f"runs/flower-{cfg.algorithm}-{cfg.task}"
         directory = out or Path(str(run_config.get("out", "")) or default)  # "": the default
         exp = build(cfg)
-        writer = RunWriter(directory, cfg)
         strategy = AlgorithmStrategy(exp, wait, connect_wait=wait)  # SuperNodes may be late
-        result = strategy.run(grid, on_round=writer.on_round)
-        writer.finish(result)
+        with RunWriter(directory, cfg) as writer:
+            result = strategy.run(grid, on_round=writer.on_round)
+            writer.finish(result)
 
     return app
