@@ -13,15 +13,20 @@ harm the accepted Byzantine updates do. Both run with ``fed.min_success: 0``: wi
 round and 65% of them faulty, a round in which every client fails (0.65^5 = 12% per round) is
 likely in 20 rounds, and there the server keeps its model instead of stopping the run.
 
+Every run is repeated for each of ``--seeds`` (the run's ``seed``: partition, initialisation,
+sampling, fault draws and training); the report gives mean ± std over the seeds and pairs the
+gaps by seed.
+
 Writes ``faults.csv`` (one row per run), ``accounting.csv`` (per run and fault kind: injected
 vs counted), ``rounds.csv`` (accuracy per round), ``norms.csv`` (the norm ``‖u − sent‖`` of every
-update a client produced, before faults and clipping: the evidence for the clip threshold) and
-``meta.json`` to ``--out``; the runs go to ``--runs`` (a finished run of the same config is
-reused).
+update a client produced, before faults and clipping: the evidence for the clip threshold), each
+with a ``seed`` column, and ``meta.json`` to ``--out``; the runs go to
+``--runs/seed<s>/<algorithm>-<variant>`` (a finished run of the same config is reused).
 
 Run: ``.venv/bin/python benchmarks/faults.py --config configs/bench-faults.yaml --algorithms
-ilora,ffa-lora --controls ilora,ffa-lora --clip 12 --max-norm 40``; ``--quick``: the smoke config
-with 10 clients, all sampled, 6 rounds (about a minute), into ``runs/quick/faults``.
+ilora,ffa-lora --controls ilora,ffa-lora --clip 12 --max-norm 40 --seeds 0,1,2``; ``--quick``: the
+smoke config with 10 clients, all sampled, 6 rounds, the first seed only (about a minute), into
+``runs/quick/faults``.
 """
 
 from __future__ import annotations
@@ -84,13 +89,88 @@ def accounting(cfg: config.ExperimentConfig, records: list[dict[str, Any]]) -> d
     return table
 
 
-def _norm_rows(run_dir: Path, name: str, variant: str) -> list[dict[str, Any]]:
+def _norm_rows(run_dir: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
     """Return the run's recorded update norms (none for a run made without recording)."""
     path = run_dir / "update_norms.csv"
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return [{"algorithm": name, "variant": variant, **row} for row in csv.DictReader(f)]
+        return [{**key, **row} for row in csv.DictReader(f)]
+
+
+def seed_list(text: str) -> list[int]:
+    """Return the seeds of ``--seeds`` (comma-separated integers, duplicates dropped).
+
+    Raises:
+        argparse.ArgumentTypeError: if an item is not an integer.
+
+    """
+    try:
+        return list(dict.fromkeys(int(s) for s in text.split(",")))
+    except ValueError:
+        msg = f"--seeds takes comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _run_row(
+    key: dict[str, Any],
+    cfg: config.ExperimentConfig,
+    summary: dict[str, Any],
+    records: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Return the ``faults.csv`` row of one run."""
+    return {
+        **key,
+        "final_accuracy": summary["final_accuracy"],
+        "best_accuracy": summary["best_accuracy"],
+        "rounds": summary["rounds"],
+        "sampled": sum(r["clients"]["sampled"] for r in records),
+        "accepted": sum(r["clients"]["succeeded"] for r in records),
+        "failed": summary["failed_updates"],
+        "rejected": summary["rejected_updates"],
+        "empty_rounds": sum(r["clients"]["succeeded"] == 0 for r in records),
+        "clip_update_norm": cfg.fed.clip_update_norm,
+        "max_update_norm": cfg.fed.max_update_norm,
+        "robust": cfg.fed.robust,
+        "trim_fraction": cfg.fed.trim_fraction if cfg.fed.robust != "none" else "",
+        "wall_s": round(summary["wall_s"], 1),
+    }
+
+
+def _accounting_rows(
+    key: dict[str, Any], cfg: config.ExperimentConfig, records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Return the ``accounting.csv`` rows of one run: one per fault kind injected."""
+    names = ("injected", "failed", "rejected", "accepted")
+    return [
+        {**key, "fault": kind, **dict(zip(names, counts, strict=True))}
+        for kind, counts in sorted(accounting(cfg, records).items())
+    ]
+
+
+def _campaign(
+    a: argparse.Namespace, path: Path, runs: Path, common: list[str], seeds: list[int]
+) -> dict[str, list[dict[str, Any]]]:
+    """Run (or reuse) every seed, algorithm and variant; return the rows of each table."""
+    tables: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in ("faults.csv", "accounting.csv", "rounds.csv", "norms.csv")
+    }
+    for s in seeds:
+        for name in a.algorithms.split(","):
+            for variant, extra in variants(a, name).items():
+                cfg = config.load(path, [f"algorithm={name}", *common, *extra, f"seed={s}"])
+                run_dir = runs / f"seed{s}" / f"{name}-{variant}"
+                summary, records = run_in(cfg, run_dir, record_norms=True)
+                key = {"algorithm": name, "variant": variant, "seed": s}
+                tables["faults.csv"].append(_run_row(key, cfg, summary, records))
+                tables["accounting.csv"] += _accounting_rows(key, cfg, records)
+                tables["rounds.csv"] += [
+                    {**key, "round": r["round"], "accuracy": r["accuracy"]}
+                    for r in records
+                    if "accuracy" in r
+                ]
+                tables["norms.csv"] += _norm_rows(run_dir, key)
+    return tables
 
 
 def main() -> None:
@@ -98,6 +178,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--algorithms", default="ilora", help="comma-separated names")
+    ap.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds")
     ap.add_argument("--clip", type=float, default=4.0, help="fed.clip_update_norm")
     ap.add_argument("--max-norm", type=float, default=100.0, help="fed.max_update_norm")
     ap.add_argument("--robust", default="trimmed_mean", help="fed.robust where allowed")
@@ -105,74 +186,25 @@ def main() -> None:
     ap.add_argument(
         "--controls", default="", help="algorithms that also get the lost-updates control run"
     )
-    add_campaign_args(ap, "smoke config, 6 rounds, 10 clients")
+    add_campaign_args(ap, "smoke config, 6 rounds, 10 clients, the first seed only")
     a = ap.parse_args()
     path, out, runs = locations(a, "faults")
     rounds = 6 if a.quick else a.rounds
     quick = ["data.num_clients=10", "fed.fraction=1.0"] if a.quick else []
-    common = [f"fed.rounds={rounds}", *quick, *a.set]
-    rows, acc_rows, round_rows, norm_rows = [], [], [], []
-    for name in a.algorithms.split(","):
-        for variant, extra in variants(a, name).items():
-            cfg = config.load(path, [f"algorithm={name}", *common, *extra])
-            run_dir = runs / f"{name}-{variant}"
-            summary, records = run_in(cfg, run_dir, record_norms=True)
-            norm_rows += _norm_rows(run_dir, name, variant)
-            rows.append(
-                {
-                    "algorithm": name,
-                    "variant": variant,
-                    "final_accuracy": summary["final_accuracy"],
-                    "best_accuracy": summary["best_accuracy"],
-                    "rounds": summary["rounds"],
-                    "sampled": sum(r["clients"]["sampled"] for r in records),
-                    "accepted": sum(r["clients"]["succeeded"] for r in records),
-                    "failed": summary["failed_updates"],
-                    "rejected": summary["rejected_updates"],
-                    "empty_rounds": sum(r["clients"]["succeeded"] == 0 for r in records),
-                    "clip_update_norm": cfg.fed.clip_update_norm,
-                    "max_update_norm": cfg.fed.max_update_norm,
-                    "robust": cfg.fed.robust,
-                    "trim_fraction": cfg.fed.trim_fraction if cfg.fed.robust != "none" else "",
-                    "wall_s": round(summary["wall_s"], 1),
-                }
-            )
-            for kind, (inj, failed, rejected, accepted) in sorted(accounting(cfg, records).items()):
-                acc_rows.append(
-                    {
-                        "algorithm": name,
-                        "variant": variant,
-                        "fault": kind,
-                        "injected": inj,
-                        "failed": failed,
-                        "rejected": rejected,
-                        "accepted": accepted,
-                    }
-                )
-            for r in records:
-                if "accuracy" in r:
-                    round_rows.append(
-                        {
-                            "algorithm": name,
-                            "variant": variant,
-                            "round": r["round"],
-                            "accuracy": r["accuracy"],
-                        }
-                    )
-    tables = {"faults.csv": rows, "accounting.csv": acc_rows, "rounds.csv": round_rows}
-    if norm_rows:
-        tables["norms.csv"] = norm_rows
+    seeds = a.seeds[:1] if a.quick else a.seeds
+    tables = _campaign(a, path, runs, [f"fed.rounds={rounds}", *quick, *a.set], seeds)
     written = write_results(
         out,
-        tables,
+        {name: rows for name, rows in tables.items() if rows},
         a.quick,
         launcher=".venv/bin/python",
         config=str(path),
         rounds=rounds,
+        seeds=seeds,
         mix=MIX,
         byzantine_scale=config.FaultConfig().scale_factor,
     )
-    for row in rows:
+    for row in tables["faults.csv"]:
         print(row)
     print(f"written: {out}/{', '.join(written)}")
 
