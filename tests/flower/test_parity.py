@@ -63,6 +63,17 @@ def test_injected_faults_count_the_same_on_flower() -> None:
     assert sum(r["clients"]["failed"] + r["clients"]["rejected"] for r in flower) > 0
 
 
+@pytest.mark.parametrize("statistic", ["median", "trimmed_mean"])
+def test_robust_aggregation_applies_on_flower_too(statistic: str) -> None:
+    robust = [f"fed.robust={statistic}", "fed.trim_fraction=0.25", "faults.sign_flip=0.3"]
+    cfg, plain = _cfg("fedit", *robust), _cfg("fedit", "faults.sign_flip=0.3")
+    embedded, flower = run(cfg, exp=build(cfg)), _flower(cfg)
+    for key, value in embedded.setup.factors.items():
+        assert torch.equal(value, flower.setup.factors[key]), key
+    unrobust = run(plain, exp=build(plain)).setup.factors
+    assert any(not torch.equal(v, unrobust[k]) for k, v in flower.setup.factors.items())
+
+
 def test_too_few_successes_fail_the_run_loudly() -> None:
     cfg = _cfg("fedit", "faults.crash=1.0")
     with pytest.raises(RoundFailedError, match="min_success"):

@@ -30,6 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from ilora.engine import robust
 from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.sampling import sample_clients
@@ -208,7 +209,8 @@ class AlgorithmStrategy(Strategy):
         self, server_round: int, uploads: dict[int, Upload], events: list[dict[str, Any]]
     ) -> None:
         check_success(server_round, len(self.sent), uploads, events, self.cfg.fed.min_success)
-        self.state = self.alg.aggregate(self.state, uploads, RoundInfo(server_round, self.cfg.seed))
+        rnd = RoundInfo(server_round, self.cfg.seed)
+        self.state = robust.aggregate(self.cfg, self.alg, self.state, uploads, rnd)
 
     # ---- evaluation (each client's own model on its own test share)
     def configure_evaluate(
