@@ -5,13 +5,15 @@ Mix (per sampled client and round, seeded): 30% dropouts (15% before training, 1
 x10), with the server's checks on (``fed.max_update_norm``), norm clipping
 (``fed.clip_update_norm``) and, for an algorithm whose aggregation is a mean, robust aggregation
 (``fed.robust``). Every injected fault must be accounted for: each lost or refused update
-appears in ``history.jsonl`` as ``failed`` or ``rejected``; the Byzantine ones pass the checks
-and are clipped. ``--controls`` adds, per algorithm, the run in which every faulty client's
+appears in ``history.jsonl`` as ``failed`` or ``rejected``. A scaled update exceeds the norm
+bound when the bound sits above the honest norms; a sign-flipped one keeps its honest norm and
+passes every check on its own. ``--screen C`` adds the ``screened`` run: the same faults with
+the direction screen ``fed.min_cosine: C`` on, which compares the round's accepted updates with
+their median. ``--controls`` adds, per algorithm, the run in which every faulty client's
 update is simply lost (``faults.dropout_before`` = the mix's total: the same clients, drawn from
 the same seeded numbers) for the algorithms it names, which separates the lost data from the
-harm the accepted Byzantine updates do. Both run with ``fed.min_success: 0``: with 5 clients per
-round and 65% of them faulty, a round in which every client fails (0.65^5 = 12% per round) is
-likely in 20 rounds, and there the server keeps its model instead of stopping the run.
+harm the accepted Byzantine updates do. All run with ``fed.min_success: 0``: a round in which
+every sampled client fails keeps the server's model instead of stopping the run.
 
 Every run is repeated for each of ``--seeds`` (the run's ``seed``: partition, initialisation,
 sampling, fault draws and training); the report gives mean ± std over the seeds and pairs the
@@ -24,9 +26,9 @@ with a ``seed`` column, and ``meta.json`` to ``--out``; the runs go to
 ``--runs/seed<s>/<algorithm>-<variant>`` (a finished run of the same config is reused).
 
 Run: ``.venv/bin/python benchmarks/faults.py --config configs/bench-faults.yaml --algorithms
-ilora,ffa-lora --controls ilora,ffa-lora --clip 12 --max-norm 40 --seeds 0,1,2``; ``--quick``: the
-smoke config with 10 clients, all sampled, 6 rounds, the first seed only (about a minute), into
-``runs/quick/faults``.
+ilora,ffa-lora --controls ilora,ffa-lora --clip 12 --max-norm 40 --screen 0 --seeds 0,1,2``;
+``--quick``: the smoke config with 10 clients, all sampled, 6 rounds, the first seed only (about
+a minute), into ``runs/quick/faults``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def variants(a: argparse.Namespace, name: str) -> dict[str, list[str]]:
         guard += [f"fed.robust={a.robust}", f"fed.trim_fraction={a.trim}"]
     keep = "fed.min_success=0"  # a round whose every client fails keeps the model
     out = {"faulty": [keep, *guard, *(f"faults.{k}={v}" for k, v in MIX.items())]}
+    if a.screen is not None:
+        out["screened"] = [*out["faulty"], f"fed.min_cosine={a.screen}"]
     if name in a.controls.split(","):
         out["lost"] = [keep, f"faults.dropout_before={sum(MIX.values()):.2f}"]
     out["clean"] = []
@@ -70,15 +74,17 @@ def variants(a: argparse.Namespace, name: str) -> dict[str, list[str]]:
 
 
 def accounting(cfg: config.ExperimentConfig, records: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """Return ``kind -> [injected, counted failed, counted rejected, accepted]`` for a run."""
+    """Return ``kind -> [injected, counted failed, counted rejected, accepted]`` for a run.
+
+    Sampled clients without a fault count under ``honest`` (an honest update the server
+    rejected shows there).
+    """
     table: dict[str, list[int]] = {}
     n = cfg.data.num_clients
     for rec in records:
         events = {e["cid"]: e for e in rec["events"]}
         for cid in sample_clients(range(n), cfg.fed.fraction, cfg.seed, rec["round"]):
-            kind = faults.draw(cfg.faults, cfg.seed, rec["round"], cid)
-            if kind is None:
-                continue
+            kind = faults.draw(cfg.faults, cfg.seed, rec["round"], cid) or "honest"
             row = table.setdefault(kind, [0, 0, 0, 0])
             row[0] += 1
             event = events.get(cid)
@@ -133,6 +139,7 @@ def _run_row(
         "max_update_norm": cfg.fed.max_update_norm,
         "robust": cfg.fed.robust,
         "trim_fraction": cfg.fed.trim_fraction if cfg.fed.robust != "none" else "",
+        "min_cosine": cfg.fed.min_cosine,
         "wall_s": round(summary["wall_s"], 1),
     }
 
@@ -185,6 +192,12 @@ def main() -> None:
     ap.add_argument("--trim", type=float, default=0.2, help="fed.trim_fraction")
     ap.add_argument(
         "--controls", default="", help="algorithms that also get the lost-updates control run"
+    )
+    ap.add_argument(
+        "--screen",
+        type=float,
+        default=None,
+        help="also run the faults with the direction screen fed.min_cosine at this value",
     )
     add_campaign_args(ap, "smoke config, 6 rounds, 10 clients, the first seed only")
     a = ap.parse_args()

@@ -107,6 +107,14 @@ class FedConfig:
         default=0.1,
         metadata={"help": "trimmed_mean: share of clients dropped at each end, in [0, 0.5)"},
     )
+    min_cosine: float = field(
+        default=-1.0,
+        metadata={
+            "help": "reject an accepted update u − sent whose cosine with the coordinate-wise "
+            "median of the round's accepted updates is below this (a sign-flipped update); "
+            "needs 3 accepted updates; -1 = off"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -121,6 +129,8 @@ class FedConfig:
                 raise ConfigError(f"fed.{name} must be a finite number >= 0 (0 = off), got {value}")
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ConfigError(f"fed.trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
+        if not -1.0 <= self.min_cosine < 1.0:
+            raise ConfigError(f"fed.min_cosine must be in [-1, 1) (-1: off), got {self.min_cosine}")
 
 
 FAULT_KINDS = (

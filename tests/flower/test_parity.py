@@ -74,6 +74,14 @@ def test_robust_aggregation_applies_on_flower_too(statistic: str) -> None:
     assert any(not torch.equal(v, unrobust[k]) for k, v in flower.setup.factors.items())
 
 
+def test_direction_screen_rejects_the_same_updates_on_flower() -> None:
+    screen = ["faults.sign_flip=0.3", "fed.min_cosine=0", "data.partition=iid"]
+    cfg = _cfg("ilora", *screen, "data.partition_args={}", "fed.rounds=3")
+    embedded, flower = _history(run(cfg, exp=build(cfg))), _history(_flower(cfg))
+    assert [r["events"] for r in embedded] == [r["events"] for r in flower]
+    assert any("fed.min_cosine" in e["reason"] for r in flower for e in r["events"])
+
+
 def test_too_few_successes_fail_the_run_loudly() -> None:
     cfg = _cfg("fedit", "faults.crash=1.0")
     with pytest.raises(RoundFailedError, match="min_success"):

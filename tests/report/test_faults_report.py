@@ -20,16 +20,28 @@ FINAL = {
     ("faulty", 1): 0.433,
     ("lost", 0): 0.452,
     ("lost", 1): 0.430,
+    ("screened", 0): 0.455,
+    ("screened", 1): 0.436,
 }
 BEST = {key: acc + 0.02 for key, acc in FINAL.items()}
-ACCEPTED = {"clean": (40, 40), "faulty": (15, 17), "lost": (13, 14)}
-FAILED = {"clean": (0, 0), "faulty": (15, 14), "lost": (27, 26)}
-REJECTED = {"clean": (0, 0), "faulty": (10, 9), "lost": (0, 0)}
+ACCEPTED = {"clean": (40, 40), "faulty": (15, 17), "lost": (13, 14), "screened": (14, 16)}
+FAILED = {"clean": (0, 0), "faulty": (15, 14), "lost": (27, 26), "screened": (15, 14)}
+REJECTED = {"clean": (0, 0), "faulty": (10, 9), "lost": (0, 0), "screened": (11, 10)}
 ROUNDS = 6
 # per seed and fault kind of the faulty run: injected, failed, rejected, accepted
 COUNTS = {
-    0: {"dropout_before": (15, 15, 0, 0), "nan": (7, 0, 7, 0), "sign_flip": (3, 0, 0, 3)},
-    1: {"dropout_before": (14, 14, 0, 0), "nan": (6, 0, 6, 0), "scale": (3, 0, 3, 0)},
+    0: {
+        "dropout_before": (15, 15, 0, 0),
+        "nan": (7, 0, 7, 0),
+        "sign_flip": (3, 0, 0, 3),
+        "honest": (12, 0, 0, 12),
+    },
+    1: {
+        "dropout_before": (14, 14, 0, 0),
+        "nan": (6, 0, 6, 0),
+        "scale": (3, 0, 3, 0),
+        "honest": (14, 0, 1, 13),
+    },
 }
 NORMS = {0: [7.0, 8.0, 9.0], 1: [10.0, 13.0]}
 
@@ -49,7 +61,7 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _run_row(variant: str, seed: int) -> dict[str, Any]:
-    faulty = variant == "faulty"
+    faulty = variant in ("faulty", "screened")
     i = SEEDS.index(seed)
     return {
         "algorithm": "ilora",
@@ -67,13 +79,16 @@ def _run_row(variant: str, seed: int) -> dict[str, Any]:
         "max_update_norm": 40.0 if faulty else 0.0,
         "robust": "none",
         "trim_fraction": "",
+        "min_cosine": 0.0 if variant == "screened" else -1.0,
         "wall_s": 1.0,
     }
 
 
-def _results(src: Path, seeds: tuple[int, ...] = SEEDS, seed_column: bool = True) -> Path:
+def _results(
+    src: Path, seeds: tuple[int, ...] = SEEDS, seed_column: bool = True, screened: bool = False
+) -> Path:
     keep = (lambda row: row) if seed_column else (lambda row: {**row, "seed": None})
-    variants = ("faulty", "lost", "clean")
+    variants = ("faulty", "screened", "lost", "clean") if screened else ("faulty", "lost", "clean")
     runs = [_run_row(v, s) for s in seeds for v in variants]
     rounds = [
         {"algorithm": "ilora", "variant": v, "seed": s, "round": r, "accuracy": acc}
@@ -157,20 +172,22 @@ def test_control_sentence_pairs_faulty_and_lost_by_seed(tmp_path: Path) -> None:
     assert f"({_signed(_gaps(lost, _pct('clean')))} points from clean, paired by seed)" in text
     per_seed = ", ".join(f"seed {s} {g:+.2f}" for s, g in zip(SEEDS, to_control, strict=True))
     assert (
-        f"moves the faulty run {_signed(to_control)} points from the control ({per_seed})" in text
+        f"The faulty runs (clip 12, max 40) end {_signed(to_control)} points from the control "
+        f"({per_seed}): what the Byzantine updates they accepted cost." in text
     )
 
 
 def test_accounting_sums_over_seeds_and_norms_pool_them(tmp_path: Path) -> None:
     text = faults.render(_results(tmp_path / "faults"), tmp_path / "img")
-    assert "| ilora | dropout_before | 2 | 29 | 29 | 0 | 0 |" in text
-    assert "| ilora | nan | 2 | 13 | 0 | 13 | 0 |" in text
-    assert "| ilora | sign_flip | 2 | 3 | 0 | 0 | 3 |" in text
+    assert "| ilora | faulty | dropout_before | 2 | 29 | 29 | 0 | 0 |" in text
+    assert "| ilora | faulty | nan | 2 | 13 | 0 | 13 | 0 |" in text
+    assert "| ilora | faulty | sign_flip | 2 | 3 | 0 | 0 | 3 |" in text
+    assert "| ilora | faulty | honest | 2 | 26 | 0 | 1 | 25 |" in text
     assert (
-        "ilora (summed over 2 seeds): 42 lost or corrupt updates were injected and 42 are "
-        "counted in history.jsonl as failed or rejected (every one accounted for); of the 6 "
-        "Byzantine updates (sign-flipped or scaled), which pass the checks by design, 3 were "
-        "accepted" in text
+        "ilora, faulty (summed over 2 seeds): 42 lost or corrupt updates were injected and 42 "
+        "are counted in history.jsonl as failed or rejected (every one accounted for). "
+        "Byzantine: 3 of 3 scale updates rejected, 0 accepted; 0 of 3 sign-flip updates "
+        "rejected, 3 accepted. Of 26 honest updates, the server rejected 1." in text
     )
     pooled = sorted(NORMS[0] + NORMS[1])
     assert (
@@ -179,6 +196,7 @@ def test_accounting_sums_over_seeds_and_norms_pool_them(tmp_path: Path) -> None:
         in text
     )
     assert "1 exceed the clip threshold 12, so clipping also shortens" in text
+    assert "a scaled (x10) one, at 70 or more, exceeds the bound fed.max_update_norm 40" in text
 
 
 def test_a_file_without_a_seed_column_reads_as_seed_0(tmp_path: Path) -> None:
@@ -192,5 +210,26 @@ def test_a_file_without_a_seed_column_reads_as_seed_0(tmp_path: Path) -> None:
     )
     assert f"faulty − clean is {gap:+.2f} ± 0.00 points (seed 0 {gap:+.2f})" in text
     assert "| ilora | clean | 0 | 46.00 |" in text
-    assert "ilora (summed over 1 seed)" in text
+    assert "ilora, faulty (summed over 1 seed)" in text
     assert "n/a" not in text
+
+
+def test_the_screened_runs_get_their_own_row_and_sentences(tmp_path: Path) -> None:
+    text = faults.render(_results(tmp_path / "faults", screened=True), tmp_path / "img")
+    screened = _pct("screened")
+    assert (
+        f"| ilora | faults + checks + clipping + direction screen | 2 | "
+        f"{statistics.fmean(screened):.2f} ± {statistics.stdev(screened):.2f} |" in text
+    )
+    assert "| clip 12, max 40, min cosine 0 |" in text
+    gaps = _gaps(screened, _pct("clean"))
+    assert (
+        "ilora, faults + checks + clipping + direction screen: the runs (2 seeds) completed "
+        f"all {ROUNDS} rounds with 30 of 80 sampled updates accepted" in text
+    )
+    assert f"screened − clean is {_signed(gaps)} points" in text
+    to_control = _gaps(screened, _pct("lost"))
+    assert (
+        f"The screened runs (clip 12, max 40, min cosine 0) end {_signed(to_control)} points "
+        "from the control" in text
+    )

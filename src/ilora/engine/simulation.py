@@ -24,13 +24,13 @@ from ilora.engine.local import make_context
 from ilora.engine.privacy import privacy_metrics
 from ilora.engine.sampling import num_sampled, sample_clients
 from ilora.engine.setup import Experiment, build
-from ilora.engine.turn import canonical_payload, client_turn
+from ilora.engine.turn import canonical_payload, client_turn, screen_round
 from ilora.engine.turn import canonical_upload as canonical_upload  # re-exported
 from ilora.engine.validation import layer_shapes
 from ilora.lora.state import load_setup, template
 from ilora.seeding import derive_seed, generator
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
 
 RoundCallback = Callable[[RoundRecord], None]
 CheckpointCallback = Callable[[Checkpoint], None]
@@ -166,6 +166,7 @@ def run(
     for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
         t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
         uploads: dict[int, Upload] = {}
+        sent: dict[int, Payload] = {}
         events: list[dict[str, Any]] = []
         down = up = 0
         sampled = sample_clients([c.cid for c in clients], fraction, cfg.seed, r)
@@ -174,10 +175,12 @@ def run(
                 cfg, alg, model, state, store[cid], clients[cid], shares[cid], rnd, train, shapes
             )
             store[cid], down, up = turn.cstate, down + turn.down, up + turn.up
-            if turn.upload is not None:
-                uploads[cid] = turn.upload
+            if turn.upload is not None and turn.payload is not None:
+                uploads[cid], sent[cid] = turn.upload, turn.payload
             if turn.event is not None:
                 events.append(turn.event)
+        uploads, screened = screen_round(cfg, uploads, sent, clients)
+        events += screened
         check_success(r, len(sampled), uploads, events, cfg.fed.min_success)
         metrics: dict[str, float] = {}
         if uploads:  # none only under fed.min_success 0: then the round keeps the server state

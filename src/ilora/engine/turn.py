@@ -3,7 +3,8 @@
 The turn has two sides, so that both runtimes share them: :func:`client_work` is what runs on
 the client (its injected fault, local training, the canonical upload, clipped and noised under
 ``dp``) and :func:`server_check` is what the server does with an arriving upload (validation,
-clipping). The embedded engine
+clipping); :func:`screen_round` then compares the round's accepted uploads with each other
+(``fed.min_cosine``). The embedded engine
 calls :func:`client_turn`, which chains download, client side and server side; the Flower
 runtime sends the download as a message, runs :func:`client_work` in the ``ClientApp`` and
 :func:`server_check` in the strategy.
@@ -14,7 +15,7 @@ A lost or refused update yields an event for ``history.jsonl`` (``{"cid", "outco
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from ilora.engine import faults
 from ilora.engine.local import client_round
 from ilora.engine.privacy import privatize
 from ilora.engine.sampling import num_sampled
-from ilora.engine.validation import Shape, check_upload, clip_update
+from ilora.engine.validation import Shape, check_upload, clip_update, direction_screen
 from ilora.tasks.base import ArrayDataset
 from ilora.tensors import canonical, num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
@@ -42,6 +43,7 @@ class Turn:
     down: int
     up: int
     event: dict[str, Any] | None = None
+    payload: Payload | None = None  # what the client was sent (the reference of its update)
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,23 @@ def client_turn(
         return Turn(None, work.cstate, down, 0, failure_event(client, "failed", work.fault))
     up = num_bytes(work.upload.tensors)
     upload, event = server_check(cfg, work.upload, payload, client, shapes, work.fault)
-    return Turn(upload, work.cstate, down, up, event)
+    return Turn(upload, work.cstate, down, up, event, payload)
+
+
+def screen_round(
+    cfg: ExperimentConfig,
+    uploads: Mapping[int, Upload],
+    sent: Mapping[int, Payload],
+    clients: Sequence[ClientInfo],
+) -> tuple[dict[int, Upload], list[dict[str, Any]]]:
+    """Return the round's uploads that pass ``fed.min_cosine`` and the rejection events.
+
+    The server side of the round after every upload's own checks (``direction_screen``).
+    """
+    tensors = {c: u.tensors for c, u in uploads.items()}
+    reasons = direction_screen(tensors, {c: sent[c].tensors for c in uploads}, cfg.fed.min_cosine)
+    events = [failure_event(clients[c], "rejected", r) for c, r in sorted(reasons.items())]
+    return {c: u for c, u in uploads.items() if c not in reasons}, events
 
 
 def failure_event(

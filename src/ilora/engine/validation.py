@@ -13,7 +13,17 @@ rank). Rules, in order (the first broken one is the reason):
    otherwise), over all tensors, is at most ``max_norm`` (0 disables it).
 
 ``clip_update`` scales that same difference down to a norm bound (robust aggregation against
-scaled or sign-flipped updates); keys not sent are scaled as they are.
+scaled updates); keys not sent are scaled as they are.
+
+A sign-flipped update keeps its honest norm, so no bound on one upload sees it. Across the
+round's accepted uploads, :func:`direction_screen` (``fed.min_cosine``) compares each update
+``δ_k = u_k − sent_k`` with the coordinate-wise median ``m`` of all of them and rejects those
+with ``cos(δ_k, m) < min_cosine``. Updates of different shapes (mixed ranks) are compared in one
+space: every tensor zero-padded to the largest shape of its key, the way a lower-rank factor
+enters a padded mean. With fewer than 3 updates the median is no reference and nothing is
+screened. This screen is the project's own (a median reference, as in the robust statistics of
+:mod:`ilora.engine.robust`); under strong label skew an honest update can point away from the
+median, and it is then rejected and counted like any other.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ilora.engine.robust import coordinate_median
 from ilora.lora import keys
 from ilora.types import ClientInfo, TensorDict
 
@@ -135,4 +146,71 @@ def clip_update(
         ref = sent.get(k)
         base = ref.to(torch.float64) if ref is not None and ref.shape == v.shape else 0.0
         out[k] = (base + factor * _delta(k, v, sent)).to(v.dtype)
+    return out
+
+
+def _padded(t: torch.Tensor, shape: Shape) -> torch.Tensor:
+    """Return ``t`` zero-padded at the end of every axis to ``shape``."""
+    out = t.new_zeros(shape)
+    out[tuple(slice(0, n) for n in t.shape)] = t
+    return out
+
+
+def update_vectors(
+    uploads: Mapping[int, Mapping[str, torch.Tensor]],
+    sent: Mapping[int, Mapping[str, torch.Tensor]],
+) -> dict[int, torch.Tensor]:
+    """Return every client's update ``u − sent`` flattened in one shared space (float64).
+
+    Keys are the union over the clients, sorted; each tensor is zero-padded to its key's
+    largest shape (a missing key is all zeros).
+    """
+    deltas = {
+        c: {k: _delta(k, v, sent[c]) for k, v in u.items() if v.is_floating_point()}
+        for c, u in uploads.items()
+    }
+    shapes: dict[str, Shape] = {}
+    for d in deltas.values():
+        for k, v in d.items():
+            old = shapes.get(k, (0,) * v.dim())
+            if len(old) != v.dim():
+                raise ValueError(f"{k} has {v.dim()} axes in one update and {len(old)} in another")
+            shapes[k] = tuple(max(a, b) for a, b in zip(old, v.shape, strict=True))
+    return {c: _flat(d, shapes) for c, d in deltas.items()}
+
+
+def _flat(delta: Mapping[str, torch.Tensor], shapes: Mapping[str, Shape]) -> torch.Tensor:
+    """Return ``delta`` padded to ``shapes`` and flattened in sorted key order (zeros if absent)."""
+    zero = torch.zeros((), dtype=torch.float64)
+    parts = [_padded(delta.get(k, zero.expand(shapes[k])), shapes[k]) for k in sorted(shapes)]
+    return torch.cat([p.reshape(-1) for p in parts])
+
+
+def direction_screen(
+    uploads: Mapping[int, Mapping[str, torch.Tensor]],
+    sent: Mapping[int, Mapping[str, torch.Tensor]],
+    min_cosine: float,
+) -> dict[int, str]:
+    """Return the reason to reject each update pointing away from the round's median update.
+
+    See the module docstring; ``min_cosine <= -1`` or fewer than 3 uploads screen nothing.
+    """
+    if min_cosine <= -1.0 or len(uploads) < 3:
+        return {}
+    vectors = update_vectors(uploads, sent)
+    cids = sorted(vectors)
+    stack = torch.stack([vectors[c] for c in cids])  # (n, D)
+    median = coordinate_median(stack)  # (D,)
+    m_norm = float(median.norm())
+    out: dict[int, str] = {}
+    for c, v in zip(cids, stack, strict=True):
+        v_norm = float(v.norm())
+        if m_norm == 0.0 or v_norm == 0.0:
+            continue
+        cos = float(v @ median) / (v_norm * m_norm)
+        if cos < min_cosine:
+            out[c] = (
+                f"update direction has cosine {cos:.3f} with the round's median update, below "
+                f"fed.min_cosine {min_cosine:g}"
+            )
     return out

@@ -41,7 +41,7 @@ from ilora.engine.simulation import (
     eval_subset,
     personal_metrics,
 )
-from ilora.engine.turn import canonical_payload, failure_event, server_check
+from ilora.engine.turn import canonical_payload, failure_event, screen_round, server_check
 from ilora.engine.validation import layer_shapes
 from ilora.flower import codec
 from ilora.lora.state import load_setup, template
@@ -173,7 +173,8 @@ class AlgorithmStrategy(Strategy):
                 uploads[cid] = upload
             if event is not None:
                 events.append(event)
-        return uploads, events, up
+        uploads, screened = screen_round(self.cfg, uploads, self.sent, self.clients)
+        return uploads, events + screened, up
 
     def _check(
         self, server_round: int, client: ClientInfo, reply: Message

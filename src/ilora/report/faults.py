@@ -18,6 +18,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ilora.report._faults_counts import (
+    FAULTED,
+    Row,
+    Runs,
+    accounting,
+    norms_sentences,
+    seed_of,
+    seeds_words,
+)
 from ilora.report._plot import line_chart, round_means, save_png
 from ilora.report._table import (
     command_block,
@@ -33,16 +42,13 @@ from ilora.report._table import (
 
 TARGET_POINTS = 1.0
 TAIL = 5  # rounds in the tail mean: the final accuracy of one run moves by points round to round
-BYZANTINE = ("sign_flip", "scale")
-COUNTS = ("injected", "failed", "rejected", "accepted")
 UPDATES = ("accepted", "failed", "rejected")
 VARIANTS = {
     "clean": "clean",
     "faulty": "faults + checks + clipping",
+    "screened": "faults + checks + clipping + direction screen",
     "lost": "control: every faulty update lost",
 }
-Row = Mapping[str, str]
-Runs = dict[str, dict[str, dict[int, Row]]]  # algorithm -> variant -> seed -> faults.csv row
 BySeed = Mapping[int, float]
 
 
@@ -50,20 +56,12 @@ def _pct(x: str | float) -> float:
     return 100 * num(x)
 
 
-def _seed(row: Row) -> int:
-    return int(row.get("seed") or 0)  # files from before the seeds have no seed column
-
-
 def _group(rows: Iterable[Row]) -> Runs:
     """Return the runs by algorithm, variant and seed (in the order they first appear)."""
     out: Runs = {}
     for r in rows:
-        out.setdefault(r["algorithm"], {}).setdefault(r["variant"], {})[_seed(r)] = r
+        out.setdefault(r["algorithm"], {}).setdefault(r["variant"], {})[seed_of(r)] = r
     return out
-
-
-def _seeds_words(n: int) -> str:
-    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def _finals(by_seed: Mapping[int, Row], key: str = "final_accuracy") -> dict[int, float]:
@@ -97,11 +95,13 @@ def _mean_of(rows: Iterable[Row], key: str) -> float:
 
 
 def _guard(row: Row) -> str:
-    if row["variant"] != "faulty":
+    if row["variant"] not in FAULTED:
         return "-"
     parts = [f"clip {float(row['clip_update_norm']):g}", f"max {float(row['max_update_norm']):g}"]
     if row["robust"] != "none":
         parts.append(f"{row['robust']} β={float(row['trim_fraction']):g}".replace(" β=nan", ""))
+    if float(row.get("min_cosine") or -1) > -1:
+        parts.append(f"min cosine {float(row['min_cosine']):g}")
     return ", ".join(parts)
 
 
@@ -139,14 +139,16 @@ def _tail_means(rounds: Sequence[Row], last: int) -> dict[tuple[str, str, int], 
     """Return the mean accuracy (%) over each run's last ``last`` evaluated rounds."""
     curves: dict[tuple[str, str, int], list[tuple[int, float]]] = {}
     for r in rounds:
-        key = (r["algorithm"], r["variant"], _seed(r))
+        key = (r["algorithm"], r["variant"], seed_of(r))
         curves.setdefault(key, []).append((int(r["round"]), _pct(r["accuracy"])))
     return {key: statistics.fmean(a for _, a in sorted(pts)[-last:]) for key, pts in curves.items()}
 
 
-def _faulty_sentence(alg: str, variants: Mapping[str, Mapping[int, Row]], tails: BySeed) -> str:
-    """Return how the faulty runs compare with the clean ones, paired by seed."""
-    faulty, clean = variants["faulty"], variants["clean"]
+def _faulty_sentence(
+    alg: str, variant: str, variants: Mapping[str, Mapping[int, Row]], tails: BySeed
+) -> str:
+    """Return how the runs of ``variant`` (under faults) compare with the clean ones, by seed."""
+    faulty, clean = variants[variant], variants["clean"]
     gaps = _paired(_finals(faulty), _finals(clean))
     mean = mean_std(gaps.values())[0]
     within = "within" if abs(mean) <= TARGET_POINTS else "not within"
@@ -155,10 +157,10 @@ def _faulty_sentence(alg: str, variants: Mapping[str, Mapping[int, Row]], tails:
     accepted = sum(int(r["accepted"]) for r in faulty.values())
     sampled = sum(int(r["sampled"]) for r in faulty.values())
     return (
-        f"{alg}: the faulty runs ({_seeds_words(len(faulty))}) completed {span} rounds with "
-        f"{accepted} of {sampled} sampled updates accepted in total and reached "
+        f"{alg}, {VARIANTS[variant]}: the runs ({seeds_words(len(faulty))}) completed {span} "
+        f"rounds with {accepted} of {sampled} sampled updates accepted in total and reached "
         f"{_acc(_finals(faulty))}% against {_acc(_finals(clean))}% clean. Paired by seed, "
-        f"faulty − clean is {_gap(gaps)} points ({_per_seed(gaps)}); the mean gap is {within} "
+        f"{variant} − clean is {_gap(gaps)} points ({_per_seed(gaps)}); the mean gap is {within} "
         f"the {TARGET_POINTS:g}-point target. Over the mean of the last {TAIL} evaluated rounds, "
         f"averaged over seeds, the gap is {_gap(tails)} points."
     )
@@ -166,18 +168,25 @@ def _faulty_sentence(alg: str, variants: Mapping[str, Mapping[int, Row]], tails:
 
 def _lost_sentence(variants: Mapping[str, Mapping[int, Row]]) -> str:
     """Return what the lost-updates control says, paired by seed."""
-    faulty, clean, lost = (_finals(variants[v]) for v in ("faulty", "clean", "lost"))
-    to_control = _paired(faulty, lost)
-    robust = next(iter(variants["faulty"].values()))["robust"]
-    under = "" if robust == "none" else f" under the {robust.replace('_', ' ')}"
-    return (
+    clean, lost = _finals(variants["clean"]), _finals(variants["lost"])
+    out = (
         f"The control that simply loses every faulty client's update (the same clients, "
         f"{_mean_of(variants['lost'].values(), 'accepted'):.1f} accepted updates per run) "
         f"reaches {_acc(lost)}% ({_gap(_paired(lost, clean))} points from clean, paired by "
-        f"seed): that much comes from the lost data alone; keeping the clipped Byzantine "
-        f"updates{under} moves the faulty run {_gap(to_control)} points from the "
-        f"control ({_per_seed(to_control)})."
+        "seed): that much comes from the lost data alone."
     )
+    for variant in (v for v in FAULTED if v in variants):
+        to_control = _paired(_finals(variants[variant]), lost)
+        guard = _guard_words(variants[variant])
+        out += (
+            f" The {variant} runs ({guard}) end {_gap(to_control)} points from the control "
+            f"({_per_seed(to_control)}): what the Byzantine updates they accepted cost."
+        )
+    return out
+
+
+def _guard_words(by_seed: Mapping[int, Row]) -> str:
+    return _guard(next(iter(by_seed.values())))
 
 
 def _verdicts(runs: Runs, tails: Mapping[tuple[str, str, int], float]) -> list[str]:
@@ -187,7 +196,9 @@ def _verdicts(runs: Runs, tails: Mapping[tuple[str, str, int], float]) -> list[s
         if "clean" not in variants or "faulty" not in variants:
             continue
         tail = {v: {s: x for (a, w, s), x in tails.items() if (a, w) == (alg, v)} for v in VARIANTS}
-        out.append(_faulty_sentence(alg, variants, _paired(tail["faulty"], tail["clean"])))
+        for variant in (v for v in FAULTED if v in variants):
+            gaps = _paired(tail[variant], tail["clean"])
+            out.append(_faulty_sentence(alg, variant, variants, gaps))
         empty = sum(int(r.get("empty_rounds") or 0) for r in variants["faulty"].values())
         if empty:
             out.append(
@@ -200,68 +211,12 @@ def _verdicts(runs: Runs, tails: Mapping[tuple[str, str, int], float]) -> list[s
     return out
 
 
-def _accounting(rows: Sequence[Row]) -> tuple[str, list[str]]:
-    """Return the accounting table of the faulty runs (summed over seeds) and its sentences."""
-    totals: dict[tuple[str, str], list[int]] = {}
-    seeds: dict[str, set[int]] = {}
-    for r in rows:
-        if r["variant"] == "faulty":
-            row = totals.setdefault((r["algorithm"], r["fault"]), [0] * len(COUNTS))
-            for i, k in enumerate(COUNTS):
-                row[i] += int(r[k])
-            seeds.setdefault(r["algorithm"], set()).add(_seed(r))
-    headers = ["algorithm", "fault", "seeds", "injected", "failed (lost)", "rejected", "accepted"]
-    body = [[alg, kind, len(seeds[alg]), *t] for (alg, kind), t in sorted(totals.items())]
-    sentences = []
-    for alg in sorted(seeds):
-        bad = [t for (a, kind), t in totals.items() if a == alg and kind not in BYZANTINE]
-        byz = [t for (a, kind), t in totals.items() if a == alg and kind in BYZANTINE]
-        injected, counted = sum(t[0] for t in bad), sum(t[1] + t[2] for t in bad)
-        slipped = sum(t[3] for t in bad)
-        verdict = "every one" if counted == injected and slipped == 0 else f"{slipped} NOT"
-        sentences.append(
-            f"{alg} (summed over {_seeds_words(len(seeds[alg]))}): {injected} lost or corrupt "
-            f"updates were injected and {counted} are counted in history.jsonl as failed or "
-            f"rejected ({verdict} accounted for); of the {sum(t[0] for t in byz)} Byzantine "
-            "updates (sign-flipped or scaled), which pass the checks by design, "
-            f"{sum(t[3] for t in byz)} were accepted and met the clipping (a sign flip keeps its "
-            "honest norm; only a scaled update is shortened)."
-        )
-    return md_table(headers, body).strip(), sentences
-
-
-def _norms(norms: Sequence[Row], runs: Runs) -> list[str]:
-    """Return, per algorithm, how the clip threshold sits among the honest norms of all seeds."""
-    out = []
-    for alg, variants in runs.items():
-        faulty = variants.get("faulty", {})
-        clip = max((float(r["clip_update_norm"]) for r in faulty.values()), default=0.0)
-        mine = [n for n in norms if n["algorithm"] == alg and n["variant"] == "faulty"]
-        if clip <= 0 or not mine:
-            continue
-        values = sorted(float(n["norm"]) for n in mine)
-        above = sum(v > clip for v in values)
-        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-        effect = (
-            "also shortens those honest updates" if above else "leaves every honest update alone"
-        )
-        out.append(
-            f"{alg}: the {len(values)} updates its clients produced over "
-            f"{_seeds_words(len({_seed(n) for n in mine}))} (before any fault or clipping) have "
-            f"norms ‖u − sent‖ from {values[0]:.3g} to {values[-1]:.3g} (median "
-            f"{statistics.median(values):.3g}, 95th percentile {p95:.3g}); {above} exceed the "
-            f"clip threshold {clip:g}, so clipping {effect} and bounds a scaled (x10) one to "
-            f"{clip:g}."
-        )
-    return out
-
-
 def _figure(rows: Sequence[Row], img: Path) -> str:
     """Plot the seed-mean accuracy per round of every algorithm and variant."""
     history: dict[tuple[str, int], list[dict[str, float]]] = {}
     for r in rows:
         rec = {"round": float(r["round"]), "accuracy": num(r["accuracy"])}
-        history.setdefault((f"{r['algorithm']} {r['variant']}", _seed(r)), []).append(rec)
+        history.setdefault((f"{r['algorithm']} {r['variant']}", seed_of(r)), []).append(rec)
     runs = [{"algorithm": label, "history": h} for (label, _), h in history.items()]
     series = round_means(runs, "accuracy", 100.0)
     title = "Global test accuracy under faults (mean over seeds)"
@@ -288,7 +243,7 @@ def render(src: Path, img: Path) -> str:
     meta = read_meta(src)
     runs = _group(read_csv(src / "faults.csv"))
     rounds = read_csv(src / "rounds.csv")
-    table, accounted = _accounting(read_csv(src / "accounting.csv"))
+    table, accounted = accounting(read_csv(src / "accounting.csv"))
     norms = read_csv(src / "norms.csv") if (src / "norms.csv").is_file() else []
     seeds = sorted({s for variants in runs.values() for v in variants.values() for s in v})
     parts = [
@@ -303,7 +258,7 @@ def render(src: Path, img: Path) -> str:
         "### Every injected fault, counted",
         table,
         " ".join(accounted),
-        " ".join(_norms(norms, runs)),
+        " ".join(norms_sentences(norms, runs)),
         _figure(rounds, img),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
