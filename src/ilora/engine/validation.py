@@ -22,8 +22,10 @@ with ``cos(δ_k, m) < min_cosine``. Updates of different shapes (mixed ranks) ar
 space: every tensor zero-padded to the largest shape of its key, the way a lower-rank factor
 enters a padded mean. With fewer than 3 updates the median is no reference and nothing is
 screened. This screen is the project's own (a median reference, as in the robust statistics of
-:mod:`ilora.engine.robust`); under strong label skew an honest update can point away from the
-median, and it is then rejected and counted like any other.
+:mod:`ilora.engine.robust`). It separates a flipped update only where honest updates agree
+with each other: with label skew and AdamW the clients' updates can be nearly orthogonal, so a
+flipped one barely points away (the fault campaign in docs/RESULTS.md measures how many it
+catches); an honest update pointing away is rejected and counted like any other.
 """
 
 from __future__ import annotations
