@@ -73,6 +73,15 @@ def test_mixed_ranks_are_compared_zero_padded() -> None:
     assert vectors[1].tolist() == [2.0] * 12
 
 
+def test_a_key_with_other_axes_in_one_update_is_left_out_not_a_crash() -> None:
+    uploads, sent = _round(5, flipped={3})
+    uploads[1] = {**uploads[1], "ns/extra": torch.ones(2, 2)}
+    uploads[2] = {**uploads[2], "ns/extra": torch.ones(3)}
+    vectors = update_vectors(uploads, sent)
+    assert len({v.numel() for v in vectors.values()}) == 1 and vectors[0].numel() == 4 * 6 + 3 * 4
+    assert sorted(direction_screen(uploads, sent, 0.0)) == [3]
+
+
 @pytest.mark.parametrize("name", ["fedit", "ilora"])
 def test_the_engine_rejects_sign_flipped_updates_and_counts_them(name: str) -> None:
     # IID shares: every honest update points the same way, so the screen must catch exactly the

@@ -165,19 +165,24 @@ def update_vectors(
     """Return every client's update ``u − sent`` flattened in one shared space (float64).
 
     Keys are the union over the clients, sorted; each tensor is zero-padded to its key's
-    largest shape (a missing key is all zeros).
+    largest shape (a missing key is all zeros). A key whose number of axes differs between
+    clients (an algorithm extra the checks do not shape) is left out of the comparison.
     """
     deltas = {
         c: {k: _delta(k, v, sent[c]) for k, v in u.items() if v.is_floating_point()}
         for c, u in uploads.items()
     }
     shapes: dict[str, Shape] = {}
+    mixed: set[str] = set()
     for d in deltas.values():
         for k, v in d.items():
             old = shapes.get(k, (0,) * v.dim())
             if len(old) != v.dim():
-                raise ValueError(f"{k} has {v.dim()} axes in one update and {len(old)} in another")
+                mixed.add(k)
+                continue
             shapes[k] = tuple(max(a, b) for a, b in zip(old, v.shape, strict=True))
+    for k in mixed:
+        del shapes[k]
     return {c: _flat(d, shapes) for c, d in deltas.items()}
 
 
