@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from ilora.bench.resultfiles import write_rows
 from ilora.report import faults
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -50,14 +50,6 @@ def _curve(variant: str, seed: int) -> list[float]:
     """Accuracy per round 1..ROUNDS: rises towards the final accuracy, slower under faults."""
     final, slow = FINAL[(variant, seed)], 1.5 if variant == "faulty" else 1.0
     return [final - slow * 0.01 * (ROUNDS - r + seed) ** 2 / 4 for r in range(1, ROUNDS + 1)]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _run_row(variant: str, seed: int) -> dict[str, Any]:
@@ -109,7 +101,7 @@ def _results(
     ]
     for name, rows in (("faults", runs), ("rounds", rounds), ("accounting", acc), ("norms", norms)):
         rows = [{k: v for k, v in keep(row).items() if v is not None} for row in rows]
-        _write(src / f"{name}.csv", rows)
+        write_rows(src / f"{name}.csv", rows)
     meta = {"command": "python benchmarks/faults.py", "date": "2026-01-01T00:00:00+0000",
             "config": "c.yaml", "rounds": ROUNDS, "seeds": list(seeds),
             "mix": {"nan": 0.1}, "byzantine_scale": 10.0}  # fmt: skip

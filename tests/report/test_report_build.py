@@ -7,7 +7,6 @@ the report prints is checked against a value computed in the test from the same 
 from __future__ import annotations
 
 import ast
-import csv
 import json
 import statistics
 import subprocess
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from ilora.bench.resultfiles import write_rows
 from ilora.cli import app
 from ilora.report import SECTIONS, build
 
@@ -48,14 +48,6 @@ QUALITY_ACC = {
 HEADLINE = ("healthnews", "heterogeneous", 0.3)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _meta(path: Path, **extra: Any) -> None:
     meta = {"command": "ilora bench x", "date": "2026-01-01T00:00:00+0000", "python": "3.11",
             "torch": "2.13.0", "cpus": 2, "quick": False, **extra}  # fmt: skip
@@ -80,8 +72,8 @@ def _demo(root: Path) -> None:
             rounds += [{"algorithm": alg, "seed": seed, "round": r, "accuracy": acc * r / 2,
                         "personal_accuracy": "", "agg_error": 0.1 * r, "bytes_up": 1e6,
                         "bytes_down": 1e6, "wall_s": 5.0} for r in (1, 2)]  # fmt: skip
-    _write_csv(root / "demo" / "runs.csv", runs)
-    _write_csv(root / "demo" / "rounds.csv", rounds)
+    write_rows(root / "demo" / "runs.csv", runs)
+    write_rows(root / "demo" / "rounds.csv", rounds)
     sources = ["ilora compare c.yaml --seeds 0,1,2 --algorithms fedit,ilora-s,centralized",
                "ilora compare c.yaml --seeds 0 --algorithms fedit,ilora-s,centralized"]  # fmt: skip
     _meta(root / "demo", sources=sources, notes=["A provenance note."], setting=SETTING,
@@ -102,8 +94,8 @@ def _quality(root: Path, accs: dict[str, list[float]]) -> None:
             rounds += [{**keys, "round": r, "accuracy": acc * r / 2, "personal_accuracy": acc,
                         "agg_error": 0.1, "train_loss": 1.0, "bytes_up_cum": 500 * r,
                         "bytes_down_cum": 500 * r, "wall_s": 2.0} for r in (1, 2)]  # fmt: skip
-    _write_csv(root / "quality" / "runs.csv", runs)
-    _write_csv(root / "quality" / "rounds.csv", rounds)
+    write_rows(root / "quality" / "runs.csv", runs)
+    write_rows(root / "quality" / "rounds.csv", rounds)
     _meta(root / "quality", tasks=[task], algorithms=[a for a in accs if a != "centralized"],
           ranks={ranks: ["lora.rank_policy=cycle"], "homogeneous": ["lora.rank=8"]},
           alphas=[0.1, alpha], seeds=[0, 1, 2], centralized_alpha={task: alpha},
@@ -114,7 +106,7 @@ def _comm(root: Path) -> None:
     rows = [{"algorithm": a, "runs": 3, "down_measured": d, "down_analytic": d,
              "up_measured": u, "up_analytic": u, "max_deviation": 0.0}
             for a, d, u in (("fedit", 0.76, 0.76), ("hetlora", 0.76, 0.68))]  # fmt: skip
-    _write_csv(root / "comm" / "comm.csv", rows)
+    write_rows(root / "comm" / "comm.csv", rows)
     _meta(root / "comm", runs_dir="runs/demo", mb=2**20)
 
 
