@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ilora import cli_bench, cli_report
+from ilora import cli_bench, cli_protocol, cli_report
 from ilora import config as config_mod
 from ilora.cli_flower import flower_app  # imports flwr only inside its commands
 from ilora.config import ConfigError
@@ -253,6 +253,8 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("quality")(cli_report.bench_quality)
 bench_app.command("aggregation")(cli_bench.bench_aggregation)
 bench_app.command("engine")(cli_bench.bench_engine)
+bench_app.command("tune")(cli_protocol.bench_tune)
+bench_app.command("compare")(cli_protocol.bench_compare)
 app.command("report")(cli_report.report)
 app.command("export")(cli_report.export)
 

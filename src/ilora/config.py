@@ -7,12 +7,14 @@ and the fix. ``--set fed.rounds=3`` overrides any dotted path (the value is pars
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,9 +65,22 @@ class DataConfig:
         },
     )
 
+    validation_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the task's training split held out as validation before the "
+            "partition (a fixed seeded split, disjoint from the test split and from the "
+            "clients' shares; eval.split: validation evaluates on it); 0 = none"
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.num_clients < 1:
             raise ConfigError(f"data.num_clients must be >= 1, got {self.num_clients}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"data.validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
         if not 0.0 <= self.local_test_fraction < 1.0:
             raise ConfigError(
                 f"data.local_test_fraction must be in [0, 1), got {self.local_test_fraction}"
@@ -275,6 +290,13 @@ class EvalConfig:
         default=True, metadata={"help": "evaluate on the full test split(s) after the last round"}
     )
     batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
+    split: Literal["test", "validation"] = field(
+        default="test",
+        metadata={
+            "help": "what the global model is evaluated on: test, or the validation split "
+            "(data.validation_fraction > 0; for choices such as learning rates, never test)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if min(self.every, self.personal_every, self.batch_size) < 1 or self.subset < 0:
@@ -333,7 +355,8 @@ class ExperimentConfig:
         default_factory=dict,
         metadata={
             "help": "hyperparameters by algorithm name, merged over algorithm_args when that "
-            "algorithm runs (one config for `ilora compare`)"
+            "algorithm runs (one config for `ilora compare`); a `train` mapping inside a "
+            "section goes over `train` (e.g. a tuned lr), under --set"
         },
     )
     task: str = field(default="tiny-text", metadata={"help": "`ilora list tasks`"})
@@ -476,14 +499,81 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             ) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
-        data = loaded
+        data = _with_includes(loaded, p.parent)
+    data = _with_overrides(_with_own_training(_with_overrides(data, overrides), data), overrides)
+    cfg: ExperimentConfig = build(ExperimentConfig, data)
+    if cfg.eval.split == "validation" and cfg.data.validation_fraction == 0.0:
+        raise ConfigError(
+            "eval.split: validation needs a validation split; set data.validation_fraction "
+            "(e.g. 0.1)"
+        )
+    return cfg
+
+
+def _with_includes(
+    data: dict[str, Any], base: Path, seen: frozenset[Path] = frozenset()
+) -> dict[str, Any]:
+    """Return ``data`` merged over the files its top-level ``include`` names (relative paths).
+
+    ``include: PATH`` (or a list) reads each file as a config fragment, deep-merged under the
+    including file (the including file wins), e.g. the tuned learning rates that
+    ``ilora bench tune`` writes as ``per_algorithm: {name: {train: {lr: ...}}}``. The resolved
+    config (what ``config.yaml`` stores) holds the merged values, not the ``include``.
+    """
+    names = data.pop("include", None)
+    if names is None:
+        return data
+    merged: dict[str, Any] = {}
+    for name in [names] if isinstance(names, str) else list(names):
+        path = (base / str(name)).resolve()
+        if not path.is_file():
+            raise ConfigError(f"include {str(path)!r}: no such file")
+        if path in seen:
+            raise ConfigError(f"include {str(path)!r} includes itself; remove the cycle")
+        fragment = parse_yaml(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(fragment, dict):
+            raise ConfigError(f"include {str(path)!r} must hold a mapping at the top level")
+        merged = _deep_merge(merged, _with_includes(fragment, path.parent, seen | {path}))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Return ``under`` updated by ``over``, mappings merged key by key."""
+    out = dict(under)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _with_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with the ``key.path=value`` overrides applied."""
+    out = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set takes key.path=value, got {item!r}")
-        set_dotted(data, key.strip(), raw)
-    cfg: ExperimentConfig = build(ExperimentConfig, data)
-    return cfg
+        set_dotted(out, key.strip(), raw)
+    return out
+
+
+def _with_own_training(resolved: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Return ``data`` with the running algorithm's ``per_algorithm.<name>.train`` merged in.
+
+    ``resolved`` (``data`` with the overrides) names the algorithm; the section goes over the
+    file's ``train`` and under the overrides, so ``--set train.lr=...`` still wins.
+    """
+    name = resolved.get("algorithm", ExperimentConfig.algorithm)
+    own = (resolved.get("per_algorithm") or {}).get(name) or {}
+    if not isinstance(own, dict) or "train" not in own:
+        return data
+    if not isinstance(own["train"], dict):
+        raise ConfigError(f"per_algorithm.{name}.train must be a mapping, got {own['train']!r}")
+    out = copy.deepcopy(data)
+    out["train"] = {**(out.get("train") or {}), **own["train"]}
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -504,4 +594,5 @@ def algorithm_args(cfg: ExperimentConfig) -> dict[str, Any]:
     own = cfg.per_algorithm.get(cfg.algorithm, {})
     if not isinstance(own, dict):
         raise ConfigError(f"per_algorithm.{cfg.algorithm} must be a mapping, got {own!r}")
-    return {**cfg.algorithm_args, **own}
+    hyper = {k: v for k, v in own.items() if k != "train"}  # train: merged into cfg.train
+    return {**cfg.algorithm_args, **hyper}

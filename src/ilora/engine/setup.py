@@ -8,7 +8,7 @@ identical clients, data shares and initial weights.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -123,7 +123,7 @@ def build(cfg: ExperimentConfig) -> Experiment:
 
     """
     alg, task = validate(cfg)
-    data = load_data(task)  # type: ignore[arg-type]
+    data = with_validation(load_data(task), cfg)  # type: ignore[arg-type]
     parts = partition(cfg, data.train)
     ranks = cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed)
     splits = [
@@ -167,3 +167,28 @@ def split_local(
             f"{fraction} leaves none for training; lower it"
         )
     return np.sort(idx[order[n_test:]]), np.sort(idx[order[:n_test]])
+
+
+def with_validation(data: TaskData, cfg: ExperimentConfig) -> TaskData:
+    """Return ``data`` with ``data.validation_fraction`` of its training split held out.
+
+    The held-out examples are a fixed seeded share of the task's training split (the same for
+    every run seed, like the test split), removed before the partition, so they are disjoint
+    from the test split and from every client's share and test share. Under
+    ``eval.split: validation`` they replace the test split: the run never reads the test split.
+    """
+    fraction = cfg.data.validation_fraction
+    if fraction == 0.0:
+        return data
+    n = len(data.train)
+    n_val = int(round(fraction * n))
+    if not 0 < n_val < n:
+        raise ConfigError(
+            f"data.validation_fraction {fraction} of {n} training examples leaves "
+            f"{n_val} for validation; choose a fraction that leaves both sides non-empty"
+        )
+    order = np_rng(0, "validation-split").permutation(n)
+    train = data.train.subset(np.sort(order[n_val:]))
+    held_out = data.train.subset(np.sort(order[:n_val]))
+    test = held_out if cfg.eval.split == "validation" else data.test
+    return replace(data, train=train, test=test)

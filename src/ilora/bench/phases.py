@@ -1,0 +1,146 @@
+"""The protocol's phases as runs plus decisions: tune, horizon, compare (see ``protocol``).
+
+Every decision is recomputed from the finished runs on disk, so an invocation that stopped
+anywhere continues where it left off and reaches the same choices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import yaml
+
+from ilora.bench import tuning
+from ilora.bench.jobs import Job, pending, run_jobs
+from ilora.bench.protocol import CENTRALIZED, Protocol, Variant, federated
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A variant's tuning outcome on one task."""
+
+    variant: Variant
+    scores: dict[float, float]  # rate -> validation score (NaN: diverged or stopped)
+    rate: float
+    at_edge: bool  # the best rate is still at an edge after the allowed extensions
+
+
+def _scores(
+    proto: Protocol, task: str, variant: Variant, rates: list[float]
+) -> dict[float, float]:
+    out = {}
+    for rate in rates:
+        job = proto.tune_job(task, variant, rate)
+        out[rate] = tuning.score(job.history())
+    return out
+
+
+def tune_variant(
+    proto: Protocol, task: str, variant: Variant, workers: int, report: Report
+) -> Tuned:
+    """Run the rate grid for one variant, extending it while the best rate is at an edge."""
+    grid = tuning.rate_grid(proto.low_rate, proto.n_rates)
+    rates = list(grid)
+    while True:
+        run_jobs(pending([proto.tune_job(task, variant, r) for r in rates]), workers, report)
+        scores = _scores(proto, task, variant, rates)
+        nxt = tuning.extension(scores, grid)
+        if nxt is None or nxt in scores:
+            break
+        report(f"{task} {variant.label}: best rate at the edge of {sorted(rates)}; adding {nxt:g}")
+        rates.append(nxt)
+    rate = tuning.choose(scores)
+    edge = rate in (min(scores), max(scores)) and len(scores) > 1
+    return Tuned(variant, scores, rate, edge)
+
+
+def tune(proto: Protocol, task: str, workers: int, report: Report) -> list[Tuned]:
+    """Tune every variant on ``task`` and write the tuned-rates file presets include."""
+    results = [tune_variant(proto, task, v, workers, report) for v in proto.variants]
+    write_tuned(proto, task, results)
+    return results
+
+
+def write_tuned(proto: Protocol, task: str, results: list[Tuned]) -> None:
+    """Write ``per_algorithm: {name: {train: {lr}}}`` for the plain (argument-free) variants."""
+    plain = {t.variant.algorithm: {"train": {"lr": t.rate}} for t in results if not t.variant.args}
+    path = proto.tuned_file(task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = (
+        f"# Learning rates chosen on validation by `ilora bench tune` ({task}); "
+        "included by presets and the demo.\n# Rewritten by every tune; edit the protocol, "
+        "not this file.\n"
+    )
+    path.write_text(head + yaml.safe_dump({"per_algorithm": plain}, sort_keys=True))
+
+
+def tuned_rates(proto: Protocol, task: str) -> dict[str, float]:
+    """Return ``{variant label: chosen rate}`` from the finished tuning runs (no new runs)."""
+    grid = tuning.rate_grid(proto.low_rate, proto.n_rates)
+    out = {}
+    for variant in proto.variants:
+        rates = _tried_rates(proto, task, variant, grid)
+        scores = _scores(proto, task, variant, rates)
+        if any(not math.isnan(s) for s in scores.values()):
+            out[variant.label] = tuning.choose(scores)
+    return out
+
+
+def _tried_rates(proto: Protocol, task: str, variant: Variant, grid: list[float]) -> list[float]:
+    """Return the grid plus every extension rate that has a run directory."""
+    rates = list(grid)
+    root = proto.runs / task / "tune" / variant.label
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.name.startswith("lr"):
+                rate = float(d.name[2:])
+                if rate not in rates:
+                    rates.append(rate)
+    return sorted(rates)
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """The comparison's number of rounds and how it was found."""
+
+    rounds: int
+    plateaus: dict[str, int | None]  # variant label -> plateau round (None: never)
+
+
+def horizon(
+    proto: Protocol, task: str, rates: dict[str, float], workers: int, report: Report
+) -> Horizon:
+    """Run the centralized line and the best federated variant long; return the horizon."""
+    scores = _best_scores(proto, task, rates)
+    best = max(federated(proto.variants), key=lambda v: scores.get(v.label, -math.inf))
+    chosen = [v for v in proto.variants if v.label in (CENTRALIZED, best.label)]
+    jobs = [proto.horizon_job(task, v, rates[v.label]) for v in chosen]
+    run_jobs(pending(jobs), workers, report)
+    plateaus = {
+        v.label: tuning.plateau_round(j.history()) for v, j in zip(chosen, jobs, strict=True)
+    }
+    known = [r for r in plateaus.values() if r is not None]
+    rounds = max(known) if len(known) == len(plateaus) else proto.max_rounds
+    return Horizon(rounds, plateaus)
+
+
+def _best_scores(proto: Protocol, task: str, rates: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for variant in proto.variants:
+        if variant.label in rates:
+            job = proto.tune_job(task, variant, rates[variant.label])
+            out[variant.label] = tuning.score(job.history())
+    return out
+
+
+def compare(
+    proto: Protocol, task: str, rates: dict[str, float], rounds: int, workers: int, report: Report
+) -> list[Job]:
+    """Run every comparison run of ``task`` not finished yet; return all of them."""
+    jobs = list(proto.compare_jobs(task, rates, rounds))
+    run_jobs(pending(jobs), workers, report)
+    return jobs

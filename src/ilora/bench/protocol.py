@@ -1,0 +1,175 @@
+"""The comparison protocol: tune every method on validation, find the horizon, compare over seeds.
+
+Three phases per task, each resumable (finished runs of the identical config are reused, see
+:mod:`ilora.bench.jobs`), each reading its preset ``<preset_dir>/<task>.yaml``:
+
+1. **tune** (``ilora bench tune``): every variant at every rate of a log grid
+   (:mod:`ilora.bench.tuning`), at the tuning setting (heterogeneous ranks, the first alpha)
+   and the tuning seed, evaluated on the validation split (``eval.split: validation``: the
+   test split is never read). The grid is extended while a variant's best rate sits at its
+   edge. The chosen rates go to ``<tuned_dir>/<task>.yaml`` as ``per_algorithm: {name: {train:
+   {lr}}}``, which presets and the demo ``include``.
+2. **horizon** (part of ``tune``): the centralized line and the best federated variant at their
+   tuned rates for ``max_rounds`` on validation; the comparison runs for the later of their
+   plateau rounds (``max_rounds`` when one never plateaus, and the report says so).
+3. **compare** (``ilora bench compare``): every variant at its tuned rate, every rank setting,
+   alpha and seed, for the horizon, evaluated on test. The centralized line trains on pooled
+   data, so it runs once per rank setting and seed (at the first alpha) and stands for every
+   alpha.
+
+A variant is a registered algorithm with hyperparameters, ``name`` or
+``name+key=value+key=value`` (ablations such as ``ilora+redistribute=svd``); the variant's label
+names its runs and rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ilora.bench.jobs import Job
+
+CENTRALIZED = "centralized"
+RANKS: dict[str, tuple[str, ...]] = {
+    "heterogeneous": ("lora.rank_policy=cycle", "lora.ranks=[4,8,16]"),
+    "homogeneous": ("lora.rank_policy=uniform", "lora.rank=8"),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A method as compared: a registered algorithm plus hyperparameters over its defaults."""
+
+    label: str
+    algorithm: str
+    args: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """Return the variant ``name`` or ``name+key=value+...``."""
+        name, *pairs = text.strip().split("+")
+        args = []
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise ValueError(f"variant {text!r}: write name+key=value, got {pair!r}")
+            args.append((key, value))
+        return cls(text.strip(), name, tuple(args))
+
+    def overrides(self) -> tuple[str, ...]:
+        own = (f"per_algorithm.{self.algorithm}.{k}={v}" for k, v in self.args)
+        return (f"algorithm={self.algorithm}", *own)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The axes of the protocol and where its presets, runs and tuned rates live."""
+
+    tasks: tuple[str, ...]
+    variants: tuple[Variant, ...]
+    preset_dir: Path
+    runs: Path
+    tuned_dir: Path
+    ranks: tuple[str, ...] = ("heterogeneous", "homogeneous")
+    alphas: tuple[float, ...] = (0.1, 0.5)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    tune_seed: int = 100  # not an evaluation seed: the choice is not fitted to compared runs
+    low_rate: float = 10**-4.5
+    n_rates: int = 6
+    max_rounds: int = 60
+    extra: tuple[str, ...] = field(default=())  # further --set overrides for every run
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.ranks if r not in RANKS]
+        if unknown:
+            raise ValueError(f"unknown rank setting(s) {unknown}; choose from {', '.join(RANKS)}")
+        if self.n_rates < 1 or not self.seeds or not self.alphas:
+            raise ValueError("the protocol needs at least one rate, seed and alpha")
+        for task in self.tasks:
+            if not self.preset(task).is_file():
+                raise FileNotFoundError(
+                    f"no preset {self.preset(task)} for task {task!r}; write one (see "
+                    "configs/protocol/) or pass --preset DIR"
+                )
+
+    def preset(self, task: str) -> Path:
+        return self.preset_dir / f"{task}.yaml"
+
+    def tuned_file(self, task: str) -> Path:
+        return self.tuned_dir / f"{task}.yaml"
+
+    def _setting(self, ranks: str, alpha: float) -> tuple[str, ...]:
+        return (*RANKS[ranks], f"data.partition_args.alpha={alpha}")
+
+    def tune_job(self, task: str, variant: Variant, rate: float) -> Job:
+        """Return the tuning run of ``variant`` at ``rate`` (validation only)."""
+        sets = (
+            *variant.overrides(),
+            *self._setting(self.ranks[0], self.alphas[0]),
+            f"seed={self.tune_seed}",
+            f"train.lr={rate}",
+            "eval.split=validation",
+            *self.extra,
+        )
+        where = self.runs / task / "tune" / variant.label / f"lr{rate:g}"
+        return Job(f"{task} tune {variant.label} lr={rate:g}", self.preset(task), sets, where)
+
+    def horizon_job(self, task: str, variant: Variant, rate: float) -> Job:
+        """Return the long validation run of ``variant`` at its tuned rate."""
+        sets = (
+            *self.tune_job(task, variant, rate).overrides,
+            f"fed.rounds={self.max_rounds}",
+        )
+        where = self.runs / task / "horizon" / variant.label
+        return Job(f"{task} horizon {variant.label}", self.preset(task), sets, where)
+
+    def compare_jobs(
+        self, task: str, rates: dict[str, float], rounds: int
+    ) -> Iterator[Job]:
+        """Yield the comparison runs of ``task``: settings, seeds, variants (test split)."""
+        for ranks in self.ranks:
+            for alpha in self.alphas:
+                for seed in self.seeds:
+                    for variant in self.variants:
+                        if variant.algorithm == CENTRALIZED and alpha != self.alphas[0]:
+                            continue  # pooled data: one run stands for every alpha
+                        yield self._compare_job(task, variant, ranks, alpha, seed, rates, rounds)
+
+    def _compare_job(
+        self,
+        task: str,
+        variant: Variant,
+        ranks: str,
+        alpha: float,
+        seed: int,
+        rates: dict[str, float],
+        rounds: int,
+    ) -> Job:
+        if variant.label not in rates:
+            raise ValueError(
+                f"no tuned rate for {variant.label!r} on {task}; run ilora bench tune first"
+            )
+        sets = (
+            *variant.overrides(),
+            *self._setting(ranks, alpha),
+            f"seed={seed}",
+            f"train.lr={rates[variant.label]}",
+            f"fed.rounds={rounds}",
+            *self.extra,
+        )
+        where = self.runs / task / "compare" / f"{ranks}-a{alpha:g}" / f"{variant.label}-seed{seed}"
+        label = f"{task} {ranks} a={alpha:g} seed {seed} {variant.label}"
+        return Job(label, self.preset(task), sets, where)
+
+
+def parse_variants(text: str) -> tuple[Variant, ...]:
+    """Return the variants of a comma-separated list (the centralized line always included)."""
+    variants = [Variant.parse(v) for v in text.split(",") if v.strip()]
+    if CENTRALIZED not in {v.label for v in variants}:
+        variants.append(Variant(CENTRALIZED, CENTRALIZED))
+    return tuple(variants)
+
+
+def federated(variants: Sequence[Variant]) -> list[Variant]:
+    return [v for v in variants if v.algorithm != CENTRALIZED]

@@ -1,0 +1,180 @@
+"""The protocol's result files (``results/protocol/``), rebuilt from every finished run on disk.
+
+``tune.csv`` (every variant x rate tried: validation score, the choice), ``horizon.csv`` (the
+long validation runs: plateau round, the horizon), ``runs.csv`` and ``rounds.csv`` (the
+comparison on test, one row per run and per round) and ``meta.json`` (commands, axes, the
+decision rules' constants, machine time per phase, summed over invocations).
+
+Rows come from scanning ``<runs>/<task>/{tune,horizon,compare}/``, not from one invocation's
+axes, so invocations with different variants or settings (the first family in every setting,
+the second family in one) add up in one set of files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ilora import config as config_mod
+from ilora.bench import resultfiles, tuning
+from ilora.bench.jobs import FAILED
+from ilora.bench.protocol import RANKS, Protocol
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    if not (run_dir / "summary.json").is_file():
+        return []
+    lines = (run_dir / "history.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
+
+
+def tune_rows(runs: Path) -> list[dict[str, Any]]:
+    """Return one row per (task, variant, rate) tried, with its score and the choice."""
+    rows = []
+    for task_dir in _dirs(runs):
+        for variant_dir in _dirs(task_dir / "tune"):
+            tried = [d for d in _dirs(variant_dir) if d.name.startswith("lr")]
+            scores = {float(d.name[2:]): tuning.score(_history(d)) for d in tried}
+            finite = [s for s in scores.values() if not math.isnan(s)]
+            chosen = tuning.choose(scores) if finite else None
+            for d in tried:
+                rate = float(d.name[2:])
+                rows.append(
+                    {
+                        "task": task_dir.name,
+                        "variant": variant_dir.name,
+                        "lr": rate,
+                        "val_score": resultfiles.blank_missing(round(scores[rate], 4)),
+                        "chosen": int(rate == chosen),
+                        "failed": int((d / FAILED).is_file() and math.isnan(scores[rate])),
+                    }
+                )
+    return sorted(rows, key=lambda r: (r["task"], r["variant"], r["lr"]))
+
+
+def horizon_rows(runs: Path) -> list[dict[str, Any]]:
+    """Return the long validation runs: their plateau round and each task's horizon."""
+    rows = []
+    for task_dir in _dirs(runs):
+        found = []
+        for d in _dirs(task_dir / "horizon"):
+            history = _history(d)
+            if history:
+                cfg = config_mod.load(d / "config.yaml")
+                found.append((d.name, cfg, tuning.plateau_round(history)))
+        plateaus = [p for _, _, p in found]
+        horizon = max(plateaus) if found and None not in plateaus else ""  # type: ignore[type-var]
+        for name, cfg, plateau in found:
+            rows.append(
+                {
+                    "task": task_dir.name,
+                    "variant": name,
+                    "lr": cfg.train.lr,
+                    "rounds_run": cfg.fed.rounds,
+                    "plateau_round": "" if plateau is None else plateau,
+                    "horizon": horizon or cfg.fed.rounds,
+                }
+            )
+    return rows
+
+
+def run_rows(runs: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Return ``(runs, rounds)`` rows of every finished comparison run."""
+    out: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
+    for task_dir in _dirs(runs):
+        for setting in _dirs(task_dir / "compare"):
+            for d in _dirs(setting):
+                history = _history(d)
+                if not history:
+                    continue
+                keys = _keys(d)
+                summary = json.loads((d / "summary.json").read_text())
+                out.append({**keys, **resultfiles.summary_columns(summary)})
+                rounds += list(_round_rows(keys, history))
+    return out, rounds
+
+
+def _keys(run_dir: Path) -> dict[str, Any]:
+    cfg = config_mod.load(run_dir / "config.yaml")
+    return {
+        "task": cfg.task,
+        "ranks": "homogeneous" if cfg.lora.rank_policy == "uniform" else "heterogeneous",
+        "alpha": float(run_dir.parent.name.rsplit("-a", 1)[1]),
+        "seed": cfg.seed,
+        "variant": run_dir.name.rsplit("-seed", 1)[0],
+        "algorithm": cfg.algorithm,
+        "lr": cfg.train.lr,
+    }
+
+
+def _round_rows(keys: dict[str, Any], history: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for rec in history:
+        yield {
+            **keys,
+            "round": rec["round"],
+            **resultfiles.round_metric_columns(rec),
+            "train_loss": resultfiles.blank_missing(rec.get("train_loss")),
+            "wall_s": round(float(rec["wall_s"]), 3),
+        }
+
+
+def write(out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float) -> int:
+    """Write every result file the finished runs support; add ``wall_s`` to ``phase``'s time.
+
+    Returns the number of finished comparison runs.
+    """
+    tables = {"tune.csv": tune_rows(proto.runs), "horizon.csv": horizon_rows(proto.runs)}
+    for name, rows in tables.items():
+        if rows:
+            resultfiles.write_rows(out / name, rows)
+    runs, rounds = run_rows(proto.runs)
+    if runs:
+        resultfiles.write_rows(out / "runs.csv", runs)
+        resultfiles.write_rows(out / "rounds.csv", rounds)
+    _write_meta(out, proto, quick, phase, wall_s, len(runs))
+    return len(runs)
+
+
+def _write_meta(
+    out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float, n: int
+) -> None:
+    old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
+    walls = dict(old.get("wall_s_by_phase", {}))
+    walls[phase] = round(walls.get(phase, 0.0) + wall_s, 1)
+    commands = dict(old.get("commands", {}))
+    commands.setdefault(phase, [])
+    if resultfiles.command_line() not in commands[phase]:
+        commands[phase].append(resultfiles.command_line())
+    resultfiles.write_meta(
+        out,
+        quick,
+        tasks=sorted({*old.get("tasks", []), *proto.tasks}),
+        ranks={name: list(RANKS[name]) for name in RANKS},
+        tune_seed=proto.tune_seed,
+        rate_grid_ratio=tuning.STEP,
+        rules={
+            "score_window": tuning.SCORE_WINDOW,
+            "max_extensions": tuning.MAX_EXTENSIONS,
+            "plateau_window": tuning.PLATEAU_WINDOW,
+            "plateau_tol_points": tuning.PLATEAU_TOL,
+            "max_rounds": proto.max_rounds,
+        },
+        presets={
+            **old.get("presets", {}),
+            **{t: config_mod.to_dict(config_mod.load(proto.preset(t))) for t in proto.tasks},
+        },
+        runs_dir=proto.runs.as_posix(),
+        runs_finished=n,
+        commands=commands,
+        wall_s_by_phase=walls,
+        omp_num_threads=os.environ.get("OMP_NUM_THREADS", ""),
+    )

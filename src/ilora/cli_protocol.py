@@ -1,0 +1,139 @@
+"""``ilora bench tune`` and ``ilora bench compare``: the comparison protocol's two commands.
+
+``tune`` chooses every variant's learning rate on validation and the horizon; ``compare`` runs
+the comparison on test at those choices. Both resume (finished runs are reused) and both write
+every result file the finished runs support to ``results/protocol/`` (``--quick``: a tiny-text
+smoke version under ``runs/quick/protocol/``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ilora.cli_report import USER_ERRORS, SetOpt, console, fail
+
+if TYPE_CHECKING:
+    from ilora.bench.protocol import Protocol
+
+FAMILY_ONE = (
+    "fedit,ffa-lora,flora,flexlora,lora-fair,hetlora,fedex-lora,fedsa-lora,ilora,ilora-s"
+)
+QUICK_VARIANTS = "fedit,ilora"
+
+Quick = Annotated[bool, typer.Option(help="tiny-text, 2 variants, 2 seeds, few rounds: a minute")]
+Variants = Annotated[
+    str | None,
+    typer.Option(help="comma-separated name or name+key=value (centralized always runs)"),
+]
+Tasks = Annotated[str, typer.Option(help="comma-separated tasks")]
+Ranks = Annotated[str | None, typer.Option(help="heterogeneous,homogeneous (first: tuning)")]
+Alphas = Annotated[str | None, typer.Option(help="Dirichlet alphas (first: tuning), e.g. 0.1,0.5")]
+Seeds = Annotated[str | None, typer.Option(help="evaluation seeds, e.g. 0,1,2,3,4")]
+Workers = Annotated[int, typer.Option(help="processes, 1 torch thread each", min=1)]
+Preset = Annotated[Path | None, typer.Option(help="directory of <task>.yaml presets")]
+Out = Annotated[Path | None, typer.Option(help="results directory (default results/protocol)")]
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _protocol(
+    quick: bool,
+    variants: str | None,
+    tasks: str,
+    ranks: str | None,
+    alphas: str | None,
+    seeds: str | None,
+    preset: Path | None,
+    set_: list[str] | None,
+) -> Protocol:
+    from ilora.bench.protocol import Protocol, parse_variants
+
+    root = Path("runs/quick/protocol" if quick else "runs/protocol")
+    return Protocol(
+        tasks=tuple(_names("tiny-text" if quick else tasks)),
+        variants=parse_variants(variants or (QUICK_VARIANTS if quick else FAMILY_ONE)),
+        preset_dir=preset or Path("configs/protocol-quick" if quick else "configs/protocol"),
+        runs=root / "runs",
+        tuned_dir=root / "tuned" if quick else Path("configs/tuned"),
+        ranks=tuple(_names(ranks or "heterogeneous,homogeneous")),
+        alphas=tuple(float(a) for a in _names(alphas or "0.1,0.5")),
+        seeds=tuple(int(s) for s in _names(seeds or ("0,1" if quick else "0,1,2,3,4"))),
+        n_rates=4 if quick else 6,
+        low_rate=1e-3 if quick else 10**-4.5,
+        max_rounds=12 if quick else 60,
+        extra=tuple(set_ or []),
+    )
+
+
+def _out(out: Path | None, quick: bool) -> Path:
+    return out or Path("runs/quick/protocol/results" if quick else "results/protocol")
+
+
+def bench_tune(
+    quick: Quick = False,
+    variants: Variants = None,
+    tasks: Tasks = "healthnews,fashion-mnist",
+    ranks: Ranks = None,
+    alphas: Alphas = None,
+    seeds: Seeds = None,
+    workers: Workers = 2,
+    preset: Preset = None,
+    out: Out = None,
+    set_: SetOpt = None,
+) -> None:
+    """Choose each method's learning rate and the horizon on validation (never test)."""
+    from ilora.bench import phases, protocol_results
+
+    start = time.perf_counter()
+    try:
+        proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_)
+        for task in proto.tasks:
+            results = phases.tune(proto, task, workers, console.print)
+            rates = {t.variant.label: t.rate for t in results}
+            for t in results:
+                edge = " (still at the grid's edge)" if t.at_edge else ""
+                console.print(f"{task} {t.variant.label}: lr {t.rate:g}{edge}")
+            found = phases.horizon(proto, task, rates, workers, console.print)
+            console.print(f"{task}: horizon {found.rounds} rounds {found.plateaus}")
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    wall = time.perf_counter() - start
+    protocol_results.write(_out(out, quick), proto, quick, "tune", wall)
+    console.print(f"written: {_out(out, quick)} and {proto.tuned_dir}/<task>.yaml")
+
+
+def bench_compare(
+    quick: Quick = False,
+    variants: Variants = None,
+    tasks: Tasks = "healthnews,fashion-mnist",
+    ranks: Ranks = None,
+    alphas: Alphas = None,
+    seeds: Seeds = None,
+    workers: Workers = 2,
+    preset: Preset = None,
+    out: Out = None,
+    set_: SetOpt = None,
+) -> None:
+    """Compare every method at its tuned rate over seeds and settings, on test."""
+    from ilora.bench import phases, protocol_results
+
+    start = time.perf_counter()
+    try:
+        proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_)
+        for task in proto.tasks:
+            rates = phases.tuned_rates(proto, task)
+            found = phases.horizon(proto, task, rates, workers, console.print)
+            phases.compare(proto, task, rates, found.rounds, workers, console.print)
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    wall = time.perf_counter() - start
+    n = protocol_results.write(_out(out, quick), proto, quick, "compare", wall)
+    console.print(f"written: {_out(out, quick)}/runs.csv ({n} runs), rounds.csv, meta.json")

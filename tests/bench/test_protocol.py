@@ -1,0 +1,130 @@
+"""The comparison protocol: its decision rules, and tuning that never reads the test split."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ilora.bench import jobs, phases, protocol_results, tuning
+from ilora.bench.protocol import Protocol, Variant, parse_variants
+from ilora.engine import setup as setup_mod
+from ilora.tasks.base import ArrayDataset, TaskData
+
+ROOT = Path(__file__).parents[2]
+NAN = math.nan
+
+
+def _history(accs: list[float]) -> list[dict[str, float]]:
+    return [{"round": i + 1, "accuracy": a / 100} for i, a in enumerate(accs)]
+
+
+def test_rate_grid_is_half_decades() -> None:
+    assert tuning.rate_grid(10**-4.5, 6) == [3.16e-5, 1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
+    assert tuning.rate_grid(9e-4, 2) == [1e-3, 3.16e-3]  # snapped to the nearest grid point
+
+
+def test_score_averages_the_last_evaluations() -> None:
+    assert tuning.score(_history([10, 20, 30, 40, 50])) == pytest.approx(40.0)
+    assert math.isnan(tuning.score([]))  # a run that was stopped has no history
+
+
+def test_choose_prefers_the_best_and_the_middle_of_ties() -> None:
+    assert tuning.choose({1e-3: 50.0, 3.16e-3: 61.0, 1e-2: NAN}) == 3.16e-3
+    assert tuning.choose({1e-4: 40.0, 3.16e-4: 40.0, 1e-3: 40.0, 3.16e-3: 20.0}) == 3.16e-4
+    with pytest.raises(ValueError, match="widen the grid"):
+        tuning.choose({1e-3: NAN})
+
+
+def test_extension_past_an_edge_is_bounded_and_needs_a_unique_best() -> None:
+    grid = [1e-3, 3.16e-3, 1e-2]
+    assert tuning.extension({1e-3: 70.0, 3.16e-3: 60.0, 1e-2: 50.0}, grid) == 3.16e-4
+    assert tuning.extension({1e-3: 50.0, 3.16e-3: 60.0, 1e-2: 70.0}, grid) == 3.16e-2
+    assert tuning.extension({1e-3: 50.0, 3.16e-3: 70.0, 1e-2: 60.0}, grid) is None
+    assert tuning.extension({1e-3: 70.0, 3.16e-3: 70.0, 1e-2: 60.0}, grid) is None  # a tie
+    assert tuning.extension({1e-3: NAN, 3.16e-3: NAN, 1e-2: NAN}, grid) == 3.16e-4
+    lower = {1e-3: 50.0, 3.16e-3: 40.0, 1e-2: 30.0, 3.16e-4: 55.0, 1e-4: 60.0, 3.16e-5: 65.0}
+    assert tuning.extension(lower, grid) is None  # MAX_EXTENSIONS = 3 reached below the grid
+
+
+def test_plateau_is_no_gain_over_the_best_so_far() -> None:
+    rising = [10, 20, 30, 40, 50, 60, 70, 80, 90]
+    assert tuning.plateau_round(_history(rising)) is None
+    flat = [10, 30, 50, 60, 60.2, 59.0, 60.3, 59.9, 60.1, 60.0]
+    # round 9: the best of rounds 5-9 (60.3) is 0.3 above the best before them (60.0)
+    assert tuning.plateau_round(_history(flat)) == 9
+    noisy = [10, 30, 50, 60, 58, 61, 59, 60, 58, 60.9]  # round 6 gains 1 point: not yet
+    assert tuning.plateau_round(_history(noisy)) is None
+    assert tuning.plateau_round(_history([*noisy, 60.5])) == 11  # 61 is the best of 7-11 and before
+
+
+def test_variants_parse_into_overrides() -> None:
+    v = Variant.parse("ilora+redistribute=svd+init_rms=0")
+    assert v.overrides() == (
+        "algorithm=ilora",
+        "per_algorithm.ilora.redistribute=svd",
+        "per_algorithm.ilora.init_rms=0",
+    )
+    assert [x.label for x in parse_variants("fedit,ilora")] == ["fedit", "ilora", "centralized"]
+    with pytest.raises(ValueError, match="name\\+key=value"):
+        Variant.parse("ilora+svd")
+
+
+def _quick(tmp_path: Path) -> Protocol:
+    return Protocol(
+        tasks=("tiny-text",),
+        variants=parse_variants("fedit"),
+        preset_dir=ROOT / "configs" / "protocol-quick",
+        runs=tmp_path / "runs",
+        tuned_dir=tmp_path / "tuned",
+        ranks=("heterogeneous",),
+        alphas=(0.5,),
+        seeds=(0, 1),
+        n_rates=2,
+        low_rate=3e-3,
+        max_rounds=7,
+    )
+
+
+class _Poisoned(ArrayDataset):
+    def __len__(self) -> int:
+        raise AssertionError("tuning read the test split")
+
+
+def test_tuning_never_reads_the_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = setup_mod.load_data
+
+    def poisoned(task: object) -> TaskData:
+        data = real(task)  # type: ignore[arg-type]
+        return TaskData(
+            data.train, _Poisoned(dict(data.test.inputs), data.test.labels), data.class_names
+        )
+
+    monkeypatch.setattr(setup_mod, "load_data", poisoned)
+    proto, lines = _quick(tmp_path), []
+    tuned = phases.tune(proto, "tiny-text", 1, lines.append)  # in-process: the patch applies
+    rates = {t.variant.label: t.rate for t in tuned}
+    found = phases.horizon(proto, "tiny-text", rates, 1, lines.append)
+    assert not [line for line in lines if "FAILED" in line], lines
+    assert set(rates) == {"fedit", "centralized"} and 1 <= found.rounds <= 7
+    assert "per_algorithm" in (tmp_path / "tuned" / "tiny-text.yaml").read_text()
+    # the comparison itself reads the test split: with the patch in place it must fail
+    compared = phases.compare(proto, "tiny-text", rates, 2, 1, lines.append)
+    assert compared and all(j.failed() for j in compared)
+
+
+def test_compare_runs_at_the_tuned_rates_and_writes_the_results(tmp_path: Path) -> None:
+    proto, lines = _quick(tmp_path), []
+    rates = {t.variant.label: t.rate for t in phases.tune(proto, "tiny-text", 1, lines.append)}
+    assert phases.tuned_rates(proto, "tiny-text") == rates  # recomputed from disk, no runs
+    compared = phases.compare(proto, "tiny-text", rates, 2, 1, lines.append)
+    assert all(j.done() for j in compared) and len(compared) == 4  # 2 variants x 2 seeds
+    assert {j.config().train.lr for j in compared} == set(rates.values())
+    assert jobs.pending(compared) == []  # resumable: nothing left to run
+    out = tmp_path / "results"
+    assert protocol_results.write(out, proto, True, "compare", 1.0) == 4
+    for name in ("tune.csv", "runs.csv", "rounds.csv", "meta.json"):
+        assert (out / name).is_file(), name
+    tune_csv = (out / "tune.csv").read_text().splitlines()
+    assert sum(line.endswith(",1,0") for line in tune_csv[1:]) == 2  # one choice per variant
