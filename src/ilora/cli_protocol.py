@@ -1,9 +1,10 @@
-"""``ilora bench tune`` and ``ilora bench compare``: the comparison protocol's two commands.
+"""``ilora bench protocol``: the comparison protocol, in phases (``ilora.bench.protocol``).
 
-``tune`` chooses every variant's learning rate on validation and the horizon; ``compare`` runs
-the comparison on test at those choices. Both resume (finished runs are reused) and both write
-every result file the finished runs support to ``results/protocol/`` (``--quick``: a tiny-text
-smoke version under ``runs/quick/protocol/``).
+``--phase tune`` chooses every variant's learning rate on validation; ``--phase compare`` finds
+the horizon (validation) and runs the comparison on test at those choices; ``all`` does both.
+Every phase resumes (finished runs are reused) and writes every result file the finished runs
+support to ``results/protocol/`` (``--quick``: a tiny-text smoke version under
+``runs/quick/protocol/``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,14 @@ def _out(out: Path | None, quick: bool) -> Path:
     return out or Path("runs/quick/protocol/results" if quick else "results/protocol")
 
 
-def bench_tune(
+Phase = Annotated[
+    str,
+    typer.Option(help="tune (rates, on validation), compare (horizon, then test runs), all"),
+]
+
+
+def bench_protocol(
+    phase: Phase = "all",
     quick: Quick = False,
     variants: Variants = None,
     tasks: Tasks = "healthnews,fashion-mnist",
@@ -87,53 +95,45 @@ def bench_tune(
     out: Out = None,
     set_: SetOpt = None,
 ) -> None:
-    """Choose each method's learning rate and the horizon on validation (never test)."""
-    from ilora.bench import phases, protocol_results
+    """Tune every method on validation, then compare them over seeds on test (resumable)."""
+    from ilora.bench import protocol_results
 
+    if phase not in ("tune", "compare", "all"):
+        fail(ValueError(f"--phase must be tune, compare or all, got {phase!r}"))
     start = time.perf_counter()
     try:
         proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_)
         for task in proto.tasks:
-            results = phases.tune(proto, task, workers, console.print)
-            rates = {t.variant.label: t.rate for t in results}
-            for t in results:
-                edge = " (still at the grid's edge)" if t.at_edge else ""
-                console.print(f"{task} {t.variant.label}: lr {t.rate:g}{edge}")
-            found = phases.horizon(proto, task, rates, workers, console.print)
-            console.print(f"{task}: horizon {found.rounds} rounds {found.plateaus}")
+            rates = _tune(proto, task, workers) if phase != "compare" else _tuned(proto, task)
+            if phase != "tune":
+                _compare(proto, task, rates, workers)
     except USER_ERRORS as err:
         fail(err)
         return
     wall = time.perf_counter() - start
-    protocol_results.write(_out(out, quick), proto, quick, "tune", wall)
-    console.print(f"written: {_out(out, quick)} and {proto.tuned_dir}/<task>.yaml")
+    n = protocol_results.write(_out(out, quick), proto, quick, phase, wall)
+    console.print(f"written: {_out(out, quick)} ({n} comparison runs), {proto.tuned_dir}/")
 
 
-def bench_compare(
-    quick: Quick = False,
-    variants: Variants = None,
-    tasks: Tasks = "healthnews,fashion-mnist",
-    ranks: Ranks = None,
-    alphas: Alphas = None,
-    seeds: Seeds = None,
-    workers: Workers = 2,
-    preset: Preset = None,
-    out: Out = None,
-    set_: SetOpt = None,
-) -> None:
-    """Compare every method at its tuned rate over seeds and settings, on test."""
-    from ilora.bench import phases, protocol_results
+def _tune(proto: Protocol, task: str, workers: int) -> dict[str, float]:
+    from ilora.bench import phases
 
-    start = time.perf_counter()
-    try:
-        proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_)
-        for task in proto.tasks:
-            rates = phases.tuned_rates(proto, task)
-            found = phases.horizon(proto, task, rates, workers, console.print)
-            phases.compare(proto, task, rates, found.rounds, workers, console.print)
-    except USER_ERRORS as err:
-        fail(err)
-        return
-    wall = time.perf_counter() - start
-    n = protocol_results.write(_out(out, quick), proto, quick, "compare", wall)
-    console.print(f"written: {_out(out, quick)}/runs.csv ({n} runs), rounds.csv, meta.json")
+    results = phases.tune(proto, task, workers, console.print)
+    for t in results:
+        edge = " (still at the grid's edge)" if t.at_edge else ""
+        console.print(f"{task} {t.variant.label}: lr {t.rate:g}{edge}")
+    return {t.variant.label: t.rate for t in results}
+
+
+def _tuned(proto: Protocol, task: str) -> dict[str, float]:
+    from ilora.bench import phases
+
+    return phases.tuned_rates(proto, task)
+
+
+def _compare(proto: Protocol, task: str, rates: dict[str, float], workers: int) -> None:
+    from ilora.bench import phases
+
+    found = phases.horizon(proto, task, rates, workers, console.print)
+    console.print(f"{task}: horizon {found.rounds} rounds (plateau rounds {found.plateaus})")
+    phases.compare(proto, task, rates, found.rounds, workers, console.print)

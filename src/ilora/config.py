@@ -517,8 +517,8 @@ def _with_includes(
 
     ``include: PATH`` (or a list) reads each file as a config fragment, deep-merged under the
     including file (the including file wins), e.g. the tuned learning rates that
-    ``ilora bench tune`` writes as ``per_algorithm: {name: {train: {lr: ...}}}``. The resolved
-    config (what ``config.yaml`` stores) holds the merged values, not the ``include``.
+    ``ilora bench protocol --phase tune`` writes as ``per_algorithm: {name: {train: {lr}}}``.
+    The resolved config (what ``config.yaml`` stores) holds the merged values, not the ``include``.
     """
     names = data.pop("include", None)
     if names is None:

@@ -4,8 +4,8 @@ A :class:`Job` is a preset config plus ``--set`` overrides and the directory it 
 job whose directory holds a finished run of the identical config is skipped (``pending``), so an
 interrupted campaign continues where it stopped; a run that raises (the engine stopped it, e.g.
 non-finite updates at too high a learning rate) is recorded in ``failed.json`` with its config
-and reason and counts as decided: its score is NaN. ``ilora bench tune`` and
-``ilora bench compare`` run through here.
+and reason and counts as decided: its score is NaN. ``ilora bench protocol`` runs
+through here.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def write_tuned(proto: Protocol, task: str, results: list[Tuned]) -> None:
     path = proto.tuned_file(task)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = (
-        f"# Learning rates chosen on validation by `ilora bench tune` ({task}); "
+        f"# Learning rates chosen on validation by `ilora bench protocol` ({task}); "
         "included by presets and the demo.\n# Rewritten by every tune; edit the protocol, "
         "not this file.\n"
     )

@@ -3,16 +3,16 @@
 Three phases per task, each resumable (finished runs of the identical config are reused, see
 :mod:`ilora.bench.jobs`), each reading its preset ``<preset_dir>/<task>.yaml``:
 
-1. **tune** (``ilora bench tune``): every variant at every rate of a log grid
+1. **tune** (``ilora bench protocol --phase tune``): every variant at every rate of a log grid
    (:mod:`ilora.bench.tuning`), at the tuning setting (heterogeneous ranks, the first alpha)
    and the tuning seed, evaluated on the validation split (``eval.split: validation``: the
    test split is never read). The grid is extended while a variant's best rate sits at its
    edge. The chosen rates go to ``<tuned_dir>/<task>.yaml`` as ``per_algorithm: {name: {train:
    {lr}}}``, which presets and the demo ``include``.
-2. **horizon** (part of ``tune``): the centralized line and the best federated variant at their
-   tuned rates for ``max_rounds`` on validation; the comparison runs for the later of their
-   plateau rounds (``max_rounds`` when one never plateaus, and the report says so).
-3. **compare** (``ilora bench compare``): every variant at its tuned rate, every rank setting,
+2. **horizon** (first step of ``compare``): the centralized line and the best federated
+   variant at their tuned rates for ``max_rounds`` on validation; the comparison runs for the
+   later of their plateau rounds (``max_rounds`` when one never plateaus; the report says so).
+3. **compare** (``--phase compare``): every variant at its tuned rate, every rank setting,
    alpha and seed, for the horizon, evaluated on test. The centralized line trains on pooled
    data, so it runs once per rank setting and seed (at the first alpha) and stands for every
    alpha.
@@ -148,7 +148,8 @@ class Protocol:
     ) -> Job:
         if variant.label not in rates:
             raise ValueError(
-                f"no tuned rate for {variant.label!r} on {task}; run ilora bench tune first"
+                f"no tuned rate for {variant.label!r} on {task}; "
+                "run ilora bench protocol --phase tune first"
             )
         sets = (
             *variant.overrides(),
