@@ -563,16 +563,22 @@ def _with_own_training(resolved: dict[str, Any], data: dict[str, Any]) -> dict[s
     """Return ``data`` with the running algorithm's ``per_algorithm.<name>.train`` merged in.
 
     ``resolved`` (``data`` with the overrides) names the algorithm; the section goes over the
-    file's ``train`` and under the overrides, so ``--set train.lr=...`` still wins.
+    file's ``train`` and under the overrides, so ``--set train.lr=...`` still wins. Every
+    ``train`` section is then dropped from ``per_algorithm``: the resolved config (and so a
+    stored ``config.yaml``) depends only on the running algorithm's own rate.
     """
     name = resolved.get("algorithm", ExperimentConfig.algorithm)
-    own = (resolved.get("per_algorithm") or {}).get(name) or {}
-    if not isinstance(own, dict) or "train" not in own:
-        return data
-    if not isinstance(own["train"], dict):
-        raise ConfigError(f"per_algorithm.{name}.train must be a mapping, got {own['train']!r}")
+    sections = resolved.get("per_algorithm") or {}
+    own = sections.get(name) if isinstance(sections, dict) else None
+    train = own.get("train", {}) if isinstance(own, dict) else {}
+    if not isinstance(train, dict):
+        raise ConfigError(f"per_algorithm.{name}.train must be a mapping, got {train!r}")
     out = copy.deepcopy(data)
-    out["train"] = {**(out.get("train") or {}), **own["train"]}
+    if train:
+        out["train"] = {**(out.get("train") or {}), **train}
+    for section in (out.get("per_algorithm") or {}).values():
+        if isinstance(section, dict):  # consumed: the resolved config keeps only cfg.train
+            section.pop("train", None)
     return out
 
 

@@ -87,10 +87,8 @@ class _Files:
 
 def test_include_and_per_algorithm_training_sections(tmp_path: Path) -> None:
     files = _Files(tmp_path)
-    files.write(
-        "tuned/x.yaml",
-        "per_algorithm:\n  fedit: {train: {lr: 0.03}}\n  ilora: {train: {lr: 1.0e-4}}\n",
-    )
+    tuned = "per_algorithm:\n  fedit: {train: {lr: 0.03}}\n  ilora: {train: {lr: 1.0e-4}}\n"
+    files.write("tuned/x.yaml", tuned)
     cfg_path = files.write(
         "preset.yaml",
         SMOKE.read_text() + "include: tuned/x.yaml\nper_algorithm:\n  ilora: {init_rms: 0.001}\n",
@@ -101,6 +99,11 @@ def test_include_and_per_algorithm_training_sections(tmp_path: Path) -> None:
     assert config_mod.algorithm_args(ilora) == {"init_rms": 0.001}  # train is not a hyperparameter
     assert config_mod.load(cfg_path, ["train.lr=0.5"]).train.lr == 0.5  # --set wins
     assert config_mod.load(cfg_path, ["algorithm=ffa-lora"]).train.lr == 0.005  # the file's
+    # a run's resolved config depends only on its own rate: retuning another method keeps it
+    files.write("tuned/x.yaml", tuned.replace("1.0e-4", "3.0e-4"))
+    assert config_mod.to_dict(config_mod.load(cfg_path, ["algorithm=fedit"])) == (
+        config_mod.to_dict(fedit)
+    )
     files.write("loop.yaml", "include: loop.yaml\n")
     with pytest.raises(ConfigError, match="includes itself"):
         config_mod.load(tmp_path / "loop.yaml")

@@ -1,0 +1,181 @@
+"""Render ``results/protocol/`` (``ilora bench protocol``): tuned rates, horizon, comparison.
+
+Reads ``tune.csv``, ``horizon.csv``, ``runs.csv``, ``rounds.csv`` and ``meta.json`` only. Every
+mean carries its 95% interval over seeds and every comparison is a paired difference with the
+verdict of :mod:`ilora.report.stats` (one rule for the whole report). The claims of the ILoRA
+paper are checked in :mod:`ilora.report._claims`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ilora.report import _claims, stats
+from ilora.report._plot import line_chart, save_png
+from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
+
+Row = Mapping[str, str]
+Cell = dict[str, dict[int, float]]  # variant -> seed -> final accuracy (%)
+CENTRAL, BASELINE = "centralized", "fedit"
+
+
+def cells(runs: Sequence[Row], key: str = "final_accuracy") -> dict[tuple[str, str, float], Cell]:
+    """Return ``{(task, ranks, alpha): {variant: {seed: value %}}}``; centralized in every alpha."""
+    alphas: dict[tuple[str, str], set[float]] = defaultdict(set)
+    for r in runs:
+        alphas[(r["task"], r["ranks"])].add(float(r["alpha"]))
+    out: dict[tuple[str, str, float], Cell] = defaultdict(lambda: defaultdict(dict))
+    for r in runs:
+        value = 100 * num(r.get(key))
+        where = alphas[(r["task"], r["ranks"])] if r["variant"] == CENTRAL else {float(r["alpha"])}
+        for alpha in where:
+            out[(r["task"], r["ranks"], alpha)][r["variant"]][int(r["seed"])] = value
+    return out
+
+
+def _tuning(tune: Sequence[Row], img: Path) -> str:
+    by_task: dict[str, list[Row]] = defaultdict(list)
+    for r in tune:
+        by_task[r["task"]].append(r)
+    parts = []
+    for task, rows in sorted(by_task.items()):
+        chosen = sorted((r for r in rows if r["chosen"] == "1"), key=lambda r: r["variant"])
+        tried: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            tried[r["variant"]].append(float(r["lr"]))
+        body = [
+            [
+                r["variant"],
+                f"{float(r['lr']):.3g}",
+                f"{num(r['val_score']):.2f}",
+                f"{min(tried[r['variant']]):.3g} … {max(tried[r['variant']]):.3g}",
+                len(tried[r["variant"]]),
+                "yes" if float(r["lr"]) in (min(tried[r["variant"]]), max(tried[r["variant"]]))
+                else "no",
+            ]
+            for r in chosen
+        ]
+        headers = ["method", "tuned lr", "validation accuracy %", "rates tried", "runs", "at edge"]
+        parts.append(f"**{task}**\n\n{md_table(headers, body)}")
+        parts.append(save_png(_rate_plot(task, rows), img, f"protocol-lr-{task}", f"{task} rates"))
+    return "\n\n".join(parts)
+
+
+def _rate_plot(task: str, rows: Sequence[Row]) -> Any:
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for variant in sorted({r["variant"] for r in rows}):
+        points = sorted(
+            (float(r["lr"]), num(r["val_score"])) for r in rows if r["variant"] == variant
+        )
+        series[variant] = ([x for x, _ in points], [y for _, y in points])
+    title = f"{task}: validation accuracy against the learning rate (tuning seed)"
+    return line_chart(series, title, "learning rate", "validation accuracy %", logx=True)
+
+
+def _horizon(rows: Sequence[Row]) -> str:
+    body = [
+        [
+            r["task"],
+            r["variant"],
+            f"{float(r['lr']):.3g}",
+            r["rounds_run"],
+            r["plateau_round"] or "not reached",
+            r["horizon"],
+        ]
+        for r in rows
+    ]
+    headers = ["task", "run", "lr", "rounds run", "plateau round", "comparison horizon"]
+    return md_table(headers, body)
+
+
+def comparison_table(cell: Cell, personal: Cell) -> str:
+    """Return one row per variant: mean ± 95% CI and paired differences vs FedIT and the best."""
+    means = {v: stats.mean_ci(s.values()) for v, s in cell.items()}
+    fed = [v for v in means if v != CENTRAL and not math.isnan(means[v].mean)]
+    order = sorted(fed, key=lambda v: -means[v].mean) + [v for v in means if v == CENTRAL]
+    body = []
+    for v in order:
+        best = max((o for o in fed if o != v), key=lambda o: means[o].mean, default=None)
+        vs_base = stats.paired(cell[v], cell.get(BASELINE, {})) if v != BASELINE else None
+        vs_best = stats.paired(cell[v], cell[best]) if best and v != CENTRAL else None
+        pers = stats.mean_ci(personal.get(v, {}).values())
+        body.append(
+            [
+                v,
+                means[v].text(),
+                pers.text() if pers.n else "-",
+                _diff(vs_base),
+                f"{best}: {_diff(vs_best)}" if vs_best is not None else "-",
+            ]
+        )
+    headers = ["method", "test accuracy % (95% CI)", "personalized %", "− fedit", "− best other"]
+    return md_table(headers, body)
+
+
+def _diff(iv: stats.Interval | None) -> str:
+    if iv is None or iv.n == 0:
+        return "-"
+    mark = {"ahead": " ▲", "behind": " ▼"}.get(iv.verdict(), "")
+    return f"{iv.text(signed=True)}{mark}"
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the protocol section; write ``protocol-*.png`` into ``img``."""
+    meta = read_meta(src)
+    tune = read_csv(src / "tune.csv") if (src / "tune.csv").is_file() else []
+    horizon = read_csv(src / "horizon.csv") if (src / "horizon.csv").is_file() else []
+    runs = read_csv(src / "runs.csv") if (src / "runs.csv").is_file() else []
+    commands = [c for phase in meta.get("commands", {}).values() for c in phase]
+    walls = meta.get("wall_s_by_phase", {})
+    parts = [
+        "## The comparison protocol: tuned on validation, compared over seeds\n",
+        meta_line(meta) + "\n",
+        command_block(*commands),
+        "Machine time: "
+        + ", ".join(f"{p} {w / 3600:.2f} h" for p, w in sorted(walls.items()))
+        + ".\n",
+        _rules(meta),
+    ]
+    if tune:
+        parts += ["### Learning rates chosen on validation\n", _tuning(tune, img) + "\n"]
+    if horizon:
+        parts += ["### Horizon\n", _horizon(horizon) + "\n"]
+    if runs:
+        parts += _comparison(runs)
+        parts.append(_claims.render(cells(runs)))
+    return "\n".join(p for p in parts if p)
+
+
+def _rules(meta: Mapping[str, Any]) -> str:
+    rules = meta.get("rules", {})
+    if not rules:
+        return ""
+    return (
+        f"Rules: each method's rate is the best validation accuracy (mean of the last "
+        f"{rules['score_window']} evaluations) on a log grid of ratio √10, extended up to "
+        f"{rules['max_extensions']} steps past an edge while the best sits there, at tuning "
+        f"seed {meta.get('tune_seed')}; the horizon is the round where neither the centralized "
+        f"line nor the best federated method has gained {rules['plateau_tol_points']} points "
+        f"over its best within the last {rules['plateau_window']} evaluations (at most "
+        f"{rules['max_rounds']} rounds). Differences are paired by seed (same partition, "
+        "initialisation and sampling) with 95% Student-t intervals; ▲/▼ mark an interval "
+        "that excludes 0.\n"
+    )
+
+
+def _comparison(runs: Sequence[Row]) -> list[str]:
+    finals, personal = cells(runs), cells(runs, "personal_accuracy")
+    parts = ["### Comparison on test\n"]
+    for key in sorted(finals):
+        task, ranks, alpha = key
+        seeds = sorted({s for v in finals[key].values() for s in v})
+        parts.append(
+            f"**{task}, {ranks} ranks, Dirichlet α={alpha:g}** ({len(seeds)} seeds)\n\n"
+            + comparison_table(finals[key], personal.get(key, {}))
+            + "\n"
+        )
+    return parts

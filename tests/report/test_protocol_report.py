@@ -1,0 +1,71 @@
+"""The protocol section: every interval and paired difference recomputed here with SciPy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scipy import stats as sp
+
+from ilora.bench.resultfiles import write_rows
+from ilora.report import protocol
+
+# final test accuracy per (variant, seed) in one setting; centralized ran at alpha 0.1 only
+ACC = {
+    "fedit": [0.50, 0.52, 0.49, 0.51, 0.50],
+    "ilora": [0.55, 0.58, 0.53, 0.57, 0.56],
+    "ilora-s": [0.51, 0.49, 0.53, 0.50, 0.52],
+    "centralized": [0.70, 0.71, 0.69, 0.70, 0.72],
+}
+
+
+def _results(src: Path) -> None:
+    runs = [
+        {
+            "task": "healthnews",
+            "ranks": "heterogeneous",
+            "alpha": 0.1,
+            "seed": seed,
+            "variant": variant,
+            "algorithm": variant,
+            "lr": 1e-3,
+            "final_accuracy": acc,
+            "personal_accuracy": "",
+        }
+        for variant, accs in ACC.items()
+        for seed, acc in enumerate(accs)
+    ]
+    runs += [{**r, "alpha": 0.5} for r in runs if r["variant"] == "fedit"]
+    write_rows(src / "runs.csv", runs)
+    tune = [
+        {"task": "healthnews", "variant": v, "lr": lr, "val_score": score, "chosen": c, "failed": 0}
+        for v in ("fedit", "ilora")
+        for lr, score, c in ((1e-3, 40.0, 0), (3.16e-3, 45.0, 1), (1e-2, 30.0, 0))
+    ]
+    write_rows(src / "tune.csv", tune)
+    meta = {"date": "2026-12-04T00:00:00+0000", "cpus": 2, "command": "ilora bench protocol"}
+    meta |= {"commands": {"tune": ["ilora bench protocol --phase tune"]}}
+    meta |= {"wall_s_by_phase": {"tune": 3600.0}, "quick": False}
+    (src / "meta.json").write_text(json.dumps(meta))
+
+
+def _ci(xs: list[float]) -> tuple[float, float]:
+    mean = sum(xs) / len(xs)
+    low, high = sp.t.interval(0.95, len(xs) - 1, loc=mean, scale=sp.sem(xs))
+    return mean, (high - low) / 2
+
+
+def test_protocol_section_states_intervals_and_paired_differences(tmp_path: Path) -> None:
+    _results(tmp_path / "protocol")
+    text = protocol.render(tmp_path / "protocol", tmp_path / "img")
+    mean, half = _ci([100 * a for a in ACC["ilora"]])
+    assert f"| ilora | {mean:.2f} ± {half:.2f} |" in text
+    diff, dhalf = _ci([100 * (a - b) for a, b in zip(ACC["ilora"], ACC["fedit"], strict=True)])
+    assert f"+{diff:.2f} ± {dhalf:.2f} ▲" in text  # the interval excludes 0: ahead
+    d2, h2 = _ci([100 * (a - b) for a, b in zip(ACC["ilora-s"], ACC["fedit"], strict=True)])
+    assert f"{d2:+.2f} ± {h2:.2f} |" in text  # includes 0: no mark
+    assert "| fedit | 3.16e-03 |" not in text and "| fedit | 0.00316 | 45.00 |" in text
+    assert (tmp_path / "img" / "protocol-lr-healthnews.png").is_file()
+    # the centralized line stands for every alpha; the claims name what was not measured
+    assert text.count("| centralized |") == 2
+    assert "not measured (add `ilora+redistribute=svd`)" in text
