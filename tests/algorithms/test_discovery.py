@@ -81,6 +81,7 @@ def package_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     for name in set(sys.modules) - before:
         if name.startswith(f"{PACKAGE}."):
             del sys.modules[name]
+            delattr(ilora.algorithms, name.rpartition(".")[2])
 
 
 def _discover() -> list[str]:
