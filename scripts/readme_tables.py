@@ -1,4 +1,4 @@
-"""Regenerate the registry tables in README.md: `.venv/bin/python scripts/readme_tables.py`.
+"""Regenerate the registry tables in README.md: `make readme` (runs this script).
 
 The algorithm and task tables are rendered from the registries, so a registered name can never
 be missing from the README; tests/test_readme.py fails when the README is stale.

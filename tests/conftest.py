@@ -133,3 +133,43 @@ def one_layer_net(spec: LoRASpec) -> nn.Module:
     model = OneLayerNet()
     inject(model, spec, [r"^l$"], head=[r"^head\."])
     return model
+
+
+# ---- running on several cores (pytest-xdist, `make test`: -n 2 --dist loadgroup)
+
+def _xdist_groups(item: pytest.Item) -> list[str]:
+    marks = item.iter_markers("xdist_group")
+    return sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
+
+
+def _name_the_group(item: pytest.Item, groups: list[str]) -> None:
+    """Suffix the node id with ``@group``, what ``--dist loadgroup`` schedules by.
+
+    pytest-xdist 3.8 sets ``item._nodeid``, which pytest 9.1+ no longer reads (node ids became
+    structured), so its groups are silently ignored; this sets the id pytest reads instead.
+    """
+    from _pytest.nodeid import NodeId
+
+    item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's own hook, so a working xdist is left alone
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep what xdist must not split together, and hand out the slow tests first.
+
+    A test that uses a module-scoped fixture joins its module's xdist group, so the fixture is
+    built once, on one worker. On an xdist worker the ``slow`` tests move to the front
+    (stably), so the longest ones never start last while the other core sits idle.
+    """
+    if not hasattr(config, "workerinput"):
+        return
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if not config.getoption("loadgroup", False):
+        return
+    for item in items:
+        fixturedefs = item._fixtureinfo.name2fixturedefs  # pytest has no public accessor
+        if any(defs[-1].scope == "module" for defs in fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+        groups = _xdist_groups(item)
+        if groups and "@" not in item.nodeid.rpartition("]")[2]:
+            _name_the_group(item, groups)

@@ -1,4 +1,4 @@
-"""Imports point downward only (DESIGN.md §4): the math layer never imports runtimes or shells."""
+"""Imports point downward only (DESIGN.md §4): every module of ``ilora`` sits in a layer."""
 
 from __future__ import annotations
 
@@ -13,29 +13,25 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "ilora"
 
-MATH_MODULES = sorted(
-    [
-        *(PKG / "algorithms").rglob("*.py"),
-        *(PKG / "lora").rglob("*.py"),
-        PKG / "tensors.py",
-        PKG / "data" / "partition.py",
-        PKG / "data" / "partitioners.py",
-        PKG / "types.py",
-        PKG / "registry.py",
-        PKG / "seeding.py",
-    ]
-)
-MATH_FORBIDDEN = (
-    "flwr",
-    "typer",
-    "datasets",
-    "matplotlib",
-    "rich",
-    "ilora.engine",
-    "ilora.cli",
-    "ilora.bench",
-)
-REPORT = PKG / "bench" / "report.py"
+# Every package and top-level module of ilora, by layer; a module may import its own layer and
+# the layers below it, never one above (DESIGN.md §4). A new package must be placed here.
+LAYERS: dict[str, int] = {
+    # 0: math and plain data: pure functions over tensors, names, configs, seeds
+    **dict.fromkeys(
+        ["types", "registry", "seeding", "tensors", "assets", "config", "lora", "algorithms"], 0
+    ),
+    "data": 0,
+    "models": 1,  # pretrained backbones
+    "tasks": 2,  # data, a model and where LoRA goes
+    "engine": 3,  # the embedded round loop
+    # 4: what runs or reads the engine: Flower runtime, measurements, renderers, library API
+    **dict.fromkeys(["flower", "bench", "report", "api"], 4),
+    # 5: shells
+    **dict.fromkeys(["cli", "cli_bench", "cli_flower", "cli_report", "__main__", "__init__"], 5),
+}
+ALL_MODULES = sorted(PKG.rglob("*.py"))
+MATH_FORBIDDEN = ("flwr", "typer", "datasets", "matplotlib", "rich")
+REPORT_MODULES = sorted((PKG / "report").rglob("*.py"))
 REPORT_FORBIDDEN = ("torch", "ilora.engine", "ilora.algorithms")
 
 
@@ -64,16 +60,61 @@ def imported_names(source: str, module: str, is_package: bool = False) -> Iterat
             yield from (f"{stem}.{alias.name}" for alias in node.names)
 
 
+def layer_unit(module: str) -> str:
+    """Return the package or top-level module of ``ilora`` that ``module`` belongs to."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def upward_imports(source: str, module: str, is_package: bool = False) -> list[str]:
+    """Return what ``source`` (of ``module``) imports from a higher layer or from no layer.
+
+    The bare name ``ilora`` is skipped: importing any submodule imports the package root.
+    """
+    own = LAYERS[layer_unit(module)]
+    names = {n for n in imported_names(source, module, is_package) if n.startswith("ilora.")}
+    return sorted(n for n in names if LAYERS.get(layer_unit(n), own + 1) > own)
+
+
+MATH_MODULES = [p for p in ALL_MODULES if LAYERS.get(layer_unit(_module_name(p))) == 0]
+
+
 def forbidden_imports(path: Path, forbidden: tuple[str, ...]) -> list[str]:
     names = imported_names(path.read_text(), _module_name(path), path.name == "__init__.py")
     return sorted({n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)})
 
 
-def test_math_module_list_is_complete() -> None:
-    assert all(p.is_file() for p in MATH_MODULES)
+def test_every_package_and_module_has_a_layer() -> None:
+    units = {layer_unit(_module_name(p)) for p in ALL_MODULES}
+    assert units == set(LAYERS), f"place {sorted(units - set(LAYERS))} in LAYERS"
     names = {_module_name(p) for p in MATH_MODULES}
-    assert {"ilora.algorithms", "ilora.algorithms.base", "ilora.lora", "ilora.tensors"} <= names
-    assert {"ilora.data.partition", "ilora.types", "ilora.registry", "ilora.seeding"} <= names
+    assert {"ilora.algorithms.base", "ilora.lora.keys", "ilora.data.partition"} <= names
+
+
+@pytest.mark.parametrize("path", ALL_MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_no_module_imports_from_a_higher_layer(path: Path) -> None:
+    module = _module_name(path)
+    bad = upward_imports(path.read_text(), module, path.name == "__init__.py")
+    layer = LAYERS[layer_unit(module)]
+    assert not bad, f"{path.relative_to(SRC)} (layer {layer}) imports {bad} from above"
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "upward"),
+    [
+        ("from ilora.engine import run\n", "ilora.models.x", ["ilora.engine", "ilora.engine.run"]),
+        ("def f():\n    import ilora.tasks.base\n", "ilora.models.x", ["ilora.tasks.base"]),
+        ("from ilora import cli\n", "ilora.engine.x", ["ilora.cli"]),
+        ("from ilora import run\n", "ilora.engine.x", ["ilora.run"]),  # in no layer
+        ("from ..report import comm\n", "ilora.engine.x", ["ilora.report", "ilora.report.comm"]),
+        ("from ilora.lora import keys\n", "ilora.report.x", []),
+        ("from ilora.bench import comm\n", "ilora.report.x", []),  # the same layer
+    ],
+)
+def test_the_layer_check_sees_upward_and_unplaced_imports(
+    source: str, module: str, upward: list[str]
+) -> None:
+    assert upward_imports(source, module) == upward
 
 
 @pytest.mark.parametrize("path", MATH_MODULES, ids=lambda p: str(p.relative_to(SRC)))
@@ -82,9 +123,10 @@ def test_math_layer_imports_no_runtime_or_shell(path: Path) -> None:
     assert not bad, f"{path.relative_to(SRC)} imports {bad} (DESIGN.md §4 layering)"
 
 
-def test_report_imports_no_training_code() -> None:
-    bad = forbidden_imports(REPORT, REPORT_FORBIDDEN)
-    assert not bad, f"bench/report.py imports {bad}; it must only read run directories"
+@pytest.mark.parametrize("path", REPORT_MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_report_imports_no_training_code(path: Path) -> None:
+    bad = forbidden_imports(path, REPORT_FORBIDDEN)
+    assert not bad, f"{path.relative_to(SRC)} imports {bad}; it must only read result files"
 
 
 @pytest.mark.parametrize(

@@ -9,4 +9,4 @@ import readme_tables  # noqa: E402
 
 def test_readme_tables_list_every_registered_name() -> None:
     text = (ROOT / "README.md").read_text()
-    assert readme_tables.render(text) == text, "run: .venv/bin/python scripts/readme_tables.py"
+    assert readme_tables.render(text) == text, "run: make readme"

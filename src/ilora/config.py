@@ -115,7 +115,8 @@ class FedConfig:
         default="none",
         metadata={
             "help": "coordinate-wise median or trimmed mean in place of the weighted mean "
-            "(only algorithms whose aggregation is a mean: fedit, ffa-lora, fedloru)"
+            "(only algorithms whose aggregation is a mean, `mean_aggregation`; a refusal names "
+            "them)"
         },
     )
     trim_fraction: float = field(

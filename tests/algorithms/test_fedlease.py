@@ -14,7 +14,7 @@ from ilora import config
 from ilora.algorithms._clustering import average_linkage, b_distances, choose_clusters, silhouette
 from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.fedlease import FedLEASE, FedLEASEState
-from ilora.bench.comm import FORMULAS, Contact, shapes_of
+from ilora.algorithms.traffic import Contact, formula_of, shapes_of
 from ilora.engine.local import client_round, make_context
 from ilora.engine.sampling import sample_clients
 from ilora.engine.setup import build
@@ -602,7 +602,7 @@ def test_engine_bytes_follow_warmup_then_selection(policy: str) -> None:
     result = run(cfg, exp=exp)
     assert result.state.num_experts == 2
     shapes = shapes_of(template(exp.model), cfg.train.train_head)
-    formula, seen = FORMULAS["fedlease"], set()
+    formula, seen = formula_of(FedLEASE), set()
     hp = {"warmup_rounds": 1, "num_experts": 2}
     ranks = [c.rank for c in exp.clients]
     assert (len(set(ranks)) > 1) == (policy == "cycle")

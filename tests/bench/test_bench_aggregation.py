@@ -13,6 +13,7 @@ from ilora.algorithms.base import ALGORITHMS
 from ilora.bench.aggsetup import RANKS, UNIFORM_RANK, build_inputs, methods
 from ilora.cli import app
 
+pytestmark = pytest.mark.slow  # a real benchmark run in the module fixture
 runner = CliRunner()
 D, CLIENTS = 64, (2, 4)
 METHODS = ("fedit", "ilora", "ilora:qr_literal", "ilora:dense_svd")

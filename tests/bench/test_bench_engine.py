@@ -15,6 +15,7 @@ from ilora.cli import app
 from ilora.engine.setup import build
 from ilora.lora.state import adapted
 
+pytestmark = pytest.mark.slow  # a real benchmark run in the module fixture
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")

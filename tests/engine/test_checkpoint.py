@@ -103,6 +103,7 @@ def _run_files(out: Path) -> dict[str, object]:
     return {"summary": summary, "history": history, "adapter": adapter}
 
 
+@pytest.mark.slow
 def test_sigkill_at_three_random_points_then_resume_is_bitwise_the_clean_run(
     tmp_path: Path,
 ) -> None:

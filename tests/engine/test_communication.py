@@ -1,14 +1,17 @@
-"""Bytes the engine measures per round equal each algorithm's analytic formula (bench.comm)."""
+"""Bytes the engine measures per round equal each algorithm's declared formula (traffic)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ilora import config
-from ilora.algorithms.base import ALGORITHMS
-from ilora.bench.comm import FORMULAS, run_bytes, shapes_of
+from ilora.algorithms.base import ALGORITHMS, Algorithm
+from ilora.algorithms.traffic import formula_of, shapes_of
+from ilora.bench.comm import run_bytes
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
 from ilora.lora.state import template
@@ -23,12 +26,25 @@ OVERRIDES = [
 ]
 
 
-def test_every_registered_algorithm_has_a_formula() -> None:
-    assert sorted(FORMULAS) == sorted(ALGORITHMS.names())
+def _hyperparameters(alg: Algorithm[Any]) -> dict[str, Any]:
+    return {f.name: getattr(alg, f.name) for f in dataclasses.fields(alg)}  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name", sorted(FORMULAS))
-def test_measured_bytes_per_round_equal_the_formula(name: str) -> None:
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_every_registered_algorithm_declares_a_formula(name: str) -> None:
+    assert callable(formula_of(ALGORITHMS.get(name)))
+
+
+def test_a_class_without_a_formula_is_refused_with_the_fix() -> None:
+    class Unannounced(Algorithm[None]):
+        pass
+
+    with pytest.raises(LookupError, match=r"Unannounced declares no byte formula.*traffic"):
+        formula_of(Unannounced)
+
+
+def check_measured_bytes_equal_the_formula(name: str) -> None:
+    """Run ``name`` for 3 rounds on the smoke task; its bytes per round must meet the formula."""
     mixed = ALGORITHMS.get(name).heterogeneous_ranks
     ranks_override = [] if mixed else ["lora.rank_policy=uniform"]
     cfg = config.load(SMOKE, [f"algorithm={name}", *OVERRIDES, *ranks_override])
@@ -37,11 +53,16 @@ def test_measured_bytes_per_round_equal_the_formula(name: str) -> None:
     ranks = {c.cid: c.rank for c in exp.clients}
     assert (len(set(ranks.values())) > 1) == mixed  # mixed ranks wherever supported
     records = run(cfg, exp=exp).history.records
-    expected = run_bytes(
-        name, shapes, ranks, cfg.fed.fraction, cfg.seed, cfg.fed.rounds, exp.algorithm.pooled_data
-    )
+    alg, fed = exp.algorithm, cfg.fed
+    hp, pooled = _hyperparameters(alg), alg.pooled_data
+    expected = run_bytes(name, shapes, ranks, fed.fraction, cfg.seed, fed.rounds, pooled, hp)
     assert [(rec.bytes_down, rec.bytes_up) for rec in records] == expected
     assert records[-1].bytes_up > 0
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_measured_bytes_per_round_equal_the_formula(name: str) -> None:
+    check_measured_bytes_equal_the_formula(name)
 
 
 def test_hetlora_uploads_shrink_when_clients_prune_and_the_reported_rank_accounts_for_it() -> None:

@@ -17,6 +17,8 @@ import socket
 import ssl
 from pathlib import Path
 
+import pytest
+
 from ilora import config as config_mod
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
@@ -49,6 +51,8 @@ def _history(path: Path) -> list[dict[str, object]]:
     return records
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")  # real servers: never beside another test's
 def test_deployment_matches_the_embedded_engine(tmp_path: Path) -> None:
     app_cfg = config_mod.load(CONFIG, OVERRIDES)
     assert app_cfg.lora.client_ranks(NODES, app_cfg.seed) != RANKS  # so the node config matters

@@ -41,6 +41,7 @@ def _history(result) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     return records
 
 
+@pytest.mark.slow  # two full runs per algorithm; make test-fast keeps the other parity tests
 @pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_flower_equals_embedded(name: str) -> None:
     cfg = _cfg(name)

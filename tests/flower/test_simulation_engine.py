@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ilora import config as config_mod
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
@@ -20,6 +22,8 @@ from ilora.engine.simulation import run
 OVERRIDES = ["algorithm=ilora", "data.local_test_fraction=0.2", "fed.rounds=2"]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
 def test_ray_simulation_matches_the_embedded_engine(tmp_path: Path) -> None:
     out = tmp_path / "run"
     sets = [arg for o in OVERRIDES for arg in ("--set", o)]

@@ -85,6 +85,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     head_of,
     init_factors,
@@ -408,3 +409,10 @@ def _median_positive(values: torch.Tensor) -> float:
     """Return the lower median of the positive ``values`` (1 when there is none)."""
     pos = torch.sort(values[values > 0]).values
     return float(pos[(pos.numel() - 1) // 2]) if pos.numel() else 1.0
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(CELoRA)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Return the ``(r, r)`` cores and head each way, plus per-class statistics up once."""
+    stats = s.class_stats() if c.first else 0
+    return s.core(c.rank) + s.n_head, s.core(c.rank) + s.n_head + stats

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import FactorState, global_factor_state
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora.spec import LoRASpec
@@ -50,3 +51,6 @@ class Centralized(Algorithm[FactorState]):
 
     def round_metrics(self, state: FactorState) -> dict[str, float]:
         return dict(state.metrics)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(Centralized)(traffic.pair_both_ways)  # one pooled client at r_max

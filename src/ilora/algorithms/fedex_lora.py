@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     dense_agg_error,
@@ -169,3 +170,6 @@ def _split(tensors: Mapping[str, torch.Tensor]) -> LocalSetup:
     """Return a setup with the residuals installed under the (trainable) factors and head."""
     residual = keys.of_kind(tensors, "residual")
     return LocalSetup({k: v for k, v in tensors.items() if k not in residual}, residual)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FedExLoRA)(traffic.pair_and_residual_down)  # + the residual down

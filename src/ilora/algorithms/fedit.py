@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     global_factor_state,
@@ -74,3 +75,6 @@ class FedIT(Algorithm[FactorState]):
 
     def round_metrics(self, state: FactorState) -> dict[str, float]:
         return dict(state.metrics)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FedIT)(traffic.pair_both_ways)  # B, A at r_k and the head

@@ -105,8 +105,9 @@ largest client rank ``R``, ``M`` experts once allocated): first contact (any rou
 rounds: down ``4·(M·R·(d_out + d_in) + (2M−1)·d_in)`` (all experts at ``R``, the same stack for
 every client, and the cluster's router), up ``4·(r·(d_out + d_in) + (2M−1)·d_in)`` (own expert
 at ``r`` and router). With equal ranks ``R = r``. The head never travels after first contact.
-``M`` is data-dependent: the formula in ``ilora.bench.comm`` takes ``warmup_rounds`` and the
-chosen ``num_experts`` (reported by ``round_metrics``) as hyperparameters.
+``M`` is data-dependent: the formula (:func:`floats_per_round`, end of module) takes
+``warmup_rounds`` and the chosen ``num_experts`` (reported by ``round_metrics``) as
+hyperparameters.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._clustering import b_distances, choose_clusters
 from ilora.algorithms._shared import (
     agg_error,
@@ -445,3 +447,24 @@ def _average_clusters(state: FedLEASEState, uploads: Mapping[int, Upload]) -> Fe
             applied[f"{m}/{module}"] = (EB[m][:, :rho], s * EA[m][:rho])
     metrics = {"agg_error": agg_error(ideal, applied), "num_experts": float(state.num_experts)}
     return replace(state, experts=experts, routers=routers, metrics=metrics)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(FedLEASE)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Depends on the round and on the chosen number of experts ``M``.
+
+    First contact (any round): the initial LoRA at ``r_k`` and head down, the LoRA up; later
+    warm-up rounds nothing down, the LoRA up; afterwards all ``M`` experts at ``r_max`` and the
+    cluster's router ``(2M−1, d_in)`` down, the own expert at ``r_k`` and the router up. ``hp``:
+    ``warmup_rounds`` (default 5) and ``num_experts`` ``M`` (chosen by the silhouette search on
+    the warm-up LoRAs; default ``M_max = 4``).
+    """
+    lora = s.pair(c.rank)
+    if c.first:
+        return lora + s.n_head, lora
+    if c.round <= c.hp.get("warmup_rounds", 5):
+        return 0, lora
+    experts = int(c.hp.get("num_experts", 4))
+    router = (2 * experts - 1) * sum(d_in for _, d_in in s.layers)
+    bank = experts * s.pair(max(c.max_rank, c.rank))  # every expert at r_max
+    return bank + router, lora + router

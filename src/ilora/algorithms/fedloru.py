@@ -53,6 +53,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     global_pair_error,
@@ -125,3 +126,6 @@ class FedLoRU(Algorithm[FactorState]):
 
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         return split_residual(ctx.payload.tensors), cstate
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FedLoRU)(traffic.pair_and_residual_down)  # + the merged residual down

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import componentwise_mean, init_factors, max_rank, truncated
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -104,3 +105,10 @@ class FedSALoRA(Algorithm[FedSAState]):
         A = dict(keys.of_kind(trained, "lora_A"))
         local = {k: v for k, v in trained.items() if k not in A}  # B and the head stay here
         return Upload(A, float(ctx.client.num_examples)), with_prefix(local, LOCAL)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(FedSALoRA)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Return A at ``r_k`` each way; a first contact also downloads its starting B and head."""
+    first = s.b_only(c.rank) + s.n_head if c.first else 0
+    return s.a_only(c.rank) + first, s.a_only(c.rank)

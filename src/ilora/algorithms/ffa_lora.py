@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
@@ -150,3 +151,9 @@ def _leading(A: TensorDict, upload: TensorDict) -> TensorDict:
         r = upload[keys.make(m, "lora_B")].shape[1]
         out[keys.make(m, "lora_A")] = truncate_rank(A[keys.make(m, "lora_A")], r, "lora_A")
     return out  # (r_k, d_in) per layer
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(FFALoRA)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """B alone at ``r_k`` and the head, each way (A is frozen and shared by seed)."""
+    return s.b_only(c.rank) + s.n_head, s.b_only(c.rank) + s.n_head

@@ -67,6 +67,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._clustering import kmeans
 from ilora.algorithms._shared import (
     agg_error,
@@ -195,3 +196,6 @@ def _in_cluster_error(
             ideal[f"{j}:{m}"] = ideal_stack(members, state.lora, m)
             applied[f"{j}:{m}"] = (model[keys.make(m, "lora_B")], s * model[keys.make(m, "lora_A")])
     return agg_error(ideal, applied)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FLTAC)(traffic.pair_both_ways)  # the cluster's adapter down, own up

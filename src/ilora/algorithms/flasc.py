@@ -66,6 +66,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import global_factor_state, normalized_weights, truncated
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -292,3 +293,11 @@ def adam_step(
         new_p[k] = (params[k].to(torch.float64) - lr * m_hat / (v_hat.sqrt() + eps)).float()
         new_m[k], new_v[k] = mk.float(), vk.float()
     return new_p, new_m, new_v
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(FLASC)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """One global top-k over the client's factors and head each way (``density_down/up``)."""
+    n = s.pair(c.rank) + s.n_head
+    down, up = c.hp.get("density_down", 0.25), c.hp.get("density_up", 0.25)
+    return traffic.top_k_message(n, down), traffic.top_k_message(n, up)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import ideal_stack, init_factors, max_rank, mean_extras
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -147,3 +148,6 @@ def _support(S: torch.Tensor, r: int) -> int:
     if S.numel() == 0 or float(S[0]) <= 0:
         return 0
     return int((S[:r] > RANK_TOL * S[0]).sum())
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FlexLoRA)(traffic.pair_both_ways)  # B, A at r_k and the head

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     dense_agg_error,
@@ -113,3 +114,6 @@ class FLoRA(Algorithm[FactorState]):
         )
         factors = {**fresh, **head_of(ctx.payload.tensors)}
         return LocalSetup(factors, residual=keys.of_kind(ctx.payload.tensors, "residual")), cstate
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FLoRA)(traffic.dense_down_pair_up)  # the stacked product down

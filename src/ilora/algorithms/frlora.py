@@ -67,6 +67,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     dense_agg_error,
     head_of,
@@ -271,3 +272,6 @@ def _product_of_means(
     A_bar = torch.stack([p[c] * pad_rank(A, r, "lora_A") for c, (_, A) in items]).sum(dim=0)
     # B_bar (d_out, r), A_bar (r, d_in)
     return B_bar @ A_bar  # (d_out, r) @ (r, d_in) -> (d_out, d_in)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FRLoRA)(traffic.dense_down_pair_up)  # R down; B0, A0 rebuilt by SVD

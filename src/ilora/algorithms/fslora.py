@@ -67,6 +67,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
@@ -209,3 +210,6 @@ class FSLoRA(Algorithm[FactorState]):
     ) -> tuple[Upload, TensorDict]:
         sent = {k: v for k, v in trained.items() if keys.kind_of(k) != "lora_C"}
         return Upload(sent, float(ctx.client.num_examples)), cstate
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(FSLoRA)(traffic.pair_both_ways)  # the k_i-component slices; seed shared

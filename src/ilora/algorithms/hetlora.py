@@ -34,6 +34,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     global_factor_state,
@@ -210,3 +211,14 @@ def _mean_upload_rank(uploads: Mapping[int, Upload]) -> float:
     """Return the mean rank of the uploaded factors (the bytes up follow it linearly)."""
     ranks = [rank_of(u.tensors, keys.modules(u.tensors)[0]) for u in uploads.values()]
     return sum(ranks) / len(ranks)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(HetLoRA)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Down at ``r_k``; up at the client's current rank: ``r_k`` until self-pruning shrinks it.
+
+    A run's ``upload_rank_mean`` (reported per round) gives the round's total exactly (linear
+    in the rank).
+    """
+    up = c.hp.get("upload_rank_mean", c.rank)
+    return s.pair(c.rank) + s.n_head, s.pair(up) + s.n_head

@@ -38,6 +38,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -310,3 +311,16 @@ def _complete_orthonormal(U: torch.Tensor, r: int, g: torch.Generator) -> torch.
     extra = extra - U @ (U.T @ extra)  # remove the span of U
     Q, _ = torch.linalg.qr(extra)  # (d, r - q)
     return torch.cat([U, Q], dim=1)  # (d, r)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(ILoRA)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Round 1 only the head down (clients build the same QR init); then B, A at ``r_k``.
+
+    Up: B, A at ``r_k`` and the head. With ``control_variates`` (``ilora-s``) the control
+    variate ``c`` at the client's rank goes down and ``Δc_k`` comes up, each pair-and-head sized.
+    """
+    down = s.n_head if c.round == 1 else s.pair(c.rank) + s.n_head
+    up = s.pair(c.rank) + s.n_head
+    control = s.pair(c.rank) + s.n_head if c.hp.get("control_variates", False) else 0
+    return down + control, up + control

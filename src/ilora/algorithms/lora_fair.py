@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
@@ -147,3 +148,6 @@ class LoRAFAIR(Algorithm[FactorState]):
         eye = torch.eye(gram.shape[0], dtype=torch.float64)
         inv: torch.Tensor = torch.linalg.pinv(gram + self.lam * eye, hermitian=True)  # (r, r)
         return R_At @ inv  # (d_out, r) @ (r, r)
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(LoRAFAIR)(traffic.pair_both_ways)  # B, A at r_k and the head

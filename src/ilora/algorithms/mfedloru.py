@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
@@ -218,3 +219,18 @@ def _renamed(key: str, names: Mapping[str, str]) -> str:
     if parsed is None or parsed[1] not in names:
         return key
     return keys.make(parsed[0], names[parsed[1]])
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+@traffic.formula(MFedLoRU)
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Down: the global B, A at ``r_max``, the residual and the head.
+
+    Up: the nested factors ``P^B, Q^B, P^A, Q^A`` (``r·(d_out + d_in + 2 r_max)`` per layer)
+    and the head, or B, A at ``r_max`` when the client is at ``r_max``.
+    """
+    R = c.max_rank
+    down = s.pair(R) + s.dense() + s.n_head
+    if c.rank >= R:
+        return down, s.pair(R) + s.n_head
+    nested = sum(c.rank * (d_out + d_in + 2 * R) for d_out, d_in in s.layers)
+    return down, nested + s.n_head

@@ -68,6 +68,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
     global_pair_error,
@@ -295,3 +296,6 @@ def _split_joint(joint: TensorDict, r_g: int) -> tuple[TensorDict, TensorDict]:
         else:
             glob[k], personal[k] = v[:, :r_g].contiguous(), v[:, r_g:].contiguous()
     return glob, personal
+
+# ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
+traffic.formula(PFedLoRU)(traffic.pair_and_residual_down)  # personal branch stays

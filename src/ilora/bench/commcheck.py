@@ -1,9 +1,10 @@
 """``ilora bench comm``: bytes per round per method, measured by the engine vs the formulas.
 
 For a finished run directory, recompute the analytic download/upload bytes of every round
-(:mod:`ilora.bench.comm`: the model's adapted layer shapes, the clients' ranks, the engine's
-seeded sampler, the algorithm's hyperparameters and, for FedLEASE, the number of experts the
-run chose) from the run's own ``config.yaml`` and compare them with its ``history.jsonl``.
+(:mod:`ilora.bench.comm` over the algorithm's declared formula: the model's adapted layer
+shapes, the clients' ranks, the engine's seeded sampler, the algorithm's hyperparameters and,
+for FedLEASE, the number of experts the run chose) from the run's own ``config.yaml`` and
+compare them with its ``history.jsonl``.
 Building the model loads the pretrained weights (once per distinct setting); nothing trains.
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS, create_algorithm
-from ilora.bench.comm import Shapes, run_bytes, shapes_of
+from ilora.algorithms.traffic import Shapes, shapes_of
+from ilora.bench.comm import run_bytes
 from ilora.engine.setup import build
 from ilora.lora.state import template
 

