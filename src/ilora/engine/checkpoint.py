@@ -1,8 +1,8 @@
 """Round checkpoints: the whole state of a run after a round, atomic and checksummed.
 
 A checkpoint holds the round number, the algorithm's server state, every client's state, the
-history records so far and the global torch RNG state (the engine derives every random draw
-from named seeds, so resuming needs nothing else). One file per round,
+history records so far, the global torch RNG state and the sampling seed (the engine derives
+every other random draw from named seeds, so resuming needs nothing else). One file per round,
 ``checkpoints/round-<NNNNN>.ckpt``: a magic line, the SHA-256 of the payload in hex, a newline,
 then the payload of :mod:`ilora.engine.serial`: the structure in JSON, the tensors in
 safetensors, and dataclasses only from an explicit allow-list. Files are written to a temporary
@@ -52,6 +52,7 @@ class Checkpoint:
     store: dict[int, TensorDict]
     records: list[RoundRecord]
     rng: torch.Tensor
+    sample_seed: int | None = None  # the run's sampling seed (a secret in DP runs; sampling.py)
 
 
 serial.allow(Checkpoint)
