@@ -11,9 +11,13 @@ passes every check on its own. ``--screen C`` adds the ``screened`` run: the sam
 the direction screen ``fed.min_cosine: C`` on, which compares the round's accepted updates with
 their median. ``--controls`` adds, per algorithm, the run in which every faulty client's
 update is simply lost (``faults.dropout_before`` = the mix's total: the same clients, drawn from
-the same seeded numbers) for the algorithms it names, which separates the lost data from the
-harm the accepted Byzantine updates do. All run with ``fed.min_success: 0``: a round in which
-every sampled client fails keeps the server's model instead of stopping the run.
+the same seeded numbers) for the algorithms it names, under the same server guards (checks,
+clipping, robust aggregation) as the faulty run: the two differ only in the updates that
+arrive, so ``faulty − lost`` (paired by seed) is what the Byzantine updates the defences
+accepted cost, which a defence can bring to zero (the target: at most 1 point for every method
+whose aggregation is a mean). ``--no-clean`` skips the clean runs. All run with
+``fed.min_success: 0``: a round in which every sampled client fails keeps the server's model
+instead of stopping the run.
 
 Every run is repeated for each of ``--seeds`` (the run's ``seed``: partition, initialisation,
 sampling, fault draws and training); the report gives mean ± std over the seeds and pairs the
@@ -68,8 +72,9 @@ def variants(a: argparse.Namespace, name: str) -> dict[str, list[str]]:
     if a.screen is not None:
         out["screened"] = [*out["faulty"], f"fed.min_cosine={a.screen}"]
     if name in a.controls.split(","):
-        out["lost"] = [keep, f"faults.dropout_before={sum(MIX.values()):.2f}"]
-    out["clean"] = []
+        out["lost"] = [keep, *guard, f"faults.dropout_before={sum(MIX.values()):.2f}"]
+    if not a.no_clean:
+        out["clean"] = []
     return out
 
 
@@ -199,6 +204,7 @@ def main() -> None:
         default=None,
         help="also run the faults with the direction screen fed.min_cosine at this value",
     )
+    ap.add_argument("--no-clean", action="store_true", help="skip the clean runs")
     add_campaign_args(ap, "smoke config, 6 rounds, 10 clients, the first seed only")
     a = ap.parse_args()
     path, out, runs = locations(a, "faults")

@@ -111,6 +111,13 @@ class FedConfig:
         default=0.0,
         metadata={"help": "scale each accepted update down to this norm (robust); 0 = off"},
     )
+    max_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "reject an upload whose reported weight exceeds this (besides the example "
+            "count its client announced when it joined); 0 = that count only"
+        },
+    )
     robust: Literal["none", "median", "trimmed_mean"] = field(
         default="none",
         metadata={
@@ -139,7 +146,7 @@ class FedConfig:
             raise ConfigError(f"fed.fraction must be in (0, 1], got {self.fraction}")
         if self.min_success < 0:
             raise ConfigError(f"fed.min_success must be >= 0, got {self.min_success}")
-        for name in ("max_update_norm", "clip_update_norm"):
+        for name in ("max_update_norm", "clip_update_norm", "max_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"fed.{name} must be a finite number >= 0 (0 = off), got {value}")
@@ -215,6 +222,13 @@ class DPConfig:
         metadata={
             "help": "upload: every upload carries N(0, (sigma C)^2) (any algorithm); aggregate: "
             "N(0, (sigma C)^2 / m) each, the sum of m carries sigma C (mean aggregation only)"
+        },
+    )
+    reproducible_noise: bool = field(
+        default=False,
+        metadata={
+            "help": "TESTS ONLY: derive the noise and the sampling from the config seed "
+            "(anyone holding the config can remove the noise); default: OS entropy"
         },
     )
 

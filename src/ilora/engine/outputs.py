@@ -26,6 +26,7 @@ from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.history import RoundRecord, append_jsonl, write_json_atomic
 from ilora.engine.loggers import RoundLogger, make_loggers
+from ilora.engine.privacy import noise_source
 from ilora.engine.simulation import RunResult
 from ilora.lora import keys
 from ilora.types import LocalSetup
@@ -94,6 +95,8 @@ class RunWriter:
             "git_revision": _git_revision(),
             "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if cfg.dp.enabled:  # where the noise came from (a reproducible one is not private)
+            self.manifest["dp_noise"] = noise_source(cfg.dp)
         write_json_atomic(out / "manifest.json", self.manifest)
 
     def __enter__(self) -> RunWriter:

@@ -8,8 +8,12 @@ ICLR 2018, arXiv 1710.06963), in each algorithm's native upload shapes:
    was sent under that key and shape; a key it was not sent counts whole, as for
    ``fed.max_update_norm``) is scaled to norm at most C over all tensors together
    (``validation.clip_update``);
-2. noise: every floating entry of the clipped upload gets independent Gaussian noise, drawn
-   from ``generator(seed, "dp-noise", round, cid)``:
+2. noise: every floating entry of the clipped upload gets independent Gaussian noise, drawn on
+   the client from the operating system's CSPRNG (``os.urandom``, Box-Muller in float64), never
+   from the config seed or anything the server sends: whoever holds ``config.yaml`` (the server,
+   on Flower every client) cannot regenerate and subtract it. ``dp.reproducible_noise: true``
+   (for tests only; a warning, and ``manifest.json`` records it) draws it from
+   ``generator(seed, "dp-noise", round, cid)`` instead, which protects nothing;
 
    * ``dp.noise: upload`` (default, any algorithm): std ``σ·C``. Each upload is by itself a
      Gaussian mechanism on its client's data, so whatever the server computes from the uploads
@@ -39,6 +43,12 @@ server, which knows whom it sampled, ``upload`` noise still makes each upload a 
 mechanism of multiplier σ/2, composed over the rounds a client took part in (no amplification
 by sampling). The upload weights must be uniform (example counts are private), and
 ``train_loss`` in ``history.jsonl`` (the clients' own reported losses) is not covered.
+
+Secrecy of sampling: amplification by subsampling assumes the party the guarantee is stated
+against does not know which clients a round sampled. A DP run with noise therefore samples from a
+secret seed (:func:`ilora.engine.sampling.sampling_seed`: OS entropy, kept in the server's
+checkpoint, never in ``config.yaml`` nor sent to a client); with ``dp.reproducible_noise`` it
+samples from the config seed, like a run without DP.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -67,6 +79,33 @@ def noise_std(dp: DPConfig, sampled: int) -> float:
     return total / math.sqrt(sampled) if dp.noise == "aggregate" else total
 
 
+class ReproducibleNoiseWarning(UserWarning):
+    """``dp.reproducible_noise`` is on: the DP noise can be regenerated from the config."""
+
+
+def noise_source(dp: DPConfig) -> str:
+    """Return where the run's DP noise comes from (recorded in ``manifest.json``)."""
+    if dp.reproducible_noise:
+        return "config seed (dp.reproducible_noise: tests only, no privacy)"
+    return "os.urandom (client side)"
+
+
+def secure_normal(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Return standard normal float64 samples of ``shape`` from ``os.urandom`` (Box-Muller).
+
+    Each pair of 53-bit uniforms ``u1 ∈ (0, 1]``, ``u2 ∈ [0, 1)`` gives ``√(−2 ln u1)·cos(2πu2)``
+    and ``√(−2 ln u1)·sin(2πu2)``.
+    """
+    n = math.prod(shape)
+    pairs = (n + 1) // 2
+    raw = torch.frombuffer(bytearray(os.urandom(16 * pairs)), dtype=torch.int64)
+    u = ((raw >> 11) & ((1 << 53) - 1)).to(torch.float64) * 2.0**-53  # [0, 1)
+    u1, u2 = 1.0 - u[:pairs], u[pairs:]
+    radius, angle = torch.sqrt(-2.0 * torch.log(u1)), 2.0 * math.pi * u2
+    z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])
+    return z[:n].reshape(shape)
+
+
 def privatize(
     upload: Mapping[str, torch.Tensor],
     sent: Mapping[str, torch.Tensor],
@@ -76,21 +115,24 @@ def privatize(
 ) -> TensorDict:
     """Return ``upload`` with its update clipped to ``dp.clip_norm`` and Gaussian noise added.
 
-    The noise of each floating tensor (sorted keys) comes from ``generator(*seed)`` in float64;
-    other tensors pass unchanged.
+    The noise of each floating tensor (sorted keys) is float64 from :func:`secure_normal`, or
+    from ``generator(*seed)`` under ``dp.reproducible_noise``; other tensors pass unchanged.
     """
     clipped = clip_update(upload, sent, dp.clip_norm)
     std = noise_std(dp, sampled)
     if std == 0.0:
         return clipped
-    g = generator(*seed)
+    g = generator(*seed) if dp.reproducible_noise else None
     out: TensorDict = {}
     for key in sorted(clipped):
         t = clipped[key]
         if not t.is_floating_point():
             out[key] = t
             continue
-        noise = torch.randn(t.shape, generator=g, dtype=torch.float64) * std
+        if g is None:
+            noise = secure_normal(t.shape) * std
+        else:
+            noise = torch.randn(t.shape, generator=g, dtype=torch.float64) * std
         out[key] = (t.to(torch.float64) + noise).to(t.dtype)
     return out
 
@@ -171,6 +213,14 @@ def check_dp(cfg: ExperimentConfig, alg: Algorithm[Any], ranks: list[int]) -> No
     dp = cfg.dp
     if not dp.enabled:
         return
+    if dp.reproducible_noise and dp.noise_multiplier > 0:
+        warnings.warn(
+            "dp.reproducible_noise is on: the DP noise and the client sampling derive from the "
+            "config seed, so anyone holding config.yaml can remove the noise; the reported "
+            "epsilon protects nothing (meant for tests only)",
+            ReproducibleNoiseWarning,
+            stacklevel=2,
+        )
     if dp.noise_multiplier > 0 and importlib.util.find_spec("dp_accounting") is None:
         raise ConfigError(
             "dp.noise_multiplier > 0 needs the privacy accountant: pip install 'ilora[dp]' "

@@ -1,10 +1,32 @@
-"""Client sampling shared by both runtimes, so they pick the same clients every round."""
+"""Client sampling shared by both runtimes, so they pick the same clients every round.
+
+The sampling seed is the config's ``seed``, except in a DP run with noise (and without
+``dp.reproducible_noise``): there it is a secret drawn from OS entropy by the server
+(:func:`sampling_seed`), kept in its checkpoints and never written to ``config.yaml`` or sent to
+a client, since the accountant's amplification by subsampling assumes nobody else knows who
+was sampled (``engine.privacy``).
+"""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
+from ilora.config import ExperimentConfig
 from ilora.seeding import np_rng
+
+
+def private_sampling(cfg: ExperimentConfig) -> bool:
+    """Return True when ``cfg``'s sampling must be secret (DP noise, not reproducible)."""
+    dp = cfg.dp
+    return dp.enabled and dp.noise_multiplier > 0 and not dp.reproducible_noise
+
+
+def sampling_seed(cfg: ExperimentConfig, kept: int | None = None) -> int:
+    """Return the run's sampling seed: ``kept`` (from a checkpoint), a secret, or ``cfg.seed``."""
+    if kept is not None:
+        return kept
+    return secrets.randbits(63) if private_sampling(cfg) else cfg.seed
 
 
 def num_sampled(num_clients: int, fraction: float) -> int:

@@ -22,7 +22,7 @@ from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.local import make_context
 from ilora.engine.privacy import privacy_metrics
-from ilora.engine.sampling import num_sampled, sample_clients
+from ilora.engine.sampling import num_sampled, sample_clients, sampling_seed
 from ilora.engine.setup import Experiment, build
 from ilora.engine.turn import canonical_payload, client_turn, screen_round
 from ilora.engine.turn import canonical_upload as canonical_upload  # re-exported
@@ -163,13 +163,14 @@ def run(
         torch.set_rng_state(resume.rng)
     subset = eval_subset(exp.data.test, cfg.eval.subset, cfg.seed)
     shapes = layer_shapes(template(model))
+    sample_seed = sampling_seed(cfg, None if resume is None else resume.sample_seed)
     for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
         t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
         uploads: dict[int, Upload] = {}
         sent: dict[int, Payload] = {}
         events: list[dict[str, Any]] = []
         down = up = 0
-        sampled = sample_clients([c.cid for c in clients], fraction, cfg.seed, r)
+        sampled = sample_clients([c.cid for c in clients], fraction, sample_seed, r)
         for cid in sampled:
             turn = client_turn(
                 cfg, alg, model, state, store[cid], clients[cid], shares[cid], rnd, train, shapes
@@ -201,7 +202,8 @@ def run(
             on_round(record)
         if on_checkpoint is not None:
             rng = torch.get_rng_state()
-            on_checkpoint(Checkpoint(r, state, dict(store), list(history.records), rng))
+            ckpt = Checkpoint(r, state, dict(store), list(history.records), rng, sample_seed)
+            on_checkpoint(ckpt)
     setup = alg.export(state)
     if cfg.eval.final_full:
         load_setup(model, setup)

@@ -28,7 +28,13 @@ from ilora.engine import faults
 from ilora.engine.local import client_round
 from ilora.engine.privacy import privatize
 from ilora.engine.sampling import num_sampled
-from ilora.engine.validation import Shape, check_upload, clip_update, direction_screen
+from ilora.engine.validation import (
+    Shape,
+    check_upload,
+    check_weight,
+    clip_update,
+    direction_screen,
+)
 from ilora.tasks.base import ArrayDataset
 from ilora.tensors import canonical, num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
@@ -110,9 +116,19 @@ def server_check(
     shapes: Mapping[str, Shape],
     fault: str | None = None,
 ) -> tuple[Upload | None, dict[str, Any] | None]:
-    """Return the upload as the server accepts it (clipped), or None and the rejection event."""
+    """Return the upload as the server accepts it (clipped), or None and the rejection event.
+
+    Under ``fed.weighting: uniform`` the reported weight is replaced by 1; otherwise it must
+    pass :func:`~ilora.engine.validation.check_weight`.
+    """
     fed = cfg.fed
-    reason = check_upload(upload.tensors, payload.tensors, client, shapes, fed.max_update_norm)
+    reason = None
+    if fed.weighting == "uniform":
+        upload = replace(upload, weight=1.0)  # whatever the client reported
+    else:
+        reason = check_weight(upload.weight, client, fed.max_weight)
+    if reason is None:
+        reason = check_upload(upload.tensors, payload.tensors, client, shapes, fed.max_update_norm)
     if reason is not None:
         return None, failure_event(client, "rejected", reason, fault)
     if fed.clip_update_norm > 0:

@@ -12,6 +12,12 @@ rank). Rules, in order (the first broken one is the reason):
 4. the update's norm ``‖u − sent‖`` (keys sent with the same shape; the tensor itself
    otherwise), over all tensors, is at most ``max_norm`` (0 disables it).
 
+The upload's aggregation weight (:func:`check_weight`, ``fed.weighting: examples`` only; under
+``uniform`` the server sets every weight to 1 and ignores the reported one) must be finite,
+positive and at most the example count the client announced when it joined (the embedded
+engine's partition; on Flower the handshake), and at most ``fed.max_weight`` when that is set:
+the announced count is the client's own word, so only the cap bounds a client that lied then.
+
 ``clip_update`` scales that same difference down to a norm bound (robust aggregation against
 scaled updates); keys not sent are scaled as they are.
 
@@ -129,6 +135,25 @@ def check_upload(
             return err
     if max_norm > 0 and (norm := update_norm(upload, sent)) > max_norm:
         return f"update norm {norm:.4g} exceeds fed.max_update_norm {max_norm:g}"
+    return None
+
+
+def check_weight(weight: float, client: ClientInfo, max_weight: float = 0.0) -> str | None:
+    """Return the reason to reject an upload's reported aggregation ``weight``, or None.
+
+    See the module docstring; ``max_weight`` 0 leaves only the announced count as the bound.
+    """
+    if not math.isfinite(weight):
+        return f"aggregation weight {weight} is not finite"
+    if weight <= 0:
+        return f"aggregation weight {weight:g} is not positive"
+    if weight > client.num_examples:
+        return (
+            f"aggregation weight {weight:g} exceeds the {client.num_examples} examples the "
+            "client announced"
+        )
+    if max_weight > 0 and weight > max_weight:
+        return f"aggregation weight {weight:g} exceeds fed.max_weight {max_weight:g}"
     return None
 
 

@@ -99,9 +99,26 @@ def _cstate(context: Context) -> TensorDict:
     return {}
 
 
+def check_noise_source(cfg: ExperimentConfig, context: Context) -> None:
+    """Refuse DP noise the server could regenerate, unless this node's own config allows it.
+
+    ``dp.reproducible_noise`` derives the noise from the seed the server sent; a node accepts
+    it only with ``--node-config 'dp-reproducible-noise=true'`` (tests), so the server alone
+    can never make a client's noise removable.
+    """
+    allowed = str(context.node_config.get("dp-reproducible-noise", "false")).lower() == "true"
+    if cfg.dp.reproducible_noise and not allowed:
+        raise NodeConfigError(
+            "the server asks for dp.reproducible_noise (noise it could regenerate and remove); "
+            "refused: only a node started with --node-config 'dp-reproducible-noise=true' "
+            "accepts it (tests)"
+        )
+
+
 def handshake(msg: Message, context: Context) -> Message:
     text = str(msg.content.config_records["experiment"]["yaml"])
     side = client_side(text, *node_identity(context))
+    check_noise_source(side.exp.cfg, context)
     context.state.config_records[EXPERIMENT] = ConfigRecord({"yaml": text})
     info = ConfigRecord(
         {

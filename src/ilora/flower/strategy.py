@@ -33,7 +33,7 @@ from flwr.serverapp.strategy import Strategy
 from ilora.engine import robust
 from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
-from ilora.engine.sampling import sample_clients
+from ilora.engine.sampling import sample_clients, sampling_seed
 from ilora.engine.setup import Experiment
 from ilora.engine.simulation import (
     RunResult,
@@ -75,6 +75,7 @@ class AlgorithmStrategy(Strategy):
         self.clients: list[ClientInfo] = []
         self.state: Any = None
         self.sent: dict[int, Payload] = {}  # this round's downloads, by client id
+        self.sample_seed = sampling_seed(exp.cfg)  # secret in a DP run: never sent (sampling.py)
 
     # ---- handshake
     def handshake(self, grid: Grid) -> None:
@@ -134,7 +135,8 @@ class AlgorithmStrategy(Strategy):
             self.handshake(grid)
         rnd = RoundInfo(server_round, self.cfg.seed)
         fraction = 1.0 if self.alg.pooled_data else self.cfg.fed.fraction
-        sampled = sample_clients([c.cid for c in self.clients], fraction, rnd.seed, rnd.round)
+        cids = [c.cid for c in self.clients]
+        sampled = sample_clients(cids, fraction, self.sample_seed, rnd.round)
         self.sent = {
             cid: canonical_payload(self.alg.download(self.state, self.clients[cid], rnd))
             for cid in sampled
