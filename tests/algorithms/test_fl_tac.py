@@ -149,7 +149,8 @@ def test_never_seen_clients_get_the_global_mean_and_absent_ones_their_last_answe
 def test_mixed_ranks_pad_for_clustering_and_averaging_and_truncate_the_download() -> None:
     ranks = [1, 2, 2, 1, 2]
     clients = [ClientInfo(c, r, int(WEIGHTS[c])) for c, r in enumerate(ranks)]
-    alg = create_algorithm("fl-tac", {"num_clusters": 2})
+    # the factors as uploaded (rescale_b: false); the default's mapping: test_invariants.py
+    alg = create_algorithm("fl-tac", {"num_clusters": 2, "rescale_b": False})
     state = alg.server_init(TEMPLATE, clients, SPEC, 0)
     assert alg.download(state, clients[0], RoundInfo(1, 0)).tensors["l.lora_A"].shape == (1, 2)
     ups = _uploads(ranks, torch.Generator().manual_seed(3))

@@ -51,6 +51,9 @@ Choices where the sources are silent or differ:
 Heterogeneous ranks (our extension; the paper is homogeneous): adapters of rank ``r_k`` are
 zero-padded to ``r_max`` (rows of A, columns of B) for the clustering and the averaging, as FedIT
 here; a client downloads the leading ``r_k`` components of its answer and applies ``s(r_k)``.
+With ``rescale_b`` (default) B travels times ``s(r_max)/s(r_k)`` and uploads are mapped back
+before the clustering, so a client starts from exactly its answer's leading components at the
+global scale (``rescale_b: false``: ``s(r_k)/s(r_max)`` times them). See FedIT.
 Padding makes low-rank clients look alike in the trailing coordinates, so the clustering can
 partly group clients by rank.
 
@@ -69,12 +72,15 @@ import torch
 
 from ilora.algorithms._clustering import kmeans
 from ilora.algorithms._shared import (
+    RESCALE_HELP,
     agg_error,
+    b_to_client,
     global_factor_state,
     ideal_stack,
     mean_extras,
     rank_of,
     truncated,
+    uploads_to_global,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -116,6 +122,8 @@ class FLTAC(Algorithm[FLTACState]):
         metadata={"help": "cluster: FedAvg the head within each cluster; global: over all"},
     )
 
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+
     def __post_init__(self) -> None:
         if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int):
             raise ValueError(f"num_clusters must be an integer >= 1, got {self.num_clusters!r}")
@@ -133,13 +141,17 @@ class FLTAC(Algorithm[FLTACState]):
 
     def download(self, state: FLTACState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         answer = strip_prefix(state.answers, _prefix(client.cid))
-        return Payload(truncated(answer or state.mean, client.rank))
+        out = truncated(answer or state.mean, client.rank)
+        return Payload(
+            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
+        )
 
     def aggregate(
         self, state: FLTACState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FLTACState:
         cids = sorted(uploads)
-        padded = {c: truncated(uploads[c].tensors, state.rank) for c in cids}  # zero-pad to r_max
+        mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
+        padded = {c: truncated(mapped[c].tensors, state.rank) for c in cids}  # zero-pad to r_max
         weights = {c: uploads[c].weight for c in cids}
         features = torch.stack([adapter_vector(padded[c]) for c in cids])  # (n, D)
         g = generator(rnd.seed, "fl-tac-kmeans", rnd.round)
