@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TinySetup, run_rounds
-from ilora.algorithms._clustering import kmeans
+from ilora.algorithms._clustering import kmeans, kmeans_best_of
 from ilora.algorithms.base import create_algorithm
 from ilora.config import TrainConfig
 from ilora.lora.spec import LoRASpec
@@ -149,7 +149,8 @@ def test_never_seen_clients_get_the_global_mean_and_absent_ones_their_last_answe
 def test_mixed_ranks_pad_for_clustering_and_averaging_and_truncate_the_download() -> None:
     ranks = [1, 2, 2, 1, 2]
     clients = [ClientInfo(c, r, int(WEIGHTS[c])) for c, r in enumerate(ranks)]
-    alg = create_algorithm("fl-tac", {"num_clusters": 2})
+    # the factors as uploaded (rescale_b: false); the default's mapping: test_invariants.py
+    alg = create_algorithm("fl-tac", {"num_clusters": 2, "rescale_b": False})
     state = alg.server_init(TEMPLATE, clients, SPEC, 0)
     assert alg.download(state, clients[0], RoundInfo(1, 0)).tensors["l.lora_A"].shape == (1, 2)
     ups = _uploads(ranks, torch.Generator().manual_seed(3))
@@ -199,8 +200,32 @@ def test_one_cluster_is_fedavg() -> None:
         ({"num_clusters": 0}, "num_clusters"),
         ({"num_clusters": 1.5}, "num_clusters"),
         ({"head": "local"}, "head"),
+        ({"kmeans_starts": 0}, "kmeans_starts"),
     ],
 )
 def test_invalid_hyperparameters_are_rejected(args: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         create_algorithm("fl-tac", args)
+
+
+def _wcss(X: np.ndarray, labels: np.ndarray) -> float:
+    """Within-cluster sum of squares, written here independently."""
+    return float(sum(((X[labels == j] - X[labels == j].mean(0)) ** 2).sum() for j in set(labels)))
+
+
+def test_ten_kmeans_starts_find_the_true_tasks_where_one_start_does_not() -> None:
+    """12 clients of 4 tasks: one k-means++ start merges two tasks; ten keep the best (n_init=10)."""
+    g = torch.Generator().manual_seed(5)
+    centers = torch.randn(4, 6, generator=g) * 3
+    truth = torch.arange(12) // 3
+    X = centers[truth] + torch.randn(12, 6, generator=g)  # (12, 6)
+    one = kmeans(X, 4, torch.Generator().manual_seed(1))
+    ten = kmeans_best_of(X, 4, torch.Generator().manual_seed(1), 10)  # the same first start
+    groups = _partition(truth.tolist())
+    assert _partition(one.tolist()) != groups
+    assert _partition(ten.tolist()) == groups
+    Xn = X.double().numpy()
+    assert _wcss(Xn, ten.numpy()) == pytest.approx(_wcss(Xn, truth.numpy()))
+    assert _wcss(Xn, one.numpy()) > 2 * _wcss(Xn, truth.numpy())
+    alg = create_algorithm("fl-tac", {"num_clusters": 4})
+    assert alg.kmeans_starts == 10  # the released server's KMeans(n_init=10) is the default

@@ -54,7 +54,8 @@ def _norm_weights(ref: dict[int, dict[str, np.ndarray]], data: bool) -> np.ndarr
 @pytest.mark.parametrize("weighting", ["norm", "norm_times_data"])
 def test_zero_padded_factors_are_averaged_with_norm_weights(weighting: str) -> None:
     state, uploads, ref = _case()
-    new = create_algorithm("hetlora", {"weighting": weighting}).aggregate(
+    # the factors as uploaded (rescale_b: false); the default's mapping: test_invariants.py
+    new = create_algorithm("hetlora", {"weighting": weighting, "rescale_b": False}).aggregate(
         state, uploads, RoundInfo(1, 0)
     )
     w = _norm_weights(ref, data=weighting == "norm_times_data")
@@ -87,13 +88,15 @@ def test_agg_error_is_the_relative_distance_to_the_scaled_ideal() -> None:
     assert new.metrics["agg_error"] == pytest.approx(np.sqrt(num / den), rel=1e-5)
 
 
-def test_download_truncates_to_the_client_rank() -> None:
+@pytest.mark.parametrize("rescale_b", [True, False])
+def test_download_truncates_to_the_client_rank(rescale_b: bool) -> None:
     state, uploads, _ = _case()
-    alg = create_algorithm("hetlora")
+    alg = create_algorithm("hetlora", {"rescale_b": rescale_b})
     new = alg.aggregate(state, uploads, RoundInfo(1, 0))
     pay = alg.download(new, CLIENTS[0], RoundInfo(2, 0)).tensors
     assert torch.equal(pay["a.lora_A"], new.tensors["a.lora_A"][:1])
-    assert torch.equal(pay["b.lora_B"], new.tensors["b.lora_B"][:, :1])
+    ratio = SPEC.scale(2) / SPEC.scale(1) if rescale_b else 1.0  # s(r_max)/s(r_k)
+    assert torch.allclose(pay["b.lora_B"], ratio * new.tensors["b.lora_B"][:, :1], rtol=1e-6)
     assert torch.equal(pay["head.weight"], new.tensors["head.weight"])
 
 
@@ -117,7 +120,7 @@ def test_keep_rank_drops_the_trailing_share_but_not_below_min_rank() -> None:
 
 
 def test_a_small_trailing_norm_prunes_the_rank_and_it_sticks() -> None:
-    alg = create_algorithm("hetlora", {"prune_threshold": 0.05})
+    alg = create_algorithm("hetlora", {"prune_threshold": 0.05, "rescale_b": False})
     small = _factors(4, tail=1e-3)
     A, B = small["l.lora_A"].double().numpy(), small["l.lora_B"].double().numpy()
     ratio = np.linalg.norm(B[:, 3:] @ A[3:]) / np.linalg.norm(B @ A)
@@ -167,3 +170,20 @@ def test_regulariser_is_gamma_times_the_trailing_product_norm() -> None:
 def test_invalid_hyperparameters_name_the_field(args: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         create_algorithm("hetlora", args)
+
+
+def test_pruning_keeps_the_product_of_the_kept_components_at_the_new_scaling() -> None:
+    """rescale_b: the pruned upload applies s(q), so B[:, :q] is sent times s(r)/s(q)."""
+    alg = create_algorithm("hetlora", {"prune_threshold": 0.05})
+    small = _factors(4, tail=1e-3)
+    up, cstate = alg.upload(small, _ctx(4, {}), {})
+    A, B = up.tensors["l.lora_A"].double().numpy(), up.tensors["l.lora_B"].double().numpy()
+    kept = small["l.lora_B"][:, :3].double().numpy() @ small["l.lora_A"][:3].double().numpy()
+    assert A.shape == (3, 6)
+    assert np.allclose(SPEC.scale(3) * B @ A, SPEC.scale(4) * kept, atol=1e-5)
+    # next round: rank-4 factors sent for s(4), cut to 3 and rescaled: the same product
+    sent = _factors(4, tail=1.0)
+    setup, _ = alg.client_init(_ctx(4, sent), cstate)
+    got = setup.factors["l.lora_B"].double().numpy() @ setup.factors["l.lora_A"].double().numpy()
+    want = sent["l.lora_B"][:, :3].double().numpy() @ sent["l.lora_A"][:3].double().numpy()
+    assert np.allclose(SPEC.scale(3) * got, SPEC.scale(4) * want, atol=1e-5)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import TinyMLP, TinySetup, tiny_data
-from ilora.algorithms.base import create_algorithm
+from ilora.algorithms.base import Algorithm, create_algorithm
 from ilora.algorithms.ilora import ILoRAState
 from ilora.engine.local import client_round
 from ilora.lora.spec import LoRASpec
@@ -17,14 +17,12 @@ from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, Upload
 SPEC = LoRASpec(alpha=4.0)
 
 
-def _ctx(
-    model: torch.nn.Module, rank: int, payload: dict[str, torch.Tensor] | None = None
-) -> ClientContext:
+def _ctx(model: torch.nn.Module, rank: int, payload: Payload | None = None) -> ClientContext:
     setup = TinySetup(SPEC, [rank])
     return ClientContext(
         ClientInfo(0, rank, 10),
         RoundInfo(1, 0),
-        Payload(payload or {}),
+        payload or Payload({}, {"ilora/rank": rank}),
         SPEC,
         setup.train,
         base=base_weights(model),
@@ -69,12 +67,17 @@ def test_qr_init_is_nested_across_ranks() -> None:
     )
 
 
+def _per_client(**args: object) -> Algorithm:  # type: ignore[type-arg]
+    """Return ILoRA with the paper's per-client offsets: the server aggregates the uploads alone."""
+    return create_algorithm("ilora", {"offset": "per_client", **args})
+
+
 def _hand_case() -> tuple[ILoRAState, dict[int, Upload], np.ndarray, list[ClientInfo]]:
     """Two clients, ranks 1 and 2, a 4x3 layer; returns the dense reference Σ p_k s_k B_k A_k."""
     g = torch.Generator().manual_seed(7)
     clients = [ClientInfo(0, 1, 30), ClientInfo(1, 2, 10), ClientInfo(2, 3, 10)]
     W0 = torch.randn(4, 3, generator=g)
-    alg = create_algorithm("ilora")
+    alg = _per_client()
     state = alg.server_init({"l.base": W0}, clients, SPEC, 0)
     uploads, ref = {}, np.zeros((4, 3))
     p = {0: 30 / 40, 1: 10 / 40}
@@ -90,24 +93,25 @@ def _hand_case() -> tuple[ILoRAState, dict[int, Upload], np.ndarray, list[Client
 
 def test_concatenated_aggregation_equals_the_weighted_sum_of_scaled_products() -> None:
     state, uploads, ref, _ = _hand_case()
-    new = create_algorithm("ilora").aggregate(state, uploads, RoundInfo(1, 0))
+    new = _per_client().aggregate(state, uploads, RoundInfo(1, 0))
     got = (new.factors["l.lora_B"] @ new.factors["l.lora_A"]).double().numpy()  # scaling folded in
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
     assert new.metrics["agg_error"] < 1e-6  # r_max = 3 covers rank(ΔW) <= 3
 
 
-def test_a_client_of_sufficient_rank_receives_the_aggregate_exactly() -> None:
+@pytest.mark.parametrize("redistribute", ["qr", "svd", "qr_literal"])
+def test_a_client_of_sufficient_rank_receives_the_aggregate_exactly(redistribute: str) -> None:
     state, uploads, ref, clients = _hand_case()
-    alg = create_algorithm("ilora")
+    alg = _per_client(redistribute=redistribute)
     new = alg.aggregate(state, uploads, RoundInfo(1, 0))
     pay = alg.download(new, clients[2], RoundInfo(2, 0)).tensors
     got = (SPEC.alpha / 3) * (pay["l.lora_B"] @ pay["l.lora_A"]).double().numpy()
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
 
 
-def test_a_small_client_receives_the_best_rank_r_approximation() -> None:
+def test_svd_redistribution_gives_a_small_client_the_best_rank_r_approximation() -> None:
     state, uploads, ref, clients = _hand_case()
-    alg = create_algorithm("ilora")
+    alg = _per_client(redistribute="svd")
     new = alg.aggregate(state, uploads, RoundInfo(1, 0))
     pay = alg.download(new, clients[0], RoundInfo(2, 0)).tensors
     got = (SPEC.alpha / 1) * (pay["l.lora_B"] @ pay["l.lora_A"]).double().numpy()
@@ -120,7 +124,7 @@ def test_a_small_client_receives_the_best_rank_r_approximation() -> None:
 
 def test_literal_mode_is_the_dense_qr_leading_columns() -> None:
     state, uploads, ref, clients = _hand_case()
-    alg = create_algorithm("ilora", {"redistribute": "qr_literal"})
+    alg = _per_client(redistribute="qr_literal")
     new = alg.aggregate(state, uploads, RoundInfo(1, 0))
     q, r = np.linalg.qr(ref)
     pay = alg.download(new, clients[1], RoundInfo(2, 0)).tensors
@@ -130,7 +134,7 @@ def test_literal_mode_is_the_dense_qr_leading_columns() -> None:
 
 def test_unfolded_scaling_reproduces_the_released_aggregation() -> None:
     state, uploads, _, clients = _hand_case()
-    alg = create_algorithm("ilora", {"fold_scaling": False})
+    alg = _per_client(fold_scaling=False)
     new = alg.aggregate(state, uploads, RoundInfo(1, 0))
     raw = sum(
         (u.weight / 40) * (u.tensors["l.lora_B"] @ u.tensors["l.lora_A"]) for u in uploads.values()
@@ -159,7 +163,7 @@ def test_control_variates_follow_scaffold_option_one_with_sgd() -> None:
 
     # independent reference: plain autograd on the same model and start point
     ref_model = TinySetup(spec, [rank]).model()
-    setup, _ = alg.client_init(_ctx(ref_model, rank, dict(payload.tensors)), {})
+    setup, _ = alg.client_init(_ctx(ref_model, rank, payload), {})
     params = load_setup(ref_model, setup)
     ref_model.eval()
     loss = torch.nn.functional.cross_entropy(ref_model(data.inputs["x"]), data.labels)
@@ -189,10 +193,10 @@ def test_control_variates_follow_scaffold_option_one_with_sgd() -> None:
     assert torch.equal(new.control["fc1.lora_A"][rank:], c_server["fc1.lora_A"][rank:])
 
 
-@pytest.mark.parametrize("redistribute", ["svd", "qr_literal"])
+@pytest.mark.parametrize("redistribute", ["qr", "svd", "qr_literal"])
 def test_agg_error_is_the_relative_truncation_error(redistribute: str) -> None:
     state, uploads, ref, clients = _hand_case()
-    alg = create_algorithm("ilora", {"redistribute": redistribute})
+    alg = _per_client(redistribute=redistribute)
     small = alg.server_init({"l.base": torch.zeros(4, 3)}, clients[:2], SPEC, 0)  # r_max = 2
     new = alg.aggregate(small, uploads, RoundInfo(1, 0))
     applied = (new.factors["l.lora_B"] @ new.factors["l.lora_A"]).double().numpy()
@@ -202,3 +206,71 @@ def test_agg_error_is_the_relative_truncation_error(redistribute: str) -> None:
     if redistribute == "svd":  # Eckart–Young: the tail of the singular values
         s = np.linalg.svd(ref, compute_uv=False)
         assert expected == pytest.approx(np.sqrt((s[2:] ** 2).sum() / (s**2).sum()), rel=1e-5)
+
+
+def _global_case() -> tuple[ILoRAState, dict[int, Upload], np.ndarray, list[ClientInfo]]:
+    """A trained global adapter at r_max = 4 on a 6x4 layer, uploads of ranks 1 and 2.
+
+    Returns the dense reference of the shared-offset update ``P + Σ p_k (s_k B_k A_k − P_{r_k})``.
+    """
+    g = torch.Generator().manual_seed(11)
+    clients = [ClientInfo(0, 1, 30), ClientInfo(1, 2, 10), ClientInfo(2, 4, 10)]
+    alg = create_algorithm("ilora")
+    state = alg.server_init({"l.base": torch.randn(6, 4, generator=g)}, clients, SPEC, 0)
+    B_g, A_g = torch.randn(6, 4, generator=g), torch.randn(4, 4, generator=g)  # A_g: s folded
+    state = ILoRAState({"l.lora_B": B_g, "l.lora_A": A_g}, *list(vars(state).values())[1:])
+    P = B_g.double().numpy() @ A_g.double().numpy()
+    ref, uploads = P.copy(), {}
+    for cid, p in ((0, 0.75), (1, 0.25)):
+        r = clients[cid].rank
+        A, B = torch.randn(r, 4, generator=g), torch.randn(6, r, generator=g)
+        uploads[cid] = Upload({"l.lora_A": A, "l.lora_B": B}, float(clients[cid].num_examples))
+        start = B_g[:, :r].double().numpy() @ A_g[:r].double().numpy()
+        ref += p * ((SPEC.alpha / r) * (B.double().numpy() @ A.double().numpy()) - start)
+    return state, uploads, ref, clients
+
+
+@pytest.mark.parametrize("redistribute", ["qr", "svd", "qr_literal"])
+def test_shared_offset_adds_each_clients_change_relative_to_its_start(redistribute: str) -> None:
+    state, uploads, ref, _ = _global_case()
+    new = create_algorithm("ilora", {"redistribute": redistribute}).aggregate(
+        state, uploads, RoundInfo(2, 0)
+    )
+    got = (new.factors["l.lora_B"] @ new.factors["l.lora_A"]).double().numpy()
+    # r_max = 4 = d_in: nothing is truncated
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-6
+    unchanged = {c: Upload(  # every client uploads its start: the global adapter stays
+        {"l.lora_A": state.factors["l.lora_A"][: u.tensors["l.lora_A"].shape[0]] * (
+            u.tensors["l.lora_A"].shape[0] / SPEC.alpha), "l.lora_B":
+            state.factors["l.lora_B"][:, : u.tensors["l.lora_A"].shape[0]]}, u.weight)
+        for c, u in uploads.items()}  # fmt: skip
+    same = create_algorithm("ilora").aggregate(state, unchanged, RoundInfo(2, 0))
+    before = state.factors["l.lora_B"] @ state.factors["l.lora_A"]
+    assert torch.allclose(same.factors["l.lora_B"] @ same.factors["l.lora_A"], before, atol=1e-5)
+
+
+def test_default_redistribution_is_the_papers_leading_column_qr() -> None:
+    state, uploads, ref, clients = _hand_case()
+    small = _per_client().server_init({"l.base": torch.zeros(4, 3)}, clients[:2], SPEC, 0)
+    new = _per_client().aggregate(small, uploads, RoundInfo(1, 0))  # r_max = 2 < rank(ΔW) = 3
+    q, r = np.linalg.qr(ref)
+    for client in clients[:2]:
+        pay = _per_client().download(new, client, RoundInfo(2, 0)).tensors
+        k = client.rank
+        got = (SPEC.alpha / k) * (pay["l.lora_B"] @ pay["l.lora_A"]).double().numpy()
+        assert np.linalg.norm(got - q[:, :k] @ r[:k]) / np.linalg.norm(q[:, :k] @ r[:k]) < 1e-6
+        B = pay["l.lora_B"]
+        assert torch.allclose(B.T @ B, torch.eye(k), atol=1e-5)  # the paper's split: B = Q
+
+
+def test_balanced_split_sends_the_same_product_with_balanced_factors() -> None:
+    state, uploads, _, clients = _global_case()
+    paper, balanced = create_algorithm("ilora"), create_algorithm("ilora", {"split": "balanced"})
+    new = paper.aggregate(state, uploads, RoundInfo(2, 0))
+    for client in clients:
+        a = paper.download(new, client, RoundInfo(3, 0)).tensors
+        b = balanced.download(new, client, RoundInfo(3, 0)).tensors
+        product_a, product_b = a["l.lora_B"] @ a["l.lora_A"], b["l.lora_B"] @ b["l.lora_A"]
+        assert torch.allclose(product_a, product_b, atol=1e-5)
+        col, row = b["l.lora_B"].norm(dim=0), b["l.lora_A"].norm(dim=1) * SPEC.scale(client.rank)
+        assert torch.allclose(col, row, rtol=1e-4)  # ‖B_i‖ = ‖s A_i‖ = √σ_i

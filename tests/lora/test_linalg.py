@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ilora.lora.linalg import (
+    balanced_split,
     fro_norm_sq,
+    leading_qr_of_sum,
     qr_init,
     relative_error,
     resize_rank,
@@ -91,3 +94,58 @@ def test_principal_factors_of_a_weighted_sum_give_its_best_rank_k_approximation(
     assert np.allclose(sq.numpy()[:5], S_np**2, atol=1e-10) and abs(sq[5]) < 1e-10
     full_U, full_M, _ = principal_factors_of_sum(Bs, As, coeffs)
     assert np.allclose(full_U.numpy() @ full_M.numpy(), dense, atol=1e-10)
+
+
+def _factors_of_sum(
+    seed: int, d_out: int = 40, d_in: int = 30, ranks: tuple[int, ...] = (2, 4, 8)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    total = sum(ranks)
+    B_c = torch.randn(d_out, total, generator=g, dtype=torch.float64)  # (d_out, Σr)
+    A_c = torch.randn(total, d_in, generator=g, dtype=torch.float64)  # (Σr, d_in)
+    return B_c, A_c
+
+
+@pytest.mark.parametrize("r", [1, 3, 8])
+def test_factor_space_qr_equals_the_leading_columns_of_numpys_dense_qr(r: int) -> None:
+    B_c, A_c = _factors_of_sum(0)
+    Q, R = leading_qr_of_sum(B_c, A_c, r, torch.Generator().manual_seed(1))
+    dense = B_c.numpy() @ A_c.numpy()  # ΔW (40, 30), formed only here
+    q, t = np.linalg.qr(dense)
+    for j in range(1, r + 1):  # nested: every leading part is the dense QR's
+        want = q[:, :j] @ t[:j]
+        got = Q[:, :j].numpy() @ R[:j].numpy()
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-6
+    assert np.allclose(Q.T.numpy() @ Q.numpy(), np.eye(r), atol=1e-10)
+
+
+def test_factor_space_qr_of_rank_deficient_leading_columns_projects_onto_their_span() -> None:
+    B_c, A_c = _factors_of_sum(2)
+    A_c[:, 1] = 2 * A_c[:, 0]  # column 1 of ΔW = 2 × column 0
+    A_c[:, 3] = 0  # column 3 of ΔW = 0
+    r = 5
+    Q, R = leading_qr_of_sum(B_c, A_c, r, torch.Generator().manual_seed(1))
+    dense = B_c.numpy() @ A_c.numpy()
+    u, s, _ = np.linalg.svd(dense[:, :r], full_matrices=False)
+    span = u[:, s > 1e-8 * s[0]]  # (40, 3): the leading columns have rank 3
+    want = span @ (span.T @ dense)  # projection of ΔW onto their span
+    got = Q.numpy() @ R.numpy()
+    assert span.shape[1] == 3
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-6
+    assert np.allclose(Q.T.numpy() @ Q.numpy(), np.eye(r), atol=1e-10)  # all r trainable
+    assert torch.equal(R[[1, 3]], torch.zeros(2, R.shape[1]))  # dependent columns: zero rows
+    again, _ = leading_qr_of_sum(B_c, A_c, r, torch.Generator().manual_seed(1))
+    assert torch.equal(Q, again)  # the completion is seeded
+
+
+def test_balanced_split_keeps_the_product_and_balances_the_factors() -> None:
+    g = torch.Generator().manual_seed(3)
+    B, _ = torch.linalg.qr(torch.randn(12, 4, generator=g, dtype=torch.float64))  # orthonormal
+    M = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    M[3] = 0  # a zero component stays trainable through its B column
+    Bn, An = balanced_split(B, M)
+    assert torch.allclose(Bn @ An, B @ M, atol=1e-12)
+    s = np.linalg.svd(M.numpy(), compute_uv=False)
+    assert np.allclose(Bn.norm(dim=0).numpy()[:3], np.sqrt(s[:3]), atol=1e-10)
+    assert np.allclose(An.norm(dim=1).numpy()[:3], np.sqrt(s[:3]), atol=1e-10)
+    assert float(An[3].abs().max()) < 1e-12 and Bn[:, 3].norm() == pytest.approx(1.0)

@@ -1,8 +1,9 @@
 """Clustering for the methods that group clients (FL-TAC, FedLEASE).
 
-K-means with k-means++ init (FL-TAC), and average-linkage agglomerative clustering with the
-silhouette score on cosine distances of B (FedLEASE). Small deterministic implementations (no
-scipy/scikit-learn): ties are broken by index; random choices come from the generator passed in.
+K-means with k-means++ init, best of several starts (FL-TAC), and average-linkage
+agglomerative clustering with the silhouette score on cosine distances of B (FedLEASE). Small
+deterministic implementations (no scipy/scikit-learn): ties are broken by index; random choices
+come from the generator passed in.
 """
 
 from __future__ import annotations
@@ -39,6 +40,32 @@ def kmeans(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
     first_seen = {int(j): None for j in labels.tolist()}  # insertion order = first appearance
     renumber = {j: i for i, j in enumerate(first_seen)}
     return torch.tensor([renumber[int(j)] for j in labels.tolist()], dtype=torch.int64)
+
+
+def kmeans_best_of(X: torch.Tensor, k: int, g: torch.Generator, starts: int) -> torch.Tensor:
+    """Return the labels of the lowest-cost of ``starts`` :func:`kmeans` runs (``n_init``).
+
+    The runs draw their k-means++ inits one after the other from ``g`` (the first run is
+    ``kmeans(X, k, g)`` with the same generator state); the cost is the within-cluster sum of
+    squares :func:`kmeans_cost`; ties keep the earlier run.
+    """
+    best: tuple[float, torch.Tensor] | None = None
+    for _ in range(starts):
+        labels = kmeans(X, k, g)
+        cost = kmeans_cost(X, labels)
+        if best is None or cost < best[0]:
+            best = (cost, labels)
+    assert best is not None, "starts must be >= 1"
+    return best[1]
+
+
+def kmeans_cost(X: torch.Tensor, labels: torch.Tensor) -> float:
+    """Return ``Σ_i ‖x_i − μ_{label_i}‖²`` (float64), ``μ_j`` the mean of cluster ``j``."""
+    X = X.to(torch.float64)
+    return sum(
+        float((X[labels == j] - X[labels == j].mean(dim=0)).square().sum())
+        for j in labels.unique().tolist()
+    )
 
 
 def kmeans_pp_init(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:

@@ -149,6 +149,55 @@ def truncated(tensors: Mapping[str, torch.Tensor], r: int) -> TensorDict:
     return {k: resize_rank(v, r, keys.kind_of(k)) for k, v in tensors.items()}
 
 
+RESCALE_HELP = (
+    "mixed ranks: send B times s(r_max)/s(r_k) and map uploads back, so a client starts from "
+    "the global model cut to its rank (false: it applies s(r_k) to the cut factors as they are)"
+)
+
+
+def b_ratio(lora: LoRASpec, r_global: int, r: int) -> float:
+    """Return ``s(r_global)/s(r)``: what makes a rank-``r`` pair apply the global scale."""
+    return lora.scale(r_global) / lora.scale(r)
+
+
+def b_to_client(
+    tensors: Mapping[str, torch.Tensor], lora: LoRASpec, r_global: int, r: int
+) -> TensorDict:
+    """Return ``tensors`` (cut to rank ``r``) with every B times ``s(r_global)/s(r)``.
+
+    A rank-``r`` client applies ``s(r)``, so it then starts from ``s(r_global)·B[:, :r] A[:r]``:
+    the global model's leading ``r`` components at the global model's own scale (no hidden
+    ``s(r)/s(r_global)`` rescaling of its start). Other entries are returned as they are.
+    """
+    ratio = b_ratio(lora, r_global, r)
+    return {
+        k: (ratio * v).contiguous() if keys.kind_of(k) == "lora_B" and ratio != 1.0 else v
+        for k, v in tensors.items()
+    }
+
+
+def b_to_global(tensors: Mapping[str, torch.Tensor], lora: LoRASpec, r_global: int) -> TensorDict:
+    """Return an upload with every B of rank ``r_k`` (its shape) times ``s(r_k)/s(r_global)``.
+
+    The inverse of :func:`b_to_client`: ``s(r_global)·B' A = s(r_k)·B A``, the product the client
+    applied, so averaging at the global scale averages what the clients trained.
+    """
+    out = dict(tensors)
+    for k, b in keys.of_kind(tensors, "lora_B").items():
+        ratio = 1.0 / b_ratio(lora, r_global, int(b.shape[1]))
+        out[k] = b if ratio == 1.0 else (ratio * b).contiguous()
+    return out
+
+
+def uploads_to_global(
+    uploads: Mapping[int, Upload], lora: LoRASpec, r_global: int
+) -> dict[int, Upload]:
+    """Return every upload with its B mapped to the global scale (:func:`b_to_global`)."""
+    return {
+        c: replace(u, tensors=b_to_global(u.tensors, lora, r_global)) for c, u in uploads.items()
+    }
+
+
 def global_pair_error(state: FactorState, uploads: Mapping[int, Upload], new: TensorDict) -> float:
     """Return ``agg_error`` of a global pair ``new`` applied at ``s(state.rank)``."""
     s = state.lora.scale(state.rank)

@@ -9,25 +9,31 @@ sets ``Ā = Σ p_k A_k``, ``B̄ = Σ p_k B_k`` and FedAvg-s the head. The produc
 Heterogeneous ranks (not in the paper): the global factors live at ``r_max``; a client of rank
 ``r_k`` receives the leading ``r_k`` rows of ``Ā`` / columns of ``B̄`` and its upload is
 zero-padded back to ``r_max`` before averaging (HetLoRA's padding without its weights), so
-padded components are diluted toward zero. Each client applies its own scaling ``s(r_k)``; the
-global model applies ``s(r_max)``.
+padded components are diluted toward zero. The global model applies ``s(r_max)``, a client its
+own ``s(r_k)``: with ``rescale_b`` (default) it receives ``B̄`` times ``s(r_max)/s(r_k)`` and its
+upload's B is mapped back by ``s(r_k)/s(r_max)`` before averaging (``_shared.b_to_client``,
+``b_to_global``), so it starts from exactly the global model's leading ``r_k`` components.
+``rescale_b: false`` applies ``s(r_k)`` to the cut factors as they are: a rank-``r_k`` client
+then starts ``s(r_k)/s(r_max)`` times the global adapter's part (4x for rank 2 of 8). With one
+rank both are the paper.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
+    RESCALE_HELP,
     FactorState,
+    b_to_client,
+    b_to_global,
     global_factor_state,
     global_pair_error,
     truncated,
 )
 from ilora.algorithms.base import Algorithm, register
-from ilora.lora import keys
-from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
@@ -36,7 +42,7 @@ from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, 
 @register("fedit")
 @dataclass(frozen=True)
 class FedIT(Algorithm[FactorState]):
-    """FedAvg of A and B (see the module docstring). No hyperparameters.
+    """FedAvg of A and B (see the module docstring).
 
     Bytes per client per round, float32, per adapted layer ``(d_out, d_in)`` at the client's
     rank ``r``: download and upload ``4·r·(d_out + d_in)`` (B and A); plus ``4·n_head`` each way
@@ -46,29 +52,32 @@ class FedIT(Algorithm[FactorState]):
     heterogeneous_ranks = True
     mean_aggregation = True  # Ā, B̄ and the head are Σ p_k lift(u_k), lift = zero-pad to r_max
 
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
         return global_factor_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(truncated(state.tensors, client.rank))
+        out = truncated(state.tensors, client.rank)
+        return Payload(
+            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
+        )
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
         ups = [uploads[c] for c in sorted(uploads)]
-        padded = [
-            {k: resize_rank(v, state.rank, keys.kind_of(k)) for k, v in u.tensors.items()}
-            for u in ups
-        ]
+        padded = [self.lift(state, u.tensors) for u in ups]
         new = weighted_mean(padded, [u.weight for u in ups])
         return replace(
             state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
         )
 
     def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
-        return {k: resize_rank(v, state.rank, keys.kind_of(k)) for k, v in tensors.items()}
+        mapped = b_to_global(tensors, state.lora, state.rank) if self.rescale_b else tensors
+        return truncated(mapped, state.rank)
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))

@@ -41,7 +41,10 @@ Choices where the sources are silent or differ:
 Heterogeneous ranks (our extension; the paper is homogeneous), as FedIT: the global factors
 live at ``r_max``; a client of rank ``r_k`` receives the leading ``r_k`` rows of ``A`` and
 columns of ``B`` and applies ``s(r_k)``; its upload is zero-padded back to ``r_max`` before
-averaging; the global model and the merge apply ``s(r_max)``.
+averaging; the global model and the merge apply ``s(r_max)``. With ``rescale_b`` (default) the
+client's B is sent times ``s(r_max)/s(r_k)`` and mapped back on upload, so it starts from exactly
+the global model's leading ``r_k`` components; ``rescale_b: false`` applies ``s(r_k)`` to the cut
+factors as they are (a start ``s(r_k)/s(r_max)`` times the global part). See FedIT.
 
 Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the client's rank
 ``r``: download ``4·(r·(d_out + d_in) + d_out·d_in)`` (B, A and the dense residual), upload
@@ -55,13 +58,17 @@ from dataclasses import dataclass, field
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
+    RESCALE_HELP,
     FactorState,
+    b_to_client,
+    b_to_global,
     global_pair_error,
     install_round,
     merging_state,
     padded_mean,
     split_residual,
     truncated,
+    uploads_to_global,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora.spec import LoRASpec
@@ -96,6 +103,8 @@ class FedLoRU(Algorithm[FactorState]):
         },
     )
 
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+
     def __post_init__(self) -> None:
         if self.tau < 0:
             raise ValueError(f"fedloru.tau must be >= 0 (0 = never merge), got {self.tau}")
@@ -106,17 +115,22 @@ class FedLoRU(Algorithm[FactorState]):
         return merging_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(truncated(state.tensors, client.rank))
+        out = truncated(state.tensors, client.rank)
+        return Payload(
+            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
+        )
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
-        mean = padded_mean(uploads, state.rank)
+        mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
+        mean = padded_mean(mapped, state.rank)
         metrics = {"agg_error": global_pair_error(state, uploads, mean)}
         return install_round(state, mean, metrics, rnd, self.tau)
 
     def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
-        return truncated(tensors, state.rank)
+        mapped = b_to_global(tensors, state.lora, state.rank) if self.rescale_b else tensors
+        return truncated(mapped, state.rank)
 
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)

@@ -27,11 +27,16 @@ model, reported for completeness) is the FedAvg of the last round's uploads (Fed
 
 Choices where the sources are silent or differ:
 
-* K-means: Lloyd iterations (at most 100, until the assignment is stable) from a k-means++ init
-  drawn from ``generator(seed, "fl-tac-kmeans", round)``; squared Euclidean distances in
-  float64 on the raw flattened factors (no normalisation, as the paper's flattening); ties go to
-  the lower cluster index; a cluster left empty keeps its centre; clusters are renumbered by
-  their smallest client id. Features are the LoRA factors only, never the head.
+* K-means: ``kmeans_starts`` runs (default 10, the released server's ``KMeans(n_init=10)``; 1
+  is a single start), each Lloyd iterations (at most 100, until the assignment is stable) from
+  a k-means++ init, the inits drawn one after the other from
+  ``generator(seed, "fl-tac-kmeans", round)``; the run with the lowest within-cluster sum of
+  squares is kept (ties: the earlier run). One start can average different tasks' adapters
+  when it lands in a poor local optimum, and the clustering is redone every round. Squared
+  Euclidean distances in float64 on the raw flattened factors (no normalisation, as the paper's
+  flattening); ties go to the lower cluster index; a cluster left empty keeps its centre;
+  clusters are renumbered by their smallest client id. Features are the LoRA factors only,
+  never the head.
 * The head: the released code does not exchange it, but its single-process simulation shares one
   physical head across all clients and tasks, which a real deployment cannot do. ``head:
   cluster`` (default) treats the head as part of the task adapter: it travels with the adapter and
@@ -51,6 +56,9 @@ Choices where the sources are silent or differ:
 Heterogeneous ranks (our extension; the paper is homogeneous): adapters of rank ``r_k`` are
 zero-padded to ``r_max`` (rows of A, columns of B) for the clustering and the averaging, as FedIT
 here; a client downloads the leading ``r_k`` components of its answer and applies ``s(r_k)``.
+With ``rescale_b`` (default) B travels times ``s(r_max)/s(r_k)`` and uploads are mapped back
+before the clustering, so a client starts from exactly its answer's leading components at the
+global scale (``rescale_b: false``: ``s(r_k)/s(r_max)`` times them). See FedIT.
 Padding makes low-rank clients look alike in the trailing coordinates, so the clustering can
 partly group clients by rank.
 
@@ -68,14 +76,17 @@ from typing import Literal
 import torch
 
 from ilora.algorithms import traffic
-from ilora.algorithms._clustering import kmeans
+from ilora.algorithms._clustering import kmeans_best_of
 from ilora.algorithms._shared import (
+    RESCALE_HELP,
     agg_error,
+    b_to_client,
     global_factor_state,
     ideal_stack,
     mean_extras,
     rank_of,
     truncated,
+    uploads_to_global,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -117,7 +128,17 @@ class FLTAC(Algorithm[FLTACState]):
         metadata={"help": "cluster: FedAvg the head within each cluster; global: over all"},
     )
 
+    kmeans_starts: int = field(
+        default=10,
+        metadata={"help": "k-means runs, the lowest-cost kept (released code: n_init=10)"},
+    )
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+
     def __post_init__(self) -> None:
+        if isinstance(self.kmeans_starts, bool) or not isinstance(self.kmeans_starts, int):
+            raise ValueError(f"kmeans_starts must be an integer >= 1, got {self.kmeans_starts!r}")
+        if self.kmeans_starts < 1:
+            raise ValueError(f"kmeans_starts must be >= 1, got {self.kmeans_starts}")
         if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int):
             raise ValueError(f"num_clusters must be an integer >= 1, got {self.num_clusters!r}")
         if self.num_clusters < 1:
@@ -134,17 +155,21 @@ class FLTAC(Algorithm[FLTACState]):
 
     def download(self, state: FLTACState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         answer = strip_prefix(state.answers, _prefix(client.cid))
-        return Payload(truncated(answer or state.mean, client.rank))
+        out = truncated(answer or state.mean, client.rank)
+        return Payload(
+            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
+        )
 
     def aggregate(
         self, state: FLTACState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FLTACState:
         cids = sorted(uploads)
-        padded = {c: truncated(uploads[c].tensors, state.rank) for c in cids}  # zero-pad to r_max
+        mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
+        padded = {c: truncated(mapped[c].tensors, state.rank) for c in cids}  # zero-pad to r_max
         weights = {c: uploads[c].weight for c in cids}
         features = torch.stack([adapter_vector(padded[c]) for c in cids])  # (n, D)
         g = generator(rnd.seed, "fl-tac-kmeans", rnd.round)
-        labels = kmeans(features, min(self.num_clusters, len(cids)), g)
+        labels = kmeans_best_of(features, min(self.num_clusters, len(cids)), g, self.kmeans_starts)
         clusters = {c: int(label) for c, label in zip(cids, labels.tolist(), strict=True)}
         models: dict[int, TensorDict] = {}
         for j in sorted(set(clusters.values())):

@@ -48,8 +48,15 @@ Choices where the sources are silent or differ:
 
 Heterogeneous ranks (HetLoRA-style, as the paper's rank-heterogeneous baseline): a client of rank
 ``r_k`` receives the top-k of the leading ``r_k`` components (rows of A, columns of B) and the
-head, ``N_k = Σ r_k (d_out + d_in) + n_head``, at its own scaling ``s(r_k)``; its delta is
-zero-padded to ``r_max`` before averaging. FLASC's own answer to system heterogeneity, density
+head, ``N_k = Σ r_k (d_out + d_in) + n_head``; its delta is zero-padded to ``r_max`` before
+averaging. Where we depart from the released code: its rank-heterogeneous baseline masks
+components of one rank-16 module, so every tier applies the global ``α/16``; here a client holds
+a rank-``r_k`` adapter and the layer applies ``s(r_k)``. With ``rescale_b`` (default) B is sent
+times ``s(r_max)/s(r_k)`` before the top-k and the delta's B is mapped back by
+``s(r_k)/s(r_max)``, so the client's model is the released code's (the leading ``r_k``
+components at the global scale; the top-k then ranks B's entries at that client's scale);
+``rescale_b: false`` applies ``s(r_k)`` to the cut factors as they are (``s(r_k)/s(r_max)`` times
+the global part, 4x for rank 4 of 16). FLASC's own answer to system heterogeneity, density
 tiers, is not offered: ``ClientInfo`` carries no tier; the rank tiers play that role.
 
 Bytes per client per round (float32 values and int32 indices, 4 bytes each): with
@@ -67,7 +74,14 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import global_factor_state, normalized_weights, truncated
+from ilora.algorithms._shared import (
+    RESCALE_HELP,
+    b_to_client,
+    b_to_global,
+    global_factor_state,
+    normalized_weights,
+    truncated,
+)
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
@@ -126,6 +140,7 @@ class FLASC(Algorithm[FLASCState]):
         default=True,
         metadata={"help": "evaluate the global model masked at density_down (code) or dense"},
     )
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
 
     def __post_init__(self) -> None:
         for name in ("density_down", "density_up"):
@@ -152,6 +167,8 @@ class FLASC(Algorithm[FLASCState]):
 
     def download(self, state: FLASCState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         local = truncated(state.tensors, client.rank)
+        if self.rescale_b:
+            local = b_to_client(local, state.lora, state.rank, client.rank)
         layout = layout_of(local)
         encoded = encode(flatten(local, layout), self.density_down)
         return Payload(encoded, {LAYOUT: json.dumps(layout)})
@@ -164,6 +181,8 @@ class FLASC(Algorithm[FLASCState]):
         for cid in sorted(uploads):
             layout = layout_of(truncated(state.tensors, state.ranks[cid]))
             delta = unflatten(decode(uploads[cid].tensors, _size(layout)), layout)
+            if self.rescale_b:
+                delta = b_to_global(delta, state.lora, state.rank)
             for k, d in delta.items():  # zero-pad a rank-r_k delta to r_max
                 grad[k] += p[cid] * resize_rank(d.to(torch.float64), state.rank, keys.kind_of(k))
         step = state.step + 1

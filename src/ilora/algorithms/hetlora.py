@@ -13,8 +13,15 @@ Choices where the sources are silent or ambiguous:
 
 * ``weighting: norm`` replaces the data weight ``p_k`` by ``w_k`` (the paper);
   ``norm_times_data`` uses ``w_k ∝ p_k ‖B_k A_k‖_F``. If every norm is 0 the data weights are
-  used. Norms are of the unscaled ``B_k A_k``, as the paper writes them; as in FedIT the factors
-  are averaged unscaled and the global model applies ``s(r_max)``.
+  used. Norms are of the uploads as averaged (``B_k A_k`` at the global scale, below).
+* Scaling (the paper does not say): the global model applies ``s(r_max)``, a client of rank
+  ``r`` its own ``s(r)``. With ``rescale_b`` (default) the client receives B times
+  ``s(r_max)/s(r_k)``, cuts it to a pruned rank ``q`` times ``s(r_k)/s(q)``, rescales the kept B
+  by ``s(r)/s(q)`` when it prunes from ``r`` to ``q`` (so pruning drops the tail and keeps the
+  rest of the product), and the server maps an upload of rank ``q`` back by ``s(q)/s(r_max)``:
+  every client starts from exactly the global model's leading components, and averages are of
+  the products the clients trained. ``rescale_b: false``: every rank applies its own scaling to
+  the factors as they are (a rank-2 client of 8 starts at 4x the global adapter's part).
 * Self-pruning, a reconstruction (ALGORITHMS.md: the exact rule is [unverified]). For a client at
   rank ``r`` let ``q = max(min_rank, ⌊(1 − prune_fraction)·r⌋)``; the trailing components
   ``q..r`` are the columns ``B[:, q:]`` and rows ``A[q:]``. The regulariser is
@@ -36,12 +43,16 @@ import torch
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
+    RESCALE_HELP,
     FactorState,
+    b_ratio,
+    b_to_client,
     global_factor_state,
     global_pair_error,
     mean_extras,
     normalized_weights,
     rank_of,
+    uploads_to_global,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -92,6 +103,7 @@ class HetLoRA(Algorithm[FactorState]):
         metadata={"help": "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune"},
     )
     min_rank: int = field(default=1, metadata={"help": "no client is pruned below this rank"})
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
 
     def __post_init__(self) -> None:
         if self.weighting not in ("norm", "norm_times_data"):
@@ -112,14 +124,18 @@ class HetLoRA(Algorithm[FactorState]):
         return global_factor_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(_at_rank(state.tensors, client.rank))
+        out = _at_rank(state.tensors, client.rank)
+        return Payload(
+            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
+        )
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
-        cids, w = sorted(uploads), self.weights(uploads)
+        mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
+        cids, w = sorted(mapped), self.weights(mapped)
         padded = [
-            _at_rank(keys.of_kind(uploads[c].tensors, *keys.FACTOR_KINDS), state.rank) for c in cids
+            _at_rank(keys.of_kind(mapped[c].tensors, *keys.FACTOR_KINDS), state.rank) for c in cids
         ]
         new = {**weighted_mean(padded, [w[c] for c in cids]), **mean_extras(uploads)}
         return replace(
@@ -150,7 +166,9 @@ class HetLoRA(Algorithm[FactorState]):
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         r = min(ctx.client.rank, int(cstate[RANK])) if RANK in cstate else ctx.client.rank
-        return LocalSetup(factors=_at_rank(ctx.payload.tensors, r)), cstate
+        return LocalSetup(
+            factors=self._pruned(ctx.payload.tensors, ctx, ctx.client.rank, r)
+        ), cstate
 
     def loss_term(
         self, params: TensorDict, ctx: ClientContext, cstate: TensorDict
@@ -170,10 +188,21 @@ class HetLoRA(Algorithm[FactorState]):
     ) -> tuple[Upload, TensorDict]:
         r = min(int(v.shape[0]) for v in keys.of_kind(trained, "lora_A").values())
         q = self.keep_rank(r)
-        if q < r and self.tail_ratio(trained, q) < self.prune_threshold:
-            r = q
-        up = Upload(_at_rank(trained, r), float(ctx.client.num_examples), {"rank": float(r)})
-        return up, {**cstate, RANK: torch.tensor(r, dtype=torch.int64)}
+        kept = q if q < r and self.tail_ratio(trained, q) < self.prune_threshold else r
+        sent = self._pruned(trained, ctx, r, kept)
+        up = Upload(sent, float(ctx.client.num_examples), {"rank": float(kept)})
+        return up, {**cstate, RANK: torch.tensor(kept, dtype=torch.int64)}
+
+    def _pruned(self, tensors: TensorDict, ctx: ClientContext, r: int, q: int) -> TensorDict:
+        """Return rank-``r`` tensors cut to rank ``q``, B times ``s(r)/s(q)`` with ``rescale_b``.
+
+        The kept components then add the same product at the scaling ``s(q)`` of rank ``q``.
+        """
+        out = _at_rank(tensors, q)
+        if not self.rescale_b or q == r:
+            return out
+        ratio = b_ratio(ctx.lora, r, q)  # s(r)/s(q)
+        return {k: ratio * v if keys.kind_of(k) == "lora_B" else v for k, v in out.items()}
 
     # ---- math
     def keep_rank(self, r: int) -> int:

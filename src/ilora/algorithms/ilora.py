@@ -2,27 +2,51 @@
 
 Zhou, Liu, Shang, arXiv 2511.16069.
 
-1. **QR-based orthonormal init** (client, first use of a rank): ``Q, R = QR(W0)``,
-   ``B = Q[:, :r_k]``, ``A = R[:r_k]``, optionally rescaled so that
-   ``‖BA‖_F = init_rms·sqrt(d_out d_in)``
-   (the released code: 1e-4), and the frozen base is offset by ``−o·BA`` (residual). The default
-   offset ``o = s(r_k) = α/r_k`` keeps the initial model exactly ``W0``; ``init_offset: one`` is
-   the released code's ``o = 1``. Every client's basis is a leading part of the same QR, so all
-   clients start in one nested subspace.
-2. **Concatenated aggregation** (server): ``B_c = [B_1 … B_K]`` ``(d_out, Σr)``,
-   ``A_c = [p_1 s_1 A_1; …]`` ``(Σr, d_in)``, so ``B_c A_c = ΔW = Σ p_k s_k B_k A_k`` exactly.
-   ``redistribute: svd`` (default) never forms ``ΔW``: ``QR(B_c)``, SVD of the ``(Σr, d_in)``
-   core, and client ``j`` gets the best rank-``r_j`` factors ``B_j = U_{r_j}`` (orthonormal),
-   ``A_j = S_{r_j} V_{r_j}ᵀ / s_j``; exact whenever ``r_j ≥ rank(ΔW)``. ``redistribute:
-   qr_literal`` is the released code: dense ``QR(ΔW)``, leading columns. ``fold_scaling: false``
-   reproduces the released code's aggregation of raw ``B_k A_k`` (no ``s_k``, no ``÷ s_j``).
-   The head is FedAvg-ed. The server keeps factors at ``r_max``; the global model uses them.
+1. **QR-based orthonormal init**: ``Q, R = QR(W0)``, ``B = Q[:, :r]``, ``A = R[:r]``, optionally
+   rescaled so that ``‖BA‖_F = init_rms·sqrt(d_out d_in)`` (the released code: 1e-4); the frozen
+   base is offset by ``−o·BA`` (a residual), ``o = s(r) = α/r`` (default: the initial model is
+   exactly ``W0``) or ``o = 1`` (``init_offset: one``, the released code).
+2. **Concatenated aggregation**: ``B_c = [B_1 … B_K]`` ``(d_out, Σr)``, ``A_c = [p_1 s_1 A_1; …]``
+   ``(Σr, d_in)``, so ``B_c A_c = ΔW = Σ p_k s_k B_k A_k`` exactly; the adapter is cumulative
+   (clients continue from the redistributed factors). Redistribution at ``r_max``:
+
+   * ``redistribute: qr`` (default, the paper): the leading ``r_max`` columns of ``QR(ΔW)``
+     without forming ``ΔW``: ``Q = orth(B_c·A_c[:, :r])``, ``R = (Qᵀ B_c) A_c``, the projection
+     of ``ΔW`` onto the span of its first ``r`` columns (``lora.linalg.leading_qr_of_sum``, which
+     also states what happens when those columns are rank-deficient);
+   * ``redistribute: svd`` (this project's improvement): the best rank-``r`` factors
+     (Eckart–Young) in factor space, as FlexLoRA's, exact whenever ``r ≥ rank(ΔW)``;
+   * ``redistribute: qr_literal``: the released code, dense ``QR(ΔW)``, leading columns.
+
+   Each client gets the leading ``r_j`` components (nested), ``A`` divided by ``s_j`` so that it
+   applies the global product; ``fold_scaling: false`` reproduces the released code's raw
+   ``B_k A_k`` (no ``s_k``, no ``÷ s_j``). ``split: qr`` (the paper) sends ``B = Q`` (orthonormal)
+   and ``A = R``; ``split: balanced`` sends ``B = U√S``, ``A = √S Vᵀ`` of the same rank-``r_j``
+   product (``lora.linalg.balanced_split``): the magnitude no longer sits in A alone, which
+   changes how AdamW's per-entry steps move the layer (an ablation). The head is FedAvg-ed.
 3. **Rank-aware control variates** (``control_variates``, registered as ``ilora-s``): SCAFFOLD
    option I inside AdamW/SGD. Server control ``c`` at ``r_max`` shapes, client control ``c_k`` at
    ``r_k``; the client receives ``ĉ = trunc_{r_k}(c)``, corrects every gradient ``g ← g + ĉ − c_k``
    before the optimizer step, sets ``c_k⁺ = ∇F_k(x)`` (the mean local gradient at the received
    point, correctly scaled: a mean over examples, not the released code's ÷ batch size) and uploads
    ``Δc_k = c_k⁺ − c_k``; the server zero-pads and sets ``c ← c + (1/N) Σ pad(Δc_k)``.
+
+Mixed ranks, exactly (``offset: shared``, default; our design). The paper offsets each client's
+base by its own rank's init, and the server aggregates the cumulative factors, inits included:
+with mixed ranks ``Σ_k p_k s_k B0_k A0_k ≠ s_max B0 A0`` and the difference stays in the model
+(an untrained round moves it away from ``W0``). Here one offset ``O = o·B0 A0`` of the
+rank-``r_max`` init is shared by the global model and every client, the global adapter starts
+as that init (``W0 − O + s_max B0 A0 = W0``), a client of rank ``r_k`` starts from the leading
+``r_k`` components of the global adapter at the global scale (round 1: it rebuilds the
+rank-``r_max`` init itself from ``W0``; the download carries ``r_max`` as ``ilora/rank`` in its
+config), and the server adds each client's change relative to its start:
+``P' = P + Σ_k p_k (s_k B_k A_k − P_{r_k})``, ``P_{r_k}`` the leading ``r_k`` components of
+``P = B_g A_g``. In factor space that is one more block in the concatenation,
+``[B_g; diag(w) A_g]`` with ``w_i = 1 − Σ_{k: r_k > i} p_k`` (the share of the round's weight
+whose clients could not hold component ``i``), so an untrained round returns the global model
+unchanged and, with equal ranks (``w = 0``), it is the paper's aggregation. ``offset:
+per_client`` is the paper's and released code's: each client offsets by its own rank's init
+(rebuilt every round, never updated) and the server aggregates the uploads alone.
 
 ILoRA-S is our reading of the paper's second row: ILoRA plus the control variates (the released
 code's only switch on top of QR init and concatenated aggregation is ``--use_control``).
@@ -39,17 +63,11 @@ from typing import Literal
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._redistribution import Terms, redistribute, unheld_components
 from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
-from ilora.lora.linalg import (
-    error_terms,
-    principal_factors_of_sum,
-    qr_init,
-    qr_of_dense,
-    resize_rank,
-    stack,
-)
+from ilora.lora.linalg import balanced_split, error_terms, qr_init, resize_rank, stack
 from ilora.lora.memo import PairMemo
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
@@ -65,19 +83,26 @@ from ilora.types import (
 )
 
 CV = "cv/"
+RANK_KEY = "ilora/rank"  # Payload.config: the global rank r_max (whose QR init is the offset)
+CHOICES = {
+    "redistribute": ("qr", "svd", "qr_literal"),
+    "split": ("qr", "balanced"),
+    "offset": ("shared", "per_client"),
+    "init_offset": ("alpha_over_r", "one"),
+}
 # every client_init rebuilds the same QR init from the same frozen base: computed once per
 # weight and rank (64 MiB holds the rank-16 factors of about 500 layers of MiniLM's size)
 _QR_MEMO = PairMemo(max_bytes=64 << 20)
-Terms = tuple[list[torch.Tensor], list[torch.Tensor], list[float]]  # B_k, A_k, c_k per client
 
 
 @dataclass(frozen=True)
 class ILoRAState:
     """ILoRA's server state.
 
-    Global factors at ``rank`` (empty before the first aggregation), head, control ``cv``
-    (empty without control variates), the QR-init factors at ``rank`` that offset the global
-    model's base, and the last aggregation's metrics.
+    Global factors at ``rank`` (``A`` with ``s(rank)`` folded in; empty before the first
+    aggregation, when the global adapter is the QR init), head, control ``cv`` (empty without
+    control variates), the QR-init factors at ``rank`` that offset the global model's base, and
+    the last aggregation's metrics.
     """
 
     factors: TensorDict
@@ -109,11 +134,22 @@ class ILoRA(Algorithm[ILoRAState]):
     control_variates: bool = field(
         default=False, metadata={"help": "rank-aware SCAFFOLD control variates (ILoRA-S)"}
     )
-    redistribute: Literal["svd", "qr_literal"] = field(
-        default="svd",
+    redistribute: Literal["qr", "svd", "qr_literal"] = field(
+        default="qr",
         metadata={
-            "help": "svd: best rank-r factors in factor space; qr_literal: released code's "
-            "dense QR and leading columns"
+            "help": "qr: the paper's leading-column QR, in factor space; svd: best rank-r "
+            "factors (ours); qr_literal: the released code's dense QR"
+        },
+    )
+    split: Literal["qr", "balanced"] = field(
+        default="qr",
+        metadata={"help": "qr: B = Q orthonormal, A = R (paper); balanced: B = U√S, A = √S Vᵀ"},
+    )
+    offset: Literal["shared", "per_client"] = field(
+        default="shared",
+        metadata={
+            "help": "shared: one rank-r_max QR-init offset and each client's change relative to "
+            "its start (exact at mixed ranks); per_client: each client's own (paper, released)"
         },
     )
     fold_scaling: bool = field(
@@ -138,6 +174,9 @@ class ILoRA(Algorithm[ILoRAState]):
             raise ValueError(f"init_rms must be >= 0, got {self.init_rms}")
         if self.cv_batches < 0:
             raise ValueError(f"cv_batches must be >= 0, got {self.cv_batches}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     # ---- server
     def server_init(
@@ -154,14 +193,12 @@ class ILoRA(Algorithm[ILoRAState]):
         return ILoRAState({}, head, control, init, lora, r, len(clients))
 
     def download(self, state: ILoRAState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        r = client.rank
-        s = state.lora.scale(r) if self.fold_scaling else 1.0
-        out: TensorDict = {}
-        for k, v in state.factors.items():
-            t = resize_rank(v, r, keys.kind_of(k))
-            out[k] = (t / s).contiguous() if keys.kind_of(k) == "lora_A" else t
-        control = {k: resize_rank(v, r, keys.kind_of(k)) for k, v in state.control.items()}
-        return Payload({**out, **state.head, **with_prefix(control, CV)})
+        out = self._client_factors(state.factors, client.rank, state.lora)
+        control = {
+            k: resize_rank(v, client.rank, keys.kind_of(k)) for k, v in state.control.items()
+        }
+        tensors = {**out, **state.head, **with_prefix(control, CV)}
+        return Payload(tensors, {RANK_KEY: state.rank})
 
     def aggregate(
         self, state: ILoRAState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -170,13 +207,15 @@ class ILoRA(Algorithm[ILoRAState]):
         factors: TensorDict = {}
         err_sq = norm_sq = 0.0
         for m in keys.modules(state.init):
-            terms = self._terms(state.lora, uploads, p, m, fold=self.fold_scaling)
-            B, A, tail = self._refactor(terms, state.rank, rnd, m)
+            terms = self._terms(state, uploads, p, m, fold=self.fold_scaling)
+            g = generator(rnd.seed, "ilora-complete", rnd.round, m)
+            B, A, tail = redistribute(terms, state.rank, self.redistribute, g)
+            tail = tail if self.fold_scaling else None
             factors[keys.make(m, "lora_B")], factors[keys.make(m, "lora_A")] = B, A
             if tail is not None:  # Eckart–Young: the error of the best rank-r factors is the tail
                 err_sq, norm_sq = err_sq + tail[0], norm_sq + tail[1]
             else:
-                ideal = stack(*self._terms(state.lora, uploads, p, m, fold=True))
+                ideal = stack(*self._terms(state, uploads, p, m, fold=True))
                 s_g = 1.0 if self.fold_scaling else state.lora.scale(state.rank)
                 e, n = error_terms(ideal, (B, s_g * A))
                 err_sq, norm_sq = err_sq + e, norm_sq + n
@@ -187,13 +226,10 @@ class ILoRA(Algorithm[ILoRAState]):
         )
 
     def export(self, state: ILoRAState) -> LocalSetup:
-        if not state.factors:
+        glob = self._global(state)
+        if not glob:  # per_client offsets before the first aggregation: W0 and the head
             return LocalSetup(factors=dict(state.head))
-        s = state.lora.scale(state.rank) if self.fold_scaling else 1.0
-        factors = {
-            k: (v / s).contiguous() if keys.kind_of(k) == "lora_A" else v
-            for k, v in state.factors.items()
-        }
+        factors = self._client_factors(glob, state.rank, state.lora)
         residual = self._offset(state.init, state.lora.scale(state.rank))
         return LocalSetup(factors={**factors, **state.head}, residual=residual)
 
@@ -205,11 +241,21 @@ class ILoRA(Algorithm[ILoRAState]):
 
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
-        init = self._qr_factors(keys.of_kind(ctx.base, "base"), ctx.client.rank)
+        base, r = keys.of_kind(ctx.base, "base"), ctx.client.rank
         received = {k: v for k, v in ctx.payload.tensors.items() if not k.startswith(CV)}
-        factors = {**init, **received}  # the server's factors replace the QR init once they exist
-        residual = self._offset(init, ctx.lora.scale(ctx.client.rank))
-        return LocalSetup(factors=factors, residual=residual), cstate
+        if self.offset == "per_client":
+            init = self._qr_factors(base, r)
+            residual = self._offset(init, ctx.lora.scale(r))
+            return LocalSetup(factors={**init, **received}, residual=residual), cstate
+        r_max = int(ctx.payload.config.get(RANK_KEY, 0))
+        if r_max < r:
+            raise ValueError(f"ILoRA's download must carry the global rank >= {r} as {RANK_KEY!r}")
+        init = self._qr_factors(base, r_max)
+        start = {}
+        if not keys.of_kind(received, "lora_A"):  # round 1: the leading part of the global init
+            start = self._client_factors(self._folded(init, ctx.lora, r_max), r, ctx.lora)
+        residual = self._offset(init, ctx.lora.scale(r_max))
+        return LocalSetup(factors={**start, **received}, residual=residual), cstate
 
     def grad_transform(
         self, grads: TensorDict, params: TensorDict, ctx: ClientContext, cstate: TensorDict
@@ -256,38 +302,61 @@ class ILoRA(Algorithm[ILoRAState]):
             for m in keys.modules(init)
         }  # (d_out, r) @ (r, d_in)
 
-    @staticmethod
+    def _folded(self, init: Mapping[str, torch.Tensor], lora: LoRASpec, r: int) -> TensorDict:
+        """Return the rank-``r`` init as global factors: ``A`` times ``s(r)`` when folding."""
+        s = lora.scale(r) if self.fold_scaling else 1.0
+        return {k: s * v if keys.kind_of(k) == "lora_A" else v for k, v in init.items()}
+
+    def _global(self, state: ILoRAState) -> TensorDict:
+        """Return the global factors; before the first aggregation the init (shared offset)."""
+        if state.factors or self.offset == "per_client":
+            return state.factors
+        return self._folded(state.init, state.lora, state.rank)
+
+    def _client_factors(self, glob: TensorDict, r: int, lora: LoRASpec) -> TensorDict:
+        """Return what a rank-``r`` client applies: the leading ``r`` components, split, ``A/s``."""
+        s = lora.scale(r) if self.fold_scaling else 1.0
+        out: TensorDict = {}
+        for m in keys.modules(glob):
+            B = resize_rank(glob[keys.make(m, "lora_B")], r, "lora_B")  # (d_out, r)
+            A = resize_rank(glob[keys.make(m, "lora_A")], r, "lora_A")  # (r, d_in)
+            if self.split == "balanced":
+                B, A = balanced_split(B, A)
+            out[keys.make(m, "lora_B")], out[keys.make(m, "lora_A")] = B, (A / s).contiguous()
+        return out
+
     def _terms(
-        lora: LoRASpec, uploads: Mapping[int, Upload], p: Mapping[int, float], m: str, fold: bool
+        self,
+        state: ILoRAState,
+        uploads: Mapping[int, Upload],
+        p: Mapping[int, float],
+        m: str,
+        fold: bool,
     ) -> Terms:
-        """Return the clients' ``(B_k, A_k, c_k)`` of layer ``m``: ``Σ_k c_k B_k A_k``."""
+        """Return the ``(B_k, A_k, c_k)`` of layer ``m`` whose ``Σ_k c_k B_k A_k`` is the update.
+
+        The clients' uploads, and with the shared offset the global adapter's components that
+        not every client held (``diag(w) A_g``, module docstring).
+        """
         cids = sorted(uploads)
         Bs = [uploads[c].tensors[keys.make(m, "lora_B")] for c in cids]
         As = [uploads[c].tensors[keys.make(m, "lora_A")] for c in cids]
         coeffs = [
-            p[c] * (lora.scale(a.shape[0]) if fold else 1.0) for c, a in zip(cids, As, strict=True)
+            p[c] * (state.lora.scale(a.shape[0]) if fold else 1.0)
+            for c, a in zip(cids, As, strict=True)
         ]
+        if self.offset == "shared":
+            glob = self._global(state)
+            ranks = {c: int(a.shape[0]) for c, a in zip(cids, As, strict=True)}
+            B_g, A_g = unheld_components(
+                glob[keys.make(m, "lora_B")], glob[keys.make(m, "lora_A")], ranks, p
+            )
+            if B_g.shape[1]:  # none with equal ranks: the paper's aggregation
+                unfolded = fold and not self.fold_scaling  # state in raw units, ideal folded
+                Bs.append(B_g)
+                As.append(A_g)
+                coeffs.append(state.lora.scale(state.rank) if unfolded else 1.0)
         return Bs, As, coeffs
-
-    def _refactor(
-        self, terms: Terms, r: int, rnd: RoundInfo, m: str
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]:
-        """Return rank-``r`` factors of ``Σ_k c_k B_k A_k`` and, if exact, the error terms.
-
-        When the factors are the best rank-``r`` ones of the exact aggregate, the last item is
-        ``(Σ_{i>r} σ_i², Σ_i σ_i²)``; otherwise ``None`` and the caller measures the error.
-        """
-        if self.redistribute == "qr_literal":
-            B_c, A_c = stack(*terms)  # (d_out, Σr), (Σr, d_in)
-            Q, R = qr_of_dense(B_c, A_c)  # Q: (d_out, q), R: (q, d_in), q = min(d_out, d_in) >= r
-            return Q[:, :r].float().contiguous(), R[:r].float().contiguous(), None
-        # (d_out, q), (q, d_in) = S Vᵀ, (n,) = S², q = min(r, n): the stacked A is never formed
-        U, M, sq = principal_factors_of_sum(*terms, rank=r)
-        q = M.shape[0]
-        B = _complete_orthonormal(U, r, generator(rnd.seed, "ilora-complete", rnd.round, m))
-        A = torch.cat([M, M.new_zeros(r - q, M.shape[1])])  # (r, d_in)
-        tail = (float(sq[q:].sum()), float(sq.sum())) if self.fold_scaling else None
-        return B.float().contiguous(), A.float().contiguous(), tail
 
     def _update_control(self, state: ILoRAState, uploads: Mapping[int, Upload]) -> TensorDict:
         if not self.control_variates:
@@ -298,19 +367,6 @@ class ILoRA(Algorithm[ILoRAState]):
                 new[k] += resize_rank(d, state.rank, keys.kind_of(k)) / state.num_clients
         return new
 
-
-def _complete_orthonormal(U: torch.Tensor, r: int, g: torch.Generator) -> torch.Tensor:
-    """Extend orthonormal columns ``U (d, q)`` to ``(d, r)`` with seeded orthonormal directions.
-
-    The extra columns pair with zero rows of A, so the product is unchanged while the client's
-    extra rank stays trainable (a zero B column *and* a zero A row would never train).
-    """
-    if U.shape[1] >= r:
-        return U
-    extra = torch.randn(U.shape[0], r - U.shape[1], generator=g, dtype=U.dtype)  # (d, r - q)
-    extra = extra - U @ (U.T @ extra)  # remove the span of U
-    Q, _ = torch.linalg.qr(extra)  # (d, r - q)
-    return torch.cat([U, Q], dim=1)  # (d, r)
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(ILoRA)

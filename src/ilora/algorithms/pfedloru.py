@@ -54,6 +54,9 @@ Choices where the sources are silent or differ:
 
 Heterogeneous ranks (our extension, as FedIT): global factors at ``r_max``, a client of rank
 ``r_k`` trains their leading ``r_k`` components at ``s(r_k)``; uploads are zero-padded back.
+With ``rescale_b`` (default) the global branch's B is sent times ``s(r_max)/s(r_k)`` and mapped
+back on upload, so the global branch starts at exactly the global model's leading components
+(``rescale_b: false``: ``s(r_k)/s(r_max)`` times them). See FedIT.
 
 Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the client's rank
 ``r``: download ``4·(r·(d_out + d_in) + d_out·d_in)`` (B, A and the dense residual), upload
@@ -70,7 +73,9 @@ import torch
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
+    RESCALE_HELP,
     FactorState,
+    b_to_client,
     global_pair_error,
     head_of,
     init_factors,
@@ -80,6 +85,7 @@ from ilora.algorithms._shared import (
     rank_of,
     split_residual,
     truncated,
+    uploads_to_global,
     zero_residuals,
 )
 from ilora.algorithms.base import Algorithm, register
@@ -141,6 +147,8 @@ class PFedLoRU(Algorithm[FactorState]):
         },
     )
 
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+
     def __post_init__(self) -> None:
         for name in ("tau", "personal_rank", "personal_tau"):
             if getattr(self, name) < 0:
@@ -161,12 +169,16 @@ class PFedLoRU(Algorithm[FactorState]):
         return merging_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(truncated(state.tensors, client.rank))
+        out = truncated(state.tensors, client.rank)
+        return Payload(
+            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
+        )
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
-        mean = padded_mean(uploads, state.rank)
+        mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
+        mean = padded_mean(mapped, state.rank)
         metrics = {"agg_error": global_pair_error(state, uploads, mean)}
         return install_round(state, mean, metrics, rnd, self.tau)
 

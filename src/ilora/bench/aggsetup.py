@@ -176,8 +176,13 @@ def dense_svd(state: ILoRAState, uploads: Mapping[int, Upload]) -> tuple[torch.T
 
 
 def relative_error_vs_dense(state: ILoRAState, uploads: Mapping[int, Upload]) -> float:
-    """Return ``‖B A − trunc svd(ΔW)‖_F / ‖trunc svd(ΔW)‖_F`` of ILoRA's factor-space result."""
-    new = create_algorithm("ilora").aggregate(state, uploads, ROUND)
+    """Return ``‖B A − trunc svd(ΔW)‖_F / ‖trunc svd(ΔW)‖_F`` of ILoRA's factor-space SVD.
+
+    ILoRA with ``redistribute: svd`` on the uploads alone (``offset: per_client``), the same
+    ``ΔW`` as :func:`dense_svd`.
+    """
+    args = {"redistribute": "svd", "offset": "per_client"}
+    new = create_algorithm("ilora", args).aggregate(state, uploads, ROUND)
     B, A = new.factors["layer.lora_B"].double(), new.factors["layer.lora_A"].double()
     U, S, Vh = dense_svd(state, uploads)
     ref = (U * S) @ Vh  # (d_out, d_in) float64

@@ -157,3 +157,55 @@ def qr_init(
         c = (tau / norm) ** 0.5 if norm > 0 else 1.0
         B, A = c * B, c * A
     return B.float().contiguous(), A.float().contiguous()
+
+
+def leading_qr_of_sum(
+    B_c: torch.Tensor, A_c: torch.Tensor, rank: int, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``Q (d_out, rank)``, ``R (rank, d_in)``: the leading-column QR of ``B_c A_c``.
+
+    ``Q[:, :r] R[:r]`` of the dense QR of ``ΔW = B_c A_c`` is the projection of ``ΔW`` onto the
+    span of its first ``r`` columns, so ``Q = orth(B_c A_c[:, :r])`` and ``R = (Qᵀ B_c) A_c``
+    give the same product without forming ``ΔW``: cost ``O((d_out + d_in)·Σr·r)``. Nested:
+    ``Q[:, :j] R[:j]`` is the projection onto the first ``j`` columns for every ``j ≤ r``.
+
+    Rank-deficient leading columns (``|T_jj| ≤ 1e-10·max_i |T_ii|`` in ``QR(ΔW[:, :r]) = Q T``,
+    e.g. a column of ``ΔW`` that is zero or a combination of earlier ones): the product is the
+    projection onto their span, of dimension ``q < r``: the columns of ``Q`` at the independent
+    positions are the QR of the independent columns (in order, so still nested), and those at
+    the ``r − q`` dependent positions are seeded orthonormal directions (from ``g``) orthogonal
+    to the rest, paired with zero rows of ``R``, so they stay trainable and the result does not
+    depend on rounding. (The dense QR of LAPACK would also project onto directions chosen by
+    the rounding noise of those columns.) float64 in and out.
+    """
+    lead = B_c @ A_c[:, :rank]  # (d_out, Σr) @ (Σr, r) -> (d_out, r)
+    Q, T = torch.linalg.qr(lead)  # (d_out, r), (r, r)
+    diag = T.diagonal().abs()  # (r,)
+    dependent = diag <= 1e-10 * float(diag.max()) if float(diag.max()) > 0 else diag >= 0
+    if bool(dependent.any()):  # an orthonormal basis of the independent columns, in order
+        kept = torch.linalg.qr(lead[:, ~dependent])[0]  # (d_out, q)
+        extra = torch.randn(Q.shape[0], int(dependent.sum()), generator=g, dtype=Q.dtype)
+        extra = extra - kept @ (kept.T @ extra)  # (d_out, r - q), orthogonal to the kept span
+        Q = torch.empty_like(Q)
+        Q[:, ~dependent], Q[:, dependent] = kept, torch.linalg.qr(extra)[0]
+    R = (Q.T @ B_c) @ A_c  # (r, Σr) @ (Σr, d_in) -> (r, d_in)
+    R[dependent] = 0.0
+    return Q.contiguous(), R.contiguous()
+
+
+def balanced_split(B: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(B U √S, √S Vᵀ)`` for ``M = U S Vᵀ``: the same product ``B M``, balanced.
+
+    With ``B (d_out, r)`` orthonormal, the columns of the new B and the rows of the new A both
+    have norm ``√σ_i``. A component with ``σ_i = 0`` keeps its unit B column (``B U``) and a
+    zero A row, so it stays trainable. Signs fixed as in :func:`principal_factors` (the largest
+    entry of each column of ``U`` positive). float64 math, results in ``B``'s dtype.
+    """
+    U, S, Vh = torch.linalg.svd(M.to(torch.float64), full_matrices=False)  # (r, r), (r,), (r, d)
+    pivot = U.gather(0, U.abs().argmax(dim=0, keepdim=True))  # (1, r)
+    sign = torch.where(pivot < 0, -1.0, 1.0).to(U.dtype)
+    U, Vh = U * sign, Vh * sign.T
+    root = S.sqrt()  # (r,)
+    B_new = B.to(torch.float64) @ (U * torch.where(root > 0, root, torch.ones_like(root)))
+    A_new = root[:, None] * Vh  # (r, d_in), r <= d_in
+    return B_new.to(B.dtype).contiguous(), A_new.to(B.dtype).contiguous()
