@@ -207,6 +207,8 @@ def client_round(
             opt.step()
     up, cstate = alg.upload(factor_state(model), ctx, cstate)
     metrics = {**up.metrics, "train_loss": sum(losses) / max(1, len(losses))}
+    if losses:  # the loss at the client's start: the divergence guard's reference
+        metrics["start_loss"] = losses[0]
     return replace(up, metrics=metrics, diagnostics=change_since(model, start)), cstate
 
 

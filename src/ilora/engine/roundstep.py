@@ -16,11 +16,13 @@ it calls, in this order, and nothing else for these concerns:
 3. :meth:`RoundStep.finish`: personal metrics and ``download_error`` from the views, the
    global evaluation, the round record, the ``on_round`` callback and the checkpoint.
 
-Divergence guard: a round whose ``train_loss`` is not finite or above
-``DIVERGENCE_FACTOR`` (2) times the first round's prints one warning (the first time in the
-run) naming the method, the round and the fix, and records ``diverged: 1`` in its record; with
-``fed.stop_on_divergence`` the run then stops with :class:`DivergenceError` (exit code 3), its
-last checkpoint the previous round's.
+Divergence guard: ``start_loss`` (recorded every round) is the mean over the accepted uploads
+of each client's loss on its first local batch, where its training started; the first round's
+is the run's reference ``L0`` (about ``ln C`` for C classes at the pretrained model). A round
+whose ``train_loss`` is not finite or above ``DIVERGENCE_FACTOR · L0`` (2·L0) prints one
+warning (the first time in the run) naming the method, the round and the fix, and records
+``diverged: 1`` in its record; with ``fed.stop_on_divergence`` the run then stops with
+:class:`DivergenceError` (exit code 3), its last checkpoint the previous round's.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from ilora.seeding import derive_seed, generator
 from ilora.tasks.base import ArrayDataset
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
 
-DIVERGENCE_FACTOR = 2.0  # train_loss above this times the first round's counts as diverged
+DIVERGENCE_FACTOR = 2.0  # train_loss above this times the first round's start_loss: diverged
 
 
 class RoundFailedError(RuntimeError):
@@ -178,8 +180,8 @@ class RoundStep:
         self.subset = eval_subset(exp.data.test, self.cfg.eval.subset, self.cfg.seed)
         self.base = {k: v.clone() for k, v in base_weights(exp.model).items()}
         self.saved = history.records[-1].round if history.records and on_checkpoint else None
-        losses = [r.metrics["train_loss"] for r in history.records if "train_loss" in r.metrics]
-        self.start_loss = losses[0] if losses else None
+        starts = [r.metrics["start_loss"] for r in history.records if "start_loss" in r.metrics]
+        self.start_loss = starts[0] if starts else None  # the divergence guard's reference
         self.warned = False
         self.before: TensorDict | None = None  # dense changes of the global model, last round
         self.pending: tuple[int, float, Collected, int, list[dict[str, Any]], dict[str, float]]
@@ -199,9 +201,7 @@ class RoundStep:
             metrics.update({k: v for k, v in own.items() if k != "agg_error"})
             self.before = self.global_changes(state)
             metrics.update(self._agg_error(before, self.before, uploads))
-            losses = [u.metrics["train_loss"] for u in uploads.values()]
-            metrics["train_loss"] = sum(losses) / len(losses)
-            metrics.update(self._divergence(r, metrics["train_loss"]))
+            metrics.update(self._losses(r, uploads))
         metrics.update(privacy_metrics(cfg, r))
         self.pending = (r, started, got, len(uploads), events, metrics)
         return state
@@ -220,9 +220,18 @@ class RoundStep:
         weights = {c: float(u.weight) for c, u in uploads.items()}
         return {"agg_error": agg_error(before, after, changes, weights)}
 
+    def _losses(self, r: int, uploads: Mapping[int, Upload]) -> dict[str, float]:
+        """Return ``train_loss``, ``start_loss`` and the divergence guard's verdict."""
+        out = {}
+        for key in ("train_loss", "start_loss"):
+            values = [u.metrics[key] for u in uploads.values() if key in u.metrics]
+            if values:
+                out[key] = sum(values) / len(values)
+        if self.start_loss is None and math.isfinite(out.get("start_loss", math.nan)):
+            self.start_loss = out["start_loss"]
+        return {**out, **self._divergence(r, out["train_loss"])}
+
     def _divergence(self, r: int, loss: float) -> dict[str, float]:
-        if self.start_loss is None and math.isfinite(loss):
-            self.start_loss = loss
         start = self.start_loss
         if math.isfinite(loss) and (start is None or loss <= DIVERGENCE_FACTOR * start):
             return {}
@@ -233,10 +242,11 @@ class RoundStep:
 
     def divergence_message(self, r: int, loss: float) -> str:
         """Return the one-line explanation of a diverged round ``r``."""
-        first = "" if self.start_loss is None else f" (first round: {self.start_loss:.4g})"
+        first = "" if self.start_loss is None else f" (at the start: {self.start_loss:.4g})"
         text = (
             f"{self.cfg.algorithm} diverged in round {r}: training loss {loss:.4g}{first}; "
-            f"lower train.lr (now {self.cfg.train.lr:g}), for instance to a third"
+            f"lower train.lr (now {self.cfg.train.lr:g}) or train.head_lr (now "
+            f"{self.cfg.train.head_lr:g}), for instance to a third"
         )
         if isinstance(self.alg, ILoRA):
             text += (
