@@ -20,7 +20,7 @@ from ilora import config as config_mod
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
 
-OVERRIDES = ["algorithm=ilora", "data.local_test_fraction=0.2", "fed.rounds=3"]
+OVERRIDES = ["algorithm=ilora", "data.local_test_fraction=0.2", "fed.rounds=2"]
 ENV = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
 
