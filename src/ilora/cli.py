@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ilora import cli_bench, cli_protocol, cli_report
 from ilora import config as config_mod
-from ilora.cli_flower import flower_app  # imports flwr only inside its commands
+from ilora.cli_flower import flower_app, stored_config  # flwr only inside its commands
 from ilora.config import ConfigError
 from ilora.registry import Registry, UnknownNameError
 from ilora.tasks.base import AssetMissingError
@@ -154,17 +154,7 @@ def run(
     """Run one federated experiment and write its run directory (or resume one)."""
     try:
         if resume is not None:
-            if config is not None or set_ or out is not None:
-                raise ConfigError(
-                    "--resume continues a run with the config stored in its directory; "
-                    "drop CONFIG, --set and --out"
-                )
-            if not (resume / "config.yaml").is_file():
-                raise ConfigError(
-                    f"--resume {resume}: not a run directory (no config.yaml); give the --out "
-                    "directory of an earlier `ilora run`"
-                )
-            cfg, out = config_mod.load(resume / "config.yaml"), resume
+            cfg, out = stored_config(resume, config is not None or bool(set_) or out is not None)
             summary = _run_one(cfg, out, _resume_point(out))
         else:
             if config is None:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ilora import config as config_mod
 from ilora.config import ConfigError
@@ -40,7 +41,9 @@ def require_flwr() -> None:
 
 @flower_app.command("simulate")
 def simulate(
-    config: Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")],
+    config: Annotated[
+        Path | None, typer.Argument(help="experiment YAML (see configs/); omit with --resume")
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a dotted key: fed.rounds=3")
     ] = None,
@@ -49,36 +52,80 @@ def simulate(
     ] = None,
     cpus: Annotated[int, typer.Option(help="CPUs Ray may use (0: all)", min=0)] = 0,
     timeout: Annotated[float, typer.Option(help="seconds to wait for a round's replies")] = 600.0,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="continue the run in this directory from its last valid checkpoint"),
+    ] = None,
 ) -> None:
-    """Run an experiment on Flower's Simulation Engine (Ray): one virtual SuperNode per client."""
+    """Run an experiment on Flower's Simulation Engine (Ray): one virtual SuperNode per client.
+
+    Exit codes: 0 done, 2 a user error (config), 3 the run stopped (too few accepted uploads,
+    or a divergence under fed.stop_on_divergence; resumable from its last checkpoint).
+    """
     require_flwr()
     from flwr.simulation import run_simulation
 
-    from ilora.engine.setup import validate
     from ilora.flower.client import make_client_app
-    from ilora.flower.server import make_server_app
+    from ilora.flower.server import FAILURE, make_server_app
 
     try:
-        cfg = config_mod.load(config, set_ or [])
-        validate(cfg)
+        cfg, directory = _simulation_config(config, set_, out, resume)
     except USER_ERRORS as err:
         fail(err)
         return
-    directory = out or Path(f"runs/flower-{cfg.algorithm}-{cfg.task}")
     init_args: dict[str, int | bool] = {"include_dashboard": False}
     if cpus:
         init_args["num_cpus"] = cpus
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
     run_simulation(
-        make_server_app(cfg, directory, timeout=timeout),
+        make_server_app(cfg, directory, timeout=timeout, resume=resume is not None),
         make_client_app(),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend,  # type: ignore[arg-type]
     )
+    if (directory / FAILURE).is_file():
+        reason = (directory / FAILURE).read_text().strip()
+        console.print(f"[bold red]run failed:[/] {escape(reason)}")
+        raise typer.Exit(code=3)
     summary = directory / "summary.json"
     if not summary.is_file():
         fail(f"the simulation ended without a result in {directory}; see the log above")
     console.print(f"written: {directory}/summary.json, history.jsonl")
+
+
+def _simulation_config(
+    config: Path | None, set_: list[str] | None, out: Path | None, resume: Path | None
+) -> tuple[config_mod.ExperimentConfig, Path]:
+    """Return the experiment and its run directory (``--resume``: the stored config)."""
+    from ilora.engine.setup import validate
+
+    if resume is not None:
+        return stored_config(resume, config is not None or bool(set_) or out is not None)
+    if config is None:
+        raise ConfigError("give an experiment YAML (see configs/) or --resume RUN_DIR")
+    cfg = config_mod.load(config, set_ or [])
+    validate(cfg)
+    return cfg, out or Path(f"runs/flower-{cfg.algorithm}-{cfg.task}")
+
+
+def stored_config(resume: Path, other_options: bool) -> tuple[config_mod.ExperimentConfig, Path]:
+    """Return the config stored in the run directory ``resume`` and the directory (``--resume``).
+
+    Raises:
+        ConfigError: if other options name a config too, or ``resume`` is no run directory.
+
+    """
+    if other_options:
+        raise ConfigError(
+            "--resume continues a run with the config stored in its directory; "
+            "drop CONFIG, --set and --out"
+        )
+    if not (resume / "config.yaml").is_file():
+        raise ConfigError(
+            f"--resume {resume}: not a run directory (no config.yaml); give the --out "
+            "directory of an earlier run"
+        )
+    return config_mod.load(resume / "config.yaml"), resume
 
 
 @flower_app.command("new")

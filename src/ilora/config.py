@@ -138,6 +138,13 @@ class FedConfig:
             "needs 3 accepted updates; -1 = off"
         },
     )
+    stop_on_divergence: bool = field(
+        default=False,
+        metadata={
+            "help": "stop the run (exit code 3) when a round's training loss is not finite or "
+            "above 2x the first round's; off: warn once and record diverged: 1 in history.jsonl"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

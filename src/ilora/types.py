@@ -50,11 +50,17 @@ class Payload:
 
 @dataclass(frozen=True)
 class Upload:
-    """What one client sends back: tensors, an aggregation weight and local metrics."""
+    """What one client sends back: tensors, an aggregation weight and local metrics.
+
+    ``diagnostics`` is reporting only: the client's dense change of the round per adapted layer
+    (``engine.diagnostics``), read for ``agg_error``; it is never aggregated, not counted in
+    ``bytes_up`` and not sent under differential privacy.
+    """
 
     tensors: TensorDict
     weight: float
     metrics: dict[str, float] = field(default_factory=dict)
+    diagnostics: TensorDict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,22 @@ def test_personal_evaluation_uses_fixed_subsets_per_round_and_all_shares_at_the_
         t.labels.tolist() for t in personal_tests(exp, False)
     ]
     assert sum(len(t) for t in personal_tests(exp, full=True)) == total
+
+
+def test_a_diverging_run_warns_and_stop_on_divergence_exits_3(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ilora.cli import app
+
+    out = tmp_path / "run"
+    sets = ["train.head_lr=3", "fed.stop_on_divergence=true", "fed.rounds=2"]
+    args = ["run", str(SMOKE), "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    text = " ".join(result.output.split())
+    assert "run failed: ilora diverged in round 1" in text and "lower train.lr" in text
+    assert "no checkpoint was written yet" in text  # round 1 is not checkpointed
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert [r.get("diverged") for r in rows] == [1.0]
+    fedit = run(config.load(SMOKE, ["algorithm=fedit", "train.head_lr=3", "fed.rounds=2"]))
+    assert all(r.metrics["diverged"] == 1.0 for r in fedit.history.records)  # warns, goes on

@@ -3,10 +3,15 @@
 The Flower side is the real ``AlgorithmStrategy`` and ``ClientApp`` exchanging real Flower
 messages through ``LocalGrid`` (in-process delivery, one ``Context`` per node); the embedded
 side is ``ilora.engine.simulation.run``. Two rounds, mixed ranks (2 and 4), a personal test
-share per client so that personalized metrics are compared too.
+share per client so that personalized metrics are compared too. The edge cases of the round
+step (an empty round, faults, DP, robust aggregation, screening, divergence) compare the whole
+history and the server state, bit for bit.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import pytest
 import torch
@@ -15,7 +20,7 @@ import ilora.algorithms  # noqa: F401
 from ilora import config as config_mod
 from ilora.algorithms.base import ALGORITHMS
 from ilora.engine.setup import build
-from ilora.engine.simulation import RoundFailedError, run
+from ilora.engine.simulation import DivergenceError, RoundFailedError, run
 from ilora.flower import codec
 from ilora.flower.client import make_client_app
 from ilora.flower.grid import LocalGrid
@@ -41,6 +46,30 @@ def _history(result) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
     return records
 
 
+def _equal(a: Any, b: Any) -> bool:
+    """Return True if two server states are equal, tensors bit for bit (dtype included)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            _equal(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and sorted(a) == sorted(b) and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _same_run(cfg: config_mod.ExperimentConfig) -> list[dict[str, object]]:
+    """Run ``cfg`` both ways, assert the history and the server state equal, return the history."""
+    embedded, flower = run(cfg, exp=build(cfg)), _flower(cfg)
+    assert _history(embedded) == _history(flower)
+    assert embedded.history.final == flower.history.final
+    assert _equal(embedded.state, flower.state)
+    return _history(flower)
+
+
 @pytest.mark.slow  # two full runs per algorithm; make test-fast keeps the other parity tests
 @pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_flower_equals_embedded(name: str) -> None:
@@ -58,29 +87,58 @@ def test_flower_equals_embedded(name: str) -> None:
 
 def test_injected_faults_count_the_same_on_flower() -> None:
     cfg = _cfg("fedit", "faults.crash=0.2", "faults.nan=0.2", "fed.rounds=3", "seed=3")
-    embedded, flower = _history(run(cfg, exp=build(cfg))), _history(_flower(cfg))
-    assert [r["clients"] for r in embedded] == [r["clients"] for r in flower]
-    assert [r["events"] for r in embedded] == [r["events"] for r in flower]
+    flower = _same_run(cfg)
     assert sum(r["clients"]["failed"] + r["clients"]["rejected"] for r in flower) > 0
+
+
+def test_a_round_without_uploads_keeps_the_model_on_both_runtimes() -> None:
+    cfg = _cfg("ilora", "faults.crash=0.5", "fed.min_success=0", "fed.rounds=3", "seed=0")
+    flower = _same_run(cfg)
+    assert [r["clients"]["succeeded"] for r in flower] == [4, 0, 1]
+    assert "train_loss" not in flower[1] and "agg_error" not in flower[1]
+    assert "personal_accuracy" in flower[1] and "download_error" in flower[1]
+
+
+def test_dp_runs_record_the_same_epsilon_on_flower() -> None:
+    dp = ["dp.clip_norm=0.5", "dp.noise_multiplier=1.0", "fed.weighting=uniform"]
+    flower = _same_run(_cfg("fedit", *dp))
+    eps = [r["epsilon"] for r in flower]
+    assert 0 < eps[0] < eps[1]  # type: ignore[operator]
+    assert all("agg_error" not in r for r in flower)  # ΔW_k would bypass the noise: not sent
 
 
 @pytest.mark.parametrize("statistic", ["median", "trimmed_mean"])
 def test_robust_aggregation_applies_on_flower_too(statistic: str) -> None:
     robust = [f"fed.robust={statistic}", "fed.trim_fraction=0.25", "faults.sign_flip=0.3"]
     cfg, plain = _cfg("fedit", *robust), _cfg("fedit", "faults.sign_flip=0.3")
-    embedded, flower = run(cfg, exp=build(cfg)), _flower(cfg)
-    for key, value in embedded.setup.factors.items():
-        assert torch.equal(value, flower.setup.factors[key]), key
+    _same_run(cfg)
+    flower = _flower(cfg).setup.factors
     unrobust = run(plain, exp=build(plain)).setup.factors
-    assert any(not torch.equal(v, unrobust[k]) for k, v in flower.setup.factors.items())
+    assert any(not torch.equal(v, unrobust[k]) for k, v in flower.items())
 
 
 def test_direction_screen_rejects_the_same_updates_on_flower() -> None:
     screen = ["faults.sign_flip=0.3", "fed.min_cosine=0", "data.partition=iid"]
-    cfg = _cfg("ilora", *screen, "data.partition_args={}", "fed.rounds=3")
-    embedded, flower = _history(run(cfg, exp=build(cfg))), _history(_flower(cfg))
-    assert [r["events"] for r in embedded] == [r["events"] for r in flower]
-    assert any("fed.min_cosine" in e["reason"] for r in flower for e in r["events"])
+    flower = _same_run(_cfg("ilora", *screen, "data.partition_args={}", "fed.rounds=3"))
+    assert any("fed.min_cosine" in e["reason"] for r in flower for e in r["events"])  # type: ignore[attr-defined]
+
+
+def test_divergence_is_recorded_and_stops_the_run_the_same_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = _cfg("ilora", "train.head_lr=3", "fed.rounds=3")
+    flower = _same_run(cfg)
+    assert any(r.get("diverged") == 1.0 for r in flower)
+    warning = capsys.readouterr().err
+    assert "ilora diverged in round 1" in warning and "lower train.lr" in warning
+    assert "orthonormal B" in warning and warning.count("diverged in round") == 2  # once a run
+    stop = _cfg("ilora", "train.head_lr=3", "fed.rounds=3", "fed.stop_on_divergence=true")
+    reasons = []
+    for runner in (lambda c: run(c, exp=build(c)), _flower):
+        with pytest.raises(DivergenceError) as err:
+            runner(stop)
+        reasons.append(str(err.value))
+    assert reasons[0] == reasons[1] and "no checkpoint was written yet" in reasons[0]
 
 
 def test_too_few_successes_fail_the_run_loudly() -> None:

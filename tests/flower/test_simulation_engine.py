@@ -1,7 +1,9 @@
-"""One real Simulation Engine run (Ray backend): ILoRA, 4 virtual clients, mixed ranks.
+"""Real Simulation Engine runs (Ray backend): ILoRA, 4 virtual clients, mixed ranks.
 
 ``ilora flower simulate`` runs in its own process group (Ray's workers included) and is killed
-with the group if it overruns; its history must equal the embedded engine's, round by round.
+with the group if it overruns. One run is killed (SIGKILL, the whole group) once its first
+checkpoint exists and resumed with ``--resume``: its history must equal the embedded engine's,
+round by round. A run whose round fails exits with code 3 and one line, no traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,34 +23,55 @@ from ilora.engine.setup import build
 from ilora.engine.simulation import run
 
 OVERRIDES = ["algorithm=ilora", "data.local_test_fraction=0.2", "fed.rounds=2"]
+ENV = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
-def test_ray_simulation_matches_the_embedded_engine(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    sets = [arg for o in OVERRIDES for arg in ("--set", o)]
-    cmd = [sys.executable, "-m", "ilora", "flower", "simulate", "configs/smoke.yaml", *sets]
-    cmd += ["--out", str(out), "--cpus", "2", "--timeout", "120"]
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
-    proc = subprocess.Popen(
+def _start(*args: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "ilora", "flower", "simulate", *args]
+    cmd += ["--cpus", "2", "--timeout", "120"]
+    return subprocess.Popen(
         cmd,
-        env=env,
+        env=ENV,
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 420) -> str:
     try:
-        log, _ = proc.communicate(timeout=420)
+        log, _ = proc.communicate(timeout=timeout)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, log[-3000:]
+        _kill(proc)
+    return log
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+def test_a_killed_simulation_resumes_and_matches_the_embedded_engine(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    sets = [arg for o in OVERRIDES for arg in ("--set", o)]
+    proc = _start("configs/smoke.yaml", *sets, "--out", str(out))
+    first = out / "checkpoints" / "round-00001.ckpt"
+    deadline = time.monotonic() + 300
+    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _kill(proc)  # SIGKILL to the whole group: the ServerApp, Ray and its workers
+    assert first.is_file() and not (out / "summary.json").exists()
+    resumed = _start("--resume", str(out))
+    log = _finish(resumed)
+    assert resumed.returncode == 0, log[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["round"] for r in manifest["resumed"]][0] in (1, 2)
     cfg = config_mod.load("configs/smoke.yaml", OVERRIDES)
     assert len(set(cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed))) > 1
-    assert cfg.data.num_clients == 4
     embedded = run(cfg, exp=build(cfg))
     flower = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     want = [json.loads(json.dumps(r.to_json(), sort_keys=True)) for r in embedded.history.records]
@@ -56,3 +80,14 @@ def test_ray_simulation_matches_the_embedded_engine(tmp_path: Path) -> None:
     assert flower == want
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_accuracy"] == embedded.history.final["accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+def test_a_failed_simulation_exits_3_with_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "failed"
+    proc = _start("configs/smoke.yaml", "--set", "faults.crash=1.0", "--out", str(out))
+    log = _finish(proc)
+    assert proc.returncode == 3, log[-3000:]
+    assert "run failed: round 1: 0 of 4 sampled clients" in " ".join(log.split())
+    assert "no checkpoint was written yet" in log and "Traceback" not in log

@@ -66,11 +66,13 @@ def _demo(root: Path) -> None:
             runs.append({"algorithm": alg, "seed": seed, "final_accuracy": acc,
                          "personal_accuracy": acc + 0.01, "best_accuracy": acc,
                          "mean_agg_error": 0.7 if alg == "fedit" else 0.01,
-                         "total_bytes_up": 2e6, "total_bytes_down": 2e6, "rounds": 2,
+                         "mean_download_error": 0.05, "total_bytes_up": 2e6,
+                         "total_bytes_down": 2e6, "rounds": 2,
                          "wall_s": 10.0, "rejected": 0, "failed": 0,
                          "counts_recorded": 1})  # fmt: skip
             rounds += [{"algorithm": alg, "seed": seed, "round": r, "accuracy": acc * r / 2,
-                        "personal_accuracy": "", "agg_error": 0.1 * r, "bytes_up": 1e6,
+                        "personal_accuracy": "", "agg_error": 0.1 * r,
+                        "download_error": 0.02 * r, "bytes_up": 1e6,
                         "bytes_down": 1e6, "wall_s": 5.0} for r in (1, 2)]  # fmt: skip
     write_rows(root / "demo" / "runs.csv", runs)
     write_rows(root / "demo" / "rounds.csv", rounds)
@@ -92,7 +94,8 @@ def _quality(root: Path, accs: dict[str, list[float]]) -> None:
                          "bytes_down": 1000, "rounds": 2, "wall_s": 4.0,
                          "run_dir": "runs/x"})  # fmt: skip
             rounds += [{**keys, "round": r, "accuracy": acc * r / 2, "personal_accuracy": acc,
-                        "agg_error": 0.1, "train_loss": 1.0, "bytes_up_cum": 500 * r,
+                        "agg_error": 0.1, "download_error": 0.03, "train_loss": 1.0,
+                        "bytes_up_cum": 500 * r,
                         "bytes_down_cum": 500 * r, "wall_s": 2.0} for r in (1, 2)]  # fmt: skip
     write_rows(root / "quality" / "runs.csv", runs)
     write_rows(root / "quality" / "rounds.csv", rounds)
@@ -153,9 +156,10 @@ def test_report_skips_missing_directories(results: Path) -> None:
 
 def test_report_writes_titled_pngs_and_links_them(built: tuple[str, Path, list[str]]) -> None:
     text, img, _ = built
-    names = ["demo-accuracy", "demo-agg-error", "demo-all-seed0-accuracy",
-             "demo-all-seed0-agg-error", "quality-healthnews-accuracy",
-             "quality-healthnews-accuracy-vs-bytes", "quality-healthnews-agg-error"]  # fmt: skip
+    names = ["demo-accuracy", "demo-agg-error", "demo-download-error", "demo-all-seed0-accuracy",
+             "demo-all-seed0-agg-error", "demo-all-seed0-download-error",
+             "quality-healthnews-accuracy", "quality-healthnews-accuracy-vs-bytes",
+             "quality-healthnews-agg-error", "quality-healthnews-download-error"]  # fmt: skip
     for name in names:
         assert (img / f"{name}.png").read_bytes().startswith(PNG), name
         assert f"](img/{name}.png)" in text, name

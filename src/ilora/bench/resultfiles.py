@@ -108,6 +108,7 @@ def summary_columns(
         "personal_accuracy": blank_missing(summary.get("final_personal_accuracy")),
         "best_accuracy": summary["best_accuracy"],
         "mean_agg_error": blank_missing(summary["mean_agg_error"]),
+        "mean_download_error": blank_missing(summary.get("mean_download_error")),
         up: summary["total_bytes_up"],
         down: summary["total_bytes_down"],
         "rounds": summary["rounds"],
@@ -118,9 +119,9 @@ def summary_columns(
 def round_metric_columns(record: Mapping[str, Any]) -> dict[str, Any]:
     """Return a ``history.jsonl`` record's metric columns for a ``rounds.csv`` row.
 
-    Accuracy, personal accuracy and aggregation error; blank where not measured that round.
+    Accuracy, personal accuracy, aggregation and download error; blank where not measured.
     """
     return {
         key: blank_missing(record.get(key))
-        for key in ("accuracy", "personal_accuracy", "agg_error")
+        for key in ("accuracy", "personal_accuracy", "agg_error", "download_error")
     }

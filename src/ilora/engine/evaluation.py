@@ -1,12 +1,24 @@
-"""Evaluation of a loaded model on an ``ArrayDataset`` (accuracy and mean cross-entropy)."""
+"""Evaluation of a loaded model (accuracy, mean cross-entropy) and of a client's own start.
+
+:func:`client_view` runs in process (embedded engine) or in the Flower ``ClientApp``.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ilora.engine.diagnostics import dense_changes
+from ilora.engine.local import make_context
+from ilora.lora.state import load_setup
 from ilora.tasks.base import ArrayDataset
+from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict
+
+if TYPE_CHECKING:
+    from ilora.engine.setup import Experiment
 
 
 @torch.no_grad()
@@ -33,3 +45,23 @@ def weighted_average(results: list[tuple[dict[str, float], int]]) -> dict[str, f
         return {}
     keys = results[0][0].keys()
     return {f"personal_{k}": sum(m[k] * n for m, n in results) / total for k in keys}
+
+
+def client_view(
+    exp: Experiment,
+    payload: Payload,
+    cstate: TensorDict,
+    client: ClientInfo,
+    rnd: RoundInfo,
+    test: ArrayDataset,
+) -> tuple[dict[str, float], int, TensorDict]:
+    """Return a client's own model on its test share, the share's size and the dense changes.
+
+    The client's model is what it starts round ``rnd`` from: ``client_init`` of its (canonical)
+    ``payload`` and its state, without training (DESIGN §8). No test share: no metrics.
+    """
+    alg, model, cfg = exp.algorithm, exp.model, exp.cfg
+    ctx = make_context(model, payload, client, rnd, cfg.lora, cfg.train)
+    load_setup(model, alg.client_init(ctx, cstate)[0])
+    metrics = evaluate(model, test, cfg.eval.batch_size) if len(test) else {}
+    return metrics, len(test), dense_changes(model)

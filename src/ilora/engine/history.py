@@ -97,11 +97,13 @@ class History:
             "final_personal_accuracy": self._last("personal_accuracy"),
             "failed_updates": sum(r.clients.get("failed", 0) for r in self.records),
             "rejected_updates": sum(r.clients.get("rejected", 0) for r in self.records),
-            "mean_agg_error": _mean(
-                [r.metrics["agg_error"] for r in self.records if "agg_error" in r.metrics]
-            ),
+            "mean_agg_error": self._mean("agg_error"),
+            "mean_download_error": self._mean("download_error"),
             **privacy,
         }
+
+    def _mean(self, key: str) -> float:
+        return _mean([r.metrics[key] for r in self.records if key in r.metrics])
 
     def _has(self, key: str) -> bool:
         return any(key in r.metrics for r in self.records)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
+from ilora.engine.diagnostics import change_since, dense_changes
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import base_weights, factor_state, head_names, load_setup
@@ -178,6 +179,7 @@ def client_round(
         ctx = replace(ctx, features=backbone_features(model, data, train.batch_size, nf, *seed))
     setup, cstate = alg.client_init(ctx, cstate)
     params = _install(model, setup, train)
+    start = dense_changes(model)  # for the client's ΔW_k (agg_error), engine.diagnostics
     if (n := alg.start_gradient_batches()) is not None:
         ctx = replace(
             ctx, start_grad=mean_gradient(model, params, data, train.batch_size, n, *seed)
@@ -205,7 +207,9 @@ def client_round(
             opt.step()
     up, cstate = alg.upload(factor_state(model), ctx, cstate)
     metrics = {**up.metrics, "train_loss": sum(losses) / max(1, len(losses))}
-    return replace(up, metrics=metrics), cstate
+    if losses:  # the loss at the client's start: the divergence guard's reference
+        metrics["start_loss"] = losses[0]
+    return replace(up, metrics=metrics, diagnostics=change_since(model, start)), cstate
 
 
 def _install(model: nn.Module, setup: LocalSetup, train: TrainConfig) -> dict[str, nn.Parameter]:

@@ -1,36 +1,37 @@
 """The embedded engine: one process, one frozen base model, per-client adapters swapped in and out.
 
 ``run(cfg)`` builds the experiment and runs ``fed.rounds`` rounds of: sample clients, download,
-``client_round`` each (sequentially, on the one model), canonicalize and weight the uploads,
-aggregate, evaluate the exported global model on a fixed seeded test subset. Reruns with the same
-config are bitwise identical.
+``client_round`` each (sequentially, on the one model), then the round step
+(``engine.roundstep``: screening, aggregation, metrics, evaluation, record, checkpoint), the
+same one the Flower runtime calls. Reruns with the same config are bitwise identical.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from ilora.config import ExperimentConfig
-from ilora.engine import robust
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
-from ilora.engine.local import make_context
-from ilora.engine.privacy import privacy_metrics
+from ilora.engine.roundstep import Collected, RoundStep, embedded_views
+from ilora.engine.roundstep import DivergenceError as DivergenceError  # re-exported
+from ilora.engine.roundstep import RoundFailedError as RoundFailedError  # re-exported
+from ilora.engine.roundstep import eval_subset as eval_subset  # re-exported
+from ilora.engine.roundstep import personal_tests as personal_tests  # re-exported
 from ilora.engine.sampling import num_sampled, sample_clients, sampling_seed
 from ilora.engine.setup import Experiment, build
-from ilora.engine.turn import canonical_payload, client_turn, screen_round
+from ilora.engine.turn import canonical_payload as canonical_payload  # re-exported
 from ilora.engine.turn import canonical_upload as canonical_upload  # re-exported
+from ilora.engine.turn import client_turn
 from ilora.engine.validation import layer_shapes
-from ilora.lora.state import load_setup, template
-from ilora.seeding import derive_seed, generator
+from ilora.lora.state import template
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict
 
 RoundCallback = Callable[[RoundRecord], None]
 CheckpointCallback = Callable[[Checkpoint], None]
@@ -43,40 +44,6 @@ class RunResult:
     history: History
     setup: LocalSetup
     state: Any
-
-
-def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
-    """Return the fixed seeded test subset used every round (all of it when ``size`` is 0)."""
-    if size == 0 or size >= len(test):
-        return test
-    idx = torch.randperm(len(test), generator=generator(seed, "eval-subset"))[:size]
-    return test.subset(idx.sort().values.numpy())
-
-
-class RoundFailedError(RuntimeError):
-    """Fewer accepted uploads in a round than ``fed.min_success``: the run stops.
-
-    With ``fed.min_success: 0`` a round may end with no accepted upload: the server skips
-    ``aggregate`` and keeps its state, and the round is recorded (``succeeded: 0``).
-    """
-
-
-def check_success(
-    rnd: int,
-    sampled: int,
-    uploads: Mapping[int, Upload],
-    events: list[dict[str, Any]],
-    min_success: int,
-) -> None:
-    """Raise :class:`RoundFailedError` if fewer than ``min_success`` uploads were accepted."""
-    if len(uploads) >= min_success:
-        return
-    reasons = "; ".join(f"client {e['cid']} {e['outcome']}: {e['reason']}" for e in events)
-    raise RoundFailedError(
-        f"round {rnd}: {len(uploads)} of {sampled} sampled clients delivered an accepted update, "
-        f"fewer than fed.min_success = {min_success} ({reasons}); the last checkpoint is intact "
-        "(ilora run --resume DIR)"
-    )
 
 
 def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], int]:
@@ -92,47 +59,6 @@ def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], 
     rank = max(c.rank for c in exp.clients)
     steps = cfg.train.steps * num_sampled(len(exp.clients), cfg.fed.fraction)
     return [ClientInfo(0, rank, len(pooled))], [pooled], steps
-
-
-def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
-    """Return the clients' test shares, or seeded subsets totalling about ``eval.subset``.
-
-    Each client keeps ``round(subset · n_k / Σ n)`` (at least 1) of its ``n_k`` test examples,
-    the same ones every round; ``full`` (the final evaluation) or ``eval.subset: 0`` keeps all.
-    """
-    tests, size = exp.local_tests, exp.cfg.eval.subset
-    total = sum(len(t) for t in tests)
-    if full or size == 0 or size >= total:
-        return tests
-    return [
-        eval_subset(t, max(1, round(size * len(t) / total)), derive_seed(exp.cfg.seed, cid))
-        for cid, t in enumerate(tests)
-    ]
-
-
-def personal_metrics(
-    exp: Experiment, state: Any, store: dict[int, TensorDict], rnd: RoundInfo, full: bool = True
-) -> dict[str, float]:
-    """Return each client's own model on its own test share, example-weighted (DESIGN §8).
-
-    A client's model is what it would start the next round with: ``client_init`` of its
-    download and its state, without training. The pooled (centralized) model is the global one.
-    ``full=False`` evaluates the per-round subsets of :func:`personal_tests`.
-    """
-    tests = personal_tests(exp, full)
-    if sum(len(t) for t in tests) == 0:
-        return {}
-    alg, model, cfg = exp.algorithm, exp.model, exp.cfg
-    results = []
-    for client, test in zip(exp.clients, tests, strict=True):
-        if alg.pooled_data:
-            load_setup(model, alg.export(state))
-        else:
-            payload = canonical_payload(alg.download(state, client, rnd))
-            ctx = make_context(model, payload, client, rnd, cfg.lora, cfg.train)
-            load_setup(model, alg.client_init(ctx, store.get(client.cid, {}))[0])
-        results.append((evaluate(model, test, cfg.eval.batch_size), len(test)))
-    return weighted_average(results)
 
 
 def run(
@@ -161,51 +87,26 @@ def run(
         state, store = resume.state, dict(resume.store)
         history.records.extend(resume.records)
         torch.set_rng_state(resume.rng)
-    subset = eval_subset(exp.data.test, cfg.eval.subset, cfg.seed)
-    shapes = layer_shapes(template(model))
     sample_seed = sampling_seed(cfg, None if resume is None else resume.sample_seed)
+    step = RoundStep(exp, clients, history, on_round, on_checkpoint, sample_seed=sample_seed)
+    shapes = layer_shapes(template(model))
     for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
         t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
-        uploads: dict[int, Upload] = {}
-        sent: dict[int, Payload] = {}
-        events: list[dict[str, Any]] = []
-        down = up = 0
         sampled = sample_clients([c.cid for c in clients], fraction, sample_seed, r)
+        got = Collected(len(sampled), {}, {}, [], 0, 0)
         for cid in sampled:
             turn = client_turn(
                 cfg, alg, model, state, store[cid], clients[cid], shares[cid], rnd, train, shapes
             )
-            store[cid], down, up = turn.cstate, down + turn.down, up + turn.up
+            store[cid], got.down, got.up = turn.cstate, got.down + turn.down, got.up + turn.up
             if turn.upload is not None and turn.payload is not None:
-                uploads[cid], sent[cid] = turn.upload, turn.payload
+                got.uploads[cid], got.sent[cid] = turn.upload, turn.payload
             if turn.event is not None:
-                events.append(turn.event)
-        uploads, screened = screen_round(cfg, uploads, sent, clients)
-        events += screened
-        check_success(r, len(sampled), uploads, events, cfg.fed.min_success)
-        metrics: dict[str, float] = {}
-        if uploads:  # none only under fed.min_success 0: then the round keeps the server state
-            state = robust.aggregate(cfg, alg, state, uploads, rnd)
-            metrics = dict(alg.round_metrics(state))
-            losses = [u.metrics["train_loss"] for u in uploads.values()]
-            metrics["train_loss"] = sum(losses) / len(losses)
-        metrics.update(privacy_metrics(cfg, r))
-        global_due, personal_due = cfg.eval.due(r, cfg.fed.rounds)
-        full = cfg.eval.final_full and r == cfg.fed.rounds
-        if personal_due:
-            metrics.update(personal_metrics(exp, state, store, RoundInfo(r + 1, cfg.seed), full))
-        if global_due:
-            load_setup(model, alg.export(state))
-            metrics.update(evaluate(model, subset, cfg.eval.batch_size))
-        record = history.close_round(r, t0, (up, down), len(sampled), len(uploads), metrics, events)
-        if on_round is not None:
-            on_round(record)
-        if on_checkpoint is not None:
-            rng = torch.get_rng_state()
-            ckpt = Checkpoint(r, state, dict(store), list(history.records), rng, sample_seed)
-            on_checkpoint(ckpt)
-    setup = alg.export(state)
+                got.events.append(turn.event)
+        state = step.aggregate(r, t0, state, got)
+        due, full = step.personal_due(r)
+        views = embedded_views(exp, store)(state, RoundInfo(r + 1, cfg.seed), full) if due else None
+        step.finish(state, views, store)
     if cfg.eval.final_full:
-        load_setup(model, setup)
-        history.final = evaluate(model, exp.data.test, cfg.eval.batch_size)
-    return RunResult(history, setup, state)
+        history.final = step.global_metrics(state, full=True)
+    return RunResult(history, alg.export(state), state)

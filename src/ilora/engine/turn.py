@@ -99,9 +99,8 @@ def client_work(
     if cfg.dp.enabled:  # on the client, before the upload leaves it (engine.privacy)
         m = num_sampled(cfg.data.num_clients, cfg.fed.fraction)
         seed = (cfg.seed, "dp-noise", rnd.round, client.cid)
-        upload = replace(
-            upload, tensors=privatize(upload.tensors, payload.tensors, cfg.dp, m, *seed)
-        )
+        noised = privatize(upload.tensors, payload.tensors, cfg.dp, m, *seed)
+        upload = replace(upload, tensors=noised, diagnostics={})  # ΔW_k would bypass the noise
     if fault is not None:
         bad = faults.corrupt(fault, upload.tensors, payload.tensors, cfg.faults)
         upload = replace(upload, tensors=bad)

@@ -9,7 +9,8 @@ and its client state (``cstate``) in ``context.state`` between messages, and ans
 - ``query``: its client id, rank and number of training examples;
 - ``train``: runs :func:`ilora.engine.turn.client_work` on the download and replies with the
   upload, or with an error when its (injected) fault lost the update;
-- ``evaluate``: its own model (``client_init`` of the download, untrained) on its test share.
+- ``evaluate``: its own model (``client_init`` of the download, untrained) on its test share,
+  and that model's dense changes (``engine.evaluation.client_view``).
 """
 
 from __future__ import annotations
@@ -17,17 +18,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from ilora.config import ExperimentConfig, TrainConfig
-from ilora.engine.evaluation import evaluate
-from ilora.engine.local import make_context
+from ilora.engine.evaluation import client_view
+from ilora.engine.roundstep import ClientView
 from ilora.engine.setup import Experiment, build
 from ilora.engine.simulation import personal_tests, run_clients
 from ilora.engine.turn import client_work
 from ilora.flower import codec
-from ilora.lora.state import load_setup
 from ilora.tasks.base import ArrayDataset
 from ilora.types import ClientInfo, TensorDict
 
@@ -156,15 +156,10 @@ def train(msg: Message, context: Context) -> Message:
 def personal_evaluate(msg: Message, context: Context) -> Message:
     side = _side(context)
     payload, client, rnd = codec.decode_download(msg.content)
-    exp = side.exp
     full = bool(msg.content.config_records["meta"].get("full", True))
-    test = personal_tests(exp, full)[node_identity(context)[0]]
-    ctx = make_context(exp.model, payload, client, rnd, exp.cfg.lora, exp.cfg.train)
-    load_setup(exp.model, exp.algorithm.client_init(ctx, _cstate(context))[0])
-    metrics = evaluate(exp.model, test, exp.cfg.eval.batch_size)
-    reply = MetricRecord({**metrics, "num_examples": len(test)})
-    meta = ConfigRecord({"round": rnd.round, "cid": client.cid})
-    return Message(RecordDict({"metrics": reply, "meta": meta}), reply_to=msg)
+    test = personal_tests(side.exp, full)[node_identity(context)[0]]
+    view = client_view(side.exp, payload, _cstate(context), client, rnd, test)
+    return Message(codec.encode_view(ClientView(client.cid, *view), rnd.round), reply_to=msg)
 
 
 def make_client_app() -> ClientApp:

@@ -11,7 +11,12 @@ Record names inside a message's ``RecordDict``:
   ``seed``, ``cid``, ``rank``, ``num_examples``: the client as the server knows it)
 - upload: ``tensors``, ``metrics`` (``weight`` and the local metrics), ``meta`` (``round``,
   ``cid``, and ``fault``: the name of a fault the simulation injected into it, or empty, so
-  that both runtimes log a rejection with its injected cause)
+  that both runtimes log a rejection with its injected cause), and ``diagnostics`` (optional:
+  the client's dense change of the round, ``Upload.diagnostics``, for ``agg_error``; reporting
+  only, not counted in ``bytes_up``)
+- view (the reply to ``evaluate``): ``metrics`` (the client's own model on its test share and
+  ``num_examples``), ``meta`` (``round``, ``cid``) and ``diagnostics`` (the dense changes of
+  its start, for ``download_error``)
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import yaml
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from ilora.config import ConfigError, ExperimentConfig, build, parse_yaml, to_dict
+from ilora.engine.roundstep import ClientView
 from ilora.tensors import canonical
 from ilora.types import ClientInfo, Payload, RoundInfo, Scalars, TensorDict, Upload
 
 WEIGHT = "weight"
+DIAGNOSTICS = "diagnostics"
 
 
 class CodecError(ValueError):
@@ -93,7 +100,10 @@ def encode_upload(upload: Upload, cid: int, rnd: int, fault: str | None = None) 
     """Return an upload's content; ``fault`` names a fault injected into it (simulations)."""
     metrics = MetricRecord({WEIGHT: float(upload.weight), **upload.metrics})
     meta = ConfigRecord({"round": rnd, "cid": cid, "fault": fault or ""})
-    return RecordDict({"tensors": to_arrays(upload.tensors), "metrics": metrics, "meta": meta})
+    content = RecordDict({"tensors": to_arrays(upload.tensors), "metrics": metrics, "meta": meta})
+    if upload.diagnostics:
+        content[DIAGNOSTICS] = to_arrays(upload.diagnostics)
+    return content
 
 
 def decode_upload(content: RecordDict) -> tuple[Upload, int, int, str | None]:
@@ -105,9 +115,33 @@ def decode_upload(content: RecordDict) -> tuple[Upload, int, int, str | None]:
     if WEIGHT not in metrics:
         raise CodecError("upload without its aggregation weight")
     weight = metrics.pop(WEIGHT)
-    upload = Upload(from_arrays(_arrays(content)), weight, metrics)
+    upload = Upload(from_arrays(_arrays(content)), weight, metrics, _diagnostics(content))
     fault = str(meta.get("fault", "")) or None
     return upload, _int(meta, "cid"), _int(meta, "round"), fault
+
+
+def encode_view(view: ClientView, rnd: int) -> RecordDict:
+    """Return the reply to ``evaluate``: a client's view of the next round (module docstring)."""
+    metrics = MetricRecord({**view.metrics, "num_examples": view.examples})
+    meta = ConfigRecord({"round": rnd, "cid": view.cid})
+    return RecordDict({"metrics": metrics, "meta": meta, DIAGNOSTICS: to_arrays(view.changes)})
+
+
+def decode_view(content: RecordDict) -> ClientView:
+    """Return the view in an ``evaluate`` reply (its changes are checked by the round step)."""
+    meta = _config(content, "meta")
+    if "metrics" not in content.metric_records:
+        raise CodecError("view without its 'metrics' record")
+    metrics = {k: float(v) for k, v in content.metric_records["metrics"].items()}  # type: ignore[arg-type]
+    if "num_examples" not in metrics:
+        raise CodecError("view without its number of test examples")
+    examples = int(metrics.pop("num_examples"))
+    return ClientView(_int(meta, "cid"), metrics, examples, _diagnostics(content))
+
+
+def _diagnostics(content: RecordDict) -> TensorDict:
+    record = content.array_records.get(DIAGNOSTICS)
+    return {} if record is None else from_arrays(record)
 
 
 def _arrays(content: RecordDict) -> ArrayRecord:

@@ -7,15 +7,23 @@ tests and ``run_simulation``) or from the app's run config (``flwr run``):
 - ``set`` (optional): space-separated ``key.path=value`` overrides, as ``ilora run --set``;
 - ``out`` (optional): the run directory (absent or empty: ``runs/flower-<algorithm>-<task>``,
   relative to the ServerApp's working directory, which is where the SuperLink was started);
-- ``timeout`` (optional): seconds to wait for one round's replies (default 600).
+- ``timeout`` (optional): seconds to wait for one round's replies (default 600);
+- ``resume`` (optional, default false): continue the run in ``out`` from its last valid
+  checkpoint.
 
 The run directory has the embedded engine's layout (``config.yaml``, ``history.jsonl``,
-``summary.json``, the adapter); the Flower runtime does not checkpoint (client states live on
-the nodes), so a crashed deployment starts again.
+``summary.json``, the adapter, ``checkpoints/``): after every round the ServerApp writes the
+same checkpoint as the embedded engine (``engine.checkpoint``), holding the server state, the
+records and the RNG state. Client states (``cstate``) live on the nodes and are not in it: a
+resumed run is bitwise the uninterrupted one when the method keeps no client state (or its
+nodes kept theirs); otherwise those clients start again from an empty state (a warning says
+so). A run that stops (too few accepted uploads, a divergence under
+``fed.stop_on_divergence``) writes its one-line reason to ``failure.txt``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flwr.app import Context, UserConfig
@@ -23,11 +31,16 @@ from flwr.serverapp import Grid, ServerApp
 
 from ilora import config as config_mod
 from ilora.config import ConfigError, ExperimentConfig
-from ilora.engine.outputs import RunWriter
+from ilora.engine import checkpoint
+from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.outputs import CHECKPOINTS, RunWriter
+from ilora.engine.roundstep import RoundFailedError
 from ilora.engine.setup import build
 from ilora.flower.strategy import AlgorithmStrategy
 
 DEFAULT_TIMEOUT = 600.0
+FAILURE = "failure.txt"  # the one-line reason of a run that stopped (RoundFailedError)
+log = logging.getLogger(__name__)
 
 
 def config_from_run_config(run_config: UserConfig, base: Path) -> ExperimentConfig:
@@ -47,6 +60,7 @@ def make_server_app(
     out: Path | None = None,
     base: Path | None = None,
     timeout: float | None = None,
+    resume: bool | None = None,
 ) -> ServerApp:
     """Return the ``ServerApp`` of an experiment (given here, or by the run config).
 
@@ -55,6 +69,8 @@ def make_server_app(
         out: the run directory; None takes the run config's ``out`` or the default.
         base: the directory a relative ``config`` path is resolved against (the app's).
         timeout: seconds to wait for a round's replies; None takes the run config's or 600.
+        resume: continue the run in ``out`` from its last valid checkpoint; None takes the
+            run config's ``resume`` (default false).
 
     """
     app = ServerApp()
@@ -66,10 +82,50 @@ def make_server_app(
         wait = timeout or float(run_config.get("timeout", DEFAULT_TIMEOUT))
         default = f"runs/flower-{cfg.algorithm}-{cfg.task}"
         directory = out or Path(str(run_config.get("out", "")) or default)  # "": the default
-        exp = build(cfg)
-        strategy = AlgorithmStrategy(exp, wait, connect_wait=wait)  # SuperNodes may be late
-        with RunWriter(directory, cfg) as writer:
-            result = strategy.run(grid, on_round=writer.on_round)
-            writer.finish(result)
+        again = bool(run_config.get("resume", False)) if resume is None else resume
+        serve(grid, cfg, directory, wait, again)
 
     return app
+
+
+def serve(grid: Grid, cfg: ExperimentConfig, directory: Path, wait: float, resume: bool) -> None:
+    """Run the experiment over ``grid`` and write its run directory (checkpoints included).
+
+    A run that cannot go on (:class:`RoundFailedError`) logs its one-line reason, writes it to
+    ``FAILURE`` in the run directory (the ``ilora flower`` commands exit with code 3 on it)
+    and returns: no traceback.
+    """
+    exp = build(cfg)
+    ckpt = resume_point(directory) if resume else None
+    command = f"ilora flower simulate --resume {directory}"
+    (directory / FAILURE).unlink(missing_ok=True)
+    with RunWriter(directory, cfg, ckpt) as writer:
+        strategy = AlgorithmStrategy(
+            exp,
+            wait,
+            connect_wait=wait,  # SuperNodes may be late
+            on_round=writer.on_round,
+            on_checkpoint=writer.on_checkpoint,
+            resume=ckpt,
+            resume_command=command,
+        )
+        try:
+            result = strategy.run(grid)
+        except RoundFailedError as err:
+            log.error("run failed: %s", err)
+            (directory / FAILURE).write_text(f"{err}\n")
+            writer.abort()
+            return
+        writer.finish(result)
+
+
+def resume_point(directory: Path) -> Checkpoint | None:
+    """Return the newest valid checkpoint of the run in ``directory`` (logging what is skipped)."""
+    ckpt, skipped = checkpoint.load_latest(directory / CHECKPOINTS)
+    for message in skipped:
+        log.warning(message)
+    if ckpt is None:
+        log.warning("no valid checkpoint in %s: the run starts again from round 1", directory)
+    else:
+        log.info("resuming after round %d", ckpt.round)
+    return ckpt

@@ -10,11 +10,15 @@ moves its payloads and uploads. A run (:meth:`AlgorithmStrategy.run`) is:
    ``train`` message (its payload at its rank); replies are matched to the round they answer,
    error replies and missing replies (the timeout) are counted as failed updates, stale or
    mislabelled ones as rejected, every upload passes the server's checks
-   (:func:`ilora.engine.turn.server_check`), then the algorithm aggregates under
-   ``fed.min_success``;
-3. evaluation as in the embedded engine: the global model on the server's test subset and each
-   client's own model on its own test share (``evaluate`` messages).
+   (:func:`ilora.engine.turn.server_check`); then the round step (``engine.roundstep``, the
+   embedded engine's) screens, aggregates, measures (``aggregate_train``);
+3. when the round step wants the clients' views, an ``evaluate`` message to every client: each
+   answers with its own model's metrics on its test share and its dense changes
+   (``download_error``); the round step then evaluates the global model, records the round
+   and writes the checkpoint (``aggregate_evaluate``).
 
+:meth:`AlgorithmStrategy.run` makes the same calls as Flower's ``Strategy.start`` loop (which
+works too, from round 1), and can resume from a checkpoint.
 With the same config, the global state after every round is bitwise identical to the embedded
 engine's (``tests/flower/test_parity.py``).
 """
@@ -26,25 +30,21 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from ilora.engine import robust
-from ilora.engine.evaluation import evaluate, weighted_average
+from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.history import History, RoundRecord
+from ilora.engine.roundstep import ClientView, Collected, RoundStep, embedded_views
 from ilora.engine.sampling import sample_clients, sampling_seed
 from ilora.engine.setup import Experiment
-from ilora.engine.simulation import (
-    RunResult,
-    check_success,
-    eval_subset,
-    personal_metrics,
-)
-from ilora.engine.turn import canonical_payload, failure_event, screen_round, server_check
+from ilora.engine.simulation import RunResult
+from ilora.engine.turn import canonical_payload, failure_event, server_check
 from ilora.engine.validation import layer_shapes
 from ilora.flower import codec
-from ilora.lora.state import load_setup, template
+from ilora.lora.state import template
 from ilora.tensors import num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, Upload
 
@@ -63,19 +63,38 @@ class AlgorithmStrategy(Strategy):
         timeout: seconds to wait for the replies of one round's messages.
         connect_wait: seconds the handshake waits for enough nodes to be connected (a
             deployment's SuperNodes may still be connecting when the run starts).
+        on_round: called with every round's record (the run directory's ``history.jsonl``).
+        on_checkpoint: called with the server's state after every round.
+        resume: a checkpoint to continue from (:meth:`run` only): its server state, records
+            and RNG state. The clients' states live on their nodes and are not in it.
+        resume_command: how the user resumes this run, for the failure message.
 
     """
 
-    def __init__(self, exp: Experiment, timeout: float = 600.0, connect_wait: float = 0.0) -> None:
+    def __init__(
+        self,
+        exp: Experiment,
+        timeout: float = 600.0,
+        connect_wait: float = 0.0,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        resume: Checkpoint | None = None,
+        resume_command: str = "ilora flower simulate --resume DIR",
+    ) -> None:
         self.exp, self.cfg, self.alg = exp, exp.cfg, exp.algorithm
         self.timeout, self.connect_wait = timeout, connect_wait
+        self.on_round, self.on_checkpoint = on_round, on_checkpoint
+        self.resume, self.resume_command = resume, resume_command
         self.text = codec.config_to_text(exp.cfg)
         self.shapes = layer_shapes(template(exp.model))
         self.nodes: dict[int, int] = {}  # client id -> node id
         self.clients: list[ClientInfo] = []
         self.state: Any = None
         self.sent: dict[int, Payload] = {}  # this round's downloads, by client id
-        self.sample_seed = sampling_seed(exp.cfg)  # secret in a DP run: never sent (sampling.py)
+        kept = None if resume is None else resume.sample_seed
+        self.sample_seed = sampling_seed(exp.cfg, kept)  # secret in a DP run: never sent
+        self.history = History(self.cfg.algorithm, self.cfg.task)
+        self.started = 0.0  # perf_counter at the start of the current round
 
     # ---- handshake
     def handshake(self, grid: Grid) -> None:
@@ -97,8 +116,32 @@ class AlgorithmStrategy(Strategy):
                 )
             infos[info.cid] = (node, info)
         self._assign(infos)
-        self.state = self.alg.server_init(
-            template(self.exp.model), self.clients, self.cfg.lora, self.cfg.seed
+        self._start()
+
+    def _start(self) -> None:
+        """Initialise the server state (or restore the checkpoint's) and the round step."""
+        if self.resume is None:
+            self.state = self.alg.server_init(
+                template(self.exp.model), self.clients, self.cfg.lora, self.cfg.seed
+            )
+        else:
+            if self.alg.stateful_clients:
+                log.warning(
+                    "%s keeps client states on the nodes; a node that lost its state (a new "
+                    "run) starts again from an empty one, so the resumed run may differ",
+                    self.cfg.algorithm,
+                )
+            self.state = self.resume.state
+            self.history.records[:] = list(self.resume.records)
+            torch.set_rng_state(self.resume.rng)
+        self.step = RoundStep(
+            self.exp,
+            self.clients,
+            self.history,
+            self.on_round,
+            self.on_checkpoint,
+            self.resume_command,
+            self.sample_seed,
         )
 
     def _wait_for_nodes(self, grid: Grid) -> list[int]:
@@ -133,6 +176,7 @@ class AlgorithmStrategy(Strategy):
         """
         if self.state is None:
             self.handshake(grid)
+        self.started = time.perf_counter()
         rnd = RoundInfo(server_round, self.cfg.seed)
         fraction = 1.0 if self.alg.pooled_data else self.cfg.fed.fraction
         cids = [c.cid for c in self.clients]
@@ -151,32 +195,28 @@ class AlgorithmStrategy(Strategy):
             for cid, payload in self.sent.items()
         ]
 
-    def collect(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[dict[int, Upload], list[dict[str, Any]], int]:
-        """Return the accepted uploads (by client id), the events and the bytes uploaded."""
+    def collect(self, server_round: int, replies: Iterable[Message]) -> Collected:
+        """Return the round's uploads that pass the server's checks, the events and the traffic."""
         by_node = {node: cid for cid, node in self.nodes.items()}
         arrived: dict[int, Message] = {}
         for reply in replies:
             cid = by_node.get(reply.metadata.src_node_id)
             if cid in self.sent:
                 arrived[cid] = reply
-        uploads: dict[int, Upload] = {}
-        events: list[dict[str, Any]] = []
-        up = 0
+        down = sum(num_bytes(p.tensors) for p in self.sent.values())
+        got = Collected(len(self.sent), {}, dict(self.sent), [], 0, down)
         for cid in sorted(self.sent):
             client = self.clients[cid]
             if cid not in arrived:
-                events.append(failure_event(client, "failed", f"no reply in {self.timeout:g}s"))
+                got.events.append(failure_event(client, "failed", f"no reply in {self.timeout:g}s"))
                 continue
             upload, event, size = self._check(server_round, client, arrived[cid])
-            up += size
+            got.up += size
             if upload is not None:
-                uploads[cid] = upload
+                got.uploads[cid] = upload
             if event is not None:
-                events.append(event)
-        uploads, screened = screen_round(self.cfg, uploads, self.sent, self.clients)
-        return uploads, events + screened, up
+                got.events.append(event)
+        return got
 
     def _check(
         self, server_round: int, client: ClientInfo, reply: Message
@@ -198,35 +238,28 @@ class AlgorithmStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Check the replies and aggregate them; return the global model and the round's counts.
+        """Check the replies and run the round step's aggregation; return the global model.
 
         The global model is ``export(state)``: factors, head and any dense residual.
         """
-        uploads, events, _ = self.collect(server_round, replies)
-        self._aggregate(server_round, uploads, events)
+        got = self.collect(server_round, replies)
+        self.state = self.step.aggregate(server_round, self.started, self.state, got)
         setup = self.alg.export(self.state)
-        counts = MetricRecord({"succeeded": len(uploads), "failed_or_rejected": len(events)})
+        record = self.step.pending
+        counts = MetricRecord({"succeeded": record[3], "failed_or_rejected": len(record[4])})
         return codec.to_arrays({**setup.factors, **setup.residual}), counts
 
-    def _aggregate(
-        self, server_round: int, uploads: dict[int, Upload], events: list[dict[str, Any]]
-    ) -> None:
-        check_success(server_round, len(self.sent), uploads, events, self.cfg.fed.min_success)
-        rnd = RoundInfo(server_round, self.cfg.seed)
-        self.state = robust.aggregate(self.cfg, self.alg, self.state, uploads, rnd)
-
-    # ---- evaluation (each client's own model on its own test share)
+    # ---- the clients' views (each client's own start: personal metrics, download_error)
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Return one ``evaluate`` message per client (none if no client has a test share).
+        """Return one ``evaluate`` message per client when the round step wants their views.
 
-        The pooled reference is evaluated on the server; ``data.local_test_fraction: 0`` leaves
-        every client without a test share, so there is nothing to ask the nodes.
+        The pooled reference has no client models: the server computes its views itself.
         """
-        if self.alg.pooled_data or not any(len(t) for t in self.exp.local_tests):
+        due, full = self.step.personal_due(server_round)
+        if not due or self.alg.pooled_data:
             return []
-        full = bool(config.get("full", False))
         rnd = RoundInfo(server_round + 1, self.cfg.seed)  # what each client would start from
         messages = []
         for client in self.clients:
@@ -241,65 +274,52 @@ class AlgorithmStrategy(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        """Return the example-weighted personal metrics of the clients that answered."""
-        results: dict[int, tuple[dict[str, float], int]] = {}
+        """Close the round with the clients' views; return its personal metrics."""
+        due, full = self.step.personal_due(server_round)
+        views = None
+        if due and self.alg.pooled_data:
+            rnd = RoundInfo(server_round + 1, self.cfg.seed)
+            views = embedded_views(self.exp, {})(self.state, rnd, full)
+        elif due:
+            views = self._views(replies)
+        record = self.step.finish(self.state, views, {})  # client states stay on the nodes
+        values: dict[str, int | float | list[int] | list[float]] = {
+            k: v for k, v in record.metrics.items() if k.startswith("personal_")
+        }
+        return MetricRecord(values) if values else None
+
+    def _views(self, replies: Iterable[Message]) -> list[ClientView]:
+        views: dict[int, ClientView] = {}
         for reply in replies:
             if reply.has_error():
                 log.warning("personal evaluation failed: %s", reply.error.reason)
                 continue
-            cid = int(reply.content.config_records["meta"]["cid"])  # type: ignore[arg-type]
-            got = {k: float(v) for k, v in reply.content.metric_records["metrics"].items()}  # type: ignore[arg-type]
-            n = int(got.pop("num_examples"))
-            results[cid] = (got, n)
-        merged = weighted_average([results[cid] for cid in sorted(results)])
-        values: dict[str, int | float | list[int] | list[float]] = dict(merged)
-        return MetricRecord(values) if values else None
+            try:
+                view = codec.decode_view(reply.content)
+            except codec.CodecError as err:
+                log.warning("malformed evaluate reply: %s", err)
+                continue
+            if view.cid in self.nodes and self.nodes[view.cid] == reply.metadata.src_node_id:
+                views[view.cid] = view
+        return [views[cid] for cid in sorted(views)]
 
     def summary(self) -> None:
         log.info("AlgorithmStrategy(%s) over %d clients", self.cfg.algorithm, len(self.clients))
 
     # ---- the run
-    def run(self, grid: Grid, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
-        """Run ``fed.rounds`` rounds over ``grid`` and return the result (as the embedded run)."""
-        cfg, alg, model = self.cfg, self.alg, self.exp.model
-        self.handshake(grid)
-        history = History(cfg.algorithm, cfg.task)
-        subset = eval_subset(self.exp.data.test, cfg.eval.subset, cfg.seed)
-        for r in range(1, cfg.fed.rounds + 1):
-            t0 = time.perf_counter()
-            messages = list(self.configure_train(r, ArrayRecord(), ConfigRecord(), grid))
-            down = sum(num_bytes(p.tensors) for p in self.sent.values())
-            replies = grid.send_and_receive(messages, timeout=self.timeout)
-            uploads, events, up = self.collect(r, replies)
-            self._aggregate(r, uploads, events)
-            metrics = dict(alg.round_metrics(self.state))
-            losses = [u.metrics["train_loss"] for u in uploads.values()]
-            metrics["train_loss"] = sum(losses) / len(losses)
-            global_due, personal_due = cfg.eval.due(r, cfg.fed.rounds)
-            full = cfg.eval.final_full and r == cfg.fed.rounds
-            if personal_due:
-                metrics.update(self._personal(grid, r, full))
-            if global_due:
-                load_setup(model, alg.export(self.state))
-                metrics.update(evaluate(model, subset, cfg.eval.batch_size))
-            traffic, sampled = (up, down), len(self.sent)
-            record = history.close_round(r, t0, traffic, sampled, len(uploads), metrics, events)
-            if on_round is not None:
-                on_round(record)
-        setup = alg.export(self.state)
-        if cfg.eval.final_full:
-            load_setup(model, setup)
-            history.final = evaluate(model, self.exp.data.test, cfg.eval.batch_size)
-        return RunResult(history, setup, self.state)
+    def run(self, grid: Grid) -> RunResult:
+        """Run ``fed.rounds`` rounds over ``grid`` (after the resumed ones) and return the result.
 
-    def _personal(self, grid: Grid, server_round: int, full: bool) -> dict[str, float]:
-        if self.alg.pooled_data:  # the global model on every client's share (server-side data)
-            rnd = RoundInfo(server_round + 1, self.cfg.seed)
-            return personal_metrics(self.exp, self.state, {}, rnd, full)
-        config = ConfigRecord({"full": full})
-        messages = list(self.configure_evaluate(server_round, ArrayRecord(), config, grid))
-        if not messages:
-            return {}
-        replies = grid.send_and_receive(messages, timeout=self.timeout)
-        merged = self.aggregate_evaluate(server_round, replies)
-        return {} if merged is None else {k: float(v) for k, v in merged.items()}  # type: ignore[arg-type]
+        The same calls as Flower's ``Strategy.start`` loop, without its logging.
+        """
+        self.handshake(grid)
+        for r in range(len(self.history.records) + 1, self.cfg.fed.rounds + 1):
+            messages = list(self.configure_train(r, ArrayRecord(), ConfigRecord(), grid))
+            replies = grid.send_and_receive(messages, timeout=self.timeout)
+            self.aggregate_train(r, replies)
+            messages = list(self.configure_evaluate(r, ArrayRecord(), ConfigRecord(), grid))
+            replies = grid.send_and_receive(messages, timeout=self.timeout) if messages else []
+            self.aggregate_evaluate(r, replies)
+        if self.cfg.eval.final_full:
+            self.history.final = self.step.global_metrics(self.state, full=True)
+        return RunResult(self.history, self.alg.export(self.state), self.state)

@@ -106,6 +106,7 @@ def runs_per_round(rows: Sequence[Mapping[str, str]], setting: Setting) -> list[
             "round": int(row["round"]),
             "accuracy": num(row["accuracy"]),
             "agg_error": num(row["agg_error"]),
+            "download_error": num(row.get("download_error")),
             "mb": (num(row["bytes_up_cum"]) + num(row["bytes_down_cum"])) / 1e6,
         }
         history[(row["algorithm"], row["seed"])].append(

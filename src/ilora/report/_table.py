@@ -90,7 +90,8 @@ def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Return one row per algorithm over its runs, best mean final accuracy first.
 
     Each run maps ``algorithm``, ``final_accuracy`` (fraction), ``final_personal_accuracy``
-    (optional), ``mean_agg_error`` (NaN where undefined), ``total_bytes_up``/``_down``,
+    (optional), ``mean_agg_error`` and ``mean_download_error`` (NaN where undefined, or
+    absent), ``total_bytes_up``/``_down``,
     ``rounds`` and ``wall_s``. Accuracies come out in percent, bytes per round.
     """
     by_alg: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -101,6 +102,7 @@ def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         acc, acc_sd = mean_std(100 * float(r["final_accuracy"]) for r in group)
         pers, pers_sd = mean_std(100 * float(r.get("final_personal_accuracy", NAN)) for r in group)
         err, _ = mean_std(float(r["mean_agg_error"]) for r in group)
+        down, _ = mean_std(float(r.get("mean_download_error", NAN)) for r in group)
         rounds = max(1, int(group[0]["rounds"]))
         rows.append(
             {
@@ -111,6 +113,7 @@ def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "personal_accuracy_mean": pers,
                 "personal_accuracy_std": pers_sd,
                 "mean_agg_error": err,
+                "mean_download_error": down,
                 "bytes_up_per_round": statistics.fmean(float(r["total_bytes_up"]) for r in group)
                 / rounds,
                 "bytes_down_per_round": statistics.fmean(
@@ -134,6 +137,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "final accuracy % (mean ± std)",
         "personalized accuracy %",
         "mean agg_error",
+        "mean download_error",
         "MB up / round",
         "MB down / round",
         "wall s",
@@ -145,6 +149,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
             pm(r["personal_accuracy_mean"], r["personal_accuracy_std"]),
             fmt(r["mean_agg_error"], 4),
+            fmt(r["mean_download_error"], 4),
             f"{r['bytes_up_per_round'] / 1e6:.3f}",
             f"{r['bytes_down_per_round'] / 1e6:.3f}",
             f"{r['wall_s']:.1f}",

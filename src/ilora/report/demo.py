@@ -34,7 +34,8 @@ def load_runs(src: Path) -> list[Run]:
     """Return the runs of ``runs.csv`` with their ``rounds.csv`` history, as compare's dicts."""
     history: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for row in read_csv(src / "rounds.csv"):
-        rec = {k: num(row[k]) for k in ("accuracy", "personal_accuracy", "agg_error")}
+        keys = ("accuracy", "personal_accuracy", "agg_error", "download_error")
+        rec = {k: num(row.get(k)) for k in keys}
         rec = {k: v for k, v in rec.items() if not math.isnan(v)}
         history[(row["algorithm"], int(row["seed"]))].append({"round": int(row["round"]), **rec})
     runs = []
@@ -47,6 +48,7 @@ def load_runs(src: Path) -> list[Run]:
                 "final_accuracy": num(row["final_accuracy"]),
                 "final_personal_accuracy": num(row["personal_accuracy"]),
                 "mean_agg_error": num(row["mean_agg_error"]),
+                "mean_download_error": num(row.get("mean_download_error")),
                 "total_bytes_up": num(row["total_bytes_up"]),
                 "total_bytes_down": num(row["total_bytes_down"]),
                 "rounds": int(row["rounds"]),
@@ -76,10 +78,18 @@ def _plots(runs: Sequence[Run], img: Path, stem: str, what: str) -> str:
         f"Aggregation error ‖ΔW* − ΔW‖/‖ΔW*‖ per round ({what})",
         "relative error",
     )
+    down = metric_vs_round(
+        runs,
+        "download_error",
+        f"Download error mean_k ‖W_k − W_g‖/‖W_g‖ per round ({what})",
+        "relative distance",
+    )
     return (
         save_png(acc, img, f"{stem}-accuracy", f"accuracy per round, {what}")
         + "\n"
         + save_png(err, img, f"{stem}-agg-error", f"aggregation error per round, {what}")
+        + "\n"
+        + save_png(down, img, f"{stem}-download-error", f"download error per round, {what}")
         + "\n"
     )
 

@@ -82,7 +82,7 @@ def table(
 def plots(
     meta: Mapping[str, Any], rounds: Sequence[Mapping[str, str]], task: str, img: Path
 ) -> str:
-    """Return the links to the headline setting's three figures for ``task``."""
+    """Return the links to the headline setting's four figures for ``task``."""
     setting = text.headline_setting(meta, task)
     runs = grid.runs_per_round(rounds, setting)
     if not runs:
@@ -94,6 +94,7 @@ def plots(
         a: (mb[a][1], acc[a][1]) for a in acc if a in mb and len(mb[a][1]) == len(acc[a][1])
     }
     err = {a: v for a, v in round_means(runs, "agg_error").items() if a != grid.CENTRAL}
+    down = {a: v for a, v in round_means(runs, "download_error").items() if a != grid.CENTRAL}
     figures = [
         (line_chart(acc, f"Global test accuracy per round ({where})", "round", "accuracy %"),
          "accuracy", "accuracy per round"),
@@ -103,6 +104,9 @@ def plots(
         (line_chart(err, f"Aggregation error per round ({where})", "round",
                     "‖ΔW* − ΔW‖/‖ΔW*‖ (symlog)", logy=True),
          "agg-error", "aggregation error per round"),
+        (line_chart(down, f"Download error per round ({where})", "round",
+                    "mean_k ‖W_k − W_g‖/‖W_g‖ (symlog)", logy=True),
+         "download-error", "download error per round"),
     ]  # fmt: skip
     links = [
         save_png(fig, img, f"quality-{task}-{name}", f"{task}: {alt}") for fig, name, alt in figures

@@ -1,0 +1,309 @@
+"""The round step: everything between the clients' replies and the next round, for both runtimes.
+
+A runtime (the embedded engine's ``simulation.run``, the Flower ``AlgorithmStrategy``) only
+samples, sends the downloads and collects the server-checked uploads (:class:`Collected`); then
+it calls, in this order, and nothing else for these concerns:
+
+1. :meth:`RoundStep.aggregate`: the direction screen (``turn.screen_round``), the
+   ``fed.min_success`` policy (:class:`RoundFailedError`), aggregation under ``fed.robust``
+   (skipped, keeping the state, when no upload was accepted under ``fed.min_success: 0``), the
+   round's metrics (the algorithm's ``round_metrics`` except ``agg_error``, our ``agg_error``
+   of ``engine.diagnostics``, ``train_loss``, the privacy accountant's ``epsilon``) and the
+   divergence guard;
+2. when :meth:`RoundStep.personal_due`, the clients' views of the next round
+   (:class:`ClientView`: each client's own start, its metrics on its test share and its dense
+   changes), gathered in process (:func:`embedded_views`) or by ``evaluate`` messages;
+3. :meth:`RoundStep.finish`: personal metrics and ``download_error`` from the views, the
+   global evaluation, the round record, the ``on_round`` callback and the checkpoint.
+
+Divergence guard: ``start_loss`` (recorded every round) is the mean over the accepted uploads
+of each client's loss on its first local batch, where its training started; the first round's
+is the run's reference ``L0`` (about ``ln C`` for C classes at the pretrained model). A round
+whose ``train_loss`` is not finite or above ``DIVERGENCE_FACTOR · L0`` (2·L0) prints one
+warning (the first time in the run) naming the method, the round and the fix, and records
+``diverged: 1`` in its record; with ``fed.stop_on_divergence`` the run then stops with
+:class:`DivergenceError` (exit code 3), its last checkpoint the previous round's.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ilora.algorithms.ilora import ILoRA
+from ilora.engine import robust
+from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.diagnostics import agg_error, dense_changes, download_error, valid_changes
+from ilora.engine.evaluation import client_view, evaluate, weighted_average
+from ilora.engine.history import History, RoundRecord
+from ilora.engine.privacy import privacy_metrics
+from ilora.engine.setup import Experiment
+from ilora.engine.turn import canonical_payload, screen_round
+from ilora.lora.state import base_weights, load_setup
+from ilora.seeding import derive_seed, generator
+from ilora.tasks.base import ArrayDataset
+from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
+
+DIVERGENCE_FACTOR = 2.0  # train_loss above this times the first round's start_loss: diverged
+
+
+class RoundFailedError(RuntimeError):
+    """The run cannot go on (too few accepted uploads, or a divergence under the stop option).
+
+    With ``fed.min_success: 0`` a round may end with no accepted upload: the server skips
+    ``aggregate`` and keeps its state, and the round is recorded (``succeeded: 0``).
+    """
+
+
+class DivergenceError(RoundFailedError):
+    """The training loss diverged and ``fed.stop_on_divergence`` is set."""
+
+
+@dataclass
+class Collected:
+    """What a runtime gathered in one round, before the round step."""
+
+    sampled: int
+    uploads: dict[int, Upload]  # accepted by turn.server_check, by client id
+    sent: dict[int, Payload]  # what each of them was sent
+    events: list[dict[str, Any]]
+    up: int
+    down: int
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """One client's start of the next round: its metrics on its test share, its dense changes."""
+
+    cid: int
+    metrics: dict[str, float]
+    examples: int
+    changes: TensorDict
+
+
+Views = Callable[[Any, RoundInfo, bool], list[ClientView]]
+
+
+def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
+    """Return the fixed seeded test subset used every round (all of it when ``size`` is 0)."""
+    if size == 0 or size >= len(test):
+        return test
+    idx = torch.randperm(len(test), generator=generator(seed, "eval-subset"))[:size]
+    return test.subset(idx.sort().values.numpy())
+
+
+def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
+    """Return the clients' test shares, or seeded subsets totalling about ``eval.subset``.
+
+    Each client keeps ``round(subset · n_k / Σ n)`` (at least 1) of its ``n_k`` test examples,
+    the same ones every round; ``full`` (the final evaluation) or ``eval.subset: 0`` keeps all.
+    """
+    tests, size = exp.local_tests, exp.cfg.eval.subset
+    total = sum(len(t) for t in tests)
+    if full or size == 0 or size >= total:
+        return tests
+    return [
+        eval_subset(t, max(1, round(size * len(t) / total)), derive_seed(exp.cfg.seed, cid))
+        for cid, t in enumerate(tests)
+    ]
+
+
+def embedded_views(exp: Experiment, store: Mapping[int, TensorDict]) -> Views:
+    """Return the views of every client computed in this process (client states in ``store``).
+
+    The pooled (centralized) reference has one model: the global one, on every client's share.
+    """
+    alg, model, cfg = exp.algorithm, exp.model, exp.cfg
+
+    def views(state: Any, rnd: RoundInfo, full: bool) -> list[ClientView]:
+        out = []
+        for client, test in zip(exp.clients, personal_tests(exp, full), strict=True):
+            if alg.pooled_data:
+                load_setup(model, alg.export(state))
+                metrics = evaluate(model, test, cfg.eval.batch_size) if len(test) else {}
+                out.append(ClientView(client.cid, metrics, len(test), dense_changes(model)))
+                continue
+            payload = canonical_payload(alg.download(state, client, rnd))
+            cstate = store.get(client.cid, {})
+            view = client_view(exp, payload, cstate, client, rnd, test)
+            out.append(ClientView(client.cid, *view))
+        return out
+
+    return views
+
+
+def check_success(
+    r: int, sampled: int, accepted: int, events: list[dict[str, Any]], min_success: int, hint: str
+) -> None:
+    """Raise :class:`RoundFailedError` if fewer than ``min_success`` uploads were accepted."""
+    if accepted >= min_success:
+        return
+    reasons = "; ".join(f"client {e['cid']} {e['outcome']}: {e['reason']}" for e in events)
+    raise RoundFailedError(
+        f"round {r}: {accepted} of {sampled} sampled clients delivered an accepted update, "
+        f"fewer than fed.min_success = {min_success} ({reasons}); {hint}"
+    )
+
+
+class RoundStep:
+    """The round step of one run (module docstring).
+
+    Args:
+        exp: the experiment (the server's model, test data and clients).
+        clients: the clients the runtime trains (one pooled client for ``pooled_data``).
+        history: the run's history (records of a resumed run included).
+        on_round: called with every round's record.
+        on_checkpoint: called with the run's state after every round (not after a round that
+            stops the run).
+        resume_command: how the user resumes this run, for the failure message.
+        sample_seed: the run's sampling seed, kept in its checkpoints (a secret in DP runs,
+            :func:`ilora.engine.sampling.sampling_seed`).
+
+    """
+
+    def __init__(
+        self,
+        exp: Experiment,
+        clients: Sequence[ClientInfo],
+        history: History,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        resume_command: str = "ilora run --resume DIR",
+        sample_seed: int | None = None,
+    ) -> None:
+        self.exp, self.cfg, self.alg, self.history = exp, exp.cfg, exp.algorithm, history
+        self.clients = list(clients)
+        self.on_round, self.on_checkpoint = on_round, on_checkpoint
+        self.resume_command, self.sample_seed = resume_command, sample_seed
+        self.subset = eval_subset(exp.data.test, self.cfg.eval.subset, self.cfg.seed)
+        self.base = {k: v.clone() for k, v in base_weights(exp.model).items()}
+        self.saved = history.records[-1].round if history.records and on_checkpoint else None
+        starts = [r.metrics["start_loss"] for r in history.records if "start_loss" in r.metrics]
+        self.start_loss = starts[0] if starts else None  # the divergence guard's reference
+        self.warned = False
+        self.before: TensorDict | None = None  # dense changes of the global model, last round
+        self.pending: tuple[int, float, Collected, int, list[dict[str, Any]], dict[str, float]]
+
+    # ---- 1. aggregation
+    def aggregate(self, r: int, started: float, state: Any, got: Collected) -> Any:
+        """Screen, check, aggregate and measure round ``r``; return the new server state."""
+        cfg = self.cfg
+        uploads, screened = screen_round(cfg, got.uploads, got.sent, self.clients)
+        events = got.events + screened
+        check_success(r, got.sampled, len(uploads), events, cfg.fed.min_success, self.hint())
+        metrics: dict[str, float] = {}
+        if uploads:  # none only under fed.min_success 0: then the round keeps the server state
+            before = self.global_changes(state) if self.before is None else self.before
+            state = robust.aggregate(cfg, self.alg, state, uploads, RoundInfo(r, cfg.seed))
+            own = self.alg.round_metrics(state)
+            metrics.update({k: v for k, v in own.items() if k != "agg_error"})
+            self.before = self.global_changes(state)
+            metrics.update(self._agg_error(before, self.before, uploads))
+            metrics.update(self._losses(r, uploads))
+        metrics.update(privacy_metrics(cfg, r))
+        self.pending = (r, started, got, len(uploads), events, metrics)
+        return state
+
+    def global_changes(self, state: Any) -> TensorDict:
+        """Return the dense changes of the exported global model (loaded into the model)."""
+        load_setup(self.exp.model, self.alg.export(state))
+        return dense_changes(self.exp.model)
+
+    def _agg_error(
+        self, before: TensorDict, after: TensorDict, uploads: Mapping[int, Upload]
+    ) -> dict[str, float]:
+        changes = {c: u.diagnostics for c, u in uploads.items()}
+        if not all(valid_changes(ch, before) for ch in changes.values()):
+            return {}  # under DP (no diagnostics) or an unusable diagnostic: not measured
+        weights = {c: float(u.weight) for c, u in uploads.items()}
+        return {"agg_error": agg_error(before, after, changes, weights)}
+
+    def _losses(self, r: int, uploads: Mapping[int, Upload]) -> dict[str, float]:
+        """Return ``train_loss``, ``start_loss`` and the divergence guard's verdict."""
+        out = {}
+        for key in ("train_loss", "start_loss"):
+            values = [u.metrics[key] for u in uploads.values() if key in u.metrics]
+            if values:
+                out[key] = sum(values) / len(values)
+        if self.start_loss is None and math.isfinite(out.get("start_loss", math.nan)):
+            self.start_loss = out["start_loss"]
+        return {**out, **self._divergence(r, out["train_loss"])}
+
+    def _divergence(self, r: int, loss: float) -> dict[str, float]:
+        start = self.start_loss
+        if math.isfinite(loss) and (start is None or loss <= DIVERGENCE_FACTOR * start):
+            return {}
+        if not self.warned or self.cfg.fed.stop_on_divergence:
+            print(f"warning: {self.divergence_message(r, loss)}", file=sys.stderr)
+            self.warned = True
+        return {"diverged": 1.0}
+
+    def divergence_message(self, r: int, loss: float) -> str:
+        """Return the one-line explanation of a diverged round ``r``."""
+        first = "" if self.start_loss is None else f" (at the start: {self.start_loss:.4g})"
+        text = (
+            f"{self.cfg.algorithm} diverged in round {r}: training loss {loss:.4g}{first}; "
+            f"lower train.lr (now {self.cfg.train.lr:g}) or train.head_lr (now "
+            f"{self.cfg.train.head_lr:g}), for instance to a third"
+        )
+        if isinstance(self.alg, ILoRA):
+            text += (
+                "; ILoRA's orthonormal B puts all of the update's magnitude in A, so each "
+                "AdamW step moves the layer outputs more than plain LoRA's at the same rate"
+            )
+        return text
+
+    # ---- 2. and 3. the clients' views, evaluation, record, checkpoint
+    def personal_due(self, r: int) -> tuple[bool, bool]:
+        """Return whether round ``r`` gathers the clients' views, and on their full test shares."""
+        full = self.cfg.eval.final_full and r == self.cfg.fed.rounds
+        return self.cfg.eval.due(r, self.cfg.fed.rounds)[1], full
+
+    def finish(
+        self, state: Any, views: list[ClientView] | None, store: Mapping[int, TensorDict]
+    ) -> RoundRecord:
+        """Record the round opened by :meth:`aggregate` (``views`` None when not due)."""
+        r, started, got, accepted, events, metrics = self.pending
+        if views is not None:
+            metrics.update(self._views_metrics(state, views))
+        if self.cfg.eval.due(r, self.cfg.fed.rounds)[0]:
+            metrics.update(self.global_metrics(state))
+        record = self.history.close_round(
+            r, started, (got.up, got.down), got.sampled, accepted, metrics, events
+        )
+        if self.on_round is not None:
+            self.on_round(record)
+        if metrics.get("diverged") and self.cfg.fed.stop_on_divergence:
+            loss = metrics["train_loss"]
+            raise DivergenceError(f"{self.divergence_message(r, loss)}; {self.hint()}")
+        if self.on_checkpoint is not None:
+            records, rng = list(self.history.records), torch.get_rng_state()
+            ckpt = Checkpoint(r, state, dict(store), records, rng, self.sample_seed)
+            self.on_checkpoint(ckpt)
+            self.saved = r
+        return record
+
+    def _views_metrics(self, state: Any, views: list[ClientView]) -> dict[str, float]:
+        out = weighted_average([(v.metrics, v.examples) for v in views if v.examples])
+        glob = self.global_changes(state)
+        changes = {v.cid: v.changes for v in views if valid_changes(v.changes, glob)}
+        if changes and len(changes) == len(views):
+            out["download_error"] = download_error(self.base, glob, changes)
+        return out
+
+    def global_metrics(self, state: Any, full: bool = False) -> dict[str, float]:
+        """Return the exported global model on the test subset (``full``: the whole test split)."""
+        load_setup(self.exp.model, self.alg.export(state))
+        data = self.exp.data.test if full else self.subset
+        return evaluate(self.exp.model, data, self.cfg.eval.batch_size)
+
+    def hint(self) -> str:
+        """Return where a failed run resumes from (a checkpoint that exists, or none)."""
+        if self.saved is None:
+            return "no checkpoint was written yet: start the run again"
+        return f"the checkpoint of round {self.saved} is intact ({self.resume_command})"
