@@ -7,6 +7,9 @@ command that needs it says how to install it.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +41,13 @@ def require_flwr() -> None:
         fail(INSTALL_HINT)
 
 
+class RayNetwork(StrEnum):
+    """Where Ray's servers may listen during ``ilora flower simulate``."""
+
+    private = "private"  # a network namespace of its own: loopback only, unreachable from outside
+    host = "host"  # this machine's network: Ray binds its external address, unauthenticated
+
+
 @flower_app.command("simulate")
 def simulate(
     config: Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")],
@@ -49,9 +59,33 @@ def simulate(
     ] = None,
     cpus: Annotated[int, typer.Option(help="CPUs Ray may use (0: all)", min=0)] = 0,
     timeout: Annotated[float, typer.Option(help="seconds to wait for a round's replies")] = 600.0,
+    ray_network: Annotated[
+        RayNetwork,
+        typer.Option(help="private: Ray on loopback in a network of its own; host: Ray as is"),
+    ] = RayNetwork.private,
+    ray_dashboard: Annotated[
+        bool, typer.Option(help="start Ray's dashboard (on 127.0.0.1)")
+    ] = False,
 ) -> None:
     """Run an experiment on Flower's Simulation Engine (Ray): one virtual SuperNode per client."""
     require_flwr()
+    from ilora.flower import netns
+
+    if ray_network is RayNetwork.private and not netns.is_private():
+        args = ["flower", "simulate", str(config), *[a for s in set_ or [] for a in ("--set", s)]]
+        args += ["--out", str(out)] if out else []
+        args += ["--cpus", str(cpus), "--timeout", str(timeout), "--ray-network", "private"]
+        args += ["--ray-dashboard"] if ray_dashboard else []
+        raise typer.Exit(subprocess.call([sys.executable, "-m", "ilora.flower.netns", *args]))
+    if ray_network is RayNetwork.host:
+        console.print("[yellow]warning:[/] Ray's servers listen on this machine's address")
+    _simulate(config, set_ or [], out, cpus, timeout, ray_dashboard)
+
+
+def _simulate(
+    config: Path, sets: list[str], out: Path | None, cpus: int, timeout: float, dashboard: bool
+) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from flwr.simulation import run_simulation
 
     from ilora.engine.setup import validate
@@ -59,13 +93,15 @@ def simulate(
     from ilora.flower.server import make_server_app
 
     try:
-        cfg = config_mod.load(config, set_ or [])
+        cfg = config_mod.load(config, sets)
         validate(cfg)
     except USER_ERRORS as err:
         fail(err)
         return
     directory = out or Path(f"runs/flower-{cfg.algorithm}-{cfg.task}")
-    init_args: dict[str, int | bool] = {"include_dashboard": False}
+    init_args: dict[str, int | bool | str] = {"include_dashboard": dashboard}
+    if dashboard:
+        init_args["dashboard_host"] = "127.0.0.1"
     if cpus:
         init_args["num_cpus"] = cpus
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
@@ -132,3 +168,57 @@ def certs(
         f"{len(made.node_keys)} SuperNode key pair(s) in {directory}/nodes "
         f"(valid {days} day(s); for local trials only, see {directory}/README.md)"
     )
+
+
+@flower_app.command(
+    "superlink",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def superlink(
+    ctx: typer.Context,
+    operator_address: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="an address the Control and Runtime APIs answer (default: 127.0.0.1 and ::1)"
+        ),
+    ] = None,
+) -> None:
+    """Flower's SuperLink (any flower-superlink option after the command); Control API closed.
+
+    The Fleet API answers every peer (TLS and registered SuperNode keys authenticate them);
+    the Control and Runtime APIs answer only the operator's addresses.
+    """
+    require_flwr()
+    from ilora.flower.superlink import OPERATOR_ADDRESSES, run
+
+    try:
+        run(list(ctx.args), operator_address or OPERATOR_ADDRESSES)
+    except ValueError as err:
+        fail(f"--operator-address: {err}")
+
+
+@flower_app.command("worker")
+def worker(
+    runtime_api_address: Annotated[
+        str, typer.Option(help="the SuperNode's Runtime API, host:port (its --host/--port)")
+    ],
+    superexec_auth_secret_file: Annotated[
+        Path | None,
+        typer.Option(help="the secret file the SuperNode was given (signs AcquireTask)"),
+    ] = None,
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA of the Runtime API's TLS certificate (default: HTTP)")
+    ] = None,
+    poll: Annotated[float, typer.Option(help="seconds between polls while idle", min=0.01)] = 0.05,
+) -> None:
+    """Run the long-lived ClientApp process of a `flower-supernode --isolation process`."""
+    require_flwr()
+    from ilora.flower.worker import RuntimeApi, read_secret, serve
+
+    try:
+        secret = read_secret(superexec_auth_secret_file)
+        roots = root_certificates.read_bytes() if root_certificates else None
+    except (OSError, ValueError) as err:
+        fail(err)
+        return
+    serve(RuntimeApi(runtime_api_address, secret, roots), poll=poll)

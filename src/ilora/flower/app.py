@@ -32,6 +32,7 @@ from ilora import config as config_mod
 from ilora.engine.setup import validate
 
 PACKAGE = "ilora_app"
+CLIENTAPP_REF = f"{PACKAGE}.client_app:app"  # the only ClientApp ``ilora flower worker`` runs
 YAML_NAME = "experiment.yaml"
 DEFAULT_TIMEOUT = 600.0
 
@@ -57,7 +58,7 @@ publisher = "ilora"
 
 [tool.flwr.app.components]
 serverapp = "{package}.server_app:app"
-clientapp = "{package}.client_app:app"
+clientapp = "{clientapp}"
 
 [tool.flwr.app.config]
 # the experiment YAML, relative to this directory
@@ -153,6 +154,7 @@ def write_app(
             source=Path(config_path).as_posix(),
             app_dir=directory.as_posix(),
             package=PACKAGE,
+            clientapp=CLIENTAPP_REF,
             config=json.dumps(YAML_NAME),
             set=json.dumps(set_text),
             out=json.dumps(out),

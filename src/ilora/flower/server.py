@@ -25,6 +25,7 @@ from ilora import config as config_mod
 from ilora.config import ConfigError, ExperimentConfig
 from ilora.engine.outputs import RunWriter
 from ilora.engine.setup import build
+from ilora.flower.grid import PollingGrid
 from ilora.flower.strategy import AlgorithmStrategy
 
 DEFAULT_TIMEOUT = 600.0
@@ -69,7 +70,7 @@ def make_server_app(
         exp = build(cfg)
         strategy = AlgorithmStrategy(exp, wait, connect_wait=wait)  # SuperNodes may be late
         with RunWriter(directory, cfg) as writer:
-            result = strategy.run(grid, on_round=writer.on_round)
+            result = strategy.run(PollingGrid(grid), on_round=writer.on_round)
             writer.finish(result)
 
     return app
