@@ -7,8 +7,12 @@ rounds, run by
 - ``simulation``: ``ilora flower simulate`` (Flower's Simulation Engine on Ray, 3 virtual
   SuperNodes, ``--cpus 2``);
 - ``deployment``: Flower's Deployment Engine on 127.0.0.1 (``ilora.flower.loopback``): a
-  SuperLink with TLS and SuperNode authentication, 3 registered SuperNodes, ``flwr run``. Its
-  total time counts from starting the SuperLink to the end of ``flwr run``.
+  SuperLink with TLS and SuperNode authentication, 3 registered SuperNodes with
+  ``--isolation process`` and one long-lived ``ilora flower worker`` each (imports paid once
+  per SuperNode), ``flwr run``. Its total time counts from starting the SuperLink to the end of
+  ``flwr run``;
+- ``deployment-per-message``: the same with Flower's default ``--isolation subprocess``: a new
+  ClientApp process for every message (how the deployment ran before the worker).
 
 Per run: the rounds' ``wall_s`` from ``history.jsonl`` (the server's round loop, the same
 measure in all three), the whole command's wall time, and the peak over time of the summed
@@ -17,8 +21,9 @@ every component and every process they start), sampled every 0.2 s from ``/proc`
 (shared pages split between the processes sharing them, so a sum does not count them twice).
 The runtimes take turns within each repeat, so a change in the machine's load hits all three.
 
-Also timed: importing ``torch``, ``flwr.clientapp`` and ``ilora.flower.client`` in a fresh
-Python (the deployment starts one ClientApp process per message, and each pays that import).
+Also timed, in a fresh Python: importing ``torch``, ``flwr.clientapp`` and
+``ilora.flower.client``, and building the experiment (``ilora.engine.setup.build``, which
+imports the task's model code): what a ClientApp process pays before its first training step.
 
 Writes ``runs.csv`` (one row per run), ``rounds.csv`` (one row per run and round),
 ``imports.csv`` and ``meta.json`` to ``--out`` (default ``results/flower``; ``--quick``: 2
@@ -49,8 +54,16 @@ from ilora.flower.loopback import LoopbackDeployment, process_tree
 
 CONFIG = Path("configs/smoke.yaml")
 CLIENTS = 3
-RUNTIMES = ("embedded", "simulation", "deployment")
-IMPORTS = ("torch", "flwr.clientapp", "ilora.flower.client")
+RUNTIMES = ("embedded", "simulation", "deployment", "deployment-per-message")
+IMPORTS = {
+    "torch": "import torch",
+    "flwr.clientapp": "import flwr.clientapp",
+    "ilora.flower.client": "import ilora.flower.client",
+    "ilora.flower.client + build": (
+        "import ilora.flower.client; from ilora import config; from ilora.engine.setup import "
+        f"build; build(config.load('{CONFIG}', ['data.num_clients={CLIENTS}']))"
+    ),
+}
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -143,7 +156,9 @@ def simulation(run_dir: Path, sets: list[str], timeout: float) -> tuple[float, P
     return run_command(cmd, run_dir.with_suffix(".log"), timeout)
 
 
-def deployment(run_dir: Path, sets: list[str], timeout: float) -> tuple[float, PeakMemory]:
+def deployment(
+    run_dir: Path, sets: list[str], timeout: float, isolation: str = "process"
+) -> tuple[float, PeakMemory]:
     root = run_dir.with_name(run_dir.name + "-deployment")
     shutil.rmtree(root, ignore_errors=True)
     creds = make_trial_credentials(root / "certs", nodes=CLIENTS, days=1)
@@ -154,7 +169,7 @@ def deployment(run_dir: Path, sets: list[str], timeout: float) -> tuple[float, P
             dep.start_superlink()
             dep.register(pub for _, pub in creds.node_keys)
             for i, (key, _) in enumerate(creds.node_keys):
-                dep.start_supernode(f"node-{i}", key, f"partition-id={i}")
+                dep.start_supernode(f"node-{i}", key, f"partition-id={i}", isolation)
             dep.run(root / "app", f'out="{run_dir.resolve()}"', timeout=timeout)
             wall = time.perf_counter() - t0
     return wall, peak
@@ -164,12 +179,16 @@ def _set_args(sets: list[str]) -> list[str]:
     return [arg for s in sets for arg in ("--set", s)]
 
 
+def per_message(run_dir: Path, sets: list[str], timeout: float) -> tuple[float, PeakMemory]:
+    return deployment(run_dir, sets, timeout, isolation="subprocess")
+
+
 def time_imports(repeats: int) -> list[dict[str, Any]]:
     rows = []
     for rep in range(repeats):
-        for module in IMPORTS:
+        for module, code in IMPORTS.items():
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", f"import {module}"], env=child_env(), check=True)
+            subprocess.run([sys.executable, "-c", code], env=child_env(), check=True)
             rows.append({"module": module, "repeat": rep, "seconds": time.perf_counter() - t0})
     return rows
 
@@ -182,6 +201,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds, 1 repeat")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench-flower"))
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, default=list(RUNTIMES))
     a = parser.parse_args()
     rounds, repeats = (2, 1) if a.quick else (a.rounds, a.repeats)
     out = a.out or Path("runs/quick/flower" if a.quick else "results/flower")
@@ -189,9 +209,14 @@ def main() -> None:
     started = os.getloadavg()[0]
     run_rows: list[dict[str, Any]] = []
     round_rows: list[dict[str, Any]] = []
-    measure = {"embedded": embedded, "simulation": simulation, "deployment": deployment}
+    measure = {
+        "embedded": embedded,
+        "simulation": simulation,
+        "deployment": deployment,
+        "deployment-per-message": per_message,
+    }
     for rep in range(repeats):
-        for runtime in RUNTIMES:
+        for runtime in a.runtimes:
             run_dir = a.runs / f"{runtime}-{rep}"
             shutil.rmtree(run_dir, ignore_errors=True)
             print(f"repeat {rep}: {runtime} ...", flush=True)

@@ -7,6 +7,9 @@ command that needs it says how to install it.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +42,13 @@ def require_flwr() -> None:
         fail(INSTALL_HINT)
 
 
+class RayNetwork(StrEnum):
+    """Where Ray's servers may listen during ``ilora flower simulate``."""
+
+    private = "private"  # a network namespace of its own: loopback only, unreachable from outside
+    host = "host"  # this machine's network: Ray binds its external address, unauthenticated
+
+
 @flower_app.command("simulate")
 def simulate(
     config: Annotated[
@@ -56,6 +66,13 @@ def simulate(
         Path | None,
         typer.Option(help="continue the run in this directory from its last valid checkpoint"),
     ] = None,
+    ray_network: Annotated[
+        RayNetwork,
+        typer.Option(help="private: Ray on loopback in a network of its own; host: Ray as is"),
+    ] = RayNetwork.private,
+    ray_dashboard: Annotated[
+        bool, typer.Option(help="start Ray's dashboard (on 127.0.0.1)")
+    ] = False,
 ) -> None:
     """Run an experiment on Flower's Simulation Engine (Ray): one virtual SuperNode per client.
 
@@ -63,17 +80,44 @@ def simulate(
     or a divergence under fed.stop_on_divergence; resumable from its last checkpoint).
     """
     require_flwr()
+    from ilora.flower import netns
+
+    if ray_network is RayNetwork.private and not netns.is_private():
+        args = ["flower", "simulate", *([str(config)] if config is not None else [])]
+        args += [a for s in set_ or [] for a in ("--set", s)]
+        args += ["--out", str(out)] if out else []
+        args += ["--resume", str(resume)] if resume is not None else []
+        args += ["--cpus", str(cpus), "--timeout", str(timeout), "--ray-network", "private"]
+        args += ["--ray-dashboard"] if ray_dashboard else []
+        raise typer.Exit(subprocess.call([sys.executable, "-m", "ilora.flower.netns", *args]))
+    if ray_network is RayNetwork.host:
+        console.print("[yellow]warning:[/] Ray's servers listen on this machine's address")
+    _simulate(config, set_ or [], out, resume, (cpus, timeout, ray_dashboard))
+
+
+def _simulate(
+    config: Path | None,
+    sets: list[str],
+    out: Path | None,
+    resume: Path | None,
+    ray: tuple[int, float, bool],
+) -> None:
+    """Run the simulation (in the process's own network, chosen by the caller)."""
+    cpus, timeout, dashboard = ray
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from flwr.simulation import run_simulation
 
     from ilora.flower.client import make_client_app
     from ilora.flower.server import FAILURE, make_server_app
 
     try:
-        cfg, directory = _simulation_config(config, set_, out, resume)
+        cfg, directory = _simulation_config(config, sets, out, resume)
     except USER_ERRORS as err:
         fail(err)
         return
-    init_args: dict[str, int | bool] = {"include_dashboard": False}
+    init_args: dict[str, int | bool | str] = {"include_dashboard": dashboard}
+    if dashboard:
+        init_args["dashboard_host"] = "127.0.0.1"
     if cpus:
         init_args["num_cpus"] = cpus
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
@@ -179,3 +223,57 @@ def certs(
         f"{len(made.node_keys)} SuperNode key pair(s) in {directory}/nodes "
         f"(valid {days} day(s); for local trials only, see {directory}/README.md)"
     )
+
+
+@flower_app.command(
+    "superlink",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def superlink(
+    ctx: typer.Context,
+    operator_address: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="an address the Control and Runtime APIs answer (default: 127.0.0.1 and ::1)"
+        ),
+    ] = None,
+) -> None:
+    """Flower's SuperLink (any flower-superlink option after the command); Control API closed.
+
+    The Fleet API answers every peer (TLS and registered SuperNode keys authenticate them);
+    the Control and Runtime APIs answer only the operator's addresses.
+    """
+    require_flwr()
+    from ilora.flower.superlink import OPERATOR_ADDRESSES, run
+
+    try:
+        run(list(ctx.args), operator_address or OPERATOR_ADDRESSES)
+    except ValueError as err:
+        fail(f"--operator-address: {err}")
+
+
+@flower_app.command("worker")
+def worker(
+    runtime_api_address: Annotated[
+        str, typer.Option(help="the SuperNode's Runtime API, host:port (its --host/--port)")
+    ],
+    superexec_auth_secret_file: Annotated[
+        Path | None,
+        typer.Option(help="the secret file the SuperNode was given (signs AcquireTask)"),
+    ] = None,
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA of the Runtime API's TLS certificate (default: HTTP)")
+    ] = None,
+    poll: Annotated[float, typer.Option(help="seconds between polls while idle", min=0.01)] = 0.05,
+) -> None:
+    """Run the long-lived ClientApp process of a `flower-supernode --isolation process`."""
+    require_flwr()
+    from ilora.flower.worker import RuntimeApi, read_secret, serve
+
+    try:
+        secret = read_secret(superexec_auth_secret_file)
+        roots = root_certificates.read_bytes() if root_certificates else None
+    except (OSError, ValueError) as err:
+        fail(err)
+        return
+    serve(RuntimeApi(runtime_api_address, secret, roots), poll=poll)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import io
 import stat
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -127,3 +128,33 @@ def test_certs_command(tmp_path: Path) -> None:
     assert len(list((tmp_path / "c" / "nodes").glob("node-*.pub"))) == 3
     again = CliRunner().invoke(cli, ["flower", "certs", str(tmp_path / "c")])
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_one_flower_pin_matches_what_is_installed() -> None:
+    import flwr
+
+    from ilora.flower import FLWR_VERSION
+
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    wanted = f"flwr[simulation]=={FLWR_VERSION}"
+    requirements = [*project["optional-dependencies"]["flower"]]
+    requirements += [r for r in project["optional-dependencies"]["dev"] if r.startswith("flwr")]
+    assert requirements == [wanted, wanted]
+    assert flwr.__version__ == FLWR_VERSION
+    app = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    assert app["project"]["dependencies"] == [f"flwr=={FLWR_VERSION}"]
+
+
+def test_worker_runs_only_the_clientapp_of_an_ilora_app(tmp_path: Path) -> None:
+    from ilora.flower.worker import ForeignAppError, check_fab
+
+    app = tmp_path / "app"
+    write_app(app, SMOKE)
+    check_fab(build_fab_from_disk(app))  # what `ilora flower new` writes: accepted
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace("ilora_app.client_app:app", "ilora_app.evil:app")
+    )
+    (app / "ilora_app" / "evil.py").write_text("app = None\n")
+    with pytest.raises(ForeignAppError, match="only ILoRA apps"):
+        check_fab(build_fab_from_disk(app))

@@ -1,20 +1,27 @@
 """One real Deployment Engine run on 127.0.0.1: TLS, SuperNode authentication, 3 SuperNodes.
 
-Real components as separate processes (``ilora.flower.loopback``): a SuperLink with the trial
-certificates of ``ilora flower certs`` and ``--enable-supernode-auth``; three registered
-SuperNodes, one per client of a 3-client smoke config with mixed ranks (``partition-id`` and
-``rank`` from ``--node-config``); ``flwr run`` of the app ``ilora flower new`` writes. The run's
-history must equal the embedded engine's, round by round, on the same config with the ranks the
-SuperNodes named (which differ from the app config's rank policy), and a fourth
-SuperNode whose key was never registered must be refused. Every file lives under ``tmp_path``
-(FLWR_HOMEs included), ports are picked at run time, and every process is ended in ``finally``.
+Real components as separate processes (``ilora.flower.loopback``): ``ilora flower superlink``
+with the trial certificates of ``ilora flower certs`` and ``--enable-supernode-auth``; three
+SuperNodes the operator registered, one per client of a 3-client smoke config with mixed ranks
+(``partition-id`` and ``rank`` from ``--node-config``), each with its long-lived ``ilora flower
+worker``; ``flwr run`` of the app ``ilora flower new`` writes. The run's history must equal the
+embedded engine's, round by round, on the same config with the ranks the SuperNodes named
+(which differ from the app config's rank policy).
+
+The SuperNodes reach the SuperLink as another machine would: through a relay whose outgoing
+side is 127.0.0.2, so the SuperLink sees a peer that is not its operator. Through the same relay
+an attacker who holds only the CA certificate tries to register a key of its own and to list
+the runs (both refused), and starts a SuperNode with that key (refused). Every file lives under
+``tmp_path`` (FLWR_HOMEs included), ports are picked at run time, every process is ended on exit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +32,7 @@ from ilora.engine.simulation import run
 from ilora.flower.app import write_app
 from ilora.flower.certs import make_trial_credentials
 from ilora.flower.loopback import HOST, LoopbackDeployment
+from ilora.flower.superlink import OperatorOnly
 
 CONFIG = "configs/smoke.yaml"
 OVERRIDES = ["data.num_clients=3", "fed.rounds=2"]  # the app's config: ranks 2, 4, 2 (cycle)
@@ -44,6 +52,70 @@ def _tls_peer(port: int, ca: Path) -> dict[str, object]:
     return dict(cert)
 
 
+class RemotePeer:
+    """A TCP relay 127.0.0.1:``port`` → 127.0.0.1:``target`` that connects from ``source``.
+
+    The SuperLink sees every connection made through it as coming from ``source``
+    (127.0.0.2): another machine, not the operator's 127.0.0.1. TLS passes through unchanged.
+    """
+
+    def __init__(self, target: int, source: str = "127.0.0.2") -> None:
+        self.target, self.source = target, source
+        self.server = socket.create_server((HOST, 0))
+        self.port = int(self.server.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+                upstream = socket.create_connection(
+                    (HOST, self.target), timeout=10, source_address=(self.source, 0)
+                )
+            except OSError:
+                return  # closed
+            upstream.settimeout(None)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _pipe(a: socket.socket, b: socket.socket) -> None:
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize(
+    ("path", "peer", "allowed"),
+    [
+        ("/v1/fleet/pull-messages", "203.0.113.9", True),  # the Fleet API: any peer
+        ("/health", "203.0.113.9", True),
+        ("/v1/control/list-runs", "127.0.0.1", True),  # the operator
+        ("/v1/control/list-runs", "::ffff:127.0.0.1", True),
+        ("/v1/control/register-node", "127.0.0.2", False),  # anyone else
+        ("/v1/control/list-runs", "203.0.113.9", False),
+        ("/v1/runtime/acquire-task", "10.0.0.5", False),
+        ("/v1/fleetx/anything", "10.0.0.5", False),
+    ],
+)
+def test_only_the_operator_reaches_the_control_and_runtime_apis(
+    path: str, peer: str, allowed: bool
+) -> None:
+    guard = OperatorOnly(lambda *_: None)  # type: ignore[arg-type,return-value]
+    assert guard.allowed({"type": "http", "path": path, "client": (peer, 5000)}) is allowed
+
+
 def _history(path: Path) -> list[dict[str, object]]:
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for rec in records:
@@ -60,6 +132,7 @@ def test_deployment_matches_the_embedded_engine(tmp_path: Path) -> None:
     cfg = config_mod.load(CONFIG, explicit)  # the embedded engine with the nodes' ranks
     assert cfg.data.num_clients == NODES and len(set(RANKS)) > 1  # mixed ranks
     creds = make_trial_credentials(tmp_path / "certs", nodes=NODES + 1, days=1)
+    rogue_key, rogue_pub = creds.node_keys[NODES]  # made by the attacker, never registered
     app = tmp_path / "app"
     write_app(app, Path(CONFIG), OVERRIDES)
     out = tmp_path / "run"
@@ -67,16 +140,27 @@ def test_deployment_matches_the_embedded_engine(tmp_path: Path) -> None:
         dep.start_superlink()
         peer = _tls_peer(dep.port, creds.ca)
         assert ("IP Address", HOST) in peer["subjectAltName"]  # type: ignore[operator]
-        node_ids = dep.register(pub for _, pub in creds.node_keys[:NODES])
+        remote = RemotePeer(dep.port)
+        dep.write_cli_config("rogue", remote.port)  # the attacker: the CA certificate only
+        register = ["supernode", "register", str(rogue_pub), "loopback"]
+        assert dep.flwr("rogue-register", register, home="rogue") != 0
+        assert dep.flwr("rogue-ls", ["ls", "loopback"], home="rogue") != 0
+        node_ids = dep.register(pub for _, pub in creds.node_keys[:NODES])  # the operator
         assert len(set(node_ids)) == NODES and min(node_ids) > 0
         for i, rank in enumerate(RANKS):  # node i holds client i at the rank it names
-            dep.start_supernode(f"node-{i}", creds.node_keys[i][0], f"partition-id={i} rank={rank}")
-        dep.start_supernode("stranger", creds.node_keys[NODES][0], "partition-id=0")
+            config = f"partition-id={i} rank={rank}"
+            dep.start_supernode(f"node-{i}", creds.node_keys[i][0], config, "process", remote.port)
+        dep.start_supernode("rogue", rogue_key, "partition-id=0", "subprocess", remote.port)
         dep.run(app, f'out="{out}"', timeout=900)
-        stranger = dep.wait_exit("stranger", timeout=120)
-        stranger_log = dep.log_tail("stranger")
-    assert stranger not in (None, 0), stranger_log
-    assert "Failed to activate SuperNode" in stranger_log
+        assert dep.flwr("operator-ls", ["ls", "loopback"]) == 0
+        rogue = dep.wait_exit("rogue", timeout=120)
+        logs = {name: dep.log_tail(name, 10**8) for name in ("rogue", "superlink")}
+        remote.close()
+    assert rogue not in (None, 0), logs["rogue"]
+    assert "Failed to activate SuperNode" in logs["rogue"]
+    for call in ("register-node", "list-runs"):  # the attacker's calls, refused by the guard
+        pattern = rf'127\.0\.0\.2:\d+ - "POST /v1/control/{call} HTTP/1\.1" 403'
+        assert re.search(pattern, logs["superlink"]), call
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == cfg.fed.rounds
     embedded = run(cfg, exp=build(cfg))

@@ -63,3 +63,13 @@ def test_section_says_when_accuracies_differ(tmp_path: Path) -> None:
     _write(tmp_path / "flower", {"deployment": "0.25"})
     text = render(tmp_path / "flower", tmp_path / "img")
     assert "final accuracies differ" in text
+
+
+def test_section_says_whether_the_targets_are_met(tmp_path: Path) -> None:
+    _write(tmp_path / "flower", {})
+    text = render(tmp_path / "flower", tmp_path / "img")
+    deployment = 33.0 / 0.6  # medians of s / round
+    simulation = 80.0 / 25.0  # medians of total s
+    assert f"deployment's seconds per round: {deployment:.1f}×, misses it" in text
+    assert f"simulation's total seconds: {simulation:.1f}×, misses it" in text
+    assert f"Beyond that wait, a round costs {33.0 - 3.0:.2f} s here" in text

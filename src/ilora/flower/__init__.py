@@ -5,3 +5,5 @@ registered algorithm from a ``ServerApp``, ``client.make_client_app`` runs the o
 loop in a ``ClientApp``, and ``grid.LocalGrid`` delivers messages in-process (tests, debugging).
 Only this package imports ``flwr``; the core never does.
 """
+
+FLWR_VERSION = "1.42.0"  # the one Flower release this package is pinned to (pyproject.toml)

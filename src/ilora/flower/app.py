@@ -30,8 +30,10 @@ from pathlib import Path
 
 from ilora import config as config_mod
 from ilora.engine.setup import validate
+from ilora.flower import FLWR_VERSION
 
 PACKAGE = "ilora_app"
+CLIENTAPP_REF = f"{PACKAGE}.client_app:app"  # the only ClientApp ``ilora flower worker`` runs
 YAML_NAME = "experiment.yaml"
 DEFAULT_TIMEOUT = 600.0
 
@@ -50,14 +52,14 @@ description = "ILoRA: federated LoRA fine-tuning with heterogeneous clients, on 
 license = "Apache-2.0"
 # ilora[flower] must be installed where the SuperLink and every SuperNode run: the app installs
 # nothing at run time (flower-superlink --disable-runtime-dependency-installation).
-dependencies = ["flwr>=1.41,<1.43"]
+dependencies = ["flwr=={flwr}"]
 
 [tool.flwr.app]
 publisher = "ilora"
 
 [tool.flwr.app.components]
 serverapp = "{package}.server_app:app"
-clientapp = "{package}.client_app:app"
+clientapp = "{clientapp}"
 
 [tool.flwr.app.config]
 # the experiment YAML, relative to this directory
@@ -93,20 +95,26 @@ README = """\
 # ILoRA on Flower (made by `ilora flower new`)
 
 The experiment: `{yaml}`{overrides}. Every machine that runs the SuperLink or a SuperNode
-needs `pip install 'ilora[flower]'`; the app installs nothing at run time.
+needs `pip install 'ilora[flower]'` (Flower {flwr}); the app installs nothing at run time.
 
 1. Certificates and node keys for a local trial: `ilora flower certs certs --nodes {clients}`.
-2. SuperLink: `flower-superlink --ssl-ca-certfile certs/ca.crt --ssl-certfile certs/server.pem
-   --ssl-keyfile certs/server.key --enable-supernode-auth --disable-runtime-dependency-installation`
-   (HTTPS on 127.0.0.1:8000; `--host`/`--port` to change).
-3. Register each SuperNode's key: `flwr supernode register certs/nodes/node-<i>.pub <connection>`
-   (the connection, in `$FLWR_HOME/config.toml`, names the SuperLink's address and `ca.crt`).
+2. SuperLink: `ilora flower superlink --ssl-ca-certfile certs/ca.crt --ssl-certfile
+   certs/server.pem --ssl-keyfile certs/server.key --enable-supernode-auth
+   --disable-runtime-dependency-installation` (HTTPS on 127.0.0.1:8000; `--host`/`--port` to
+   change). Its Control API (`flwr run`, `flwr ls`, `flwr supernode register`) answers only
+   the SuperLink's own machine (`--operator-address` to add one).
+3. On the SuperLink's machine, register each SuperNode's public key: `flwr supernode register
+   certs/nodes/node-<i>.pub <connection>` (the connection, in `$FLWR_HOME/config.toml`, names
+   the SuperLink's address and `ca.crt`).
 4. One SuperNode per client (data.num_clients = {clients}): `flower-supernode --superlink
    <host>:8000 --root-certificates certs/ca.crt --auth-supernode-private-key
-   certs/nodes/node-<i>.key --node-config 'partition-id=<i>'` (add `rank=<r>` to override
-   the client's rank; several SuperNodes on one machine need different `--port`s).
-5. From this directory: `flwr run . <connection> --stream` (returns when the run ends;
-   `flwr ls <connection>` shows its status).
+   certs/nodes/node-<i>.key --node-config 'partition-id=<i>' --isolation process
+   --superexec-auth-secret-file node.secret --port <p>` and its ClientApp process `ilora flower
+   worker --runtime-api-address 127.0.0.1:<p> --superexec-auth-secret-file node.secret`
+   (`node.secret`: random bytes, mode 0600; add `rank=<r>` to the node config to override the
+   client's rank; several SuperNodes on one machine need different `--port`s).
+5. On the SuperLink's machine, from this directory: `flwr run . <connection> --stream`
+   (returns when the run ends; `flwr ls <connection>` shows its status).
 
 The run directory (`history.jsonl`, `summary.json`, the adapter) is written on the SuperLink's
 machine: `out` in `pyproject.toml`, or `--run-config 'out="/abs/dir"'`.
@@ -153,6 +161,8 @@ def write_app(
             source=Path(config_path).as_posix(),
             app_dir=directory.as_posix(),
             package=PACKAGE,
+            clientapp=CLIENTAPP_REF,
+            flwr=FLWR_VERSION,
             config=json.dumps(YAML_NAME),
             set=json.dumps(set_text),
             out=json.dumps(out),
@@ -167,6 +177,7 @@ def write_app(
             yaml=YAML_NAME,
             overrides=f" with `set = {json.dumps(set_text)}`" if sets else "",
             clients=cfg.data.num_clients,
+            flwr=FLWR_VERSION,
         )
     )
     return pyproject

@@ -4,11 +4,13 @@ Each node is a ``ClientApp`` with its own ``Context`` (node config and persisten
 a SuperNode; messages and replies are real Flower ``Message``s, and a ``ClientApp`` exception
 becomes an error reply, as on a SuperNode. Only the transport is missing: no network, no
 serialization. The parity tests run the strategy over it; it is also the quickest way to debug
-an app before starting a SuperLink.
+an app before starting a SuperLink. ``PollingGrid`` wraps the deployment's grid so that a
+round's replies are collected when they arrive rather than on flwr's 3-s ticks.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 
@@ -85,3 +87,56 @@ class LocalGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         return self.pull_messages(self.push_messages(messages))
+
+
+class PollingGrid(Grid):
+    """Another ``Grid`` whose ``send_and_receive`` asks for replies every ``interval`` s.
+
+    flwr 1.42's deployment grid asks the SuperLink every 3 s, so a round that is ready after
+    0.2 s waits until the next 3-s tick; this wrapper pulls as often as ``interval`` and
+    otherwise delegates every call to the wrapped grid.
+    """
+
+    def __init__(self, grid: Grid, interval: float = 0.1) -> None:
+        self.grid, self.interval = grid, interval
+
+    def set_run(self, run: Run) -> None:
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self.grid.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        waiting = set(self.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while waiting:
+            got = list(self.pull_messages(waiting))
+            replies += got
+            waiting -= {m.metadata.reply_to_message_id for m in got}
+            if not waiting or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(self.interval)
+        return replies

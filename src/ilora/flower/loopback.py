@@ -2,13 +2,17 @@
 
 The real components, as separate processes, with TLS and SuperNode authentication on:
 
-1. ``flower-superlink`` with the trial certificates, ``--enable-supernode-auth`` and
+1. ``ilora flower superlink`` (Flower's SuperLink with the Control and Runtime APIs answering
+   only the operator's addresses) with the trial certificates, ``--enable-supernode-auth`` and
    ``--disable-runtime-dependency-installation`` (the Control, Fleet and Runtime APIs share one
-   HTTPS port in flwr 1.41);
+   HTTPS port in flwr 1.42);
 2. ``flwr supernode register <node-i.pub> <connection>`` per SuperNode (the CLI reads the
    connection, address and CA, from ``$FLWR_HOME/config.toml``);
 3. ``flower-supernode --root-certificates ca.crt --auth-supernode-private-key node-i.key
    --node-config 'partition-id=i rank=r'``, each with its own Runtime API port and FLWR_HOME;
+   by default with ``--isolation process`` and one long-lived ``ilora flower worker`` per
+   SuperNode (imports paid once), both holding the same SuperExec secret; ``isolation=
+   "subprocess"`` gives Flower's default (one ClientApp process per message);
 4. ``flwr run APP <connection> --stream``, which returns when the run has finished.
 
 Everything (logs, FLWR_HOMEs, the CLI's config) lives under one root directory; ports are picked
@@ -30,97 +34,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from ilora.flower.certs import TrialCredentials
+from ilora.flower.processes import HOST, _alive, _signal, free_ports, process_tree
 
+__all__ = ["HOST", "DeploymentError", "LoopbackDeployment", "free_ports", "process_tree"]
 CONNECTION = "loopback"
-HOST = "127.0.0.1"
+ILORA = [sys.executable, "-m", "ilora", "flower"]  # our commands, from this Python
 
 
 class DeploymentError(RuntimeError):
     """A component did not start, or a step of the deployment failed (with its log's tail)."""
-
-
-def free_ports(n: int) -> list[int]:
-    """Return ``n`` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _processes() -> dict[int, tuple[int, int]]:
-    """Return ``{pid: (parent pid, process group)}`` of every live process in ``/proc``."""
-    found: dict[int, tuple[int, int]] = {}
-    if not Path("/proc").is_dir():
-        return found
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":  # a zombie has ended already
-            found[int(entry.name)] = (int(fields[1]), int(fields[2]))
-    return found
-
-
-def process_tree(roots: Iterable[int]) -> set[int]:
-    """Return the live processes of ``roots``: their descendants and their process groups.
-
-    Each root leads its own process group (``start_new_session``), so the members of that
-    group count too: a child whose parent has ended is adopted by init but stays in the group.
-    """
-    table, roots = _processes(), set(roots)
-    kids: dict[int, list[int]] = defaultdict(list)
-    for pid, (ppid, _) in table.items():
-        kids[ppid].append(pid)
-    todo = [pid for pid, (_, group) in table.items() if pid in roots or group in roots]
-    seen: set[int] = set()
-    while todo:
-        pid = todo.pop()
-        if pid not in seen:
-            seen.add(pid)
-            todo.extend(kids.get(pid, []))
-    return seen
-
-
-def _alive(pid: int) -> bool:
-    """Return whether ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        if Path("/proc").is_dir():
-            return False
-    try:  # no /proc: ask the kernel
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
-def _signal(pids: Iterable[int], sig: signal.Signals, groups: Iterable[int] = ()) -> None:
-    """Send ``sig`` to each process of ``pids`` and each process group of ``groups``."""
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for group in groups:
-        try:
-            os.killpg(group, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def tool(name: str) -> str:
@@ -206,7 +134,7 @@ class LoopbackDeployment:
     def start_superlink(self, timeout: float = 120.0) -> None:
         """Start the SuperLink (TLS, node authentication, no dependency installs); wait for it."""
         self.port = self.port or self._port()
-        cmd = [tool("flower-superlink"), "--host", HOST, "--port", str(self.port)]
+        cmd = [*ILORA, "superlink", "--host", HOST, "--port", str(self.port)]
         cmd += ["--ssl-ca-certfile", str(self.creds.ca.resolve())]
         cmd += ["--ssl-certfile", str(self.creds.server_cert.resolve())]
         cmd += ["--ssl-keyfile", str(self.creds.server_key.resolve())]
@@ -217,26 +145,30 @@ class LoopbackDeployment:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise DeploymentError(f"the SuperLink did not start:\n{self.log_tail('superlink')}")
             time.sleep(0.2)
-        self._write_cli_config()
+        self.write_cli_config("cli", self.port)
 
-    def _write_cli_config(self) -> None:
-        home = self.root / "home" / "cli"
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(
+    def write_cli_config(self, home: str, port: int) -> None:
+        """Write the ``flwr`` CLI config of FLWR_HOME ``home``: the SuperLink at ``port``."""
+        directory = self.root / "home" / home
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.toml").write_text(
             "[superlink]\n"
             f'default = "{CONNECTION}"\n\n'
             f"[superlink.{CONNECTION}]\n"
-            f'address = "{HOST}:{self.port}"\n'
+            f'address = "{HOST}:{port}"\n'
             f"root-certificates = {json.dumps(str(self.creds.ca.resolve()))}\n"
         )
+
+    def flwr(self, name: str, args: list[str], home: str = "cli", timeout: float = 120.0) -> int:
+        """Run ``flwr args...`` with the CLI config of ``home``; return its exit code."""
+        return _wait(self._start(name, [tool("flwr"), *args], home), timeout)
 
     def register(self, public_keys: Iterable[Path], timeout: float = 120.0) -> list[int]:
         """Register SuperNode public keys (``flwr supernode register``, in parallel)."""
         keys = list(public_keys)
         for i, key in enumerate(keys):
             cmd = [tool("flwr"), "supernode", "register", str(key.resolve()), CONNECTION]
-            cmd += ["--format", "json"]
-            self._start(f"register-{i}", cmd, "cli")
+            self._start(f"register-{i}", [*cmd, "--format", "json"], "cli")
         node_ids = []
         for i in range(len(keys)):
             code = _wait(self.procs.pop(f"register-{i}"), timeout)
@@ -247,13 +179,40 @@ class LoopbackDeployment:
             node_ids.append(int(found.group(1)) if found else -1)
         return node_ids
 
-    def start_supernode(self, name: str, private_key: Path, node_config: str) -> None:
-        """Start a SuperNode with TLS and its authentication key; ``node_config``: 'k=v ...'."""
-        cmd = [tool("flower-supernode"), "--superlink", f"{HOST}:{self.port}"]
+    def start_supernode(
+        self,
+        name: str,
+        private_key: Path,
+        node_config: str,
+        isolation: str = "process",
+        superlink_port: int = 0,
+    ) -> None:
+        """Start a SuperNode with TLS and its authentication key; ``node_config``: 'k=v ...'.
+
+        ``isolation="process"`` also starts its ``ilora flower worker`` (``<name>-worker``);
+        ``superlink_port``: where it reaches the SuperLink (0: the SuperLink's own port).
+        """
+        runtime = self._port()
+        cmd = [tool("flower-supernode"), "--superlink", f"{HOST}:{superlink_port or self.port}"]
         cmd += ["--root-certificates", str(self.creds.ca.resolve())]
         cmd += ["--auth-supernode-private-key", str(private_key.resolve())]
-        cmd += ["--node-config", node_config, "--host", HOST, "--port", str(self._port())]
+        cmd += ["--node-config", node_config, "--host", HOST, "--port", str(runtime)]
+        if isolation == "process":
+            cmd += ["--isolation", "process", "--superexec-auth-secret-file", str(self.secret())]
         self._start(name, cmd, name)
+        if isolation == "process":
+            worker = [*ILORA, "worker", "--runtime-api-address", f"{HOST}:{runtime}"]
+            worker += ["--superexec-auth-secret-file", str(self.secret())]
+            self._start(f"{name}-worker", worker, name)
+
+    def secret(self) -> Path:
+        """Return the SuperExec secret file of the SuperNodes and their workers (made once)."""
+        path = self.root / "superexec.secret"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(os.urandom(32).hex().encode())  # from OS entropy
+        return path
 
     def run(self, app: Path, run_config: str = "", timeout: float = 900.0) -> int:
         """``flwr run APP <connection> --stream`` (returns when the run ends); return its run id.

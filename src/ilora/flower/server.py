@@ -36,6 +36,7 @@ from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.outputs import CHECKPOINTS, RunWriter
 from ilora.engine.roundstep import RoundFailedError
 from ilora.engine.setup import build
+from ilora.flower.grid import PollingGrid
 from ilora.flower.strategy import AlgorithmStrategy
 
 DEFAULT_TIMEOUT = 600.0
@@ -110,7 +111,7 @@ def serve(grid: Grid, cfg: ExperimentConfig, directory: Path, wait: float, resum
             resume_command=command,
         )
         try:
-            result = strategy.run(grid)
+            result = strategy.run(PollingGrid(grid))
         except RoundFailedError as err:
             log.error("run failed: %s", err)
             (directory / FAILURE).write_text(f"{err}\n")

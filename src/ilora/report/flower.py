@@ -17,12 +17,15 @@ from matplotlib.figure import Figure
 from ilora.report._plot import save_png
 from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
 
-ORDER = ("embedded", "simulation", "deployment")
+ORDER = ("embedded", "simulation", "deployment", "deployment-per-message")
 LABELS = {
     "embedded": "embedded engine (`ilora run`)",
     "simulation": "Flower Simulation Engine (`ilora flower simulate`, Ray)",
-    "deployment": "Flower Deployment Engine (SuperLink + SuperNodes, 127.0.0.1, TLS)",
+    "deployment": "Flower Deployment Engine, one `ilora flower worker` per SuperNode",
+    "deployment-per-message": "Flower Deployment Engine, one ClientApp process per message",
 }
+TARGET = 2.0  # the deployment's s / round and the simulation's total s, × embedded
+SUPERNODE_IDLE_S = 3.0  # flwr 1.42: a SuperNode that finds no message asks again after 3 s
 COLUMNS = ("round_wall_median_s", "total_wall_s", "peak_rss_mb", "peak_pss_mb", "processes_seen")
 
 
@@ -65,7 +68,7 @@ def _sentences(med: dict[str, dict[str, float]], rows: list[dict[str, str]]) -> 
     out = []
     base = med.get("embedded")
     if base:
-        for rt in ("simulation", "deployment"):
+        for rt in ORDER[1:]:
             if rt in med:
                 r = {c: _ratio(med[rt][c], base[c]) for c in COLUMNS}
                 out.append(
@@ -73,6 +76,7 @@ def _sentences(med: dict[str, dict[str, float]], rows: list[dict[str, str]]) -> 
                     f"wall time per round, {r['total_wall_s']} its total wall time and "
                     f"{r['peak_rss_mb']} its peak memory (summed RSS; {r['peak_pss_mb']} in PSS)."
                 )
+    out += _targets(med)
     finals = {r["final_accuracy"] for r in rows}
     if len(finals) == 1:
         out.append(
@@ -81,6 +85,33 @@ def _sentences(med: dict[str, dict[str, float]], rows: list[dict[str, str]]) -> 
         )
     else:
         out.append(f"The final accuracies differ between runs: {sorted(finals)}.")
+    return out
+
+
+def _targets(med: dict[str, dict[str, float]]) -> list[str]:
+    """Say whether the deployment's s / round and the simulation's total meet 2× embedded."""
+    base, out = med.get("embedded"), list[str]()
+    if not base:
+        return out
+    for rt, column, what in (
+        ("deployment", "round_wall_median_s", "seconds per round"),
+        ("simulation", "total_wall_s", "total seconds"),
+    ):
+        if rt in med:
+            ratio = med[rt][column] / base[column]
+            verdict = "meets" if ratio <= TARGET else "misses"
+            out.append(
+                f"Target {TARGET:.0f}× embedded for the {rt}'s {what}: {ratio:.1f}×, {verdict} it."
+            )
+    if "deployment" in med:
+        floor = med["deployment"]["round_wall_median_s"] - SUPERNODE_IDLE_S
+        out.append(
+            f"A deployment round cannot be shorter than about {SUPERNODE_IDLE_S:.0f} s on flwr "
+            "1.42: a SuperNode that finds no message waits that long before asking again, and "
+            "right after replying it finds none (the server is still collecting the other "
+            f"replies). Beyond that wait, a round costs {floor:.2f} s here, "
+            f"{_ratio(max(floor, 0.0), base['round_wall_median_s'])} the embedded round."
+        )
     return out
 
 
@@ -97,11 +128,19 @@ def _imports(src: Path) -> tuple[str, list[str]]:
         [[f"`{m}`", f"{s:.1f}"] for m, s in med.items()],
     )
     notes = []
+    built = med.get("ilora.flower.client + build")
     if "ilora.flower.client" in med:
         notes.append(
-            "Flower's Deployment Engine starts a new ClientApp process for every message, and "
-            f"each one spends about {med['ilora.flower.client']:.1f} s importing "
-            "`ilora.flower.client` before it trains."
+            f"A fresh ClientApp process spends about {med['ilora.flower.client']:.1f} s "
+            "importing `ilora.flower.client`"
+            + (
+                f" and {built:.1f} s until the experiment is built (the task's model code "
+                "imports transformers)"
+                if built is not None
+                else ""
+            )
+            + ". With one process per message every message pays it; an `ilora flower worker` "
+            "pays it once per SuperNode."
         )
     return table, notes
 
