@@ -11,22 +11,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ilora import config as config_mod
-from ilora.config import ConfigError
-from ilora.registry import UnknownNameError
-from ilora.tasks.base import AssetMissingError
+from ilora.cli_common import USER_ERRORS, console, fail
 
 flower_app = typer.Typer(no_args_is_help=True, help="Run on Flower: simulation or deployment.")
-console = Console()
-USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
 INSTALL_HINT = "the Flower runtime needs its extra: pip install 'ilora[flower]'"
-
-
-def fail(err: Exception | str) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
 
 
 def require_flwr() -> None:
@@ -63,7 +53,6 @@ def simulate(
         validate(cfg)
     except USER_ERRORS as err:
         fail(err)
-        return
     directory = out or Path(f"runs/flower-{cfg.algorithm}-{cfg.task}")
     init_args: dict[str, int | bool] = {"include_dashboard": False}
     if cpus:
@@ -103,7 +92,6 @@ def new(
         pyproject = write_app(directory, config, set_ or [], out, timeout, force)
     except (*USER_ERRORS, AppExistsError) as err:
         fail(err)
-        return
     console.print(f"written: {pyproject.parent}/ (start it: flwr run {directory} <connection>)")
 
 
@@ -126,7 +114,6 @@ def certs(
         made = make_trial_credentials(directory, nodes, days, host or [], force)
     except CredentialsExistError as err:
         fail(err)
-        return
     console.print(
         f"written: {made.ca}, {made.server_cert}, {made.server_key}, "
         f"{len(made.node_keys)} SuperNode key pair(s) in {directory}/nodes "

@@ -24,7 +24,7 @@ import ilora
 from ilora.config import ExperimentConfig, to_dict
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.history import RoundRecord, append_jsonl, write_json_atomic
+from ilora.engine.history import RoundRecord, append_jsonl, strict_json, write_json_atomic
 from ilora.engine.loggers import RoundLogger, make_loggers
 from ilora.engine.simulation import RunResult
 from ilora.lora import keys
@@ -55,6 +55,37 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 CHECKPOINTS = "checkpoints"
+RUN_FILES = ("config.yaml", "history.jsonl", "summary.json", CHECKPOINTS)
+
+
+class RunExistsError(FileExistsError):
+    """``--out`` names a directory that already holds a run; the message offers the fixes."""
+
+
+def refuse_existing_run(out: Path) -> None:
+    """Raise unless ``out`` is free for a new run (missing, or holding no run's files).
+
+    Raises:
+        RunExistsError: naming ``out`` and offering ``--resume`` or ``--overwrite``.
+
+    """
+    if not any((out / name).exists() for name in RUN_FILES):
+        return
+    state = "a finished run" if (out / "summary.json").is_file() else "an unfinished run"
+    raise RunExistsError(
+        f"--out {out} already holds {state}; continue it with `ilora run --resume {out}`, "
+        "replace it with --overwrite, or choose another --out"
+    )
+
+
+def new_run_dir(root: Path, stem: str) -> Path:
+    """Return ``root/<stem>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... if that exists."""
+    base = root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 class RunWriter:
@@ -73,7 +104,7 @@ class RunWriter:
         self.loggers: list[RoundLogger] = make_loggers(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         if resume is not None:  # the history up to the checkpoint; later lines are redone
-            lines = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in resume.records)
+            lines = "".join(strict_json(r.to_json()) + "\n" for r in resume.records)
             _write_text_atomic(out / "history.jsonl", lines)
             self.manifest = json.loads((out / "manifest.json").read_text())
             self.manifest.setdefault("resumed", []).append(
