@@ -156,9 +156,27 @@ class RunWriter:
         for logger in loggers:
             logger.close(summary)
         save_adapter(result.setup, self.cfg, self.out / "adapter")
+        write_json_atomic(self.out / LABELS, label_map(self.cfg))
         self.manifest["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         write_json_atomic(self.out / "manifest.json", self.manifest)
         return summary
+
+
+LABELS = "labels.json"
+
+
+def label_map(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Return ``{"id2label": {"0": name, ...}, "label2id": {name: 0, ...}}`` of ``cfg``'s task.
+
+    The task's data is the one the run used (cached by ``load_data``, so not read again).
+    """
+    from ilora.engine.setup import load_data, make_task
+
+    names = load_data(make_task(cfg.task, cfg.task_args)).class_names  # type: ignore[arg-type]
+    return {
+        "id2label": {str(i): name for i, name in enumerate(names)},
+        "label2id": {name: i for i, name in enumerate(names)},
+    }
 
 
 def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
