@@ -337,3 +337,21 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     except USER_ERRORS as err:
         fail(err)
     typer.echo(f"{config}: ok")
+
+
+@app.command("describe")
+def describe(
+    kind: Annotated[str, typer.Argument(help="task | algorithm")],
+    name: Annotated[str, typer.Argument(help="a name from `ilora list tasks|algorithms`")],
+) -> None:
+    """Print every option of a task or an algorithm: type, default and help."""
+    from ilora import describe as describe_mod
+
+    describers = {"task": describe_mod.describe_task, "algorithm": describe_mod.describe_algorithm}
+    try:
+        if kind not in describers:
+            raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(describers)}")
+        text = describers[kind](name)
+    except USER_ERRORS as err:
+        fail(err)
+    typer.echo(text)

@@ -138,7 +138,7 @@ def test_registered_and_fields_documented() -> None:
         (RottenTomatoes, {"max_train": -1}, r"max_train=-1 .*>= 0"),
         (TinyText, {"num_classes": 1}, r"num_classes=1 .*2\.\.16"),
         (TinyText, {"seq_len": 3}, r"seq_len=3 .*4\.\.512"),
-        (TextCSV, {"model_dir": "m"}, r"path='' .*required"),
+        (TextCSV, {"path": ""}, r"path='' .*required"),
         (TextCSV, {"path": "a.csv", "split_column": "s", "test_path": "t"}, r"give one"),
         (TextCSV, {"path": "a", "model_dir": "m", "test_fraction": 1.0}, r"test_fraction=1\.0"),
     ],

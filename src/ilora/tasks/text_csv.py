@@ -53,7 +53,7 @@ class _Table:
 class TextCSV:
     """Your own text classification CSV on the packaged MiniLM or a local encoder directory."""
 
-    path: str = field(default="", metadata={"help": "CSV file with a text and a label column"})
+    path: str = field(metadata={"help": "CSV file with a text and a label column"})
     model_dir: str = field(
         default="",
         metadata={"help": "local Hugging Face encoder dir ('' = the packaged all-MiniLM-L6-v2)"},
