@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from ilora import cli_bench, cli_report
@@ -56,26 +56,17 @@ def _progress_run(
     writer: RunWriter,
     resume: Checkpoint | None,
 ) -> dict[str, object]:
-    """Run ``experiment`` with a progress bar, writing through ``writer``; return the summary."""
+    """Run ``experiment`` showing progress, writing through ``writer``; return the summary."""
+    from ilora.cli_progress import round_progress
     from ilora.engine.simulation import RoundFailedError, run
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[acc]}"),
-        TimeElapsedColumn(),
-    )
     done = 0 if resume is None else resume.round
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task(
-            f"{cfg.algorithm} seed {cfg.seed}", total=cfg.fed.rounds, completed=done, acc=""
-        )
+    title = f"{cfg.algorithm} seed {cfg.seed}"
+    with round_progress(console, title, cfg.fed.rounds, done) as show:
 
         def on_round(record: object) -> None:
             writer.on_round(record)  # type: ignore[arg-type]
-            acc = getattr(record, "metrics", {}).get("accuracy")
-            progress.update(bar, advance=1, acc="" if acc is None else f"acc {100 * acc:.1f}%")
+            show(record)
 
         try:
             result = run(
@@ -86,7 +77,7 @@ def _progress_run(
                 resume=resume,
             )
         except RoundFailedError as err:  # too few clients: loud, non-zero, resumable
-            console.print(f"[bold red]run failed:[/] {err}")
+            console.print(f"[bold red]run failed:[/] {escape(str(err))}")
             raise typer.Exit(code=3) from None
     return writer.finish(result)
 
