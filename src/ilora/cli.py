@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ilora import cli_bench, cli_report
+from ilora import cli_bench, cli_export, cli_report
 from ilora import config as config_mod
 from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
 from ilora.cli_flower import flower_app  # imports flwr only inside its commands
@@ -244,7 +244,8 @@ bench_app.command("quality")(cli_report.bench_quality)
 bench_app.command("aggregation")(cli_bench.bench_aggregation)
 bench_app.command("engine")(cli_bench.bench_engine)
 app.command("report")(cli_report.report)
-app.command("export")(cli_report.export)
+app.command("export-results")(cli_report.export)
+app.command("export")(cli_export.export_model)
 
 @bench_app.command("comm")
 def bench_comm(

@@ -1,6 +1,6 @@
-"""``ilora report``, ``ilora export`` and ``ilora bench quality`` (registered in ``ilora.cli``).
+"""``ilora report``, ``ilora export-results``, ``ilora bench quality`` (registered in ``cli``).
 
-``report`` imports no training code; ``export`` and ``bench quality`` read or make run
+``report`` imports no training code; ``export-results`` and ``bench quality`` read or make run
 directories and write result files under ``results/<name>/``.
 """
 

@@ -1,4 +1,4 @@
-"""The demo comparison (``results/demo/``, written by ``ilora export``): every method, one setting.
+"""The demo comparison (``results/demo/``, by ``ilora export-results``): every method, one setting.
 
 Two tables: the methods run with several seeds (mean ± std over seeds), and every method at
 seed 0; per-round plots of accuracy and aggregation error; and what the numbers show, computed
@@ -128,7 +128,7 @@ def render(src: Path, img: Path) -> str:
         "from) on its own held-out share, example-weighted. MB = 10^6 bytes per round, all "
         "clients of the round together. " + _counts(runs) + "\n",
         *(f"{note}\n" for note in meta.get("notes", [])),
-        f"Exported into these result files with `ilora export {meta.get('runs_dir', '')} "
+        f"Exported into these result files with `ilora export-results {meta.get('runs_dir', '')} "
         f"{src.as_posix()}`.\n",
     ]
     family_md, family_rows = "", list[dict[str, Any]]()
