@@ -1,9 +1,9 @@
 """Fixtures of the export tests: tiny random encoders saved as model directories, and a run.
 
-The encoders are randomly initialised (seeded) BERT and RoBERTa configs with the packaged
-MiniLM's tokenizer, written with ``save_pretrained`` so transformers loads them like any model
-directory. ``train`` runs one short experiment and returns the run directory plus the logits the
-project's own model computes on a few test examples.
+The encoders are randomly initialised (seeded) BERT, RoBERTa and DeBERTa-v2 configs with the
+packaged MiniLM's tokenizer, written with ``save_pretrained`` so transformers loads them like any
+model directory. ``train`` runs one short experiment and returns the run directory plus the
+logits the project's own model computes on a few test examples.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, RobertaConfig, RobertaModel
+from transformers import (
+    BertConfig,
+    BertModel,
+    DebertaV2Config,
+    DebertaV2Model,
+    RobertaConfig,
+    RobertaModel,
+)
 
 from ilora import config
 from ilora.engine.outputs import RunWriter
@@ -35,7 +42,7 @@ def _save(model: torch.nn.Module, path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Return ``{"bert": dir, "roberta": dir}`` of tiny random encoders (MiniLM's vocabulary)."""
+    """Return ``{model_type: dir}`` of tiny random BERT, RoBERTa and DeBERTa-v2 encoders."""
     root = tmp_path_factory.mktemp("encoders")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -45,7 +52,13 @@ def encoder_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 vocab_size=30522, intermediate_size=64, max_position_embeddings=80, **SIZES
             )
         )
-    return {"bert": _save(bert, root / "bert"), "roberta": _save(roberta, root / "roberta")}
+        deberta = DebertaV2Model(
+            DebertaV2Config(
+                vocab_size=30522, intermediate_size=64, max_position_embeddings=80, **SIZES
+            )
+        )
+    models = {"bert": bert, "roberta": roberta, "deberta-v2": deberta}
+    return {name: _save(model, root / name) for name, model in models.items()}
 
 
 @dataclass

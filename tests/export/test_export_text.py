@@ -27,6 +27,7 @@ CASES = [  # (algorithm, encoder, num_layers): ILoRA has a residual PEFT cannot 
     ("fedit", "bert", 1),
     ("ilora", "bert", 0),
     ("ffa-lora", "roberta", 1),
+    ("fedit", "deberta-v2", 0),
 ]
 
 

@@ -124,7 +124,9 @@ def test_registered_and_fields_documented() -> None:
         "tiny-text": TinyText,
     }.items():
         assert TASKS.get(name) is cls and cls.name == name
-        assert cls.lora_targets == BERT_LORA_TARGETS and cls.head == BERT_HEAD
+        assert cls.head == BERT_HEAD
+        if cls is not TextCSV:  # text-csv's targets follow its model (tests/export)
+            assert cls.lora_targets == BERT_LORA_TARGETS
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             assert f.metadata.get("help"), f"{name}.{f.name} has no help"
 

@@ -99,7 +99,11 @@ class Task(Protocol):
     """
 
     name: ClassVar[str]
-    lora_targets: ClassVar[tuple[str, ...]]  # regexes matched against full module names
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        """Regexes matched against full module names (a class constant in most tasks)."""
+        ...
+
     head: ClassVar[tuple[str, ...]]  # regexes of parameter names trained and FedAvg-ed
 
     def load(self) -> TaskData: ...

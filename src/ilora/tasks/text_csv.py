@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
+from ilora.models.targets import default_target_modules, name_patterns
 from ilora.seeding import np_rng
 from ilora.tasks.base import DataPeek, TaskData
 from ilora.tasks.csv_table import check_labels, read_user_csv, split_flags
@@ -77,6 +78,13 @@ class TextCSV:
     encoding: str = field(
         default="utf-8", metadata={"help": "text encoding of the CSV files (e.g. latin-1)"}
     )
+    target_modules: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "LoRA targets as PEFT names them: modules whose name is or ends with "
+            "one of these ([] = the query/value projections of the model type)"
+        },
+    )
     max_len: int = field(default=64, metadata={"help": "tokens per text (2..512)"})
     max_train: int = field(default=0, metadata={"help": "seeded train subset (0 = all)"})
     max_test: int = field(default=0, metadata={"help": "seeded test subset (0 = all)"})
@@ -84,8 +92,16 @@ class TextCSV:
     split_seed: int = field(default=0, metadata={"help": "seed of split and subsets (>= 0)"})
 
     name: ClassVar[str] = "text-csv"
-    lora_targets: ClassVar[tuple[str, ...]] = BERT_LORA_TARGETS
     head: ClassVar[tuple[str, ...]] = BERT_HEAD
+
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        """Regexes of the LoRA targets: ``target_modules`` or the model type's defaults."""
+        if self.target_modules:
+            return name_patterns(self.target_modules)
+        if not self.model_dir:
+            return BERT_LORA_TARGETS  # the packaged MiniLM
+        return name_patterns(default_target_modules(Path(self.model_dir)))
 
     def __post_init__(self) -> None:
         for option in ("path", "text_column", "label_column", "encoding"):
@@ -97,6 +113,10 @@ class TextCSV:
             raise ValueError(
                 f"test_fraction={self.test_fraction!r} is out of range: allowed 0 < f < 1"
             )
+        names = self.target_modules
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"target_modules={names!r} must be a list of module names")
+        object.__setattr__(self, "target_modules", tuple(names))  # a YAML list becomes a tuple
         _check_range("max_len", self.max_len, 2, MAX_POSITIONS)
         _check_range("max_train", self.max_train, 0)
         _check_range("max_test", self.max_test, 0)
