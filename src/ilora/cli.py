@@ -205,6 +205,7 @@ def compare(
     an interrupted comparison resumes where it stopped.
     """
     from ilora.bench import plots, report
+    from ilora.bench.export import data_facts
 
     try:
         names = split_names(algorithms)
@@ -228,8 +229,10 @@ def compare(
     rows = report.comparison_rows(runs)
     (out / "comparison.md").write_text(report.markdown(rows))
     (out / "comparison.csv").write_text(report.to_csv(rows))
+    facts = data_facts(cfgs[0])  # the data is cached from the runs (or read once)
+    baselines = plots.accuracy_baselines(facts["classes"], facts["majority_test"])
     plots.metric_vs_round(
-        runs, "accuracy", "Global test accuracy (seed mean)", "accuracy %"
+        runs, "accuracy", "Global test accuracy (seed mean)", "accuracy %", baselines
     ).savefig(out / "accuracy.png", dpi=120)
     plots.metric_vs_round(
         runs, "agg_error", "Aggregation error ‖ΔW* − ΔW‖/‖ΔW*‖", "relative error"
