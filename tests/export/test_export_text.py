@@ -20,6 +20,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
 from ilora.cli import app
+from ilora.tasks.text_common import minilm_dir
 
 REVIEWS = Path(__file__).resolve().parents[2] / "examples" / "byod" / "reviews.csv"
 
@@ -28,6 +29,7 @@ CASES = [  # (algorithm, encoder, num_layers): ILoRA has a residual PEFT cannot 
     ("ilora", "bert", 0),
     ("ffa-lora", "roberta", 1),
     ("fedit", "deberta-v2", 0),
+    ("fedit", "minilm", 1),  # the packaged all-MiniLM-L6-v2 (model_dir left empty)
 ]
 
 
@@ -61,10 +63,11 @@ def test_text_exports_match_the_project_logits(
     encoder_dirs: dict[str, Path],
     trainer: Callable[..., Any],
 ) -> None:
+    model_dir = minilm_dir() if encoder == "minilm" else encoder_dirs[encoder]
     args = {"path": str(REVIEWS), "split_column": "split", "max_len": 12, "num_layers": layers}
-    done = trainer(
-        tmp_path / "run", "text-csv", {**args, "model_dir": str(encoder_dirs[encoder])}, algorithm
-    )
+    if encoder != "minilm":
+        args["model_dir"] = str(model_dir)
+    done = trainer(tmp_path / "run", "text-csv", args, algorithm)
 
     peft_dir = _export(done.run, "peft")
     config = json.loads((peft_dir / "adapter_config.json").read_text())
@@ -72,7 +75,7 @@ def test_text_exports_match_the_project_logits(
     meta = json.loads((peft_dir / "ilora_export.json").read_text())
     assert bool(meta["folded_layers"]) == (algorithm == "ilora")
     base = Path(config["base_model_name_or_path"])
-    assert base == (peft_dir / "base" if algorithm == "ilora" else encoder_dirs[encoder]).resolve()
+    assert base == (peft_dir / "base" if algorithm == "ilora" else model_dir).resolve()
     assert meta["num_hidden_layers"] == (layers or 2)
     theirs = _peft_logits(peft_dir, done.inputs)
     torch.testing.assert_close(theirs, done.logits, atol=1e-5, rtol=0)
