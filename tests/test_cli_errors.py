@@ -54,7 +54,7 @@ CASES = [
     (["run"], "give an experiment YAML"),
     (["run", "--resume", "{tmp}/empty_dir"], "not a run directory (no config.yaml)"),
     (["run", "--resume", "{tmp}/missing_dir"], "not a run directory (no config.yaml)"),
-    (["run", SMOKE, "--resume", "{tmp}/empty_dir"], "drop CONFIG, --set and --out"),
+    (["run", SMOKE, "--resume", "{tmp}/empty_dir"], "drop CONFIG, --set, --out and --overwrite"),
     (["run", SMOKE, "--out", "{tmp}/bad.yaml"], "File exists"),
     (["validate", "{tmp}/bad.yaml"], "is not valid YAML"),
     (["compare", SMOKE, "--algorithms", "fedit", "--seeds", "x"], "--seeds takes comma-separated"),

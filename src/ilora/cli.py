@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ilora import cli_bench, cli_protocol, cli_report
+from ilora import cli_bench, cli_export, cli_protocol, cli_report
 from ilora import config as config_mod
+from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
 from ilora.cli_flower import flower_app, stored_config  # flwr only inside its commands
 from ilora.config import ConfigError
-from ilora.registry import Registry, UnknownNameError
-from ilora.tasks.base import AssetMissingError
+from ilora.registry import Registry
 
 if TYPE_CHECKING:
     from ilora.engine.checkpoint import Checkpoint
@@ -35,18 +33,10 @@ def _quiet_loaders() -> None:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # ours are the bars to read
 
 
-console = Console()
-USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, OSError, ValueError)
-
 ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a dotted key: fed.rounds=3")
 ]
-
-
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(err))}")  # keep "ilora[mlflow]" literal
-    raise typer.Exit(code=2)
 
 
 def _run_one(
@@ -66,26 +56,17 @@ def _progress_run(
     writer: RunWriter,
     resume: Checkpoint | None,
 ) -> dict[str, object]:
-    """Run ``experiment`` with a progress bar, writing through ``writer``; return the summary."""
+    """Run ``experiment`` showing progress, writing through ``writer``; return the summary."""
+    from ilora.cli_progress import round_progress
     from ilora.engine.simulation import RoundFailedError, run
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[acc]}"),
-        TimeElapsedColumn(),
-    )
     done = 0 if resume is None else resume.round
-    with Progress(*columns, console=console, transient=False) as progress:
-        bar = progress.add_task(
-            f"{cfg.algorithm} seed {cfg.seed}", total=cfg.fed.rounds, completed=done, acc=""
-        )
+    title = f"{cfg.algorithm} seed {cfg.seed}"
+    with round_progress(console, title, cfg.fed.rounds, done) as show:
 
         def on_round(record: object) -> None:
             writer.on_round(record)  # type: ignore[arg-type]
-            acc = getattr(record, "metrics", {}).get("accuracy")
-            progress.update(bar, advance=1, acc="" if acc is None else f"acc {100 * acc:.1f}%")
+            show(record)
 
         try:
             result = run(
@@ -96,7 +77,7 @@ def _progress_run(
                 resume=resume,
             )
         except RoundFailedError as err:  # too few clients: loud, non-zero, resumable
-            console.print(f"[bold red]run failed:[/] {err}")
+            console.print(f"[bold red]run failed:[/] {escape(str(err))}")
             raise typer.Exit(code=3) from None
     return writer.finish(result)
 
@@ -123,18 +104,21 @@ def _finished(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
     return finished(cfg, out)
 
 
-def _seeds(text: str) -> list[int]:
-    """Parse ``--seeds 0,1,2``."""
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
-
-
 def _check_names(cfg: config_mod.ExperimentConfig) -> None:
     from ilora.engine.setup import validate
 
     validate(cfg)
+
+
+def _fresh_out(cfg: config_mod.ExperimentConfig, out: Path | None, overwrite: bool) -> Path:
+    """Return the run directory: ``out`` unless it holds a run (refused), or a new default."""
+    from ilora.engine.outputs import new_run_dir, refuse_existing_run
+
+    if out is None:
+        return new_run_dir(Path("runs"), f"{cfg.algorithm}-{cfg.task}-seed{cfg.seed}")
+    if not overwrite:
+        refuse_existing_run(out)
+    return out
 
 
 @app.command()
@@ -144,27 +128,36 @@ def run(
     ] = None,
     set_: SetOpt = None,
     out: Annotated[
-        Path | None, typer.Option(help="run directory (default runs/<algorithm>-<task>)")
+        Path | None,
+        typer.Option(help="run directory (default: a new runs/<algorithm>-<task>-seed<s>-<time>)"),
     ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(help="continue the run in this directory from its last valid checkpoint"),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace the run already in --out (default: refuse)")
+    ] = False,
 ) -> None:
-    """Run one federated experiment and write its run directory (or resume one)."""
+    """Run one federated experiment and write its run directory (or resume one).
+
+    A directory that already holds a run is never replaced unless ``--overwrite`` is given;
+    the default directory is new for every run.
+    """
     try:
         if resume is not None:
-            cfg, out = stored_config(resume, config is not None or bool(set_) or out is not None)
+            cfg, out = stored_config(
+                resume, config is not None or bool(set_) or out is not None or overwrite
+            )
             summary = _run_one(cfg, out, _resume_point(out))
         else:
             if config is None:
                 raise ConfigError("give an experiment YAML (see configs/) or --resume RUN_DIR")
             cfg = config_mod.load(config, set_ or [])
-            out = out or Path("runs") / f"{cfg.algorithm}-{cfg.task}-seed{cfg.seed}"
+            out = _fresh_out(cfg, out, overwrite)
             summary = _run_one(cfg, out)
     except USER_ERRORS as err:
-        _fail(err)
-        return
+        fail(err)
     table = Table(title=f"{cfg.algorithm} on {cfg.task}")
     for key in (
         "final_accuracy",
@@ -204,10 +197,11 @@ def compare(
     an interrupted comparison resumes where it stopped.
     """
     from ilora.bench import plots, report
+    from ilora.bench.export import data_facts
 
     try:
-        names = [a.strip() for a in algorithms.split(",") if a.strip()]
-        seed_list = _seeds(seeds)
+        names = split_names(algorithms)
+        seed_list = split_ints(seeds, "--seeds")
         cfgs = [
             config_mod.load(config, [*(set_ or []), f"algorithm={a}", f"seed={s}"])
             for a in names
@@ -222,14 +216,15 @@ def compare(
                 continue
             _run_one(cfg, run_dir)
     except USER_ERRORS as err:
-        _fail(err)
-        return
+        fail(err)
     runs = [r for r in report.read_runs(out) if r["algorithm"] in names and r["seed"] in seed_list]
     rows = report.comparison_rows(runs)
     (out / "comparison.md").write_text(report.markdown(rows))
     (out / "comparison.csv").write_text(report.to_csv(rows))
+    facts = data_facts(cfgs[0])  # the data is cached from the runs (or read once)
+    baselines = plots.accuracy_baselines(facts["classes"], facts["majority_test"])
     plots.metric_vs_round(
-        runs, "accuracy", "Global test accuracy (seed mean)", "accuracy %"
+        runs, "accuracy", "Global test accuracy (seed mean)", "accuracy %", baselines
     ).savefig(out / "accuracy.png", dpi=120)
     plots.metric_vs_round(
         runs, "agg_error", "Aggregation error ‖ΔW* − ΔW‖/‖ΔW*‖", "relative error"
@@ -245,7 +240,8 @@ bench_app.command("aggregation")(cli_bench.bench_aggregation)
 bench_app.command("engine")(cli_bench.bench_engine)
 bench_app.command("protocol")(cli_protocol.bench_protocol)
 app.command("report")(cli_report.report)
-app.command("export")(cli_report.export)
+app.command("export-results")(cli_report.export)
+app.command("export")(cli_export.export_model)
 
 @bench_app.command("comm")
 def bench_comm(
@@ -278,7 +274,7 @@ def bench_comm(
             import ilora.algorithms  # noqa: F401
             from ilora.algorithms.base import ALGORITHMS
 
-            names = ALGORITHMS.names() if algorithms == "all" else algorithms.split(",")
+            names = ALGORITHMS.names() if algorithms == "all" else split_names(algorithms)
             path = Path("configs/smoke.yaml") if quick else config
             extra = [f"fed.rounds={rounds}", "train.steps=1", "eval.final_full=false"]
             extra += ["data.local_test_fraction=0.25"] if quick else []
@@ -292,8 +288,7 @@ def bench_comm(
         if not rows:
             raise ConfigError(f"no finished runs (summary.json) under {runs or run_root}")
     except USER_ERRORS as err:
-        _fail(err)
-        return
+        fail(err)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comm.md").write_text(commcheck.markdown(rows))
     (out / "comm.csv").write_text(commcheck.to_csv(rows))
@@ -317,7 +312,7 @@ def list_(what: Annotated[str, typer.Argument(help="algorithms | tasks | partiti
         "partitioners": PARTITIONERS,
     }
     if what not in registries:
-        _fail(ValueError(f"unknown kind {what!r}; choose one of {', '.join(registries)}"))
+        fail(ValueError(f"unknown kind {what!r}; choose one of {', '.join(registries)}"))
     for name in registries[what].names():
         typer.echo(name)
 
@@ -328,5 +323,23 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     try:
         _check_names(config_mod.load(config, set_ or []))
     except USER_ERRORS as err:
-        _fail(err)
+        fail(err)
     typer.echo(f"{config}: ok")
+
+
+@app.command("describe")
+def describe(
+    kind: Annotated[str, typer.Argument(help="task | algorithm")],
+    name: Annotated[str, typer.Argument(help="a name from `ilora list tasks|algorithms`")],
+) -> None:
+    """Print every option of a task or an algorithm: type, default and help."""
+    from ilora import describe as describe_mod
+
+    describers = {"task": describe_mod.describe_task, "algorithm": describe_mod.describe_algorithm}
+    try:
+        if kind not in describers:
+            raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(describers)}")
+        text = describers[kind](name)
+    except USER_ERRORS as err:
+        fail(err)
+    typer.echo(text)

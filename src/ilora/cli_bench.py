@@ -15,15 +15,9 @@ from types import ModuleType
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from ilora.config import ConfigError
-from ilora.registry import UnknownNameError
-from ilora.tasks.base import AssetMissingError
+from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
 
-console = Console()
-USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
 QuickOpt = Annotated[bool, typer.Option(help="a smoke preset of about a minute")]
 OutOpt = Annotated[
     Path | None,
@@ -32,23 +26,13 @@ OutOpt = Annotated[
 ThreadsOpt = Annotated[int, typer.Option(help="torch threads of the measuring processes")]
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(err))}")
-    raise typer.Exit(code=2)
-
-
-def _ints(text: str | None) -> tuple[int, ...] | None:
+def _ints(text: str | None, option: str) -> tuple[int, ...] | None:
     """Parse ``"4,12,32"``; None stays None (the preset's value)."""
-    if text is None:
-        return None
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"expected comma-separated integers, got {text!r}") from None
+    return None if text is None else tuple(split_ints(text, option))
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
+    return None if text is None else tuple(split_names(text))
 
 
 def _given(**options: Any) -> dict[str, Any]:
@@ -83,8 +67,7 @@ def _measure(
         out = out or Path(f"runs/quick/{name}" if quick else f"results/{name}")
         bench.run(plan, out, quick, log=console.print)
     except USER_ERRORS as err:
-        _fail(err)
-        return
+        fail(err)
     _show(name, out)
 
 
@@ -106,8 +89,8 @@ def bench_aggregation(
 
     def options() -> dict[str, Any]:
         return _given(
-            dims=_ints(dims),
-            clients=_ints(clients),
+            dims=_ints(dims, "--dims"),
+            clients=_ints(clients, "--clients"),
             clients_dim=clients_dim,
             methods=_names(methods),
             repeats=repeats,
@@ -148,7 +131,7 @@ def bench_engine(
             repeats=repeats,
             memory_config=memory_config,
             memory_overrides=tuple(memory_set) if memory_set is not None else None,
-            clients=_ints(clients),
+            clients=_ints(clients, "--clients"),
             sampled=sampled,
         )
 

@@ -14,23 +14,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from ilora import config as config_mod
+from ilora.cli_common import USER_ERRORS, console, fail
 from ilora.config import ConfigError
-from ilora.registry import UnknownNameError
-from ilora.tasks.base import AssetMissingError
 
 flower_app = typer.Typer(no_args_is_help=True, help="Run on Flower: simulation or deployment.")
-console = Console()
-USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
 INSTALL_HINT = "the Flower runtime needs its extra: pip install 'ilora[flower]'"
-
-
-def fail(err: Exception | str) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
 
 
 def require_flwr() -> None:
@@ -162,7 +153,7 @@ def stored_config(resume: Path, other_options: bool) -> tuple[config_mod.Experim
     if other_options:
         raise ConfigError(
             "--resume continues a run with the config stored in its directory; "
-            "drop CONFIG, --set and --out"
+            "drop CONFIG, --set, --out and --overwrite"
         )
     if not (resume / "config.yaml").is_file():
         raise ConfigError(
@@ -194,7 +185,6 @@ def new(
         pyproject = write_app(directory, config, set_ or [], out, timeout, force)
     except (*USER_ERRORS, AppExistsError) as err:
         fail(err)
-        return
     console.print(f"written: {pyproject.parent}/ (start it: flwr run {directory} <connection>)")
 
 
@@ -217,7 +207,6 @@ def certs(
         made = make_trial_credentials(directory, nodes, days, host or [], force)
     except CredentialsExistError as err:
         fail(err)
-        return
     console.print(
         f"written: {made.ca}, {made.server_cert}, {made.server_key}, "
         f"{len(made.node_keys)} SuperNode key pair(s) in {directory}/nodes "

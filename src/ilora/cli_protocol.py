@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ilora.cli_report import USER_ERRORS, SetOpt, console, fail
+from ilora.cli_common import USER_ERRORS, console, fail, split_floats, split_ints, split_names
+from ilora.cli_report import SetOpt
 
 if TYPE_CHECKING:
     from ilora.bench.protocol import Protocol
@@ -39,10 +40,6 @@ Preset = Annotated[Path | None, typer.Option(help="directory of <task>.yaml pres
 Out = Annotated[Path | None, typer.Option(help="results directory (default results/protocol)")]
 
 
-def _names(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def _protocol(
     quick: bool,
     variants: str | None,
@@ -57,14 +54,14 @@ def _protocol(
 
     root = Path("runs/quick/protocol" if quick else "runs/protocol")
     return Protocol(
-        tasks=tuple(_names("tiny-text" if quick else tasks)),
+        tasks=tuple(split_names("tiny-text" if quick else tasks)),
         variants=parse_variants(variants or (QUICK_VARIANTS if quick else FAMILY_ONE)),
         preset_dir=preset or Path("configs/protocol-quick" if quick else "configs/protocol"),
         runs=root / "runs",
         tuned_dir=root / "tuned" if quick else Path("configs/tuned"),
-        ranks=tuple(_names(ranks or "heterogeneous,homogeneous")),
-        alphas=tuple(float(a) for a in _names(alphas or "0.1,0.5")),
-        seeds=tuple(int(s) for s in _names(seeds or ("0,1" if quick else "0,1,2,3,4"))),
+        ranks=tuple(split_names(ranks or "heterogeneous,homogeneous")),
+        alphas=tuple(split_floats(alphas or "0.1,0.5", "--alphas")),
+        seeds=tuple(split_ints(seeds or ("0,1" if quick else "0,1,2,3,4"), "--seeds")),
         n_rates=4 if quick else 6,
         low_rate=1e-3 if quick else 10**-4.5,
         max_rounds=12 if quick else 60,

@@ -1,6 +1,6 @@
-"""``ilora report``, ``ilora export`` and ``ilora bench quality`` (registered in ``ilora.cli``).
+"""``ilora report``, ``ilora export-results``, ``ilora bench quality`` (registered in ``cli``).
 
-``report`` imports no training code; ``export`` and ``bench quality`` read or make run
+``report`` imports no training code; ``export-results`` and ``bench quality`` read or make run
 directories and write result files under ``results/<name>/``.
 """
 
@@ -12,25 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from ilora.config import ConfigError
-from ilora.registry import UnknownNameError
-from ilora.tasks.base import AssetMissingError
+from ilora.cli_common import USER_ERRORS, console, fail, split_floats, split_ints, split_names
 
 if TYPE_CHECKING:
     from ilora.bench.quality import Cell, Grid
 
-console = Console()
-USER_ERRORS = (ConfigError, UnknownNameError, AssetMissingError, FileNotFoundError, ValueError)
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a dotted key in every run: fed.rounds=3")
 ]
-
-
-def fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
 
 
 def report(
@@ -45,7 +35,6 @@ def report(
         done = report_mod.build(results, doc, img)
     except USER_ERRORS as err:
         fail(err)
-        return
     console.print(f"written: {doc} ({', '.join(done) or 'no sections'}), figures in {img}")
 
 
@@ -67,16 +56,11 @@ def export(
         n = export_mod.export_compare(runs, dest, list(source or []), list(note or []))
     except USER_ERRORS as err:
         fail(err)
-        return
     console.print(f"written: {dest}/runs.csv, rounds.csv, meta.json ({n} runs)")
 
 
 QUICK = {"algorithms": "fedit,ilora-s", "ranks": "heterogeneous", "alphas": "0.3", "seeds": "0"}
 FULL = {"algorithms": "all", "ranks": "heterogeneous,homogeneous", "alphas": "0.1,0.3,1.0"}
-
-
-def _names(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def bench_quality(
@@ -122,7 +106,6 @@ def bench_quality(
         todo = [] if collect_only else quality.pending(grid, cells, rerun)
     except USER_ERRORS as err:
         fail(err)
-        return
     if not collect_only:
         done = len(cells) - len(todo)
         console.print(f"{len(cells)} runs in the grid: {done} finished, {len(todo)} to run")
@@ -172,11 +155,11 @@ def _make_grid(
 
         alg_text = ",".join(ALGORITHMS.names())
     return Grid(
-        tasks=tuple(_names(tasks)),
-        algorithms=tuple(_names(alg_text)),
-        ranks=tuple(_names(ranks or axes["ranks"])),
-        alphas=tuple(float(a) for a in _names(alphas or axes["alphas"])),
-        seeds=tuple(int(s) for s in _names(seeds or axes["seeds"])),
+        tasks=tuple(split_names(tasks)),
+        algorithms=tuple(split_names(alg_text)),
+        ranks=tuple(split_names(ranks or axes["ranks"])),
+        alphas=tuple(split_floats(alphas or axes["alphas"], "--alphas")),
+        seeds=tuple(split_ints(seeds or axes["seeds"], "--seeds")),
         preset=preset,
         runs=runs_dir or Path("runs/quick/quality/runs" if quick else "runs/quality"),
         extra=(*(["fed.rounds=2"] if quick else []), *(set_ or [])),

@@ -53,8 +53,11 @@ class DataConfig:
         default="dirichlet", metadata={"help": "partitioner (`ilora list partitioners`)"}
     )
     partition_args: dict[str, Any] = field(
-        default_factory=lambda: {"alpha": 0.3},
-        metadata={"help": "arguments of the partitioner, e.g. {alpha: 0.3, min_size: 10}"},
+        default_factory=dict,
+        metadata={
+            "help": "arguments of the partitioner, e.g. {alpha: 0.3, min_size: 10}; "
+            "dirichlet without them uses {alpha: 0.3}, iid and by_group take none"
+        },
     )
 
     local_test_fraction: float = field(
@@ -75,6 +78,8 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.partition == "dirichlet" and not self.partition_args:
+            object.__setattr__(self, "partition_args", {"alpha": 0.3})  # its documented default
         if self.num_clients < 1:
             raise ConfigError(f"data.num_clients must be >= 1, got {self.num_clients}")
         if not 0.0 <= self.validation_fraction < 1.0:

@@ -1,4 +1,4 @@
-"""``ilora export``: a compare directory's finished runs as result files for ``ilora report``.
+"""``ilora export-results``: a compare directory's finished runs as result files (``ilora report``).
 
 Writes ``runs.csv`` (one row per run), ``rounds.csv`` (one row per round of every run) and
 ``meta.json`` (the commands that made the runs, the shared setting and a few facts about the

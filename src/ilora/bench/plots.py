@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ilora.report._plot import metric_vs_round
+from ilora.report._plot import accuracy_baselines, metric_vs_round
 
-__all__ = ["metric_vs_round"]
+__all__ = ["accuracy_baselines", "metric_vs_round"]

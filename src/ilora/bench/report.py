@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ilora.engine.history import null_as_nan
 from ilora.report._table import comparison_markdown as markdown
 from ilora.report._table import comparison_rows
 
@@ -22,11 +23,10 @@ def read_runs(root: Path) -> list[dict[str, Any]]:
     """Return every run under ``root``: its summary plus ``seed`` and its per-round ``history``."""
     runs = []
     for summary in sorted(root.glob("*/summary.json")):
-        run = json.loads(summary.read_text())
+        run = null_as_nan(json.loads(summary.read_text()))  # a null metric is NaN again
         manifest = json.loads((summary.parent / "manifest.json").read_text())
-        history = [
-            json.loads(line) for line in (summary.parent / "history.jsonl").read_text().splitlines()
-        ]
+        lines = (summary.parent / "history.jsonl").read_text().splitlines()
+        history = [null_as_nan(json.loads(line)) for line in lines]
         runs.append(
             {**run, "seed": manifest["seed"], "history": history, "dir": summary.parent.name}
         )

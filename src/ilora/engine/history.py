@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -113,19 +114,40 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def finite_or_null(obj: Any) -> Any:
+    """Return ``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def null_as_nan(obj: dict[str, Any]) -> dict[str, Any]:
+    """Return a record read back from strict JSON with top-level ``None`` values as NaN."""
+    return {k: math.nan if v is None else v for k, v in obj.items()}
+
+
+def strict_json(obj: Any, indent: int | None = None) -> str:
+    """Return standard JSON (non-finite floats written as ``null``), keys sorted."""
+    return json.dumps(finite_or_null(obj), indent=indent, sort_keys=True, allow_nan=False)
+
+
 def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
-    """Append one JSON line and fsync, so a crash never loses a finished round."""
+    """Append one JSON line (strict JSON) and fsync, so a crash never loses a finished round."""
     with path.open("a") as f:
-        f.write(json.dumps(obj, sort_keys=True) + "\n")
+        f.write(strict_json(obj) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file, fsync and rename it over ``path``."""
+    """Write strict JSON to a temporary file, fsync and rename it over ``path``."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write(strict_json(obj, indent=2))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -24,7 +24,7 @@ import ilora
 from ilora.config import ExperimentConfig, to_dict
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.history import RoundRecord, append_jsonl, write_json_atomic
+from ilora.engine.history import RoundRecord, append_jsonl, strict_json, write_json_atomic
 from ilora.engine.loggers import RoundLogger, make_loggers
 from ilora.engine.privacy import noise_source
 from ilora.engine.simulation import RunResult
@@ -56,6 +56,37 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 CHECKPOINTS = "checkpoints"
+RUN_FILES = ("config.yaml", "history.jsonl", "summary.json", CHECKPOINTS)
+
+
+class RunExistsError(FileExistsError):
+    """``--out`` names a directory that already holds a run; the message offers the fixes."""
+
+
+def refuse_existing_run(out: Path) -> None:
+    """Raise unless ``out`` is free for a new run (missing, or holding no run's files).
+
+    Raises:
+        RunExistsError: naming ``out`` and offering ``--resume`` or ``--overwrite``.
+
+    """
+    if not any((out / name).exists() for name in RUN_FILES):
+        return
+    state = "a finished run" if (out / "summary.json").is_file() else "an unfinished run"
+    raise RunExistsError(
+        f"--out {out} already holds {state}; continue it with `ilora run --resume {out}`, "
+        "replace it with --overwrite, or choose another --out"
+    )
+
+
+def new_run_dir(root: Path, stem: str) -> Path:
+    """Return ``root/<stem>-<YYYYmmdd-HHMMSS>``, with ``-2``, ``-3``... if that exists."""
+    base = root / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
 
 
 class RunWriter:
@@ -74,7 +105,7 @@ class RunWriter:
         self.loggers: list[RoundLogger] = make_loggers(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
         if resume is not None:  # the history up to the checkpoint; later lines are redone
-            lines = "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in resume.records)
+            lines = "".join(strict_json(r.to_json()) + "\n" for r in resume.records)
             _write_text_atomic(out / "history.jsonl", lines)
             self.manifest = json.loads((out / "manifest.json").read_text())
             self.manifest.setdefault("resumed", []).append(
@@ -128,9 +159,27 @@ class RunWriter:
         for logger in loggers:
             logger.close(summary)
         save_adapter(result.setup, self.cfg, self.out / "adapter")
+        write_json_atomic(self.out / LABELS, label_map(self.cfg))
         self.manifest["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         write_json_atomic(self.out / "manifest.json", self.manifest)
         return summary
+
+
+LABELS = "labels.json"
+
+
+def label_map(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Return ``{"id2label": {"0": name, ...}, "label2id": {name: 0, ...}}`` of ``cfg``'s task.
+
+    The task's data is the one the run used (cached by ``load_data``, so not read again).
+    """
+    from ilora.engine.setup import load_data, make_task
+
+    names = load_data(make_task(cfg.task, cfg.task_args)).class_names  # type: ignore[arg-type]
+    return {
+        "id2label": {str(i): name for i, name in enumerate(names)},
+        "label2id": {name: i for i, name in enumerate(names)},
+    }
 
 
 def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:

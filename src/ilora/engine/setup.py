@@ -25,7 +25,7 @@ from ilora.lora.inject import inject
 from ilora.lora.state import adapted
 from ilora.registry import instantiate
 from ilora.seeding import np_rng
-from ilora.tasks.base import TASKS, ArrayDataset, Task, TaskData
+from ilora.tasks.base import TASKS, ArrayDataset, DataPeek, Task, TaskData
 from ilora.types import ClientInfo
 
 
@@ -65,10 +65,21 @@ def load_data(task: Task) -> TaskData:
 
 def partition(cfg: ExperimentConfig, train: ArrayDataset) -> list[np.ndarray]:
     """Return each client's training indices under ``cfg.data``."""
+    return partition_labels(cfg, train.labels.numpy(), train.groups)
+
+
+def partition_labels(
+    cfg: ExperimentConfig, labels: np.ndarray, groups: np.ndarray | None
+) -> list[np.ndarray]:
+    """Return each client's indices into ``labels`` under ``cfg.data``.
+
+    Raises:
+        ConfigError: for bad partitioner arguments or a client left without examples.
+
+    """
     fn = PARTITIONERS.get(cfg.data.partition)
-    labels = train.labels.numpy()
     try:
-        parts = fn(labels, train.groups, cfg.data.num_clients, cfg.seed, **cfg.data.partition_args)
+        parts = fn(labels, groups, cfg.data.num_clients, cfg.seed, **cfg.data.partition_args)
     except ValueError as err:
         raise ConfigError(f"data.partition {cfg.data.partition!r}: {err}") from None
     for cid, idx in enumerate(parts):
@@ -96,12 +107,52 @@ def check_ranks(cfg: ExperimentConfig, alg: Algorithm, ranks: list[int], model: 
             )
 
 
+def require_classes(labels: np.ndarray, class_names: tuple[str, ...], source: str) -> None:
+    """Refuse training labels that hold fewer than two classes.
+
+    Raises:
+        ConfigError: naming ``source``, the one class and the fix.
+
+    """
+    present = np.unique(labels)
+    if len(present) < 2:
+        only = repr(class_names[int(present[0])]) if len(present) else "none"
+        raise ConfigError(
+            f"{source}: the training labels hold one class ({only}); a classifier needs at "
+            "least two: add examples of another class"
+        )
+
+
+def check_data(cfg: ExperimentConfig, task: Task) -> None:
+    """Check a task's files, classes and partition without a tokenizer or a model.
+
+    Tasks reading user files (``peek``) are read and checked; packaged tasks pass.
+
+    Raises:
+        ConfigError: naming the file and the fix.
+
+    """
+    peek = getattr(task, "peek", None)
+    if peek is None:
+        return
+    try:
+        found: DataPeek = peek()
+    except (OSError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    require_classes(found.labels, found.class_names, found.source)
+    partition_labels(cfg, found.labels, found.groups)
+
+
 def validate(cfg: ExperimentConfig) -> tuple[Algorithm, Task]:  # type: ignore[type-arg]
     """Return the algorithm and task of ``cfg`` after checking every name and option in it.
 
+    The task's data is checked too (:func:`check_data`), so a bad file is refused here, by
+    ``ilora validate`` and before ``ilora run`` loads a model.
+
     Raises:
-        ConfigError: for an unknown algorithm, task, option or ``per_algorithm`` section, or
-            a ``fed.robust``/``dp`` setting the algorithm's aggregation does not allow.
+        ConfigError: for an unknown algorithm, task, option or ``per_algorithm`` section,
+            a ``fed.robust``/``dp`` setting the algorithm's aggregation does not allow, or
+            bad data.
 
     """
     try:
@@ -112,7 +163,9 @@ def validate(cfg: ExperimentConfig) -> tuple[Algorithm, Task]:  # type: ignore[t
         check_dp(cfg, alg, cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed))
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    return alg, make_task(cfg.task, cfg.task_args)
+    task = make_task(cfg.task, cfg.task_args)
+    check_data(cfg, task)
+    return alg, task
 
 
 def build(cfg: ExperimentConfig) -> Experiment:
@@ -124,6 +177,7 @@ def build(cfg: ExperimentConfig) -> Experiment:
     """
     alg, task = validate(cfg)
     data = with_validation(load_data(task), cfg)  # type: ignore[arg-type]
+    require_classes(data.train.labels.numpy(), data.class_names, f"task {cfg.task!r}")
     parts = partition(cfg, data.train)
     ranks = cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed)
     splits = [

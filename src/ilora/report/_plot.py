@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = [  # plt too: renderers draw custom figures with it (Agg is selected above)
     "DPI",
+    "accuracy_baselines",
     "Series",
     "line_chart",
     "metric_vs_round",
@@ -116,9 +117,41 @@ def round_means(
     return out
 
 
+def accuracy_baselines(classes: int, majority_share: float) -> dict[str, float]:
+    """Return the accuracy (in %) of guessing uniformly and of always answering the majority.
+
+    Args:
+        classes: number of classes ``K`` (chance is ``100 / K``).
+        majority_share: the largest class's share of the test split, in ``[0, 1]``.
+
+    """
+    return {
+        f"chance (1/{classes})": 100.0 / max(classes, 1),
+        "majority class": 100.0 * majority_share,
+    }
+
+
 def metric_vs_round(
-    runs: Sequence[Mapping[str, Any]], metric: str, title: str, ylabel: str
+    runs: Sequence[Mapping[str, Any]],
+    metric: str,
+    title: str,
+    ylabel: str,
+    baselines: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Plot the seed-mean of ``metric`` per round, one line per algorithm (accuracy in %)."""
+    """Plot the seed-mean of ``metric`` per round, one line per algorithm (accuracy in %).
+
+    ``baselines`` (label -> value, e.g. :func:`accuracy_baselines`) are drawn as grey
+    horizontal lines, so a curve reads against chance and the majority class.
+    """
     scale = 100.0 if metric == "accuracy" else 1.0
-    return line_chart(round_means(runs, metric, scale), title, "round", ylabel)
+    fig = line_chart(round_means(runs, metric, scale), title, "round", ylabel)
+    if baselines:
+        ax = fig.axes[0]
+        for (label, value), style in zip(sorted(baselines.items()), (":", "--"), strict=False):
+            ax.axhline(value, color="0.45", linestyle=style, linewidth=1.2, label=label)
+        many = len(ax.get_lines()) > 10
+        if many:
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend(fontsize=8)
+    return fig

@@ -1,4 +1,4 @@
-"""The demo comparison (``results/demo/``, written by ``ilora export``): every method, one setting.
+"""The demo comparison (``results/demo/``, by ``ilora export-results``): every method, one setting.
 
 Two tables: the methods run with several seeds (mean ± std over seeds), and every method at
 seed 0; per-round plots of accuracy and aggregation error; and what the numbers show, computed
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ilora.report import _demo_text as text
-from ilora.report._plot import metric_vs_round, save_png
+from ilora.report._plot import accuracy_baselines, metric_vs_round, save_png
 from ilora.report._setting import describe
 from ilora.report._table import (
     command_block,
@@ -68,9 +68,10 @@ def _seeds_of(command: str) -> int:
     return len([s for s in found.group(1).split(",") if s]) if found else 1
 
 
-def _plots(runs: Sequence[Run], img: Path, stem: str, what: str) -> str:
+def _plots(runs: Sequence[Run], img: Path, stem: str, what: str, data: Mapping[str, Any]) -> str:
+    lines = accuracy_baselines(data["classes"], data["majority_test"]) if data else None
     acc = metric_vs_round(
-        runs, "accuracy", f"Global test accuracy per round ({what})", "accuracy %"
+        runs, "accuracy", f"Global test accuracy per round ({what})", "accuracy %", lines
     )
     err = metric_vs_round(
         runs,
@@ -95,11 +96,16 @@ def _plots(runs: Sequence[Run], img: Path, stem: str, what: str) -> str:
 
 
 def _section(
-    title: str, command: str, runs: Sequence[Run], img: Path, stem: str, what: str
+    title: str,
+    command: str,
+    runs: Sequence[Run],
+    img: Path,
+    names: tuple[str, str, Mapping[str, Any]],
 ) -> tuple[str, list[dict[str, Any]]]:
+    """Return a comparison table and its plots; ``names`` is (file stem, caption, data facts)."""
     rows = comparison_rows(runs)
     body = f"### {title}\n\n{command_block(command)}\n{comparison_markdown(rows)}\n"
-    return body + _plots(runs, img, stem, what), rows
+    return body + _plots(runs, img, *names), rows
 
 
 def _counts(runs: Sequence[Run]) -> str:
@@ -138,17 +144,25 @@ def render(src: Path, img: Path) -> str:
         "from) on its own held-out share, example-weighted. MB = 10^6 bytes per round, all "
         "clients of the round together. " + _counts(runs) + "\n",
         *(f"{note}\n" for note in meta.get("notes", [])),
-        f"Exported into these result files with `ilora export {meta.get('runs_dir', '')} "
+        f"Exported into these result files with `ilora export-results {meta.get('runs_dir', '')} "
         f"{src.as_posix()}`.\n",
     ]
     family_md, family_rows = "", list[dict[str, Any]]()
     if most > 1:
         family_md, family_rows = _section(
-            f"The first family, {most} seeds", multi_cmd, family, img, "demo", f"{most}-seed mean"
+            f"The first family, {most} seeds",
+            multi_cmd,
+            family,
+            img,
+            ("demo", f"{most}-seed mean", meta.get("data", {})),
         )
         family_md += "\n" + text.per_seed(family)
     all_md, all_rows = _section(
-        "Every method, seed 0", single_cmd, seed0, img, "demo-all-seed0", "seed 0, every method"
+        "Every method, seed 0",
+        single_cmd,
+        seed0,
+        img,
+        ("demo-all-seed0", "seed 0, every method", meta.get("data", {})),
     )
     seeded = family if most > 1 else seed0
     parts += [family_md, all_md, text.findings(family_rows or all_rows, seeded, all_rows)]

@@ -66,17 +66,41 @@ class TaskData:
         return len(self.class_names)
 
 
+@dataclass(frozen=True)
+class DataPeek:
+    """What a task's data check found, read without tokenizers or models (``ilora validate``).
+
+    Attributes:
+        labels: ``(N,)`` int64 class ids of the training examples (what is partitioned).
+        groups: optional ``(N,)`` group ids of the same examples.
+        class_names: the classes, in id order.
+        source: the file the labels came from, for messages.
+
+    """
+
+    labels: np.ndarray
+    groups: np.ndarray | None
+    class_names: tuple[str, ...]
+    source: str
+
+
 class Task(Protocol):
     """What the engine needs from a task.
 
     ``build_model`` returns a module whose ``forward(**inputs)`` gives logits ``(B, C)``;
     its pretrained weights are loaded from a local path, never downloaded. The head is created
     with ``torch.Generator`` seeded by ``seed`` so every client and the server start from the
-    same head.
+    same head. A task reading user files also has ``peek() -> DataPeek``, which checks them
+    cheaply (no tokenizer, no model) so ``ilora validate`` and ``ilora run`` refuse bad data
+    before anything slow starts.
     """
 
     name: ClassVar[str]
-    lora_targets: ClassVar[tuple[str, ...]]  # regexes matched against full module names
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        """Regexes matched against full module names (a class constant in most tasks)."""
+        ...
+
     head: ClassVar[tuple[str, ...]]  # regexes of parameter names trained and FedAvg-ed
 
     def load(self) -> TaskData: ...

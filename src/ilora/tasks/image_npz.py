@@ -9,6 +9,7 @@ stays ``uint8``, floats become float32); ``ImageClassifier.forward`` normalises 
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
-from ilora.tasks.base import ArrayDataset, TaskData
+from ilora.tasks.base import ArrayDataset, DataPeek, TaskData
 from ilora.tasks.fashion_mnist import (
     MOBILENET_V2_LORA_TARGETS,
     check_bool,
@@ -36,8 +37,12 @@ LAYOUT = (
 def _images_nchw(name: str, x: np.ndarray) -> torch.Tensor:
     """Return images as ``(N, C, H, W)``: uint8 kept, floats (checked in ``[0, 1]``) float32.
 
+    Args:
+        name: the array and its file for messages, e.g. ``'x_train' in data.npz``.
+        x: the images.
+
     Raises:
-        ValueError: naming the array if its shape, channels, dtype or range is wrong.
+        ValueError: naming the array if its shape, channels, dtype, values or range is wrong.
 
     """
     if x.ndim == 3:
@@ -45,17 +50,30 @@ def _images_nchw(name: str, x: np.ndarray) -> torch.Tensor:
     elif x.ndim == 4 and x.shape[3] in (1, 3):
         x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
     elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
-        raise ValueError(f"image-npz: array {name!r} has shape {x.shape}; {LAYOUT}")
+        raise ValueError(f"image-npz: array {name} has shape {x.shape}; {LAYOUT}")
     if x.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(x))
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"image-npz: array {name!r} has dtype {x.dtype}; {LAYOUT}")
-    if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
+        raise ValueError(f"image-npz: array {name} has dtype {x.dtype}; {LAYOUT}")
+    bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if bad:
         raise ValueError(
-            f"image-npz: float array {name!r} has values in [{x.min()}, {x.max()}]; "
+            f"image-npz: array {name} has {bad} NaN or infinite values; replace them "
+            "(e.g. np.nan_to_num) or drop those images and save the file again"
+        )
+    if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):
+        raise ValueError(
+            f"image-npz: float array {name} has values in [{x.min()}, {x.max()}]; "
             "scale floats to [0, 1] or pass uint8 0..255"
         )
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _not_npz(path: Path, reason: str) -> ValueError:
+    return ValueError(
+        f"image-npz: {path} is not an .npz archive ({reason}); write it with "
+        "np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+    )
 
 
 def _labels(name: str, y: np.ndarray, n: int) -> torch.Tensor:
@@ -67,11 +85,11 @@ def _labels(name: str, y: np.ndarray, n: int) -> torch.Tensor:
     """
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
-            f"image-npz: array {name!r} has shape {y.shape} and dtype {y.dtype}, expected "
+            f"image-npz: array {name} has shape {y.shape} and dtype {y.dtype}, expected "
             f"({n},) integers to match the images; {LAYOUT}"
         )
     if n and y.min() < 0:
-        raise ValueError(f"image-npz: array {name!r} has negative labels; {LAYOUT}")
+        raise ValueError(f"image-npz: array {name} has negative labels; {LAYOUT}")
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -115,7 +133,13 @@ class ImageNpz:
         path = Path(self.path)
         if not path.is_file():
             raise FileNotFoundError(f"image-npz: no file at path={str(path)!r}; {LAYOUT}")
-        with np.load(path, allow_pickle=False) as npz:
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise _not_npz(path, str(err)) from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise _not_npz(path, "it holds a single .npy array")
+        with npz:
             missing = [a for a in ARRAYS if a not in npz.files]
             if missing:
                 raise ValueError(
@@ -124,11 +148,32 @@ class ImageNpz:
                 )
             return {a: npz[a] for a in ARRAYS}
 
+    def _checked(self, arrays: dict[str, np.ndarray], split: str) -> tuple[torch.Tensor, ...]:
+        """Return one split's ``(N, C, H, W)`` images and ``(N,)`` labels, checked."""
+        pixels = _images_nchw(f"'x_{split}' in {self.path}", arrays[f"x_{split}"])
+        labels = _labels(f"'y_{split}' in {self.path}", arrays[f"y_{split}"], pixels.shape[0])
+        return pixels, labels
+
     def _split(self, arrays: dict[str, np.ndarray], split: str) -> ArrayDataset:
         """Convert and resize one split."""
-        pixels = _images_nchw(f"x_{split}", arrays[f"x_{split}"])  # (N, C, H, W)
-        labels = _labels(f"y_{split}", arrays[f"y_{split}"], pixels.shape[0])  # (N,)
+        pixels, labels = self._checked(arrays, split)
         return ArrayDataset({"pixels": resize_images(pixels, self.image_size)}, labels)
+
+    def peek(self) -> DataPeek:
+        """Check the file's arrays and return the training labels (nothing resized).
+
+        Raises:
+            FileNotFoundError: if the file does not exist.
+            ValueError: naming the file, the array and the fix.
+
+        """
+        arrays = self._read()
+        top = -1
+        for split in ("train", "test"):
+            labels = self._checked(arrays, split)[1]
+            top = max(top, int(labels.max()) if len(labels) else -1)
+        y_train = arrays["y_train"].astype(np.int64)
+        return DataPeek(y_train, None, self._names(top + 1), self.path)
 
     def _names(self, num_classes: int) -> tuple[str, ...]:
         """Return the class names, checking that they cover every label."""

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ilora.models.encoder import EncoderClassifier, load_encoder, load_tokenizer
 from ilora.seeding import np_rng
 from ilora.tasks.base import ArrayDataset, AssetMissingError, TaskData
 
@@ -285,6 +284,8 @@ class _EncoderTextTask:
             FileNotFoundError: if ``model_dir`` does not exist.
 
         """
+        from ilora.models.encoder import load_tokenizer  # transformers: only when loading
+
         corpus = self._read()
         tokenizer = load_tokenizer(self.encoder_dir())
         class_names = _class_index(corpus.labels)
@@ -319,5 +320,7 @@ class _EncoderTextTask:
             FileNotFoundError: if ``model_dir`` does not exist.
 
         """
+        from ilora.models.encoder import EncoderClassifier, load_encoder
+
         backbone = load_encoder(self.encoder_dir())
         return EncoderClassifier(backbone, num_classes, seed, num_layers=self.num_layers)

@@ -1,8 +1,13 @@
-"""The ``text-csv`` task: bring your own text classification CSV and local encoder."""
+"""The ``text-csv`` task: bring your own text classification CSV (and optionally your encoder).
+
+The encoder defaults to the packaged all-MiniLM-L6-v2 (found with ``importlib.metadata`` like the
+built-in text tasks); ``model_dir`` names any local Hugging Face encoder instead. Class ids are
+the sorted distinct labels (numerically when they are all integers); the run directory keeps the
+mapping in ``labels.json``. :meth:`TextCSV.peek` checks the files without a tokenizer or model.
+"""
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -10,9 +15,10 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
-from ilora.models.encoder import EncoderClassifier, load_encoder, load_tokenizer
+from ilora.models.targets import default_target_modules, name_patterns
 from ilora.seeding import np_rng
-from ilora.tasks.base import TaskData
+from ilora.tasks.base import DataPeek, TaskData
+from ilora.tasks.csv_table import check_labels, read_user_csv, split_flags
 from ilora.tasks.text_common import (
     _SPACE_RE,
     BERT_HEAD,
@@ -21,59 +27,63 @@ from ilora.tasks.text_common import (
     _cap,
     _check_range,
     _class_index,
-    _Corpus,
     _dataset,
     _ids,
+    minilm_dir,
     split_stratified,
 )
 
 __all__ = ["TextCSV"]
 
+_Split = tuple[np.ndarray, np.ndarray]
 
-def _read_user_csv(path: str, columns: dict[str, str]) -> list[dict[str, str]]:
-    """Read a user CSV and check it has ``columns`` (option name -> column name).
 
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is empty or a column is missing (naming the columns present).
+@dataclass(frozen=True)
+class _Table:
+    """The rows of the CSV(s) as class ids, with the train and test row indices."""
 
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"CSV file {path!r} does not exist")
-    with file.open(encoding="utf-8-sig", newline="") as stream:
-        reader = csv.DictReader(stream)
-        present = list(reader.fieldnames or [])
-        rows = list(reader)
-    for option, column in columns.items():
-        if column not in present:
-            raise ValueError(
-                f"{path!r} has no column {column!r} ({option}); columns present: "
-                f"{', '.join(repr(c) for c in present) or 'none'}"
-            )
-    if not rows:
-        raise ValueError(f"{path!r} has no data rows")
-    return rows
+    texts: list[str]
+    labels: np.ndarray  # (N,) int64
+    class_names: tuple[str, ...]
+    groups: np.ndarray | None  # (N,) int64
+    train_idx: np.ndarray
+    test_idx: np.ndarray
 
 
 @dataclass(frozen=True)
 class TextCSV:
-    """Bring your own text classification CSV and local Hugging Face encoder directory."""
+    """Your own text classification CSV on the packaged MiniLM or a local encoder directory."""
 
-    path: str = field(default="", metadata={"help": "CSV file with a text and a label column"})
+    path: str = field(metadata={"help": "CSV file with a text and a label column"})
     model_dir: str = field(
-        default="", metadata={"help": "local Hugging Face encoder dir (required; never downloaded)"}
+        default="",
+        metadata={"help": "local Hugging Face encoder dir ('' = the packaged all-MiniLM-L6-v2)"},
     )
     text_column: str = field(default="text", metadata={"help": "column holding the text"})
     label_column: str = field(default="label", metadata={"help": "column holding the class"})
     group_column: str = field(
         default="", metadata={"help": "optional column of natural groups for by_group ('' = none)"}
     )
+    split_column: str = field(
+        default="",
+        metadata={"help": "optional column marking each row 'train' or 'test' ('' = none)"},
+    )
     test_path: str = field(
-        default="", metadata={"help": "test CSV ('' = seeded stratified split of path)"}
+        default="",
+        metadata={"help": "test CSV ('' = split_column, else a seeded stratified split of path)"},
     )
     test_fraction: float = field(
-        default=0.2, metadata={"help": "test share when test_path is empty (0 < f < 1)"}
+        default=0.2, metadata={"help": "test share of the seeded split (0 < f < 1)"}
+    )
+    encoding: str = field(
+        default="utf-8", metadata={"help": "text encoding of the CSV files (e.g. latin-1)"}
+    )
+    target_modules: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "LoRA targets as PEFT names them: modules whose name is or ends with "
+            "one of these ([] = the query/value projections of the model type)"
+        },
     )
     max_len: int = field(default=64, metadata={"help": "tokens per text (2..512)"})
     max_train: int = field(default=0, metadata={"help": "seeded train subset (0 = all)"})
@@ -82,41 +92,97 @@ class TextCSV:
     split_seed: int = field(default=0, metadata={"help": "seed of split and subsets (>= 0)"})
 
     name: ClassVar[str] = "text-csv"
-    lora_targets: ClassVar[tuple[str, ...]] = BERT_LORA_TARGETS
     head: ClassVar[tuple[str, ...]] = BERT_HEAD
 
+    @property
+    def lora_targets(self) -> tuple[str, ...]:
+        """Regexes of the LoRA targets: ``target_modules`` or the model type's defaults."""
+        if self.target_modules:
+            return name_patterns(self.target_modules)
+        if not self.model_dir:
+            return BERT_LORA_TARGETS  # the packaged MiniLM
+        return name_patterns(default_target_modules(Path(self.model_dir)))
+
     def __post_init__(self) -> None:
-        for option in ("path", "model_dir", "text_column", "label_column"):
+        for option in ("path", "text_column", "label_column", "encoding"):
             if not getattr(self, option):
                 raise ValueError(f"{option}='' is not allowed: {option} is required")
+        if self.split_column and self.test_path:
+            raise ValueError("split_column and test_path both name the test rows: give one")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(
                 f"test_fraction={self.test_fraction!r} is out of range: allowed 0 < f < 1"
             )
+        names = self.target_modules
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"target_modules={names!r} must be a list of module names")
+        object.__setattr__(self, "target_modules", tuple(names))  # a YAML list becomes a tuple
         _check_range("max_len", self.max_len, 2, MAX_POSITIONS)
         _check_range("max_train", self.max_train, 0)
         _check_range("max_test", self.max_test, 0)
         _check_range("num_layers", self.num_layers, 0)
         _check_range("split_seed", self.split_seed, 0)
 
+    def encoder_dir(self) -> Path:
+        """Return ``model_dir`` or, if empty, the packaged MiniLM directory.
+
+        Raises:
+            AssetMissingError: if the packaged MiniLM is needed and missing.
+
+        """
+        return Path(self.model_dir) if self.model_dir else minilm_dir()
+
     def _columns(self) -> dict[str, str]:
         columns = {"text_column": self.text_column, "label_column": self.label_column}
-        if self.group_column:
-            columns["group_column"] = self.group_column
+        for option in ("group_column", "split_column"):
+            if getattr(self, option):
+                columns[option] = getattr(self, option)
         return columns
 
-    def _corpus(self, rows: list[dict[str, str]]) -> _Corpus:
-        groups = [r[self.group_column] for r in rows] if self.group_column else None
-        return _Corpus(
-            [r[self.text_column] for r in rows], [r[self.label_column] for r in rows], groups
-        )
-
-    def _split(self, n_train: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return train/test indices into the pooled rows (a seeded split if no test file)."""
+    def _split(self, rows: list[dict[str, str]], n_train: int, labels: np.ndarray) -> _Split:
+        """Return train/test indices into the pooled rows."""
         if self.test_path:
             return np.arange(n_train), np.arange(n_train, len(labels))
+        if self.split_column:
+            values = [r[self.split_column] for r in rows]
+            is_test = np.array(split_flags(self.path, self.split_column, values))
+            return np.flatnonzero(~is_test), np.flatnonzero(is_test)
         rng = np_rng(self.split_seed, self.name, "split")
         return split_stratified(labels, self.test_fraction, rng)
+
+    def _table(self) -> _Table:
+        """Read and check the CSV(s); number the classes; split and subset."""
+        rows = read_user_csv(self.path, self._columns(), self.encoding)
+        n_train = len(rows)
+        if self.test_path:
+            rows = rows + read_user_csv(self.test_path, self._columns(), self.encoding)
+        names = [r[self.label_column] for r in rows]
+        check_labels(self.path, self.label_column, names[:n_train])
+        if self.test_path:
+            check_labels(self.test_path, self.label_column, names[n_train:])
+        class_names = _class_index(names)
+        labels = _ids(names, class_names)
+        groups = None
+        if self.group_column:
+            values = [r[self.group_column] for r in rows]
+            groups = _ids(values, _class_index(values))
+        train_idx, test_idx = self._split(rows, n_train, labels)
+        train_idx = _cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
+        test_idx = _cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
+        texts = [r[self.text_column] for r in rows]
+        return _Table(texts, labels, class_names, groups, train_idx, test_idx)
+
+    def peek(self) -> DataPeek:
+        """Check the files and return the training labels, without a tokenizer or model.
+
+        Raises:
+            FileNotFoundError: if a CSV does not exist.
+            ValueError: naming the file and the fix for any problem in it.
+
+        """
+        table = self._table()
+        groups = None if table.groups is None else table.groups[table.train_idx]
+        return DataPeek(table.labels[table.train_idx], groups, table.class_names, self.path)
 
     def load(self) -> TaskData:
         """Read the CSV(s), split, subset and tokenize.
@@ -126,42 +192,31 @@ class TextCSV:
 
         Raises:
             FileNotFoundError: if a CSV or ``model_dir`` does not exist.
-            ValueError: if a column is missing or a file has no rows.
+            AssetMissingError: if the packaged MiniLM is needed and missing.
+            ValueError: naming the file and the fix for any problem in it.
 
         """
-        rows = _read_user_csv(self.path, self._columns())
-        n_train = len(rows)
-        if self.test_path:
-            rows = rows + _read_user_csv(self.test_path, self._columns())
-        corpus = self._corpus(rows)
-        tokenizer = load_tokenizer(self.model_dir)
-        class_names = _class_index(corpus.labels)
-        labels = _ids(corpus.labels, class_names)
-        groups = None
-        if corpus.groups is not None:
-            groups = _ids(corpus.groups, _class_index(corpus.groups))
-        train_idx, test_idx = self._split(n_train, labels)
-        train_idx = _cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
-        test_idx = _cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
-        texts = [_SPACE_RE.sub(" ", t).strip() for t in corpus.texts]
-        train = _dataset(tokenizer, texts, labels, groups, train_idx, self.max_len)
-        test = _dataset(tokenizer, texts, labels, groups, test_idx, self.max_len)
-        return TaskData(train, test, class_names)
+        from ilora.models.encoder import load_tokenizer
+
+        table = self._table()
+        tokenizer = load_tokenizer(self.encoder_dir())
+        texts = [_SPACE_RE.sub(" ", t).strip() for t in table.texts]
+        labels, groups = table.labels, table.groups
+        train = _dataset(tokenizer, texts, labels, groups, table.train_idx, self.max_len)
+        test = _dataset(tokenizer, texts, labels, groups, table.test_idx, self.max_len)
+        return TaskData(train, test, table.class_names)
 
     def build_model(self, num_classes: int, seed: int) -> nn.Module:
-        """Return the local encoder (first ``num_layers`` layers, 0 = all) with a seeded head.
-
-        Args:
-            num_classes: head width.
-            seed: head seed.
-
-        Returns:
-            An ``EncoderClassifier``.
+        """Return the encoder (first ``num_layers`` layers, 0 = all) with a seeded head.
 
         Raises:
             FileNotFoundError: if ``model_dir`` does not exist.
+            AssetMissingError: if the packaged MiniLM is needed and missing.
 
         """
-        backbone = load_encoder(self.model_dir)
+        from ilora.models.encoder import EncoderClassifier, load_encoder
+
+        backbone = load_encoder(self.encoder_dir())
         layers = self.num_layers or None
         return EncoderClassifier(backbone, num_classes, seed, num_layers=layers)
+
