@@ -253,6 +253,7 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("quality")(cli_report.bench_quality)
 bench_app.command("aggregation")(cli_bench.bench_aggregation)
 bench_app.command("engine")(cli_bench.bench_engine)
+bench_app.command("throughput")(cli_bench.bench_throughput)
 app.command("report")(cli_report.report)
 app.command("export")(cli_report.export)
 

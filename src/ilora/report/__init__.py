@@ -17,7 +17,19 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-SECTIONS = ("demo", "quality", "lr", "comm", "aggregation", "engine", "faults", "dp", "flower")
+SECTIONS = (
+    "demo",
+    "quality",
+    "precision",
+    "lr",
+    "comm",
+    "aggregation",
+    "engine",
+    "throughput",
+    "faults",
+    "dp",
+    "flower",
+)
 
 HEADER = """# Results
 
