@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ilora.report import stats
+
 Row = Mapping[str, Any]
 FOCUS, PLAIN, CENTRAL = "ilora-s", "ilora", "centralized"
 EXACT, SMALL, MEDIUM = 1e-3, 0.05, 0.3  # agg_error classes
@@ -48,30 +50,35 @@ def _find(rows: Sequence[Row], name: str) -> Row | None:
     return next((r for r in rows if r["algorithm"] == name), None)
 
 
-def headline(rows: Sequence[Row], seeds: int) -> str:
-    """Return where ILoRA-S stands among the federated methods, and whether the seeds settle it."""
+def _by_seed(runs: Sequence[Row], name: str) -> dict[int, float]:
+    return {int(r["seed"]): 100 * r["final_accuracy"] for r in runs if r["algorithm"] == name}
+
+
+def headline(rows: Sequence[Row], runs: Sequence[Row]) -> str:
+    """Return where ILoRA-S stands among the federated methods, and whether the seeds settle it.
+
+    ``rows`` are the per-method means; ``runs`` the per-seed runs, for the paired differences
+    against the nearest other method and against FedIT (the rule of ``report.stats``).
+    """
     fed, focus = _fed(rows), _find(rows, FOCUS)
     if focus is None or len(fed) < 2:
         return ""
     rank = next(i for i, r in enumerate(fed, 1) if r["algorithm"] == FOCUS)
-    mean, std = focus["final_accuracy_mean"], focus["final_accuracy_std"]
-    others = [r for r in fed if r["algorithm"] != FOCUS]
-    rival = others[0]
-    gap = mean - rival["final_accuracy_mean"]
+    mean = focus["final_accuracy_mean"]
+    rival = next(r for r in fed if r["algorithm"] != FOCUS)
     where = (
-        f"the highest mean final accuracy of the {len(fed)} federated methods ({mean:.1f}%), "
-        f"{gap:.1f} points ahead of {rival['algorithm']} ({rival['final_accuracy_mean']:.1f}%)"
+        f"the highest mean final accuracy of the {len(fed)} federated methods ({mean:.1f}%)"
         if rank == 1
-        else f"rank {rank} of {len(fed)} federated methods ({mean:.1f}%), {-gap:.1f} points "
-        f"behind {rival['algorithm']} ({rival['final_accuracy_mean']:.1f}%)"
+        else f"rank {rank} of {len(fed)} federated methods ({mean:.1f}%)"
     )
-    settles = "larger" if std > abs(gap) else "smaller"
-    verdict = "do not establish" if std > abs(gap) else "support"
-    text = (
-        f"- **{FOCUS} against the baselines.** Over {seeds} seed(s) {FOCUS} has {where}; its "
-        f"seed spread (std {std:.1f} points) is {settles} than that gap, so these seeds "
-        f"{verdict} the ordering."
+    mine = _by_seed(runs, FOCUS)
+    versus = [rival["algorithm"]] + (["fedit"] if rival["algorithm"] != "fedit" else [])
+    pairs = " ".join(
+        stats.compare_sentence(FOCUS, other, stats.paired(mine, _by_seed(runs, other)))
+        for other in versus
+        if _find(rows, other) is not None
     )
+    text = f"- **{FOCUS} against the baselines.** {FOCUS} has {where}. {pairs}"
     plain = _find(fed, PLAIN)
     if plain is not None:
         prank = next(i for i, r in enumerate(fed, 1) if r["algorithm"] == PLAIN)
@@ -85,30 +92,6 @@ def headline(rows: Sequence[Row], seeds: int) -> str:
             f"centralized line ({c:.1f}%)."
         )
     return text + "\n"
-
-
-def _ranks(xs: Sequence[float]) -> list[float]:
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Return Spearman's rank correlation (average ranks for ties); NaN if undefined."""
-    if len(xs) < 3:
-        return math.nan
-    rx, ry = _ranks(xs), _ranks(ys)
-    if len(set(rx)) < 2 or len(set(ry)) < 2:
-        return math.nan
-    return statistics.correlation(rx, ry)
 
 
 def _names(rows: Sequence[Row], key: str, digits: int = 3, scale: float = 1.0) -> str:
@@ -129,7 +112,8 @@ def aggregation(rows: Sequence[Row]) -> str:
     ]
     parts = [f"{label}: {_names(g, 'mean_agg_error')}" for label, g in groups if g]
     undefined = [r["algorithm"] for r in _fed(rows) if math.isnan(r["mean_agg_error"])]
-    rho = spearman([r["mean_agg_error"] for r in fed], [r["final_accuracy_mean"] for r in fed])
+    errors, accuracies = [r["mean_agg_error"] for r in fed], [r["final_accuracy_mean"] for r in fed]
+    rho = stats.spearman(errors, accuracies)
     text = "- **Aggregation error** (mean over rounds): " + "; ".join(parts) + "."
     if undefined:
         text += f" Not defined for {', '.join(undefined)} (no single global product)."
@@ -221,10 +205,14 @@ def lowest(rows: Sequence[Row]) -> str:
     return text + (f": {why}.\n" if why else ".\n")
 
 
-def findings(family: Sequence[Row], every: Sequence[Row], seeds: int) -> str:
-    """Return the "what this shows" bullets: headline from ``family``, the rest from ``every``."""
+def findings(family: Sequence[Row], runs: Sequence[Row], every: Sequence[Row]) -> str:
+    """Return the "what this shows" bullets.
+
+    The headline comes from ``family`` (per-method means) and its per-seed ``runs``, the rest
+    from ``every``.
+    """
     bullets = [
-        headline(family, seeds),
+        headline(family, runs),
         aggregation(every),
         personalization(every),
         communication(every),

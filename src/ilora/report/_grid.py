@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ilora.report._table import mean_std, num
@@ -21,11 +21,15 @@ Setting = tuple[str, str, float]  # task, ranks, alpha
 
 @dataclass(frozen=True)
 class Stat:
-    """Mean ± std over the finished seeds of one method in one setting (accuracy in %)."""
+    """Mean ± std over the finished seeds of one method in one setting (accuracy in %).
+
+    ``by_seed`` keeps each finished seed's value, for paired differences (``report.stats``).
+    """
 
     mean: float
     std: float
     n: int
+    by_seed: dict[int, float] = field(default_factory=dict)
 
 
 def setting_of(row: Mapping[str, str]) -> Setting:
@@ -40,18 +44,19 @@ def stats(
     The centralized runs count for every alpha in ``alphas`` (their training data is pooled);
     with ``alphas`` empty they count only where they ran.
     """
-    values: dict[Setting, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    values: dict[Setting, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         task, ranks, alpha = setting_of(row)
         targets = alphas if row["algorithm"] == CENTRAL and alphas else [alpha]
         for a in targets:
-            values[(task, ranks, a)][row["algorithm"]].append(100 * num(row[metric]))
+            values[(task, ranks, a)][row["algorithm"]][int(row["seed"])] = 100 * num(row[metric])
     out: dict[Setting, dict[str, Stat]] = {}
     for setting, by_alg in values.items():
         out[setting] = {}
-        for alg, xs in by_alg.items():
-            mean, std = mean_std(xs)
-            out[setting][alg] = Stat(mean, std, len([x for x in xs if not math.isnan(x)]))
+        for alg, seeds in by_alg.items():
+            mean, std = mean_std(seeds.values())
+            finite = {s: x for s, x in seeds.items() if not math.isnan(x)}
+            out[setting][alg] = Stat(mean, std, len(finite), finite)
     return out
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ilora.report import _grid as grid
+from ilora.report import stats
 from ilora.report._table import num
 
 FOCUS, PLAIN = "ilora-s", "ilora"
@@ -104,10 +105,10 @@ def target_check(meta: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> 
     plain = cell.get(PLAIN)
     if plain is not None:
         verdict += f" Plain {PLAIN}: {plain.mean:.2f}% ± {plain.std:.2f}."
+    rival = max(others.items(), key=lambda x: x[1].mean, default=None)
     spread = (
-        f" {FOCUS}'s seed std ({focus.std:.2f}) is larger than its distance to the nearest "
-        "method, so these seeds do not separate them."
-        if others and focus.std > min(abs(s.mean - focus.mean) for s in others.values())
+        " " + stats.compare_sentence(FOCUS, rival[0], stats.paired(focus.by_seed, rival[1].by_seed))
+        if rival is not None
         else ""
     )
     partial = [a for a, s in cell.items() if s.n < seeds]

@@ -140,5 +140,6 @@ def render(src: Path, img: Path) -> str:
     all_md, all_rows = _section(
         "Every method, seed 0", single_cmd, seed0, img, "demo-all-seed0", "seed 0, every method"
     )
-    parts += [family_md, all_md, text.findings(family_rows or all_rows, all_rows, most)]
+    seeded = family if most > 1 else seed0
+    parts += [family_md, all_md, text.findings(family_rows or all_rows, seeded, all_rows)]
     return "\n".join(p for p in parts if p)

@@ -1,0 +1,48 @@
+"""The one statistics rule, checked against SciPy (an independent implementation)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats as sp
+
+from ilora.report import stats
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 29, 100])
+@pytest.mark.parametrize("p", [0.6, 0.9, 0.975, 0.995, 0.1])
+def test_t_quantile_matches_scipy(p: float, df: int) -> None:
+    assert stats.t_quantile(p, df) == pytest.approx(sp.t.ppf(p, df), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("t", [-3.0, -0.5, 0.0, 0.7, 2.5, 12.0])
+def test_t_cdf_matches_scipy(t: float) -> None:
+    for df in (1, 4, 17):
+        assert stats.t_cdf(t, df) == pytest.approx(sp.t.cdf(t, df), abs=1e-12)
+
+
+def test_mean_ci_is_the_student_t_interval() -> None:
+    xs = [61.2, 58.9, 63.4, 60.1, 59.7]
+    iv = stats.mean_ci(xs)
+    lo, hi = sp.t.interval(0.95, len(xs) - 1, loc=sum(xs) / 5, scale=sp.sem(xs))
+    assert (iv.low, iv.high, iv.n) == (pytest.approx(lo), pytest.approx(hi), 5)
+
+
+def test_paired_uses_only_common_finite_seeds() -> None:
+    a = {0: 50.0, 1: 52.0, 2: 51.0, 3: math.nan, 4: 49.0}
+    b = {0: 48.0, 1: 49.5, 2: 50.5, 3: 47.0}
+    iv = stats.paired(a, b)
+    assert iv.n == 3 and iv.mean == pytest.approx((2.0 + 2.5 + 0.5) / 3)
+
+
+def test_verdict_rule() -> None:
+    assert stats.paired({0: 2.0, 1: 2.1, 2: 1.9}, {0: 0.0, 1: 0.0, 2: 0.0}).verdict() == "ahead"
+    assert stats.paired({0: -2.0, 1: -2.1, 2: -1.9}, {0: 0, 1: 0, 2: 0}).verdict() == "behind"
+    assert stats.paired({0: 3.0, 1: -2.0, 2: 0.5}, {0: 0, 1: 0, 2: 0}).verdict() == "not separated"
+    assert stats.paired({0: 5.0}, {0: 0.0}).verdict() == "not separated"  # one seed: no interval
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    xs, ys = [0.1, 0.4, 0.4, 0.9, 0.2, 0.7], [3.0, 1.0, 2.0, 0.5, 2.0, 1.5]
+    assert stats.spearman(xs, ys) == pytest.approx(sp.spearmanr(xs, ys).statistic)
