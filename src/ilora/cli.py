@@ -254,6 +254,7 @@ bench_app.command("quality")(cli_report.bench_quality)
 bench_app.command("aggregation")(cli_bench.bench_aggregation)
 bench_app.command("engine")(cli_bench.bench_engine)
 bench_app.command("throughput")(cli_bench.bench_throughput)
+bench_app.command("precision")(cli_bench.bench_precision)
 app.command("report")(cli_report.report)
 app.command("export")(cli_report.export)
 

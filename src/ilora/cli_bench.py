@@ -1,4 +1,4 @@
-"""``ilora bench aggregation``, ``engine`` and ``throughput`` (registered in ``ilora.cli``).
+"""``ilora bench aggregation``, ``engine``, ``throughput``, ``precision`` (see ``ilora.cli``).
 
 Each writes tidy CSVs and ``meta.json`` under ``--out`` (default ``results/<name>``; with
 ``--quick`` ``runs/quick/<name>``, so a smoke run never overwrites committed results) and prints
@@ -180,3 +180,20 @@ def bench_throughput(
         )
 
     _measure(throughput, quick, out, threads, options)
+
+
+def bench_precision(
+    runs: Annotated[
+        Path, typer.Option(help="holds fp32/ and bf16/: `ilora compare` outputs of the demo")
+    ] = Path("runs/precision"),
+    out: Annotated[Path, typer.Option(help="results directory")] = Path("results/precision"),
+) -> None:
+    """Collect the fp32 and bf16 demo runs (paired by seed) into runs.csv and meta.json."""
+    from ilora.bench import precision
+
+    try:
+        precision.export(runs, out)
+    except USER_ERRORS as err:
+        _fail(err)
+        return
+    _show("precision", out)
