@@ -1,4 +1,4 @@
-"""``ilora bench aggregation`` and ``ilora bench engine`` (registered in ``ilora.cli``).
+"""``ilora bench aggregation``, ``engine``, ``throughput``, ``precision`` (see ``ilora.cli``).
 
 Each writes tidy CSVs and ``meta.json`` under ``--out`` (default ``results/<name>``; with
 ``--quick`` ``runs/quick/<name>``, so a smoke run never overwrites committed results) and prints
@@ -136,3 +136,47 @@ def bench_engine(
         )
 
     _measure(engine, quick, out, threads, options)
+
+
+def bench_throughput(
+    quick: QuickOpt = False,
+    out: OutOpt = None,
+    workloads: Annotated[
+        str | None, typer.Option(help="minilm,mobilenetv2 (quick: tiny-text)")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="timed steps per repeat and precision")] = None,
+    warmup: Annotated[int | None, typer.Option(help="untimed steps before timing")] = None,
+    repeats: Annotated[int | None, typer.Option(help="repeats (medians over them)")] = None,
+    matmul_size: Annotated[int | None, typer.Option(help="n of the n x n matmul peak")] = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Client training steps/s and GFLOP/s in fp32 and bf16 against the matmul peak."""
+    from ilora.bench import throughput
+
+    def options() -> dict[str, Any]:
+        return _given(
+            workloads=_names(workloads),
+            steps=steps,
+            warmup=warmup,
+            repeats=repeats,
+            matmul_size=matmul_size,
+        )
+
+    _measure(throughput, quick, out, threads, options)
+
+
+def bench_precision(
+    runs: Annotated[
+        Path, typer.Option(help="holds fp32/ and bf16/: `ilora compare` outputs of the demo")
+    ] = Path("runs/precision"),
+    out: Annotated[Path, typer.Option(help="results directory")] = Path("results/precision"),
+) -> None:
+    """Collect the fp32 and bf16 demo runs (paired by seed) into runs.csv and meta.json."""
+    from ilora.bench import precision
+
+    try:
+        precision.export(runs, out)
+    except USER_ERRORS as err:
+        _fail(err)
+        return
+    _show("precision", out)

@@ -280,6 +280,21 @@ class TrainConfig:
         default=True,
         metadata={"help": "train the classifier head locally and FedAvg it (every method)"},
     )
+    precision: Literal["fp32", "bf16", "auto"] = field(
+        default="fp32",
+        metadata={
+            "help": "compute precision of the model's forward/backward: fp32 | bf16 (autocast; "
+            "LoRA factors, optimizer state and uploads stay fp32) | auto (bf16 where the "
+            "device has native bf16: AVX-512 BF16/AMX CPUs, bf16 CUDA GPUs; else fp32)"
+        },
+    )
+    device: Literal["cpu", "cuda", "auto"] = field(
+        default="cpu",
+        metadata={
+            "help": "where the model trains and evaluates: cpu | cuda | auto (cuda if visible); "
+            "everything sent, received and aggregated stays on the CPU"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):

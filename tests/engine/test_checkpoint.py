@@ -62,10 +62,15 @@ def _comparable(records: list[RoundRecord]) -> list[dict[str, object]]:
     return [{k: v for k, v in r.to_json().items() if k != "wall_s"} for r in records]
 
 
-@pytest.mark.parametrize("algorithm", ["ilora-s", "fedsa-lora"])
-def test_resuming_from_any_round_gives_the_uninterrupted_result(algorithm: str) -> None:
+@pytest.mark.parametrize(
+    ("algorithm", "precision"), [("ilora-s", "fp32"), ("fedsa-lora", "fp32"), ("ilora-s", "bf16")]
+)
+def test_resuming_from_any_round_gives_the_uninterrupted_result(
+    algorithm: str, precision: str
+) -> None:
     """Stateful server and clients (ILoRA-S's control variates, FedSA-LoRA's local B)."""
     overrides = [f"algorithm={algorithm}", "fed.rounds=4", "fed.fraction=0.5"]
+    overrides.append(f"train.precision={precision}")
     cfg = config.load(SMOKE, [*overrides, "data.local_test_fraction=0.25"])
     saved: list[bytes] = []
     full = run(cfg, on_checkpoint=lambda c: saved.append(encode(c)))

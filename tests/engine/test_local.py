@@ -11,6 +11,7 @@ from conftest import TinySetup, tiny_data
 from ilora.algorithms._shared import FactorState, init_factors
 from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
+from ilora.engine.compute import place
 from ilora.engine.local import batch_indices, client_round
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
@@ -78,9 +79,11 @@ class Recorder(Algorithm[FactorState]):
         return Upload(dict(trained), float(ctx.client.num_examples)), cstate
 
 
-def _round(alg: Recorder, train: TrainConfig) -> tuple[Upload, Payload]:
+def _round(alg: Recorder, train: TrainConfig, precision: str = "") -> tuple[Upload, Payload]:
     setup = TinySetup(LoRASpec(alpha=4.0), [2])
     model = setup.model()
+    if precision:
+        place(model, "auto", precision)
     client = ClientInfo(0, 2, 20)
     payload = alg.download(
         alg.server_init(template(model), [client], setup.spec, 0), client, RoundInfo(1, 0)
@@ -123,3 +126,17 @@ def test_batches_cover_every_example_once_per_pass() -> None:
     assert sorted(first_pass.tolist()) == list(range(10))
     again = batch_indices(10, 4, 0, 1, 2)
     assert torch.equal(next(again), first_pass[:4])
+
+
+def test_bf16_changes_the_compute_but_every_trained_tensor_stays_fp32() -> None:
+    train = TrainConfig(steps=3, batch_size=8)
+    plain, _ = _round(Recorder(), train)
+    fp32, _ = _round(Recorder(), train, "fp32")
+    alg = Recorder()
+    bf16, payload = _round(alg, train, "bf16")
+    assert all(torch.equal(plain.tensors[k], v) for k, v in fp32.tensors.items())  # no autocast
+    assert all(v.dtype == torch.float32 for v in bf16.tensors.values())
+    assert all(g.dtype == torch.float32 for grads in alg.seen for g in grads.values())
+    assert any(not torch.equal(bf16.tensors[k], v) for k, v in fp32.tensors.items())
+    moved = [k for k, v in bf16.tensors.items() if not torch.equal(v, payload.tensors[k])]
+    assert moved  # it trained

@@ -71,9 +71,12 @@ def _same_run(cfg: config_mod.ExperimentConfig) -> list[dict[str, object]]:
 
 
 @pytest.mark.slow  # two full runs per algorithm; make test-fast keeps the other parity tests
-@pytest.mark.parametrize("name", ALGORITHMS.names())
-def test_flower_equals_embedded(name: str) -> None:
-    cfg = _cfg(name)
+@pytest.mark.parametrize(
+    ("name", "precision"),
+    [*((n, "fp32") for n in ALGORITHMS.names()), ("ilora", "bf16"), ("ilora-s", "bf16")],
+)
+def test_flower_equals_embedded(name: str, precision: str) -> None:
+    cfg = _cfg(name, f"train.precision={precision}")
     assert len(set(cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed))) > 1  # mixed ranks
     embedded, flower = run(cfg, exp=build(cfg)), _flower(cfg)
     for part in ("factors", "residual"):

@@ -14,6 +14,7 @@ from torch import nn
 from ilora.engine.diagnostics import dense_changes
 from ilora.engine.local import make_context
 from ilora.lora.state import load_setup
+from ilora.engine.compute import model_autocast, model_device
 from ilora.tasks.base import ArrayDataset
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict
 
@@ -21,16 +22,21 @@ if TYPE_CHECKING:
     from ilora.engine.setup import Experiment
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int) -> dict[str, float]:
-    """Return ``{"accuracy", "loss"}`` of ``model`` on ``data`` (eval mode, no gradients)."""
+    """Return ``{"accuracy", "loss"}`` of ``model`` on ``data`` (eval and inference mode).
+
+    The forward runs on the model's device in its compute precision (``engine.compute``); the
+    loss is summed in fp32.
+    """
     was_training = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
+    correct, loss_sum, device = 0, 0.0, model_device(model)
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)))
-        logits = model(**{k: v[idx] for k, v in data.inputs.items()})  # (b, C)
-        labels = data.labels[idx]
+        with model_autocast(model):
+            logits = model(**{k: v[idx].to(device) for k, v in data.inputs.items()}).float()
+        labels = data.labels[idx].to(device)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(dim=-1) == labels).sum())
     model.train(was_training)

@@ -21,6 +21,7 @@ from torch import nn
 from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
 from ilora.engine.diagnostics import change_since, dense_changes
+from ilora.engine.compute import model_autocast, model_device
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import base_weights, factor_state, head_names, load_setup
@@ -49,9 +50,15 @@ def batch_indices(n: int, batch_size: int, *seed: object) -> Iterator[torch.Tens
 
 
 def classification_loss(model: nn.Module, data: ArrayDataset, idx: torch.Tensor) -> torch.Tensor:
-    """Return the mean cross-entropy of ``model`` on the examples ``idx`` of ``data``."""
-    logits = model(**{k: v[idx] for k, v in data.inputs.items()})  # (b, C)
-    return F.cross_entropy(logits, data.labels[idx])
+    """Return the mean cross-entropy (fp32) of ``model`` on the examples ``idx`` of ``data``.
+
+    The batch goes to the model's device; the forward runs in the model's compute precision
+    (``engine.compute``: bf16 autocast or plain fp32), the loss in fp32.
+    """
+    device = model_device(model)
+    with model_autocast(model):
+        logits = model(**{k: v[idx].to(device) for k, v in data.inputs.items()})  # (b, C)
+    return F.cross_entropy(logits.float(), data.labels[idx].to(device))
 
 
 def make_optimizer(params: dict[str, nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
@@ -125,7 +132,7 @@ def backbone_features(
     captured: list[torch.Tensor] = []
 
     def grab(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        captured.append(args[0].detach().flatten(1).float())  # (b, d)
+        captured.append(args[0].detach().flatten(1).float().cpu())  # (b, d)
 
     handle = head_module(model).register_forward_pre_hook(grab)
     was_training = model.training
@@ -140,8 +147,11 @@ def backbone_features(
         else:
             shuffled = batch_indices(len(data), batch_size, *seed, "features")
             batches = (idx for _, idx in zip(range(num_batches), shuffled, strict=False))
+        device = model_device(model)
         for idx in batches:
-            width = int(model(**{k: v[idx] for k, v in data.inputs.items()}).shape[-1])
+            with model_autocast(model):
+                out = model(**{k: v[idx].to(device) for k, v in data.inputs.items()})
+            width = int(out.shape[-1])
             labels.append(data.labels[idx])
     finally:
         handle.remove()

@@ -24,6 +24,7 @@ import ilora
 from ilora.config import ExperimentConfig, to_dict
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.compute import resolve
 from ilora.engine.history import RoundRecord, append_jsonl, strict_json, write_json_atomic
 from ilora.engine.loggers import RoundLogger, make_loggers
 from ilora.engine.privacy import noise_source
@@ -117,12 +118,15 @@ class RunWriter:
         (out / "summary.json").unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # never resume another run's state
         _write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        device, precision = resolve(cfg.train.device, cfg.train.precision)  # what auto chose
         self.manifest = {
             "ilora": ilora.__version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
             "machine": f"{platform.system()} {platform.machine()} ({os.cpu_count()} cpus)",
             "seed": cfg.seed,
+            "device": device,
+            "precision": precision,
             "git_revision": _git_revision(),
             "start": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

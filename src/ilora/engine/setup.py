@@ -1,7 +1,8 @@
 """Everything a run needs before its first round, built once from a config.
 
-The task's data, its partition over clients, each client's rank, the model with LoRA injected,
-and the algorithm. Both runtimes build the same ``Experiment`` from the same config, so they see
+The task's data, its partition over clients, each client's rank, the model with LoRA injected
+(placed on ``train.device`` with its ``train.precision``, see ``engine.compute``), and the
+algorithm. Both runtimes build the same ``Experiment`` from the same config, so they see
 identical clients, data shares and initial weights.
 """
 
@@ -19,6 +20,7 @@ import ilora.tasks  # noqa: F401  (registers every task)
 from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
 from ilora.config import ConfigError, ExperimentConfig, algorithm_args
 from ilora.data.partitioners import PARTITIONERS
+from ilora.engine.compute import place
 from ilora.engine.privacy import check_dp
 from ilora.engine.robust import check_robust
 from ilora.lora.inject import inject
@@ -192,6 +194,10 @@ def build(cfg: ExperimentConfig) -> Experiment:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     check_ranks(cfg, alg, ranks, model)
+    try:
+        place(model, cfg.train.device, cfg.train.precision)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if alg.personalized and cfg.data.local_test_fraction == 0.0:
         raise ConfigError(
             f"algorithm {cfg.algorithm!r} is personalized: its clients are evaluated "

@@ -1,0 +1,156 @@
+"""Render ``results/throughput/`` (``ilora bench throughput``) as a RESULTS.md section.
+
+Reads ``steps.csv``, ``matmul.csv``, ``breakdown.csv`` and ``meta.json`` only. Targets of
+issue 15: a bf16 training step at least 2.5x faster than fp32 (median over repeats of the paired
+ratio ``fp32 step s / bf16 step s``), and the bf16 step at 50% or more of the bf16 matmul peak
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ilora.report._plot import new_figure, save_png
+from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+
+TARGET_SPEEDUP, TARGET_PEAK_SHARE = 2.5, 0.5
+PRECISIONS = ("fp32", "bf16")
+
+
+def _by(
+    rows: Sequence[Mapping[str, str]], *keys: str
+) -> dict[tuple[str, ...], list[dict[str, str]]]:
+    out: dict[tuple[str, ...], list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        out[tuple(r[k] for k in keys)].append(dict(r))
+    return out
+
+
+def _median(rows: Sequence[Mapping[str, str]], col: str) -> float:
+    return statistics.median(float(r[col]) for r in rows)
+
+
+def speedups(steps: Sequence[Mapping[str, str]], col: str = "cpu_step_s") -> dict[str, float]:
+    """Return ``{workload: median over repeats of fp32 / bf16 step seconds}`` (column ``col``)."""
+    cells = _by(steps, "workload", "repeat")
+    ratios: dict[str, list[float]] = defaultdict(list)
+    for (work, _), rows in cells.items():
+        by_prec = {r["precision"]: float(r[col]) for r in rows}
+        if set(PRECISIONS) <= set(by_prec):
+            ratios[work].append(by_prec["fp32"] / by_prec["bf16"])
+    return {w: statistics.median(v) for w, v in ratios.items()}
+
+
+def _row(rows: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> list[str]:
+    step_s, gflops = _median(rows, "cpu_step_s"), _median(rows, "cpu_gflops")
+    return [
+        f"{1e3 * step_s:.0f}",
+        f"{1e3 * _median(rows, 'step_s'):.0f}",
+        f"{1 / step_s:.2f}",
+        f"{float(rows[0]['flops_per_step']) / 1e9:.2f}",
+        f"{gflops:.1f}",
+        f"{100 * gflops / peaks[rows[0]['precision']]:.0f}",
+        f"{100 * gflops / peaks['bf16']:.0f}",
+    ]
+
+
+def _verdict(work: str, speedup: float, share: float) -> str:
+    fast = "meets" if speedup >= TARGET_SPEEDUP else "BELOW"
+    peak = "meets" if share >= TARGET_PEAK_SHARE else "BELOW"
+    return (
+        f"{work}: the bf16 step is {speedup:.2f}x as fast as fp32 ({fast} the 2.5x target) and "
+        f"runs at {100 * share:.0f}% of the bf16 matmul peak ({peak} the 50% target)."
+    )
+
+
+def _table(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> tuple[str, list[str]]:
+    body, sentences = [], []
+    ratio, wall_ratio = speedups(steps), speedups(steps, "step_s")
+    for (work, prec), rows in _by(steps, "workload", "precision").items():
+        paired = f"{ratio[work]:.2f}x ({wall_ratio[work]:.2f}x)" if prec == "bf16" else ""
+        body.append([work, prec, str(len(rows)), *_row(rows, peaks), paired])
+        if prec == "bf16":
+            share = _median(rows, "cpu_gflops") / peaks["bf16"]
+            sentences.append(_verdict(work, ratio[work], share))
+    headers = [
+        "workload",
+        "precision",
+        "repeats",
+        "CPU ms / step",
+        "wall ms / step",
+        "steps / CPU s",
+        "GFLOP / step",
+        "GFLOP/s (CPU time)",
+        "% of own-precision peak",
+        "% of bf16 peak",
+        "bf16 speed-up: CPU (wall)",
+    ]
+    return md_table(headers, body).strip(), sentences
+
+
+def _breakdown(rows: Sequence[Mapping[str, str]]) -> str:
+    cats = sorted({r["category"] for r in rows})
+    body = []
+    for (work, prec), cell in _by(rows, "workload", "precision").items():
+        share = {r["category"]: float(r["share"]) for r in cell}
+        total = sum(float(r["self_s"]) for r in cell)
+        body.append([work, prec, f"{total:.2f}"] + [f"{100 * share.get(c, 0):.0f}" for c in cats])
+    return md_table(["workload", "precision", "profiled CPU s"] + [f"% {c}" for c in cats], body)
+
+
+def _plot(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float], img: Path) -> str:
+    fig, ax = new_figure(
+        "Training step GFLOP/s vs the matmul peak (one thread)",
+        "workload",
+        "GFLOP/s of CPU time (median)",
+    )
+    cells = _by(steps, "workload", "precision")
+    works = sorted({w for w, _ in cells})
+    for i, prec in enumerate(PRECISIONS):
+        ys = [_median(cells[(w, prec)], "cpu_gflops") if (w, prec) in cells else 0.0 for w in works]
+        ax.bar([x + (i - 0.5) * 0.4 for x in range(len(works))], ys, width=0.4, label=prec)
+    for prec, style in zip(PRECISIONS, ("--", ":"), strict=True):
+        ax.axhline(peaks[prec], linestyle=style, color="k", label=f"{prec} matmul peak")
+    ax.set_xticks(range(len(works)), works)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, img, "throughput-gflops", "training step GFLOP/s vs matmul peak")
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the throughput section (writes ``throughput-gflops.png`` into ``img``)."""
+    meta = read_meta(src)
+    steps, matmul = read_csv(src / "steps.csv"), read_csv(src / "matmul.csv")
+    peaks = {p: _median(rows, "cpu_gflops") for (p,), rows in _by(matmul, "precision").items()}
+    plan = meta.get("plan", {})
+    table, sentences = _table(steps, peaks)
+    size = plan.get("matmul_size", "?")
+    blocks = [
+        "## Training throughput: fp32 and bf16 against the matmul peak",
+        command_block(str(meta.get("command", ""))).strip(),
+        meta_line(meta),
+        f"One client's training step (forward in the precision, backward, AdamW), "
+        f"{plan.get('steps', '?')} timed steps after {plan.get('warmup', '?')} warm-up steps, "
+        f"{plan.get('repeats', '?')} repeats, {plan.get('threads', '?')} thread(s); both "
+        "precisions and the matmuls timed back to back in each repeat. Rates are per second "
+        "of this process's CPU time (one thread: our work only; the wall time on this shared "
+        "machine also counts other processes' work, shown for reference). FLOPs: matmul and "
+        "convolution work counted from operand shapes by torch's FlopCounterMode (forward and "
+        "the backward autograd actually runs; see `ilora.bench.throughput`). Matmul peak: "
+        f"{size}x{size} products, median {peaks['fp32']:.1f} GFLOP/s fp32 and "
+        f"{peaks['bf16']:.1f} GFLOP/s bf16 (CPU capability {meta.get('cpu_capability', '?')}, "
+        f"native bf16: {meta.get('native_bf16', '?')}).",
+        table,
+        " ".join(sentences),
+        _plot(steps, peaks, img),
+    ]
+    if (src / "breakdown.csv").is_file():
+        blocks += [
+            "Where a step's CPU time goes (self time per operator, torch.profiler, "
+            f"{plan.get('profile_steps', '?')} steps):",
+            _breakdown(read_csv(src / "breakdown.csv")).strip(),
+        ]
+    return "\n\n".join(b for b in blocks if b) + "\n"

@@ -1,0 +1,62 @@
+"""``ilora bench throughput``: a quick real run, and the FLOP count against a hand count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bench_cli import quick_bench, rows
+from torch import nn
+
+from ilora.lora.layer import LoRALinear
+from ilora.lora.spec import LoRASpec
+from ilora.report.throughput import render, speedups
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return quick_bench(tmp_path_factory, "throughput")
+
+
+def test_steps_and_matmuls_are_timed_in_both_precisions(bench_dir: Path) -> None:
+    steps, matmul = rows(bench_dir / "steps.csv"), rows(bench_dir / "matmul.csv")
+    assert {(r["workload"], r["precision"], r["repeat"]) for r in steps} == {
+        ("tiny-text", p, rep) for p in ("fp32", "bf16") for rep in ("0", "1")
+    }
+    for col in ("step_s", "cpu_step_s", "gflops", "cpu_gflops"):
+        assert all(float(r[col]) > 0 for r in steps), col
+    assert {(r["precision"], r["repeat"]) for r in matmul} == {
+        (p, rep) for p in ("fp32", "bf16") for rep in ("0", "1")
+    }
+    meta = json.loads((bench_dir / "meta.json").read_text())
+    flops = meta["workloads"]["tiny-text"]["flops_per_step"]
+    assert flops["fp32"] == flops["bf16"] > 0  # the same work in both precisions
+    shares = [float(r["share"]) for r in rows(bench_dir / "breakdown.csv")]
+    assert sum(shares) == pytest.approx(2.0, abs=0.01)  # each precision's shares sum to 1
+
+
+def test_the_section_renders_with_ratio_and_plot(bench_dir: Path, tmp_path: Path) -> None:
+    section = render(bench_dir, tmp_path)
+    assert section.startswith("## Training throughput") and "bf16 speed-up" in section
+    assert (tmp_path / "throughput-gflops.png").is_file()
+    steps = rows(bench_dir / "steps.csv")
+    cpu = {(r["precision"], r["repeat"]): float(r["cpu_step_s"]) for r in steps}
+    paired = [cpu[("fp32", rep)] / cpu[("bf16", rep)] for rep in ("0", "1")]
+    assert speedups(steps)["tiny-text"] == pytest.approx(sum(paired) / 2)  # median of two
+
+
+def test_flop_count_of_a_lora_step_matches_a_hand_count() -> None:
+    """Frozen base, rank-r adapter, input without gradient: what autograd computes, counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    b, d_in, d_out, r = 5, 12, 10, 3
+    layer = LoRALinear(nn.Linear(d_in, d_out), LoRASpec(alpha=4.0))
+    layer.base.requires_grad_(False)
+    layer.set_adapter(torch.randn(r, d_in), torch.randn(d_out, r))
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.randn(b, d_in)).sum().backward()
+    forward = 2 * b * d_in * d_out + 2 * b * d_in * r + 2 * b * r * d_out
+    backward = 2 * b * r * d_out + 2 * b * r * d_out + 2 * b * d_in * r  # dB, dh, dA; no dx, dW
+    assert counter.get_total_flops() == forward + backward
