@@ -177,6 +177,6 @@ def bench_precision(
     try:
         precision.export(runs, out)
     except USER_ERRORS as err:
-        _fail(err)
+        fail(err)
         return
     _show("precision", out)

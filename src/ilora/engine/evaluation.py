@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ilora.engine.compute import model_autocast, model_device
 from ilora.engine.diagnostics import dense_changes
 from ilora.engine.local import make_context
 from ilora.lora.state import load_setup
-from ilora.engine.compute import model_autocast, model_device
 from ilora.tasks.base import ArrayDataset
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
-from ilora.engine.diagnostics import change_since, dense_changes
 from ilora.engine.compute import model_autocast, model_device
+from ilora.engine.diagnostics import change_since, dense_changes
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import base_weights, factor_state, head_names, load_setup
