@@ -83,12 +83,14 @@ def test_lift_keeps_the_aggregate_and_a_common_upload_aggregates_to_itself(
 
 
 def _numpy_lift(name: str, key: str, t: np.ndarray, r_max: int, alpha: float) -> np.ndarray:
-    """Zero-pad a factor to r_max (FFA-LoRA also scales B by s_k/s_max = r_max/r_k)."""
+    """Zero-pad a factor to r_max; B also scaled by s_k/s_max = r_max/r_k where the method maps
+    a client's B back to the global scale (FFA-LoRA; the others with ``rescale_b``)."""
     if key.endswith("lora_A"):
         return np.concatenate([t, np.zeros((r_max - t.shape[0], t.shape[1]))], axis=0)
     if key.endswith("lora_B"):
         r = t.shape[1]
-        ratio = (alpha / r) / (alpha / r_max) if name == "ffa-lora" else 1.0
+        rescaled = name == "ffa-lora" or getattr(create_algorithm(name), "rescale_b", False)
+        ratio = (alpha / r) / (alpha / r_max) if rescaled else 1.0
         return ratio * np.concatenate([t, np.zeros((t.shape[0], r_max - r))], axis=1)
     return t
 
