@@ -257,7 +257,12 @@ def worker(
 ) -> None:
     """Run the long-lived ClientApp process of a `flower-supernode --isolation process`."""
     require_flwr()
+    import logging
+
     from ilora.flower.worker import RuntimeApi, read_secret, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per poll
 
     try:
         secret = read_secret(superexec_auth_secret_file)

@@ -102,8 +102,10 @@ def run_task(app: ClientApp, api: RuntimeApi, token: str) -> None:
     heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
     heartbeat.start()
     context, status, details = None, SubStatus.FAILED, "the task failed before its message"
+    times = [time.monotonic()]
     try:
         message, context, _, fab = pull_task_input(client)
+        times.append(time.monotonic())
         try:
             check_fab(fab.content)
             reply = app(message=message, context=context)
@@ -112,7 +114,17 @@ def run_task(app: ClientApp, api: RuntimeApi, token: str) -> None:
             log.exception("the ClientApp raised")
             details = f"{type(err).__name__}: {err}"
             reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, details), reply_to=message)
+        times.append(time.monotonic())
         push_message(client, reply, context)
+        times.append(time.monotonic())
+        pull, work, push = (b - a for a, b in zip(times, times[1:], strict=False))
+        log.info(
+            "%s message: pulled in %.2f s, ClientApp %.2f s, reply pushed in %.2f s",
+            message.metadata.message_type,
+            pull,
+            work,
+            push,
+        )
     finally:
         push_task_output(client=client, context=context, sub_status=status, details=details)
         heartbeat.stop()

@@ -183,7 +183,8 @@ def render(src: Path, img: Path) -> str:
     parts = [
         "## Embedded engine vs Flower (simulation and local deployment)\n",
         command_block(str(meta.get("command", ""))),
-        f"Workload: `{meta.get('workload', '?')}`; medians over {repeats} repeat(s). "
+        f"Workload: `{meta.get('workload', '?')}`; medians over {repeats} repeat(s); "
+        f"flwr {meta.get('flwr', '?')}. "
         + meta_line(meta)
         + (
             f" Load average on the shared machine: {meta['load_average_start']:.1f} at the start,"
