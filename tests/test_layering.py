@@ -25,9 +25,23 @@ LAYERS: dict[str, int] = {
     "tasks": 2,  # data, a model and where LoRA goes
     "engine": 3,  # the embedded round loop
     # 4: what runs or reads the engine: Flower runtime, measurements, renderers, library API
-    **dict.fromkeys(["flower", "bench", "report", "api"], 4),
+    **dict.fromkeys(["flower", "bench", "report", "api", "export", "describe"], 4),
     # 5: shells
-    **dict.fromkeys(["cli", "cli_bench", "cli_flower", "cli_report", "__main__", "__init__"], 5),
+    **dict.fromkeys(
+        [
+            "cli",
+            "cli_bench",
+            "cli_common",
+            "cli_export",
+            "cli_flower",
+            "cli_progress",
+            "cli_protocol",
+            "cli_report",
+            "__main__",
+            "__init__",
+        ],
+        5,
+    ),
 }
 ALL_MODULES = sorted(PKG.rglob("*.py"))
 MATH_FORBIDDEN = ("flwr", "typer", "datasets", "matplotlib", "rich")

@@ -80,9 +80,8 @@ def main() -> None:
     except PrivateNetworkError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    from ilora.cli import app
-
-    app(args=sys.argv[1:], prog_name="ilora")
+    # the namespaces survive exec: the CLI (a layer above this module) starts inside them
+    os.execv(sys.executable, [sys.executable, "-m", "ilora", *sys.argv[1:]])
 
 
 if __name__ == "__main__":
