@@ -53,4 +53,4 @@ def test_readme_bring_your_own_data_commands_run(
     labels = json.loads((tmp_path / "byod-text" / "labels.json").read_text())
     assert labels["id2label"] == {"0": "negative", "1": "positive"}
     images = json.loads((tmp_path / "byod-images" / "labels.json").read_text())
-    assert images["id2label"]["3"] == "bottom-right"
+    assert images["id2label"]["3"] == "grey"

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ilora.bench.report import null_as_nan
 from ilora.cli import app
-from ilora.engine.history import append_jsonl, null_as_nan, write_json_atomic
+from ilora.engine.history import append_jsonl, write_json_atomic
 from ilora.engine.outputs import RunExistsError, new_run_dir, refuse_existing_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Write examples/byod/images.npz: 4 classes of 16x16 RGB images (a bright quadrant + noise)."""
+"""Write examples/byod/images.npz: 4 classes of 16x16 RGB noise tinted red, green, blue, grey."""
 
 import numpy as np
 
@@ -7,10 +7,10 @@ rng = np.random.default_rng(0)
 
 def images(n: int) -> tuple[np.ndarray, np.ndarray]:
     y = np.arange(n) % 4  # (N,) integer labels 0..3
-    x = rng.integers(0, 96, (n, 16, 16, 3), dtype=np.uint8)  # (N, H, W, C) uint8 0..255
+    x = rng.integers(0, 128, (n, 16, 16, 3), dtype=np.uint8)  # (N, H, W, C) uint8 0..255
     for i, label in enumerate(y):
-        row, col = divmod(int(label), 2)
-        x[i, 8 * row : 8 * row + 8, 8 * col : 8 * col + 8] += 128
+        channels = [int(label)] if label < 3 else [0, 1, 2]  # red, green, blue; grey: all three
+        x[i, :, :, channels] += 96
     return x, y
 
 

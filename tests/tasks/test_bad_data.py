@@ -136,7 +136,7 @@ BAD: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     ),
     "text named npz": (
         lambda t: _image(t, _text_as_npz),
-        ["images.npz is not an .npz archive", "np.savez(path, x_train="],
+        ["images.npz is not an .npz archive (it starts with b'x_tr'", "np.savez(path, x_train="],
     ),
     "single class npz": (
         lambda t: _image(t, lambda t: _npz(t / "one.npz", y_train=np.zeros(24, np.int64))),

@@ -9,14 +9,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from ilora.engine.history import null_as_nan
 from ilora.report._table import comparison_markdown as markdown
 from ilora.report._table import comparison_rows
 
-__all__ = ["comparison_rows", "markdown", "read_runs", "to_csv"]
+__all__ = ["comparison_rows", "markdown", "null_as_nan", "read_runs", "to_csv"]
+
+
+def null_as_nan(obj: dict[str, Any]) -> dict[str, Any]:
+    """Return a record read back from strict JSON with top-level ``null`` values as NaN."""
+    return {k: math.nan if v is None else v for k, v in obj.items()}
 
 
 def read_runs(root: Path) -> list[dict[str, Any]]:

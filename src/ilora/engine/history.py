@@ -125,11 +125,6 @@ def finite_or_null(obj: Any) -> Any:
     return obj
 
 
-def null_as_nan(obj: dict[str, Any]) -> dict[str, Any]:
-    """Return a record read back from strict JSON with top-level ``None`` values as NaN."""
-    return {k: math.nan if v is None else v for k, v in obj.items()}
-
-
 def strict_json(obj: Any, indent: int | None = None) -> str:
     """Return standard JSON (non-finite floats written as ``null``), keys sorted."""
     return json.dumps(finite_or_null(obj), indent=indent, sort_keys=True, allow_nan=False)

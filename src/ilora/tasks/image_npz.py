@@ -133,6 +133,10 @@ class ImageNpz:
         path = Path(self.path)
         if not path.is_file():
             raise FileNotFoundError(f"image-npz: no file at path={str(path)!r}; {LAYOUT}")
+        with path.open("rb") as stream:
+            head = stream.read(4)
+        if not head.startswith(b"PK"):  # an .npz is a zip archive
+            raise _not_npz(path, f"it starts with {head!r}, not a zip archive's b'PK'")
         try:
             npz = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
