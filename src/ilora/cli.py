@@ -163,6 +163,7 @@ def run(
         "final_accuracy",
         "best_accuracy",
         "mean_agg_error",
+        "mean_download_error",
         "total_bytes_up",
         "total_bytes_down",
         "wall_s",

@@ -1,11 +1,16 @@
-"""Evaluation of a loaded model (accuracy, mean cross-entropy) and of a client's own start.
+"""Evaluation: a loaded model (accuracy, mean cross-entropy) and the clients' own starts.
 
-:func:`client_view` runs in process (embedded engine) or in the Flower ``ClientApp``.
+A client's view (:class:`ClientView`, :func:`client_view`) is its model at the start of the
+next round (``client_init`` of its download and its state, untrained) on its own test share,
+with that model's dense changes (``engine.diagnostics``, for ``download_error``). It runs in
+process (:func:`embedded_views`) or in the Flower ``ClientApp`` (an ``evaluate`` message).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +19,9 @@ from torch import nn
 from ilora.engine.compute import model_autocast, model_device
 from ilora.engine.diagnostics import dense_changes
 from ilora.engine.local import make_context
+from ilora.engine.turn import canonical_payload
 from ilora.lora.state import load_setup
+from ilora.seeding import derive_seed, generator
 from ilora.tasks.base import ArrayDataset
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict
 
@@ -60,14 +67,72 @@ def client_view(
     client: ClientInfo,
     rnd: RoundInfo,
     test: ArrayDataset,
-) -> tuple[dict[str, float], int, TensorDict]:
-    """Return a client's own model on its test share, the share's size and the dense changes.
+) -> ClientView:
+    """Return a client's view of round ``rnd`` from its (canonical) ``payload`` and state.
 
-    The client's model is what it starts round ``rnd`` from: ``client_init`` of its (canonical)
-    ``payload`` and its state, without training (DESIGN §8). No test share: no metrics.
+    No test share: no metrics (the dense changes are still measured).
     """
     alg, model, cfg = exp.algorithm, exp.model, exp.cfg
     ctx = make_context(model, payload, client, rnd, cfg.lora, cfg.train)
     load_setup(model, alg.client_init(ctx, cstate)[0])
     metrics = evaluate(model, test, cfg.eval.batch_size) if len(test) else {}
-    return metrics, len(test), dense_changes(model)
+    return ClientView(client.cid, metrics, len(test), dense_changes(model))
+
+
+@dataclass(frozen=True)
+class ClientView:
+    """One client's start of the next round: its metrics on its test share, its dense changes."""
+
+    cid: int
+    metrics: dict[str, float]
+    examples: int
+    changes: TensorDict
+
+
+Views = Callable[[Any, RoundInfo, bool], list[ClientView]]
+
+
+def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
+    """Return the fixed seeded test subset used every round (all of it when ``size`` is 0)."""
+    if size == 0 or size >= len(test):
+        return test
+    idx = torch.randperm(len(test), generator=generator(seed, "eval-subset"))[:size]
+    return test.subset(idx.sort().values.numpy())
+
+
+def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
+    """Return the clients' test shares, or seeded subsets totalling about ``eval.subset``.
+
+    Each client keeps ``round(subset · n_k / Σ n)`` (at least 1) of its ``n_k`` test examples,
+    the same ones every round; ``full`` (the final evaluation) or ``eval.subset: 0`` keeps all.
+    """
+    tests, size = exp.local_tests, exp.cfg.eval.subset
+    total = sum(len(t) for t in tests)
+    if full or size == 0 or size >= total:
+        return tests
+    return [
+        eval_subset(t, max(1, round(size * len(t) / total)), derive_seed(exp.cfg.seed, cid))
+        for cid, t in enumerate(tests)
+    ]
+
+
+def embedded_views(exp: Experiment, store: Mapping[int, TensorDict]) -> Views:
+    """Return the views of every client computed in this process (client states in ``store``).
+
+    The pooled (centralized) reference has one model: the global one, on every client's share.
+    """
+    alg, model, cfg = exp.algorithm, exp.model, exp.cfg
+
+    def views(state: Any, rnd: RoundInfo, full: bool) -> list[ClientView]:
+        out = []
+        for client, test in zip(exp.clients, personal_tests(exp, full), strict=True):
+            if alg.pooled_data:
+                load_setup(model, alg.export(state))
+                metrics = evaluate(model, test, cfg.eval.batch_size) if len(test) else {}
+                out.append(ClientView(client.cid, metrics, len(test), dense_changes(model)))
+                continue
+            payload = canonical_payload(alg.download(state, client, rnd))
+            out.append(client_view(exp, payload, store.get(client.cid, {}), client, rnd, test))
+        return out
+
+    return views

@@ -12,7 +12,7 @@ it calls, in this order, and nothing else for these concerns:
    divergence guard;
 2. when :meth:`RoundStep.personal_due`, the clients' views of the next round
    (:class:`ClientView`: each client's own start, its metrics on its test share and its dense
-   changes), gathered in process (:func:`embedded_views`) or by ``evaluate`` messages;
+   changes), gathered in process (``evaluation.embedded_views``) or by ``evaluate`` messages;
 3. :meth:`RoundStep.finish`: personal metrics and ``download_error`` from the views, the
    global evaluation, the round record, the ``on_round`` callback and the checkpoint.
 
@@ -39,14 +39,12 @@ from ilora.algorithms.ilora import ILoRA
 from ilora.engine import robust
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.diagnostics import agg_error, dense_changes, download_error, valid_changes
-from ilora.engine.evaluation import client_view, evaluate, weighted_average
+from ilora.engine.evaluation import ClientView, eval_subset, evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.privacy import privacy_metrics
 from ilora.engine.setup import Experiment
-from ilora.engine.turn import canonical_payload, screen_round
+from ilora.engine.turn import screen_round
 from ilora.lora.state import base_weights, load_setup
-from ilora.seeding import derive_seed, generator
-from ilora.tasks.base import ArrayDataset
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
 
 DIVERGENCE_FACTOR = 2.0  # train_loss above this times the first round's start_loss: diverged
@@ -77,64 +75,15 @@ class Collected:
 
 
 @dataclass(frozen=True)
-class ClientView:
-    """One client's start of the next round: its metrics on its test share, its dense changes."""
+class OpenRound:
+    """A round between :meth:`RoundStep.aggregate` and :meth:`RoundStep.finish`."""
 
-    cid: int
+    round: int
+    started: float  # time.perf_counter() at the round's start
+    got: Collected
+    accepted: int  # uploads aggregated
+    events: list[dict[str, Any]]  # lost, rejected and screened-out updates
     metrics: dict[str, float]
-    examples: int
-    changes: TensorDict
-
-
-Views = Callable[[Any, RoundInfo, bool], list[ClientView]]
-
-
-def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
-    """Return the fixed seeded test subset used every round (all of it when ``size`` is 0)."""
-    if size == 0 or size >= len(test):
-        return test
-    idx = torch.randperm(len(test), generator=generator(seed, "eval-subset"))[:size]
-    return test.subset(idx.sort().values.numpy())
-
-
-def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
-    """Return the clients' test shares, or seeded subsets totalling about ``eval.subset``.
-
-    Each client keeps ``round(subset · n_k / Σ n)`` (at least 1) of its ``n_k`` test examples,
-    the same ones every round; ``full`` (the final evaluation) or ``eval.subset: 0`` keeps all.
-    """
-    tests, size = exp.local_tests, exp.cfg.eval.subset
-    total = sum(len(t) for t in tests)
-    if full or size == 0 or size >= total:
-        return tests
-    return [
-        eval_subset(t, max(1, round(size * len(t) / total)), derive_seed(exp.cfg.seed, cid))
-        for cid, t in enumerate(tests)
-    ]
-
-
-def embedded_views(exp: Experiment, store: Mapping[int, TensorDict]) -> Views:
-    """Return the views of every client computed in this process (client states in ``store``).
-
-    The pooled (centralized) reference has one model: the global one, on every client's share.
-    """
-    alg, model, cfg = exp.algorithm, exp.model, exp.cfg
-
-    def views(state: Any, rnd: RoundInfo, full: bool) -> list[ClientView]:
-        out = []
-        for client, test in zip(exp.clients, personal_tests(exp, full), strict=True):
-            if alg.pooled_data:
-                load_setup(model, alg.export(state))
-                metrics = evaluate(model, test, cfg.eval.batch_size) if len(test) else {}
-                out.append(ClientView(client.cid, metrics, len(test), dense_changes(model)))
-                continue
-            payload = canonical_payload(alg.download(state, client, rnd))
-            cstate = store.get(client.cid, {})
-            view = client_view(exp, payload, cstate, client, rnd, test)
-            out.append(ClientView(client.cid, *view))
-        return out
-
-    return views
 
 
 def check_success(
@@ -181,13 +130,13 @@ class RoundStep:
         self.on_round, self.on_checkpoint = on_round, on_checkpoint
         self.resume_command, self.sample_seed = resume_command, sample_seed
         self.subset = eval_subset(exp.data.test, self.cfg.eval.subset, self.cfg.seed)
-        self.base = {k: v.clone() for k, v in base_weights(exp.model).items()}
+        self.base = base_weights(exp.model)  # frozen views: W0 of download_error
         self.saved = history.records[-1].round if history.records and on_checkpoint else None
         starts = [r.metrics["start_loss"] for r in history.records if "start_loss" in r.metrics]
         self.start_loss = starts[0] if starts else None  # the divergence guard's reference
         self.warned = False
         self.before: TensorDict | None = None  # dense changes of the global model, last round
-        self.pending: tuple[int, float, Collected, int, list[dict[str, Any]], dict[str, float]]
+        self.pending: OpenRound  # set by aggregate, read by finish
 
     # ---- 1. aggregation
     def aggregate(self, r: int, started: float, state: Any, got: Collected) -> Any:
@@ -206,7 +155,7 @@ class RoundStep:
             metrics.update(self._agg_error(before, self.before, uploads))
             metrics.update(self._losses(r, uploads))
         metrics.update(privacy_metrics(cfg, r))
-        self.pending = (r, started, got, len(uploads), events, metrics)
+        self.pending = OpenRound(r, started, got, len(uploads), events, metrics)
         return state
 
     def global_changes(self, state: Any) -> TensorDict:
@@ -268,13 +217,19 @@ class RoundStep:
         self, state: Any, views: list[ClientView] | None, store: Mapping[int, TensorDict]
     ) -> RoundRecord:
         """Record the round opened by :meth:`aggregate` (``views`` None when not due)."""
-        r, started, got, accepted, events, metrics = self.pending
+        r, got, metrics = self.pending.round, self.pending.got, self.pending.metrics
         if views is not None:
             metrics.update(self._views_metrics(state, views))
         if self.cfg.eval.due(r, self.cfg.fed.rounds)[0]:
             metrics.update(self.global_metrics(state))
         record = self.history.close_round(
-            r, started, (got.up, got.down), got.sampled, accepted, metrics, events
+            r,
+            self.pending.started,
+            (got.up, got.down),
+            got.sampled,
+            self.pending.accepted,
+            metrics,
+            self.pending.events,
         )
         if self.on_round is not None:
             self.on_round(record)

@@ -17,12 +17,13 @@ import torch
 
 from ilora.config import ExperimentConfig
 from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.evaluation import embedded_views
+from ilora.engine.evaluation import eval_subset as eval_subset  # re-exported
+from ilora.engine.evaluation import personal_tests as personal_tests  # re-exported
 from ilora.engine.history import History, RoundRecord
-from ilora.engine.roundstep import Collected, RoundStep, embedded_views
+from ilora.engine.roundstep import Collected, RoundStep
 from ilora.engine.roundstep import DivergenceError as DivergenceError  # re-exported
 from ilora.engine.roundstep import RoundFailedError as RoundFailedError  # re-exported
-from ilora.engine.roundstep import eval_subset as eval_subset  # re-exported
-from ilora.engine.roundstep import personal_tests as personal_tests  # re-exported
 from ilora.engine.sampling import num_sampled, sample_clients, sampling_seed
 from ilora.engine.setup import Experiment, build
 from ilora.engine.turn import canonical_payload as canonical_payload  # re-exported

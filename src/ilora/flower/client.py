@@ -23,7 +23,6 @@ from flwr.clientapp import ClientApp
 
 from ilora.config import ExperimentConfig, TrainConfig
 from ilora.engine.evaluation import client_view
-from ilora.engine.roundstep import ClientView
 from ilora.engine.setup import Experiment, build
 from ilora.engine.simulation import personal_tests, run_clients
 from ilora.engine.turn import client_work
@@ -159,7 +158,7 @@ def personal_evaluate(msg: Message, context: Context) -> Message:
     full = bool(msg.content.config_records["meta"].get("full", True))
     test = personal_tests(side.exp, full)[node_identity(context)[0]]
     view = client_view(side.exp, payload, _cstate(context), client, rnd, test)
-    return Message(codec.encode_view(ClientView(client.cid, *view), rnd.round), reply_to=msg)
+    return Message(codec.encode_view(view, rnd.round), reply_to=msg)
 
 
 def make_client_app() -> ClientApp:

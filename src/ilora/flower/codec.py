@@ -29,7 +29,7 @@ import yaml
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from ilora.config import ConfigError, ExperimentConfig, build, parse_yaml, to_dict
-from ilora.engine.roundstep import ClientView
+from ilora.engine.evaluation import ClientView
 from ilora.tensors import canonical
 from ilora.types import ClientInfo, Payload, RoundInfo, Scalars, TensorDict, Upload
 

@@ -31,28 +31,27 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.evaluation import ClientView, embedded_views
 from ilora.engine.history import History, RoundRecord
-from ilora.engine.roundstep import ClientView, Collected, RoundStep, embedded_views
+from ilora.engine.roundstep import Collected, RoundStep
 from ilora.engine.sampling import sample_clients, sampling_seed
 from ilora.engine.setup import Experiment
 from ilora.engine.simulation import RunResult
 from ilora.engine.turn import canonical_payload, failure_event, server_check
 from ilora.engine.validation import layer_shapes
 from ilora.flower import codec
+from ilora.flower.handshake import HandshakeError as HandshakeError  # re-exported
+from ilora.flower.handshake import meet_nodes
 from ilora.lora.state import template
 from ilora.tensors import num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, Upload
 
 log = logging.getLogger(__name__)
-
-
-class HandshakeError(RuntimeError):
-    """The connected nodes do not make up the experiment's clients."""
 
 
 class AlgorithmStrategy(Strategy):
@@ -99,23 +98,10 @@ class AlgorithmStrategy(Strategy):
     # ---- handshake
     def handshake(self, grid: Grid) -> None:
         """Learn which node holds which client, then initialise the server state."""
-        content = RecordDict({"experiment": ConfigRecord({"yaml": self.text})})
-        node_ids = self._wait_for_nodes(grid)
-        messages = [Message(content, nid, "query", group_id="handshake") for nid in node_ids]
-        infos: dict[int, tuple[int, ClientInfo]] = {}
-        for reply in grid.send_and_receive(messages, timeout=self.timeout):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                raise HandshakeError(f"node {node} refused the handshake: {reply.error.reason}")
-            got = reply.content.config_records["client"]
-            info = ClientInfo(int(got["cid"]), int(got["rank"]), int(got["num_examples"]))  # type: ignore[arg-type]
-            if info.cid in infos:
-                raise HandshakeError(
-                    f"nodes {infos[info.cid][0]} and {node} both hold partition-id {info.cid}; "
-                    "give every SuperNode its own --node-config 'partition-id=...'"
-                )
-            infos[info.cid] = (node, info)
-        self._assign(infos)
+        wanted = [0] if self.alg.pooled_data else list(range(len(self.exp.clients)))
+        self.nodes, self.clients = meet_nodes(
+            grid, self.text, wanted, self.timeout, self.connect_wait
+        )
         self._start()
 
     def _start(self) -> None:
@@ -143,28 +129,6 @@ class AlgorithmStrategy(Strategy):
             self.resume_command,
             self.sample_seed,
         )
-
-    def _wait_for_nodes(self, grid: Grid) -> list[int]:
-        """Return the connected node ids, after up to ``connect_wait`` s for one per client."""
-        wanted = 1 if self.alg.pooled_data else len(self.exp.clients)
-        deadline = time.monotonic() + self.connect_wait
-        while len(node_ids := sorted(grid.get_node_ids())) < wanted:
-            if time.monotonic() >= deadline:
-                break  # the handshake names the missing clients
-            time.sleep(1.0)
-        return node_ids
-
-    def _assign(self, infos: dict[int, tuple[int, ClientInfo]]) -> None:
-        wanted = [0] if self.alg.pooled_data else list(range(len(self.exp.clients)))
-        missing = [cid for cid in wanted if cid not in infos]
-        if missing:
-            raise HandshakeError(
-                f"no connected node holds client(s) {missing} of data.num_clients = "
-                f"{len(self.exp.clients)}; start one SuperNode per client with "
-                "--node-config 'partition-id=<id>'"
-            )
-        self.nodes = {cid: infos[cid][0] for cid in wanted}
-        self.clients = [infos[cid][1] for cid in wanted]
 
     # ---- training
     def configure_train(
@@ -245,8 +209,8 @@ class AlgorithmStrategy(Strategy):
         got = self.collect(server_round, replies)
         self.state = self.step.aggregate(server_round, self.started, self.state, got)
         setup = self.alg.export(self.state)
-        record = self.step.pending
-        counts = MetricRecord({"succeeded": record[3], "failed_or_rejected": len(record[4])})
+        done = self.step.pending
+        counts = MetricRecord({"succeeded": done.accepted, "failed_or_rejected": len(done.events)})
         return codec.to_arrays({**setup.factors, **setup.residual}), counts
 
     # ---- the clients' views (each client's own start: personal metrics, download_error)
