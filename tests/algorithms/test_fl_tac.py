@@ -214,7 +214,7 @@ def _wcss(X: np.ndarray, labels: np.ndarray) -> float:
 
 
 def test_ten_kmeans_starts_find_the_true_tasks_where_one_start_does_not() -> None:
-    """12 clients of 4 tasks: one k-means++ start merges two tasks; ten keep the best (n_init=10)."""
+    """12 clients of 4 tasks: one k-means++ start merges two tasks; ten find them (n_init=10)."""
     g = torch.Generator().manual_seed(5)
     centers = torch.randn(4, 6, generator=g) * 3
     truth = torch.arange(12) // 3

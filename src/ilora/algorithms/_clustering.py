@@ -62,10 +62,11 @@ def kmeans_best_of(X: torch.Tensor, k: int, g: torch.Generator, starts: int) -> 
 def kmeans_cost(X: torch.Tensor, labels: torch.Tensor) -> float:
     """Return ``Σ_i ‖x_i − μ_{label_i}‖²`` (float64), ``μ_j`` the mean of cluster ``j``."""
     X = X.to(torch.float64)
-    return sum(
-        float((X[labels == j] - X[labels == j].mean(dim=0)).square().sum())
-        for j in labels.unique().tolist()
-    )
+    total = 0.0
+    for j in sorted(set(labels.tolist())):
+        members = X[labels == j]  # (n_j, D)
+        total += float((members - members.mean(dim=0)).square().sum())
+    return total
 
 
 def kmeans_pp_init(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
