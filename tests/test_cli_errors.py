@@ -25,7 +25,8 @@ def _assert_clean_error(result: Result, needle: str) -> None:
     assert isinstance(result.exception, SystemExit), repr(result.exception)
     assert "Traceback" not in result.output
     assert text.count("error:") == 1, result.output
-    assert needle in text, result.output
+    # rich folds a long word (a path under xdist's longer temp dirs) at the console width
+    assert "".join(needle.split()) in "".join(text.split()), result.output
 
 
 @pytest.fixture
