@@ -19,12 +19,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+IL_MAIN = ("ilora", "__main__.py")
+
 
 def command_line() -> str:
     """Return this process's command line as a user would type it (``ilora ...`` when so run)."""
     argv = list(sys.argv)
-    if argv and (Path(argv[0]).name == "ilora" or argv[0].endswith("ilora/__main__.py")):
-        argv[0] = "ilora"
+    if argv and (Path(argv[0]).name == "ilora" or Path(argv[0]).parts[-2:] == IL_MAIN):
+        argv[0] = "ilora"  # the console script, or ``python -m ilora``
     return shlex.join(argv)
 
 

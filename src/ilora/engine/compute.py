@@ -10,17 +10,26 @@ recorded casts): matmuls and convolutions of the frozen base and of the adapters
 while every parameter (LoRA factors, head), gradient, optimizer state and every ``TensorDict``
 that leaves the local loop stays fp32. ``fp32`` runs with no autocast at all, so an fp32 run is
 bitwise the run without this option.
+
+Every ``TensorDict`` outside the model lives on the CPU: what the server sends, aggregates and
+stores, the clients' state, what ``client_init`` and ``upload`` see and return
+(``lora.state`` moves tensors across the model's boundary). Only the hooks that run inside the
+training loop (``loss_term``, ``grad_transform``) get their context and client state on the
+model's device (:func:`context_to`), since they combine it with the live parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import torch
+
+from ilora.types import ClientContext, TensorDict
 
 Precision = Literal["fp32", "bf16"]
 Device = Literal["cpu", "cuda"]
@@ -106,3 +115,25 @@ def model_precision(model: torch.nn.Module) -> Precision:
 def model_autocast(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
     """Return the autocast context of the model's device and recorded precision."""
     return autocast(model_device(model), model_precision(model))
+
+
+def tensors_to(tensors: Mapping[str, torch.Tensor], device: torch.device) -> TensorDict:
+    """Return ``tensors`` on ``device`` (the same tensor objects where already there)."""
+    return {k: v.to(device) for k, v in tensors.items()}
+
+
+def context_to(ctx: ClientContext, device: torch.device) -> ClientContext:
+    """Return ``ctx`` with every tensor it carries on ``device`` (itself on the CPU)."""
+    if device.type == "cpu":
+        return ctx
+    feats = ctx.features
+    return replace(
+        ctx,
+        payload=replace(ctx.payload, tensors=tensors_to(ctx.payload.tensors, device)),
+        base=tensors_to(ctx.base, device),
+        start_grad=None if ctx.start_grad is None else tensors_to(ctx.start_grad, device),
+        features=None
+        if feats is None
+        else replace(feats, inputs=feats.inputs.to(device), labels=feats.labels.to(device)),
+        trained=None if ctx.trained is None else tensors_to(ctx.trained, device),
+    )

@@ -20,7 +20,7 @@ from torch import nn
 
 from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
-from ilora.engine.compute import model_autocast, model_device
+from ilora.engine.compute import context_to, model_autocast, model_device, tensors_to
 from ilora.engine.diagnostics import change_since, dense_changes
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
@@ -103,7 +103,7 @@ def mean_gradient(
                 total[k] += g * len(idx)  # batch mean -> example sum
         count += len(idx)
     model.train(was_training)
-    return {k: (v / max(1, count)).detach() for k, v in total.items()}
+    return {k: (v / max(1, count)).detach().cpu() for k, v in total.items()}
 
 
 def head_module(model: nn.Module) -> nn.Module:
@@ -195,7 +195,9 @@ def client_round(
             ctx, start_grad=mean_gradient(model, params, data, train.batch_size, n, *seed)
         )
     opt = make_optimizer(params, train)
-    end = _phase_end(setup, 0, train)
+    end, device = _phase_end(setup, 0, train), model_device(model)
+    # the hooks inside the loop see the context and state on the model's device (CPU: as is)
+    live, dev_ctx = tensors_to(cstate, device), context_to(ctx, device)
     model.train()
     losses = []
     with local_rng(*seed):
@@ -204,16 +206,18 @@ def client_round(
             if step == end:  # the setup's phase is over: the algorithm chooses the next one
                 ctx = replace(ctx, step=step, trained=factor_state(model))
                 setup, cstate = alg.client_init(ctx, cstate)
-                params = _install(model, setup, train)
+                params, live = _install(model, setup, train), tensors_to(cstate, device)
+                dev_ctx = context_to(ctx, device)
                 opt, end = make_optimizer(params, train), _phase_end(setup, step, train)
             ctx = replace(ctx, step=step)
+            hook_ctx = replace(dev_ctx, step=step)
             loss = classification_loss(model, data, idx)
             losses.append(float(loss.detach()))
-            if (extra := alg.loss_term(dict(params), ctx, cstate)) is not None:
+            if (extra := alg.loss_term(dict(params), hook_ctx, live)) is not None:
                 loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            _apply_grads(alg, params, ctx, cstate, train)
+            _apply_grads(alg, params, hook_ctx, live, train)
             opt.step()
     up, cstate = alg.upload(factor_state(model), ctx, cstate)
     metrics = {**up.metrics, "train_loss": sum(losses) / max(1, len(losses))}

@@ -3,11 +3,16 @@
 ``factor_state`` reads what a client trained (factors, routers and head); ``load_setup``
 installs a ``LocalSetup`` (factors, optional expert banks, residuals, head values) and returns
 the trainable parameters by key;
-``base_weights`` exposes the frozen weights read-only (QR/SVD inits).
+``base_weights`` exposes the frozen weights read-only (QR/SVD inits). Every ``TensorDict``
+this bridge returns is on the CPU and every one it installs goes to the model's device
+(``train.device``), so nothing outside the model depends on where it computes.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import torch
 from torch import nn
 
 from ilora.lora import keys
@@ -27,14 +32,17 @@ def head_names(model: nn.Module) -> tuple[str, ...]:
 
 
 def base_weights(model: nn.Module) -> TensorDict:
-    """Return ``{"<module>.base": W (d_out, d_in)}`` views of the frozen weights (do not modify)."""
-    return {keys.make(n, "base"): m.base_weight().detach() for n, m in adapted(model).items()}
+    """Return ``{"<module>.base": W (d_out, d_in)}`` of the frozen weights (do not modify).
+
+    On the CPU these are views; a model on another device gives CPU copies.
+    """
+    return {keys.make(n, "base"): m.base_weight().detach().cpu() for n, m in adapted(model).items()}
 
 
 def template(model: nn.Module) -> TensorDict:
     """Return what ``Algorithm.server_init`` starts from: base weights and the initial head."""
     params = dict(model.named_parameters())
-    head = {n: params[n].detach().clone() for n in head_names(model)}
+    head = {n: _cpu_copy(params[n]) for n in head_names(model)}
     return {**base_weights(model), **head}
 
 
@@ -48,10 +56,24 @@ def factor_state(model: nn.Module) -> TensorDict:
         for kind in keys.PARAM_KINDS:
             p = getattr(mod, kind)
             if p is not None:
-                out[keys.make(name, kind)] = p.detach().clone()
+                out[keys.make(name, kind)] = _cpu_copy(p)
     params = dict(model.named_parameters())
-    out.update({n: params[n].detach().clone() for n in head_names(model)})
+    out.update({n: _cpu_copy(params[n]) for n in head_names(model)})
     return out
+
+
+def _cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", copy=True)
+
+
+def _on_model_device(model: nn.Module, setup: LocalSetup) -> LocalSetup:
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if device.type == "cpu":
+        return setup
+    factors = {k: v.to(device) for k, v in setup.factors.items()}
+    return replace(
+        setup, factors=factors, residual={k: v.to(device) for k, v in setup.residual.items()}
+    )
 
 
 def load_setup(model: nn.Module, setup: LocalSetup) -> dict[str, nn.Parameter]:
@@ -64,7 +86,7 @@ def load_setup(model: nn.Module, setup: LocalSetup) -> dict[str, nn.Parameter]:
 
     """
     layers, params = adapted(model), dict(model.named_parameters())
-    heads = set(head_names(model))
+    heads, setup = set(head_names(model)), _on_model_device(model, setup)
     for key in list(setup.factors) + list(setup.residual):
         parsed = keys.parse(key)
         if (parsed is None and key not in heads) or (
