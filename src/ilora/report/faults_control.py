@@ -39,7 +39,7 @@ def _row(alg: str, variants: Mapping[str, Mapping[int, Row]], counts: tuple[int,
         f"{counts[0]} of {counts[1]}",
         f"{mean_std(faulty.values())[0]:.2f}",
         f"{mean_std(lost.values())[0]:.2f}",
-        f"{_gap(gaps)} ({_per_seed(gaps)})",
+        f"{_gap(gaps) if len(gaps) > 1 else f'{mean:+.2f}'} ({_per_seed(gaps)})",
         verdict,
     ]
 
