@@ -143,6 +143,7 @@ def _run_row(
         "clip_update_norm": cfg.fed.clip_update_norm,
         "max_update_norm": cfg.fed.max_update_norm,
         "robust": cfg.fed.robust,
+        "mean_aggregation": ALGORITHMS.get(cfg.algorithm).mean_aggregation,
         "trim_fraction": cfg.fed.trim_fraction if cfg.fed.robust != "none" else "",
         "min_cosine": cfg.fed.min_cosine,
         "wall_s": round(summary["wall_s"], 1),

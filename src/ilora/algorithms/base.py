@@ -42,6 +42,9 @@ class Algorithm(Generic[S]):
     # ``aggregate`` reads the uploads only through their weighted mean Σ_k p_k lift(u_k), all
     # lifted uploads of one set of keys and shapes: robust aggregation may replace that mean
     mean_aggregation: ClassVar[bool] = False
+    # the server multiplies uploaded factors (Σ p_k B_k A_k): noise in one factor is scaled by
+    # the other, so under DP noise the server clips each noisy update back to dp.clip_norm
+    multiplies_uploads: ClassVar[bool] = False
 
     # ---- server side (pure: return new values, never mutate inputs)
     def server_init(

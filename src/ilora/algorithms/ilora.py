@@ -132,6 +132,7 @@ class ILoRA(Algorithm[ILoRAState]):
     """
 
     heterogeneous_ranks = True
+    multiplies_uploads = True  # B_c A_c = Σ p_k s_k B_k A_k
     stateful_clients = True
 
     control_variates: bool = field(

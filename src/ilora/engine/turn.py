@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import ALGORITHMS, Algorithm
 from ilora.config import ExperimentConfig, TrainConfig
 from ilora.engine import faults
 from ilora.engine.local import client_round
@@ -130,10 +130,27 @@ def server_check(
         reason = check_upload(upload.tensors, payload.tensors, client, shapes, fed.max_update_norm)
     if reason is not None:
         return None, failure_event(client, "rejected", reason, fault)
+    bound = dp_server_clip(cfg)
     if fed.clip_update_norm > 0:
-        clipped = clip_update(upload.tensors, payload.tensors, fed.clip_update_norm)
-        upload = replace(upload, tensors=clipped)
+        bound = min(bound, fed.clip_update_norm) if bound > 0 else fed.clip_update_norm
+    if bound > 0:
+        upload = replace(upload, tensors=clip_update(upload.tensors, payload.tensors, bound))
     return upload, None
+
+
+def dp_server_clip(cfg: ExperimentConfig) -> float:
+    """Return the bound the server clips noisy updates to, for its method's math (0: none).
+
+    A method whose server multiplies uploaded factors (``Algorithm.multiplies_uploads``:
+    ILoRA's ``Σ p_k s_k B_k A_k``) turns per-upload DP noise into noise scaled by the other
+    factor: the global product grows geometrically round after round and the run ends
+    non-finite. The server clips each noisy update back to ``dp.clip_norm``: post-processing
+    of the released upload, so the privacy guarantee is unchanged (docs/SECURITY.md).
+    """
+    dp = cfg.dp
+    if dp.noise_multiplier == 0 or not ALGORITHMS.get(cfg.algorithm).multiplies_uploads:
+        return 0.0
+    return dp.clip_norm
 
 
 def client_turn(

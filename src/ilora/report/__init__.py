@@ -28,6 +28,7 @@ SECTIONS = (
     "engine",
     "throughput",
     "faults",
+    "faults_control",
     "dp",
     "flower",
 )
