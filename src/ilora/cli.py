@@ -94,6 +94,7 @@ def _progress_run(
                 exp=experiment,
                 on_checkpoint=writer.on_checkpoint,
                 resume=resume,
+                store_dir=writer.store_dir,
             )
         except RoundFailedError as err:  # too few clients: loud, non-zero, resumable
             console.print(f"[bold red]run failed:[/] {err}")

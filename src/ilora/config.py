@@ -115,6 +115,14 @@ class FedConfig:
             "needs 3 accepted updates; -1 = off"
         },
     )
+    client_store: Literal["memory", "disk"] = field(
+        default="memory",
+        metadata={
+            "help": "where clients' state lives between rounds (ILoRA-S control variates): "
+            "memory, or disk (one safetensors file per client in the run directory's "
+            "client-state/, loaded when sampled: for 100,000 clients)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

@@ -37,13 +37,20 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The state of a run after round ``round``."""
+    """The state of a run after round ``round``.
+
+    ``store`` holds every client's state under ``fed.client_store: memory``. Under ``disk`` it
+    is empty and ``store_index`` names this round's client-state files instead
+    (``engine.clientstore.DiskStore.snapshot``: JSON-ready ints and lists of ints; the files
+    stay in the run directory's ``client-state/``), so a checkpoint never copies the states.
+    """
 
     round: int
     state: Any
     store: dict[int, TensorDict]
     records: list[RoundRecord]
     rng: torch.Tensor
+    store_index: dict[str, Any] | None = None
 
 
 def path_of(directory: Path, rnd: int) -> Path:

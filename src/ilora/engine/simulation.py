@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from ilora.config import ExperimentConfig
 from ilora.engine import robust
 from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.clientstore import KEEP, open_store
 from ilora.engine.evaluation import evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.local import make_context
@@ -111,7 +113,7 @@ def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
 
 
 def personal_metrics(
-    exp: Experiment, state: Any, store: dict[int, TensorDict], rnd: RoundInfo, full: bool = True
+    exp: Experiment, state: Any, store: Mapping[int, TensorDict], rnd: RoundInfo, full: bool = True
 ) -> dict[str, float]:
     """Return each client's own model on its own test share, example-weighted (DESIGN §8).
 
@@ -141,12 +143,15 @@ def run(
     exp: Experiment | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     resume: Checkpoint | None = None,
+    store_dir: Path | None = None,
 ) -> RunResult:
     """Run one federated experiment on the embedded engine and return its result.
 
     ``on_checkpoint`` receives the run's whole state after every round (serialize it before
     returning: the engine keeps mutating the client store); ``resume`` continues a run from
     such a checkpoint, with a result bitwise identical to the uninterrupted run's.
+    ``store_dir`` holds the client states under ``fed.client_store: disk`` (a temporary
+    directory when None: such a run cannot be resumed).
     """
     exp = exp or build(cfg)
     alg, model = exp.algorithm, exp.model
@@ -156,11 +161,17 @@ def run(
     history = History(cfg.algorithm, cfg.task)
     if resume is None:
         state = alg.server_init(template(model), clients, cfg.lora, cfg.seed)
-        store: dict[int, TensorDict] = {c.cid: {} for c in clients}
     else:
-        state, store = resume.state, dict(resume.store)
+        state = resume.state
         history.records.extend(resume.records)
         torch.set_rng_state(resume.rng)
+    store = open_store(
+        cfg.fed.client_store,
+        store_dir,
+        resume.store if resume else None,
+        resume.store_index if resume else None,
+        keep=KEEP if on_checkpoint is not None else 0,
+    )
     subset = eval_subset(exp.data.test, cfg.eval.subset, cfg.seed)
     shapes = layer_shapes(template(model))
     for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
@@ -169,7 +180,7 @@ def run(
         sent: dict[int, Payload] = {}
         events: list[dict[str, Any]] = []
         down = up = 0
-        sampled = sample_clients([c.cid for c in clients], fraction, cfg.seed, r)
+        sampled = sample_clients(range(len(clients)), fraction, cfg.seed, r)  # cid = index
         for cid in sampled:
             turn = client_turn(
                 cfg, alg, model, state, store[cid], clients[cid], shares[cid], rnd, train, shapes
@@ -201,7 +212,9 @@ def run(
             on_round(record)
         if on_checkpoint is not None:
             rng = torch.get_rng_state()
-            on_checkpoint(Checkpoint(r, state, dict(store), list(history.records), rng))
+            states, index = store.checkpoint()
+            ckpt = Checkpoint(r, state, states, list(history.records), rng, index)
+            on_checkpoint(ckpt)
     setup = alg.export(state)
     if cfg.eval.final_full:
         load_setup(model, setup)
