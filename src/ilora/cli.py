@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +19,7 @@ from ilora import config as config_mod
 from ilora.cli_flower import flower_app  # imports flwr only inside its commands
 from ilora.config import ConfigError
 from ilora.registry import Registry, UnknownNameError
-from ilora.tasks.base import AssetMissingError
+from ilora.tasks.catalog import AssetMissingError
 
 if TYPE_CHECKING:
     from ilora.engine.checkpoint import Checkpoint
@@ -30,9 +33,12 @@ app.add_typer(flower_app, name="flower")
 @app.callback()
 def _quiet_loaders() -> None:
     """Federated LoRA fine-tuning (see `ilora COMMAND --help`)."""
-    from transformers.utils import logging as hf_logging
+    # ours are the bars to read: no Hugging Face download/loading bars (read at its import)
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:  # already imported (an in-process caller)
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # ours are the bars to read
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 console = Console()
@@ -254,6 +260,7 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("quality")(cli_report.bench_quality)
 bench_app.command("aggregation")(cli_bench.bench_aggregation)
 bench_app.command("engine")(cli_bench.bench_engine)
+bench_app.command("startup")(cli_bench.bench_startup)
 app.command("report")(cli_report.report)
 app.command("export")(cli_report.export)
 
@@ -315,20 +322,16 @@ def bench_comm(
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="algorithms | tasks | partitioners")]) -> None:
     """Print the registered names of one kind, one per line."""
-    import ilora.algorithms  # noqa: F401
-    import ilora.tasks  # noqa: F401
-    from ilora.algorithms.base import ALGORITHMS
-    from ilora.data.partitioners import PARTITIONERS
-    from ilora.tasks.base import TASKS
-
-    registries: dict[str, Registry[Any]] = {
-        "algorithms": ALGORITHMS,
-        "tasks": TASKS,
-        "partitioners": PARTITIONERS,
+    registries = {  # the name tables only: no torch, and numpy for the partitioners alone
+        "algorithms": "ilora.algorithms.catalog:ALGORITHMS",
+        "tasks": "ilora.tasks:TASKS",
+        "partitioners": "ilora.data.partitioners:PARTITIONERS",
     }
     if what not in registries:
         _fail(ValueError(f"unknown kind {what!r}; choose one of {', '.join(registries)}"))
-    for name in registries[what].names():
+    module, _, attr = registries[what].partition(":")
+    registry: Registry[Any] = getattr(importlib.import_module(module), attr)
+    for name in registry.names():
         typer.echo(name)
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from ilora import config as config_mod
 from ilora.config import ConfigError
 from ilora.registry import UnknownNameError
-from ilora.tasks.base import AssetMissingError
+from ilora.tasks.catalog import AssetMissingError
 
 flower_app = typer.Typer(no_args_is_help=True, help="Run on Flower: simulation or deployment.")
 console = Console()

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from ilora.config import ConfigError
 from ilora.registry import UnknownNameError
-from ilora.tasks.base import AssetMissingError
+from ilora.tasks.catalog import AssetMissingError
 
 if TYPE_CHECKING:
     from ilora.bench.quality import Cell, Grid

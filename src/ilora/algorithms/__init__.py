@@ -1,45 +1,9 @@
-"""Every algorithm module is imported here so that its registration runs; nothing else."""
+"""The federated LoRA methods, one module each; their names are in :mod:`.catalog`.
 
-from ilora.algorithms import (
-    ce_lora,
-    centralized,
-    fedex_lora,
-    fedit,
-    fedlease,
-    fedloru,
-    fedsa_lora,
-    ffa_lora,
-    fl_tac,
-    flasc,
-    flexlora,
-    flora,
-    frlora,
-    fslora,
-    hetlora,
-    ilora,
-    lora_fair,
-    mfedloru,
-    pfedloru,
-)
+Importing this package registers every name without importing a method's module (nor torch):
+a module is imported when its name is first looked up (``ALGORITHMS.get``).
+"""
 
-__all__ = [
-    "ce_lora",
-    "centralized",
-    "fedex_lora",
-    "fedit",
-    "fedlease",
-    "fedloru",
-    "fedsa_lora",
-    "ffa_lora",
-    "fl_tac",
-    "flasc",
-    "flexlora",
-    "flora",
-    "frlora",
-    "fslora",
-    "hetlora",
-    "ilora",
-    "lora_fair",
-    "mfedloru",
-    "pfedloru",
-]
+from ilora.algorithms.catalog import ALGORITHMS
+
+__all__ = ["ALGORITHMS"]

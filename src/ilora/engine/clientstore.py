@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +110,12 @@ class DiskStore(MutableMapping[int, TensorDict]):
         return {} if gen is None else load_file(self.path(cid, gen))
 
     def __setitem__(self, cid: int, state: TensorDict) -> None:
+        self._put(cid, state, durable=True)
+
+    def _put(self, cid: int, state: TensorDict, durable: bool) -> None:
         if state:
             gen, self._next = self._next, self._next + 1
-            _write_atomic(self.path(cid, gen), state)
+            _write_atomic(self.path(cid, gen), state, durable)
             self._retire(cid)
             self._versions[cid] = gen
         else:
@@ -120,6 +123,16 @@ class DiskStore(MutableMapping[int, TensorDict]):
 
     def __delitem__(self, cid: int) -> None:
         self._retire(cid)
+
+    def write_many(self, states: Iterable[tuple[int, TensorDict]]) -> None:
+        """Set many clients' states, e.g. to import a memory store: one ``os.sync`` for all.
+
+        Each file is still written under a temporary name and renamed; the data reach the
+        disk together at the end instead of one fsync per file (about 20 ms each here).
+        """
+        for cid, state in states:
+            self._put(cid, state, durable=False)
+        os.sync()
 
     def __iter__(self) -> Iterator[int]:
         return iter(sorted(self._versions))
@@ -174,18 +187,23 @@ class DiskStore(MutableMapping[int, TensorDict]):
             )
 
 
-def _write_atomic(path: Path, state: TensorDict) -> None:
-    """Write ``state`` to ``path`` as safetensors: temporary file, fsync, rename, fsync dir."""
+def _write_atomic(path: Path, state: TensorDict, durable: bool = True) -> None:
+    """Write ``state`` to ``path`` as safetensors: temporary file, fsync, rename, fsync dir.
+
+    ``durable=False`` leaves out both fsyncs (the caller syncs a batch of files at once).
+    """
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp))
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if durable:
+        _fsync(tmp)
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
+    if durable:
+        _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

@@ -9,7 +9,7 @@ config are bitwise identical.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from ilora.engine.history import History, RoundRecord
 from ilora.engine.local import make_context
 from ilora.engine.privacy import privacy_metrics
 from ilora.engine.sampling import num_sampled, sample_clients
-from ilora.engine.setup import Experiment, build
+from ilora.engine.setup import Experiment, build, total_size
 from ilora.engine.turn import canonical_payload, client_turn, screen_round
 from ilora.engine.turn import canonical_upload as canonical_upload  # re-exported
 from ilora.engine.validation import layer_shapes
@@ -81,7 +81,7 @@ def check_success(
     )
 
 
-def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], int]:
+def run_clients(exp: Experiment) -> tuple[list[ClientInfo], Sequence[ArrayDataset], int]:
     """Return the clients the engine trains, their data, and local steps per round.
 
     A ``pooled_data`` algorithm (centralized) trains one client holding every example, at the
@@ -96,14 +96,14 @@ def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], 
     return [ClientInfo(0, rank, len(pooled))], [pooled], steps
 
 
-def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
+def personal_tests(exp: Experiment, full: bool) -> Sequence[ArrayDataset]:
     """Return the clients' test shares, or seeded subsets totalling about ``eval.subset``.
 
     Each client keeps ``round(subset · n_k / Σ n)`` (at least 1) of its ``n_k`` test examples,
     the same ones every round; ``full`` (the final evaluation) or ``eval.subset: 0`` keeps all.
     """
     tests, size = exp.local_tests, exp.cfg.eval.subset
-    total = sum(len(t) for t in tests)
+    total = total_size(tests)
     if full or size == 0 or size >= total:
         return tests
     return [
@@ -122,7 +122,7 @@ def personal_metrics(
     ``full=False`` evaluates the per-round subsets of :func:`personal_tests`.
     """
     tests = personal_tests(exp, full)
-    if sum(len(t) for t in tests) == 0:
+    if total_size(tests) == 0:
         return {}
     alg, model, cfg = exp.algorithm, exp.model, exp.cfg
     results = []

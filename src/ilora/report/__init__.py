@@ -17,7 +17,18 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-SECTIONS = ("demo", "quality", "lr", "comm", "aggregation", "engine", "faults", "dp", "flower")
+SECTIONS = (
+    "demo",
+    "quality",
+    "lr",
+    "comm",
+    "aggregation",
+    "engine",
+    "startup",
+    "faults",
+    "dp",
+    "flower",
+)
 
 HEADER = """# Results
 

@@ -14,11 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ilora.registry import Registry
-
-
-class AssetMissingError(FileNotFoundError):
-    """An offline asset (model or data package) is not installed; the message says how to fix it."""
+from ilora.tasks.catalog import TASKS as TASKS  # re-exported: defined without torch
+from ilora.tasks.catalog import AssetMissingError as AssetMissingError
 
 
 @dataclass(frozen=True)
@@ -87,4 +84,3 @@ class Task(Protocol):
     def build_model(self, num_classes: int, seed: int) -> nn.Module: ...
 
 
-TASKS: Registry[type[Task]] = Registry("task")
