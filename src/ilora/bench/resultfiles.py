@@ -23,8 +23,8 @@ from typing import Any
 def command_line() -> str:
     """Return this process's command line as a user would type it (``ilora ...`` when so run)."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name == "ilora":
-        argv[0] = "ilora"
+    if argv and (Path(argv[0]).name == "ilora" or argv[0].endswith("ilora/__main__.py")):
+        argv[0] = "ilora"  # the script, or `python -m ilora`
     return shlex.join(argv)
 
 

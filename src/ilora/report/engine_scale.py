@@ -57,10 +57,14 @@ def _verdicts(rows: Sequence[Mapping[str, str]]) -> list[str]:
         lo, hi = mine[0], mine[-1]
         ratio = float(hi["round_cpu_s_median"]) / float(lo["round_cpu_s_median"])
         flat = "does not grow" if ratio <= FLAT else "GROWS"
+        added = int(hi["clients"]) - int(lo["clients"])
+        per = (float(hi["peak_rss_bytes"]) - float(lo["peak_rss_bytes"])) / max(1, added)
+        state = float(hi["state_bytes_per_client"]) / 1024
         text.append(
             f"{store} store: a round at {int(hi['clients']):,} registered clients costs "
             f"{ratio:.2f}x the CPU time of one at {int(lo['clients']):,} (median rounds): the "
-            f"round time {flat} with the registered clients."
+            f"round time {flat} with the registered clients; the peak grows by "
+            f"{per / 1024:.1f} KiB per added client (its state: {state:.1f} KiB)."
         )
         if int(hi["clients"]) >= TARGET_CLIENTS:
             peak = float(hi["peak_rss_bytes"])
