@@ -69,6 +69,29 @@ def test_list_prints_registered_names(kind: str, registry: Any) -> None:
     assert registry.names()
 
 
+@pytest.mark.parametrize(
+    "command", ["--help", "list algorithms", "list tasks", "list partitioners", "bench --help"]
+)
+def test_light_commands_import_neither_torch_nor_transformers(command: str) -> None:
+    """A fresh ``python -m ilora`` process (bench.startup's probe): nothing heavy loaded."""
+    from ilora.bench.startup import SRC, time_command
+
+    got = time_command(SRC, command)
+    assert got["torch"] is False and got["transformers"] is False, got
+
+
+def test_every_algorithm_name_resolves_to_the_class_its_table_names() -> None:
+    from ilora.algorithms import __path__ as paths
+    from ilora.algorithms.catalog import discover
+
+    table = discover(paths)
+    assert len(table) == 20  # the 19 modules' names and the ilora-s preset
+    for name, target in table.items():
+        cls = ALGORITHMS.get(name)
+        assert f"{cls.__module__}:{cls.__qualname__}" == target
+    assert ALGORITHMS.preset("ilora-s") == {"control_variates": True}
+
+
 def test_list_unknown_kind_exits_2() -> None:
     result = invoke("list", "widgets")
     assert_user_error(result, "unknown kind 'widgets'", "algorithms, tasks, partitioners")

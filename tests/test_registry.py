@@ -11,6 +11,16 @@ def test_duplicate_name_raises() -> None:
         reg.register("a")(object())
 
 
+def test_a_module_registering_a_lazy_name_must_be_the_object_the_table_names() -> None:
+    reg: Registry[object] = Registry("thing")
+    reg.register_lazy("dup", "ilora.registry:Registry")
+    reg.register("dup", preset={"x": 1})(Registry)  # the module's own decorator: accepted
+    assert reg.get("dup") is Registry and reg.preset("dup") == {"x": 1}
+    reg.register_lazy("other", "ilora.registry:Registry")
+    with pytest.raises(ValueError, match="fix the name table"):
+        reg.register("other")(UnknownNameError)
+
+
 def test_unknown_name_suggests_the_closest() -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'fedit'"):
         ALGORITHMS.get("fedlt")

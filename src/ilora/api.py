@@ -34,6 +34,11 @@ def run(
     if out is None:
         return simulate(cfg).history
     with RunWriter(Path(out), cfg) as writer:
-        result = simulate(cfg, on_round=writer.on_round, on_checkpoint=writer.on_checkpoint)
+        result = simulate(
+            cfg,
+            on_round=writer.on_round,
+            on_checkpoint=writer.on_checkpoint,
+            store_dir=writer.store_dir,
+        )
         writer.finish(result)
     return result.history

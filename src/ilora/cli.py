@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,9 +31,12 @@ app.add_typer(flower_app, name="flower")
 @app.callback()
 def _quiet_loaders() -> None:
     """Federated LoRA fine-tuning (see `ilora COMMAND --help`)."""
-    from transformers.utils import logging as hf_logging
+    # ours are the bars to read: no Hugging Face download/loading bars (read at its import)
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:  # already imported (an in-process caller)
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # ours are the bars to read
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
@@ -75,6 +81,7 @@ def _progress_run(
                 exp=experiment,
                 on_checkpoint=writer.on_checkpoint,
                 resume=resume,
+                store_dir=writer.store_dir,
             )
         except RoundFailedError as err:  # too few clients: loud, non-zero, resumable
             console.print(f"[bold red]run failed:[/] {escape(str(err))}")
@@ -242,6 +249,7 @@ bench_app.command("engine")(cli_bench.bench_engine)
 bench_app.command("protocol")(cli_protocol.bench_protocol)
 bench_app.command("throughput")(cli_bench.bench_throughput)
 bench_app.command("precision")(cli_bench.bench_precision)
+bench_app.command("startup")(cli_bench.bench_startup)
 app.command("report")(cli_report.report)
 app.command("export-results")(cli_report.export)
 app.command("export")(cli_export.export_model)
@@ -303,20 +311,16 @@ def bench_comm(
 @app.command("list")
 def list_(what: Annotated[str, typer.Argument(help="algorithms | tasks | partitioners")]) -> None:
     """Print the registered names of one kind, one per line."""
-    import ilora.algorithms  # noqa: F401
-    import ilora.tasks  # noqa: F401
-    from ilora.algorithms.base import ALGORITHMS
-    from ilora.data.partitioners import PARTITIONERS
-    from ilora.tasks.base import TASKS
-
-    registries: dict[str, Registry[Any]] = {
-        "algorithms": ALGORITHMS,
-        "tasks": TASKS,
-        "partitioners": PARTITIONERS,
+    registries = {  # the name tables only: no torch, and numpy for the partitioners alone
+        "algorithms": "ilora.algorithms.catalog:ALGORITHMS",
+        "tasks": "ilora.tasks:TASKS",
+        "partitioners": "ilora.data.partitioners:PARTITIONERS",
     }
     if what not in registries:
         fail(ValueError(f"unknown kind {what!r}; choose one of {', '.join(registries)}"))
-    for name in registries[what].names():
+    module, _, attr = registries[what].partition(":")
+    registry: Registry[Any] = getattr(importlib.import_module(module), attr)
+    for name in registry.names():
         typer.echo(name)
 
 

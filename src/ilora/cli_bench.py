@@ -117,9 +117,16 @@ def bench_engine(
     ] = None,
     clients: Annotated[str | None, typer.Option(help="memory: client counts 10,100,1000")] = None,
     sampled: Annotated[int | None, typer.Option(help="memory: clients per round")] = None,
+    parts: Annotated[
+        str | None, typer.Option(help="what to measure: overhead,memory,scale (default all)")
+    ] = None,
+    scale_clients: Annotated[
+        str | None, typer.Option(help="scale: registered clients 1000,10000,100000")
+    ] = None,
+    scale_sampled: Annotated[int | None, typer.Option(help="scale: clients per round")] = None,
     threads: ThreadsOpt = 1,
 ) -> None:
-    """Engine overhead over bare local training, and peak memory vs number of clients."""
+    """Engine overhead over bare local training; peak memory and round time vs clients."""
     from ilora.bench import engine
 
     def options() -> dict[str, Any]:
@@ -133,6 +140,9 @@ def bench_engine(
             memory_overrides=tuple(memory_set) if memory_set is not None else None,
             clients=_ints(clients, "--clients"),
             sampled=sampled,
+            parts=_names(parts),
+            scale_clients=_ints(scale_clients, "--scale-clients"),
+            scale_sampled=scale_sampled,
         )
 
     _measure(engine, quick, out, threads, options)
@@ -180,3 +190,18 @@ def bench_precision(
         fail(err)
         return
     _show("precision", out)
+
+
+def bench_startup(
+    quick: QuickOpt = False,
+    out: OutOpt = None,
+    before: Annotated[
+        str | None, typer.Option(help="also time this git revision's src/, interleaved")
+    ] = None,
+    repeats: Annotated[int | None, typer.Option(help="runs per command and tree")] = None,
+    threads: ThreadsOpt = 1,
+) -> None:
+    """Start-up time of --help, list and validate (fresh processes), and what they import."""
+    from ilora.bench import startup
+
+    _measure(startup, quick, out, threads, lambda: _given(before=before, repeats=repeats))

@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ilora.assets import AssetMissingError
 from ilora.config import ConfigError
 from ilora.registry import UnknownNameError
-from ilora.tasks.base import AssetMissingError
 
 T = TypeVar("T")
 

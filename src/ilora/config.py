@@ -150,6 +150,14 @@ class FedConfig:
             "above 2x the first round's; off: warn once and record diverged: 1 in history.jsonl"
         },
     )
+    client_store: Literal["memory", "disk"] = field(
+        default="memory",
+        metadata={
+            "help": "where clients' state lives between rounds (ILoRA-S control variates): "
+            "memory, or disk (one safetensors file per client in the run directory's "
+            "client-state/, loaded when sampled: for 100,000 clients)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

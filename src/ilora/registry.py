@@ -4,8 +4,9 @@ A registry maps a name to an object (a class or a function). ``register(name)`` 
 registering a name twice raises, and looking up an unknown name raises with a suggestion, so a
 typo in a config never silently runs something else (PEFT's ``register_peft_method`` idea).
 ``register_lazy(name, "package.module:attr")`` registers a name whose object is imported only on
-its first ``get``, so a heavy module (``transformers`` behind the text tasks) costs nothing until
-it is used.
+its first ``get``, so a heavy module (``transformers`` behind the text tasks, ``torch`` behind
+every algorithm) costs nothing until it is used; if that module then ``register``s the name
+itself (with a preset), it must be the object the table named.
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ class Registry(Generic[T]):
         """
 
         def decorate(obj: T) -> T:
-            self._check_new(name)
+            if name in self._lazy:  # the module of a lazily registered name is being imported
+                self._check_target(name, obj)
+                del self._lazy[name]
+            else:
+                self._check_new(name)
             self._store(name, obj, preset)
             return obj
 
@@ -63,6 +68,15 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r}: target {target!r} is not 'module:attr'")
         self._lazy[name] = target
 
+    def _check_target(self, name: str, obj: T) -> None:
+        """Raise if ``obj`` is not the ``module:attr`` that ``name`` was lazily registered as."""
+        where = f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', '?')}"
+        if where != self._lazy[name]:
+            raise ValueError(
+                f"{self.kind} {name!r} is registered as {self._lazy[name]!r} but {where!r} "
+                "registers it; fix the name table"
+            )
+
     def _check_new(self, name: str) -> None:
         if name in self:
             raise ValueError(f"there is already a {self.kind} called {name!r}")
@@ -76,8 +90,10 @@ class Registry(Generic[T]):
     def _load(self, name: str) -> None:
         """Import a lazily registered ``name`` and store its object as a plain entry."""
         module, _, attr = self._lazy[name].partition(":")
-        self._store(name, getattr(importlib.import_module(module), attr), None)
-        del self._lazy[name]
+        obj = getattr(importlib.import_module(module), attr)
+        if name in self._lazy:  # not registered by the module itself (``register``)
+            self._store(name, obj, None)
+            del self._lazy[name]
 
     def preset(self, name: str) -> dict[str, Any]:
         """Return the keyword defaults registered with ``name`` (empty for a plain entry)."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:  # imported where used: config validation and `ilora list` load no torch
+    import numpy as np
+    import torch
 
 
 def derive_seed(*parts: object) -> int:
@@ -24,17 +26,23 @@ def derive_seed(*parts: object) -> int:
 
 def generator(*parts: object) -> torch.Generator:
     """Return a CPU ``torch.Generator`` seeded by ``derive_seed(*parts)``."""
+    import torch
+
     return torch.Generator().manual_seed(derive_seed(*parts))
 
 
 def np_rng(*parts: object) -> np.random.Generator:
     """Return a NumPy generator seeded by ``derive_seed(*parts)``."""
+    import numpy as np
+
     return np.random.default_rng(derive_seed(*parts))
 
 
 @contextmanager
 def local_rng(*parts: object) -> Iterator[None]:
     """Seed torch's global RNG from ``parts`` inside the block and restore it on exit."""
+    import torch
+
     state = torch.get_rng_state()
     torch.manual_seed(derive_seed("local", *parts))
     try:

@@ -27,6 +27,7 @@ def bench_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory, "engine", "--config", SMOKE, "--algorithms", "fedit,ilora",
         "--rounds", "2", "--repeats", "2", "--memory-config", SMOKE,
         "--memory-set", "train.batch_size=8", "--clients", "4,8", "--sampled", "2",
+        "--scale-clients", "20,60", "--scale-sampled", "3",
     )  # fmt: skip
 
 
@@ -62,6 +63,25 @@ def test_memory_reports_model_and_adapter_bytes(bench_dir: Path) -> None:
     for r in rows(bench_dir / "memory.csv"):
         assert int(r["model_bytes"]) == params
         assert float(r["adapter_bytes"]) == pytest.approx(adapter)
+
+
+def test_scale_rows_per_client_count_and_store(bench_dir: Path) -> None:
+    got = rows(bench_dir / "scale" / "scale.csv")
+    assert [(int(r["clients"]), r["store"]) for r in got] == [
+        (n, s) for n in (20, 60) for s in ("memory", "disk")
+    ]
+    for r in got:
+        assert int(r["sampled_per_round"]) == 3 and int(r["rounds"]) == 2
+        assert float(r["round_cpu_s_median"]) > 0 and float(r["round_s_median"]) > 0
+        assert int(r["peak_rss_bytes"]) >= int(r["peak_rss_rounds_bytes"]) > 10 * 2**20
+        assert float(r["state_bytes_per_client"]) > 0  # every client was given its state
+    scale_meta = json.loads((bench_dir / "scale" / "meta.json").read_text())
+    assert scale_meta["plan"]["scale_clients"] == [20, 60]
+
+
+def test_only_the_parts_asked_for_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "engine", "--parts", "speed", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--parts" in result.output
 
 
 def test_meta(bench_dir: Path) -> None:

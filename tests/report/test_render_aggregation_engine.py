@@ -159,6 +159,78 @@ def test_engine_section_reads_overhead_and_memory(tmp_path: Path) -> None:
         assert (tmp_path / "img" / f"engine-{name}.png").read_bytes()[:8] == PNG
 
 
+SCALE_COLUMNS = [
+    "clients",
+    "store",
+    "sampled_per_round",
+    "rounds",
+    "round_s_median",
+    "round_s_min",
+    "round_s_max",
+    "round_cpu_s_median",
+    "round_cpu_s_min",
+    "round_cpu_s_max",
+    "peak_rss_bytes",
+    "peak_rss_rounds_bytes",
+    "rss_after_seed_bytes",
+    "state_bytes_per_client",
+    "build_s",
+    "seed_s",
+]
+
+
+def _scale_row(n: int, store: str, cpu: float, peak_mib: int) -> list[object]:
+    peak = peak_mib * 2**20
+    return [n, store, 10, 4, 2 * cpu, cpu, 3 * cpu, cpu, 0.9 * cpu, 1.1 * cpu]+ [
+        peak, peak - 2**20, peak - 2**21, 8720.0, 5.0, 1.0
+    ]  # fmt: skip
+
+
+def test_engine_section_reads_the_scale_run(tmp_path: Path) -> None:
+    engine_fixture(tmp_path / "engine")
+    src = tmp_path / "engine" / "scale"
+    src.mkdir()
+    rows = [
+        _scale_row(1000, "disk", 0.40, 500),
+        _scale_row(100000, "disk", 0.44, 700),  # 1.10x: flat; 734 MB: within
+        _scale_row(1000, "memory", 0.40, 520),
+        _scale_row(100000, "memory", 0.80, 4200),  # 2.00x: grows; 4.40 GB: above
+    ]
+    with (src / "scale.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([SCALE_COLUMNS, *rows])
+    plan = {"scale_config": "configs/smoke.yaml", "scale_sampled": 10, "scale_rounds": 4}
+    (src / "meta.json").write_text(json.dumps({"command": "ilora bench engine", "plan": plan}))
+    text = engine.render(tmp_path / "engine", tmp_path / "img")
+    assert "disk store: a round at 100,000 registered clients costs 1.10x" in text
+    assert "memory store: a round at 100,000 registered clients costs 2.00x" in text
+    assert (
+        "1.10x the CPU time of one at 1,000 (median rounds): the round time does not grow" in text
+    )
+    assert "2.00x the CPU time of one at 1,000 (median rounds): the round time GROWS" in text
+    assert "disk store peak at 0.73 GB (10^9 bytes) over the whole process, within" in text
+    assert "memory store peak at 4.40 GB (10^9 bytes) over the whole process, ABOVE" in text
+    assert "8.5 KiB of control variates" in text
+    assert (tmp_path / "img" / "engine-scale.png").read_bytes()[:8] == PNG
+
+
+def test_startup_section_compares_before_and_after(tmp_path: Path) -> None:
+    from ilora.report import startup
+
+    src = tmp_path / "startup"
+    src.mkdir()
+    rows = [["tree", "command", "repeat", "seconds", "torch", "transformers"]]
+    for rep, (before, after) in enumerate([(3.0, 0.3), (2.0, 0.2), (4.0, 0.4)]):
+        rows.append(["before", "--help", rep, before, True, False])
+        rows.append(["after", "--help", rep, after, False, False])
+        rows.append(["after", "validate x.yaml", rep, 2 * before, True, False])
+    with (src / "startup.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    (src / "meta.json").write_text(json.dumps({"command": "c", "plan": {"before": "abc"}}))
+    text = startup.render(src, tmp_path / "img")
+    assert "| `ilora --help` | 3.00 | torch | 0.30 | neither | 10.0x |" in text
+    assert "`ilora validate x.yaml` (6.00 s, imports torch)" in text  # not within the target
+
+
 def test_renderers_import_no_torch() -> None:
     code = (
         "import sys, ilora.report.aggregation, ilora.report.engine; print('torch' in sys.modules)"

@@ -1,15 +1,18 @@
-"""Import every algorithm module of this package so that its ``@register`` runs; nothing else.
+"""The federated LoRA methods, one module each: a new algorithm is one new file.
 
-Discovery is automatic: every module here whose name does not start with ``_`` is imported
-(``base`` and ``traffic`` register nothing), so a new algorithm is one new file; helper modules
-start with ``_``. ``__all__`` lists what was imported.
+Importing this package registers every algorithm name that :mod:`.catalog` reads from the
+modules' ``@register`` decorators, without importing a method's module (nor torch): a module is
+imported when its name is first looked up (``ALGORITHMS.get``). :func:`import_modules` imports
+them all at once. Helper modules start with ``_``; ``__all__`` lists the other modules.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Iterable
+
+from ilora.algorithms.catalog import ALGORITHMS as ALGORITHMS  # names registered on import
+from ilora.algorithms.catalog import module_names
 
 
 def import_modules(package: str, paths: Iterable[str]) -> list[str]:
@@ -17,10 +20,10 @@ def import_modules(package: str, paths: Iterable[str]) -> list[str]:
 
     Sorted by name, so registration order (and any error it raises) is the same on every run.
     """
-    names = sorted(m.name for m in pkgutil.iter_modules(list(paths)) if not m.name.startswith("_"))
+    names = module_names(paths)
     for name in names:
         importlib.import_module(f"{package}.{name}")
     return names
 
 
-__all__ = import_modules(__name__, __path__)
+__all__ = module_names(__path__)

@@ -16,8 +16,9 @@ from typing import ClassVar, Generic, TypeVar
 
 import torch
 
+from ilora.algorithms.catalog import ALGORITHMS as ALGORITHMS  # re-exported
 from ilora.lora.spec import LoRASpec
-from ilora.registry import Registry, instantiate
+from ilora.registry import instantiate
 from ilora.types import (
     ClientContext,
     ClientInfo,
@@ -130,8 +131,7 @@ class Algorithm(Generic[S]):
         return Upload(tensors=dict(trained), weight=float(ctx.client.num_examples)), cstate
 
 
-ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm")  # type: ignore[type-arg]
-register = ALGORITHMS.register
+register = ALGORITHMS.register  # checked against the name table in .catalog
 
 
 def create_algorithm(name: str, args: Mapping[str, object] | None = None) -> Algorithm:  # type: ignore[type-arg]

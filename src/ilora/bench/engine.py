@@ -18,8 +18,13 @@ reports its peak resident set (``VmHWM``) over the whole process and over the ro
 ``N``), its resident set after the set-up, the model's bytes and the mean adapter's bytes (the
 LoRA factors at a client's rank plus the head).
 
+**Scale.** Peak memory and round time of ILoRA-S from 1,000 to 100,000 registered clients,
+with every client holding its state, in the memory and the disk client store
+(:mod:`ilora.bench.scale`).
+
 Files: ``overhead.csv`` (one row per round and repeat), ``memory.csv`` (one row per ``N``),
-``meta.json``.
+``meta.json``; ``scale/scale.csv`` and ``scale/meta.json``. ``parts`` chooses what runs (the
+other parts' files are left as they are).
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ilora.bench import scale
 from ilora.bench.memory import current_rss, peak_rss, reset_peak
 from ilora.bench.resultfiles import write_meta, write_rows
 
 Row = dict[str, Any]
 Log = Callable[[str], None]
+PARTS = ("overhead", "memory", "scale")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,19 @@ class Plan:
     memory_rounds: int = 2
     memory_steps: int = 2
     threads: int = 1
+    parts: tuple[str, ...] = ("overhead", "memory", "scale")
+    scale_config: str = "configs/smoke.yaml"
+    scale_overrides: tuple[str, ...] = (
+        "lora.ranks=[8]",
+        "train.steps=2",
+        "train.batch_size=4",
+        "eval.subset=64",
+        "eval.every=1000",
+    )
+    scale_clients: tuple[int, ...] = (1000, 10000, 100000)
+    scale_stores: tuple[str, ...] = ("memory", "disk")
+    scale_sampled: int = 10
+    scale_rounds: int = 4
 
 
 QUICK = Plan(
@@ -75,6 +95,8 @@ QUICK = Plan(
     clients=(10, 100),
     memory_rounds=1,
     memory_steps=1,
+    scale_clients=(100, 1000),
+    scale_rounds=2,
 )
 
 
@@ -90,6 +112,11 @@ def check_plan(plan: Plan) -> None:
     counts = (plan.rounds, plan.repeats, plan.sampled, plan.memory_rounds, plan.memory_steps)
     if min((*counts, plan.threads, *plan.clients)) < 1 or not plan.clients:
         raise ValueError("--rounds, --repeats, --sampled, --threads and --clients must be >= 1")
+    if min((plan.scale_sampled, plan.scale_rounds, *plan.scale_clients), default=0) < 1:
+        raise ValueError("--scale-clients and --scale-sampled must be >= 1")
+    unknown = set(plan.parts) - set(PARTS)
+    if unknown or not plan.parts:
+        raise ValueError(f"--parts: choose from {', '.join(PARTS)}, got {', '.join(plan.parts)}")
     for name in plan.algorithms:
         validate(_load(plan.config, [*plan.overrides, f"algorithm={name}"]))
     validate(_load(plan.memory_config, memory_overrides(plan, plan.clients[0])))
@@ -269,9 +296,17 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> None:
     import torch
 
     torch.set_num_threads(plan.threads)
-    write_rows(out / "overhead.csv", overhead(plan, log))
-    write_rows(out / "memory.csv", memory(plan, log))
-    write_meta(out, quick, plan=asdict(plan))
+    if "overhead" in plan.parts:
+        write_rows(out / "overhead.csv", overhead(plan, log))
+    if "memory" in plan.parts:
+        write_rows(out / "memory.csv", memory(plan, log))
+    if "overhead" in plan.parts or "memory" in plan.parts:
+        write_meta(out, quick, plan=asdict(plan))
+    if "scale" in plan.parts:
+        args = (plan.scale_clients, plan.scale_stores, plan.scale_sampled, plan.scale_rounds)
+        rows = scale.measure(plan.scale_config, plan.scale_overrides, *args, plan.threads, log)
+        write_rows(out / "scale" / "scale.csv", rows)
+        write_meta(out / "scale", quick, plan=asdict(plan))
 
 
 def _memory_main(spec_json: str) -> None:

@@ -45,7 +45,13 @@ class UnsafeCheckpointError(CheckpointError, ValueError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The state of a run after round ``round``."""
+    """The state of a run after round ``round``.
+
+    ``store`` holds every client's state under ``fed.client_store: memory``. Under ``disk`` it
+    is empty and ``store_index`` names this round's client-state files instead
+    (``engine.clientstore.DiskStore.snapshot``: JSON-ready ints and lists of ints; the files
+    stay in the run directory's ``client-state/``), so a checkpoint never copies the states.
+    """
 
     round: int
     state: Any
@@ -53,6 +59,7 @@ class Checkpoint:
     records: list[RoundRecord]
     rng: torch.Tensor
     sample_seed: int | None = None  # the run's sampling seed (a secret in DP runs; sampling.py)
+    store_index: dict[str, Any] | None = None  # the disk client store's versions (clientstore)
 
 
 serial.allow(Checkpoint)

@@ -8,7 +8,7 @@ process (:func:`embedded_views`) or in the Flower ``ClientApp`` (an ``evaluate``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from torch import nn
 from ilora.engine.compute import model_autocast, model_device
 from ilora.engine.diagnostics import dense_changes
 from ilora.engine.local import make_context
+from ilora.engine.setup import total_size
 from ilora.engine.turn import canonical_payload
 from ilora.lora.state import load_setup
 from ilora.seeding import derive_seed, generator
@@ -100,14 +101,14 @@ def eval_subset(test: ArrayDataset, size: int, seed: int) -> ArrayDataset:
     return test.subset(idx.sort().values.numpy())
 
 
-def personal_tests(exp: Experiment, full: bool) -> list[ArrayDataset]:
+def personal_tests(exp: Experiment, full: bool) -> Sequence[ArrayDataset]:
     """Return the clients' test shares, or seeded subsets totalling about ``eval.subset``.
 
     Each client keeps ``round(subset · n_k / Σ n)`` (at least 1) of its ``n_k`` test examples,
     the same ones every round; ``full`` (the final evaluation) or ``eval.subset: 0`` keeps all.
     """
     tests, size = exp.local_tests, exp.cfg.eval.subset
-    total = sum(len(t) for t in tests)
+    total = total_size(tests)  # without building every lazy share
     if full or size == 0 or size >= total:
         return tests
     return [

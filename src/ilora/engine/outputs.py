@@ -2,7 +2,8 @@
 
 Every file is written atomically (temporary file, fsync, rename) or appended line by line with
 fsync, so a crash never leaves a half-written file behind; ``checkpoints/`` holds the last two
-round checkpoints (``engine.checkpoint``) from which ``ilora run --resume DIR`` continues.
+round checkpoints (``engine.checkpoint``) from which ``ilora run --resume DIR`` continues;
+``client-state/`` the clients' state files under ``fed.client_store: disk``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 CHECKPOINTS = "checkpoints"
+STORE_DIR = "client-state"  # engine.clientstore.DiskStore's files (fed.client_store: disk)
 RUN_FILES = ("config.yaml", "history.jsonl", "summary.json", CHECKPOINTS)
 
 
@@ -102,6 +104,7 @@ class RunWriter:
 
     def __init__(self, out: Path, cfg: ExperimentConfig, resume: Checkpoint | None = None) -> None:
         self.out, self.cfg = out, cfg
+        self.store_dir = out / STORE_DIR  # fed.client_store disk: pass to the engine's run
         # optional tracking (log: section); off by default
         self.loggers: list[RoundLogger] = make_loggers(cfg, out)
         out.mkdir(parents=True, exist_ok=True)
@@ -117,6 +120,7 @@ class RunWriter:
         (out / "history.jsonl").unlink(missing_ok=True)
         (out / "summary.json").unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # never resume another run's state
+        shutil.rmtree(self.store_dir, ignore_errors=True)
         _write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         device, precision = resolve(cfg.train.device, cfg.train.precision)  # what auto chose
         self.manifest = {

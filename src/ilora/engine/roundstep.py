@@ -238,7 +238,8 @@ class RoundStep:
             raise DivergenceError(f"{self.divergence_message(r, loss)}; {self.hint()}")
         if self.on_checkpoint is not None:
             records, rng = list(self.history.records), torch.get_rng_state()
-            ckpt = Checkpoint(r, state, dict(store), records, rng, self.sample_seed)
+            states, index = snapshot(store)
+            ckpt = Checkpoint(r, state, states, records, rng, self.sample_seed, index)
             self.on_checkpoint(ckpt)
             self.saved = r
         return record
@@ -262,3 +263,11 @@ class RoundStep:
         if self.saved is None:
             return "no checkpoint was written yet: start the run again"
         return f"the checkpoint of round {self.saved} is intact ({self.resume_command})"
+
+
+def snapshot(
+    store: Mapping[int, TensorDict],
+) -> tuple[dict[int, TensorDict], dict[str, Any] | None]:
+    """Return a client store's checkpoint part: its states, or the disk store's file index."""
+    take = getattr(store, "checkpoint", None)  # engine.clientstore's stores
+    return take() if callable(take) else (dict(store), None)

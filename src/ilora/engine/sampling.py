@@ -35,10 +35,13 @@ def num_sampled(num_clients: int, fraction: float) -> int:
 
 
 def sample_clients(cids: Sequence[int], fraction: float, seed: int, rnd: int) -> list[int]:
-    """Return the sorted ids sampled in round ``rnd`` (a seeded draw without replacement)."""
-    ordered = sorted(cids)
+    """Return the sorted ids sampled in round ``rnd`` (a seeded draw without replacement).
+
+    ``cids`` may be a ``range`` (already sorted: the draw then costs O(sampled), not O(N)).
+    """
+    ordered = cids if isinstance(cids, range) and cids.step > 0 else sorted(cids)
     m = num_sampled(len(ordered), fraction)
     if m == len(ordered):
-        return ordered
+        return list(ordered)
     picked = np_rng(seed, "sample", rnd).choice(len(ordered), size=m, replace=False)
     return sorted(ordered[int(i)] for i in picked)

@@ -9,8 +9,9 @@ identical clients, data shares and initial weights.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from torch import nn
@@ -38,8 +39,8 @@ class Experiment:
     cfg: ExperimentConfig
     task: Task
     data: TaskData
-    shares: list[ArrayDataset]
-    local_tests: list[ArrayDataset]  # each client's own test share (empty datasets when off)
+    shares: Sequence[ArrayDataset]  # a lazy Shares in a built experiment
+    local_tests: Sequence[ArrayDataset]  # each client's own test share (empty datasets when off)
     clients: list[ClientInfo]
     model: nn.Module
     algorithm: Algorithm  # type: ignore[type-arg]
@@ -203,9 +204,45 @@ def build(cfg: ExperimentConfig) -> Experiment:
             f"algorithm {cfg.algorithm!r} is personalized: its clients are evaluated "
             "on their own test share; set data.local_test_fraction > 0 (e.g. 0.2)"
         )
-    shares = [data.train.subset(train) for train, _ in splits]
-    local_tests = [data.train.subset(test) for _, test in splits]
+    shares = Shares(data.train, [train for train, _ in splits])
+    local_tests = Shares(data.train, [test for _, test in splits])
     return Experiment(cfg, task, data, shares, local_tests, clients, model, alg)
+
+
+class Shares(Sequence[ArrayDataset]):
+    """Every client's examples of one dataset, each built when it is asked for.
+
+    Holds the clients' indices in one array (``offsets[k]:offsets[k + 1]`` are client ``k``'s),
+    so 100,000 clients cost 8 bytes per example and per client, not a dataset object each;
+    ``shares[k]`` is ``dataset.subset`` of those indices, the same tensors every time.
+    """
+
+    def __init__(self, dataset: ArrayDataset, parts: Sequence[np.ndarray]) -> None:
+        self.dataset = dataset
+        self.sizes = np.array([len(p) for p in parts], dtype=np.int64)  # (K,)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])  # (K + 1,)
+        empty = np.zeros(0, dtype=np.int64)
+        self.flat = np.concatenate([empty, *(np.asarray(p, dtype=np.int64) for p in parts)])
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @overload
+    def __getitem__(self, k: int) -> ArrayDataset: ...
+    @overload
+    def __getitem__(self, k: slice) -> Sequence[ArrayDataset]: ...
+    def __getitem__(self, k: int | slice) -> ArrayDataset | Sequence[ArrayDataset]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(len(self))[k]]
+        k = range(len(self))[k]  # negative ids and IndexError as a list
+        return self.dataset.subset(self.flat[self.offsets[k] : self.offsets[k + 1]])
+
+
+def total_size(datasets: Sequence[ArrayDataset]) -> int:
+    """Return the number of examples in ``datasets`` (without building lazy ``Shares``)."""
+    if isinstance(datasets, Shares):
+        return int(datasets.sizes.sum())
+    return sum(len(d) for d in datasets)
 
 
 def split_local(

@@ -9,14 +9,16 @@ same one the Flower runtime calls. Reruns with the same config are bitwise ident
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ilora.config import ExperimentConfig
 from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.clientstore import KEEP, open_store
 from ilora.engine.evaluation import embedded_views
 from ilora.engine.evaluation import eval_subset as eval_subset  # re-exported
 from ilora.engine.evaluation import personal_tests as personal_tests  # re-exported
@@ -32,7 +34,7 @@ from ilora.engine.turn import client_turn
 from ilora.engine.validation import layer_shapes
 from ilora.lora.state import template
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict
+from ilora.types import ClientInfo, LocalSetup, RoundInfo
 
 RoundCallback = Callable[[RoundRecord], None]
 CheckpointCallback = Callable[[Checkpoint], None]
@@ -47,7 +49,7 @@ class RunResult:
     state: Any
 
 
-def run_clients(exp: Experiment) -> tuple[list[ClientInfo], list[ArrayDataset], int]:
+def run_clients(exp: Experiment) -> tuple[list[ClientInfo], Sequence[ArrayDataset], int]:
     """Return the clients the engine trains, their data, and local steps per round.
 
     A ``pooled_data`` algorithm (centralized) trains one client holding every example, at the
@@ -68,12 +70,15 @@ def run(
     exp: Experiment | None = None,
     on_checkpoint: CheckpointCallback | None = None,
     resume: Checkpoint | None = None,
+    store_dir: Path | None = None,
 ) -> RunResult:
     """Run one federated experiment on the embedded engine and return its result.
 
     ``on_checkpoint`` receives the run's whole state after every round (serialize it before
     returning: the engine keeps mutating the client store); ``resume`` continues a run from
     such a checkpoint, with a result bitwise identical to the uninterrupted run's.
+    ``store_dir`` holds the client states under ``fed.client_store: disk`` (a temporary
+    directory when None: such a run cannot be resumed).
     """
     exp = exp or build(cfg)
     alg, model = exp.algorithm, exp.model
@@ -83,17 +88,23 @@ def run(
     history = History(cfg.algorithm, cfg.task)
     if resume is None:
         state = alg.server_init(template(model), clients, cfg.lora, cfg.seed)
-        store: dict[int, TensorDict] = {c.cid: {} for c in clients}
     else:
-        state, store = resume.state, dict(resume.store)
+        state = resume.state
         history.records.extend(resume.records)
         torch.set_rng_state(resume.rng)
+    store = open_store(
+        cfg.fed.client_store,
+        store_dir,
+        resume.store if resume else None,
+        resume.store_index if resume else None,
+        keep=KEEP if on_checkpoint is not None else 0,
+    )
     sample_seed = sampling_seed(cfg, None if resume is None else resume.sample_seed)
     step = RoundStep(exp, clients, history, on_round, on_checkpoint, sample_seed=sample_seed)
     shapes = layer_shapes(template(model))
     for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
         t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
-        sampled = sample_clients([c.cid for c in clients], fraction, sample_seed, r)
+        sampled = sample_clients(range(len(clients)), fraction, sample_seed, r)  # cid = index
         got = Collected(len(sampled), {}, {}, [], 0, 0)
         for cid in sampled:
             turn = client_turn(

@@ -27,6 +27,7 @@ SECTIONS = (
     "aggregation",
     "engine",
     "throughput",
+    "startup",
     "faults",
     "faults_control",
     "dp",

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ilora.report import engine_scale
 from ilora.report._plot import new_figure, save_png
 from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
 
@@ -227,4 +228,6 @@ def render(src: Path, img: Path) -> str:
         blocks += _overhead_section(src, img)
     if (src / "memory.csv").is_file():
         blocks += _memory_section(src, img)
+    if (src / "scale" / "scale.csv").is_file():
+        blocks += engine_scale.render(src / "scale", img)
     return "\n\n".join(b for b in blocks if b) + "\n"

@@ -5,7 +5,7 @@ This table is the one place a task name is defined. A task's module, and what it
 (``TASKS.get``), so importing the engine, the CLI or a Flower ClientApp stays cheap.
 """
 
-from ilora.tasks.base import TASKS
+from ilora.tasks.catalog import TASKS
 
 _TASK_CLASSES = {
     "fashion-mnist": "ilora.tasks.fashion_mnist:FashionMNIST",

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ilora.assets import AssetMissingError as AssetMissingError  # raised by every task
-from ilora.registry import Registry
+from ilora.tasks.catalog import TASKS as TASKS  # re-exported: defined without torch
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,3 @@ class Task(Protocol):
     def load(self) -> TaskData: ...
 
     def build_model(self, num_classes: int, seed: int) -> nn.Module: ...
-
-
-TASKS: Registry[type[Task]] = Registry("task")
