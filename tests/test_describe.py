@@ -49,7 +49,8 @@ def test_types_defaults_and_required_options_read_as_written() -> None:
     text = _describe("task", "image-npz")[1]
     assert "  path (str, required): an .npz with" in text
     assert "  class_names (list of str, default [])" in text
-    assert "  redistribute (svd | qr_literal, default 'svd')" in _describe("algorithm", "ilora")[1]
+    ilora = _describe("algorithm", "ilora")[1]
+    assert "  redistribute (qr | svd | qr_literal, default 'qr')" in ilora
     assert "  control_variates (bool, default True)" in _describe("algorithm", "ilora-s")[1]
 
 

@@ -619,7 +619,7 @@ def _with_own_training(resolved: dict[str, Any], data: dict[str, Any]) -> dict[s
     """
     name = resolved.get("algorithm", ExperimentConfig.algorithm)
     sections = resolved.get("per_algorithm") or {}
-    own = sections.get(name) if isinstance(sections, dict) else None
+    own = sections.get(name) if isinstance(sections, dict) and isinstance(name, str) else None
     train = own.get("train", {}) if isinstance(own, dict) else {}
     if not isinstance(train, dict):
         raise ConfigError(f"per_algorithm.{name}.train must be a mapping, got {train!r}")

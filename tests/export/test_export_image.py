@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from export_fixtures import trainer  # noqa: F401  (fixtures)
 from peft import PeftModel
 from safetensors.torch import load_file
 from typer.testing import CliRunner

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from export_fixtures import encoder_dirs, trainer  # noqa: F401  (fixtures)
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification

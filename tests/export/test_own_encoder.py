@@ -1,6 +1,6 @@
 """Your own Hugging Face encoder: any local model directory, LoRA targets named as PEFT does.
 
-Tiny randomly initialised BERT, RoBERTa and DeBERTa-v2 directories (see ``conftest``): each
+Tiny randomly initialised BERT, RoBERTa and DeBERTa-v2 directories (see ``export_fixtures``): each
 loads through ``text-csv``, gets LoRA on its query/value projections by default (each
 architecture names them differently) or on the modules ``target_modules`` names, and trains.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from export_fixtures import encoder_dirs  # noqa: F401  (fixtures)
 
 from ilora import config
 from ilora.engine.setup import build

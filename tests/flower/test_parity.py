@@ -104,6 +104,7 @@ def test_a_round_without_uploads_keeps_the_model_on_both_runtimes() -> None:
 
 def test_dp_runs_record_the_same_epsilon_on_flower() -> None:
     dp = ["dp.clip_norm=0.5", "dp.noise_multiplier=1.0", "fed.weighting=uniform"]
+    dp.append("dp.reproducible_noise=true")  # the test-only seeded noise: runs comparable
     flower = _same_run(_cfg("fedit", *dp))
     eps = [r["epsilon"] for r in flower]
     assert 0 < eps[0] < eps[1]  # type: ignore[operator]
