@@ -61,9 +61,16 @@ def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _same_run(cfg: config_mod.ExperimentConfig) -> list[dict[str, object]]:
-    """Run ``cfg`` both ways, assert the history and the server state equal, return the history."""
-    embedded, flower = run(cfg, exp=build(cfg)), _flower(cfg)
+def _same_run(
+    cfg: config_mod.ExperimentConfig, reproducible_noise: bool = False
+) -> list[dict[str, object]]:
+    """Run ``cfg`` both ways, assert the history and the server state equal, return the history.
+
+    ``reproducible_noise`` starts the nodes configured for the test-only DP noise.
+    """
+    extra = {"dp-reproducible-noise": True} if reproducible_noise else {}
+    nodes = [{"partition-id": i, **extra} for i in range(cfg.data.num_clients)]
+    embedded, flower = run(cfg, exp=build(cfg)), _flower(cfg, nodes)
     assert _history(embedded) == _history(flower)
     assert embedded.history.final == flower.history.final
     assert _equal(embedded.state, flower.state)
@@ -105,7 +112,7 @@ def test_a_round_without_uploads_keeps_the_model_on_both_runtimes() -> None:
 def test_dp_runs_record_the_same_epsilon_on_flower() -> None:
     dp = ["dp.clip_norm=0.5", "dp.noise_multiplier=1.0", "fed.weighting=uniform"]
     dp.append("dp.reproducible_noise=true")  # the test-only seeded noise: runs comparable
-    flower = _same_run(_cfg("fedit", *dp))
+    flower = _same_run(_cfg("fedit", *dp), reproducible_noise=True)
     eps = [r["epsilon"] for r in flower]
     assert 0 < eps[0] < eps[1]  # type: ignore[operator]
     assert all("agg_error" not in r for r in flower)  # ΔW_k would bypass the noise: not sent

@@ -117,16 +117,21 @@ def personal_tests(exp: Experiment, full: bool) -> Sequence[ArrayDataset]:
     ]
 
 
-def embedded_views(exp: Experiment, store: Mapping[int, TensorDict]) -> Views:
-    """Return the views of every client computed in this process (client states in ``store``).
+def embedded_views(
+    exp: Experiment, store: Mapping[int, TensorDict], cids: Sequence[int] | None = None
+) -> Views:
+    """Return the views of the clients ``cids`` (all: None) computed in this process.
 
-    The pooled (centralized) reference has one model: the global one, on every client's share.
+    Client states come from ``store``. The pooled (centralized) reference has one model: the
+    global one, on every client's share.
     """
     alg, model, cfg = exp.algorithm, exp.model, exp.cfg
+    wanted = range(len(exp.clients)) if cids is None else cids
 
     def views(state: Any, rnd: RoundInfo, full: bool) -> list[ClientView]:
         out = []
-        for client, test in zip(exp.clients, personal_tests(exp, full), strict=True):
+        tests = personal_tests(exp, full)
+        for client, test in ((exp.clients[c], tests[c]) for c in wanted):
             if alg.pooled_data:
                 load_setup(model, alg.export(state))
                 metrics = evaluate(model, test, cfg.eval.batch_size) if len(test) else {}

@@ -213,6 +213,17 @@ class RoundStep:
         full = self.cfg.eval.final_full and r == self.cfg.fed.rounds
         return self.cfg.eval.due(r, self.cfg.fed.rounds)[1], full
 
+    def view_cids(self, sampled: Sequence[int]) -> list[int]:
+        """Return the clients whose views a due round gathers.
+
+        Every client when they hold test shares (personalized accuracy is over all of them);
+        otherwise only the round's sampled clients, so that ``download_error`` (their next
+        start against the global model) costs O(sampled), not O(registered clients).
+        """
+        if self.cfg.data.local_test_fraction > 0:
+            return [c.cid for c in self.exp.clients]
+        return sorted(sampled)
+
     def finish(
         self, state: Any, views: list[ClientView] | None, store: Mapping[int, TensorDict]
     ) -> RoundRecord:

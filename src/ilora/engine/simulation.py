@@ -117,7 +117,8 @@ def run(
                 got.events.append(turn.event)
         state = step.aggregate(r, t0, state, got)
         due, full = step.personal_due(r)
-        views = embedded_views(exp, store)(state, RoundInfo(r + 1, cfg.seed), full) if due else None
+        mine = embedded_views(exp, store, step.view_cids(sampled))
+        views = mine(state, RoundInfo(r + 1, cfg.seed), full) if due else None
         step.finish(state, views, store)
     if cfg.eval.final_full:
         history.final = step.global_metrics(state, full=True)

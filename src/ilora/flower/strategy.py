@@ -90,6 +90,7 @@ class AlgorithmStrategy(Strategy):
         self.clients: list[ClientInfo] = []
         self.state: Any = None
         self.sent: dict[int, Payload] = {}  # this round's downloads, by client id
+        self.sampled: list[int] = []  # this round's sampled clients
         kept = None if resume is None else resume.sample_seed
         self.sample_seed = sampling_seed(exp.cfg, kept)  # secret in a DP run: never sent
         self.history = History(self.cfg.algorithm, self.cfg.task)
@@ -145,6 +146,7 @@ class AlgorithmStrategy(Strategy):
         fraction = 1.0 if self.alg.pooled_data else self.cfg.fed.fraction
         cids = [c.cid for c in self.clients]
         sampled = sample_clients(cids, fraction, self.sample_seed, rnd.round)
+        self.sampled = list(sampled)  # whose views the round gathers (RoundStep.view_cids)
         self.sent = {
             cid: canonical_payload(self.alg.download(self.state, self.clients[cid], rnd))
             for cid in sampled
@@ -226,7 +228,7 @@ class AlgorithmStrategy(Strategy):
             return []
         rnd = RoundInfo(server_round + 1, self.cfg.seed)  # what each client would start from
         messages = []
-        for client in self.clients:
+        for client in (self.clients[c] for c in self.step.view_cids(self.sampled)):
             payload = canonical_payload(self.alg.download(self.state, client, rnd))
             content = codec.encode_download(payload, client, rnd)
             content.config_records["meta"]["full"] = full
@@ -243,7 +245,9 @@ class AlgorithmStrategy(Strategy):
         views = None
         if due and self.alg.pooled_data:
             rnd = RoundInfo(server_round + 1, self.cfg.seed)
-            views = embedded_views(self.exp, {})(self.state, rnd, full)
+            views = embedded_views(self.exp, {}, self.step.view_cids(self.sampled))(
+                self.state, rnd, full
+            )
         elif due:
             views = self._views(replies)
         record = self.step.finish(self.state, views, {})  # client states stay on the nodes
