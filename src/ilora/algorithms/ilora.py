@@ -38,6 +38,7 @@ from typing import Literal
 
 import torch
 
+from ilora.algorithms._robust_products import median_extras, median_of_products
 from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -132,6 +133,14 @@ class ILoRA(Algorithm[ILoRAState]):
     cv_batches: int = field(
         default=0, metadata={"help": "local batches averaged for c_k+ (0 = one pass over all data)"}
     )
+    robust_products: Literal["none", "median"] = field(
+        default="none",
+        metadata={
+            "help": "ours: median aggregates the coordinate-wise median of the clients' dense "
+            "products s_k B_k A_k (and heads), then the best rank-r factors (Byzantine-robust, "
+            "3+ uploads); none = the paper's weighted concatenation"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.init_rms < 0:
@@ -169,8 +178,11 @@ class ILoRA(Algorithm[ILoRAState]):
         p = normalized_weights(uploads)
         factors: TensorDict = {}
         err_sq = norm_sq = 0.0
+        robust = self.robust_products == "median" and len(uploads) >= 3
         for m in keys.modules(state.init):
             terms = self._terms(state.lora, uploads, p, m, fold=self.fold_scaling)
+            if robust:
+                terms = median_of_products(terms, p, uploads)
             B, A, tail = self._refactor(terms, state.rank, rnd, m)
             factors[keys.make(m, "lora_B")], factors[keys.make(m, "lora_A")] = B, A
             if tail is not None:  # Eckart–Young: the error of the best rank-r factors is the tail
@@ -182,9 +194,8 @@ class ILoRA(Algorithm[ILoRAState]):
                 err_sq, norm_sq = err_sq + e, norm_sq + n
         control = self._update_control(state, uploads)
         metrics = {"agg_error": math.sqrt(err_sq / norm_sq) if norm_sq > 0 else 0.0}
-        return replace(
-            state, factors=factors, head=mean_extras(uploads), control=control, metrics=metrics
-        )
+        head = median_extras(uploads) if robust else mean_extras(uploads)
+        return replace(state, factors=factors, head=head, control=control, metrics=metrics)
 
     def export(self, state: ILoRAState) -> LocalSetup:
         if not state.factors:
