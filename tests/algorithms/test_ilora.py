@@ -274,3 +274,48 @@ def test_balanced_split_sends_the_same_product_with_balanced_factors() -> None:
         assert torch.allclose(product_a, product_b, atol=1e-5)
         col, row = b["l.lora_B"].norm(dim=0), b["l.lora_A"].norm(dim=1) * SPEC.scale(client.rank)
         assert torch.allclose(col, row, rtol=1e-4)  # ‖B_i‖ = ‖s A_i‖ = √σ_i
+
+
+def _byzantine_case() -> tuple[ILoRAState, dict[int, Upload], np.ndarray]:
+    """Four honest clients near one product and one sending -10 times it (rank 2, 6x5 layer).
+
+    Returns the state, the uploads and the honest clients' dense products ``s B_k A_k``.
+    """
+    g = torch.Generator().manual_seed(3)
+    clients = [ClientInfo(c, 2, 10) for c in range(5)]
+    alg = create_algorithm("ilora")
+    state = alg.server_init({"l.base": torch.randn(6, 5, generator=g)}, clients, SPEC, 0)
+    B0, A0 = torch.randn(6, 2, generator=g), torch.randn(2, 5, generator=g)
+    uploads, honest = {}, []
+    for cid in range(5):
+        B = B0 + 0.01 * torch.randn(6, 2, generator=g)
+        A = A0 + 0.01 * torch.randn(2, 5, generator=g)
+        if cid == 4:
+            B = -10 * B0  # Byzantine: its product is -10 times the honest one
+        else:
+            honest.append((SPEC.alpha / 2) * (B.double() @ A.double()).numpy())
+        head = {"head.weight": torch.full((2, 2), 100.0 if cid == 4 else 1.0 + cid)}
+        uploads[cid] = Upload({"l.lora_A": A, "l.lora_B": B, **head}, weight=10.0)
+    return state, uploads, np.stack(honest)
+
+
+def test_median_of_products_resists_a_byzantine_client_that_the_mean_follows() -> None:
+    """The attack: one client of five uploads a product of -10 times the honest ones."""
+    state, uploads, honest = _byzantine_case()
+    byzantine = (SPEC.alpha / 2) * (
+        uploads[4].tensors["l.lora_B"].double() @ uploads[4].tensors["l.lora_A"].double()
+    ).numpy()
+    dense = np.concatenate([honest, byzantine[None]])
+    median = np.median(dense, axis=0)  # 5 values: the middle one, as torch's median
+    U, S, Vt = np.linalg.svd(median)
+    want = (U[:, :2] * S[:2]) @ Vt[:2]  # best rank-2 factors (r_max = 2)
+    robust = create_algorithm("ilora", {"robust_products": "median", "redistribute": "svd"})
+    new = robust.aggregate(state, uploads, RoundInfo(1, 0))
+    got = (new.factors["l.lora_B"] @ new.factors["l.lora_A"]).double().numpy()
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+    truth = honest.mean(axis=0)
+    assert np.linalg.norm(got - truth) / np.linalg.norm(truth) < 0.05
+    plain = create_algorithm("ilora").aggregate(state, uploads, RoundInfo(1, 0))
+    mean = (plain.factors["l.lora_B"] @ plain.factors["l.lora_A"]).double().numpy()
+    assert np.linalg.norm(mean - truth) / np.linalg.norm(truth) > 1.0  # the mean follows it
+    assert torch.equal(new.head["head.weight"], torch.full((2, 2), 3.0))  # median of 1,2,3,4,100

@@ -67,6 +67,7 @@ import torch
 
 from ilora.algorithms import traffic
 from ilora.algorithms._redistribution import Terms, redistribute, unheld_components
+from ilora.algorithms._robust_products import median_extras, median_of_products
 from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -172,6 +173,14 @@ class ILoRA(Algorithm[ILoRAState]):
     cv_batches: int = field(
         default=0, metadata={"help": "local batches averaged for c_k+ (0 = one pass over all data)"}
     )
+    robust_products: Literal["none", "median"] = field(
+        default="none",
+        metadata={
+            "help": "ours: median aggregates the coordinate-wise median of the clients' dense "
+            "products s_k B_k A_k (and heads), then the best rank-r factors (Byzantine-robust, "
+            "3+ uploads); none = the paper's weighted concatenation"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.init_rms < 0:
@@ -210,11 +219,14 @@ class ILoRA(Algorithm[ILoRAState]):
         p = normalized_weights(uploads)
         factors: TensorDict = {}
         err_sq = norm_sq = 0.0
+        robust = self.robust_products == "median" and len(uploads) >= 3
         for m in keys.modules(state.init):
             terms = self._terms(state, uploads, p, m, fold=self.fold_scaling)
+            if robust:
+                terms = _robust_terms(terms, p, uploads)
             g = generator(rnd.seed, "ilora-complete", rnd.round, m)
             B, A, tail = redistribute(terms, state.rank, self.redistribute, g)
-            tail = tail if self.fold_scaling else None
+            tail = tail if self.fold_scaling and not robust else None
             factors[keys.make(m, "lora_B")], factors[keys.make(m, "lora_A")] = B, A
             if tail is not None:  # Eckart–Young: the error of the best rank-r factors is the tail
                 err_sq, norm_sq = err_sq + tail[0], norm_sq + tail[1]
@@ -225,9 +237,8 @@ class ILoRA(Algorithm[ILoRAState]):
                 err_sq, norm_sq = err_sq + e, norm_sq + n
         control = self._update_control(state, uploads)
         metrics = {"agg_error": math.sqrt(err_sq / norm_sq) if norm_sq > 0 else 0.0}
-        return replace(
-            state, factors=factors, head=mean_extras(uploads), control=control, metrics=metrics
-        )
+        head = median_extras(uploads) if robust else mean_extras(uploads)
+        return replace(state, factors=factors, head=head, control=control, metrics=metrics)
 
     def export(self, state: ILoRAState) -> LocalSetup:
         glob = self._global(state)
@@ -370,6 +381,18 @@ class ILoRA(Algorithm[ILoRAState]):
             for k, d in strip_prefix(uploads[cid].tensors, CV).items():
                 new[k] += resize_rank(d, state.rank, keys.kind_of(k)) / state.num_clients
         return new
+
+
+def _robust_terms(terms: Terms, p: Mapping[int, float], uploads: Mapping[int, Upload]) -> Terms:
+    """Replace the clients' terms by the median of their products; keep any terms after them.
+
+    The terms after the clients' own (the global components not every client held, under the
+    shared offset) are the server's, not the clients': they stay as they are.
+    """
+    n = len(uploads)
+    Bs, As, coeffs = terms
+    med_B, med_A, med_c = median_of_products((Bs[:n], As[:n], coeffs[:n]), p, uploads)
+    return med_B + Bs[n:], med_A + As[n:], med_c + coeffs[n:]
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
