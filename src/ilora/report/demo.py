@@ -79,20 +79,21 @@ def _plots(runs: Sequence[Run], img: Path, stem: str, what: str, data: Mapping[s
         f"Aggregation error ‖ΔW* − ΔW‖/‖ΔW*‖ per round ({what})",
         "relative error",
     )
-    down = metric_vs_round(
-        runs,
-        "download_error",
-        f"Download error mean_k ‖W_k − W_g‖/‖W_g‖ per round ({what})",
-        "relative distance",
-    )
-    return (
-        save_png(acc, img, f"{stem}-accuracy", f"accuracy per round, {what}")
-        + "\n"
-        + save_png(err, img, f"{stem}-agg-error", f"aggregation error per round, {what}")
-        + "\n"
-        + save_png(down, img, f"{stem}-download-error", f"download error per round, {what}")
-        + "\n"
-    )
+    links = [
+        save_png(acc, img, f"{stem}-accuracy", f"accuracy per round, {what}"),
+        save_png(err, img, f"{stem}-agg-error", f"aggregation error per round, {what}"),
+    ]
+    if any("download_error" in rec for run in runs for rec in run["history"]):  # newer runs only
+        down = metric_vs_round(
+            runs,
+            "download_error",
+            f"Download error mean_k ‖W_k − W_g‖/‖W_g‖ per round ({what})",
+            "relative distance",
+        )
+        links.append(
+            save_png(down, img, f"{stem}-download-error", f"download error per round, {what}")
+        )
+    return "\n".join(links) + "\n"
 
 
 def _section(

@@ -104,10 +104,11 @@ def plots(
         (line_chart(err, f"Aggregation error per round ({where})", "round",
                     "‖ΔW* − ΔW‖/‖ΔW*‖ (symlog)", logy=True),
          "agg-error", "aggregation error per round"),
-        (line_chart(down, f"Download error per round ({where})", "round",
-                    "mean_k ‖W_k − W_g‖/‖W_g‖ (symlog)", logy=True),
-         "download-error", "download error per round"),
     ]  # fmt: skip
+    if down:  # result files made before download_error existed have none
+        figures.append((line_chart(down, f"Download error per round ({where})", "round",
+                                   "mean_k ‖W_k − W_g‖/‖W_g‖ (symlog)", logy=True),
+                        "download-error", "download error per round"))  # fmt: skip
     links = [
         save_png(fig, img, f"quality-{task}-{name}", f"{task}: {alt}") for fig, name, alt in figures
     ]
