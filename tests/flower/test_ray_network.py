@@ -13,7 +13,6 @@ network, as another user of the machine would, must fail.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import signal
 import socket
@@ -23,14 +22,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_simulation_engine import OVERRIDES, assert_matches_embedded
 
-from ilora import config as config_mod
-from ilora.engine.setup import build
-from ilora.engine.simulation import run
 from ilora.flower.netns import interfaces
 from ilora.flower.processes import process_tree
 
-OVERRIDES = ["algorithm=ilora", "data.local_test_fraction=0.2", "fed.rounds=2"]
 Listener = tuple[str, str, int, tuple[str, ...]]  # process name, address, port, interfaces
 
 
@@ -118,14 +114,4 @@ def test_ray_simulation_matches_the_embedded_engine_and_ray_is_loopback_only(
     assert all(_loopback(address) for _, address, _, _ in seen), seen
     assert all(nets == ("lo",) for *_, nets in seen), seen  # a network of its own
     assert all(_refused(port) for port in gcs)  # the attack: reach Ray's GCS from outside
-    cfg = config_mod.load("configs/smoke.yaml", OVERRIDES)
-    assert len(set(cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed))) > 1
-    assert cfg.data.num_clients == 4
-    embedded = run(cfg, exp=build(cfg))
-    flower = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    want = [json.loads(json.dumps(r.to_json(), sort_keys=True)) for r in embedded.history.records]
-    for rec in (*flower, *want):
-        rec.pop("wall_s")
-    assert flower == want
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["final_accuracy"] == embedded.history.final["accuracy"]
+    assert_matches_embedded(out)

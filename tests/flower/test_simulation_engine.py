@@ -70,6 +70,11 @@ def test_a_killed_simulation_resumes_and_matches_the_embedded_engine(tmp_path: P
     assert resumed.returncode == 0, log[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert [r["round"] for r in manifest["resumed"]][0] in (1, 2)
+    assert_matches_embedded(out)
+
+
+def assert_matches_embedded(out: Path) -> None:
+    """Assert the run in ``out`` has the embedded engine's history and final accuracy."""
     cfg = config_mod.load("configs/smoke.yaml", OVERRIDES)
     assert len(set(cfg.lora.client_ranks(cfg.data.num_clients, cfg.seed))) > 1
     embedded = run(cfg, exp=build(cfg))
