@@ -34,6 +34,7 @@ def _cfg(name: str) -> config.ExperimentConfig:
         "data.local_test_fraction=0.2",
         f"eval.every={ROUNDS}",
         f"eval.personal_every={ROUNDS}",
+        "dp.reproducible_noise=true",  # the test-only seeded noise: the same draw every run
     ]
     if not ALGORITHMS.get(name).heterogeneous_ranks:
         overrides.append("lora.rank_policy=uniform")

@@ -103,6 +103,7 @@ class MFedLoRU(Algorithm[FactorState]):
     """
 
     heterogeneous_ranks = True
+    multiplies_uploads = True  # reconstruct: A + P Q of the uploaded nested factors
 
     tau: int = field(
         default=5,
