@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ilora.models.encoder import tiny_bert
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset, TaskData
 from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS, _check_range
@@ -103,4 +102,6 @@ class TinyText:
             An ``EncoderClassifier`` around a 2-layer, 32-wide random BERT.
 
         """
+        from ilora.models.encoder import tiny_bert  # transformers: only when a model is built
+
         return tiny_bert(seed, num_classes=num_classes, vocab_size=self.vocab_size)
