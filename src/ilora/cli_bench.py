@@ -1,4 +1,4 @@
-"""``ilora bench aggregation``, ``engine``, ``throughput``, ``precision`` (see ``ilora.cli``).
+"""``ilora bench aggregation``, ``engine``, ``throughput``, ``precision``, ``scaling``.
 
 Each writes tidy CSVs and ``meta.json`` under ``--out`` (default ``results/<name>``; with
 ``--quick`` ``runs/quick/<name>``, so a smoke run never overwrites committed results) and prints
@@ -46,6 +46,18 @@ def _show(name: str, out: Path) -> None:
     with tempfile.TemporaryDirectory() as img:  # figures belong in docs/img: `ilora report`
         console.print(render(out, Path(img)))
     console.print(f"written: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+
+
+def _collect(name: str, runs: Path, out: Path) -> None:
+    """Export the finished runs under ``runs`` with ``ilora.bench.<name>.export``; show them."""
+    import importlib
+
+    try:
+        importlib.import_module(f"ilora.bench.{name}").export(runs, out)
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    _show(name, out)
 
 
 def _measure(
@@ -182,14 +194,17 @@ def bench_precision(
     out: Annotated[Path, typer.Option(help="results directory")] = Path("results/precision"),
 ) -> None:
     """Collect the fp32 and bf16 demo runs (paired by seed) into runs.csv and meta.json."""
-    from ilora.bench import precision
+    _collect("precision", runs, out)
 
-    try:
-        precision.export(runs, out)
-    except USER_ERRORS as err:
-        fail(err)
-        return
-    _show("precision", out)
+
+def bench_scaling(
+    runs: Annotated[
+        Path, typer.Option(help="holds one `ilora compare` output of the demo per convention")
+    ] = Path("runs/scaling"),
+    out: Annotated[Path, typer.Option(help="results directory")] = Path("results/scaling"),
+) -> None:
+    """Collect the mixed-rank scaling-convention runs (on validation) into runs.csv, meta.json."""
+    _collect("scaling", runs, out)
 
 
 def bench_startup(

@@ -15,7 +15,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +127,25 @@ def round_metric_columns(record: Mapping[str, Any]) -> dict[str, Any]:
         key: blank_missing(record.get(key))
         for key in ("accuracy", "personal_accuracy", "agg_error", "download_error")
     }
+
+
+def labelled_runs(
+    runs: Path, labels: Sequence[str], row: Callable[[Path, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Return ``row(run_dir, label)`` for every finished run under ``runs/<label>/``.
+
+    A finished run is a directory holding ``summary.json``; labels are read in order, runs in
+    name order.
+
+    Raises:
+        FileNotFoundError: if no run has finished under any label.
+
+    """
+    rows = [
+        row(summary.parent, label)
+        for label in labels
+        for summary in sorted((runs / label).glob("*/summary.json"))
+    ]
+    if not rows:
+        raise FileNotFoundError(f"no finished run under {runs}/<{'|'.join(labels)}>")
+    return rows

@@ -21,6 +21,7 @@ SECTIONS = (
     "demo",
     "protocol",
     "quality",
+    "scaling",
     "precision",
     "lr",
     "comm",
