@@ -1,4 +1,4 @@
-"""``ilora bench aggregation``, ``engine``, ``throughput``, ``precision``, ``scaling``.
+"""``ilora bench`` measurements: aggregation, engine, throughput, precision, scaling, exactness.
 
 Each writes tidy CSVs and ``meta.json`` under ``--out`` (default ``results/<name>``; with
 ``--quick`` ``runs/quick/<name>``, so a smoke run never overwrites committed results) and prints
@@ -48,10 +48,15 @@ def _show(name: str, out: Path) -> None:
     console.print(f"written: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
 
 
-def _collect(name: str, runs: Path, out: Path) -> None:
+RunsOpt = Annotated[Path | None, typer.Option(help="the runs to collect (default runs/<name>)")]
+ResultsOpt = Annotated[Path | None, typer.Option(help="results directory (default results/<name>)")]
+
+
+def _collect(name: str, runs: Path | None, out: Path | None) -> None:
     """Export the finished runs under ``runs`` with ``ilora.bench.<name>.export``; show them."""
     import importlib
 
+    runs, out = runs or Path("runs", name), out or Path("results", name)
     try:
         importlib.import_module(f"ilora.bench.{name}").export(runs, out)
     except USER_ERRORS as err:
@@ -187,24 +192,28 @@ def bench_throughput(
     _measure(throughput, quick, out, threads, options)
 
 
-def bench_precision(
-    runs: Annotated[
-        Path, typer.Option(help="holds fp32/ and bf16/: `ilora compare` outputs of the demo")
-    ] = Path("runs/precision"),
-    out: Annotated[Path, typer.Option(help="results directory")] = Path("results/precision"),
-) -> None:
-    """Collect the fp32 and bf16 demo runs (paired by seed) into runs.csv and meta.json."""
+def bench_precision(runs: RunsOpt = None, out: ResultsOpt = None) -> None:
+    """Collect the fp32 and bf16 demo runs (paired by seed) into runs.csv and meta.json.
+
+    The runs: ``fp32/`` and ``bf16/``, ``ilora compare`` outputs of the demo.
+    """
     _collect("precision", runs, out)
 
 
-def bench_scaling(
-    runs: Annotated[
-        Path, typer.Option(help="holds one `ilora compare` output of the demo per convention")
-    ] = Path("runs/scaling"),
-    out: Annotated[Path, typer.Option(help="results directory")] = Path("results/scaling"),
-) -> None:
-    """Collect the mixed-rank scaling-convention runs (on validation) into runs.csv, meta.json."""
+def bench_scaling(runs: RunsOpt = None, out: ResultsOpt = None) -> None:
+    """Collect the mixed-rank scaling-convention runs (on validation) into runs.csv, meta.json.
+
+    The runs: one ``ilora compare`` output of the demo per convention.
+    """
     _collect("scaling", runs, out)
+
+
+def bench_exactness(runs: RunsOpt = None, out: ResultsOpt = None) -> None:
+    """Collect ILoRA's and ILoRA-S's demo runs before/after the exactness fix (issue 14).
+
+    The runs: ``<mixed|equal>-<before|after>/``, ``ilora compare`` outputs of the demo.
+    """
+    _collect("exactness", runs, out)
 
 
 def bench_startup(

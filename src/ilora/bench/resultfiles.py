@@ -17,8 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+Row = TypeVar("Row")
 IL_MAIN = ("ilora", "__main__.py")
 
 
@@ -130,8 +131,8 @@ def round_metric_columns(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def labelled_runs(
-    runs: Path, labels: Sequence[str], row: Callable[[Path, str], dict[str, Any]]
-) -> list[dict[str, Any]]:
+    runs: Path, labels: Sequence[str], row: Callable[[Path, str], Row]
+) -> list[Row]:
     """Return ``row(run_dir, label)`` for every finished run under ``runs/<label>/``.
 
     A finished run is a directory holding ``summary.json``; labels are read in order, runs in

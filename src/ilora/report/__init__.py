@@ -19,6 +19,7 @@ from pathlib import Path
 
 SECTIONS = (
     "demo",
+    "exactness",
     "protocol",
     "quality",
     "scaling",
