@@ -27,7 +27,7 @@ from ilora.bench.resultfiles import blank_missing, labelled_runs, write_results
 from ilora.lora.spec import LoRASpec
 
 CONFIG = "configs/demo.yaml"
-METHODS = ("fedit", "hetlora", "flexlora", "ilora")
+METHODS = ("fedit", "hetlora", "ilora")
 SEEDS = (0,)
 RANKS = (2, 4, 8, 16)  # the demo's cycle of client ranks
 VALIDATION = ("data.validation_fraction=0.1", "eval.split=validation")
