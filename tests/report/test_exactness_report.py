@@ -47,3 +47,33 @@ def test_a_run_under_the_wrong_label_is_refused(tmp_path: Path) -> None:
     (tmp_path / "equal-after" / "ilora-s-seed0").rename(tmp_path / "mixed-after" / "x")
     with pytest.raises(ValueError, match="does not match its label mixed-after"):
         collect(tmp_path)
+
+
+def _grid_csv(path: Path, rows: list[tuple[str, int, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["task,ranks,alpha,seed,algorithm,final_accuracy,personal_accuracy,mean_agg_error"]
+    lines += [f"healthnews,heterogeneous,0.3,{s},{a},{acc},,0.1" for a, s, acc in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_grid_is_paired_with_the_committed_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ilora.bench.exactness as exactness
+
+    before = tmp_path / "results" / "quality" / "runs.csv"
+    _grid_csv(before, [("ilora", 0, 0.2), ("ilora", 1, 0.22), ("centralized", 0, 0.5),
+                       ("centralized", 1, 0.52), ("fedit", 0, 0.3)])  # fmt: skip
+    _grid_csv(tmp_path / "runs" / "grid" / "runs.csv",
+              [("ilora", 0, 0.25), ("ilora", 1, 0.26), ("centralized", 0, 0.5),
+               ("centralized", 1, 0.52)])  # fmt: skip
+    _run(tmp_path / "runs", "mixed-after", "ilora", 0, 0.3)
+    monkeypatch.setattr(exactness, "GRID_BEFORE", before)
+    export(tmp_path / "runs", tmp_path / "out")
+    section = render(tmp_path / "out", tmp_path / "img")
+    assert "| centralized | healthnews | heterogeneous | 0.3 |" in section
+    assert "+0.00 ± 0.00 | not separated |" in section  # the control did not move
+    assert (
+        "| ilora | healthnews | heterogeneous | 0.3 | 21.0 ± 12.7 | 25.5 ± 6.4 | +4.50" in section
+    )
+    assert "fedit" not in section  # a method the re-run did not cover

@@ -11,6 +11,11 @@ directories of the demo under ``RUNS/<label>``, label = ``<ranks>-<version>``:
 
 Each finished run of ILoRA or ILoRA-S becomes a ``runs.csv`` row (accuracies, mean
 ``agg_error`` and ``download_error``); a run whose options do not match its label is refused.
+
+The quality grid too: ``grid.csv`` pairs the committed grid's rows (:data:`GRID_BEFORE`, made
+before the fix) with a re-run of the grid for ILoRA and ILoRA-S (``RUNS/grid/runs.csv``, from
+:data:`GRID_COMMAND`), setting by setting and seed by seed; centralized training, which the fix
+does not touch, is re-run as well and must come out equal (the control that nothing else moved).
 """
 
 from __future__ import annotations
@@ -21,13 +26,20 @@ from typing import Any
 
 import yaml
 
-from ilora.bench.resultfiles import blank_missing, labelled_runs, write_results
+from ilora.bench.resultfiles import blank_missing, labelled_runs, read_rows, write_results
 
 CONFIG = "configs/demo.yaml"
 METHODS = ("ilora", "ilora-s")
 BEFORE = {"redistribute": "svd", "offset": "per_client"}  # the defaults before the fix
 RANKS = {"mixed": (), "equal": ("lora.rank_policy=uniform", "lora.rank=8")}
 LABELS = tuple(f"{r}-{v}" for r in RANKS for v in ("before", "after"))
+GRID_BEFORE = Path("results/quality/runs.csv")
+GRID_COMMAND = (
+    "OMP_NUM_THREADS=1 ilora bench quality --algorithms ilora,ilora-s --workers 1 "
+    "--out runs/exactness/grid --runs-dir runs/quality-ilora/runs"
+)
+GRID_KEYS = ("task", "ranks", "alpha", "algorithm", "seed")
+GRID_VALUES = ("final_accuracy", "personal_accuracy", "mean_agg_error")
 
 
 def commands() -> list[str]:
@@ -104,14 +116,37 @@ def collect(runs: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["algorithm"], r["ranks"], r["seed"], r["version"]))
 
 
+def grid_rows(before: Path, after: Path) -> list[dict[str, Any]]:
+    """Return the grid rows of ILoRA, ILoRA-S and centralized in both files, version-tagged.
+
+    Only the settings and seeds the re-run finished are kept, from both files.
+    """
+    tables = {"before": read_rows(before), "after": read_rows(after)}
+    wanted = (*METHODS, "centralized")
+    done = {tuple(r[k] for k in GRID_KEYS) for r in tables["after"] if r["algorithm"] in wanted}
+    return [
+        {**{k: r[k] for k in GRID_KEYS}, "version": version, **{k: r[k] for k in GRID_VALUES}}
+        for version, rows in tables.items()
+        for r in rows
+        if tuple(r[k] for k in GRID_KEYS) in done
+    ]
+
+
 def export(runs: Path, out: Path) -> list[str]:
-    """Write ``out/runs.csv`` and ``out/meta.json`` from the runs; return the file names."""
+    """Write ``out/runs.csv``, ``out/grid.csv`` (when the grid re-run exists) and ``meta.json``.
+
+    Returns the file names written.
+    """
+    tables = {"runs.csv": collect(runs)}
+    if (runs / "grid" / "runs.csv").is_file():
+        tables["grid.csv"] = grid_rows(GRID_BEFORE, runs / "grid" / "runs.csv")
     return write_results(
         out,
-        {"runs.csv": collect(runs)},
+        tables,
         quick=False,
         runs=str(runs),
-        made_by=commands(),
+        made_by=[*commands(), GRID_COMMAND],
+        grid_before=str(GRID_BEFORE),
         config=CONFIG,
         before=BEFORE,
         ranks={k: list(v) for k, v in RANKS.items()},

@@ -73,6 +73,12 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Return the rows of a result CSV (a header row, then one row per measurement)."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def write_results(
     out: Path,
     tables: Mapping[str, Sequence[Mapping[str, Any]]],
