@@ -64,13 +64,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._merging import install_round, merging_state
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
     head_of,
     init_factors,
-    install_round,
-    merging_state,
     normalized_weights,
     split_residual,
 )
@@ -220,6 +219,7 @@ def _renamed(key: str, names: Mapping[str, str]) -> str:
     if parsed is None or parsed[1] not in names:
         return key
     return keys.make(parsed[0], names[parsed[1]])
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(MFedLoRU)
