@@ -50,14 +50,20 @@ def init_factors(
     """
     out: TensorDict = {}
     for module, (d_out, d_in) in layer_shapes(template).items():
-        g = generator(*seed, module)
-        if lora.init == "gaussian":
-            A = torch.randn(r, d_in, generator=g) / r  # (r, d_in)
-        else:
-            A = (torch.rand(r, d_in, generator=g) * 2 - 1) / math.sqrt(d_in)  # (r, d_in)
+        A = init_a(lora.init, r, d_in, generator(*seed, module))  # (r, d_in)
         out[keys.make(module, "lora_A")] = A
         out[keys.make(module, "lora_B")] = torch.zeros(d_out, r)  # (d_out, r)
     return out
+
+
+def init_a(init: str, r: int, fan_in: int, g: torch.Generator) -> torch.Tensor:
+    """Return a LoRA ``A (r, fan_in)`` drawn from ``g``: ``N(0, 1/r²)`` (``gaussian``) or uniform.
+
+    Uniform: PEFT's ``kaiming_uniform_(a=sqrt(5))``, bound ``1/sqrt(fan_in)``.
+    """
+    if init == "gaussian":
+        return torch.randn(r, fan_in, generator=g) / r
+    return (torch.rand(r, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
 
 
 def normalized_weights(uploads: Mapping[int, Upload]) -> dict[int, float]:

@@ -57,7 +57,6 @@ dense residual); upload ``4·r·(d_out + d_in + 2R)`` (``P^B, Q^B, P^A, Q^A``) w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -69,6 +68,7 @@ from ilora.algorithms._shared import (
     FactorState,
     agg_error,
     head_of,
+    init_a,
     init_factors,
     normalized_weights,
     split_residual,
@@ -162,12 +162,7 @@ def nested_init(ctx: ClientContext) -> TensorDict:
     out = init_factors(ctx.base, r, ctx.lora, *seed)  # Q^A random, P^B = 0
     for m in keys.modules(out):
         R = int(ctx.payload.tensors[keys.make(m, "outer_A")].shape[0])
-        g = generator(*seed, "inner", m)
-        if ctx.lora.init == "gaussian":
-            Q_B = torch.randn(r, R, generator=g) / r  # (r, R)
-        else:
-            Q_B = (torch.rand(r, R, generator=g) * 2 - 1) / math.sqrt(R)  # (r, R)
-        out[keys.make(m, "inner_B")] = Q_B
+        out[keys.make(m, "inner_B")] = init_a(ctx.lora.init, r, R, generator(*seed, "inner", m))
         out[keys.make(m, "inner_A")] = torch.zeros(R, r)  # (R, r)
     return out
 
