@@ -248,9 +248,6 @@ class FedLEASE(Algorithm[FedLEASEState]):
             residual[keys.make(module, "residual")] = mean.float()
         return LocalSetup(factors=dict(state.head0), residual=residual)
 
-    def round_metrics(self, state: FedLEASEState) -> dict[str, float]:
-        return dict(state.metrics)
-
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         own = strip_prefix(cstate, LOCAL) or strip_prefix(ctx.payload.tensors, LOCAL)

@@ -126,9 +126,6 @@ class FedLoRU(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         return split_residual(ctx.payload.tensors), cstate
 

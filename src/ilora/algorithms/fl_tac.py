@@ -187,9 +187,6 @@ class FLTAC(Algorithm[FLTACState]):
     def export(self, state: FLTACState) -> LocalSetup:
         return LocalSetup(factors=dict(state.mean))
 
-    def round_metrics(self, state: FLTACState) -> dict[str, float]:
-        return dict(state.metrics)
-
 
 def _prefix(cid: int) -> str:
     return f"{cid}/"

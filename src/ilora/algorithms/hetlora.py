@@ -148,9 +148,6 @@ class HetLoRA(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def weights(self, uploads: Mapping[int, Upload]) -> dict[int, float]:
         """Return the normalised aggregation weights of the factors by client id."""
         p = normalized_weights(uploads)

@@ -249,9 +249,6 @@ class ILoRA(Algorithm[ILoRAState]):
         residual = base_offset(state.init, state.lora.scale(state.rank), self.init_offset)
         return LocalSetup(factors={**factors, **state.head}, residual=residual)
 
-    def round_metrics(self, state: ILoRAState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def start_gradient_batches(self) -> int | None:
         return self.cv_batches if self.control_variates else None
 

@@ -138,9 +138,6 @@ class MFedLoRU(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         shared = split_residual(ctx.payload.tensors)
         if not keys.of_kind(shared.factors, "outer_A"):  # a client at the global rank

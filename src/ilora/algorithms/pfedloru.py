@@ -176,9 +176,6 @@ class PFedLoRU(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     # ---- client
     def personal_steps(self, steps: int) -> int:
         """Return the local steps of the personal phase (alternating): at least 1, leaving 1."""
