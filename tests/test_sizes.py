@@ -110,3 +110,8 @@ def test_a_file_at_the_limit_passes_and_one_more_line_fails(tmp_path: Path, line
     pkg.mkdir()
     (pkg / "m.py").write_text('"""A long\ndocstring."""\n' + "x = 1\n" * lines)
     assert ("pkg/m.py" in offenders(tmp_path)) == (lines > MAX_FILE_LINES)
+
+
+if __name__ == "__main__":  # python tests/test_sizes.py: every offender, allowed ones included
+    for key, lines in sorted(offenders().items(), key=lambda kv: kv[1]):
+        print(f"{lines:4d} {key}{'  (allowed)' if key in ALLOWED else ''}")
