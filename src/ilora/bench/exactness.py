@@ -1,15 +1,18 @@
-"""``ilora bench exactness``: ILoRA and ILoRA-S on the demo before and after the exactness fix.
+"""``ilora bench exactness``: the methods the exactness fixes changed, on the demo, before/after.
 
 Issue 14 made ILoRA exact at mixed ranks (one shared QR-init offset) and gave it the paper's
 QR redistribution by default. The method before the fix is still available as options: the
 released code's per-rank offset (``offset: per_client``) and the SVD redistribution
-(``redistribute: svd``), which were the old defaults. The runs are ``ilora compare``
+(``redistribute: svd``), which were the old defaults. Issue 21 made FedIT, HetLoRA, FedLoRU,
+pFedLoRU, FL-TAC and FLASC start a small-rank client at the global model's scale
+(``rescale_b``) and FL-TAC keep the best of 10 k-means starts; ``rescale_b: false`` (and
+``kmeans_starts: 1``) is the method before (:data:`BEFORE`). The runs are ``ilora compare``
 directories of the demo under ``RUNS/<label>``, label = ``<ranks>-<version>``:
 
 * ranks ``mixed``: the demo's cycle of ranks 2/4/8/16; ``equal``: every client at rank 8;
 * version ``before``: the old defaults as options (:data:`BEFORE`); ``after``: the defaults.
 
-Each finished run of ILoRA or ILoRA-S becomes a ``runs.csv`` row (accuracies, mean
+Each finished run of a method in :data:`BEFORE` becomes a ``runs.csv`` row (accuracies, mean
 ``agg_error`` and ``download_error``); a run whose options do not match its label is refused.
 
 The quality grid too: ``grid.csv`` pairs the committed grid's rows (:data:`GRID_BEFORE`, made
@@ -29,8 +32,15 @@ import yaml
 from ilora.bench.resultfiles import blank_missing, labelled_runs, read_rows, write_results
 
 CONFIG = "configs/demo.yaml"
-METHODS = ("ilora", "ilora-s")
-BEFORE = {"redistribute": "svd", "offset": "per_client"}  # the defaults before the fix
+OLD_ILORA = {"redistribute": "svd", "offset": "per_client"}  # ILoRA's defaults before the fix
+NO_RESCALE = {"rescale_b": False}
+BEFORE: dict[str, dict[str, Any]] = {  # each method's defaults before the fixes
+    "ilora": OLD_ILORA,
+    "ilora-s": OLD_ILORA,
+    **dict.fromkeys(("fedit", "hetlora", "fedloru", "pfedloru", "flasc"), NO_RESCALE),
+    "fl-tac": {**NO_RESCALE, "kmeans_starts": 1},
+}
+METHODS = ("ilora", "ilora-s")  # the grid re-run and the equal-rank runs
 RANKS = {"mixed": (), "equal": ("lora.rank_policy=uniform", "lora.rank=8")}
 LABELS = tuple(f"{r}-{v}" for r in RANKS for v in ("before", "after"))
 GRID_BEFORE = Path("results/quality/runs.csv")
@@ -47,14 +57,17 @@ def commands() -> list[str]:
     out = []
     for label in LABELS:
         ranks, version = label.split("-")
-        sets = list(RANKS[ranks])
-        if version == "before":
-            sets += [f"per_algorithm.{m}.{k}={v}" for m in METHODS for k, v in BEFORE.items()]
-        flags = "".join(f" --set {s}" for s in sets)
-        out.append(
-            f"OMP_NUM_THREADS=1 ilora compare {CONFIG} --algorithms {','.join(METHODS)} "
-            f"--seeds 0,1,2{flags} --out runs/exactness/{label}"
-        )
+        methods = METHODS if ranks == "equal" else tuple(BEFORE)
+        for m in methods:
+            sets = list(RANKS[ranks])
+            if version == "before":
+                sets += [f"per_algorithm.{m}.{k}={str(v).lower()}" for k, v in BEFORE[m].items()]
+            seeds = "0,1,2" if ranks == "mixed" and m in METHODS else "0"
+            flags = "".join(f" --set {s}" for s in sets)
+            out.append(
+                f"OMP_NUM_THREADS=1 ilora compare {CONFIG} --algorithms {m} --seeds {seeds}"
+                f"{flags} --out runs/exactness/{label}"
+            )
     return out
 
 
@@ -67,12 +80,13 @@ def version_of(config: dict[str, Any]) -> str:
     """
     hyper = {**config.get("algorithm_args", {}), **config.get("per_algorithm", {}).get(
         config["algorithm"], {})}  # fmt: skip
-    chosen = {k: hyper.get(k) for k in BEFORE}
-    if chosen == BEFORE:
+    before = BEFORE[config["algorithm"]]
+    chosen = {k: hyper.get(k) for k in before}
+    if chosen == before:
         return "before"
     if all(v is None for v in chosen.values()):
         return "after"
-    raise ValueError(f"options {chosen} are neither the old defaults {BEFORE} nor the defaults")
+    raise ValueError(f"options {chosen} are neither the old defaults {before} nor the defaults")
 
 
 def ranks_of(config: dict[str, Any]) -> str:
@@ -88,7 +102,7 @@ def run_row(run_dir: Path, label: str) -> dict[str, Any] | None:
 
     """
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    if config["algorithm"] not in METHODS:
+    if config["algorithm"] not in BEFORE:
         return None
     if f"{ranks_of(config)}-{version_of(config)}" != label:
         raise ValueError(f"{run_dir} does not match its label {label}")
@@ -106,7 +120,7 @@ def run_row(run_dir: Path, label: str) -> dict[str, Any] | None:
 
 
 def collect(runs: Path) -> list[dict[str, Any]]:
-    """Return a row for every finished ILoRA/ILoRA-S run under ``runs/<label>/``, sorted.
+    """Return a row for every finished run of a method in :data:`BEFORE`, sorted.
 
     Raises:
         FileNotFoundError: if no run has finished.

@@ -1,6 +1,6 @@
 """Render ``results/exactness/`` (``ilora bench exactness``) as a RESULTS.md section.
 
-Reads ``runs.csv`` and ``meta.json`` only. For ILoRA and ILoRA-S at mixed and at equal ranks:
+Reads ``runs.csv``, ``grid.csv`` and ``meta.json`` only. For each changed method and rank setting:
 final accuracy before and after the exactness fix (mean with its 95% interval over seeds), the
 paired difference after − before with its interval and verdict (``ilora.report.stats``), and
 the mean ``agg_error`` and ``download_error`` of each version.
@@ -84,18 +84,23 @@ def render(src: Path, img: Path) -> str:
     """Return the before/after section (no plot: a handful of numbers per row)."""
     meta = read_meta(src)
     rows = read_csv(src / "runs.csv")
-    before = ", ".join(f"`{k}: {v}`" for k, v in meta["before"].items())
+    groups: dict[str, list[str]] = defaultdict(list)
+    for method, options in meta["before"].items():
+        groups[", ".join(f"`{k}: {v}`" for k, v in options.items())].append(method)
+    before = "; ".join(f"{', '.join(ms)}: {opts}" for opts, ms in groups.items())
     equal = " ".join(f"`{s}`" for s in meta["ranks"]["equal"])
     headers = ["method", "ranks", "before % (95% CI)", "after % (95% CI)",
                "after − before points (95% CI)", "verdict", "mean agg_error before → after",
                "mean download_error before → after"]  # fmt: skip
     blocks = [
-        "## ILoRA and ILoRA-S before and after the exactness fix",
+        "## The exactness fixes: before and after on the demo",
         command_block(*meta.get("made_by", []), str(meta.get("command", ""))).strip(),
         meta_line(meta),
-        f"The demo (`{meta['config']}`) at its mixed ranks and at equal ranks ({equal}). "
-        f"Before = the old defaults, still available as options ({before}); after = the "
-        "defaults (one shared QR-init offset, the paper's QR redistribution in factor space). "
+        f"The demo (`{meta['config']}`) at its mixed ranks and, for ILoRA and ILoRA-S, at equal "
+        f"ranks ({equal}). Before = the old defaults, still available as options ({before}); "
+        "after = the defaults (ILoRA: one shared QR-init offset and the paper's QR "
+        "redistribution in factor space; the others: a small-rank client starts from the "
+        "global model at its scale, and FL-TAC keeps the best of 10 k-means starts). "
         "Final accuracy on the demo's test subset; the difference is paired by seed (same "
         "partition, initialisation and sampling). `agg_error`: the applied global change "
         "against the weighted mean of the clients' changes; `download_error`: how far the "
