@@ -77,4 +77,4 @@ def test_the_grid_is_paired_with_the_committed_grid(
     assert (
         "| ilora | healthnews | heterogeneous | 0.3 | 21.0 ± 12.7 | 25.5 ± 6.4 | +4.50" in section
     )
-    assert "fedit" not in section  # a method the re-run did not cover
+    assert "| fedit |" not in section  # a method the re-run did not cover
