@@ -3,7 +3,8 @@
 Reads ``steps.csv``, ``matmul.csv``, ``breakdown.csv`` and ``meta.json`` only. Targets of
 issue 15: a bf16 training step at least 2.5x faster than fp32 (median over repeats of the paired
 ratio ``fp32 step s / bf16 step s``), and the bf16 step at 50% or more of the bf16 matmul peak
-measured in the same run.
+measured in the same run. Rows of the ``recast`` variant (``--compare``: bf16 as plain autocast
+runs it, without the frozen layers' cast cache) are shown beside ours with their paired ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ilora.report._table import command_block, md_table, meta_line, read_csv, re
 
 TARGET_SPEEDUP, TARGET_PEAK_SHARE = 2.5, 0.5
 PRECISIONS = ("fp32", "bf16")
+DEFAULT, RECAST = "default", "recast"
 
 
 def _by(
@@ -34,14 +36,30 @@ def _median(rows: Sequence[Mapping[str, str]], col: str) -> float:
     return statistics.median(float(r[col]) for r in rows)
 
 
-def speedups(steps: Sequence[Mapping[str, str]], col: str = "cpu_step_s") -> dict[str, float]:
-    """Return ``{workload: median over repeats of fp32 / bf16 step seconds}`` (column ``col``)."""
-    cells = _by(steps, "workload", "repeat")
+def _variant(r: Mapping[str, str]) -> str:
+    return r.get("variant") or DEFAULT  # result files from before ``--compare`` have none
+
+
+def _mode(r: Mapping[str, str]) -> str:
+    """Return the row's precision, with `` (recast)`` for the comparison variant."""
+    return r["precision"] if _variant(r) == DEFAULT else f"{r['precision']} ({_variant(r)})"
+
+
+def speedups(
+    steps: Sequence[Mapping[str, str]],
+    col: str = "cpu_step_s",
+    pair: tuple[str, str] = ("fp32", "bf16"),
+) -> dict[str, float]:
+    """Return ``{workload: median over repeats of pair[0] / pair[1] step seconds}``.
+
+    ``pair`` names two modes (:func:`_mode`: ``fp32``, ``bf16``, ``bf16 (recast)``); ``col``
+    the column timed.
+    """
     ratios: dict[str, list[float]] = defaultdict(list)
-    for (work, _), rows in cells.items():
-        by_prec = {r["precision"]: float(r[col]) for r in rows}
-        if set(PRECISIONS) <= set(by_prec):
-            ratios[work].append(by_prec["fp32"] / by_prec["bf16"])
+    for (work, _), rows in _by(steps, "workload", "repeat").items():
+        by_mode = {_mode(r): float(r[col]) for r in rows}
+        if set(pair) <= set(by_mode):
+            ratios[work].append(by_mode[pair[0]] / by_mode[pair[1]])
     return {w: statistics.median(v) for w, v in ratios.items()}
 
 
@@ -67,15 +85,32 @@ def _verdict(work: str, speedup: float, share: float) -> str:
     )
 
 
+def _cache_sentence(steps: Sequence[Mapping[str, str]]) -> str:
+    """Return the cast cache's paired before/after ratio per workload (empty without recast)."""
+    pair = ("bf16 (recast)", "bf16")
+    ratio, wall = speedups(steps, pair=pair), speedups(steps, "step_s", pair)
+    if not ratio:
+        return ""
+    parts = [f"{w} {r:.2f}x ({wall[w]:.2f}x wall)" for w, r in sorted(ratio.items())]
+    return (
+        "The frozen layers' cast cache (`engine.castcache`, bitwise the same step) against bf16 "
+        "as plain autocast runs it (`recast`), paired per repeat, median: " + ", ".join(parts) + "."
+    )
+
+
 def _table(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> tuple[str, list[str]]:
     body, sentences = [], []
     ratio, wall_ratio = speedups(steps), speedups(steps, "step_s")
-    for (work, prec), rows in _by(steps, "workload", "precision").items():
-        paired = f"{ratio[work]:.2f}x ({wall_ratio[work]:.2f}x)" if prec == "bf16" else ""
-        body.append([work, prec, str(len(rows)), *_row(rows, peaks), paired])
-        if prec == "bf16":
+    by_mode: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for r in steps:
+        by_mode[(r["workload"], _mode(r))].append(dict(r))
+    for (work, mode), rows in by_mode.items():
+        paired = f"{ratio[work]:.2f}x ({wall_ratio[work]:.2f}x)" if mode == "bf16" else ""
+        body.append([work, mode, str(len(rows)), *_row(rows, peaks), paired])
+        if mode == "bf16":
             share = _median(rows, "cpu_gflops") / peaks["bf16"]
             sentences.append(_verdict(work, ratio[work], share))
+    sentences.append(_cache_sentence(steps))
     headers = [
         "workload",
         "precision",
@@ -95,10 +130,13 @@ def _table(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> tu
 def _breakdown(rows: Sequence[Mapping[str, str]]) -> str:
     cats = sorted({r["category"] for r in rows})
     body = []
-    for (work, prec), cell in _by(rows, "workload", "precision").items():
+    by_mode: dict[tuple[str, str], list[Mapping[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_mode[(r["workload"], _mode(r))].append(r)
+    for (work, mode), cell in by_mode.items():
         share = {r["category"]: float(r["share"]) for r in cell}
         total = sum(float(r["self_s"]) for r in cell)
-        body.append([work, prec, f"{total:.2f}"] + [f"{100 * share.get(c, 0):.0f}" for c in cats])
+        body.append([work, mode, f"{total:.2f}"] + [f"{100 * share.get(c, 0):.0f}" for c in cats])
     return md_table(
         ["workload", "precision", "profiled s (wall, all ops)"] + [f"% {c}" for c in cats], body
     )
@@ -129,13 +167,32 @@ def _matmul_ratio(parts: Sequence[Mapping[str, str]], work: str) -> float:
     return secs.get("fp32", math.nan) / secs.get("bf16", math.nan)
 
 
+def free_matmul_bound(parts: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    """Return ``{workload: fp32 step / the bf16 step without its matmul/conv time}``.
+
+    The speed-up bf16 would reach were its matmuls and convolutions free, everything else in
+    the bf16 step (dropout's masks, casts, element-wise work, norms, the optimizer) as measured.
+    """
+    secs: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for r in parts:
+        secs[(r["workload"], r["precision"])][r["category"]] = float(r["self_s"])
+    out = {}
+    for (work, prec), cats in secs.items():
+        fp32 = secs.get((work, "fp32"))
+        if prec == "bf16" and fp32:
+            rest = sum(cats.values()) - cats.get("matmul/conv", 0.0)
+            out[work] = sum(fp32.values()) / rest
+    return out
+
+
 def _breakdown_text(parts: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> str:
-    bounds = amdahl(parts, peaks)
+    bounds, free = amdahl(parts, peaks), free_matmul_bound(parts)
     lines = [
         f"{work}: were only its fp32 matmul/conv time to run at the bf16/fp32 peak ratio "
         f"({peaks['bf16'] / peaks['fp32']:.1f}x), the step would speed up {bound:.2f}x (Amdahl "
         f"bound from this breakdown); its matmul/conv kernels themselves ran "
-        f"{_matmul_ratio(parts, work):.2f}x as fast in bf16 as in fp32."
+        f"{_matmul_ratio(parts, work):.2f}x as fast in bf16 as in fp32; were they free, the "
+        f"rest of the bf16 step alone would cap its speed-up at {free.get(work, math.nan):.2f}x."
         for work, bound in bounds.items()
     ]
     lines.append(
@@ -191,14 +248,15 @@ def render(src: Path, img: Path) -> str:
         f"{peaks['bf16']:.1f} GFLOP/s bf16 (CPU capability {meta.get('cpu_capability', '?')}, "
         f"native bf16: {meta.get('native_bf16', '?')}).",
         table,
-        " ".join(sentences),
-        _plot(steps, peaks, img),
+        " ".join(s for s in sentences if s),
+        _plot([r for r in steps if _variant(r) == DEFAULT], peaks, img),
     ]
     if (src / "breakdown.csv").is_file():
+        parts = read_csv(src / "breakdown.csv")
         blocks += [
             "Where a step's CPU time goes (self time per operator, torch.profiler, "
             f"{plan.get('profile_steps', '?')} steps):",
-            _breakdown(read_csv(src / "breakdown.csv")).strip(),
-            _breakdown_text(read_csv(src / "breakdown.csv"), peaks),
+            _breakdown(parts).strip(),
+            _breakdown_text([r for r in parts if _variant(r) == DEFAULT], peaks),
         ]
     return "\n\n".join(b for b in blocks if b) + "\n"
