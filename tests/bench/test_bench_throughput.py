@@ -65,3 +65,19 @@ def test_flop_count_of_a_lora_step_matches_a_hand_count() -> None:
     forward = 2 * b * d_in * d_out + 2 * b * d_in * r + 2 * b * r * d_out
     backward = 2 * b * r * d_out + 2 * b * r * d_out + 2 * b * d_in * r  # dB, dh, dA; no dx, dW
     assert counter.get_total_flops() == forward + backward
+
+
+def test_free_matmul_caps_follow_from_the_step_and_the_share() -> None:
+    """fp32 0.2 s, bf16 0.1 s with 30% matmul: free matmuls leave 0.07 s, a 2/0.7 speed-up."""
+    from ilora.report.throughput import free_matmul_caps
+
+    step = {"workload": "w", "repeat": "0", "variant": "default", "flops_per_step": "7e9"}
+    timed = (("fp32", "0.2"), ("bf16", "0.1"))
+    steps = [{**step, "precision": p, "cpu_step_s": s} for p, s in timed]
+    parts = [
+        {"workload": "w", "precision": "bf16", "category": c, "self_s": "1", "share": s}
+        for c, s in (("matmul/conv", "0.3"), ("other", "0.7"))
+    ]
+    speedup, peak_share = free_matmul_caps(parts, steps, bf16_peak=200.0)["w"]
+    assert speedup == pytest.approx(2 / 0.7)
+    assert peak_share == pytest.approx(7e9 / 0.07 / 1e9 / 200.0)  # 100 GFLOP/s of 200

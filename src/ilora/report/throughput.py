@@ -167,32 +167,42 @@ def _matmul_ratio(parts: Sequence[Mapping[str, str]], work: str) -> float:
     return secs.get("fp32", math.nan) / secs.get("bf16", math.nan)
 
 
-def free_matmul_bound(parts: Sequence[Mapping[str, str]]) -> dict[str, float]:
-    """Return ``{workload: fp32 step / the bf16 step without its matmul/conv time}``.
+def free_matmul_caps(
+    parts: Sequence[Mapping[str, str]], steps: Sequence[Mapping[str, str]], bf16_peak: float
+) -> dict[str, tuple[float, float]]:
+    """Return ``{workload: (speed-up cap, share-of-bf16-peak cap)}`` were bf16 matmuls free.
 
-    The speed-up bf16 would reach were its matmuls and convolutions free, everything else in
-    the bf16 step (dropout's masks, casts, element-wise work, norms, the optimizer) as measured.
+    The bf16 step's CPU time without its matmul/conv share (the breakdown's share, the timed
+    median step): everything else (dropout's masks, casts, element-wise work, norms, the
+    optimizer) as measured. The caps: the paired fp32/bf16 speed-up divided by ``1 - share``,
+    and the step's FLOPs over that remaining time, against the bf16 peak.
     """
-    secs: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    for r in parts:
-        secs[(r["workload"], r["precision"])][r["category"]] = float(r["self_s"])
-    out = {}
-    for (work, prec), cats in secs.items():
-        fp32 = secs.get((work, "fp32"))
-        if prec == "bf16" and fp32:
-            rest = sum(cats.values()) - cats.get("matmul/conv", 0.0)
-            out[work] = sum(fp32.values()) / rest
+    ratio, out = speedups(steps), {}
+    for (work, prec), cell in _by(parts, "workload", "precision").items():
+        timed = [r for r in steps if r["workload"] == work and _mode(r) == "bf16"]
+        if prec != "bf16" or not timed or work not in ratio:
+            continue
+        mm = sum(float(r["share"]) for r in cell if r["category"] == "matmul/conv")
+        rest_s = _median(timed, "cpu_step_s") * (1 - mm)
+        rate = float(timed[0]["flops_per_step"]) / rest_s / 1e9
+        out[work] = (ratio[work] / (1 - mm), rate / bf16_peak)
     return out
 
 
-def _breakdown_text(parts: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> str:
-    bounds, free = amdahl(parts, peaks), free_matmul_bound(parts)
+def _breakdown_text(
+    parts: Sequence[Mapping[str, str]],
+    steps: Sequence[Mapping[str, str]],
+    peaks: Mapping[str, float],
+) -> str:
+    bounds, free = amdahl(parts, peaks), free_matmul_caps(parts, steps, peaks["bf16"])
     lines = [
         f"{work}: were only its fp32 matmul/conv time to run at the bf16/fp32 peak ratio "
         f"({peaks['bf16'] / peaks['fp32']:.1f}x), the step would speed up {bound:.2f}x (Amdahl "
         f"bound from this breakdown); its matmul/conv kernels themselves ran "
         f"{_matmul_ratio(parts, work):.2f}x as fast in bf16 as in fp32; were they free, the "
-        f"rest of the bf16 step alone would cap its speed-up at {free.get(work, math.nan):.2f}x."
+        f"rest of the bf16 step alone would cap its speed-up at "
+        f"{free.get(work, (math.nan,))[0]:.2f}x and its rate at "
+        f"{100 * free.get(work, (0, math.nan))[1]:.0f}% of the bf16 peak."
         for work, bound in bounds.items()
     ]
     lines.append(
@@ -257,6 +267,6 @@ def render(src: Path, img: Path) -> str:
             "Where a step's CPU time goes (self time per operator, torch.profiler, "
             f"{plan.get('profile_steps', '?')} steps):",
             _breakdown(parts).strip(),
-            _breakdown_text([r for r in parts if _variant(r) == DEFAULT], peaks),
+            _breakdown_text([r for r in parts if _variant(r) == DEFAULT], steps, peaks),
         ]
     return "\n\n".join(b for b in blocks if b) + "\n"
