@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
 from ilora.engine import castcache
 from ilora.engine.compute import model_autocast, place
+from ilora.lora.inject import inject
 from ilora.lora.layer import LoRALinear
 from ilora.lora.spec import LoRASpec
+from ilora.lora.state import adapted
 
 
 def _net() -> nn.Sequential:
@@ -107,3 +110,48 @@ def test_fp32_restores_the_plain_layers() -> None:
     assert "_ilora_cast" not in net[7].__dict__
     assert torch.equal(net(x), reference(x))
     assert copy.deepcopy(net).state_dict().keys() == reference.state_dict().keys()
+
+
+def _adapted(model: nn.Module, targets: tuple[str, ...], head: tuple[str, ...]) -> nn.Module:
+    """``model`` with rank-2 adapters (random, non-zero B) on ``targets``, the head trainable."""
+    inject(model, LoRASpec(alpha=4.0), targets, head=head)
+    g = torch.Generator().manual_seed(3)
+    for layer in adapted(model).values():
+        layer.set_adapter(
+            torch.randn(2, layer.d_in, generator=g), torch.randn(layer.d_out, 2, generator=g)
+        )
+    return model.train()
+
+
+@pytest.mark.parametrize("task", ["fashion-mnist", "tiny-text"])
+def test_packaged_models_train_bitwise_as_under_plain_autocast(task: str) -> None:
+    """MobileNetV2 (channels-last convolutions) and the BERT of the smoke preset (dropout)."""
+    if task == "fashion-mnist":
+        from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
+        from ilora.tasks.fashion_mnist import FashionMNIST as Task
+
+        def make() -> nn.Module:
+            return ImageClassifier(mobilenet_v2_features(pretrained=False), 10, seed=0)
+
+        inputs = {"pixels": torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)}
+    else:
+        from ilora.models.encoder import tiny_bert
+        from ilora.tasks.tiny_text import TinyText as Task  # type: ignore[assignment]
+
+        def make() -> nn.Module:
+            return tiny_bert(0)
+
+        ids = torch.randint(1, 100, (4, 12), generator=torch.Generator().manual_seed(4))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    models = [_adapted(make(), Task.lora_targets, Task.head) for _ in range(2)]
+    place(models[0], "cpu", "bf16", cast_cache=False)
+    place(models[1], "cpu", "bf16")
+    results = []
+    for model in models:
+        torch.manual_seed(1)
+        with model_autocast(model):
+            loss = model(**inputs).float().logsumexp(dim=1).mean()
+        params = [p for p in model.parameters() if p.requires_grad]
+        results.append([loss.detach(), *torch.autograd.grad(loss, params)])
+    assert len(results[1]) > 3
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
