@@ -42,6 +42,9 @@ def test_the_section_renders_with_ratio_and_plot(bench_dir: Path, tmp_path: Path
     section = render(bench_dir, tmp_path)
     assert section.startswith("## Training throughput") and "bf16 speed-up" in section
     assert "| bf16 (recast) |" in section and "cast cache" in section
+    evals = rows(bench_dir / "eval.csv")  # the evaluation pass, in every mode and repeat
+    assert len(evals) == 6 and all(float(r["cpu_ms_per_example"]) > 0 for r in evals)
+    assert "The evaluation pass" in section
     assert (tmp_path / "throughput-gflops.png").is_file()
     steps = rows(bench_dir / "steps.csv")
     cpu = {(r["precision"], r["variant"], r["repeat"]): float(r["cpu_step_s"]) for r in steps}

@@ -36,8 +36,9 @@ the cache's before/after ratio measured in one run.
 
 Files: ``steps.csv`` (workload, precision, variant, repeat: seconds per step, GFLOP/s),
 ``matmul.csv`` (precision, repeat: GFLOP/s), ``breakdown.csv`` (workload, precision, variant,
-category: seconds, share), ``meta.json`` (plan, each workload's shapes and FLOPs per step, the
-resolved CPU capability).
+category: seconds, share), ``eval.csv`` (workload, precision, variant, repeat: milliseconds per
+example of an evaluation pass, ``bench.evalspeed``, timed after each step row), ``meta.json``
+(plan, each workload's shapes and FLOPs per step, the resolved CPU capability).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Plan:
     profile_steps: int = 5
     threads: int = 1
     compare: bool = False  # also time bf16 ``recast`` (module docstring)
+    eval_batches: int = 4  # full batches of the evaluation pass (``bench.evalspeed``)
 
     def modes(self) -> tuple[Mode, ...]:
         """Return the ``(precision, variant)`` pairs each repeat times, in order."""
@@ -83,7 +85,9 @@ class Plan:
         return tuple((p, DEFAULT) for p in PRECISIONS) + extra
 
 
-QUICK = Plan(workloads=("tiny-text",), steps=2, warmup=1, repeats=2, matmul_size=128)
+QUICK = Plan(
+    workloads=("tiny-text",), steps=2, warmup=1, repeats=2, matmul_size=128, eval_batches=1
+)
 
 
 def check_plan(plan: Plan) -> None:
@@ -94,6 +98,8 @@ def check_plan(plan: Plan) -> None:
 
     """
     counts = (plan.steps, plan.repeats, plan.matmul_size, plan.profile_steps, plan.threads)
+    if plan.eval_batches < 1:
+        raise ValueError("eval_batches must be >= 1")
     if min(counts) < 1 or plan.warmup < 0:
         raise ValueError(
             "--steps, --repeats, --matmul-size and --threads must be >= 1, --warmup >= 0"
@@ -239,11 +245,13 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
     """
     import torch
 
+    from ilora.bench.evalspeed import eval_row, eval_set
     from ilora.engine.compute import native_bf16
 
     torch.set_num_threads(plan.threads)
     clients = {name: _prepare(name, plan) for name in plan.workloads}
-    steps, mm = [], []
+    steps, mm, evals = [], [], []
+    held = {n: eval_set(c.data, c.batch, plan.eval_batches) for n, (c, _) in clients.items()}
     for rep in range(plan.repeats):
         for prec in PRECISIONS:
             mm.append(matmul_row(plan.matmul_size, prec, rep))
@@ -252,6 +260,9 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
             for mode in plan.modes():
                 row = _step_row(name, client, flops[mode[0]], mode, rep, plan.steps)
                 steps.append(row)
+                evals.append(
+                    {"workload": name} | eval_row(client.model, held[name], client.batch, mode, rep)
+                )
                 log(
                     f"{name} {'/'.join(mode)} repeat {rep}: {row['cpu_step_s']} CPU s/step, "
                     f"{row['cpu_gflops']} GFLOP/s (CPU time), {row['gflops']} (wall)"
@@ -267,7 +278,7 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
         }
         for name, (c, f) in clients.items()
     }
-    tables = {"steps.csv": steps, "matmul.csv": mm, "breakdown.csv": parts}
+    tables = {"steps.csv": steps, "matmul.csv": mm, "breakdown.csv": parts, "eval.csv": evals}
     return write_results(
         out,
         tables,

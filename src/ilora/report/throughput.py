@@ -1,10 +1,9 @@
 """Render ``results/throughput/`` (``ilora bench throughput``) as a RESULTS.md section.
 
-Reads ``steps.csv``, ``matmul.csv``, ``breakdown.csv`` and ``meta.json`` only. Targets of
-issue 15: a bf16 training step at least 2.5x faster than fp32 (median over repeats of the paired
-ratio ``fp32 step s / bf16 step s``), and the bf16 step at 50% or more of the bf16 matmul peak
-measured in the same run. Rows of the ``recast`` variant (``--compare``: bf16 as plain autocast
-runs it, without the frozen layers' cast cache) are shown beside ours with their paired ratio.
+Reads the bench's CSV files and ``meta.json`` only. Targets of issue 15: a bf16 training step
+at least 2.5x faster than fp32 (median over repeats of the paired ratio ``fp32 step s / bf16 step
+s``), and the bf16 step at 50% or more of the bf16 matmul peak measured in the same run. Rows of
+the ``recast`` variant (``--compare``: bf16 without the frozen layers' cast cache) come beside.
 """
 
 from __future__ import annotations
@@ -43,6 +42,14 @@ def _variant(r: Mapping[str, str]) -> str:
 def _mode(r: Mapping[str, str]) -> str:
     """Return the row's precision, with `` (recast)`` for the comparison variant."""
     return r["precision"] if _variant(r) == DEFAULT else f"{r['precision']} ({_variant(r)})"
+
+
+def _by_mode(rows: Sequence[Mapping[str, str]]) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Return the rows grouped by ``(workload, mode)`` (:func:`_mode`), in first-seen order."""
+    out: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        out[(r["workload"], _mode(r))].append(dict(r))
+    return out
 
 
 def speedups(
@@ -101,10 +108,7 @@ def _cache_sentence(steps: Sequence[Mapping[str, str]]) -> str:
 def _table(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> tuple[str, list[str]]:
     body, sentences = [], []
     ratio, wall_ratio = speedups(steps), speedups(steps, "step_s")
-    by_mode: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-    for r in steps:
-        by_mode[(r["workload"], _mode(r))].append(dict(r))
-    for (work, mode), rows in by_mode.items():
+    for (work, mode), rows in _by_mode(steps).items():
         paired = f"{ratio[work]:.2f}x ({wall_ratio[work]:.2f}x)" if mode == "bf16" else ""
         body.append([work, mode, str(len(rows)), *_row(rows, peaks), paired])
         if mode == "bf16":
@@ -130,10 +134,7 @@ def _table(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float]) -> tu
 def _breakdown(rows: Sequence[Mapping[str, str]]) -> str:
     cats = sorted({r["category"] for r in rows})
     body = []
-    by_mode: dict[tuple[str, str], list[Mapping[str, str]]] = defaultdict(list)
-    for r in rows:
-        by_mode[(r["workload"], _mode(r))].append(r)
-    for (work, mode), cell in by_mode.items():
+    for (work, mode), cell in _by_mode(rows).items():
         share = {r["category"]: float(r["share"]) for r in cell}
         total = sum(float(r["self_s"]) for r in cell)
         body.append([work, mode, f"{total:.2f}"] + [f"{100 * share.get(c, 0):.0f}" for c in cats])
@@ -214,6 +215,26 @@ def _breakdown_text(
     return " ".join(lines)
 
 
+def _eval_table(rows: Sequence[Mapping[str, str]]) -> str:
+    """Return the evaluation pass's table: ms per example, paired ratios against fp32."""
+    col = "cpu_ms_per_example"
+    steps = [{**r, "cpu_step_s": r[col], "step_s": r["ms_per_example"]} for r in rows]
+    ratios = {m: speedups(steps, pair=("fp32", m)) for m in ("bf16", "bf16 (recast)")}
+    body = [
+        [
+            work,
+            mode,
+            rows_[0]["examples"],
+            f"{_median(rows_, col):.2f}",
+            f"{_median(rows_, 'ms_per_example'):.2f}",
+            f"{ratios[mode][work]:.2f}x" if mode in ratios and work in ratios[mode] else "",
+        ]
+        for (work, mode), rows_ in _by_mode(rows).items()
+    ]
+    heads = "workload|precision|examples|CPU ms / example|wall ms / example|speed-up over fp32"
+    return md_table(heads.split("|"), body).strip()
+
+
 def _plot(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float], img: Path) -> str:
     fig, ax = new_figure(
         "Training step GFLOP/s vs the matmul peak (one thread)",
@@ -261,6 +282,13 @@ def render(src: Path, img: Path) -> str:
         " ".join(s for s in sentences if s),
         _plot([r for r in steps if _variant(r) == DEFAULT], peaks, img),
     ]
+    if (src / "eval.csv").is_file():
+        blocks += [
+            "The evaluation pass (`engine.evaluation.evaluate`: eval and inference mode, the "
+            "model's precision, no backward) over the first full batches of the same client, "
+            "timed after each step row (`ilora.bench.evalspeed`):",
+            _eval_table(read_csv(src / "eval.csv")),
+        ]
     if (src / "breakdown.csv").is_file():
         parts = read_csv(src / "breakdown.csv")
         blocks += [
