@@ -176,6 +176,10 @@ def bench_throughput(
     repeats: Annotated[int | None, typer.Option(help="repeats (medians over them)")] = None,
     matmul_size: Annotated[int | None, typer.Option(help="n of the n x n matmul peak")] = None,
     threads: ThreadsOpt = 1,
+    compare: Annotated[
+        bool,
+        typer.Option(help="also time bf16 as plain autocast runs it (no cast cache), side by side"),
+    ] = False,
 ) -> None:
     """Client training steps/s and GFLOP/s in fp32 and bf16 against the matmul peak."""
     from ilora.bench import throughput
@@ -187,6 +191,7 @@ def bench_throughput(
             warmup=warmup,
             repeats=repeats,
             matmul_size=matmul_size,
+            compare=compare or None,
         )
 
     _measure(throughput, quick, out, threads, options)

@@ -25,23 +25,31 @@ norms, softmax, casts and the optimizer are not counted: the figure is the step'
 matmul/convolution work, the same unit as the matmul peak.
 
 **Why.** One profiled chunk of steps per workload and precision splits the step's CPU time into
-matmul/convolution kernels, dtype casts and copies, the optimizer and everything else (self
-time of each operator, ``torch.profiler``), which says where a step below the peak loses it.
+matmul/convolution kernels, dtype casts and copies, dropout's random masks (``bernoulli_``), the
+optimizer and everything else (self time of each operator, ``torch.profiler``), which says where
+a step below the peak loses it.
 
-Files: ``steps.csv`` (workload, precision, repeat: seconds per step, GFLOP/s), ``matmul.csv``
-(precision, repeat: GFLOP/s), ``breakdown.csv`` (workload, precision, category: seconds, share),
-``meta.json`` (plan, each workload's shapes and FLOPs per step, the resolved CPU capability).
+**Variants.** ``--compare`` also times, side by side in every repeat, bf16 as plain autocast runs
+it (``recast``: every frozen weight cast again at every call, convolutions contiguous) beside
+our default bf16 (the frozen layers' cast cache, ``engine.castcache``; bitwise the same step):
+the cache's before/after ratio measured in one run.
+
+Files: ``steps.csv`` (workload, precision, variant, repeat: seconds per step, GFLOP/s),
+``matmul.csv`` (precision, repeat: GFLOP/s), ``breakdown.csv`` (workload, precision, variant,
+category: seconds, share), ``eval.csv`` (workload, precision, variant, repeat: milliseconds per
+example of an evaluation pass, ``bench.evalspeed``, timed after each step row), ``meta.json``
+(plan, each workload's shapes and FLOPs per step, the resolved CPU capability).
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ilora.bench.matmulpeak import matmul_row
 from ilora.bench.resultfiles import write_results
 
 Row = dict[str, Any]
@@ -53,6 +61,8 @@ WORKLOADS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tiny-text": ("configs/smoke.yaml", RANK8),  # the quick preset's smoke workload
 }
 PRECISIONS = ("fp32", "bf16")
+Mode = tuple[str, str]  # (precision, variant)
+DEFAULT, RECAST = "default", "recast"  # our implementation; bf16 as plain autocast runs it
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,18 @@ class Plan:
     matmul_size: int = 1024
     profile_steps: int = 5
     threads: int = 1
+    compare: bool = False  # also time bf16 ``recast`` (module docstring)
+    eval_batches: int = 4  # full batches of the evaluation pass (``bench.evalspeed``)
+
+    def modes(self) -> tuple[Mode, ...]:
+        """Return the ``(precision, variant)`` pairs each repeat times, in order."""
+        extra = ((PRECISIONS[1], RECAST),) if self.compare else ()
+        return tuple((p, DEFAULT) for p in PRECISIONS) + extra
 
 
-QUICK = Plan(workloads=("tiny-text",), steps=2, warmup=1, repeats=2, matmul_size=128)
+QUICK = Plan(
+    workloads=("tiny-text",), steps=2, warmup=1, repeats=2, matmul_size=128, eval_batches=1
+)
 
 
 def check_plan(plan: Plan) -> None:
@@ -79,6 +98,8 @@ def check_plan(plan: Plan) -> None:
 
     """
     counts = (plan.steps, plan.repeats, plan.matmul_size, plan.profile_steps, plan.threads)
+    if plan.eval_batches < 1:
+        raise ValueError("eval_batches must be >= 1")
     if min(counts) < 1 or plan.warmup < 0:
         raise ValueError(
             "--steps, --repeats, --matmul-size and --threads must be >= 1, --warmup >= 0"
@@ -131,25 +152,10 @@ class Client:
         return int(counter.get_total_flops())
 
 
-def matmul_seconds(n: int, precision: str, calls: int) -> tuple[float, float]:
-    """Return the median wall and CPU seconds of one ``n x n @ n x n`` product over ``calls``."""
-    import torch
-
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
-    a @ b  # warm-up: the first call picks the kernel  # noqa: B018
-    walls, cpus = [], []
-    for _ in range(calls):
-        t0, c0 = time.perf_counter(), time.process_time()
-        a @ b  # noqa: B018
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus)
-
-
 def category(op: str) -> str:
     """Return the breakdown category of a profiled operator name."""
+    if any(s in op for s in ("bernoulli", "dropout")):
+        return "dropout RNG"
     if any(s in op for s in ("mm", "conv", "scaled_dot_product", "linear")):
         return "matmul/conv"
     if any(s in op for s in ("copy", "_to_", "aten::to")):
@@ -173,30 +179,34 @@ def breakdown(client: Client, steps: int) -> dict[str, float]:
     return out
 
 
-def _prepare(name: str, plan: Plan) -> tuple[Client, dict[str, int]]:
-    """Return the workload's client, warmed up, and its FLOPs per step by precision."""
+def _place(client: Client, mode: Mode) -> None:
+    """Put the client's model in ``mode``'s precision and implementation."""
     from ilora.engine.compute import place
 
+    place(client.model, "cpu", mode[0], cast_cache=mode[1] == DEFAULT)
+
+
+def _prepare(name: str, plan: Plan) -> tuple[Client, dict[str, int]]:
+    """Return the workload's client, warmed up, and its FLOPs per step by precision."""
     client, flops = Client(name), {}
-    for prec in PRECISIONS:
-        place(client.model, "cpu", prec)
+    for mode in plan.modes():
+        _place(client, mode)
         for _ in range(plan.warmup):
             client.step()
-        flops[prec] = client.flops()
+        flops[mode[0]] = client.flops()
     return client, flops
 
 
-def _step_row(name: str, client: Client, flops: int, prec: str, rep: int, steps: int) -> Row:
-    from ilora.engine.compute import place
-
-    place(client.model, "cpu", prec)
+def _step_row(name: str, client: Client, flops: int, mode: Mode, rep: int, steps: int) -> Row:
+    _place(client, mode)
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(steps):
         client.step()
     wall, cpu = (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
     return {
         "workload": name,
-        "precision": prec,
+        "precision": mode[0],
+        "variant": mode[1],
         "repeat": rep,
         "steps": steps,
         "step_s": round(wall, 6),
@@ -207,32 +217,17 @@ def _step_row(name: str, client: Client, flops: int, prec: str, rep: int, steps:
     }
 
 
-def _matmul_row(plan: Plan, prec: str, rep: int) -> Row:
-    wall, cpu = matmul_seconds(plan.matmul_size, prec, calls=5)
-    flops = 2 * plan.matmul_size**3
-    return {
-        "precision": prec,
-        "repeat": rep,
-        "size": plan.matmul_size,
-        "seconds": round(wall, 6),
-        "cpu_seconds": round(cpu, 6),
-        "gflops": round(flops / wall / 1e9, 3),
-        "cpu_gflops": round(flops / cpu / 1e9, 3),
-    }
-
-
 def _breakdown_rows(name: str, client: Client, plan: Plan) -> list[Row]:
-    from ilora.engine.compute import place
-
     rows = []
-    for prec in PRECISIONS:
-        place(client.model, "cpu", prec)
+    for mode in plan.modes():
+        _place(client, mode)
         cats = breakdown(client, plan.profile_steps)
         total = sum(cats.values())
         rows += [
             {
                 "workload": name,
-                "precision": prec,
+                "precision": mode[0],
+                "variant": mode[1],
                 "category": c,
                 "self_s": round(s, 6),
                 "share": round(s / total, 4),
@@ -250,21 +245,26 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
     """
     import torch
 
+    from ilora.bench.evalspeed import eval_row, eval_set
     from ilora.engine.compute import native_bf16
 
     torch.set_num_threads(plan.threads)
     clients = {name: _prepare(name, plan) for name in plan.workloads}
-    steps, mm = [], []
+    steps, mm, evals = [], [], []
+    held = {n: eval_set(c.data, c.batch, plan.eval_batches) for n, (c, _) in clients.items()}
     for rep in range(plan.repeats):
         for prec in PRECISIONS:
-            mm.append(_matmul_row(plan, prec, rep))
+            mm.append(matmul_row(plan.matmul_size, prec, rep))
             log(f"matmul {plan.matmul_size} {prec} repeat {rep}: {mm[-1]['cpu_gflops']} GFLOP/s")
         for name, (client, flops) in clients.items():
-            for prec in PRECISIONS:
-                row = _step_row(name, client, flops[prec], prec, rep, plan.steps)
+            for mode in plan.modes():
+                row = _step_row(name, client, flops[mode[0]], mode, rep, plan.steps)
                 steps.append(row)
+                evals.append(
+                    {"workload": name} | eval_row(client.model, held[name], client.batch, mode, rep)
+                )
                 log(
-                    f"{name} {prec} repeat {rep}: {row['cpu_step_s']} CPU s/step, "
+                    f"{name} {'/'.join(mode)} repeat {rep}: {row['cpu_step_s']} CPU s/step, "
                     f"{row['cpu_gflops']} GFLOP/s (CPU time), {row['gflops']} (wall)"
                 )
     parts = [r for name, (c, _) in clients.items() for r in _breakdown_rows(name, c, plan)]
@@ -278,7 +278,7 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
         }
         for name, (c, f) in clients.items()
     }
-    tables = {"steps.csv": steps, "matmul.csv": mm, "breakdown.csv": parts}
+    tables = {"steps.csv": steps, "matmul.csv": mm, "breakdown.csv": parts, "eval.csv": evals}
     return write_results(
         out,
         tables,

@@ -9,7 +9,8 @@ Mixed precision is ``torch.autocast`` around the model's forward only (its backw
 recorded casts): matmuls and convolutions of the frozen base and of the adapters run in bf16,
 while every parameter (LoRA factors, head), gradient, optimizer state and every ``TensorDict``
 that leaves the local loop stays fp32. ``fp32`` runs with no autocast at all, so an fp32 run is
-bitwise the run without this option.
+bitwise the run without this option. Under bf16 the frozen layers keep their bf16 weight copy
+instead of autocast recasting it at every call (``engine.castcache``: bitwise the same result).
 
 Every ``TensorDict`` outside the model lives on the CPU: what the server sends, aggregates and
 stores, the clients' state, what ``client_init`` and ``upload`` see and return
@@ -29,6 +30,7 @@ from typing import Literal
 
 import torch
 
+from ilora.engine import castcache
 from ilora.types import ClientContext, TensorDict
 
 Precision = Literal["fp32", "bf16"]
@@ -99,11 +101,19 @@ def resolve(device: str, precision: str) -> tuple[Device, Precision]:
     return dev, resolve_precision(precision, dev)
 
 
-def place(model: torch.nn.Module, device: str, precision: str) -> None:
-    """Move ``model`` to the resolved device and record its resolved compute precision."""
+def place(model: torch.nn.Module, device: str, precision: str, cast_cache: bool = True) -> None:
+    """Move ``model`` to the resolved device and record its resolved compute precision.
+
+    Under bf16 the frozen layers get the cast cache (``engine.castcache``) unless
+    ``cast_cache`` is False (autocast recasting every call: the benchmark's reference).
+    """
     dev, prec = resolve(device, precision)
     model.to(dev)
     model.ilora_precision = prec  # type: ignore[assignment]
+    if prec == "bf16" and cast_cache:
+        castcache.enable(model)
+    else:
+        castcache.disable(model)
 
 
 def model_precision(model: torch.nn.Module) -> Precision:
