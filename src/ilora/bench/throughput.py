@@ -237,6 +237,17 @@ def _breakdown_rows(name: str, client: Client, plan: Plan) -> list[Row]:
     return rows
 
 
+def _shape(name: str, client: Any, flops: Any) -> dict[str, Any]:
+    """Return the ``meta.json`` description of one workload (shapes, FLOPs, its preset)."""
+    return {
+        "batch_size": client.batch,
+        "input_shape": client.shape,
+        "flops_per_step": flops,
+        "config": WORKLOADS[name][0],
+        "overrides": list(WORKLOADS[name][1]),
+    }
+
+
 def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
     """Measure (see the module docstring), write the result files, return their names.
 
@@ -268,16 +279,7 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
                     f"{row['cpu_gflops']} GFLOP/s (CPU time), {row['gflops']} (wall)"
                 )
     parts = [r for name, (c, _) in clients.items() for r in _breakdown_rows(name, c, plan)]
-    shapes = {
-        name: {
-            "batch_size": c.batch,
-            "input_shape": c.shape,
-            "flops_per_step": f,
-            "config": WORKLOADS[name][0],
-            "overrides": list(WORKLOADS[name][1]),
-        }
-        for name, (c, f) in clients.items()
-    }
+    shapes = {name: _shape(name, c, f) for name, (c, f) in clients.items()}
     tables = {"steps.csv": steps, "matmul.csv": mm, "breakdown.csv": parts, "eval.csv": evals}
     return write_results(
         out,
