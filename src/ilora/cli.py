@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ilora import cli_bench, cli_export, cli_protocol, cli_report
+from ilora import cli_bench, cli_campaigns, cli_export, cli_protocol, cli_report
 from ilora import config as config_mod
 from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
 from ilora.cli_flower import flower_app, stored_config  # flwr only inside its commands
@@ -204,8 +204,10 @@ def compare(
     A run whose directory already holds a finished run of the identical config is skipped, so
     an interrupted comparison resumes where it stopped.
     """
-    from ilora.bench import plots, report
     from ilora.bench.export import data_facts
+    from ilora.bench.rundirs import read_runs, to_csv
+    from ilora.report._plot import accuracy_baselines, metric_vs_round
+    from ilora.report._table import comparison_markdown, comparison_rows
 
     try:
         names = split_names(algorithms)
@@ -225,19 +227,19 @@ def compare(
             _run_one(cfg, run_dir)
     except USER_ERRORS as err:
         fail(err)
-    runs = [r for r in report.read_runs(out) if r["algorithm"] in names and r["seed"] in seed_list]
-    rows = report.comparison_rows(runs)
-    (out / "comparison.md").write_text(report.markdown(rows))
-    (out / "comparison.csv").write_text(report.to_csv(rows))
+    runs = [r for r in read_runs(out) if r["algorithm"] in names and r["seed"] in seed_list]
+    rows = comparison_rows(runs)
+    (out / "comparison.md").write_text(comparison_markdown(rows))
+    (out / "comparison.csv").write_text(to_csv(rows))
     facts = data_facts(cfgs[0])  # the data is cached from the runs (or read once)
-    baselines = plots.accuracy_baselines(facts["classes"], facts["majority_test"])
-    plots.metric_vs_round(
+    baselines = accuracy_baselines(facts["classes"], facts["majority_test"])
+    metric_vs_round(
         runs, "accuracy", "Global test accuracy (seed mean)", "accuracy %", baselines
     ).savefig(out / "accuracy.png", dpi=120)
-    plots.metric_vs_round(
+    metric_vs_round(
         runs, "agg_error", "Aggregation error ‖ΔW* − ΔW‖/‖ΔW*‖", "relative error"
     ).savefig(out / "agg_error.png", dpi=120)
-    console.print(report.markdown(rows))
+    console.print(comparison_markdown(rows))
     console.print(f"written: {out / 'comparison.md'}, comparison.csv, accuracy.png, agg_error.png")
 
 
@@ -250,6 +252,11 @@ bench_app.command("protocol")(cli_protocol.bench_protocol)
 bench_app.command("throughput")(cli_bench.bench_throughput)
 bench_app.command("precision")(cli_bench.bench_precision)
 bench_app.command("startup")(cli_bench.bench_startup)
+bench_app.command("dp")(cli_campaigns.bench_dp)
+bench_app.command("faults")(cli_campaigns.bench_faults)
+bench_app.command("lr")(cli_campaigns.bench_lr)
+bench_app.command("flower")(cli_campaigns.bench_flower)
+bench_app.command("flower-parity")(cli_campaigns.bench_flower_parity)
 app.command("report")(cli_report.report)
 app.command("export-results")(cli_report.export)
 app.command("export")(cli_export.export_model)
