@@ -161,9 +161,7 @@ def bench_flower(
     timeout: Annotated[float, typer.Option(help="seconds per run")] = 1800.0,
     quick: Annotated[bool, typer.Option(help="2 rounds, 1 repeat")] = False,
     out: OutOpt = None,
-    runs: Annotated[Path, typer.Option(help="scratch run directories")] = Path(
-        "runs/bench-flower"
-    ),
+    runs: Annotated[Path, typer.Option(help="scratch run directories")] = Path("runs/bench-flower"),
     runtimes: Annotated[
         str,
         typer.Option(help="comma-separated: embedded,simulation,deployment,deployment-per-message"),

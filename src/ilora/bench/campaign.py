@@ -117,4 +117,3 @@ def stopped_summary(records: list[Record], reason: str) -> Record:
         "wall_s": sum(r["wall_s"] for r in records),
         "epsilon": records[-1].get("epsilon", math.inf) if records else math.inf,
     }
-

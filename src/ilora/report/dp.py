@@ -1,4 +1,4 @@
-"""Render ``results/dp/`` (``benchmarks/dp.py``) as a RESULTS.md section.
+"""Render ``results/dp/`` (``ilora bench dp``) as a RESULTS.md section.
 
 Reads ``dp.csv`` (one row per run: algorithm, where the noise goes, noise multiplier σ, clip
 norm C, ε, final accuracy), ``norms.csv`` (the calibration update norms C was picked from),

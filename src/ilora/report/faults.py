@@ -1,4 +1,4 @@
-"""Render ``results/faults/`` (``benchmarks/faults.py``) as a RESULTS.md section.
+"""Render ``results/faults/`` (``ilora bench faults``) as a RESULTS.md section.
 
 Reads ``faults.csv`` (one row per run: algorithm, variant ``clean | faulty | lost``, seed, final
 accuracy, accepted / failed / rejected updates, the guards), ``accounting.csv`` (per run and

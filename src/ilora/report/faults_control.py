@@ -1,6 +1,6 @@
 """Render ``results/faults_control/`` as the fault campaign's target section (issue 17).
 
-``benchmarks/faults.py --controls ... --no-clean`` runs, per algorithm and seed, the faulty run
+``ilora bench faults --controls ... --no-clean`` runs, per algorithm and seed, the faulty run
 (the fault mix, the server's checks, clipping and, for a mean, robust aggregation) and the
 control that loses the updates of exactly the clients the mix hits, under the same guards.
 The two differ only in the corrupt and Byzantine updates that arrive, and the corrupt ones are

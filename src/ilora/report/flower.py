@@ -2,7 +2,7 @@
 
 Reads ``runs.csv`` (one row per run: runtime, repeat, per-round and total wall time, peak summed
 RSS/PSS of all processes, processes seen, final accuracy), ``imports.csv`` (seconds to import
-a module in a fresh Python) and ``meta.json``, all written by ``benchmarks/flower_runtimes.py``.
+a module in a fresh Python) and ``meta.json``, all written by ``ilora bench flower``.
 Figures are medians over the repeats; ratios are against the embedded engine.
 """
 

@@ -1,4 +1,4 @@
-"""Render ``results/lr/`` (``benchmarks/lr_sensitivity.py``) as a RESULTS.md section.
+"""Render ``results/lr/`` (``ilora bench lr``) as a RESULTS.md section.
 
 Reads ``lr.csv`` (one row per run: algorithm, LoRA learning rate ``lr``, seed, final accuracy)
 and ``meta.json`` (the config, the preset's learning rate, the setting) only. The table gives
