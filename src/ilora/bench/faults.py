@@ -15,7 +15,8 @@ the same seeded numbers) for the algorithms it names, under the same server guar
 clipping, robust aggregation) as the faulty run: the two differ only in the updates that
 arrive, so ``faulty − lost`` (paired by seed) is what the Byzantine updates the defences
 accepted cost, which a defence can bring to zero (the target: at most
-:data:`CONTROL_TARGET_POINTS` point for every method whose aggregation is a mean).
+:data:`TARGET_POINTS` point for every method whose aggregation is a mean; the faulty run's
+mean gap to the clean one has the same bound).
 ``--no-clean`` skips the clean runs. All run with ``fed.min_success: 0``: a round in which
 every sampled client fails keeps the server's model instead of stopping the run.
 
@@ -54,7 +55,8 @@ MIX = {
     "scale": 0.05,
 }
 BYZANTINE = ("sign_flip", "scale")
-CONTROL_TARGET_POINTS = 1.0  # faulty − lost, in accuracy points, for a mean aggregation
+TARGET_POINTS = 1.0  # accuracy points: |faulty − clean| and faulty − lost ≥ −TARGET_POINTS
+MIN_SUCCESS = 0  # fed.min_success: a round whose every client fails keeps the model
 TABLES = ("faults.csv", "accounting.csv", "rounds.csv", "norms.csv")
 
 
@@ -82,7 +84,7 @@ def variants(plan: Plan, name: str) -> dict[str, list[str]]:
     guard = [f"fed.max_update_norm={plan.max_norm}", f"fed.clip_update_norm={plan.clip}"]
     if ALGORITHMS.get(name).mean_aggregation and plan.robust != "none":
         guard += [f"fed.robust={plan.robust}", f"fed.trim_fraction={plan.trim}"]
-    keep = "fed.min_success=0"  # a round whose every client fails keeps the model
+    keep = f"fed.min_success={MIN_SUCCESS}"
     out = {"faulty": [keep, *guard, *(f"faults.{k}={v}" for k, v in MIX.items())]}
     if plan.screen is not None:
         out["screened"] = [*out["faulty"], f"fed.min_cosine={plan.screen}"]
@@ -135,6 +137,7 @@ def run(plan: Plan) -> list[Path]:
         mix=MIX,
         byzantine=list(BYZANTINE),
         byzantine_scale=config.FaultConfig().scale_factor,
-        control_target_points=CONTROL_TARGET_POINTS,
+        target_points=TARGET_POINTS,
+        min_success=MIN_SUCCESS,
     )
     return [out / name for name in names]

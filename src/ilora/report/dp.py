@@ -199,7 +199,8 @@ def render(src: Path, img: Path) -> str:
     majority = 100 * float(meta.get("majority_class_accuracy", "nan"))
     first = rows[0] if rows else {}
     setting = (
-        f"Setting: `{meta.get('config', '?')}` with uniform aggregation weights, "
+        f"Setting: `{meta.get('config', '?')}` with {meta.get('weighting', 'not recorded')} "
+        "aggregation weights, "
         f"{first.get('rounds', '?')} rounds, {first.get('sampled', '?')} of "
         f"{first.get('num_clients', '?')} clients per round, δ = {first.get('delta', '?')}. "
         "Every update is clipped to C. Noise on every upload: each upload carries Gaussian "

@@ -1,8 +1,9 @@
 """Peak memory of a process tree over time, sampled from ``/proc`` in a thread (Linux).
 
 RSS and PSS (shared pages split between the processes sharing them, so a sum does not count
-them twice) of every process involved, summed, sampled every 0.2 s; :func:`run_command` runs a
-command in its own session and returns its wall time with those peaks.
+them twice) of every process involved, summed, sampled every :data:`SAMPLE_EVERY_S` s;
+:func:`run_command` runs a command in its own session and returns its wall time with those
+peaks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+SAMPLE_EVERY_S = 0.2  # seconds between two samples of the process tree's memory
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -32,7 +35,7 @@ def memory_kb(pid: int) -> tuple[int, int]:
 class PeakMemory:
     """Sample the summed memory of ``pids()`` every ``every`` s in a thread; keep the peaks."""
 
-    def __init__(self, pids: Callable[[], Iterable[int]], every: float = 0.2) -> None:
+    def __init__(self, pids: Callable[[], Iterable[int]], every: float = SAMPLE_EVERY_S) -> None:
         self.pids, self.every = pids, every
         self.rss_kb = self.pss_kb = self.most = 0
         self.seen: set[int] = set()

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ilora.bench.flower.peak import PeakMemory, child_env, run_command
+from ilora.bench.flower.peak import SAMPLE_EVERY_S, PeakMemory, child_env, run_command
 
 CONFIG = Path("configs/smoke.yaml")
 CLIENTS = 3
@@ -208,6 +208,7 @@ def run(plan: Plan) -> list[Path]:
         clients=CLIENTS,
         rounds=rounds,
         repeats=repeats,
+        memory_sample_every_s=SAMPLE_EVERY_S,
         load_average_start=started,
         load_average_end=os.getloadavg()[0],
     )
