@@ -65,3 +65,13 @@ def test_targets_on_a_mean_read_the_mean_even_for_one_seed() -> None:
     assert stats.mean_at_least(one, -2.0) and not stats.mean_within(one, 1.9)
     empty = stats.mean_ci([math.nan])
     assert not stats.mean_within(empty, 10.0) and not stats.mean_at_least(empty, -10.0)
+
+
+def test_mean_std_is_the_sample_spread_of_the_finite_values() -> None:
+    xs = [61.2, math.nan, 58.9, 63.4]
+    mean, std = stats.mean_std(xs)
+    finite = [61.2, 58.9, 63.4]
+    assert mean == pytest.approx(sp.describe(finite).mean)
+    assert std == pytest.approx(math.sqrt(sp.describe(finite).variance))  # ddof 1
+    assert stats.mean_std([4.0]) == (4.0, 0.0)
+    assert all(math.isnan(v) for v in stats.mean_std([math.nan]))

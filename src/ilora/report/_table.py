@@ -2,7 +2,7 @@
 
 Reading: :func:`read_csv` (rows as ``dict[str, str]``), :func:`read_meta`, :func:`num`.
 Formatting: :func:`md_table`, :func:`command_block` (commands as typed today,
-:func:`current_command`), :func:`pm` (mean ± std), :func:`mean_std`.
+:func:`current_command`), :func:`pm` (mean ± std; the statistics are :mod:`stats`).
 The comparison table of ``ilora compare`` (:func:`comparison_rows`, :func:`comparison_markdown`)
 lives here too, so the command and the demo renderer print the same table.
 """
@@ -18,6 +18,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ilora.report.stats import mean_std
 
 NAN = float("nan")
 
@@ -39,14 +41,6 @@ def num(value: str | float | int | None) -> float:
     if value is None or value == "":
         return NAN
     return float(value)
-
-
-def mean_std(xs: Iterable[float]) -> tuple[float, float]:
-    """Return the mean and sample standard deviation of the non-NaN values (0 for one value)."""
-    vals = [x for x in xs if not math.isnan(x)]
-    if not vals:
-        return NAN, NAN
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
 def fmt(x: float, digits: int = 2) -> str:

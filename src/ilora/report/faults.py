@@ -33,7 +33,6 @@ from ilora.report._table import (
     command_block,
     fmt,
     md_table,
-    mean_std,
     meta_line,
     num,
     pm,
@@ -75,7 +74,7 @@ def _paired(a: BySeed, b: BySeed) -> dict[int, float]:
 
 def _gap(gaps: BySeed) -> str:
     """Return the mean ± std of per-seed gaps, signed (``n/a`` when none is finite)."""
-    mean, std = mean_std(gaps.values())
+    mean, std = stats.mean_std(gaps.values())
     return "n/a" if math.isnan(mean) else f"{mean:+.2f} ± {std:.2f}"
 
 
@@ -85,7 +84,7 @@ def _per_seed(gaps: BySeed) -> str:
 
 def _acc(values: BySeed) -> str:
     """Return ``mean ± std`` of accuracies, saying how many seeds finished when some stopped."""
-    cell = pm(*mean_std(values.values()))
+    cell = pm(*stats.mean_std(values.values()))
     done = sum(not math.isnan(v) for v in values.values())
     return cell if done == len(values) else f"{cell} ({done} of {len(values)} finished)"
 
@@ -113,7 +112,7 @@ def _summary_table(runs: Runs) -> str:
     body = []
     for alg, variants in runs.items():
         for variant, by_seed in variants.items():
-            best = mean_std(_finals(by_seed, "best_accuracy").values())[0]
+            best = stats.mean_std(_finals(by_seed, "best_accuracy").values())[0]
             counts = " / ".join(f"{_mean_of(by_seed.values(), k):.1f}" for k in UPDATES)
             guard = _guard(next(iter(by_seed.values())))
             run = VARIANTS.get(variant, variant)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ilora.report import stats
 from ilora.report._faults_counts import BYZANTINE, Row
-from ilora.report._table import command_block, md_table, mean_std, meta_line, read_csv, read_meta
+from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
 from ilora.report.faults import (
     _finals,
     _gap,
@@ -51,7 +51,7 @@ def _row(
 ) -> list[str]:
     faulty, lost = _finals(variants["faulty"]), _finals(variants["lost"])
     gaps = _paired(faulty, lost)
-    mean = mean_std(gaps.values())[0]
+    mean = stats.mean_std(gaps.values())[0]
     mean_agg = next(iter(variants["faulty"].values())).get("mean_aggregation", "")
     verdict = _verdict(gaps, target)
     return [
@@ -59,8 +59,8 @@ def _row(
         {"True": "mean", "False": "not a mean"}.get(mean_agg, "?"),
         _guard(next(iter(variants["faulty"].values()))),
         f"{counts[0]} of {counts[1]}",
-        f"{mean_std(faulty.values())[0]:.2f}",
-        f"{mean_std(lost.values())[0]:.2f}",
+        f"{stats.mean_std(faulty.values())[0]:.2f}",
+        f"{stats.mean_std(lost.values())[0]:.2f}",
         f"{_gap(gaps) if len(gaps) > 1 else f'{mean:+.2f}'} ({_per_seed(gaps)})",
         verdict,
     ]

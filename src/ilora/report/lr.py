@@ -17,12 +17,12 @@ from ilora.report._plot import line_chart, save_png
 from ilora.report._table import (
     command_block,
     md_table,
-    mean_std,
     meta_line,
     pm,
     read_csv,
     read_meta,
 )
+from ilora.report.stats import mean_std
 
 Cell = tuple[float, float, int]  # mean %, std %, seeds
 

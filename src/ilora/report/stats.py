@@ -65,6 +65,18 @@ class Interval:
         return f"{head} ± {self.half_width:.{digits}f}"
 
 
+def mean_std(xs: Iterable[float]) -> tuple[float, float]:
+    """Return the mean and sample standard deviation of the non-NaN values (0 for one value).
+
+    The descriptive spread printed as ``mean ± std`` beside a table's cells; verdicts use
+    :func:`mean_ci` and :func:`paired`.
+    """
+    vals = [x for x in xs if not math.isnan(x)]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
 def mean_ci(values: Iterable[float], level: float = LEVEL) -> Interval:
     """Return the mean of the finite ``values`` and its Student-t confidence interval."""
     xs = [x for x in values if not math.isnan(x)]
