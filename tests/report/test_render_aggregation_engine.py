@@ -228,7 +228,13 @@ def test_engine_section_reads_the_scale_run(tmp_path: Path) -> None:
     assert "disk store peak at 0.73 GB (10^9 bytes) over the whole process, within" in text
     assert "memory store peak at 4.40 GB (10^9 bytes) over the whole process, ABOVE" in text
     assert "8.5 KiB of control variates" in text
+    assert "method and partition not recorded" in text  # no scale_workload in this meta.json
     assert (tmp_path / "img" / "engine-scale.png").read_bytes()[:8] == PNG
+    work = {"algorithm": "fedit", "partition": "shards", "examples_per_client": 7}
+    meta = {"command": "ilora bench engine", "plan": plan, "scale_workload": work}
+    (src / "meta.json").write_text(json.dumps(meta))
+    text = engine.render(tmp_path / "engine", tmp_path / "img")
+    assert "fedit, shards shares of 7 synthetic examples per client" in text
 
 
 def test_startup_section_compares_before_and_after(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+# what every scale run is, whatever the config (meta.json "scale_workload"; the report states it)
+ALGORITHM, PARTITION, EXAMPLES_PER_CLIENT = "ilora-s", "iid", 4
+WORKLOAD = dict(algorithm=ALGORITHM, partition=PARTITION, examples_per_client=EXAMPLES_PER_CLIENT)
 
 
 def scale_overrides(
@@ -42,10 +45,10 @@ def scale_overrides(
     """Return the overrides of the scale run with ``n`` clients and ``store``."""
     return [
         *base,
-        "algorithm=ilora-s",
-        f"task_args.n_train={4 * n}",
+        f"algorithm={ALGORITHM}",
+        f"task_args.n_train={EXAMPLES_PER_CLIENT * n}",
         f"data.num_clients={n}",
-        "data.partition=iid",
+        f"data.partition={PARTITION}",
         "data.partition_args={}",
         "data.local_test_fraction=0.0",
         f"fed.fraction={min(1.0, sampled / n)}",
