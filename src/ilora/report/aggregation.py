@@ -164,17 +164,11 @@ def _figure(
     return save_png(fig, img, name, title)
 
 
-def render(src: Path, img: Path) -> str:
-    """Return the aggregation section (writes ``aggregation-*.png`` into ``img``)."""
-    meta = read_meta(src)
-    cells = _cells(read_csv(src / "aggregation.csv"))
+def _head(src: Path, meta: Mapping[str, Any], cells: Mapping[Key, Mapping[str, Any]]) -> list[str]:
+    """Return the title, command, setting and the ILoRA target table."""
     plan = meta.get("plan", {})
-    dims = sorted({d for _, d, _ in cells})
-    dims_k = int(plan.get("dims_clients", 12))
-    clients_d = int(plan.get("clients_dim", dims[-1]))
-    clients = sorted({k for _, d, k in cells if d == clients_d})
-    target = meta.get("target", {"d": 4096, "clients": 12})
-    blocks = [
+    target = meta.get("target")
+    return [
         "## Aggregation cost: server time and peak memory per method",
         command_block(str(meta.get("command", ""))).strip(),
         meta_line(meta),
@@ -188,51 +182,59 @@ def render(src: Path, img: Path) -> str:
         "the end of its warm-up, FedLoRU's periodic merge are not in these numbers)."
         + load_note(meta),
         "### ILoRA: factor space vs dense (target setting)",
-        _target(cells, int(target["d"]), int(target["clients"])).strip(),
+        _target(cells, int(target["d"]), int(target["clients"])).strip()
+        if target
+        else "The target setting was not recorded.",
         *checks(src),
     ]
-    table, series = _grid(cells, "d", dims_k, dims, "time")
-    title = f"Server aggregation time vs layer size ({dims_k} clients)"
-    blocks += [
-        f"### Time vs layer size ({dims_k} clients), median seconds",
+
+
+def _vs_d(cells: Mapping[Key, Mapping[str, Any]], img: Path, dims: list[int], k: int) -> list[str]:
+    """Return the time and memory tables and figures against the layer size at ``k`` clients."""
+    table, series = _grid(cells, "d", k, dims, "time")
+    time_title = f"Server aggregation time vs layer size ({k} clients)"
+    time_y = "median seconds per aggregate (log)"
+    memory, memory_series = _grid(cells, "d", k, dims, "memory")
+    memory_title = f"Peak extra memory of aggregation vs layer size ({k} clients)"
+    x = "layer size d (d x d)"
+    return [
+        f"### Time vs layer size ({k} clients), median seconds",
         table.strip(),
+        _figure(series, img, "aggregation-time-vs-d", time_title, x, time_y),
+        extremes(cells, dims[-1], k),
+        f"### Peak extra memory vs layer size ({k} clients), MB",
+        memory.strip(),
         _figure(
-            series,
-            img,
-            "aggregation-time-vs-d",
-            title,
-            "layer size d (d x d)",
-            "median seconds per aggregate (log)",
-        ),
-        extremes(cells, dims[-1], dims_k),
-    ]
-    table, series = _grid(cells, "d", dims_k, dims, "memory")
-    title = f"Peak extra memory of aggregation vs layer size ({dims_k} clients)"
-    blocks += [
-        f"### Peak extra memory vs layer size ({dims_k} clients), MB",
-        table.strip(),
-        _figure(
-            series,
-            img,
-            "aggregation-memory-vs-d",
-            title,
-            "layer size d (d x d)",
-            "peak extra MB (log)",
+            memory_series, img, "aggregation-memory-vs-d", memory_title, x, "peak extra MB (log)"
         ),
     ]
-    table, series = _grid(cells, "clients", clients_d, clients, "time")
-    title = f"Server aggregation time vs clients (d = {clients_d})"
-    blocks += [
-        f"### Time vs number of clients (d = {clients_d}), median seconds",
+
+
+def _vs_clients(
+    cells: Mapping[Key, Mapping[str, Any]], img: Path, meta: Mapping[str, Any], d: int
+) -> list[str]:
+    """Return the time table and figure against the number of clients at layer size ``d``."""
+    clients = sorted({k for _, dd, k in cells if dd == d})
+    table, series = _grid(cells, "clients", d, clients, "time")
+    title = f"Server aggregation time vs clients (d = {d})"
+    x = f"clients (ranks cycling {ranks_text(meta)})"
+    return [
+        f"### Time vs number of clients (d = {d}), median seconds",
         table.strip(),
-        _figure(
-            series,
-            img,
-            "aggregation-time-vs-clients",
-            title,
-            f"clients (ranks cycling {ranks_text(meta)})",
-            "median seconds (log)",
-        ),
-        growth(cells, clients_d, clients),
+        _figure(series, img, "aggregation-time-vs-clients", title, x, "median seconds (log)"),
+        growth(cells, d, clients),
+    ]
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the aggregation section (writes ``aggregation-*.png`` into ``img``)."""
+    meta = read_meta(src)
+    cells = _cells(read_csv(src / "aggregation.csv"))
+    plan = meta.get("plan", {})
+    dims = sorted({d for _, d, _ in cells})
+    blocks = [
+        *_head(src, meta, cells),
+        *_vs_d(cells, img, dims, int(plan["dims_clients"])),
+        *_vs_clients(cells, img, meta, int(plan.get("clients_dim", dims[-1]))),
     ]
     return "\n\n".join(b for b in blocks if b) + "\n"

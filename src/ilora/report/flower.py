@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -152,24 +154,24 @@ def _imports(src: Path) -> tuple[str, list[str]]:
     return table, notes
 
 
-def render(src: Path, img: Path) -> str:
-    """Return the markdown section of ``src`` (``results/flower``); its figure goes to ``img``."""
-    meta = read_meta(src)
-    rows = read_csv(src / "runs.csv")
-    med = medians(rows)
+RUNTIME_HEADERS = [
+    "runtime",
+    "s / round",
+    "× embedded",
+    "total s",
+    "× embedded",
+    "peak RSS MB",
+    "× embedded",
+    "peak PSS MB",
+    "processes",
+]
+
+
+def _runtime_table(med: dict[str, dict[str, float]]) -> str:
+    """Return one row per runtime: medians and their ratios to the embedded engine."""
     base = med.get("embedded", {})
-    table = md_table(
-        [
-            "runtime",
-            "s / round",
-            "× embedded",
-            "total s",
-            "× embedded",
-            "peak RSS MB",
-            "× embedded",
-            "peak PSS MB",
-            "processes",
-        ],
+    return md_table(
+        RUNTIME_HEADERS,
         [
             [
                 LABELS.get(rt, rt),
@@ -185,23 +187,34 @@ def render(src: Path, img: Path) -> str:
             for rt, m in med.items()
         ],
     )
-    repeats = len({r["repeat"] for r in rows})
+
+
+def _setting(meta: Mapping[str, Any], repeats: int) -> str:
+    """Return the workload, repeats, flwr version, machine and load line."""
+    load = (
+        f" Load average on the shared machine: {meta['load_average_start']:.1f} at the start,"
+        f" {meta['load_average_end']:.1f} at the end."
+        if "load_average_start" in meta
+        else ""
+    )
+    return (
+        f"Workload: `{meta.get('workload', '?')}`; medians over {repeats} repeat(s); "
+        f"flwr {meta.get('flwr', '?')}. " + meta_line(meta) + load + "\n"
+    )
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the markdown section of ``src`` (``results/flower``); its figure goes to ``img``."""
+    meta = read_meta(src)
+    rows = read_csv(src / "runs.csv")
+    med = medians(rows)
     imports_table, import_notes = _imports(src)
     parts = [
         "## Embedded engine vs Flower (simulation and local deployment)\n",
         command_block(str(meta.get("command", ""))),
-        f"Workload: `{meta.get('workload', '?')}`; medians over {repeats} repeat(s); "
-        f"flwr {meta.get('flwr', '?')}. "
-        + meta_line(meta)
-        + (
-            f" Load average on the shared machine: {meta['load_average_start']:.1f} at the start,"
-            f" {meta['load_average_end']:.1f} at the end."
-            if "load_average_start" in meta
-            else ""
-        )
-        + "\n",
+        _setting(meta, len({r["repeat"] for r in rows})),
         _figure(med, img) + "\n",
-        table,
+        _runtime_table(med),
         " ".join(_sentences(med, rows, _minor(meta.get("flwr"))) + import_notes) + "\n",
         "*s / round*: median of the rounds' `wall_s` in `history.jsonl` (the server's round loop). "
         "*total s*: the whole command, start-up included (deployment: from starting the SuperLink "
