@@ -82,7 +82,6 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
     from ilora import config as config_mod
     from ilora.bench.memory import current_rss, peak_rss, reset_peak
     from ilora.engine.checkpoint import Checkpoint
-    from ilora.engine.clientstore import DiskStore
     from ilora.engine.setup import build
     from ilora.engine.simulation import run
     from ilora.lora.state import template
@@ -94,14 +93,7 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
     server = exp.algorithm.server_init(template(exp.model), exp.clients, cfg.lora, cfg.seed)
     sizes: list[int] = []
     seeded_states = _measured(_states(exp, server), sizes)
-    states: dict[int, Any] = {}
-    index = None
-    if cfg.fed.client_store == "disk":
-        disk = DiskStore(out_dir, keep=0)
-        disk.write_many(seeded_states)
-        index = disk.snapshot()
-    else:
-        states = dict(seeded_states)
+    states, index = _seed_store(cfg.fed.client_store, seeded_states, out_dir)
     seeded = time.perf_counter()
     resume = Checkpoint(0, server, states, [], torch.get_rng_state(), store_index=index)
     rss_seeded, peak_setup = current_rss(), peak_rss()
@@ -133,6 +125,19 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
         "build_s": built - t0,
         "seed_s": seeded - built,
     }
+
+
+def _seed_store(
+    store: str, seeded: Iterator[tuple[int, Any]], out_dir: Path
+) -> tuple[dict[int, Any], Any]:
+    """Put every seeded client state in ``store``: ``(in-memory states, disk index or None)``."""
+    from ilora.engine.clientstore import DiskStore
+
+    if store != "disk":
+        return dict(seeded), None
+    disk = DiskStore(out_dir, keep=0)
+    disk.write_many(seeded)
+    return {}, disk.snapshot()
 
 
 def _measured(items: Iterator[tuple[int, Any]], sizes: list[int]) -> Iterator[tuple[int, Any]]:
