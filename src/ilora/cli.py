@@ -6,23 +6,37 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ilora import cli_bench, cli_campaigns, cli_export, cli_protocol, cli_report
 from ilora import config as config_mod
 from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
 from ilora.cli_flower import flower_app, stored_config  # flwr only inside its commands
+from ilora.cli_options import (
+    AlgorithmsOpt,
+    CommAlgorithmsOpt,
+    CommConfigArg,
+    CommOutOpt,
+    CommQuickOpt,
+    CommRoundsOpt,
+    CommRunsDirOpt,
+    CommRunsOpt,
+    CompareOutOpt,
+    ConfigArg,
+    OverwriteOpt,
+    RerunOpt,
+    ResumeOpt,
+    RunConfigArg,
+    RunOutOpt,
+    SeedsOpt,
+    SetOpt,
+)
+from ilora.cli_runs import check_names, finished_run, fresh_out, resume_point, run_one
 from ilora.config import ConfigError
 from ilora.registry import Registry
-
-if TYPE_CHECKING:
-    from ilora.engine.checkpoint import Checkpoint
-    from ilora.engine.outputs import RunWriter
-    from ilora.engine.setup import Experiment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated LoRA fine-tuning.")
 app.add_typer(flower_app, name="flower")
@@ -39,112 +53,13 @@ def _quiet_loaders() -> None:
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="override a dotted key: fed.rounds=3")
-]
-
-
-def _run_one(
-    cfg: config_mod.ExperimentConfig, out: Path, resume: Checkpoint | None = None
-) -> dict[str, object]:
-    from ilora.engine.outputs import RunWriter
-    from ilora.engine.setup import build
-
-    experiment = build(cfg)  # every user error surfaces here, before a run directory exists
-    with RunWriter(out, cfg, resume) as writer:
-        return _progress_run(cfg, experiment, writer, resume)
-
-
-def _progress_run(
-    cfg: config_mod.ExperimentConfig,
-    experiment: Experiment,
-    writer: RunWriter,
-    resume: Checkpoint | None,
-) -> dict[str, object]:
-    """Run ``experiment`` showing progress, writing through ``writer``; return the summary."""
-    from ilora.cli_progress import round_progress
-    from ilora.engine.simulation import RoundFailedError, run
-
-    done = 0 if resume is None else resume.round
-    title = f"{cfg.algorithm} seed {cfg.seed}"
-    with round_progress(console, title, cfg.fed.rounds, done) as show:
-
-        def on_round(record: object) -> None:
-            writer.on_round(record)  # type: ignore[arg-type]
-            show(record)
-
-        try:
-            result = run(
-                cfg,
-                on_round=on_round,
-                exp=experiment,
-                on_checkpoint=writer.on_checkpoint,
-                resume=resume,
-                store_dir=writer.store_dir,
-            )
-        except RoundFailedError as err:  # too few clients: loud, non-zero, resumable
-            console.print(f"[bold red]run failed:[/] {escape(str(err))}")
-            raise typer.Exit(code=3) from None
-    return writer.finish(result)
-
-
-def _resume_point(out: Path) -> Checkpoint | None:
-    """Return the checkpoint to continue the run in ``out`` from, reporting skipped files."""
-    from ilora.engine.checkpoint import load_latest
-    from ilora.engine.outputs import CHECKPOINTS
-
-    ckpt, skipped = load_latest(out / CHECKPOINTS)
-    for message in skipped:
-        console.print(f"[yellow]warning:[/] {message}")
-    if ckpt is None:
-        console.print("no valid checkpoint: the run starts again from round 1")
-    else:
-        console.print(f"resuming after round {ckpt.round}")
-    return ckpt
-
-
-def _finished(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
-    """Return True if ``out`` holds a finished run of exactly ``cfg`` (see ``bench.runner``)."""
-    from ilora.bench.runner import finished
-
-    return finished(cfg, out)
-
-
-def _check_names(cfg: config_mod.ExperimentConfig) -> None:
-    from ilora.engine.setup import validate
-
-    validate(cfg)
-
-
-def _fresh_out(cfg: config_mod.ExperimentConfig, out: Path | None, overwrite: bool) -> Path:
-    """Return the run directory: ``out`` unless it holds a run (refused), or a new default."""
-    from ilora.engine.outputs import new_run_dir, refuse_existing_run
-
-    if out is None:
-        return new_run_dir(Path("runs"), f"{cfg.algorithm}-{cfg.task}-seed{cfg.seed}")
-    if not overwrite:
-        refuse_existing_run(out)
-    return out
-
-
 @app.command()
 def run(
-    config: Annotated[
-        Path | None, typer.Argument(help="experiment YAML (see configs/); omit with --resume")
-    ] = None,
+    config: RunConfigArg = None,
     set_: SetOpt = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="run directory (default: a new runs/<algorithm>-<task>-seed<s>-<time>)"),
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(help="continue the run in this directory from its last valid checkpoint"),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="replace the run already in --out (default: refuse)")
-    ] = False,
+    out: RunOutOpt = None,
+    resume: ResumeOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Run one federated experiment and write its run directory (or resume one).
 
@@ -156,26 +71,34 @@ def run(
             cfg, out = stored_config(
                 resume, config is not None or bool(set_) or out is not None or overwrite
             )
-            summary = _run_one(cfg, out, _resume_point(out))
+            summary = run_one(cfg, out, resume_point(out))
         else:
             if config is None:
                 raise ConfigError("give an experiment YAML (see configs/) or --resume RUN_DIR")
             cfg = config_mod.load(config, set_ or [])
-            out = _fresh_out(cfg, out, overwrite)
-            summary = _run_one(cfg, out)
+            out = fresh_out(cfg, out, overwrite)
+            summary = run_one(cfg, out)
     except USER_ERRORS as err:
         fail(err)
+    _print_summary(cfg, summary, out)
+
+
+SUMMARY_KEYS = (
+    "final_accuracy",
+    "best_accuracy",
+    "mean_agg_error",
+    "mean_download_error",
+    "total_bytes_up",
+    "total_bytes_down",
+    "wall_s",
+    "epsilon",  # only under DP noise
+)
+
+
+def _print_summary(cfg: config_mod.ExperimentConfig, summary: dict[str, object], out: Path) -> None:
+    """Print a run's summary figures (those it has, of ``SUMMARY_KEYS``) and its directory."""
     table = Table(title=f"{cfg.algorithm} on {cfg.task}")
-    for key in (
-        "final_accuracy",
-        "best_accuracy",
-        "mean_agg_error",
-        "mean_download_error",
-        "total_bytes_up",
-        "total_bytes_down",
-        "wall_s",
-        "epsilon",  # only under DP noise
-    ):
+    for key in SUMMARY_KEYS:
         if key not in summary:
             continue
         value = summary[key]
@@ -187,28 +110,17 @@ def run(
 @app.command()
 def compare(
     config: ConfigArg,
-    algorithms: Annotated[
-        str, typer.Option(help="comma-separated names (`ilora list algorithms`)")
-    ],
-    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
+    algorithms: AlgorithmsOpt,
+    seeds: SeedsOpt = "0",
     set_: SetOpt = None,
-    out: Annotated[Path, typer.Option(help="directory for the runs and the comparison")] = Path(
-        "runs/compare"
-    ),
-    rerun: Annotated[
-        bool, typer.Option(help="run again even where a finished run of the same config exists")
-    ] = False,
+    out: CompareOutOpt = Path("runs/compare"),
+    rerun: RerunOpt = False,
 ) -> None:
     """Run the same setting for several algorithms and seeds; write comparison.md/.csv and plots.
 
     A run whose directory already holds a finished run of the identical config is skipped, so
     an interrupted comparison resumes where it stopped.
     """
-    from ilora.bench.export import data_facts
-    from ilora.bench.rundirs import read_runs, to_csv
-    from ilora.report._plot import accuracy_baselines, metric_vs_round
-    from ilora.report._table import comparison_markdown, comparison_rows
-
     try:
         names = split_names(algorithms)
         seed_list = split_ints(seeds, "--seeds")
@@ -218,20 +130,32 @@ def compare(
             for s in seed_list
         ]
         for cfg in cfgs:  # reject every bad name before the first run starts
-            _check_names(cfg)
+            check_names(cfg)
         for cfg in cfgs:
             run_dir = out / f"{cfg.algorithm}-seed{cfg.seed}"
-            if not rerun and _finished(cfg, run_dir):
+            if not rerun and finished_run(cfg, run_dir):
                 console.print(f"{cfg.algorithm} seed {cfg.seed}: finished run found, skipped")
                 continue
-            _run_one(cfg, run_dir)
+            run_one(cfg, run_dir)
     except USER_ERRORS as err:
         fail(err)
-    runs = [r for r in read_runs(out) if r["algorithm"] in names and r["seed"] in seed_list]
+    _write_comparison(out, names, seed_list, cfgs[0])
+
+
+def _write_comparison(
+    out: Path, names: list[str], seeds: list[int], cfg: config_mod.ExperimentConfig
+) -> None:
+    """Write comparison.md/.csv and the plots of the runs in ``out`` of ``names`` x ``seeds``."""
+    from ilora.bench.export import data_facts
+    from ilora.bench.rundirs import read_runs, to_csv
+    from ilora.report._plot import accuracy_baselines, metric_vs_round
+    from ilora.report._table import comparison_markdown, comparison_rows
+
+    runs = [r for r in read_runs(out) if r["algorithm"] in names and r["seed"] in seeds]
     rows = comparison_rows(runs)
     (out / "comparison.md").write_text(comparison_markdown(rows))
     (out / "comparison.csv").write_text(to_csv(rows))
-    facts = data_facts(cfgs[0])  # the data is cached from the runs (or read once)
+    facts = data_facts(cfg)  # the data is cached from the runs (or read once)
     baselines = accuracy_baselines(facts["classes"], facts["majority_test"])
     metric_vs_round(
         runs, "accuracy", "Global test accuracy (seed mean)", "accuracy %", baselines
@@ -251,6 +175,8 @@ bench_app.command("engine")(cli_bench.bench_engine)
 bench_app.command("protocol")(cli_protocol.bench_protocol)
 bench_app.command("throughput")(cli_bench.bench_throughput)
 bench_app.command("precision")(cli_bench.bench_precision)
+bench_app.command("scaling")(cli_bench.bench_scaling)
+bench_app.command("exactness")(cli_bench.bench_exactness)
 bench_app.command("startup")(cli_bench.bench_startup)
 bench_app.command("dp")(cli_campaigns.bench_dp)
 bench_app.command("faults")(cli_campaigns.bench_faults)
@@ -261,26 +187,17 @@ app.command("report")(cli_report.report)
 app.command("export-results")(cli_report.export)
 app.command("export")(cli_export.export_model)
 
+
 @bench_app.command("comm")
 def bench_comm(
-    config: Annotated[
-        Path, typer.Argument(help="experiment YAML the methods run on")
-    ] = Path("configs/demo.yaml"),
-    runs: Annotated[
-        Path | None, typer.Option(help="check these finished runs instead of running")
-    ] = None,
-    algorithms: Annotated[str, typer.Option(help="comma-separated names, or all")] = "all",
-    rounds: Annotated[int, typer.Option(help="rounds per method (each runs 1 local step)")] = 3,
-    quick: Annotated[bool, typer.Option(help="configs/smoke.yaml, seconds")] = False,
+    config: CommConfigArg = Path("configs/demo.yaml"),
+    runs: CommRunsOpt = None,
+    algorithms: CommAlgorithmsOpt = "all",
+    rounds: CommRoundsOpt = 3,
+    quick: CommQuickOpt = False,
     set_: SetOpt = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="comm.csv/.md, meta.json (default results/comm, quick runs/quick/comm)"),
-    ] = None,
-    runs_dir: Annotated[
-        Path | None,
-        typer.Option(help="run dirs (default runs/bench-comm; quick: runs/quick/comm/runs)"),
-    ] = None,
+    out: CommOutOpt = None,
+    runs_dir: CommRunsDirOpt = None,
 ) -> None:
     """Bytes per round per method: the engine's counts against the analytic formulas."""
     from ilora.bench import commcheck, resultfiles
@@ -289,17 +206,8 @@ def bench_comm(
     run_root = runs_dir or Path("runs/quick/comm/runs" if quick else "runs/bench-comm")
     try:
         if runs is None:
-            import ilora.algorithms  # noqa: F401
-            from ilora.algorithms.base import ALGORITHMS
-
-            names = ALGORITHMS.names() if algorithms == "all" else split_names(algorithms)
             path = Path("configs/smoke.yaml") if quick else config
-            extra = [f"fed.rounds={rounds}", "train.steps=1", "eval.final_full=false"]
-            extra += ["data.local_test_fraction=0.25"] if quick else []
-            for name in names:
-                cfg = config_mod.load(path, [*extra, *(set_ or []), f"algorithm={name}"])
-                _check_names(cfg)
-                _run_one(cfg, run_root / name)
+            _run_comm_methods(path, algorithms, rounds, quick, [*(set_ or [])], run_root)
         if runs is not None and not runs.is_dir():
             raise ConfigError(f"--runs {runs}: no such directory of finished runs")
         rows = commcheck.check_runs(runs or run_root)
@@ -313,6 +221,22 @@ def bench_comm(
     resultfiles.write_meta(out, quick, runs_dir=(runs or run_root).as_posix(), mb=commcheck.MB)
     console.print(commcheck.markdown(rows))
     console.print(f"written: {out}/comm.csv, comm.md, meta.json")
+
+
+def _run_comm_methods(
+    path: Path, algorithms: str, rounds: int, quick: bool, sets: list[str], run_root: Path
+) -> None:
+    """Run all methods, or the named ones, for ``rounds`` one-step rounds each in ``run_root``."""
+    import ilora.algorithms  # noqa: F401
+    from ilora.algorithms.base import ALGORITHMS
+
+    names = ALGORITHMS.names() if algorithms == "all" else split_names(algorithms)
+    extra = [f"fed.rounds={rounds}", "train.steps=1", "eval.final_full=false"]
+    extra += ["data.local_test_fraction=0.25"] if quick else []
+    for name in names:
+        cfg = config_mod.load(path, [*extra, *sets, f"algorithm={name}"])
+        check_names(cfg)
+        run_one(cfg, run_root / name)
 
 
 @app.command("list")
@@ -335,7 +259,7 @@ def list_(what: Annotated[str, typer.Argument(help="algorithms | tasks | partiti
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config file (keys, types, ranges, algorithm and task names) without running it."""
     try:
-        _check_names(config_mod.load(config, set_ or []))
+        check_names(config_mod.load(config, set_ or []))
     except USER_ERRORS as err:
         fail(err)
     typer.echo(f"{config}: ok")

@@ -1,4 +1,4 @@
-"""``ilora bench aggregation``, ``engine``, ``throughput``, ``precision`` (see ``ilora.cli``).
+"""``ilora bench`` measurements: aggregation, engine, throughput, precision, scaling, exactness.
 
 Each writes tidy CSVs and ``meta.json`` under ``--out`` (default ``results/<name>``; with
 ``--quick`` ``runs/quick/<name>``, so a smoke run never overwrites committed results) and prints
@@ -46,6 +46,23 @@ def _show(name: str, out: Path) -> None:
     with tempfile.TemporaryDirectory() as img:  # figures belong in docs/img: `ilora report`
         console.print(render(out, Path(img)))
     console.print(f"written: {', '.join(sorted(p.name for p in out.iterdir()))} in {out}")
+
+
+RunsOpt = Annotated[Path | None, typer.Option(help="the runs to collect (default runs/<name>)")]
+ResultsOpt = Annotated[Path | None, typer.Option(help="results directory (default results/<name>)")]
+
+
+def _collect(name: str, runs: Path | None, out: Path | None) -> None:
+    """Export the finished runs under ``runs`` with ``ilora.bench.<name>.export``; show them."""
+    import importlib
+
+    runs, out = runs or Path("runs", name), out or Path("results", name)
+    try:
+        importlib.import_module(f"ilora.bench.{name}").export(runs, out)
+    except USER_ERRORS as err:
+        fail(err)
+        return
+    _show(name, out)
 
 
 def _measure(
@@ -175,21 +192,28 @@ def bench_throughput(
     _measure(throughput, quick, out, threads, options)
 
 
-def bench_precision(
-    runs: Annotated[
-        Path, typer.Option(help="holds fp32/ and bf16/: `ilora compare` outputs of the demo")
-    ] = Path("runs/precision"),
-    out: Annotated[Path, typer.Option(help="results directory")] = Path("results/precision"),
-) -> None:
-    """Collect the fp32 and bf16 demo runs (paired by seed) into runs.csv and meta.json."""
-    from ilora.bench import precision
+def bench_precision(runs: RunsOpt = None, out: ResultsOpt = None) -> None:
+    """Collect the fp32 and bf16 demo runs (paired by seed) into runs.csv and meta.json.
 
-    try:
-        precision.export(runs, out)
-    except USER_ERRORS as err:
-        fail(err)
-        return
-    _show("precision", out)
+    The runs: ``fp32/`` and ``bf16/``, ``ilora compare`` outputs of the demo.
+    """
+    _collect("precision", runs, out)
+
+
+def bench_scaling(runs: RunsOpt = None, out: ResultsOpt = None) -> None:
+    """Collect the mixed-rank scaling-convention runs (on validation) into runs.csv, meta.json.
+
+    The runs: one ``ilora compare`` output of the demo per convention.
+    """
+    _collect("scaling", runs, out)
+
+
+def bench_exactness(runs: RunsOpt = None, out: ResultsOpt = None) -> None:
+    """Collect ILoRA's and ILoRA-S's demo runs before/after the exactness fix (issue 14).
+
+    The runs: ``<mixed|equal>-<before|after>/``, ``ilora compare`` outputs of the demo.
+    """
+    _collect("exactness", runs, out)
 
 
 def bench_startup(

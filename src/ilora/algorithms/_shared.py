@@ -13,7 +13,7 @@ from ilora.lora.linalg import error_terms, resize_rank, stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo, LocalSetup, Payload, TensorDict, Upload
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,20 @@ def init_factors(
     """
     out: TensorDict = {}
     for module, (d_out, d_in) in layer_shapes(template).items():
-        g = generator(*seed, module)
-        if lora.init == "gaussian":
-            A = torch.randn(r, d_in, generator=g) / r  # (r, d_in)
-        else:
-            A = (torch.rand(r, d_in, generator=g) * 2 - 1) / math.sqrt(d_in)  # (r, d_in)
+        A = init_a(lora.init, r, d_in, generator(*seed, module))  # (r, d_in)
         out[keys.make(module, "lora_A")] = A
         out[keys.make(module, "lora_B")] = torch.zeros(d_out, r)  # (d_out, r)
     return out
+
+
+def init_a(init: str, r: int, fan_in: int, g: torch.Generator) -> torch.Tensor:
+    """Return a LoRA ``A (r, fan_in)`` drawn from ``g``: ``N(0, 1/r²)`` (``gaussian``) or uniform.
+
+    Uniform: PEFT's ``kaiming_uniform_(a=sqrt(5))``, bound ``1/sqrt(fan_in)``.
+    """
+    if init == "gaussian":
+        return torch.randn(r, fan_in, generator=g) / r
+    return (torch.rand(r, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
 
 
 def normalized_weights(uploads: Mapping[int, Upload]) -> dict[int, float]:
@@ -176,6 +182,17 @@ def b_to_client(
     }
 
 
+def rank_download(
+    out: TensorDict, lora: LoRASpec, r_global: int, r: int, rescale_b: bool
+) -> Payload:
+    """Return the download ``out`` (global tensors cut to rank ``r``), B rescaled when asked.
+
+    With ``rescale_b`` every B is times ``s(r_global)/s(r)`` (:func:`b_to_client`); without
+    it ``out`` goes as it is.
+    """
+    return Payload(b_to_client(out, lora, r_global, r) if rescale_b else out)
+
+
 def b_to_global(tensors: Mapping[str, torch.Tensor], lora: LoRASpec, r_global: int) -> TensorDict:
     """Return an upload with every B of rank ``r_k`` (its shape) times ``s(r_k)/s(r_global)``.
 
@@ -228,55 +245,6 @@ def padded_mean(uploads: Mapping[int, Upload], r: int) -> TensorDict:
     ups = [uploads[c] for c in sorted(uploads)]
     padded = [{k: resize_rank(v, r, keys.kind_of(k)) for k, v in u.tensors.items()} for u in ups]
     return weighted_mean(padded, [u.weight for u in ups])
-
-
-def merge_and_restart(
-    tensors: Mapping[str, torch.Tensor], lora: LoRASpec, r: int, *seed: object
-) -> TensorDict:
-    """Return ``tensors`` with ``R ← R + s(r) B A`` per layer and the factors restarted.
-
-    FedLoRU's accumulation (ReLoRA's merge): the rank-``r`` product moves into the dense
-    ``<module>.residual``, then A is a fresh standard init drawn from ``init_factors(..., *seed)``
-    and B = 0, so the model ``W0 + R + s B A`` is unchanged (up to the float32 rounding of R).
-    ``R`` is updated in float64; other entries (the head) are returned as they are.
-    """
-    out = dict(tensors)
-    residuals = keys.of_kind(tensors, "residual")
-    shapes = {
-        keys.make(m, "base"): residuals[keys.make(m, "residual")] for m in keys.modules(residuals)
-    }
-    s = lora.scale(r)
-    for m in keys.modules(residuals):
-        B = tensors[keys.make(m, "lora_B")].to(torch.float64)  # (d_out, r)
-        A = tensors[keys.make(m, "lora_A")].to(torch.float64)  # (r, d_in)
-        R = tensors[keys.make(m, "residual")].to(torch.float64)  # (d_out, d_in)
-        out[keys.make(m, "residual")] = (R + s * (B @ A)).float()  # (d_out, r) @ (r, d_in)
-    out.update(init_factors(shapes, r, lora, *seed))  # init reads only the shapes
-    return out
-
-
-def merging_state(
-    template: Mapping[str, torch.Tensor], clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-) -> FactorState:
-    """Return :func:`global_factor_state` plus a zero merged residual per layer (FedLoRU)."""
-    state = global_factor_state(template, clients, lora, seed)
-    return replace(state, tensors={**state.tensors, **zero_residuals(template)})
-
-
-def install_round(
-    state: FactorState, mean: TensorDict, metrics: dict[str, float], rnd: RoundInfo, tau: int
-) -> FactorState:
-    """Return ``state`` with the round's averaged factors and head, merged every ``tau`` rounds.
-
-    FedLoRU's server step after averaging: when ``round % tau == 0`` (``tau > 0``) the product
-    moves into the residual and the factors restart (:func:`merge_and_restart`).
-    """
-    tensors = {**state.tensors, **mean}
-    if tau and rnd.round % tau == 0:
-        tensors = merge_and_restart(
-            tensors, state.lora, state.rank, rnd.seed, "fedloru-restart", rnd.round
-        )
-    return replace(state, tensors=tensors, metrics=metrics)
 
 
 def componentwise_mean(

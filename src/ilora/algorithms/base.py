@@ -87,8 +87,12 @@ class Algorithm(Generic[S]):
         return dict(tensors)
 
     def round_metrics(self, state: S) -> dict[str, float]:
-        """Return diagnostics of the last aggregation (``agg_error``); reporting only."""
-        return {}
+        """Return diagnostics of the last aggregation (``agg_error``); reporting only.
+
+        Default: a copy of the state's ``metrics`` field, where the last ``aggregate`` puts
+        them; ``{}`` for a state without one.
+        """
+        return dict(getattr(state, "metrics", {}))
 
     def start_gradient_batches(self) -> int | None:
         """Return how many local batches the loop averages into ``ctx.start_grad`` before training.

@@ -49,8 +49,6 @@ class Centralized(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(Centralized)(traffic.pair_both_ways)  # one pooled client at r_max

@@ -143,9 +143,6 @@ class FedExLoRA(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return _split(state.tensors)
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         return _split(ctx.payload.tensors), cstate
 

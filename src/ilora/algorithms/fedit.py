@@ -27,10 +27,10 @@ from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
-    b_to_client,
     b_to_global,
     global_factor_state,
     global_pair_error,
+    rank_download,
     truncated,
 )
 from ilora.algorithms.base import Algorithm, register
@@ -61,9 +61,7 @@ class FedIT(Algorithm[FactorState]):
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         out = truncated(state.tensors, client.rank)
-        return Payload(
-            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
-        )
+        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -82,8 +80,6 @@ class FedIT(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FedIT)(traffic.pair_both_ways)  # B, A at r_k and the head

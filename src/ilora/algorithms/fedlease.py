@@ -121,9 +121,9 @@ import torch
 
 from ilora.algorithms import traffic
 from ilora.algorithms._clustering import b_distances, choose_clusters
+from ilora.algorithms._fedlease_experts import expert_layer_setup, expert_pairs, expert_units
 from ilora.algorithms._shared import (
     agg_error,
-    componentwise_mean,
     head_of,
     ideal_stack,
     init_factors,
@@ -248,9 +248,6 @@ class FedLEASE(Algorithm[FedLEASEState]):
             residual[keys.make(module, "residual")] = mean.float()
         return LocalSetup(factors=dict(state.head0), residual=residual)
 
-    def round_metrics(self, state: FedLEASEState) -> dict[str, float]:
-        return dict(state.metrics)
-
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         own = strip_prefix(cstate, LOCAL) or strip_prefix(ctx.payload.tensors, LOCAL)
@@ -271,53 +268,6 @@ class FedLEASE(Algorithm[FedLEASEState]):
         return Upload(sent, float(ctx.client.num_examples)), with_prefix(keep, LOCAL)
 
 
-# ---- client side: one client's routed layers
-
-
-def expert_map(own: int, num_experts: int) -> torch.Tensor:
-    """Return ``π (2M−1,)``: router output → layer expert slot for a client of cluster ``own``.
-
-    The layer holds the ``M − 1`` other experts in cluster order as its frozen bank (slots
-    ``0..M−2``) and the own expert as its live pair (slot ``M − 1``). Outputs ``j < M`` select
-    expert ``j``; outputs ``M..2M−2`` select the own expert.
-    """
-    M = num_experts
-    slots = []
-    for j in range(2 * M - 1):
-        m = j if j < M else own
-        slots.append(M - 1 if m == own else (m if m < own else m - 1))
-    return torch.tensor(slots, dtype=torch.int64)
-
-
-def expert_layer_setup(
-    payload: Mapping[str, torch.Tensor], own: int, rank: int, lora: LoRASpec
-) -> TensorDict:
-    """Return the layer tensors of a rank-``rank`` client of cluster ``own`` from its payload.
-
-    Per module: ``lora_A``/``lora_B`` = expert ``own`` cut to its leading ``r_k = rank``
-    components, A lifted by ``s(R)/s(r_k)`` so the pair applies ``s(R) B A`` at ``s(r_k)``
-    (trained); ``experts_A``/``experts_B`` = the other experts whole at ``R`` (frozen, applied at
-    ``s(R)`` by the layer); ``router`` and ``expert_map``.
-    """
-    out: TensorDict = {}
-    for module in keys.modules(payload):
-        EA = payload[keys.make(module, "experts_A")]  # (M, R, d_in)
-        EB = payload[keys.make(module, "experts_B")]  # (M, d_out, R)
-        M, R = int(EA.shape[0]), int(EA.shape[1])
-        lift = lora.scale(R) / lora.scale(rank)  # S / s_k, 1 when r_k = R
-        others = [m for m in range(M) if m != own]
-        out[keys.make(module, "lora_A")] = lift * EA[own, :rank]  # (r_k, d_in)
-        out[keys.make(module, "lora_B")] = EB[own, :, :rank].contiguous()  # (d_out, r_k)
-        out[keys.make(module, "experts_A")] = EA[others].contiguous()  # (M−1, R, d_in)
-        out[keys.make(module, "experts_B")] = EB[others].contiguous()  # (M−1, d_out, R)
-        out[keys.make(module, "router")] = payload[keys.make(module, "router")].clone()
-        out[keys.make(module, "expert_map")] = expert_map(own, M)
-    return out
-
-
-# ---- server side: clustering (pure functions of the warm-up B matrices)
-
-
 # ---- server side: state transitions
 
 
@@ -335,27 +285,6 @@ def _warm_bs(state: FedLEASEState, cids: Sequence[int]) -> list[list[torch.Tenso
         ]
         for c in cids
     ]
-
-
-def expert_units(lora: LoRASpec, rank: int, factors: Mapping[str, torch.Tensor]) -> TensorDict:
-    """Return a client's LoRA in expert units: ``A_k · s(r_k)/s(rank)``, B as it is.
-
-    Then ``s(rank) B_k A_k`` is the client's update ``s(r_k) B_k A_k``; other entries are dropped.
-    """
-    out = dict(keys.of_kind(factors, "lora_B"))
-    for key, A in keys.of_kind(factors, "lora_A").items():
-        out[key] = (lora.scale(int(A.shape[0])) / lora.scale(rank)) * A  # (r_k, d_in)
-    return out
-
-
-def _expert_pairs(
-    old: Mapping[str, torch.Tensor], uploads: Sequence[TensorDict], weights: Sequence[float]
-) -> TensorDict:
-    """Return ``old`` A/B (at ``R``, expert units) averaged per component over ``uploads``."""
-    return {
-        key: componentwise_mean(t, keys.kind_of(key), [u[key] for u in uploads], weights)
-        for key, t in keys.of_kind(old, "lora_A", "lora_B").items()
-    }
 
 
 def _record_warmup(state: FedLEASEState, uploads: Mapping[int, Upload]) -> FedLEASEState:
@@ -381,7 +310,7 @@ def _allocate(state: FedLEASEState, max_experts: int, seed: int) -> FedLEASEStat
     for m in range(M):
         members = [c for c in cids if cluster_of[c] == m]
         weights = [state.warm_weight[c] for c in members]
-        means.append(_expert_pairs(state.init, [folded[c] for c in members], weights))
+        means.append(expert_pairs(state.init, [folded[c] for c in members], weights))
     experts: TensorDict = {}
     routers: TensorDict = {}
     for module in keys.modules(state.init):
@@ -439,7 +368,7 @@ def _average_clusters(state: FedLEASEState, uploads: Mapping[int, Upload]) -> Fe
             EA = experts[keys.make(module, "experts_A")]  # (M, R, d_in)
             EB = experts[keys.make(module, "experts_B")]  # (M, d_out, R)
             old = {kA: EA[m], kB: EB[m]}
-            new = _expert_pairs(old, folded, weights)
+            new = expert_pairs(old, folded, weights)
             EA[m], EB[m] = new[kA], new[kB]  # (R, d_in), (d_out, R)
             routers[f"{m}/{keys.make(module, 'router')}"] = router_mean[keys.make(module, "router")]
             rho = max(rank_of(ups[c].tensors, module) for c in cids)  # components averaged now
@@ -447,6 +376,7 @@ def _average_clusters(state: FedLEASEState, uploads: Mapping[int, Upload]) -> Fe
             applied[f"{m}/{module}"] = (EB[m][:, :rho], s * EA[m][:rho])
     metrics = {"agg_error": agg_error(ideal, applied), "num_experts": float(state.num_experts)}
     return replace(state, experts=experts, routers=routers, metrics=metrics)
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(FedLEASE)

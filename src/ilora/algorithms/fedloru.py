@@ -57,18 +57,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ilora.algorithms import traffic
+from ilora.algorithms._merging import merging_aggregate, merging_state
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
-    b_to_client,
     b_to_global,
-    global_pair_error,
-    install_round,
-    merging_state,
-    padded_mean,
+    rank_download,
     split_residual,
     truncated,
-    uploads_to_global,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora.spec import LoRASpec
@@ -116,17 +112,12 @@ class FedLoRU(Algorithm[FactorState]):
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         out = truncated(state.tensors, client.rank)
-        return Payload(
-            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
-        )
+        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
-        mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
-        mean = padded_mean(mapped, state.rank)
-        metrics = {"agg_error": global_pair_error(state, uploads, mean)}
-        return install_round(state, mean, metrics, rnd, self.tau)
+        return merging_aggregate(state, uploads, rnd, self.tau, self.rescale_b)
 
     def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
         mapped = b_to_global(tensors, state.lora, state.rank) if self.rescale_b else tensors
@@ -135,11 +126,9 @@ class FedLoRU(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         return split_residual(ctx.payload.tensors), cstate
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FedLoRU)(traffic.pair_and_residual_down)  # + the merged residual down

@@ -108,9 +108,6 @@ class FFALoRA(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         r_max, r = int(ctx.payload.config[RANK_MAX]), ctx.client.rank

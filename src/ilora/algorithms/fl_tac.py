@@ -80,10 +80,10 @@ from ilora.algorithms._clustering import kmeans_best_of
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     agg_error,
-    b_to_client,
     global_factor_state,
     ideal_stack,
     mean_extras,
+    rank_download,
     rank_of,
     truncated,
     uploads_to_global,
@@ -156,9 +156,7 @@ class FLTAC(Algorithm[FLTACState]):
     def download(self, state: FLTACState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         answer = strip_prefix(state.answers, _prefix(client.cid))
         out = truncated(answer or state.mean, client.rank)
-        return Payload(
-            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
-        )
+        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
 
     def aggregate(
         self, state: FLTACState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -189,9 +187,6 @@ class FLTAC(Algorithm[FLTACState]):
     def export(self, state: FLTACState) -> LocalSetup:
         return LocalSetup(factors=dict(state.mean))
 
-    def round_metrics(self, state: FLTACState) -> dict[str, float]:
-        return dict(state.metrics)
-
 
 def _prefix(cid: int) -> str:
     return f"{cid}/"
@@ -221,6 +216,7 @@ def _in_cluster_error(
             ideal[f"{j}:{m}"] = ideal_stack(members, state.lora, m)
             applied[f"{j}:{m}"] = (model[keys.make(m, "lora_B")], s * model[keys.make(m, "lora_A")])
     return agg_error(ideal, applied)
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FLTAC)(traffic.pair_both_ways)  # the cluster's adapter down, own up

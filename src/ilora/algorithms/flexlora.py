@@ -129,9 +129,6 @@ class FlexLoRA(Algorithm[FlexLoRAState]):
         }
         return LocalSetup(factors={**factors, **state.head})
 
-    def round_metrics(self, state: FlexLoRAState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def _svd(
         self, B_c: torch.Tensor, A_c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -104,9 +104,6 @@ class FLoRA(Algorithm[FactorState]):
             factors=head_of(state.tensors), residual=keys.of_kind(state.tensors, "residual")
         )
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         rnd, client = ctx.rnd, ctx.client
         fresh = init_factors(

@@ -179,9 +179,6 @@ class FRLoRA(Algorithm[FRLoRAState]):
     def export(self, state: FRLoRAState) -> LocalSetup:
         return LocalSetup(factors=dict(state.head), residual=dict(state.residual))
 
-    def round_metrics(self, state: FRLoRAState) -> dict[str, float]:
-        return dict(state.metrics)
-
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         r = ctx.client.rank

@@ -189,9 +189,6 @@ class FSLoRA(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         received = dict(ctx.payload.tensors)  # the slices and the head: what is trained

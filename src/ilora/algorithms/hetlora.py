@@ -46,11 +46,11 @@ from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
     b_ratio,
-    b_to_client,
     global_factor_state,
     global_pair_error,
     mean_extras,
     normalized_weights,
+    rank_download,
     rank_of,
     uploads_to_global,
 )
@@ -125,9 +125,7 @@ class HetLoRA(Algorithm[FactorState]):
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         out = _at_rank(state.tensors, client.rank)
-        return Payload(
-            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
-        )
+        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -149,9 +147,6 @@ class HetLoRA(Algorithm[FactorState]):
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))
-
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
 
     def weights(self, uploads: Mapping[int, Upload]) -> dict[int, float]:
         """Return the normalised aggregation weights of the factors by client id."""
@@ -240,6 +235,7 @@ def _mean_upload_rank(uploads: Mapping[int, Upload]) -> float:
     """Return the mean rank of the uploaded factors (the bytes up follow it linearly)."""
     ranks = [rank_of(u.tensors, keys.modules(u.tensors)[0]) for u in uploads.values()]
     return sum(ranks) / len(ranks)
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(HetLoRA)

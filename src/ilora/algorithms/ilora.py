@@ -60,19 +60,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Literal
 
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._ilora_factors import (
+    CV,
+    base_offset,
+    client_factors,
+    client_terms,
+    folded,
+    qr_factors,
+    robust_terms,
+    updated_control,
+)
 from ilora.algorithms._redistribution import Terms, redistribute, unheld_components
-from ilora.algorithms._robust_products import median_extras, median_of_products
+from ilora.algorithms._robust_products import median_extras
 from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
-from ilora.lora.linalg import balanced_split, error_terms, qr_init, resize_rank, stack
-from ilora.lora.memo import PairMemo
+from ilora.lora.linalg import error_terms, resize_rank, stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import strip_prefix, with_prefix
@@ -86,7 +94,6 @@ from ilora.types import (
     Upload,
 )
 
-CV = "cv/"
 RANK_KEY = "ilora/rank"  # Payload.config: the global rank r_max (whose QR init is the offset)
 CHOICES = {
     "redistribute": ("qr", "svd", "qr_literal"),
@@ -94,9 +101,6 @@ CHOICES = {
     "offset": ("shared", "per_client"),
     "init_offset": ("alpha_over_r", "one"),
 }
-# every client_init rebuilds the same QR init from the same frozen base: computed once per
-# weight and rank (64 MiB holds the rank-16 factors of about 500 layers of MiniLM's size)
-_QR_MEMO = PairMemo(max_bytes=64 << 20)
 
 
 @dataclass(frozen=True)
@@ -123,14 +127,7 @@ class ILoRAState:
 @register("ilora")
 @dataclass(frozen=True)
 class ILoRA(Algorithm[ILoRAState]):
-    """ILoRA and ILoRA-S (see the module docstring).
-
-    Bytes per client per round, float32, per adapted layer ``(d_out, d_in)`` at the client's
-    rank ``r``: upload ``4·r·(d_out + d_in)`` (B and A); download the same, except in round 1,
-    where only the head is sent (every client builds the same QR init from the base weights);
-    plus ``4·n_head`` each way for the head. ILoRA-S adds the control variates at the same
-    shapes: ``c`` down and ``Δc_k`` up, ``4·(r·(d_out + d_in) + n_head)`` each way (from round 1).
-    """
+    """ILoRA and ILoRA-S (see the module docstring; bytes: :func:`floats_per_round`)."""
 
     heterogeneous_ranks = True
     multiplies_uploads = True  # B_c A_c = Σ p_k s_k B_k A_k
@@ -197,7 +194,7 @@ class ILoRA(Algorithm[ILoRAState]):
     ) -> ILoRAState:
         r = max_rank(clients)
         base = keys.of_kind(template, "base")
-        init = self._qr_factors(base, r)
+        init = qr_factors(base, r, self.init_rms)
         head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
         control: TensorDict = {}
         if self.control_variates:
@@ -206,7 +203,7 @@ class ILoRA(Algorithm[ILoRAState]):
         return ILoRAState({}, head, control, init, lora, r, len(clients))
 
     def download(self, state: ILoRAState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = self._client_factors(state.factors, client.rank, state.lora)
+        out = client_factors(state.factors, client.rank, state.lora, self.fold_scaling, self.split)
         control = {
             k: resize_rank(v, client.rank, keys.kind_of(k)) for k, v in state.control.items()
         }
@@ -223,7 +220,7 @@ class ILoRA(Algorithm[ILoRAState]):
         for m in keys.modules(state.init):
             terms = self._terms(state, uploads, p, m, fold=self.fold_scaling)
             if robust:
-                terms = _robust_terms(terms, p, uploads)
+                terms = robust_terms(terms, p, uploads)
             g = generator(rnd.seed, "ilora-complete", rnd.round, m)
             B, A, tail = redistribute(terms, state.rank, self.redistribute, g)
             tail = tail if self.fold_scaling and not robust else None
@@ -235,7 +232,11 @@ class ILoRA(Algorithm[ILoRAState]):
                 s_g = 1.0 if self.fold_scaling else state.lora.scale(state.rank)
                 e, n = error_terms(ideal, (B, s_g * A))
                 err_sq, norm_sq = err_sq + e, norm_sq + n
-        control = self._update_control(state, uploads)
+        control = (
+            updated_control(state.control, uploads, state.rank, state.num_clients)
+            if self.control_variates
+            else state.control
+        )
         metrics = {"agg_error": math.sqrt(err_sq / norm_sq) if norm_sq > 0 else 0.0}
         head = median_extras(uploads) if robust else mean_extras(uploads)
         return replace(state, factors=factors, head=head, control=control, metrics=metrics)
@@ -244,12 +245,9 @@ class ILoRA(Algorithm[ILoRAState]):
         glob = self._global(state)
         if not glob:  # per_client offsets before the first aggregation: W0 and the head
             return LocalSetup(factors=dict(state.head))
-        factors = self._client_factors(glob, state.rank, state.lora)
-        residual = self._offset(state.init, state.lora.scale(state.rank))
+        factors = client_factors(glob, state.rank, state.lora, self.fold_scaling, self.split)
+        residual = base_offset(state.init, state.lora.scale(state.rank), self.init_offset)
         return LocalSetup(factors={**factors, **state.head}, residual=residual)
-
-    def round_metrics(self, state: ILoRAState) -> dict[str, float]:
-        return dict(state.metrics)
 
     def start_gradient_batches(self) -> int | None:
         return self.cv_batches if self.control_variates else None
@@ -259,17 +257,23 @@ class ILoRA(Algorithm[ILoRAState]):
         base, r = keys.of_kind(ctx.base, "base"), ctx.client.rank
         received = {k: v for k, v in ctx.payload.tensors.items() if not k.startswith(CV)}
         if self.offset == "per_client":
-            init = self._qr_factors(base, r)
-            residual = self._offset(init, ctx.lora.scale(r))
+            init = qr_factors(base, r, self.init_rms)
+            residual = base_offset(init, ctx.lora.scale(r), self.init_offset)
             return LocalSetup(factors={**init, **received}, residual=residual), cstate
         r_max = int(ctx.payload.config.get(RANK_KEY, 0))
         if r_max < r:
             raise ValueError(f"ILoRA's download must carry the global rank >= {r} as {RANK_KEY!r}")
-        init = self._qr_factors(base, r_max)
+        init = qr_factors(base, r_max, self.init_rms)
         start = {}
         if not keys.of_kind(received, "lora_A"):  # round 1: the leading part of the global init
-            start = self._client_factors(self._folded(init, ctx.lora, r_max), r, ctx.lora)
-        residual = self._offset(init, ctx.lora.scale(r_max))
+            start = client_factors(
+                folded(init, ctx.lora, r_max, self.fold_scaling),
+                r,
+                ctx.lora,
+                self.fold_scaling,
+                self.split,
+            )
+        residual = base_offset(init, ctx.lora.scale(r_max), self.init_offset)
         return LocalSetup(factors={**start, **received}, residual=residual), cstate
 
     def grad_transform(
@@ -299,46 +303,11 @@ class ILoRA(Algorithm[ILoRAState]):
         )
 
     # ---- math
-    def _qr_factors(self, base: Mapping[str, torch.Tensor], r: int) -> TensorDict:
-        """Return the QR init of every layer at rank ``r`` (memoized on the weights' bytes)."""
-        out: TensorDict = {}
-        rms = self.init_rms or None
-        for m in keys.modules(base):
-            W0 = base[keys.make(m, "base")]
-            B, A = _QR_MEMO.get(W0, (r, rms), partial(qr_init, W0, r, rms))
-            out[keys.make(m, "lora_B")], out[keys.make(m, "lora_A")] = B, A
-        return out
-
-    def _offset(self, init: Mapping[str, torch.Tensor], s: float) -> TensorDict:
-        o = s if self.init_offset == "alpha_over_r" else 1.0
-        return {
-            keys.make(m, "residual"): -o
-            * (init[keys.make(m, "lora_B")] @ init[keys.make(m, "lora_A")])
-            for m in keys.modules(init)
-        }  # (d_out, r) @ (r, d_in)
-
-    def _folded(self, init: Mapping[str, torch.Tensor], lora: LoRASpec, r: int) -> TensorDict:
-        """Return the rank-``r`` init as global factors: ``A`` times ``s(r)`` when folding."""
-        s = lora.scale(r) if self.fold_scaling else 1.0
-        return {k: s * v if keys.kind_of(k) == "lora_A" else v for k, v in init.items()}
-
     def _global(self, state: ILoRAState) -> TensorDict:
         """Return the global factors; before the first aggregation the init (shared offset)."""
         if state.factors or self.offset == "per_client":
             return state.factors
-        return self._folded(state.init, state.lora, state.rank)
-
-    def _client_factors(self, glob: TensorDict, r: int, lora: LoRASpec) -> TensorDict:
-        """Return what a rank-``r`` client applies: the leading ``r`` components, split, ``A/s``."""
-        s = lora.scale(r) if self.fold_scaling else 1.0
-        out: TensorDict = {}
-        for m in keys.modules(glob):
-            B = resize_rank(glob[keys.make(m, "lora_B")], r, "lora_B")  # (d_out, r)
-            A = resize_rank(glob[keys.make(m, "lora_A")], r, "lora_A")  # (r, d_in)
-            if self.split == "balanced":
-                B, A = balanced_split(B, A)
-            out[keys.make(m, "lora_B")], out[keys.make(m, "lora_A")] = B, (A / s).contiguous()
-        return out
+        return folded(state.init, state.lora, state.rank, self.fold_scaling)
 
     def _terms(
         self,
@@ -353,16 +322,10 @@ class ILoRA(Algorithm[ILoRAState]):
         The clients' uploads, and with the shared offset the global adapter's components that
         not every client held (``diag(w) A_g``, module docstring).
         """
-        cids = sorted(uploads)
-        Bs = [uploads[c].tensors[keys.make(m, "lora_B")] for c in cids]
-        As = [uploads[c].tensors[keys.make(m, "lora_A")] for c in cids]
-        coeffs = [
-            p[c] * (state.lora.scale(a.shape[0]) if fold else 1.0)
-            for c, a in zip(cids, As, strict=True)
-        ]
+        Bs, As, coeffs = client_terms(uploads, p, m, state.lora, fold)
         if self.offset == "shared":
             glob = self._global(state)
-            ranks = {c: int(a.shape[0]) for c, a in zip(cids, As, strict=True)}
+            ranks = {c: int(a.shape[0]) for c, a in zip(sorted(uploads), As, strict=True)}
             B_g, A_g = unheld_components(
                 glob[keys.make(m, "lora_B")], glob[keys.make(m, "lora_A")], ranks, p
             )
@@ -372,27 +335,6 @@ class ILoRA(Algorithm[ILoRAState]):
                 As.append(A_g)
                 coeffs.append(state.lora.scale(state.rank) if unfolded else 1.0)
         return Bs, As, coeffs
-
-    def _update_control(self, state: ILoRAState, uploads: Mapping[int, Upload]) -> TensorDict:
-        if not self.control_variates:
-            return state.control
-        new = {k: v.clone() for k, v in state.control.items()}
-        for cid in sorted(uploads):
-            for k, d in strip_prefix(uploads[cid].tensors, CV).items():
-                new[k] += resize_rank(d, state.rank, keys.kind_of(k)) / state.num_clients
-        return new
-
-
-def _robust_terms(terms: Terms, p: Mapping[int, float], uploads: Mapping[int, Upload]) -> Terms:
-    """Replace the clients' terms by the median of their products; keep any terms after them.
-
-    The terms after the clients' own (the global components not every client held, under the
-    shared offset) are the server's, not the clients': they stay as they are.
-    """
-    n = len(uploads)
-    Bs, As, coeffs = terms
-    med_B, med_A, med_c = median_of_products((Bs[:n], As[:n], coeffs[:n]), p, uploads)
-    return med_B + Bs[n:], med_A + As[n:], med_c + coeffs[n:]
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic

@@ -112,9 +112,6 @@ class LoRAFAIR(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def _b_ratio(self, state: FactorState, r: int) -> float:
         """Return ``s(r_max)/s(r)``, the factor B is sent with (1 without ``rescale_b``)."""
         return state.lora.scale(state.rank) / state.lora.scale(r) if self.rescale_b else 1.0

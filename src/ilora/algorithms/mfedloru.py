@@ -57,20 +57,19 @@ dense residual); upload ``4·r·(d_out + d_in + 2R)`` (``P^B, Q^B, P^A, Q^A``) w
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._merging import install_round, merging_state
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
     head_of,
+    init_a,
     init_factors,
-    install_round,
-    merging_state,
     normalized_weights,
     split_residual,
 )
@@ -139,9 +138,6 @@ class MFedLoRU(Algorithm[FactorState]):
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)
 
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
-
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         shared = split_residual(ctx.payload.tensors)
         if not keys.of_kind(shared.factors, "outer_A"):  # a client at the global rank
@@ -163,12 +159,7 @@ def nested_init(ctx: ClientContext) -> TensorDict:
     out = init_factors(ctx.base, r, ctx.lora, *seed)  # Q^A random, P^B = 0
     for m in keys.modules(out):
         R = int(ctx.payload.tensors[keys.make(m, "outer_A")].shape[0])
-        g = generator(*seed, "inner", m)
-        if ctx.lora.init == "gaussian":
-            Q_B = torch.randn(r, R, generator=g) / r  # (r, R)
-        else:
-            Q_B = (torch.rand(r, R, generator=g) * 2 - 1) / math.sqrt(R)  # (r, R)
-        out[keys.make(m, "inner_B")] = Q_B
+        out[keys.make(m, "inner_B")] = init_a(ctx.lora.init, r, R, generator(*seed, "inner", m))
         out[keys.make(m, "inner_A")] = torch.zeros(R, r)  # (R, r)
     return out
 
@@ -220,6 +211,7 @@ def _renamed(key: str, names: Mapping[str, str]) -> str:
     if parsed is None or parsed[1] not in names:
         return key
     return keys.make(parsed[0], names[parsed[1]])
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(MFedLoRU)

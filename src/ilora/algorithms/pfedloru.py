@@ -72,20 +72,16 @@ from typing import Literal
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._merging import merging_aggregate, merging_state
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
-    b_to_client,
-    global_pair_error,
     head_of,
     init_factors,
-    install_round,
-    merging_state,
-    padded_mean,
+    rank_download,
     rank_of,
     split_residual,
     truncated,
-    uploads_to_global,
     zero_residuals,
 )
 from ilora.algorithms.base import Algorithm, register
@@ -170,23 +166,15 @@ class PFedLoRU(Algorithm[FactorState]):
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         out = truncated(state.tensors, client.rank)
-        return Payload(
-            b_to_client(out, state.lora, state.rank, client.rank) if self.rescale_b else out
-        )
+        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
-        mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
-        mean = padded_mean(mapped, state.rank)
-        metrics = {"agg_error": global_pair_error(state, uploads, mean)}
-        return install_round(state, mean, metrics, rnd, self.tau)
+        return merging_aggregate(state, uploads, rnd, self.tau, self.rescale_b)
 
     def export(self, state: FactorState) -> LocalSetup:
         return split_residual(state.tensors)
-
-    def round_metrics(self, state: FactorState) -> dict[str, float]:
-        return dict(state.metrics)
 
     # ---- client
     def personal_steps(self, steps: int) -> int:
@@ -308,6 +296,7 @@ def _split_joint(joint: TensorDict, r_g: int) -> tuple[TensorDict, TensorDict]:
         else:
             glob[k], personal[k] = v[:, :r_g].contiguous(), v[:, r_g:].contiguous()
     return glob, personal
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(PFedLoRU)(traffic.pair_and_residual_down)  # personal branch stays

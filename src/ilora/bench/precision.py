@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ilora.bench.resultfiles import blank_missing, write_results
+from ilora.bench.resultfiles import blank_missing, labelled_runs, write_results
 
 PRECISIONS = ("fp32", "bf16")
 COMMANDS = tuple(
@@ -56,13 +56,7 @@ def collect(runs: Path) -> list[dict[str, Any]]:
         FileNotFoundError: if no run has finished.
 
     """
-    rows = [
-        run_row(summary.parent, p)
-        for p in PRECISIONS
-        for summary in sorted((runs / p).glob("*/summary.json"))
-    ]
-    if not rows:
-        raise FileNotFoundError(f"no finished run under {runs}/fp32 or {runs}/bf16")
+    rows = labelled_runs(runs, PRECISIONS, run_row)
     return sorted(rows, key=lambda r: (r["algorithm"], r["seed"], r["precision"]))
 
 

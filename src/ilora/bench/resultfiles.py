@@ -15,10 +15,11 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+Row = TypeVar("Row")
 IL_MAIN = ("ilora", "__main__.py")
 
 
@@ -81,6 +82,12 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """Return the rows of a result CSV (a header row, then one row per measurement)."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def write_results(
     out: Path,
     tables: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -136,3 +143,25 @@ def round_metric_columns(record: Mapping[str, Any]) -> dict[str, Any]:
         key: blank_missing(record.get(key))
         for key in ("accuracy", "personal_accuracy", "agg_error", "download_error")
     }
+
+
+def labelled_runs(
+    runs: Path, labels: Sequence[str], row: Callable[[Path, str], Row]
+) -> list[Row]:
+    """Return ``row(run_dir, label)`` for every finished run under ``runs/<label>/``.
+
+    A finished run is a directory holding ``summary.json``; labels are read in order, runs in
+    name order.
+
+    Raises:
+        FileNotFoundError: if no run has finished under any label.
+
+    """
+    rows = [
+        row(summary.parent, label)
+        for label in labels
+        for summary in sorted((runs / label).glob("*/summary.json"))
+    ]
+    if not rows:
+        raise FileNotFoundError(f"no finished run under {runs}/<{'|'.join(labels)}>")
+    return rows

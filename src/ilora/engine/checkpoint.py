@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ilora.engine import serial
+from ilora.engine.clientstore import fsync_path
 from ilora.engine.history import RoundRecord
 from ilora.types import TensorDict
 
@@ -114,7 +115,7 @@ def save(directory: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(directory)
+    fsync_path(directory)
     for old in sorted(directory.glob("round-*.ckpt"))[:-keep]:
         old.unlink()
     return path
@@ -138,11 +139,3 @@ def load_latest(directory: Path) -> tuple[Checkpoint | None, list[str]]:
         except CheckpointError as err:
             skipped.append(f"checkpoint {err}: skipped, using the previous one")
     return None, skipped
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -196,13 +196,14 @@ def _write_atomic(path: Path, state: TensorDict, durable: bool = True) -> None:
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp))
     if durable:
-        _fsync(tmp)
+        fsync_path(tmp)
     os.replace(tmp, path)
     if durable:
-        _fsync(path.parent)
+        fsync_path(path.parent)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

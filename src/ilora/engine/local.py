@@ -211,19 +211,37 @@ def client_round(
                 opt, end = make_optimizer(params, train), _phase_end(setup, step, train)
             ctx = replace(ctx, step=step)
             hook_ctx = replace(dev_ctx, step=step)
-            loss = classification_loss(model, data, idx)
-            losses.append(float(loss.detach()))
-            if (extra := alg.loss_term(dict(params), hook_ctx, live)) is not None:
-                loss = loss + extra
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            _apply_grads(alg, params, hook_ctx, live, train)
-            opt.step()
+            losses.append(_train_step(alg, model, (data, idx), params, hook_ctx, live, opt, train))
     up, cstate = alg.upload(factor_state(model), ctx, cstate)
     metrics = {**up.metrics, "train_loss": sum(losses) / max(1, len(losses))}
     if losses:  # the loss at the client's start: the divergence guard's reference
         metrics["start_loss"] = losses[0]
     return replace(up, metrics=metrics, diagnostics=change_since(model, start)), cstate
+
+
+def _train_step(
+    alg: Algorithm,  # type: ignore[type-arg]
+    model: nn.Module,
+    batch: tuple[ArrayDataset, torch.Tensor],
+    params: dict[str, nn.Parameter],
+    ctx: ClientContext,
+    cstate: TensorDict,
+    opt: torch.optim.Optimizer,
+    train: TrainConfig,
+) -> float:
+    """Take one optimizer step on ``batch`` (the data and the indices of its examples).
+
+    Returns the batch's classification loss before the step (without the algorithm's term).
+    """
+    loss = classification_loss(model, *batch)
+    value = float(loss.detach())
+    if (extra := alg.loss_term(dict(params), ctx, cstate)) is not None:
+        loss = loss + extra
+    opt.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    _apply_grads(alg, params, ctx, cstate, train)
+    opt.step()
+    return value
 
 
 def _install(model: nn.Module, setup: LocalSetup, train: TrainConfig) -> dict[str, nn.Parameter]:

@@ -224,16 +224,24 @@ def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
         _write_text_atomic(out / "ilora_adapter.json", json.dumps(note, indent=2, sort_keys=True))
         return
     save_file(tensors, str(out / "adapter_model.safetensors"))
+    config = _peft_config(cfg, setup, sorted(set(modules)), rank)
+    _write_text_atomic(out / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True))
+
+
+def _peft_config(
+    cfg: ExperimentConfig, setup: LocalSetup, modules: list[str], rank: int
+) -> dict[str, object]:
+    """Return PEFT's ``adapter_config.json`` of an adapter of ``rank`` on ``modules``."""
     lora = cfg.lora
     alpha = lora.alpha * rank / lora.rank if lora.alpha_scales_with_rank else lora.alpha
     heads = sorted({k.rsplit(".", 1)[0] for k in setup.factors if keys.is_param(k)})
-    config = {
+    return {
         "peft_type": "LORA",
         "r": rank,
         "lora_alpha": alpha,
         "use_rslora": lora.rslora,
         "lora_dropout": lora.dropout,
-        "target_modules": sorted(set(modules)),
+        "target_modules": modules,
         "bias": "none",
         "modules_to_save": heads,
         "task_type": None,
@@ -243,4 +251,3 @@ def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
         "fan_in_fan_out": False,
         "init_lora_weights": True,
     }
-    _write_text_atomic(out / "adapter_config.json", json.dumps(config, indent=2, sort_keys=True))

@@ -18,7 +18,7 @@ import torch
 
 from ilora.config import ExperimentConfig
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.clientstore import KEEP, open_store
+from ilora.engine.clientstore import KEEP, ClientStore, open_store
 from ilora.engine.evaluation import embedded_views
 from ilora.engine.evaluation import eval_subset as eval_subset  # re-exported
 from ilora.engine.evaluation import personal_tests as personal_tests  # re-exported
@@ -64,6 +64,36 @@ def run_clients(exp: Experiment) -> tuple[list[ClientInfo], Sequence[ArrayDatase
     return [ClientInfo(0, rank, len(pooled))], [pooled], steps
 
 
+def _start(
+    exp: Experiment,
+    clients: Sequence[ClientInfo],
+    history: History,
+    resume: Checkpoint | None,
+    store_dir: Path | None,
+    checkpoints: bool,
+) -> tuple[Any, ClientStore]:
+    """Return the server state and the client store to start from: fresh, or the checkpoint's.
+
+    Resuming also puts the checkpoint's rounds in ``history`` and restores torch's RNG; the
+    store keeps the states checkpoints need when ``checkpoints`` is set.
+    """
+    cfg = exp.cfg
+    if resume is None:
+        state = exp.algorithm.server_init(template(exp.model), clients, cfg.lora, cfg.seed)
+    else:
+        state = resume.state
+        history.records.extend(resume.records)
+        torch.set_rng_state(resume.rng)
+    store = open_store(
+        cfg.fed.client_store,
+        store_dir,
+        resume.store if resume else None,
+        resume.store_index if resume else None,
+        keep=KEEP if checkpoints else 0,
+    )
+    return state, store
+
+
 def run(
     cfg: ExperimentConfig,
     on_round: RoundCallback | None = None,
@@ -86,19 +116,7 @@ def run(
     train = replace(cfg.train, steps=steps)
     fraction = 1.0 if alg.pooled_data else cfg.fed.fraction
     history = History(cfg.algorithm, cfg.task)
-    if resume is None:
-        state = alg.server_init(template(model), clients, cfg.lora, cfg.seed)
-    else:
-        state = resume.state
-        history.records.extend(resume.records)
-        torch.set_rng_state(resume.rng)
-    store = open_store(
-        cfg.fed.client_store,
-        store_dir,
-        resume.store if resume else None,
-        resume.store_index if resume else None,
-        keep=KEEP if on_checkpoint is not None else 0,
-    )
+    state, store = _start(exp, clients, history, resume, store_dir, on_checkpoint is not None)
     sample_seed = sampling_seed(cfg, None if resume is None else resume.sample_seed)
     step = RoundStep(exp, clients, history, on_round, on_checkpoint, sample_seed=sample_seed)
     shapes = layer_shapes(template(model))

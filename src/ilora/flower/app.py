@@ -121,6 +121,43 @@ machine: `out` in `pyproject.toml`, or `--run-config 'out="/abs/dir"'`.
 """
 
 
+def _write_package(package: Path) -> None:
+    """Write the app's Python package: the ServerApp and the ClientApp modules."""
+    (package / "__init__.py").write_text('"""A Flower app of ILoRA (see ../README.md)."""\n')
+    (package / "server_app.py").write_text(SERVER_APP.format(yaml=YAML_NAME))
+    (package / "client_app.py").write_text(CLIENT_APP)
+
+
+def _write_readme(directory: Path, cfg: config_mod.ExperimentConfig, sets: list[str]) -> None:
+    """Write the app's README.md: how to run it in simulation and in deployment."""
+    set_text = " ".join(sets)
+    (directory / "README.md").write_text(
+        README.format(
+            yaml=YAML_NAME,
+            overrides=f" with `set = {json.dumps(set_text)}`" if sets else "",
+            clients=cfg.data.num_clients,
+            flwr=FLWR_VERSION,
+        )
+    )
+
+
+def _checked_config(config_path: Path, sets: list[str]) -> config_mod.ExperimentConfig:
+    """Return the validated config of ``config_path`` + ``sets`` (no override with a space).
+
+    Raises:
+        ConfigError: if the config or an override is invalid.
+
+    """
+    cfg = config_mod.load(config_path, sets)
+    validate(cfg)
+    if any(" " in s for s in sets):
+        raise config_mod.ConfigError(
+            f"the app's run config keeps overrides space-separated, so an override cannot "
+            f"contain a space: {sets}; write lists without spaces (lora.ranks=[2,4])"
+        )
+    return cfg
+
+
 def write_app(
     directory: Path,
     config_path: Path,
@@ -142,13 +179,7 @@ def write_app(
 
     """
     sets = list(overrides or [])
-    cfg = config_mod.load(config_path, sets)
-    validate(cfg)
-    if any(" " in s for s in sets):
-        raise config_mod.ConfigError(
-            f"the app's run config keeps overrides space-separated, so an override cannot "
-            f"contain a space: {sets}; write lists without spaces (lora.ranks=[2,4])"
-        )
+    cfg = _checked_config(config_path, sets)
     pyproject = directory / "pyproject.toml"
     if pyproject.exists() and not force:
         raise AppExistsError(f"{directory} already holds an app (pyproject.toml); use --force")
@@ -169,15 +200,6 @@ def write_app(
             timeout=float(timeout),
         )
     )
-    (package / "__init__.py").write_text('"""A Flower app of ILoRA (see ../README.md)."""\n')
-    (package / "server_app.py").write_text(SERVER_APP.format(yaml=YAML_NAME))
-    (package / "client_app.py").write_text(CLIENT_APP)
-    (directory / "README.md").write_text(
-        README.format(
-            yaml=YAML_NAME,
-            overrides=f" with `set = {json.dumps(set_text)}`" if sets else "",
-            clients=cfg.data.num_clients,
-            flwr=FLWR_VERSION,
-        )
-    )
+    _write_package(package)
+    _write_readme(directory, cfg, sets)
     return pyproject

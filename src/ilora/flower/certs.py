@@ -139,7 +139,26 @@ def make_trial_credentials(
     end = start + datetime.timedelta(days=days)
 
     ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_cert = (
+    ca_cert = _ca_certificate(ca_key, start, end)
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = _server_certificate(server_key, (ca_key, ca_cert), names, start, end)
+    pem = serialization.Encoding.PEM
+    ca = _write(out / "ca.crt", ca_cert.public_bytes(pem))
+    cert = _write(out / "server.pem", server_cert.public_bytes(pem))
+    key = _write(out / "server.key", _pem_key(server_key), private=True)
+    pairs = tuple(_node_pair(out / "nodes", i) for i in range(nodes))
+    hosts_text = ", ".join(f"`{h}`" for h in names)
+    _write(
+        out / "README.md", README.format(days=days, start=start.date(), hosts=hosts_text).encode()
+    )
+    return TrialCredentials(ca, cert, key, pairs)
+
+
+def _ca_certificate(
+    ca_key: ec.EllipticCurvePrivateKey, start: datetime.datetime, end: datetime.datetime
+) -> x509.Certificate:
+    """Return the trial CA's self-signed certificate, valid from ``start`` to ``end``."""
+    return (
         x509.CertificateBuilder()
         .subject_name(_name("ilora trial CA"))
         .issuer_name(_name("ilora trial CA"))
@@ -152,8 +171,18 @@ def make_trial_credentials(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA384())
     )
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    server_cert = (
+
+
+def _server_certificate(
+    server_key: ec.EllipticCurvePrivateKey,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    names: list[str],
+    start: datetime.datetime,
+    end: datetime.datetime,
+) -> x509.Certificate:
+    """Return the SuperLink's certificate for ``names``, signed by the CA ``(key, certificate)``."""
+    ca_key, ca_cert = ca
+    return (
         x509.CertificateBuilder()
         .subject_name(_name(names[0]))
         .issuer_name(ca_cert.subject)
@@ -170,16 +199,6 @@ def make_trial_credentials(
         )
         .sign(ca_key, hashes.SHA384())
     )
-    pem = serialization.Encoding.PEM
-    ca = _write(out / "ca.crt", ca_cert.public_bytes(pem))
-    cert = _write(out / "server.pem", server_cert.public_bytes(pem))
-    key = _write(out / "server.key", _pem_key(server_key), private=True)
-    pairs = tuple(_node_pair(out / "nodes", i) for i in range(nodes))
-    hosts_text = ", ".join(f"`{h}`" for h in names)
-    _write(
-        out / "README.md", README.format(days=days, start=start.date(), hosts=hosts_text).encode()
-    )
-    return TrialCredentials(ca, cert, key, pairs)
 
 
 def _node_pair(directory: Path, index: int) -> tuple[Path, Path]:

@@ -26,27 +26,14 @@ trainable inner maps ``P (R, r)``, ``Q (r, R)`` make the installed rank-``r`` pa
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ilora.lora._layer_checks import check_experts, check_nested, check_pair, layer_kind
 from ilora.lora.spec import LoRASpec
 
-LayerKind = Literal["linear", "conv1x1", "conv1d"]
-
-
-def layer_kind(module: nn.Module) -> LayerKind | None:
-    """Return how ``module`` can be adapted, or ``None`` when it cannot."""
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, nn.Conv2d):
-        plain = module.groups == 1 and module.stride == (1, 1) and module.padding in ((0, 0), 0)
-        return "conv1x1" if module.kernel_size == (1, 1) and plain else None
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return "conv1d"
-    return None
+__all__ = ["LoRALinear", "layer_kind"]
 
 
 class LoRALinear(nn.Module):
@@ -160,20 +147,7 @@ class LoRALinear(nn.Module):
                 "a nested update needs the pair (lora_A, lora_B) installed first, "
                 "without lora_C, a rank mask or an expert bank"
             )
-        r, R = self.rank, int(outer_A.shape[0])
-        fits = (
-            outer_A.shape == (R, self.d_in)
-            and outer_B.shape == (self.d_out, R)
-            and inner_A.shape == (R, r)
-            and inner_B.shape == (r, R)
-        )
-        if not fits or R > min(self.d_in, self.d_out):
-            raise ValueError(
-                f"nested shapes outer_A{tuple(outer_A.shape)} outer_B{tuple(outer_B.shape)} "
-                f"inner_A{tuple(inner_A.shape)} inner_B{tuple(inner_B.shape)} do not fit a "
-                f"({self.d_out}, {self.d_in}) layer with a rank-{r} pair (outer rank <= "
-                f"{min(self.d_in, self.d_out)})"
-            )
+        check_nested(self.d_out, self.d_in, self.rank, (outer_A, outer_B, inner_A, inner_B))
         self.outer_A = outer_A.detach().clone().float()
         self.outer_B = outer_B.detach().clone().float()
         self.inner_A = nn.Parameter(inner_A.detach().clone().float())
@@ -259,20 +233,7 @@ class LoRALinear(nn.Module):
                 "an expert bank needs the live pair (lora_A, lora_B) installed first, "
                 "without lora_C, a rank mask or a nested update"
             )
-        k, r = (int(bank_A.shape[0]), int(bank_A.shape[1])) if bank_A.dim() == 3 else (-1, -1)
-        if r < 1 or bank_A.shape != (k, r, self.d_in) or bank_B.shape != (k, self.d_out, r):
-            raise ValueError(
-                f"expert shapes {tuple(bank_A.shape)} {tuple(bank_B.shape)} do not fit "
-                f"(K, r_b, {self.d_in}) and (K, {self.d_out}, r_b) of this layer"
-            )
-        n = int(router.shape[0]) if router.dim() == 2 else -1
-        if router.shape != (n, self.d_in) or n < k + 1:
-            raise ValueError(
-                f"router must be (n >= {k + 1}, {self.d_in}), got {tuple(router.shape)}"
-            )
-        in_range = bool(((emap >= 0) & (emap <= k)).all())
-        if emap.shape != (n,) or emap.is_floating_point() or not in_range:
-            raise ValueError(f"expert_map must be {n} integers in [0, {k}], got {emap.tolist()}")
+        check_experts(self.d_out, self.d_in, (bank_A, bank_B), router, emap)
 
     def _clear_experts(self) -> None:
         self.router = None
@@ -297,19 +258,7 @@ class LoRALinear(nn.Module):
         if (A is None) != (B is None):
             raise ValueError("lora_A and lora_B must be installed together")
         if A is not None and B is not None:
-            r = A.shape[0]
-            if A.shape != (r, self.d_in) or B.shape != (self.d_out, r):
-                raise ValueError(
-                    f"factor shapes A{tuple(A.shape)} B{tuple(B.shape)} do not fit a "
-                    f"({self.d_out}, {self.d_in}) layer at rank {r}"
-                )
-            if r > min(self.d_in, self.d_out):
-                raise ValueError(
-                    f"rank {r} exceeds min(d_in, d_out) = {min(self.d_in, self.d_out)} "
-                    "of this layer; lower lora.rank/lora.ranks"
-                )
-            if C is not None and C.shape != (r, r):
-                raise ValueError(f"lora_C must be ({r}, {r}), got {tuple(C.shape)}")
+            check_pair(self.d_out, self.d_in, A, B, C)
         self.lora_A = None if A is None else nn.Parameter(A.detach().clone().float())
         self.lora_B = None if B is None else nn.Parameter(B.detach().clone().float())
         self.lora_C = None if C is None else nn.Parameter(C.detach().clone().float())

@@ -19,8 +19,10 @@ from pathlib import Path
 
 SECTIONS = (
     "demo",
+    "exactness",
     "protocol",
     "quality",
+    "scaling",
     "precision",
     "lr",
     "comm",

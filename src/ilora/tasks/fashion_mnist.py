@@ -149,6 +149,26 @@ def subset_indices(n_total: int, n_keep: int, *parts: object) -> np.ndarray:
     return np.sort(np_rng(*parts).permutation(n_total)[:n_keep]).astype(np.int64)
 
 
+def mobilenet_model(pretrained: bool, num_classes: int, seed: int) -> nn.Module:
+    """Return MobileNetV2 features with a fresh head drawn from ``generator(seed, "head")``.
+
+    The model of the image tasks (``fashion-mnist``, ``image-npz``).
+
+    Args:
+        pretrained: load the packaged ImageNet weights (else a seeded random backbone).
+        num_classes: number of classes.
+        seed: seeds the head (and the backbone when not ``pretrained``).
+
+    Returns:
+        An ``ImageClassifier`` with ``forward(pixels) -> (B, num_classes)``.
+
+    Raises:
+        AssetMissingError: if ``pretrained`` and the weights package is not installed.
+
+    """
+    return ImageClassifier(mobilenet_v2_features(pretrained, seed), num_classes, seed)
+
+
 @dataclass(frozen=True)
 class FashionMNIST:
     """Fashion-MNIST (10 classes of 28x28 grayscale clothing images) on MobileNetV2."""
@@ -226,17 +246,5 @@ class FashionMNIST:
         return TaskData(train, test, CLASS_NAMES)
 
     def build_model(self, num_classes: int, seed: int) -> nn.Module:
-        """Return MobileNetV2 features with a fresh head drawn from ``generator(seed, "head")``.
-
-        Args:
-            num_classes: number of classes.
-            seed: seeds the head (and the backbone when not ``pretrained``).
-
-        Returns:
-            An ``ImageClassifier`` with ``forward(pixels) -> (B, num_classes)``.
-
-        Raises:
-            AssetMissingError: if ``pretrained`` and the weights package is not installed.
-
-        """
-        return ImageClassifier(mobilenet_v2_features(self.pretrained, seed), num_classes, seed)
+        """Return MobileNetV2 features with a fresh head (:func:`mobilenet_model`)."""
+        return mobilenet_model(self.pretrained, num_classes, seed)

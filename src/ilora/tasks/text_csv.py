@@ -17,21 +17,18 @@ from torch import nn
 
 from ilora.models.targets import default_target_modules, name_patterns
 from ilora.seeding import np_rng
+from ilora.tasks._text_data import (
+    SPACE_RE,
+    cap,
+    check_range,
+    class_index,
+    label_ids,
+    split_stratified,
+    tokenized_dataset,
+)
 from ilora.tasks.base import DataPeek, TaskData
 from ilora.tasks.csv_table import check_labels, read_user_csv, split_flags
-from ilora.tasks.text_common import (
-    _SPACE_RE,
-    BERT_HEAD,
-    BERT_LORA_TARGETS,
-    MAX_POSITIONS,
-    _cap,
-    _check_range,
-    _class_index,
-    _dataset,
-    _ids,
-    minilm_dir,
-    split_stratified,
-)
+from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS, minilm_dir
 
 __all__ = ["TextCSV"]
 
@@ -117,11 +114,11 @@ class TextCSV:
         if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"target_modules={names!r} must be a list of module names")
         object.__setattr__(self, "target_modules", tuple(names))  # a YAML list becomes a tuple
-        _check_range("max_len", self.max_len, 2, MAX_POSITIONS)
-        _check_range("max_train", self.max_train, 0)
-        _check_range("max_test", self.max_test, 0)
-        _check_range("num_layers", self.num_layers, 0)
-        _check_range("split_seed", self.split_seed, 0)
+        check_range("max_len", self.max_len, 2, MAX_POSITIONS)
+        check_range("max_train", self.max_train, 0)
+        check_range("max_test", self.max_test, 0)
+        check_range("num_layers", self.num_layers, 0)
+        check_range("split_seed", self.split_seed, 0)
 
     def encoder_dir(self) -> Path:
         """Return ``model_dir`` or, if empty, the packaged MiniLM directory.
@@ -160,15 +157,15 @@ class TextCSV:
         check_labels(self.path, self.label_column, names[:n_train])
         if self.test_path:
             check_labels(self.test_path, self.label_column, names[n_train:])
-        class_names = _class_index(names)
-        labels = _ids(names, class_names)
+        class_names = class_index(names)
+        labels = label_ids(names, class_names)
         groups = None
         if self.group_column:
             values = [r[self.group_column] for r in rows]
-            groups = _ids(values, _class_index(values))
+            groups = label_ids(values, class_index(values))
         train_idx, test_idx = self._split(rows, n_train, labels)
-        train_idx = _cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
-        test_idx = _cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
+        train_idx = cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
+        test_idx = cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
         texts = [r[self.text_column] for r in rows]
         return _Table(texts, labels, class_names, groups, train_idx, test_idx)
 
@@ -200,10 +197,10 @@ class TextCSV:
 
         table = self._table()
         tokenizer = load_tokenizer(self.encoder_dir())
-        texts = [_SPACE_RE.sub(" ", t).strip() for t in table.texts]
+        texts = [SPACE_RE.sub(" ", t).strip() for t in table.texts]
         labels, groups = table.labels, table.groups
-        train = _dataset(tokenizer, texts, labels, groups, table.train_idx, self.max_len)
-        test = _dataset(tokenizer, texts, labels, groups, table.test_idx, self.max_len)
+        train = tokenized_dataset(tokenizer, texts, labels, groups, table.train_idx, self.max_len)
+        test = tokenized_dataset(tokenizer, texts, labels, groups, table.test_idx, self.max_len)
         return TaskData(train, test, table.class_names)
 
     def build_model(self, num_classes: int, seed: int) -> nn.Module:
@@ -219,4 +216,3 @@ class TextCSV:
         backbone = load_encoder(self.encoder_dir())
         layers = self.num_layers or None
         return EncoderClassifier(backbone, num_classes, seed, num_layers=layers)
-

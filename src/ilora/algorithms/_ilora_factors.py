@@ -1,0 +1,112 @@
+"""ILoRA's factor arithmetic: the QR init, its base offset, what a client applies, controls.
+
+Pure functions over ``dict[str, Tensor]`` used by ``ilora.py`` (its module docstring has the
+method). Shapes per adapted layer ``(d_out, d_in)`` at rank ``r``: ``lora_B (d_out, r)``,
+``lora_A (r, d_in)``, ``residual (d_out, d_in)``; ``s = LoRASpec.scale(r)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import partial
+
+import torch
+
+from ilora.algorithms._redistribution import Terms
+from ilora.algorithms._robust_products import median_of_products
+from ilora.lora import keys
+from ilora.lora.linalg import balanced_split, qr_init, resize_rank
+from ilora.lora.memo import PairMemo
+from ilora.lora.spec import LoRASpec
+from ilora.tensors import strip_prefix
+from ilora.types import TensorDict, Upload
+
+CV = "cv/"
+# every client_init rebuilds the same QR init from the same frozen base: computed once per
+# weight and rank (64 MiB holds the rank-16 factors of about 500 layers of MiniLM's size)
+_QR_MEMO = PairMemo(max_bytes=64 << 20)
+
+
+def qr_factors(base: Mapping[str, torch.Tensor], r: int, init_rms: float) -> TensorDict:
+    """Return the QR init of every layer at rank ``r`` (memoized on the weights' bytes).
+
+    ``init_rms`` is the RMS of the initial ``BA``; 0 keeps the raw ``Q``, ``R``.
+    """
+    out: TensorDict = {}
+    rms = init_rms or None
+    for m in keys.modules(base):
+        W0 = base[keys.make(m, "base")]
+        B, A = _QR_MEMO.get(W0, (r, rms), partial(qr_init, W0, r, rms))
+        out[keys.make(m, "lora_B")], out[keys.make(m, "lora_A")] = B, A
+    return out
+
+
+def base_offset(init: Mapping[str, torch.Tensor], s: float, init_offset: str) -> TensorDict:
+    """Return ``−o B_0 A_0`` per layer, ``o = s`` (``alpha_over_r``) or 1 (``one``)."""
+    o = s if init_offset == "alpha_over_r" else 1.0
+    return {
+        keys.make(m, "residual"): -o * (init[keys.make(m, "lora_B")] @ init[keys.make(m, "lora_A")])
+        for m in keys.modules(init)
+    }  # (d_out, r) @ (r, d_in)
+
+
+def folded(
+    init: Mapping[str, torch.Tensor], lora: LoRASpec, r: int, fold_scaling: bool
+) -> TensorDict:
+    """Return the rank-``r`` init as global factors: ``A`` times ``s(r)`` when folding."""
+    s = lora.scale(r) if fold_scaling else 1.0
+    return {k: s * v if keys.kind_of(k) == "lora_A" else v for k, v in init.items()}
+
+
+def client_factors(
+    glob: TensorDict, r: int, lora: LoRASpec, fold_scaling: bool, split: str
+) -> TensorDict:
+    """Return what a rank-``r`` client applies: the leading ``r`` components, split, ``A/s``."""
+    s = lora.scale(r) if fold_scaling else 1.0
+    out: TensorDict = {}
+    for m in keys.modules(glob):
+        B = resize_rank(glob[keys.make(m, "lora_B")], r, "lora_B")  # (d_out, r)
+        A = resize_rank(glob[keys.make(m, "lora_A")], r, "lora_A")  # (r, d_in)
+        if split == "balanced":
+            B, A = balanced_split(B, A)
+        out[keys.make(m, "lora_B")], out[keys.make(m, "lora_A")] = B, (A / s).contiguous()
+    return out
+
+
+def client_terms(
+    uploads: Mapping[int, Upload], p: Mapping[int, float], m: str, lora: LoRASpec, fold: bool
+) -> Terms:
+    """Return the clients' ``(B_k, A_k, c_k)`` of layer ``m``, ``c_k = p_k s(r_k)`` when ``fold``.
+
+    ``c_k = p_k`` otherwise; in client order. ``B_k (d_out, r_k)``, ``A_k (r_k, d_in)``.
+    """
+    cids = sorted(uploads)
+    Bs = [uploads[c].tensors[keys.make(m, "lora_B")] for c in cids]
+    As = [uploads[c].tensors[keys.make(m, "lora_A")] for c in cids]
+    coeffs = [
+        p[c] * (lora.scale(a.shape[0]) if fold else 1.0) for c, a in zip(cids, As, strict=True)
+    ]
+    return Bs, As, coeffs
+
+
+def robust_terms(terms: Terms, p: Mapping[int, float], uploads: Mapping[int, Upload]) -> Terms:
+    """Replace the clients' terms by the median of their products; keep any terms after them.
+
+    The terms after the clients' own (the global components not every client held, under the
+    shared offset) are the server's, not the clients': they stay as they are.
+    """
+    n = len(uploads)
+    Bs, As, coeffs = terms
+    med_B, med_A, med_c = median_of_products((Bs[:n], As[:n], coeffs[:n]), p, uploads)
+    return med_B + Bs[n:], med_A + As[n:], med_c + coeffs[n:]
+
+
+def updated_control(
+    control: TensorDict, uploads: Mapping[int, Upload], rank: int, num_clients: int
+) -> TensorDict:
+    """Return ``c + (1/N) Σ_k Δc_k``, each upload's ``Δc_k`` (under ``cv/``) resized to ``rank``."""
+    new = {k: v.clone() for k, v in control.items()}
+    for cid in sorted(uploads):
+        for k, d in strip_prefix(uploads[cid].tensors, CV).items():
+            new[k] += resize_rank(d, rank, keys.kind_of(k)) / num_clients
+    return new

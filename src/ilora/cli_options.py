@@ -1,0 +1,58 @@
+"""The arguments and options of ``ilora run``, ``compare``, ``validate`` and ``bench comm``.
+
+Declared once as ``Annotated`` types, so a command's signature lists its parameters in one
+line each and the help text lives here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a dotted key: fed.rounds=3")
+]
+
+# ---- ilora run
+RunConfigArg = Annotated[
+    Path | None, typer.Argument(help="experiment YAML (see configs/); omit with --resume")
+]
+RunOutOpt = Annotated[
+    Path | None,
+    typer.Option(help="run directory (default: a new runs/<algorithm>-<task>-seed<s>-<time>)"),
+]
+ResumeOpt = Annotated[
+    Path | None,
+    typer.Option(help="continue the run in this directory from its last valid checkpoint"),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option(help="replace the run already in --out (default: refuse)")
+]
+
+# ---- ilora compare
+AlgorithmsOpt = Annotated[str, typer.Option(help="comma-separated names (`ilora list algorithms`)")]
+SeedsOpt = Annotated[str, typer.Option(help="comma-separated seeds")]
+CompareOutOpt = Annotated[Path, typer.Option(help="directory for the runs and the comparison")]
+RerunOpt = Annotated[
+    bool, typer.Option(help="run again even where a finished run of the same config exists")
+]
+
+# ---- ilora bench comm
+CommConfigArg = Annotated[Path, typer.Argument(help="experiment YAML the methods run on")]
+CommRunsOpt = Annotated[
+    Path | None, typer.Option(help="check these finished runs instead of running")
+]
+CommAlgorithmsOpt = Annotated[str, typer.Option(help="comma-separated names, or all")]
+CommRoundsOpt = Annotated[int, typer.Option(help="rounds per method (each runs 1 local step)")]
+CommQuickOpt = Annotated[bool, typer.Option(help="configs/smoke.yaml, seconds")]
+CommOutOpt = Annotated[
+    Path | None,
+    typer.Option(help="comm.csv/.md, meta.json (default results/comm, quick runs/quick/comm)"),
+]
+CommRunsDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="run dirs (default runs/bench-comm; quick: runs/quick/comm/runs)"),
+]

@@ -1,0 +1,131 @@
+"""The local sections of a config: a client's training, evaluation and run logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ilora.config.yaml_text import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training of one client in one round."""
+
+    steps: int = field(default=10, metadata={"help": "local optimizer steps per round"})
+    batch_size: int = field(default=32, metadata={"help": "local minibatch size"})
+    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "adamw | sgd"})
+    lr: float = field(default=2e-3, metadata={"help": "learning rate of the LoRA factors"})
+    head_lr: float = field(default=5e-3, metadata={"help": "learning rate of the head"})
+    weight_decay: float = field(
+        default=0.0, metadata={"help": "decoupled (AdamW) / L2 (SGD) weight decay"}
+    )
+    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "clip the gradient norm; 0 = off"})
+    train_head: bool = field(
+        default=True,
+        metadata={"help": "train the classifier head locally and FedAvg it (every method)"},
+    )
+    precision: Literal["fp32", "bf16", "auto"] = field(
+        default="fp32",
+        metadata={
+            "help": "compute precision of the model's forward/backward: fp32 | bf16 (autocast; "
+            "LoRA factors, optimizer state and uploads stay fp32) | auto (bf16 where the "
+            "device has native bf16: AVX-512 BF16/AMX CPUs, bf16 CUDA GPUs; else fp32)"
+        },
+    )
+    device: Literal["cpu", "cuda", "auto"] = field(
+        default="cpu",
+        metadata={
+            "help": "where the model trains and evaluates: cpu | cuda | auto (cuda if visible); "
+            "everything sent, received and aggregated stays on the CPU"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "head_lr"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.momentum < 0 or self.max_grad_norm < 0:
+            raise ConfigError(
+                "train.weight_decay, train.momentum and train.max_grad_norm must be >= 0"
+            )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation on the held-out test split (global) and the clients' test shares (personal)."""
+
+    every: int = field(default=1, metadata={"help": "evaluate every N rounds (and after the last)"})
+    subset: int = field(
+        default=1000,
+        metadata={
+            "help": "seeded test subset per round (also the total over the clients' shares "
+            "for personalized evaluation); 0 = all"
+        },
+    )
+    personal_every: int = field(
+        default=1,
+        metadata={
+            "help": "evaluate the clients' own models every N rounds (and after the last); "
+            "each time costs one client_init and one pass over every client's test share"
+        },
+    )
+    final_full: bool = field(
+        default=True, metadata={"help": "evaluate on the full test split(s) after the last round"}
+    )
+    batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
+    split: Literal["test", "validation"] = field(
+        default="test",
+        metadata={
+            "help": "what the global model is evaluated on: test, or the validation split "
+            "(data.validation_fraction > 0; for choices such as learning rates, never test)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if min(self.every, self.personal_every, self.batch_size) < 1 or self.subset < 0:
+            raise ConfigError(
+                "eval.every, eval.personal_every and eval.batch_size must be >= 1 and "
+                "eval.subset >= 0"
+            )
+
+    def due(self, r: int, rounds: int) -> tuple[bool, bool]:
+        """Return whether round ``r`` of ``rounds`` evaluates the global and the clients' models."""
+        last = r == rounds
+        return r % self.every == 0 or last, r % self.personal_every == 0 or last
+
+
+@dataclass(frozen=True)
+class MLflowConfig:
+    """MLflow tracking of a run (``pip install ilora[mlflow]``); on when ``tracking_uri`` is set."""
+
+    tracking_uri: str = field(
+        default="",
+        metadata={
+            "help": "MLflow tracking URI, e.g. file:./mlruns (a local store) or http://host:5000; "
+            "empty = off"
+        },
+    )
+    experiment: str = field(default="ilora", metadata={"help": "MLflow experiment name"})
+
+    def __post_init__(self) -> None:
+        if self.tracking_uri and not self.experiment:
+            raise ConfigError("log.mlflow.experiment must be a non-empty name")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Optional experiment tracking of every round's metrics (off by default)."""
+
+    tensorboard: str = field(
+        default="",
+        metadata={
+            "help": "directory for TensorBoard event files, one subdirectory per run "
+            "(pip install ilora[tensorboard]); empty = off"
+        },
+    )
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)

@@ -1,0 +1,79 @@
+"""``ilora bench exactness`` and its section: labels checked against the runs, paired by seed."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ilora.bench.exactness import BEFORE, collect, export
+from ilora.report.exactness import render
+
+
+def _run(root: Path, label: str, alg: str, seed: int, acc: float, agg: float = 0.1) -> None:
+    ranks, version = label.split("-")
+    d = root / label / f"{alg}-seed{seed}"
+    d.mkdir(parents=True)
+    lora = {"rank_policy": "uniform" if ranks == "equal" else "cycle", "rank": 8}
+    per = {alg: dict(BEFORE)} if version == "before" else {}
+    config = {"algorithm": alg, "seed": seed, "lora": lora, "per_algorithm": per}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = {"final_accuracy": acc, "mean_agg_error": agg, "mean_download_error": agg / 10}
+    (d / "summary.json").write_text(json.dumps(summary))
+
+
+def test_paired_before_after_and_errors(tmp_path: Path) -> None:
+    gains = [0.012, 0.02, 0.015]
+    for seed, gain in enumerate(gains):
+        _run(tmp_path / "runs", "mixed-before", "ilora", seed, 0.25, agg=0.2)
+        _run(tmp_path / "runs", "mixed-after", "ilora", seed, 0.25 + gain, agg=0.1)
+        _run(tmp_path / "runs", "mixed-after", "fedit", seed, 0.3)  # another method: ignored
+    out = tmp_path / "results"
+    export(tmp_path / "runs", out)
+    section = render(out, tmp_path / "img")
+    diffs = [100 * g for g in gains]
+    half = 4.302652729911275 * statistics.stdev(diffs) / 3**0.5  # t(0.975, 2) s / sqrt(3)
+    assert f"{statistics.fmean(diffs):+.2f} ± {half:.2f}" in section
+    assert "| ilora | mixed |" in section and "fedit" not in section.split("|---|")[-1]
+    assert "0.2000 → 0.1000" in section and "0.0200 → 0.0100" in section
+
+
+def test_a_run_under_the_wrong_label_is_refused(tmp_path: Path) -> None:
+    _run(tmp_path, "equal-after", "ilora-s", 0, 0.3)
+    (tmp_path / "mixed-after").mkdir()
+    (tmp_path / "equal-after" / "ilora-s-seed0").rename(tmp_path / "mixed-after" / "x")
+    with pytest.raises(ValueError, match="does not match its label mixed-after"):
+        collect(tmp_path)
+
+
+def _grid_csv(path: Path, rows: list[tuple[str, int, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["task,ranks,alpha,seed,algorithm,final_accuracy,personal_accuracy,mean_agg_error"]
+    lines += [f"healthnews,heterogeneous,0.3,{s},{a},{acc},,0.1" for a, s, acc in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_grid_is_paired_with_the_committed_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ilora.bench.exactness as exactness
+
+    before = tmp_path / "results" / "quality" / "runs.csv"
+    _grid_csv(before, [("ilora", 0, 0.2), ("ilora", 1, 0.22), ("centralized", 0, 0.5),
+                       ("centralized", 1, 0.52), ("fedit", 0, 0.3)])  # fmt: skip
+    _grid_csv(tmp_path / "runs" / "grid" / "runs.csv",
+              [("ilora", 0, 0.25), ("ilora", 1, 0.26), ("centralized", 0, 0.5),
+               ("centralized", 1, 0.52)])  # fmt: skip
+    _run(tmp_path / "runs", "mixed-after", "ilora", 0, 0.3)
+    monkeypatch.setattr(exactness, "GRID_BEFORE", before)
+    export(tmp_path / "runs", tmp_path / "out")
+    section = render(tmp_path / "out", tmp_path / "img")
+    assert "| centralized | healthnews | heterogeneous | 0.3 |" in section
+    assert "+0.00 ± 0.00 | not separated |" in section  # the control did not move
+    assert (
+        "| ilora | healthnews | heterogeneous | 0.3 | 21.0 ± 12.7 | 25.5 ± 6.4 | +4.50" in section
+    )
+    assert "fedit" not in section  # a method the re-run did not cover
