@@ -38,19 +38,19 @@ demo: $(STAMP)
 	$(VENV)/bin/ilora compare configs/demo.yaml --algorithms ilora,ilora-s,fedit,centralized --seeds 0 --out runs/demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/mypy
 	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff check src tests scripts
 	$(PYTEST) -m "not slow"
 
 readme: $(STAMP)
 	$(PY) scripts/readme_tables.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts benchmarks
+	$(VENV)/bin/ruff check src tests scripts
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ilora.bench.report import null_as_nan
+from ilora.bench.rundirs import null_as_nan
 from ilora.cli import app
 from ilora.engine.history import append_jsonl, write_json_atomic
 from ilora.engine.outputs import RunExistsError, new_run_dir, refuse_existing_run

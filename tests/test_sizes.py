@@ -19,16 +19,7 @@ MAX_FUNCTION_LINES = 50
 
 # Known offenders, each "path" (a file) or "path::qualified.name" (a function), relative to
 # src/. The list may only shrink: an entry that no longer offends fails the test below.
-ALLOWED: dict[str, str] = {
-    "ilora/bench/scale.py::worker": "owned by the bench/report refactor",
-    "ilora/cli_report.py::bench_quality": "owned by the bench/report refactor",
-    "ilora/report/_quality_text.py::target_check": "owned by the bench/report refactor",
-    "ilora/report/aggregation.py::render": "owned by the bench/report refactor",
-    "ilora/report/engine.py::_memory_section": "owned by the bench/report refactor",
-    "ilora/report/engine.py::_overhead_section": "owned by the bench/report refactor",
-    "ilora/report/flower.py::render": "owned by the bench/report refactor",
-    "ilora/report/startup.py::render": "owned by the bench/report refactor",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def code_lines(source: str) -> int:

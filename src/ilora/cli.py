@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ilora import cli_bench, cli_export, cli_protocol, cli_report
+from ilora import cli_bench, cli_campaigns, cli_export, cli_protocol, cli_report
 from ilora import config as config_mod
 from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
 from ilora.cli_flower import flower_app, stored_config  # flwr only inside its commands
@@ -146,22 +146,24 @@ def _write_comparison(
     out: Path, names: list[str], seeds: list[int], cfg: config_mod.ExperimentConfig
 ) -> None:
     """Write comparison.md/.csv and the plots of the runs in ``out`` of ``names`` x ``seeds``."""
-    from ilora.bench import plots, report
     from ilora.bench.export import data_facts
+    from ilora.bench.rundirs import read_runs, to_csv
+    from ilora.report._plot import accuracy_baselines, metric_vs_round
+    from ilora.report._table import comparison_markdown, comparison_rows
 
-    runs = [r for r in report.read_runs(out) if r["algorithm"] in names and r["seed"] in seeds]
-    rows = report.comparison_rows(runs)
-    (out / "comparison.md").write_text(report.markdown(rows))
-    (out / "comparison.csv").write_text(report.to_csv(rows))
+    runs = [r for r in read_runs(out) if r["algorithm"] in names and r["seed"] in seeds]
+    rows = comparison_rows(runs)
+    (out / "comparison.md").write_text(comparison_markdown(rows))
+    (out / "comparison.csv").write_text(to_csv(rows))
     facts = data_facts(cfg)  # the data is cached from the runs (or read once)
-    baselines = plots.accuracy_baselines(facts["classes"], facts["majority_test"])
-    plots.metric_vs_round(
+    baselines = accuracy_baselines(facts["classes"], facts["majority_test"])
+    metric_vs_round(
         runs, "accuracy", "Global test accuracy (seed mean)", "accuracy %", baselines
     ).savefig(out / "accuracy.png", dpi=120)
-    plots.metric_vs_round(
+    metric_vs_round(
         runs, "agg_error", "Aggregation error ‖ΔW* − ΔW‖/‖ΔW*‖", "relative error"
     ).savefig(out / "agg_error.png", dpi=120)
-    console.print(report.markdown(rows))
+    console.print(comparison_markdown(rows))
     console.print(f"written: {out / 'comparison.md'}, comparison.csv, accuracy.png, agg_error.png")
 
 
@@ -176,6 +178,11 @@ bench_app.command("precision")(cli_bench.bench_precision)
 bench_app.command("scaling")(cli_bench.bench_scaling)
 bench_app.command("exactness")(cli_bench.bench_exactness)
 bench_app.command("startup")(cli_bench.bench_startup)
+bench_app.command("dp")(cli_campaigns.bench_dp)
+bench_app.command("faults")(cli_campaigns.bench_faults)
+bench_app.command("lr")(cli_campaigns.bench_lr)
+bench_app.command("flower")(cli_campaigns.bench_flower)
+bench_app.command("flower-parity")(cli_campaigns.bench_flower_parity)
 app.command("report")(cli_report.report)
 app.command("export-results")(cli_report.export)
 app.command("export")(cli_export.export_model)

@@ -109,28 +109,34 @@ def bench_quality(
     if not collect_only:
         done = len(cells) - len(todo)
         console.print(f"{len(cells)} runs in the grid: {done} finished, {len(todo)} to run")
+    _run_and_save(grid, cells, todo, out, quick, workers, collect_only)
+    console.print(f"written: {out}/runs.csv, rounds.csv, meta.json")
+
+
+def _run_and_save(
+    grid: Grid,
+    cells: list[Cell],
+    todo: list[Cell],
+    out: Path,
+    quick: bool,
+    workers: int,
+    collect_only: bool,
+) -> None:
+    """Run ``todo``; write the result files every 10 runs and at the end (a stopped grid too)."""
+    from ilora.bench import quality
+
     start = time.perf_counter()
 
-    def save(k: int) -> None:  # every 10 runs and at the end, so a stopped grid leaves files
+    def save(k: int) -> None:
         if k % 10 == 0 or k == len(todo):
             extra = _kept_meta(out) if collect_only else {}
-            quality.write_results(
-                grid,
-                cells,
-                out,
-                quick,
-                **{
-                    "invocation_wall_s": time.perf_counter() - start,
-                    "runs_run": k,
-                    "workers": workers,
-                    "load_average": os.getloadavg()[0],
-                    **extra,
-                },
-            )
+            wall = time.perf_counter() - start
+            run = {"invocation_wall_s": wall, "runs_run": k, "workers": workers}
+            run["load_average"] = os.getloadavg()[0]
+            quality.write_results(grid, cells, out, quick, **{**run, **extra})  # extra wins
 
     quality.run_grid(grid, todo, workers, console.print, save)
     save(len(todo))
-    console.print(f"written: {out}/runs.csv, rounds.csv, meta.json")
 
 
 def _make_grid(

@@ -87,6 +87,9 @@ def test_meta_records_the_command(bench_dir: Path) -> None:
     assert meta["quick"] is True
     assert meta["plan"]["methods"] == list(METHODS)
     assert meta["cpus"] >= 1 and meta["torch"]
+    got = rows(bench_dir / "aggregation.csv")  # the report states meta's ranks: the cycle
+    assert {r["ranks"] for r in got if r["clients"] == "12"} == {",".join(map(str, meta["ranks"]))}
+    assert meta["uniform_rank"] == UNIFORM_RANK
 
 
 def test_uploads_come_from_each_method_client_path() -> None:

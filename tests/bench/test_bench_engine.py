@@ -77,6 +77,7 @@ def test_scale_rows_per_client_count_and_store(bench_dir: Path) -> None:
         assert float(r["state_bytes_per_client"]) > 0  # every client was given its state
     scale_meta = json.loads((bench_dir / "scale" / "meta.json").read_text())
     assert scale_meta["plan"]["scale_clients"] == [20, 60]
+    assert scale_meta["scale_workload"]["algorithm"] == "ilora-s"
 
 
 def test_only_the_parts_asked_for_run(tmp_path: Path) -> None:

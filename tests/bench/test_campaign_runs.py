@@ -1,33 +1,22 @@
-"""``benchmarks/_runs.py``: a run the engine stops is recorded, reused and summarised, not lost."""
+"""``ilora.bench.campaign``: a run the engine stops is recorded, reused and summarised, not lost."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from ilora import config
+from ilora.bench import campaign as runs
+from ilora.bench import dp
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_runs() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_runs", ROOT / "benchmarks" / "_runs.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_runs", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_stopped_run_is_summarised_and_reused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    runs = _load_runs()
     cfg = config.load(ROOT / "configs" / "smoke.yaml", ["fed.rounds=3", "eval.every=1"])
     clean, _ = runs.run_in(cfg, tmp_path / "clean")
     assert "stopped" not in clean and clean["rounds"] == 3
@@ -45,7 +34,6 @@ def test_a_stopped_run_is_summarised_and_reused(
 
 
 def test_stopped_summary_counts_the_completed_rounds() -> None:
-    runs = _load_runs()
     rec = {"bytes_up": 10, "bytes_down": 20, "wall_s": 1.5, "epsilon": 3.0}
     records = [
         {**rec, "round": 1, "accuracy": 0.3, "clients": {"failed": 1, "rejected": 0}},
@@ -58,11 +46,6 @@ def test_stopped_summary_counts_the_completed_rounds() -> None:
 
 
 def test_dp_table_keeps_the_stop_reason_short() -> None:
-    _load_runs()  # dp.py imports it by name
-    spec = importlib.util.spec_from_file_location("bench_dp", ROOT / "benchmarks" / "dp.py")
-    assert spec is not None and spec.loader is not None
-    dp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dp)
     head = "round 7: 0 of 3 sampled clients delivered an accepted update"
     reason = (
         f"{head} (client 0 rejected: non-finite values in x.lora_A; client 1 failed: "

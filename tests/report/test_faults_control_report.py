@@ -48,6 +48,7 @@ def _write(src: Path) -> None:
     ]
     write_rows(src / "accounting.csv", accounting)
     meta = {"command": "benchmarks/faults.py --no-clean", "config": "c.yaml", "rounds": 20}
+    meta["target_points"] = 1.0
     (src / "meta.json").write_text(json.dumps(meta))
 
 
@@ -60,3 +61,14 @@ def test_the_gap_to_the_control_is_paired_by_seed_and_judged(tmp_path: Path) -> 
     assert ffa.rstrip(" |").endswith("met") and "not met" not in ffa and "trimmed_mean" in ffa
     assert "not a mean" in ilora and "-2.50 ± 0.71" in ilora and "not met" in ilora
     assert "10 of 40" in ilora  # sign flips and scaled updates accepted, over both seeds
+
+
+def test_a_target_missing_from_meta_is_not_recorded_and_judges_nothing(tmp_path: Path) -> None:
+    _write(tmp_path / "faults_control")
+    meta_path = tmp_path / "faults_control" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["target_points"]
+    meta_path.write_text(json.dumps(meta))
+    text = faults_control.render(tmp_path / "faults_control", tmp_path / "img")
+    assert "target (not recorded)" in text and " met |" not in text
+    assert "at most (not recorded) point" in text

@@ -104,7 +104,8 @@ def _results(
         write_rows(src / f"{name}.csv", rows)
     meta = {"command": "python benchmarks/faults.py", "date": "2026-01-01T00:00:00+0000",
             "config": "c.yaml", "rounds": ROUNDS, "seeds": list(seeds),
-            "mix": {"nan": 0.1}, "byzantine_scale": 10.0}  # fmt: skip
+            "mix": {"nan": 0.1}, "byzantine_scale": 10.0, "target_points": 1.0,
+            "min_success": 0}  # fmt: skip
     (src / "meta.json").write_text(json.dumps(meta))
     return src
 
@@ -225,3 +226,16 @@ def test_the_screened_runs_get_their_own_row_and_sentences(tmp_path: Path) -> No
         f"The screened runs (clip 12, max 40, min cosine 0) end {_signed(to_control)} points "
         "from the control" in text
     )
+
+
+def test_the_target_is_read_from_meta(tmp_path: Path) -> None:
+    src = _results(tmp_path / "faults")
+    meta = json.loads((src / "meta.json").read_text())
+    gap = abs(statistics.fmean(_gaps(_pct("faulty"), _pct("clean"))))
+    meta["target_points"] = gap / 2  # a target the same gap misses
+    (src / "meta.json").write_text(json.dumps(meta))
+    text = faults.render(src, tmp_path / "img")
+    assert f"the mean gap is not within the {gap / 2:g}-point target" in text
+    del meta["target_points"]
+    (src / "meta.json").write_text(json.dumps(meta))
+    assert "the target was not recorded" in faults.render(src, tmp_path / "img")

@@ -61,6 +61,8 @@ def agg_fixture(src: Path) -> None:
         "cpus": 2,
         "plan": {"dims_clients": 12, "clients_dim": 1024, "repeats": 3, "threads": 1},
         "target": {"d": 4096, "clients": 12},
+        "ranks": [4, 8, 16, 32],
+        "uniform_rank": 16,
     }
     (src / "meta.json").write_text(json.dumps(meta))
 
@@ -89,6 +91,22 @@ def test_aggregation_section_says_when_a_target_is_missed(tmp_path: Path) -> Non
     path.write_text("\n".join(slow) + "\n")  # ilora median 0.3: qr_literal only 33x
     text = aggregation.render(tmp_path / "aggregation", tmp_path / "img")
     assert "33x faster than the dense QR" in text and "target is NOT met" in text
+
+
+def test_aggregation_ranks_come_from_meta(tmp_path: Path) -> None:
+    agg_fixture(tmp_path / "aggregation")
+    meta_path = tmp_path / "aggregation" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["ranks"] = [2, 6]
+    meta_path.write_text(json.dumps(meta))
+    text = aggregation.render(tmp_path / "aggregation", tmp_path / "img")
+    assert "clients' ranks cycling 2, 6, 3 timed calls" in text  # the CSV: no single-rank method
+    path = tmp_path / "aggregation" / "aggregation.csv"
+    path.write_text(path.read_text().replace('fedit,4096,12,"4,8,16,32"', "fedit,4096,12,16"))
+    del meta["ranks"]
+    meta_path.write_text(json.dumps(meta))
+    text = aggregation.render(tmp_path / "aggregation", tmp_path / "img")
+    assert "cycling not recorded (fedit: rank 16 for every client)" in text
 
 
 def engine_fixture(src: Path) -> None:
@@ -210,7 +228,13 @@ def test_engine_section_reads_the_scale_run(tmp_path: Path) -> None:
     assert "disk store peak at 0.73 GB (10^9 bytes) over the whole process, within" in text
     assert "memory store peak at 4.40 GB (10^9 bytes) over the whole process, ABOVE" in text
     assert "8.5 KiB of control variates" in text
+    assert "method and partition not recorded" in text  # no scale_workload in this meta.json
     assert (tmp_path / "img" / "engine-scale.png").read_bytes()[:8] == PNG
+    work = {"algorithm": "fedit", "partition": "shards", "examples_per_client": 7}
+    meta = {"command": "ilora bench engine", "plan": plan, "scale_workload": work}
+    (src / "meta.json").write_text(json.dumps(meta))
+    text = engine.render(tmp_path / "engine", tmp_path / "img")
+    assert "fedit, shards shares of 7 synthetic examples per client" in text
 
 
 def test_startup_section_compares_before_and_after(tmp_path: Path) -> None:

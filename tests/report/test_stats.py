@@ -46,3 +46,32 @@ def test_verdict_rule() -> None:
 def test_spearman_matches_scipy_with_ties() -> None:
     xs, ys = [0.1, 0.4, 0.4, 0.9, 0.2, 0.7], [3.0, 1.0, 2.0, 0.5, 2.0, 1.5]
     assert stats.spearman(xs, ys) == pytest.approx(sp.spearmanr(xs, ys).statistic)
+
+
+def test_equivalence_needs_the_whole_interval_within_the_bound() -> None:
+    xs = [0.2, -0.1, 0.4, 0.1]  # mean 0.15, t-interval from SciPy decides the expected answer
+    lo, hi = sp.t.interval(0.95, len(xs) - 1, loc=sum(xs) / 4, scale=sp.sem(xs))
+    iv = stats.mean_ci(xs)
+    assert -1.0 <= lo and hi <= 1.0 and stats.interval_within(iv, 1.0)
+    assert hi > 0.3 and not stats.interval_within(iv, 0.3)  # the mean is inside, the interval not
+    assert not stats.interval_within(stats.mean_ci([0.0]), 1.0)  # one seed: no interval
+
+
+def test_targets_on_a_mean_read_the_mean_even_for_one_seed() -> None:
+    gaps = stats.mean_ci([-0.5, -1.3])  # mean -0.9
+    assert stats.mean_within(gaps, 1.0) and not stats.mean_within(gaps, 0.8)
+    assert stats.mean_at_least(gaps, -1.0) and not stats.mean_at_least(gaps, -0.8)
+    one = stats.mean_ci([-2.0])
+    assert stats.mean_at_least(one, -2.0) and not stats.mean_within(one, 1.9)
+    empty = stats.mean_ci([math.nan])
+    assert not stats.mean_within(empty, 10.0) and not stats.mean_at_least(empty, -10.0)
+
+
+def test_mean_std_is_the_sample_spread_of_the_finite_values() -> None:
+    xs = [61.2, math.nan, 58.9, 63.4]
+    mean, std = stats.mean_std(xs)
+    finite = [61.2, 58.9, 63.4]
+    assert mean == pytest.approx(sp.describe(finite).mean)
+    assert std == pytest.approx(math.sqrt(sp.describe(finite).variance))  # ddof 1
+    assert stats.mean_std([4.0]) == (4.0, 0.0)
+    assert all(math.isnan(v) for v in stats.mean_std([math.nan]))

@@ -150,7 +150,7 @@ def run(plan: Plan, out: Path, quick: bool, log: Callable[[str], None] = print) 
     Each configuration gets its own worker process; ``quick`` runs them all in one (one start-up
     instead of several; memory is measured per call, relative to the resident set before it).
     """
-    from ilora.bench.aggsetup import methods
+    from ilora.bench.aggsetup import RANKS, UNIFORM_RANK, methods
 
     chosen = list(plan.methods) or methods()
     plan = Plan(**{**asdict(plan), "methods": tuple(chosen)})
@@ -167,7 +167,10 @@ def run(plan: Plan, out: Path, quick: bool, log: Callable[[str], None] = print) 
     write_rows(out / "aggregation.csv", rows)
     if checks:
         write_rows(out / "checks.csv", checks)
-    write_meta(out, quick, plan=asdict(plan), target={"d": TARGET[0], "clients": TARGET[1]})
+    target = {"d": TARGET[0], "clients": TARGET[1]}
+    write_meta(
+        out, quick, plan=asdict(plan), target=target, ranks=list(RANKS), uniform_rank=UNIFORM_RANK
+    )
     return rows
 
 

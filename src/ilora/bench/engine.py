@@ -306,7 +306,7 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> None:
         args = (plan.scale_clients, plan.scale_stores, plan.scale_sampled, plan.scale_rounds)
         rows = scale.measure(plan.scale_config, plan.scale_overrides, *args, plan.threads, log)
         write_rows(out / "scale" / "scale.csv", rows)
-        write_meta(out / "scale", quick, plan=asdict(plan))
+        write_meta(out / "scale", quick, plan=asdict(plan), scale_workload=scale.WORKLOAD)
 
 
 def _memory_main(spec_json: str) -> None:

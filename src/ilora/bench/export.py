@@ -14,7 +14,7 @@ from typing import Any
 
 from ilora import config as config_mod
 from ilora.bench import resultfiles
-from ilora.bench.report import read_runs
+from ilora.bench.rundirs import read_runs
 
 VARYING = ("algorithm", "seed")  # what differs between the runs of one comparison
 

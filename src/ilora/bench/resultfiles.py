@@ -31,11 +31,20 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
+def thread_launcher() -> str:
+    """Return ``OMP_NUM_THREADS=<n>`` when this process was started with it set, else ``""``.
+
+    A measurement whose numbers depend on the thread count records it before its command.
+    """
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return f"OMP_NUM_THREADS={threads}" if threads else ""
+
+
 def write_meta(out: Path, quick: bool, launcher: str = "", **extra: Any) -> dict[str, Any]:
     """Write ``out/meta.json`` for a benchmark run and return it.
 
-    ``launcher`` goes before the command line: what a script is run with, e.g.
-    ``.venv/bin/python`` or ``OMP_NUM_THREADS=1 .venv/bin/python``.
+    ``launcher`` goes before the command line: what the command is run with, e.g.
+    ``OMP_NUM_THREADS=1`` (:func:`thread_launcher`).
     """
     import torch  # only for its version; the callers have imported it already
 

@@ -12,13 +12,18 @@ from ilora import config as config_mod
 from ilora.config import ConfigError
 
 
-def finished(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
-    """Return True if ``out`` holds a finished run (``summary.json``) of exactly ``cfg``.
+def finished(
+    cfg: config_mod.ExperimentConfig, out: Path, markers: tuple[str, ...] = ("summary.json",)
+) -> bool:
+    """Return True if ``out`` holds a finished run of exactly ``cfg``.
 
-    The stored ``config.yaml`` is loaded like any config (options added since it was written
-    take their defaults), so a run stays reusable when the schema grows.
+    A run is finished when one of the ``markers`` files exists (``summary.json``; a campaign
+    also counts the ``stopped.json`` of a run the engine stopped). The stored ``config.yaml``
+    is loaded like any config (options added since it was written take their defaults), so a
+    run stays reusable when the schema grows.
     """
-    if not (out / "summary.json").is_file() or not (out / "config.yaml").is_file():
+    ended = any((out / name).is_file() for name in markers)
+    if not ended or not (out / "config.yaml").is_file():
         return False
     try:
         done = config_mod.load(out / "config.yaml")

@@ -34,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+# what every scale run is, whatever the config (meta.json "scale_workload"; the report states it)
+ALGORITHM, PARTITION, EXAMPLES_PER_CLIENT = "ilora-s", "iid", 4
+WORKLOAD = dict(algorithm=ALGORITHM, partition=PARTITION, examples_per_client=EXAMPLES_PER_CLIENT)
 
 
 def scale_overrides(
@@ -42,10 +45,10 @@ def scale_overrides(
     """Return the overrides of the scale run with ``n`` clients and ``store``."""
     return [
         *base,
-        "algorithm=ilora-s",
-        f"task_args.n_train={4 * n}",
+        f"algorithm={ALGORITHM}",
+        f"task_args.n_train={EXAMPLES_PER_CLIENT * n}",
         f"data.num_clients={n}",
-        "data.partition=iid",
+        f"data.partition={PARTITION}",
         "data.partition_args={}",
         "data.local_test_fraction=0.0",
         f"fed.fraction={min(1.0, sampled / n)}",
@@ -79,7 +82,6 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
     from ilora import config as config_mod
     from ilora.bench.memory import current_rss, peak_rss, reset_peak
     from ilora.engine.checkpoint import Checkpoint
-    from ilora.engine.clientstore import DiskStore
     from ilora.engine.setup import build
     from ilora.engine.simulation import run
     from ilora.lora.state import template
@@ -91,14 +93,7 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
     server = exp.algorithm.server_init(template(exp.model), exp.clients, cfg.lora, cfg.seed)
     sizes: list[int] = []
     seeded_states = _measured(_states(exp, server), sizes)
-    states: dict[int, Any] = {}
-    index = None
-    if cfg.fed.client_store == "disk":
-        disk = DiskStore(out_dir, keep=0)
-        disk.write_many(seeded_states)
-        index = disk.snapshot()
-    else:
-        states = dict(seeded_states)
+    states, index = _seed_store(cfg.fed.client_store, seeded_states, out_dir)
     seeded = time.perf_counter()
     resume = Checkpoint(0, server, states, [], torch.get_rng_state(), store_index=index)
     rss_seeded, peak_setup = current_rss(), peak_rss()
@@ -130,6 +125,19 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
         "build_s": built - t0,
         "seed_s": seeded - built,
     }
+
+
+def _seed_store(
+    store: str, seeded: Iterator[tuple[int, Any]], out_dir: Path
+) -> tuple[dict[int, Any], Any]:
+    """Put every seeded client state in ``store``: ``(in-memory states, disk index or None)``."""
+    from ilora.engine.clientstore import DiskStore
+
+    if store != "disk":
+        return dict(seeded), None
+    disk = DiskStore(out_dir, keep=0)
+    disk.write_many(seeded)
+    return {}, disk.snapshot()
 
 
 def _measured(items: Iterator[tuple[int, Any]], sizes: list[int]) -> Iterator[tuple[int, Any]]:

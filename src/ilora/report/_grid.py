@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ilora.report._table import mean_std, num
+from ilora.report._table import num
+from ilora.report.stats import mean_std
 
 CENTRAL = "centralized"
 Setting = tuple[str, str, float]  # task, ranks, alpha

@@ -1,7 +1,8 @@
 """Shared reading and formatting helpers for the renderers (stdlib only).
 
 Reading: :func:`read_csv` (rows as ``dict[str, str]``), :func:`read_meta`, :func:`num`.
-Formatting: :func:`md_table`, :func:`command_block`, :func:`pm` (mean ± std), :func:`mean_std`.
+Formatting: :func:`md_table`, :func:`command_block` (commands as typed today,
+:func:`current_command`), :func:`pm` (mean ± std; the statistics are :mod:`stats`).
 The comparison table of ``ilora compare`` (:func:`comparison_rows`, :func:`comparison_markdown`)
 lives here too, so the command and the demo renderer print the same table.
 """
@@ -11,11 +12,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from ilora.report.stats import mean_std
 
 NAN = float("nan")
 
@@ -39,14 +43,6 @@ def num(value: str | float | int | None) -> float:
     return float(value)
 
 
-def mean_std(xs: Iterable[float]) -> tuple[float, float]:
-    """Return the mean and sample standard deviation of the non-NaN values (0 for one value)."""
-    vals = [x for x in xs if not math.isnan(x)]
-    if not vals:
-        return NAN, NAN
-    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
-
-
 def fmt(x: float, digits: int = 2) -> str:
     """Return ``x`` with ``digits`` decimals, or ``n/a`` for NaN."""
     return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
@@ -64,9 +60,37 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The measurement scripts ``benchmarks/<script>.py`` became ``ilora bench <name>`` with the same
+# options; a meta.json written before keeps the command as it ran, shown as typed today.
+SCRIPT_COMMANDS = {
+    "dp": "dp",
+    "faults": "faults",
+    "lr_sensitivity": "lr",
+    "flower_runtimes": "flower",
+    "flower_parity": "flower-parity",
+}
+_SCRIPT = re.compile(r"^((?:\w+=\S* )*)(?:\S*python\S* )?benchmarks/(\w+)\.py(?=\s|$)")
+
+
+def current_command(command: str) -> str:
+    """Return ``command`` as typed today: a ``benchmarks/<script>.py`` run as ``ilora bench``.
+
+    Environment assignments and options stay; the interpreter in front of the script goes.
+    Any other command is returned unchanged.
+    """
+    found = _SCRIPT.match(command)
+    if found is None or found.group(2) not in SCRIPT_COMMANDS:
+        return command
+    name = SCRIPT_COMMANDS[found.group(2)]
+    return f"{found.group(1)}ilora bench {name}{command[found.end():]}"
+
+
 def command_block(*commands: str) -> str:
-    """Return a fenced ``bash`` block holding the commands (empty when none are given)."""
-    lines = [c for c in commands if c]
+    """Return a fenced ``bash`` block holding the commands (empty when none are given).
+
+    Each command is shown as it is typed today (:func:`current_command`).
+    """
+    lines = [current_command(c) for c in commands if c]
     return "```bash\n" + "\n".join(lines) + "\n```\n" if lines else ""
 
 

@@ -17,17 +17,26 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.ticker import NullFormatter, ScalarFormatter
 
+from ilora.report._aggregation_text import (
+    FACTOR,
+    Key,
+    checks,
+    extremes,
+    growth,
+    load_note,
+    ranks_text,
+    secs,
+)
 from ilora.report._plot import new_figure, save_png
 from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
 
 MB = 2**20
-FACTOR, DENSE_FORMS = "ilora", ("ilora:qr_literal", "ilora:dense_svd")
+DENSE_FORMS = ("ilora:qr_literal", "ilora:dense_svd")
 FORM_LABELS = {
     "ilora": "factor space (ILoRA default)",
     "ilora:qr_literal": "dense QR of ΔW (qr_literal)",
     "ilora:dense_svd": "dense SVD of ΔW (reference)",
 }
-Key = tuple[str, int, int]  # (method, d, clients)
 
 
 def _cells(rows: Sequence[Mapping[str, str]]) -> dict[Key, dict[str, Any]]:
@@ -50,10 +59,6 @@ def _cells(rows: Sequence[Mapping[str, str]]) -> dict[Key, dict[str, Any]]:
     return out
 
 
-def _secs(x: float) -> str:
-    return f"{x:.4f}" if x < 10 else f"{x:.1f}"
-
-
 def _target(cells: Mapping[Key, Mapping[str, Any]], d: int, k: int) -> str:
     """Return the target table and the sentences on the two ratios."""
     if any((m, d, k) not in cells for m in (FACTOR, *DENSE_FORMS)):
@@ -68,9 +73,9 @@ def _target(cells: Mapping[Key, Mapping[str, Any]], d: int, k: int) -> str:
         body.append(
             [
                 FORM_LABELS[m],
-                _secs(c["median"]),
-                _secs(c["min"]),
-                _secs(c["max"]),
+                secs(c["median"]),
+                secs(c["min"]),
+                secs(c["max"]),
                 f"{c['median'] / base['median']:.1f}x",
                 f"{c['peak'] / MB:.1f}",
                 f"{c['peak'] / c['stacked']:.2f}",
@@ -116,27 +121,11 @@ def _grid(
             y = cells[key]["median"] if what == "time" else cells[key]["peak"] / MB
             xs.append(float(v))
             ys.append(y)
-            row.append(_secs(y) if what == "time" else f"{y:.1f}")
+            row.append(secs(y) if what == "time" else f"{y:.1f}")
         series[m] = (xs, ys)
         body.append(row)
     label = "d =" if axis == "d" else "clients ="
     return md_table(["method", *(f"{label} {v}" for v in values)], body), series
-
-
-def _extremes(cells: Mapping[Key, Mapping[str, Any]], d: int, k: int) -> str:
-    """Return a sentence on the fastest and slowest methods at one configuration."""
-    here = {m: c["median"] for (m, dd, kk), c in cells.items() if dd == d and kk == k}
-    if not here:
-        return ""
-    ordered = sorted(here, key=here.__getitem__)
-    fast, slow = ordered[0], ordered[-1]
-    over_1s = [m for m in ordered if here[m] >= 1.0]
-    return (
-        f"At d = {d} with {k} clients the fastest server step is {fast} "
-        f"({_secs(here[fast])} s) and the slowest {slow} ({_secs(here[slow])} s); "
-        f"{len(over_1s)} of {len(ordered)} methods take 1 s or more"
-        + (f" ({', '.join(over_1s)})." if over_1s else ".")
-    )
 
 
 def _figure(
@@ -175,119 +164,77 @@ def _figure(
     return save_png(fig, img, name, title)
 
 
+def _head(src: Path, meta: Mapping[str, Any], cells: Mapping[Key, Mapping[str, Any]]) -> list[str]:
+    """Return the title, command, setting and the ILoRA target table."""
+    plan = meta.get("plan", {})
+    target = meta.get("target")
+    return [
+        "## Aggregation cost: server time and peak memory per method",
+        command_block(str(meta.get("command", ""))).strip(),
+        meta_line(meta),
+        "Every method's `aggregate` on its own round-1 uploads for one d x d layer (made by its "
+        "own client path: download, client init, one local step, upload), clients' ranks "
+        f"cycling {ranks_text(meta, cells)}, "
+        f"{plan.get('repeats', '?')} timed calls after a warm-up, "
+        f"{plan.get('threads', '?')} thread(s). Peak extra memory = growth of the resident "
+        "set's high-water mark during the call. MB = 2^20 bytes. Round 1 only: a server step "
+        "that changes in later rounds is shown in its round-1 form (FedLEASE's clustering at "
+        "the end of its warm-up, FedLoRU's periodic merge are not in these numbers)."
+        + load_note(meta),
+        "### ILoRA: factor space vs dense (target setting)",
+        _target(cells, int(target["d"]), int(target["clients"])).strip()
+        if target
+        else "The target setting was not recorded.",
+        *checks(src),
+    ]
+
+
+def _vs_d(cells: Mapping[Key, Mapping[str, Any]], img: Path, dims: list[int], k: int) -> list[str]:
+    """Return the time and memory tables and figures against the layer size at ``k`` clients."""
+    table, series = _grid(cells, "d", k, dims, "time")
+    time_title = f"Server aggregation time vs layer size ({k} clients)"
+    time_y = "median seconds per aggregate (log)"
+    memory, memory_series = _grid(cells, "d", k, dims, "memory")
+    memory_title = f"Peak extra memory of aggregation vs layer size ({k} clients)"
+    x = "layer size d (d x d)"
+    return [
+        f"### Time vs layer size ({k} clients), median seconds",
+        table.strip(),
+        _figure(series, img, "aggregation-time-vs-d", time_title, x, time_y),
+        extremes(cells, dims[-1], k),
+        f"### Peak extra memory vs layer size ({k} clients), MB",
+        memory.strip(),
+        _figure(
+            memory_series, img, "aggregation-memory-vs-d", memory_title, x, "peak extra MB (log)"
+        ),
+    ]
+
+
+def _vs_clients(
+    cells: Mapping[Key, Mapping[str, Any]], img: Path, meta: Mapping[str, Any], d: int
+) -> list[str]:
+    """Return the time table and figure against the number of clients at layer size ``d``."""
+    clients = sorted({k for _, dd, k in cells if dd == d})
+    table, series = _grid(cells, "clients", d, clients, "time")
+    title = f"Server aggregation time vs clients (d = {d})"
+    x = f"clients (ranks cycling {ranks_text(meta)})"
+    return [
+        f"### Time vs number of clients (d = {d}), median seconds",
+        table.strip(),
+        _figure(series, img, "aggregation-time-vs-clients", title, x, "median seconds (log)"),
+        growth(cells, d, clients),
+    ]
+
+
 def render(src: Path, img: Path) -> str:
     """Return the aggregation section (writes ``aggregation-*.png`` into ``img``)."""
     meta = read_meta(src)
     cells = _cells(read_csv(src / "aggregation.csv"))
     plan = meta.get("plan", {})
     dims = sorted({d for _, d, _ in cells})
-    dims_k = int(plan.get("dims_clients", 12))
-    clients_d = int(plan.get("clients_dim", dims[-1]))
-    clients = sorted({k for _, d, k in cells if d == clients_d})
-    target = meta.get("target", {"d": 4096, "clients": 12})
     blocks = [
-        "## Aggregation cost: server time and peak memory per method",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
-        "Every method's `aggregate` on its own round-1 uploads for one d x d layer (made by its "
-        "own client path: download, client init, one local step, upload), clients' ranks "
-        "cycling 4, 8, 16, 32 (single-rank methods: 16 for every client), "
-        f"{plan.get('repeats', '?')} timed calls after a warm-up, "
-        f"{plan.get('threads', '?')} thread(s). Peak extra memory = growth of the resident "
-        "set's high-water mark during the call. MB = 2^20 bytes. Round 1 only: a server step "
-        "that changes in later rounds is shown in its round-1 form (FedLEASE's clustering at "
-        "the end of its warm-up, FedLoRU's periodic merge are not in these numbers)."
-        + _load_note(meta),
-        "### ILoRA: factor space vs dense (target setting)",
-        _target(cells, int(target["d"]), int(target["clients"])).strip(),
-        *_checks(src),
-    ]
-    table, series = _grid(cells, "d", dims_k, dims, "time")
-    title = f"Server aggregation time vs layer size ({dims_k} clients)"
-    blocks += [
-        f"### Time vs layer size ({dims_k} clients), median seconds",
-        table.strip(),
-        _figure(
-            series,
-            img,
-            "aggregation-time-vs-d",
-            title,
-            "layer size d (d x d)",
-            "median seconds per aggregate (log)",
-        ),
-        _extremes(cells, dims[-1], dims_k),
-    ]
-    table, series = _grid(cells, "d", dims_k, dims, "memory")
-    title = f"Peak extra memory of aggregation vs layer size ({dims_k} clients)"
-    blocks += [
-        f"### Peak extra memory vs layer size ({dims_k} clients), MB",
-        table.strip(),
-        _figure(
-            series,
-            img,
-            "aggregation-memory-vs-d",
-            title,
-            "layer size d (d x d)",
-            "peak extra MB (log)",
-        ),
-    ]
-    table, series = _grid(cells, "clients", clients_d, clients, "time")
-    title = f"Server aggregation time vs clients (d = {clients_d})"
-    blocks += [
-        f"### Time vs number of clients (d = {clients_d}), median seconds",
-        table.strip(),
-        _figure(
-            series,
-            img,
-            "aggregation-time-vs-clients",
-            title,
-            "clients (ranks cycling 4, 8, 16, 32)",
-            "median seconds (log)",
-        ),
-        _growth(cells, clients_d, clients),
+        *_head(src, meta, cells),
+        *_vs_d(cells, img, dims, int(plan["dims_clients"])),
+        *_vs_clients(cells, img, meta, int(plan.get("clients_dim", dims[-1]))),
     ]
     return "\n\n".join(b for b in blocks if b) + "\n"
-
-
-def _load_note(meta: Mapping[str, Any]) -> str:
-    load = meta.get("load_avg_1min_at_end")
-    if load is None:
-        return ""
-    return (
-        f" The machine's 1-minute load average was {load} at the end: above its "
-        f"{meta.get('cpus', '?')} CPUs, absolute times include waiting for a CPU; the "
-        "interleaved ILoRA forms share that noise, so their ratios are the robust figures."
-    )
-
-
-def _checks(src: Path) -> list[str]:
-    path = src / "checks.csv"
-    if not path.is_file():
-        return []
-    errs = [float(r["rel_error"]) for r in read_csv(path)]
-    worst = max(errs)
-    return [
-        f"Correctness: ILoRA's factor-space result equals the truncated dense SVD of ΔW to a "
-        f"relative Frobenius error of at most {worst:.1e} over the {len(errs)} configurations "
-        f"({'within' if worst <= 1e-6 else 'OUTSIDE'} the 1e-6 tolerance)."
-    ]
-
-
-def _growth(cells: Mapping[Key, Mapping[str, Any]], d: int, clients: Sequence[int]) -> str:
-    """Return a sentence on how ILoRA's and the slowest method's time grow with clients."""
-    if len(clients) < 2:
-        return ""
-    lo, hi = clients[0], clients[-1]
-    grow = {
-        m: cells[(m, d, hi)]["median"] / cells[(m, d, lo)]["median"]
-        for m, dd, k in cells
-        if dd == d and k == lo and (m, d, hi) in cells and cells[(m, d, lo)]["median"] > 0
-    }
-    if not grow:
-        return ""
-    most = max(grow, key=grow.__getitem__)
-    ilora = f"ILoRA's median time grows {grow[FACTOR]:.1f}x; " if FACTOR in grow else ""
-    return (
-        f"From {lo} to {hi} clients ({hi / lo:.1f}x the clients), {ilora}"
-        f"the largest growth is {most}'s ({grow[most]:.1f}x)."
-    )

@@ -1,4 +1,4 @@
-"""Render ``results/dp/`` (``benchmarks/dp.py``) as a RESULTS.md section.
+"""Render ``results/dp/`` (``ilora bench dp``) as a RESULTS.md section.
 
 Reads ``dp.csv`` (one row per run: algorithm, where the noise goes, noise multiplier σ, clip
 norm C, ε, final accuracy), ``norms.csv`` (the calibration update norms C was picked from),
@@ -199,7 +199,8 @@ def render(src: Path, img: Path) -> str:
     majority = 100 * float(meta.get("majority_class_accuracy", "nan"))
     first = rows[0] if rows else {}
     setting = (
-        f"Setting: `{meta.get('config', '?')}` with uniform aggregation weights, "
+        f"Setting: `{meta.get('config', '?')}` with {meta.get('weighting', 'not recorded')} "
+        "aggregation weights, "
         f"{first.get('rounds', '?')} rounds, {first.get('sampled', '?')} of "
         f"{first.get('num_clients', '?')} clients per round, δ = {first.get('delta', '?')}. "
         "Every update is clipped to C. Noise on every upload: each upload carries Gaussian "

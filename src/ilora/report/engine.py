@@ -20,6 +20,7 @@ from ilora.report._table import command_block, md_table, meta_line, read_csv, re
 
 MB, GB = 2**20, 10**9
 TARGET_OVERHEAD, TARGET_CLIENTS, TARGET_BYTES = 0.05, 1000, 4 * GB
+Row = Mapping[str, str]
 
 
 def _overheads(
@@ -41,61 +42,64 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
+OVERHEAD_HEADERS = [
+    "algorithm",
+    "repeats",
+    "clients x steps / round",
+    "engine CPU s / round",
+    "bare CPU s / round",
+    "overhead % CPU (median)",
+    "CPU min .. max",
+    "overhead % wall (median)",
+    "wall min .. max",
+]
+
+
+def _overhead_row(
+    alg: str, reps: list[tuple[float, float]], wall: list[tuple[float, float]], first: Row
+) -> tuple[list[object], str, tuple[float, float]]:
+    """Return one algorithm's table row, sentence and (engine, bare) CPU seconds per round."""
+    ratios = [e / b - 1 for e, b in reps]
+    walls = [e / b - 1 for e, b in wall]
+    med, rounds = statistics.median(ratios), int(first["rounds"])
+    eng = statistics.median(e for e, _ in reps) / rounds
+    bare = statistics.median(b for _, b in reps) / rounds
+    row: list[object] = [
+        alg,
+        len(reps),
+        f"{first['sampled']} x {first['steps']}",
+        f"{eng:.2f}",
+        f"{bare:.2f}",
+        _pct(med),
+        f"{_pct(min(ratios))} .. {_pct(max(ratios))}",
+        _pct(statistics.median(walls)),
+        f"{_pct(min(walls))} .. {_pct(max(walls))}",
+    ]
+    verdict = "within" if med <= TARGET_OVERHEAD else "ABOVE"
+    sentence = (
+        f"{alg}: an engine round costs {_pct(med)}% CPU time over its bare local steps "
+        f"(median of {len(reps)} repeats; {verdict} the {100 * TARGET_OVERHEAD:g}% target), "
+        f"{_pct(statistics.median(walls))}% in wall time."
+    )
+    return row, sentence, (eng, bare)
+
+
 def _overhead_section(src: Path, img: Path) -> list[str]:
     rows = read_csv(src / "overhead.csv")
-    first = {r["algorithm"]: r for r in reversed(rows)}
-    rounds = len({r["round"] for r in rows})
+    rounds = str(len({r["round"] for r in rows}))
+    first = {r["algorithm"]: {**r, "rounds": rounds} for r in reversed(rows)}
     cpu, wall = _overheads(rows, "cpu_"), _overheads(rows, "")
-    body, sentences = [], []
-    labels, engine_bars, bare_bars = [], [], []
-    for alg, reps in cpu.items():
-        ratios = [e / b - 1 for e, b in reps]
-        walls = [e / b - 1 for e, b in wall[alg]]
-        med = statistics.median(ratios)
-        eng = statistics.median(e for e, _ in reps) / rounds
-        bare = statistics.median(b for _, b in reps) / rounds
-        body.append(
-            [
-                alg,
-                len(reps),
-                f"{first[alg]['sampled']} x {first[alg]['steps']}",
-                f"{eng:.2f}",
-                f"{bare:.2f}",
-                _pct(med),
-                f"{_pct(min(ratios))} .. {_pct(max(ratios))}",
-                _pct(statistics.median(walls)),
-                f"{_pct(min(walls))} .. {_pct(max(walls))}",
-            ]
-        )
-        verdict = "within" if med <= TARGET_OVERHEAD else "ABOVE"
-        sentences.append(
-            f"{alg}: an engine round costs {_pct(med)}% CPU time over its bare local steps "
-            f"(median of {len(reps)} repeats; {verdict} the 5% target), "
-            f"{_pct(statistics.median(walls))}% in wall time."
-        )
-        labels.append(alg)
-        engine_bars.append(eng)
-        bare_bars.append(bare)
-    headers = [
-        "algorithm",
-        "repeats",
-        "clients x steps / round",
-        "engine CPU s / round",
-        "bare CPU s / round",
-        "overhead % CPU (median)",
-        "CPU min .. max",
-        "overhead % wall (median)",
-        "wall min .. max",
-    ]
+    made = [_overhead_row(alg, reps, wall[alg], first[alg]) for alg, reps in cpu.items()]
+    body = [row for row, _, _ in made]
     note = (
         "The target is read on CPU time: on this shared machine the wall time also counts "
         "other processes' work in the gaps of ours, which is why its spread is wider."
     )
     return [
         "### Engine overhead over bare local training",
-        md_table(headers, body).strip(),
-        " ".join(sentences) + " " + note,
-        _bars(labels, engine_bars, bare_bars, img),
+        md_table(OVERHEAD_HEADERS, body).strip(),
+        " ".join(sentence for _, sentence, _ in made) + " " + note,
+        _bars(list(cpu), [b[0] for *_, b in made], [b[1] for *_, b in made], img),
     ]
 
 
@@ -114,71 +118,83 @@ def _bars(labels: list[str], engine: list[float], bare: list[float], img: Path) 
     return save_png(fig, img, "engine-overhead", "engine vs bare seconds per round")
 
 
+MEMORY_HEADERS = [
+    "clients",
+    "sampled / round",
+    "rounds",
+    "peak RSS MB (process)",
+    "RSS after set-up MB",
+    "peak RSS MB (rounds)",
+    "KiB per added client",
+    "adapters per added client",
+    "models per added client",
+]
+
+
+def _memory_row(r: Row, base: Row) -> list[object]:
+    """Return one client count's row; growth is per client added over the ``base`` run."""
+    n, n0 = int(r["clients"]), int(base["clients"])
+    rounds_peak, r0 = float(r["peak_rss_rounds_bytes"]), float(base["peak_rss_rounds_bytes"])
+    inc = (rounds_peak - r0) / (n - n0) if n > n0 else None
+    per = [] if inc is None else [inc / 1024, inc / float(base["adapter_bytes"])]
+    per += [] if inc is None else [inc / float(base["model_bytes"])]
+    return [
+        n,
+        r["sampled_per_round"],
+        r["rounds"],
+        f"{float(r['peak_rss_bytes']) / MB:.0f}",
+        f"{float(r['rss_after_build_bytes']) / MB:.0f}",
+        f"{rounds_peak / MB:.0f}",
+        *([f"{per[0]:+.1f}", f"{per[1]:+.3f}", f"{per[2]:+.5f}"] if per else ["", "", ""]),
+    ]
+
+
+def _growth(base: Row, last: Row) -> str:
+    """Return how the rounds' peak grows per added client, in adapters and models."""
+    n0, n1 = int(base["clients"]), int(last["clients"])
+    adapter, model = float(base["adapter_bytes"]), float(base["model_bytes"])
+    change = float(last["peak_rss_rounds_bytes"]) - float(base["peak_rss_rounds_bytes"])
+    inc = change / (n1 - n0)
+    if inc <= adapter:
+        grows = "at most one adapter per client" + (
+            " (a fall is the allocator's noise)" if inc < 0 else ""
+        )
+    else:
+        grows = "MORE than one adapter per client"
+    return (
+        f"From {n0} to {n1} clients the rounds' peak changes by {change / MB:+.1f} MB, "
+        f"{inc / 1024:+.1f} KiB per added client = {inc / adapter:+.3f} adapters = "
+        f"{inc / model:+.5f} models: {grows}."
+    )
+
+
+def _memory_target(last: Row) -> str:
+    """Return whether the target client count stays within the peak-memory target."""
+    n1, peak1 = int(last["clients"]), float(last["peak_rss_bytes"])
+    if n1 < TARGET_CLIENTS:
+        return f"The {TARGET_CLIENTS}-client target setting was not measured in this run."
+    ok = "within" if peak1 <= TARGET_BYTES else "ABOVE"
+    return (
+        f"{n1} clients peak at {peak1 / GB:.2f} GB (10^9 bytes) over the whole process "
+        f"(data loading included), {ok} the {TARGET_BYTES / GB:g} GB target."
+    )
+
+
 def _memory_section(src: Path, img: Path) -> list[str]:
     rows = sorted(read_csv(src / "memory.csv"), key=lambda r: int(r["clients"]))
     base, last = rows[0], rows[-1]
-    n0, n1 = int(base["clients"]), int(last["clients"])
     adapter, model = float(base["adapter_bytes"]), float(base["model_bytes"])
-    r0 = float(base["peak_rss_rounds_bytes"])
-    body = []
-    for r in rows:
-        n, rounds_peak = int(r["clients"]), float(r["peak_rss_rounds_bytes"])
-        inc = (rounds_peak - r0) / (n - n0) if n > n0 else None
-        body.append(
-            [
-                n,
-                r["sampled_per_round"],
-                r["rounds"],
-                f"{float(r['peak_rss_bytes']) / MB:.0f}",
-                f"{float(r['rss_after_build_bytes']) / MB:.0f}",
-                f"{rounds_peak / MB:.0f}",
-                "" if inc is None else f"{inc / 1024:+.1f}",
-                "" if inc is None else f"{inc / adapter:+.3f}",
-                "" if inc is None else f"{inc / model:+.5f}",
-            ]
-        )
-    headers = [
-        "clients",
-        "sampled / round",
-        "rounds",
-        "peak RSS MB (process)",
-        "RSS after set-up MB",
-        "peak RSS MB (rounds)",
-        "KiB per added client",
-        "adapters per added client",
-        "models per added client",
-    ]
     text = [
         f"Model: {model / MB:.1f} MB; one adapter (LoRA factors at a client's rank, mean over "
         f"clients, plus the head): {adapter / 1024:.1f} KiB. Per added client = growth of the "
-        f"rounds' peak over the {n0}-client run, divided by the added clients."
+        f"rounds' peak over the {base['clients']}-client run, divided by the added clients."
     ]
-    if n1 > n0:
-        inc = (float(last["peak_rss_rounds_bytes"]) - r0) / (n1 - n0)
-        if inc <= adapter:
-            grows = "at most one adapter per client" + (
-                " (a fall is the allocator's noise)" if inc < 0 else ""
-            )
-        else:
-            grows = "MORE than one adapter per client"
-        text.append(
-            f"From {n0} to {n1} clients the rounds' peak changes by "
-            f"{(float(last['peak_rss_rounds_bytes']) - r0) / MB:+.1f} MB, {inc / 1024:+.1f} KiB "
-            f"per added client = {inc / adapter:+.3f} adapters = {inc / model:+.5f} models: "
-            f"{grows}."
-        )
-    peak1 = float(last["peak_rss_bytes"])
-    if n1 >= TARGET_CLIENTS:
-        ok = "within" if peak1 <= TARGET_BYTES else "ABOVE"
-        text.append(
-            f"{n1} clients peak at {peak1 / GB:.2f} GB (10^9 bytes) over the whole process "
-            f"(data loading included), {ok} the 4 GB target."
-        )
-    else:
-        text.append(f"The {TARGET_CLIENTS}-client target setting was not measured in this run.")
+    if int(last["clients"]) > int(base["clients"]):
+        text.append(_growth(base, last))
+    text.append(_memory_target(last))
     return [
         "### Peak memory vs number of simulated clients",
-        md_table(headers, body).strip(),
+        md_table(MEMORY_HEADERS, [_memory_row(r, base) for r in rows]).strip(),
         " ".join(text),
         _memory_plot(rows, adapter, model, img),
     ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ilora.report._plot import plt, save_png
 from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
@@ -98,6 +99,16 @@ def _plot(rows: Sequence[Mapping[str, str]], img: Path) -> str:
     return save_png(fig, img, "engine-scale", "peak RSS and round time vs registered clients")
 
 
+def _workload(meta: Mapping[str, Any]) -> str:
+    """Return the method, partition and examples per client of every scale run."""
+    work = meta.get("scale_workload")
+    if not work:
+        return "method and partition not recorded"
+    name = {"ilora-s": "ILoRA-S"}.get(work["algorithm"], work["algorithm"])
+    part = str(work["partition"]).upper() if work["partition"] == "iid" else work["partition"]
+    return f"{name}, {part} shares of {work['examples_per_client']} synthetic examples per client"
+
+
 def render(src: Path, img: Path) -> list[str]:
     """Return the scale blocks of the engine section (writes ``engine-scale.png``)."""
     rows = sorted(read_csv(src / "scale.csv"), key=lambda r: (int(r["clients"]), r["store"]))
@@ -109,8 +120,8 @@ def render(src: Path, img: Path) -> list[str]:
         command_block(str(meta.get("command", ""))).strip(),
         meta_line(meta),
         f"`{plan.get('scale_config', '?')}` with "
-        f"`{' '.join(plan.get('scale_overrides', []))}`, ILoRA-S, IID shares of 4 synthetic "
-        f"examples per client, {plan.get('scale_sampled', '?')} clients sampled per round, "
+        f"`{' '.join(plan.get('scale_overrides', []))}`, {_workload(meta)}, "
+        f"{plan.get('scale_sampled', '?')} clients sampled per round, "
         f"{plan.get('scale_rounds', '?')} rounds, each count and store in a fresh process. "
         "Before the rounds every client is given a state of ILoRA-S's shapes "
         f"({median_state / 1024:.1f} KiB of control variates), as after a run in which every "

@@ -1,4 +1,4 @@
-"""Render ``results/faults/`` (``benchmarks/faults.py``) as a RESULTS.md section.
+"""Render ``results/faults/`` (``ilora bench faults``) as a RESULTS.md section.
 
 Reads ``faults.csv`` (one row per run: algorithm, variant ``clean | faulty | lost``, seed, final
 accuracy, accepted / failed / rejected updates, the guards), ``accounting.csv`` (per run and
@@ -7,7 +7,7 @@ round), ``norms.csv`` (the norm of every update produced) and ``meta.json`` only
 a ``seed`` column (one run per algorithm and variant) read as seed 0. Accuracies are mean ±
 sample std over the seeds; gaps between variants are paired by seed. Target of issue 7: the
 faulty run completes, every bad update is rejected and counted, and its mean final accuracy is
-within 1 point of the clean run's.
+within ``target_points`` (``meta.json``) of the clean run's, read by :func:`stats.mean_within`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ilora.report import stats
 from ilora.report._faults_counts import (
     FAULTED,
     Row,
@@ -32,7 +33,6 @@ from ilora.report._table import (
     command_block,
     fmt,
     md_table,
-    mean_std,
     meta_line,
     num,
     pm,
@@ -40,7 +40,6 @@ from ilora.report._table import (
     read_meta,
 )
 
-TARGET_POINTS = 1.0
 TAIL = 5  # rounds in the tail mean: the final accuracy of one run moves by points round to round
 UPDATES = ("accepted", "failed", "rejected")
 VARIANTS = {
@@ -75,7 +74,7 @@ def _paired(a: BySeed, b: BySeed) -> dict[int, float]:
 
 def _gap(gaps: BySeed) -> str:
     """Return the mean ± std of per-seed gaps, signed (``n/a`` when none is finite)."""
-    mean, std = mean_std(gaps.values())
+    mean, std = stats.mean_std(gaps.values())
     return "n/a" if math.isnan(mean) else f"{mean:+.2f} ± {std:.2f}"
 
 
@@ -85,7 +84,7 @@ def _per_seed(gaps: BySeed) -> str:
 
 def _acc(values: BySeed) -> str:
     """Return ``mean ± std`` of accuracies, saying how many seeds finished when some stopped."""
-    cell = pm(*mean_std(values.values()))
+    cell = pm(*stats.mean_std(values.values()))
     done = sum(not math.isnan(v) for v in values.values())
     return cell if done == len(values) else f"{cell} ({done} of {len(values)} finished)"
 
@@ -113,7 +112,7 @@ def _summary_table(runs: Runs) -> str:
     body = []
     for alg, variants in runs.items():
         for variant, by_seed in variants.items():
-            best = mean_std(_finals(by_seed, "best_accuracy").values())[0]
+            best = stats.mean_std(_finals(by_seed, "best_accuracy").values())[0]
             counts = " / ".join(f"{_mean_of(by_seed.values(), k):.1f}" for k in UPDATES)
             guard = _guard(next(iter(by_seed.values())))
             run = VARIANTS.get(variant, variant)
@@ -144,14 +143,30 @@ def _tail_means(rounds: Sequence[Row], last: int) -> dict[tuple[str, str, int], 
     return {key: statistics.fmean(a for _, a in sorted(pts)[-last:]) for key, pts in curves.items()}
 
 
+def target_points(meta: Mapping[str, Any]) -> float | None:
+    """Return the campaign's target in accuracy points (``meta.json``), None if not recorded."""
+    value = meta.get("target_points")
+    return None if value is None else float(value)
+
+
+def _target_words(gaps: BySeed, target: float | None) -> str:
+    """Return whether the mean gap is within the target (:func:`stats.mean_within`)."""
+    if target is None:
+        return "the target was not recorded"
+    within = stats.mean_within(stats.mean_ci(gaps.values()), target)
+    return f"the mean gap is {'within' if within else 'not within'} the {target:g}-point target"
+
+
 def _faulty_sentence(
-    alg: str, variant: str, variants: Mapping[str, Mapping[int, Row]], tails: BySeed
+    alg: str,
+    variant: str,
+    variants: Mapping[str, Mapping[int, Row]],
+    tails: BySeed,
+    target: float | None,
 ) -> str:
     """Return how the runs of ``variant`` (under faults) compare with the clean ones, by seed."""
     faulty, clean = variants[variant], variants["clean"]
     gaps = _paired(_finals(faulty), _finals(clean))
-    mean = mean_std(gaps.values())[0]
-    within = "within" if abs(mean) <= TARGET_POINTS else "not within"
     rounds = sorted({int(r["rounds"]) for r in faulty.values()})
     span = f"all {rounds[0]}" if len(rounds) == 1 else f"{rounds[0]} to {rounds[-1]}"
     accepted = sum(int(r["accepted"]) for r in faulty.values())
@@ -160,8 +175,8 @@ def _faulty_sentence(
         f"{alg}, {VARIANTS[variant]}: the runs ({seeds_words(len(faulty))}) completed {span} "
         f"rounds with {accepted} of {sampled} sampled updates accepted in total and reached "
         f"{_acc(_finals(faulty))}% against {_acc(_finals(clean))}% clean. Paired by seed, "
-        f"{variant} − clean is {_gap(gaps)} points ({_per_seed(gaps)}); the mean gap is {within} "
-        f"the {TARGET_POINTS:g}-point target. Over the mean of the last {TAIL} evaluated rounds, "
+        f"{variant} − clean is {_gap(gaps)} points ({_per_seed(gaps)}); "
+        f"{_target_words(gaps, target)}. Over the mean of the last {TAIL} evaluated rounds, "
         f"averaged over seeds, the gap is {_gap(tails)} points."
     )
 
@@ -189,22 +204,25 @@ def _guard_words(by_seed: Mapping[int, Row]) -> str:
     return _guard(next(iter(by_seed.values())))
 
 
-def _verdicts(runs: Runs, tails: Mapping[tuple[str, str, int], float]) -> list[str]:
+def _verdicts(
+    runs: Runs, tails: Mapping[tuple[str, str, int], float], meta: Mapping[str, Any]
+) -> list[str]:
     """Return the sentences comparing each algorithm's faulty (and control) runs with clean."""
     out = []
+    keep = meta.get("min_success", "not recorded")
     for alg, variants in runs.items():
         if "clean" not in variants or "faulty" not in variants:
             continue
         tail = {v: {s: x for (a, w, s), x in tails.items() if (a, w) == (alg, v)} for v in VARIANTS}
         for variant in (v for v in FAULTED if v in variants):
             gaps = _paired(tail[variant], tail["clean"])
-            out.append(_faulty_sentence(alg, variant, variants, gaps))
+            out.append(_faulty_sentence(alg, variant, variants, gaps, target_points(meta)))
         empty = sum(int(r.get("empty_rounds") or 0) for r in variants["faulty"].values())
         if empty:
             out.append(
                 f"In {empty} of its rounds (over all seeds) every sampled client failed; the "
-                "server kept its model (`fed.min_success: 0`; with 1 the run stops there with "
-                "exit code 3)."
+                f"server kept its model (`fed.min_success: {keep}`; with 1 the run stops there "
+                "with exit code 3)."
             )
         if "lost" in variants:
             out.append(_lost_sentence(variants))
@@ -252,7 +270,7 @@ def render(src: Path, img: Path) -> str:
         meta_line(meta),
         _setting(meta, seeds),
         _summary_table(runs),
-        " ".join(_verdicts(runs, _tail_means(rounds, TAIL))),
+        " ".join(_verdicts(runs, _tail_means(rounds, TAIL), meta)),
         "### Every run",
         _runs_table(runs),
         "### Every injected fault, counted",

@@ -1,12 +1,13 @@
 """Render ``results/faults_control/`` as the fault campaign's target section (issue 17).
 
-``benchmarks/faults.py --controls ... --no-clean`` runs, per algorithm and seed, the faulty run
+``ilora bench faults --controls ... --no-clean`` runs, per algorithm and seed, the faulty run
 (the fault mix, the server's checks, clipping and, for a mean, robust aggregation) and the
 control that loses the updates of exactly the clients the mix hits, under the same guards.
 The two differ only in the corrupt and Byzantine updates that arrive, and the corrupt ones are
 all rejected, so ``faulty − control`` (paired by seed) is what the Byzantine updates the
-defences accepted cost. Target: at most :data:`TARGET_POINTS` for every method whose
-aggregation is a mean. Reads ``faults.csv``, ``accounting.csv`` and ``meta.json`` only.
+defences accepted cost. Target: at most ``target_points`` (``meta.json``) for every method
+whose aggregation is a mean, read by :func:`stats.mean_at_least`. Reads ``faults.csv``,
+``accounting.csv`` and ``meta.json`` only.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ilora.report import stats
 from ilora.report._faults_counts import BYZANTINE, Row
-from ilora.report._table import command_block, md_table, mean_std, meta_line, read_csv, read_meta
-from ilora.report.faults import TARGET_POINTS, _finals, _gap, _group, _guard, _paired, _per_seed
+from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report.faults import (
+    _finals,
+    _gap,
+    _group,
+    _guard,
+    _paired,
+    _per_seed,
+    target_points,
+)
 
 
 def _accepted_byzantine(rows: Sequence[Row], alg: str) -> tuple[int, int]:
@@ -26,19 +36,31 @@ def _accepted_byzantine(rows: Sequence[Row], alg: str) -> tuple[int, int]:
     return sum(int(r["accepted"]) for r in byz), sum(int(r["injected"]) for r in byz)
 
 
-def _row(alg: str, variants: Mapping[str, Mapping[int, Row]], counts: tuple[int, int]) -> list[str]:
+def _verdict(gaps: Mapping[int, float], target: float | None) -> str:
+    """Return ``met`` when the mean of faulty − control is at least −target (``stats``)."""
+    if target is None:
+        return "not recorded"
+    return "met" if stats.mean_at_least(stats.mean_ci(gaps.values()), -target) else "not met"
+
+
+def _row(
+    alg: str,
+    variants: Mapping[str, Mapping[int, Row]],
+    counts: tuple[int, int],
+    target: float | None,
+) -> list[str]:
     faulty, lost = _finals(variants["faulty"]), _finals(variants["lost"])
     gaps = _paired(faulty, lost)
-    mean = mean_std(gaps.values())[0]
+    mean = stats.mean_std(gaps.values())[0]
     mean_agg = next(iter(variants["faulty"].values())).get("mean_aggregation", "")
-    verdict = "met" if mean >= -TARGET_POINTS else "not met"
+    verdict = _verdict(gaps, target)
     return [
         alg,
         {"True": "mean", "False": "not a mean"}.get(mean_agg, "?"),
         _guard(next(iter(variants["faulty"].values()))),
         f"{counts[0]} of {counts[1]}",
-        f"{mean_std(faulty.values())[0]:.2f}",
-        f"{mean_std(lost.values())[0]:.2f}",
+        f"{stats.mean_std(faulty.values())[0]:.2f}",
+        f"{stats.mean_std(lost.values())[0]:.2f}",
         f"{_gap(gaps) if len(gaps) > 1 else f'{mean:+.2f}'} ({_per_seed(gaps)})",
         verdict,
     ]
@@ -51,9 +73,10 @@ def render(src: Path, img: Path) -> str:
     acc = read_csv(src / "accounting.csv")
     headers = ["algorithm", "aggregation", "server guards", "Byzantine updates accepted"]
     headers += ["faulty final %", "control final %", "faulty − control, points (by seed)"]
-    headers.append(f"target (≥ −{TARGET_POINTS:g})")
+    target = target_points(meta)
+    headers.append("target (not recorded)" if target is None else f"target (≥ −{target:g})")
     body = [
-        _row(alg, variants, _accepted_byzantine(acc, alg))
+        _row(alg, variants, _accepted_byzantine(acc, alg), target)
         for alg, variants in runs.items()
         if "faulty" in variants and "lost" in variants
     ]
@@ -68,8 +91,9 @@ def render(src: Path, img: Path) -> str:
             "loses the updates of exactly the clients the mix hits and runs under the same "
             "server guards, so the two runs differ only in the corrupt updates (all rejected) "
             "and the Byzantine ones the guards accepted: faulty − control is their cost. The "
-            f"target: at most {TARGET_POINTS:g} point for every method whose aggregation is a "
-            "mean (final accuracy on the whole test split, paired by seed)."
+            f"target: at most {'(not recorded)' if target is None else f'{target:g}'} point for "
+            "every method whose aggregation is a mean (final accuracy on the whole test split, "
+            "paired by seed)."
         ),
         md_table(headers, body).strip(),
     ]

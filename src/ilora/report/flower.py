@@ -2,7 +2,7 @@
 
 Reads ``runs.csv`` (one row per run: runtime, repeat, per-round and total wall time, peak summed
 RSS/PSS of all processes, processes seen, final accuracy), ``imports.csv`` (seconds to import
-a module in a fresh Python) and ``meta.json``, all written by ``benchmarks/flower_runtimes.py``.
+a module in a fresh Python) and ``meta.json``, all written by ``ilora bench flower``.
 Figures are medians over the repeats; ratios are against the embedded engine.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -64,7 +66,9 @@ def _figure(med: dict[str, dict[str, float]], img: Path) -> str:
     return save_png(fig, img, "flower-runtimes", "wall time per round and peak memory per runtime")
 
 
-def _sentences(med: dict[str, dict[str, float]], rows: list[dict[str, str]]) -> list[str]:
+def _sentences(
+    med: dict[str, dict[str, float]], rows: list[dict[str, str]], flwr: str
+) -> list[str]:
     out = []
     base = med.get("embedded")
     if base:
@@ -76,7 +80,7 @@ def _sentences(med: dict[str, dict[str, float]], rows: list[dict[str, str]]) -> 
                     f"wall time per round, {r['total_wall_s']} its total wall time and "
                     f"{r['peak_rss_mb']} its peak memory (summed RSS; {r['peak_pss_mb']} in PSS)."
                 )
-    out += _targets(med)
+    out += _targets(med, flwr)
     finals = {r["final_accuracy"] for r in rows}
     if len(finals) == 1:
         out.append(
@@ -88,7 +92,7 @@ def _sentences(med: dict[str, dict[str, float]], rows: list[dict[str, str]]) -> 
     return out
 
 
-def _targets(med: dict[str, dict[str, float]]) -> list[str]:
+def _targets(med: dict[str, dict[str, float]], flwr: str) -> list[str]:
     """Say whether the deployment's s / round and the simulation's total meet 2× embedded."""
     base, out = med.get("embedded"), list[str]()
     if not base:
@@ -107,12 +111,17 @@ def _targets(med: dict[str, dict[str, float]]) -> list[str]:
         floor = med["deployment"]["round_wall_median_s"] - SUPERNODE_IDLE_S
         out.append(
             f"A deployment round cannot be shorter than about {SUPERNODE_IDLE_S:.0f} s on flwr "
-            "1.42: a SuperNode that finds no message waits that long before asking again, and "
+            f"{flwr}: a SuperNode that finds no message waits that long before asking again, and "
             "right after replying it finds none (the server is still collecting the other "
             f"replies). Beyond that wait, a round costs {floor:.2f} s here, "
             f"{_ratio(max(floor, 0.0), base['round_wall_median_s'])} the embedded round."
         )
     return out
+
+
+def _minor(version: object) -> str:
+    """Return ``major.minor`` of a recorded version ("(version not recorded)" when absent)."""
+    return ".".join(str(version).split(".")[:2]) if version else "(version not recorded)"
 
 
 def _imports(src: Path) -> tuple[str, list[str]]:
@@ -145,24 +154,24 @@ def _imports(src: Path) -> tuple[str, list[str]]:
     return table, notes
 
 
-def render(src: Path, img: Path) -> str:
-    """Return the markdown section of ``src`` (``results/flower``); its figure goes to ``img``."""
-    meta = read_meta(src)
-    rows = read_csv(src / "runs.csv")
-    med = medians(rows)
+RUNTIME_HEADERS = [
+    "runtime",
+    "s / round",
+    "× embedded",
+    "total s",
+    "× embedded",
+    "peak RSS MB",
+    "× embedded",
+    "peak PSS MB",
+    "processes",
+]
+
+
+def _runtime_table(med: dict[str, dict[str, float]]) -> str:
+    """Return one row per runtime: medians and their ratios to the embedded engine."""
     base = med.get("embedded", {})
-    table = md_table(
-        [
-            "runtime",
-            "s / round",
-            "× embedded",
-            "total s",
-            "× embedded",
-            "peak RSS MB",
-            "× embedded",
-            "peak PSS MB",
-            "processes",
-        ],
+    return md_table(
+        RUNTIME_HEADERS,
         [
             [
                 LABELS.get(rt, rt),
@@ -178,28 +187,40 @@ def render(src: Path, img: Path) -> str:
             for rt, m in med.items()
         ],
     )
-    repeats = len({r["repeat"] for r in rows})
+
+
+def _setting(meta: Mapping[str, Any], repeats: int) -> str:
+    """Return the workload, repeats, flwr version, machine and load line."""
+    load = (
+        f" Load average on the shared machine: {meta['load_average_start']:.1f} at the start,"
+        f" {meta['load_average_end']:.1f} at the end."
+        if "load_average_start" in meta
+        else ""
+    )
+    return (
+        f"Workload: `{meta.get('workload', '?')}`; medians over {repeats} repeat(s); "
+        f"flwr {meta.get('flwr', '?')}. " + meta_line(meta) + load + "\n"
+    )
+
+
+def render(src: Path, img: Path) -> str:
+    """Return the markdown section of ``src`` (``results/flower``); its figure goes to ``img``."""
+    meta = read_meta(src)
+    rows = read_csv(src / "runs.csv")
+    med = medians(rows)
     imports_table, import_notes = _imports(src)
     parts = [
         "## Embedded engine vs Flower (simulation and local deployment)\n",
         command_block(str(meta.get("command", ""))),
-        f"Workload: `{meta.get('workload', '?')}`; medians over {repeats} repeat(s); "
-        f"flwr {meta.get('flwr', '?')}. "
-        + meta_line(meta)
-        + (
-            f" Load average on the shared machine: {meta['load_average_start']:.1f} at the start,"
-            f" {meta['load_average_end']:.1f} at the end."
-            if "load_average_start" in meta
-            else ""
-        )
-        + "\n",
+        _setting(meta, len({r["repeat"] for r in rows})),
         _figure(med, img) + "\n",
-        table,
-        " ".join(_sentences(med, rows) + import_notes) + "\n",
+        _runtime_table(med),
+        " ".join(_sentences(med, rows, _minor(meta.get("flwr"))) + import_notes) + "\n",
         "*s / round*: median of the rounds' `wall_s` in `history.jsonl` (the server's round loop). "
         "*total s*: the whole command, start-up included (deployment: from starting the SuperLink "
         "to the end of `flwr run`). *peak RSS/PSS*: the largest sum over all processes of the run "
-        "(sampled every 0.2 s; PSS splits shared pages). *processes*: distinct processes seen.\n",
+        f"(sampled every {meta.get('memory_sample_every_s', '(not recorded)')} s; PSS splits "
+        "shared pages). *processes*: distinct processes seen.\n",
     ]
     if imports_table:
         parts.append(imports_table)
@@ -234,7 +255,8 @@ def _parity(src: Path) -> str:
             "model (factors, head, residual) and history (bytes, counts, every metric) on the "
             "embedded engine and on Flower (`AlgorithmStrategy` + `ClientApp` exchanging Flower "
             f"messages in-process), {meta.get('rounds', '?')} rounds, "
-            f"{meta.get('clients', '?')} clients with mixed ranks (`configs/smoke.yaml`).\n",
+            f"{meta.get('clients', '?')} clients with mixed ranks "
+            f"(`{meta.get('config', 'config not recorded')}`).\n",
             table,
         ]
     )

@@ -1,4 +1,4 @@
-"""Render ``results/lr/`` (``benchmarks/lr_sensitivity.py``) as a RESULTS.md section.
+"""Render ``results/lr/`` (``ilora bench lr``) as a RESULTS.md section.
 
 Reads ``lr.csv`` (one row per run: algorithm, LoRA learning rate ``lr``, seed, final accuracy)
 and ``meta.json`` (the config, the preset's learning rate, the setting) only. The table gives
@@ -17,12 +17,12 @@ from ilora.report._plot import line_chart, save_png
 from ilora.report._table import (
     command_block,
     md_table,
-    mean_std,
     meta_line,
     pm,
     read_csv,
     read_meta,
 )
+from ilora.report.stats import mean_std
 
 Cell = tuple[float, float, int]  # mean %, std %, seeds
 

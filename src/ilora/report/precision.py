@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ilora.report._plot import new_figure, save_png
 from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
-from ilora.report.stats import Interval, mean_ci, paired
+from ilora.report.stats import Interval, interval_within, mean_ci, paired
 
 BOUND = 1.0  # points: every interval within ±BOUND for auto to become the default
 METRICS = {"final_accuracy": "global", "personal_accuracy": "personal"}
@@ -34,8 +34,8 @@ def by_method(
 
 
 def within(iv: Interval) -> bool:
-    """Return True if the interval exists and lies within ±:data:`BOUND` points."""
-    return iv.n >= 2 and -BOUND <= iv.low and iv.high <= BOUND
+    """Return True if the interval exists and lies within ±:data:`BOUND` points (``stats``)."""
+    return interval_within(iv, BOUND)
 
 
 def _rows(rows: Sequence[Mapping[str, str]]) -> tuple[list[list[str]], list[Interval]]:
@@ -71,7 +71,7 @@ def _plot(rows: Sequence[Mapping[str, str]], img: Path) -> str:
             ax.errorbar([x], [iv.mean], yerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="o")
         elif iv.n == 1:
             ax.plot([x], [iv.mean], "o")
-    ax.axhspan(-BOUND, BOUND, alpha=0.15, label="±1 point")
+    ax.axhspan(-BOUND, BOUND, alpha=0.15, label=f"±{BOUND:g} point")
     ax.axhline(0, color="k", linewidth=0.8)
     ax.set_xticks(range(len(cells)), [m for m, _ in cells])
     ax.legend(fontsize=8)
@@ -85,13 +85,14 @@ def render(src: Path, img: Path) -> str:
     rows = read_csv(src / "runs.csv")
     body, intervals = _rows(rows)
     headers = ["method", "accuracy", "paired seeds", "fp32 % (95% CI)", "bf16 % (95% CI)",
-               "bf16 − fp32 points (95% CI)", "within ±1", "wall fp32 / bf16 (median)"]  # fmt: skip
+               "bf16 − fp32 points (95% CI)", f"within ±{BOUND:g}",
+               "wall fp32 / bf16 (median)"]  # fmt: skip
     if all(within(iv) for iv in intervals):
-        verdict = "Every interval lies within ±1 point: the default may become `auto`."
+        verdict = f"Every interval lies within ±{BOUND:g} point: the default may become `auto`."
     else:
         verdict = (
-            "Not every interval lies within ±1 point (or some method has fewer than two paired "
-            "seeds, hence no interval): the default `train.precision` stays `fp32`."
+            f"Not every interval lies within ±{BOUND:g} point (or some method has fewer than two "
+            "paired seeds, hence no interval): the default `train.precision` stays `fp32`."
         )
     blocks = [
         "## Mixed precision: fp32 against bf16 on the demo",

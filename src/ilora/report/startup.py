@@ -22,6 +22,23 @@ def _cell(rows: list[dict[str, str]]) -> tuple[float, str]:
     return median, ", ".join(heavy) or "neither"
 
 
+def _row(command: str, rows: list[dict[str, str]], trees: list[str]) -> tuple[list[object], str]:
+    """Return ``command``'s table row, and a note when it misses the target ("" otherwise)."""
+    line: list[object] = [f"`ilora {command}`"]
+    cells = {}
+    for tree in trees:
+        mine = [r for r in rows if (r["tree"], r["command"]) == (tree, command)]
+        if mine:
+            cells[tree] = _cell(mine)
+        line += [f"{cells[tree][0]:.2f}", cells[tree][1]] if mine else ["", ""]
+    if "before" in trees:
+        ok = "before" in cells and "after" in cells
+        line.append(f"{cells['before'][0] / cells['after'][0]:.1f}x" if ok else "")
+    median, heavy = cells.get("after", (float("inf"), "not measured"))
+    slow = median > TARGET_S or heavy != "neither"
+    return line, f"`ilora {command}` ({median:.2f} s, imports {heavy})" if slow else ""
+
+
 def render(src: Path, img: Path) -> str:
     """Return the start-up section (no figures)."""
     del img
@@ -29,22 +46,8 @@ def render(src: Path, img: Path) -> str:
     meta = read_meta(src)
     commands = list(dict.fromkeys(r["command"] for r in rows))
     trees = [t for t in ("before", "after") if any(r["tree"] == t for r in rows)]
-    body, slow = [], []
-    for command in commands:
-        line: list[object] = [f"`ilora {command}`"]
-        cells = {}
-        for tree in trees:
-            mine = [r for r in rows if (r["tree"], r["command"]) == (tree, command)]
-            if mine:
-                cells[tree] = _cell(mine)
-            line += [f"{cells[tree][0]:.2f}", cells[tree][1]] if mine else ["", ""]
-        if "before" in trees:
-            ok = "before" in cells and "after" in cells
-            line.append(f"{cells['before'][0] / cells['after'][0]:.1f}x" if ok else "")
-        body.append(line)
-        median, heavy = cells.get("after", (float("inf"), "not measured"))
-        if median > TARGET_S or heavy != "neither":
-            slow.append(f"`ilora {command}` ({median:.2f} s, imports {heavy})")
+    made = [_row(command, rows, trees) for command in commands]
+    slow = [note for _, note in made if note]
     headers = ["command"]
     for tree in trees:
         headers += [f"{tree}: median s", f"{tree}: imports"]
@@ -52,25 +55,21 @@ def render(src: Path, img: Path) -> str:
     repeats = len({r["repeat"] for r in rows})
     before = meta.get("plan", {}).get("before", "")
     verdict = (
-        "Every command answers within the 0.5 s target without torch or transformers."
+        f"Every command answers within the {TARGET_S:g} s target without torch or transformers."
         if not slow
-        else "Not yet within the target (0.5 s, neither torch nor transformers): "
+        else f"Not yet within the target ({TARGET_S:g} s, neither torch nor transformers): "
         + "; ".join(slow)
         + "."
     )
-    return (
-        "\n\n".join(
-            [
-                "## Command-line start-up",
-                command_block(str(meta.get("command", ""))).strip(),
-                meta_line(meta),
-                f"Each command in a fresh `python -m ilora` process, {repeats} runs, wall time "
-                "from outside the process (interpreter start included)"
-                + (f"; before = revision `{before}`, run interleaved with after" if before else "")
-                + ".",
-                md_table(headers, body).strip(),
-                verdict,
-            ]
-        )
-        + "\n"
-    )
+    parts = [
+        "## Command-line start-up",
+        command_block(str(meta.get("command", ""))).strip(),
+        meta_line(meta),
+        f"Each command in a fresh `python -m ilora` process, {repeats} runs, wall time "
+        "from outside the process (interpreter start included)"
+        + (f"; before = revision `{before}`, run interleaved with after" if before else "")
+        + ".",
+        md_table(headers, [line for line, _ in made]).strip(),
+        verdict,
+    ]
+    return "\n\n".join(parts) + "\n"

@@ -10,6 +10,11 @@ The rule, stated once and applied everywhere (issue 16):
   sampling), with the interval above on those differences.
 - The verdict on a difference is ``ahead`` when its whole interval lies above zero, ``behind``
   when it lies below, and ``not separated`` otherwise (or with fewer than two paired seeds).
+- A claim that two settings are equivalent within a bound (bf16 against fp32) holds only when
+  the whole interval of the paired difference lies within ±bound (:func:`interval_within`).
+- A target stated on a mean (the fault campaign's: a gap of at most so many points) is read on
+  the mean of the paired differences, the one figure a single seed also gives
+  (:func:`mean_within`, :func:`mean_at_least`); the interval is printed beside it.
 
 Only the standard library is imported (``report/`` must not import torch or numpy). The Student
 t quantile is computed from the regularised incomplete beta function (Lentz's continued
@@ -60,6 +65,18 @@ class Interval:
         return f"{head} ± {self.half_width:.{digits}f}"
 
 
+def mean_std(xs: Iterable[float]) -> tuple[float, float]:
+    """Return the mean and sample standard deviation of the non-NaN values (0 for one value).
+
+    The descriptive spread printed as ``mean ± std`` beside a table's cells; verdicts use
+    :func:`mean_ci` and :func:`paired`.
+    """
+    vals = [x for x in xs if not math.isnan(x)]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
 def mean_ci(values: Iterable[float], level: float = LEVEL) -> Interval:
     """Return the mean of the finite ``values`` and its Student-t confidence interval."""
     xs = [x for x in values if not math.isnan(x)]
@@ -76,6 +93,21 @@ def paired(a: Mapping[int, float], b: Mapping[int, float], level: float = LEVEL)
     """Return the interval of ``a[s] − b[s]`` over the seeds ``s`` where both are finite."""
     seeds = [s for s in a if s in b and not math.isnan(a[s]) and not math.isnan(b[s])]
     return mean_ci((a[s] - b[s] for s in sorted(seeds)), level)
+
+
+def interval_within(diff: Interval, bound: float) -> bool:
+    """Return True if the interval exists (two or more values) and lies within ±``bound``."""
+    return diff.n >= 2 and -bound <= diff.low and diff.high <= bound
+
+
+def mean_within(diff: Interval, bound: float) -> bool:
+    """Return True if the mean difference is finite and at most ``bound`` from zero."""
+    return not math.isnan(diff.mean) and abs(diff.mean) <= bound
+
+
+def mean_at_least(diff: Interval, floor: float) -> bool:
+    """Return True if the mean difference is finite and at least ``floor``."""
+    return not math.isnan(diff.mean) and diff.mean >= floor
 
 
 def t_quantile(p: float, df: int) -> float:

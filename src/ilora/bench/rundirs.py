@@ -1,7 +1,8 @@
-"""Tables from run directories: reads ``summary.json``/``history.jsonl`` only, never trains.
+"""Run directories read back: ``summary.json``, ``manifest.json`` and ``history.jsonl`` only.
 
-The table itself (rows and markdown) is shared with the report renderers
-(:mod:`ilora.report._table`), so ``ilora compare`` and docs/RESULTS.md print the same columns.
+``ilora compare`` and ``ilora export-results`` read finished runs through :func:`read_runs`;
+the comparison table itself is :func:`ilora.report._table.comparison_rows`, shared with the
+report renderers so both print the same columns.
 """
 
 from __future__ import annotations
@@ -12,11 +13,6 @@ import json
 import math
 from pathlib import Path
 from typing import Any
-
-from ilora.report._table import comparison_markdown as markdown
-from ilora.report._table import comparison_rows
-
-__all__ = ["comparison_rows", "markdown", "null_as_nan", "read_runs", "to_csv"]
 
 
 def null_as_nan(obj: dict[str, Any]) -> dict[str, Any]:

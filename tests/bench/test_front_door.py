@@ -1,0 +1,98 @@
+"""One front door for measurements: every one is ``ilora bench NAME``; no script outside it.
+
+The run campaigns keep their run-directory layout (a finished run of the same config is reused
+from there), checked here with the runs faked; ``test_campaign_runs`` runs the real engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ilora import config
+from ilora.bench import dp, lr
+from ilora.cli import app, bench_app
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = sorted(str(c.name) for c in bench_app.registered_commands)
+
+
+def test_the_measurements_are_bench_commands() -> None:
+    assert {"dp", "faults", "lr", "flower", "flower-parity", "comm", "quality"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_bench_command_has_help(name: str) -> None:
+    result = CliRunner().invoke(app, ["bench", name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_no_measurement_script_outside_the_package() -> None:
+    assert not (ROOT / "benchmarks").exists()
+    outside = [p for d in ("scripts", "examples") for p in (ROOT / d).rglob("*.py")]
+    bench_users = [p for p in outside if re.search(r"ilora\.bench\b", p.read_text())]
+    assert not bench_users, f"{bench_users} measure outside `ilora bench`"
+
+
+def _fake_run_in(made: list[Path]) -> Any:
+    def run_in(cfg: config.ExperimentConfig, run_dir: Path, record_norms: bool = False) -> Any:
+        made.append(run_dir)
+        records = [{"round": 1, "clients": {"succeeded": 4}, "accuracy": 0.5, "epsilon": 2.0}]
+        summary = {"final_accuracy": 0.5, "best_accuracy": 0.5, "final_personal_accuracy": 0.4}
+        return {**summary, "rounds": 1, "wall_s": 1.0, "total_bytes_up": 400}, records
+
+    return run_in
+
+
+def test_lr_keeps_its_run_directories(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    made: list[Path] = []
+    monkeypatch.setattr(lr, "run_in", _fake_run_in(made))
+    monkeypatch.chdir(ROOT)
+    args = ["--algorithms", "fedit,ilora", "--lrs", "1e-3,5e-4", "--seeds", "0,1"]
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = CliRunner().invoke(app, ["bench", "lr", *args, "--out", str(out), "--runs", str(runs)])
+    assert result.exit_code == 0, result.output
+    lrs = ("0.001", "0.0005")
+    assert [p.name for p in made] == [
+        f"{a}-lr{x}-seed{s}" for a in ("fedit", "ilora") for x in lrs for s in (0, 1)
+    ]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["preset_lr"] == config.load(meta["config"]).train.lr
+    assert (out / "lr.csv").read_text().count("\n") == 1 + 8
+
+
+def test_dp_keeps_its_run_directories_and_clips_at_the_median(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    made: list[Path] = []
+    monkeypatch.setattr(dp, "run_in", _fake_run_in(made))
+    norms = {"ilora": [[1, 0, 1.0], [1, 1, 3.0]], "ffa-lora": [[1, 0, 2.0]]}
+    monkeypatch.setattr(dp, "calibration_norms", lambda path, name, rounds, runs: norms[name])
+    monkeypatch.setattr(dp, "majority_share", lambda cfg: 0.25)
+    monkeypatch.chdir(ROOT)
+    args = ["--config", "configs/smoke.yaml", "--sigmas", "0,1", "--central", "ffa-lora"]
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    result = CliRunner().invoke(app, ["bench", "dp", *args, "--out", str(out), "--runs", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in made] == [
+        "ilora-sigma0",
+        "ilora-sigma1",
+        "ffa-lora-sigma0",
+        "ffa-lora-sigma1",
+        "ffa-lora-aggregate-sigma1",
+    ]
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["clip_norm"], meta["clip_rule"]) == (2.0, dp.CLIP_RULE)
+    assert meta["central"] == "ffa-lora"
+
+
+def test_flower_rejects_an_unknown_runtime_in_one_line() -> None:
+    result = CliRunner().invoke(app, ["bench", "flower", "--runtimes", "embedded,cloud"])
+    assert result.exit_code == 2
+    assert "unknown runtime(s) ['cloud']" in result.output
