@@ -18,7 +18,8 @@ def _run(root: Path, label: str, alg: str, seed: int, acc: float, agg: float = 0
     d = root / label / f"{alg}-seed{seed}"
     d.mkdir(parents=True)
     lora = {"rank_policy": "uniform" if ranks == "equal" else "cycle", "rank": 8}
-    per = {alg: dict(BEFORE[alg])} if version == "before" else {}
+    options = {"before": BEFORE.get(alg, {}), "svd": {"redistribute": "svd"}}.get(version, {})
+    per = {alg: dict(options)} if options else {}
     config = {"algorithm": alg, "seed": seed, "lora": lora, "per_algorithm": per}
     (d / "config.yaml").write_text(yaml.safe_dump(config))
     summary = {"final_accuracy": acc, "mean_agg_error": agg, "mean_download_error": agg / 10}
@@ -40,6 +41,19 @@ def test_paired_before_after_and_errors(tmp_path: Path) -> None:
     assert "| ilora | mixed |" in section and "fedsa-lora" not in section
     assert "fedit, fedloru, flasc, hetlora, pfedloru: `rescale_b: False`" in section
     assert "0.2000 → 0.1000" in section and "0.0200 → 0.0100" in section
+
+
+def test_the_svd_option_is_paired_with_the_default(tmp_path: Path) -> None:
+    for seed, (qr, svd) in enumerate([(0.26, 0.27), (0.24, 0.26), (0.3, 0.315)]):
+        _run(tmp_path / "runs", "mixed-after", "ilora", seed, qr)
+        _run(tmp_path / "runs", "mixed-svd", "ilora", seed, svd)
+    export(tmp_path / "runs", tmp_path / "out")
+    section = render(tmp_path / "out", tmp_path / "img")
+    diffs = [1.0, 2.0, 1.5]
+    half = 4.302652729911275 * statistics.stdev(diffs) / 3**0.5
+    assert "| ilora | mixed | 26.67 ± " in section
+    assert f"{statistics.fmean(diffs):+.2f} ± {half:.2f} | ahead |" in section
+    assert "`redistribute: svd`" in section
 
 
 def test_a_run_under_the_wrong_label_is_refused(tmp_path: Path) -> None:

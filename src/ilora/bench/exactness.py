@@ -40,9 +40,10 @@ BEFORE: dict[str, dict[str, Any]] = {  # each method's defaults before the fixes
     **dict.fromkeys(("fedit", "hetlora", "fedloru", "pfedloru", "flasc"), NO_RESCALE),
     "fl-tac": {**NO_RESCALE, "kmeans_starts": 1},
 }
-METHODS = ("ilora", "ilora-s")  # the grid re-run and the equal-rank runs
+METHODS = ("ilora", "ilora-s")  # the grid re-run, the equal-rank and the SVD runs
+SVD = {"redistribute": "svd"}  # this project's improvement, with the fix's shared offset
 RANKS = {"mixed": (), "equal": ("lora.rank_policy=uniform", "lora.rank=8")}
-LABELS = tuple(f"{r}-{v}" for r in RANKS for v in ("before", "after"))
+LABELS = (*(f"{r}-{v}" for r in RANKS for v in ("before", "after")), "mixed-svd")
 GRID_BEFORE = Path("results/quality/runs.csv")
 GRID_COMMAND = (
     "OMP_NUM_THREADS=1 ilora bench quality --algorithms ilora,ilora-s --workers 1 "
@@ -57,11 +58,11 @@ def commands() -> list[str]:
     out = []
     for label in LABELS:
         ranks, version = label.split("-")
-        methods = METHODS if ranks == "equal" else tuple(BEFORE)
+        methods = tuple(BEFORE) if label in ("mixed-before", "mixed-after") else METHODS
         for m in methods:
-            sets = list(RANKS[ranks])
-            if version == "before":
-                sets += [f"per_algorithm.{m}.{k}={str(v).lower()}" for k, v in BEFORE[m].items()]
+            options = {"before": BEFORE[m], "svd": SVD}.get(version, {})
+            sets = [*RANKS[ranks], *(f"per_algorithm.{m}.{k}={str(v).lower()}"
+                                     for k, v in options.items())]  # fmt: skip
             seeds = "0,1,2" if ranks == "mixed" and m in METHODS else "0"
             flags = "".join(f" --set {s}" for s in sets)
             out.append(
@@ -72,10 +73,10 @@ def commands() -> list[str]:
 
 
 def version_of(config: dict[str, Any]) -> str:
-    """Return ``before`` or ``after`` from a run's hyperparameters of its algorithm.
+    """Return ``before``, ``after`` or ``svd`` from a run's hyperparameters of its algorithm.
 
     Raises:
-        ValueError: if they are neither the old defaults nor today's.
+        ValueError: if they are neither the old defaults, nor today's, nor today's with SVD.
 
     """
     hyper = {**config.get("algorithm_args", {}), **config.get("per_algorithm", {}).get(
@@ -86,6 +87,8 @@ def version_of(config: dict[str, Any]) -> str:
         return "before"
     if all(v is None for v in chosen.values()):
         return "after"
+    if {k: v for k, v in chosen.items() if v is not None} == SVD:
+        return "svd"
     raise ValueError(f"options {chosen} are neither the old defaults {before} nor the defaults")
 
 
@@ -160,6 +163,7 @@ def export(runs: Path, out: Path) -> list[str]:
         quick=False,
         runs=str(runs),
         made_by=[*commands(), GRID_COMMAND],
+        svd=SVD,
         grid_before=str(GRID_BEFORE),
         config=CONFIG,
         before=BEFORE,

@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
 from ilora.report.stats import mean_ci, paired
@@ -36,7 +37,7 @@ def _body(rows: Sequence[Mapping[str, str]]) -> list[list[str]]:
     acc, agg, down = (by_cell(rows, c) for c in ("final_accuracy", "mean_agg_error",
                                                  "mean_download_error"))  # fmt: skip
     body = []
-    for key in sorted(acc):
+    for key in sorted(k for k in acc if acc[k]["before"]):
         before = {s: 100 * v for s, v in acc[key]["before"].items()}
         after = {s: 100 * v for s, v in acc[key]["after"].items()}
         diff = paired(after, before)
@@ -47,6 +48,34 @@ def _body(rows: Sequence[Mapping[str, str]]) -> list[list[str]]:
             f"{_mean(down[key]['before'])} → {_mean(down[key]['after'])}",
         ])  # fmt: skip
     return body
+
+
+def svd_body(rows: Sequence[Mapping[str, str]]) -> list[list[str]]:
+    """Return one row per method with SVD runs: QR (the default) against SVD, paired by seed."""
+    acc, agg = by_cell(rows, "final_accuracy"), by_cell(rows, "mean_agg_error")
+    body = []
+    for key in sorted(k for k in acc if acc[k]["svd"]):
+        qr = {s: 100 * v for s, v in acc[key]["after"].items()}
+        svd = {s: 100 * v for s, v in acc[key]["svd"].items()}
+        diff = paired(svd, qr)
+        body.append([key[0], key[1], mean_ci(qr.values()).text(2), mean_ci(svd.values()).text(2),
+                     diff.text(2, signed=True), diff.verdict(),
+                     f"{_mean(agg[key]['after'])} / {_mean(agg[key]['svd'])}"])  # fmt: skip
+    return body
+
+
+def _svd(rows: Sequence[Mapping[str, str]], meta: Mapping[str, Any]) -> list[str]:
+    body = svd_body(rows)
+    if not body:
+        return []
+    options = ", ".join(f"`{k}: {v}`" for k, v in meta["svd"].items())
+    headers = ["method", "ranks", "QR (paper, default) % (95% CI)", f"{options} % (95% CI)",
+               "SVD − QR points (95% CI)", "verdict", "mean agg_error QR / SVD"]  # fmt: skip
+    return [
+        f"The paper's QR redistribution against this project's improvement ({options}, the "
+        "best rank-r_max factors of the aggregate), both with the shared offset, paired by seed:",
+        md_table(headers, body).strip(),
+    ]
 
 
 GridKey = tuple[str, str, str, str]  # (algorithm, task, ranks, alpha)
@@ -106,6 +135,7 @@ def render(src: Path, img: Path) -> str:
         "against the weighted mean of the clients' changes; `download_error`: how far the "
         "clients' starts are from the global model (both per round, averaged over rounds).",
         md_table(headers, _body(rows)).strip(),
+        *_svd(rows, meta),
         *_grid(src, meta),
     ]
     return "\n\n".join(b for b in blocks if b) + "\n"
