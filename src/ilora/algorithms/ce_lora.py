@@ -185,7 +185,8 @@ class CELoRA(Algorithm[CELoRAState]):
     stats_batches: int = field(
         default=0,
         metadata={
-            "help": "local batches whose backbone features form the statistics; 0 = all",
+            "help": "local batches whose backbone features form the statistics; 0 = all (released "
+            "code: the whole training set)",
             "source": "code",
         },
     )

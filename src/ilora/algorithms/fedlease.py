@@ -193,14 +193,16 @@ class FedLEASE(Algorithm[FedLEASEState]):
     warmup_rounds: int = field(
         default=5,
         metadata={
-            "help": "warm-up rounds E_w of local-only LoRA training before clustering",
+            "help": "warm-up rounds E_w of local-only LoRA training before clustering (released "
+            "code: 5)",
             "source": "code",
         },
     )
     max_experts: int = field(
         default=4,
         metadata={
-            "help": "largest number of experts M_max tried by the silhouette search",
+            "help": "largest number of experts M_max tried by the silhouette search (released "
+            "code: 4)",
             "source": "code",
         },
     )

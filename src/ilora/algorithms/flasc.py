@@ -128,26 +128,44 @@ class FLASC(Algorithm[FLASCState]):
 
     density_down: float = field(
         default=0.25,
-        metadata={"help": "share of entries kept in the download, in (0, 1]", "source": "paper"},
+        metadata={
+            "help": "share of entries kept in the download, in (0, 1] (1/4: one of the paper's "
+            "densities)",
+            "source": "paper",
+        },
     )
     density_up: float = field(
         default=0.25,
         metadata={
-            "help": "share of delta entries kept in the upload, in (0, 1]",
+            "help": "share of delta entries kept in the upload, in (0, 1] (1/4: one of the "
+            "paper's densities)",
             "source": "paper",
         },
     )
     server_lr: float = field(
-        default=1e-3, metadata={"help": "server Adam learning rate", "source": "code"}
+        default=1e-3,
+        metadata={"help": "server Adam learning rate (released code: 1e-3)", "source": "code"},
     )
     beta1: float = field(
-        default=0.9, metadata={"help": "server Adam beta1, in [0, 1)", "source": "code"}
+        default=0.9,
+        metadata={
+            "help": "server Adam beta1, in [0, 1) (released code: torch's default)",
+            "source": "code",
+        },
     )
     beta2: float = field(
-        default=0.999, metadata={"help": "server Adam beta2, in [0, 1)", "source": "code"}
+        default=0.999,
+        metadata={
+            "help": "server Adam beta2, in [0, 1) (released code: torch's default)",
+            "source": "code",
+        },
     )
     eps: float = field(
-        default=1e-8, metadata={"help": "server Adam epsilon, > 0", "source": "code"}
+        default=1e-8,
+        metadata={
+            "help": "server Adam epsilon, > 0 (released code: torch's default)",
+            "source": "code",
+        },
     )
     export_masked: bool = field(
         default=True,
