@@ -1,11 +1,14 @@
 """Regenerate the registry tables in README.md: `make readme` (runs this script).
 
 The algorithm and task tables are rendered from the registries, so a registered name can never
-be missing from the README; tests/test_readme.py fails when the README is stale.
+be missing from the README; the defaults table lists, per algorithm, the hyperparameters whose
+default is not the paper's (metadata "source": code or ours). tests/test_readme.py fails when
+the README is stale.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -37,6 +40,24 @@ def algorithms_table() -> str:
     return "\n".join(rows)
 
 
+def _departures(name: str, source: str) -> str:
+    cls, preset = ALGORITHMS.get(name), ALGORITHMS.preset(name)
+    shown = [
+        f"`{f.name}: {preset.get(f.name, f.default)!r}`"
+        for f in dataclasses.fields(cls)
+        if f.init and f.metadata["source"] == source
+    ]
+    return ", ".join(shown) or "-"
+
+
+def defaults_table() -> str:
+    """Per method, the hyperparameters whose default is the released code's or ours."""
+    rows = ["| name | from the released code | ours |", "|---|---|---|"]
+    for name in ALGORITHMS.names():
+        rows.append(f"| `{name}` | {_departures(name, 'code')} | {_departures(name, 'ours')} |")
+    return "\n".join(rows)
+
+
 def tasks_table() -> str:
     rows = ["| name | what it is |", "|---|---|"]
     for name in TASKS.names():
@@ -47,7 +68,12 @@ def tasks_table() -> str:
 
 
 def render(text: str) -> str:
-    for marker, table in (("algorithms", algorithms_table()), ("tasks", tasks_table())):
+    tables = {
+        "algorithms": algorithms_table(),
+        "defaults": defaults_table(),
+        "tasks": tasks_table(),
+    }
+    for marker, table in tables.items():
         pattern = re.compile(rf"(<!-- {marker}:begin -->\n).*?(<!-- {marker}:end -->)", re.S)
         if not pattern.search(text):
             raise ValueError(f"README.md lacks the <!-- {marker}:begin/end --> markers")

@@ -18,12 +18,17 @@ __all__ = ["Option", "describe_algorithm", "describe_task", "options", "render"]
 
 @dataclasses.dataclass(frozen=True)
 class Option:
-    """One option: its name, type, default (``None`` when required) and help."""
+    """One option: its name, type, default (``None`` when required), help and source.
+
+    ``source`` says where the default comes from (``ilora.algorithms.base.SOURCES``: paper,
+    code, ours, engine); ``None`` for options that record none (tasks).
+    """
 
     name: str
     type: str
     default: str | None
     help: str
+    source: str | None = None
 
 
 def type_name(tp: Any) -> str:
@@ -58,7 +63,13 @@ def options(cls: type[Any], preset: Mapping[str, Any] | None = None) -> list[Opt
     """Return the options (init fields) of dataclass ``cls``, ``preset`` applied to defaults."""
     hints = typing.get_type_hints(cls)
     return [
-        Option(f.name, type_name(hints[f.name]), _default(f, preset or {}), f.metadata["help"])
+        Option(
+            f.name,
+            type_name(hints[f.name]),
+            _default(f, preset or {}),
+            f.metadata["help"],
+            f.metadata.get("source"),
+        )
         for f in dataclasses.fields(cls)
         if f.init
     ]
@@ -72,12 +83,25 @@ def _summary(cls: type[Any]) -> str:
     return doc.split("\n\n", 1)[0].replace("\n", " ")
 
 
-def render(title: str, summary: str, section: str, opts: list[Option]) -> str:
-    """Return the plain-text description: a title line, then one line per option."""
+def render(
+    title: str,
+    summary: str,
+    section: str,
+    opts: list[Option],
+    legend: Mapping[str, str] | None = None,
+) -> str:
+    """Return the plain-text description: a title line, then one line per option.
+
+    An option with a source shows it after its default (``default 1e-4, source code``);
+    ``legend`` (source: meaning) is listed after the options when any option has a source.
+    """
     lines = [f"{title}: {summary}", f"options ({section}):" if opts else f"no options ({section})"]
     for opt in opts:
         default = "required" if opt.default is None else f"default {opt.default}"
-        lines.append(f"  {opt.name} ({opt.type}, {default}): {opt.help}")
+        source = "" if opt.source is None else f", source {opt.source}"
+        lines.append(f"  {opt.name} ({opt.type}, {default}{source}): {opt.help}")
+    if legend and any(opt.source is not None for opt in opts):
+        lines.append("sources: " + "; ".join(f"{k} = {v}" for k, v in legend.items()))
     return "\n".join(lines)
 
 
@@ -103,9 +127,9 @@ def describe_algorithm(name: str) -> str:
 
     """
     import ilora.algorithms  # noqa: F401  (registers the algorithms)
-    from ilora.algorithms.base import ALGORITHMS
+    from ilora.algorithms.base import ALGORITHMS, SOURCES
 
     cls = ALGORITHMS.get(name)
     opts = options(cls, ALGORITHMS.preset(name))
     section = f"algorithm_args, or per_algorithm.{name}"
-    return render(f"algorithm {name}", _summary(cls), section, opts)
+    return render(f"algorithm {name}", _summary(cls), section, opts, SOURCES)

@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 
+from ilora.algorithms import traffic
 from ilora.algorithms._redistribution import Terms
 from ilora.algorithms._robust_products import median_of_products
 from ilora.lora import keys
@@ -22,6 +23,12 @@ from ilora.tensors import strip_prefix
 from ilora.types import TensorDict, Upload
 
 CV = "cv/"
+CHOICES = {  # ILoRA's Literal hyperparameters and their values, checked in __post_init__
+    "redistribute": ("qr", "svd", "qr_literal"),
+    "split": ("qr", "balanced"),
+    "offset": ("shared", "per_client"),
+    "init_offset": ("alpha_over_r", "one"),
+}
 # every client_init rebuilds the same QR init from the same frozen base: computed once per
 # weight and rank (64 MiB holds the rank-16 factors of about 500 layers of MiniLM's size)
 _QR_MEMO = PairMemo(max_bytes=64 << 20)
@@ -110,3 +117,16 @@ def updated_control(
         for k, d in strip_prefix(uploads[cid].tensors, CV).items():
             new[k] += resize_rank(d, rank, keys.kind_of(k)) / num_clients
     return new
+
+
+# ---- bytes per client per round, float32 floats (down, up); registered in ilora.py
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Round 1 only the head down (clients build the same QR init); then B, A at ``r_k``.
+
+    Up: B, A at ``r_k`` and the head. With ``control_variates`` (``ilora-s``) the control
+    variate ``c`` at the client's rank goes down and ``Δc_k`` comes up, each pair-and-head sized.
+    """
+    down = s.n_head if c.round == 1 else s.pair(c.rank) + s.n_head
+    up = s.pair(c.rank) + s.n_head
+    control = s.pair(c.rank) + s.n_head if c.hp.get("control_variates", False) else 0
+    return down + control, up + control

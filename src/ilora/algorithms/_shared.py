@@ -156,8 +156,9 @@ def truncated(tensors: Mapping[str, torch.Tensor], r: int) -> TensorDict:
 
 
 RESCALE_HELP = (
-    "mixed ranks: send B times s(r_max)/s(r_k) and map uploads back, so a client starts from "
-    "the global model cut to its rank (false: it applies s(r_k) to the cut factors as they are)"
+    "mixed ranks (ours, the paper has no rule): send B times s(r_max)/s(r_k) and map uploads "
+    "back, so a client starts from the global model cut to its rank (false: it applies s(r_k) "
+    "to the cut factors as they are)"
 )
 
 

@@ -152,6 +152,23 @@ def create_algorithm(name: str, args: Mapping[str, object] | None = None) -> Alg
     return algorithm
 
 
+# where a hyperparameter's default comes from: its field's metadata["source"], one of these (a
+# contract test checks every registered algorithm; "ours" needs a help that says why)
+SOURCES = {
+    "paper": "the paper's stated value",
+    "code": "the authors' released code (the paper silent or different)",
+    "ours": "this project's choice where the paper is silent, or its improvement (help says why)",
+    "engine": "a knob of this project with no counterpart in the paper",
+}
+
+
+def hyperparameter_source(cls: type) -> dict[str, str]:
+    """Return ``{field: source}`` of an algorithm class, ``""`` where a field records none."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    return {f.name: str(f.metadata.get("source", "")) for f in dataclasses.fields(cls) if f.init}
+
+
 def hyperparameter_help(cls: type) -> dict[str, str]:
     """Return ``{field: help}`` for an algorithm class (the contract test checks every field)."""
     if not dataclasses.is_dataclass(cls):

@@ -152,22 +152,43 @@ class CELoRA(Algorithm[CELoRAState]):
 
     lam: float = field(
         default=1.0,
-        metadata={"help": "λ: strength of the similarity term in the weights (0 = p, FedAvg of C)"},
+        metadata={
+            "help": "λ: strength of the similarity term in the weights (0 = p, FedAvg of C); "
+            "ours: the server is unreleased and the paper gives no value",
+            "source": "ours",
+        },
     )
     beta: float = field(
-        default=0.5, metadata={"help": "β: share of data similarity (vs model similarity), [0, 1]"}
+        default=0.5,
+        metadata={
+            "help": "β: share of data similarity (vs model similarity), [0, 1]; ours: the paper "
+            "gives no value, 0.5 weighs both kinds of similarity equally",
+            "source": "ours",
+        },
     )
     model_similarity: Literal["update", "weights"] = field(
         default="update",
-        metadata={"help": "cosine of the core updates C_j - C_j^sent (update) or of C_j (weights)"},
+        metadata={
+            "help": "cosine of the core updates C_j - C_j^sent (update) or of C_j (weights); "
+            "ours: the paper gives no formula, and updates are less dominated by the shared init",
+            "source": "ours",
+        },
     )
     bandwidth: float = field(
         default=0.0,
-        metadata={"help": "σ of s^D = overlap·exp(-F/σ); 0 = median of F over the round's pairs"},
+        metadata={
+            "help": "σ of s^D = overlap·exp(-F/σ); 0 = median of F over the round's pairs "
+            "(ours: the paper gives no σ, the median heuristic needs no tuning per task)",
+            "source": "ours",
+        },
     )
     stats_batches: int = field(
         default=0,
-        metadata={"help": "local batches whose backbone features form the statistics; 0 = all"},
+        metadata={
+            "help": "local batches whose backbone features form the statistics; 0 = all (released "
+            "code: the whole training set)",
+            "source": "code",
+        },
     )
 
     def __post_init__(self) -> None:

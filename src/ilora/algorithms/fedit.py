@@ -52,7 +52,7 @@ class FedIT(Algorithm[FactorState]):
     heterogeneous_ranks = True
     mean_aggregation = True  # Ā, B̄ and the head are Σ p_k lift(u_k), lift = zero-pad to r_max
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
 
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int

@@ -192,11 +192,19 @@ class FedLEASE(Algorithm[FedLEASEState]):
 
     warmup_rounds: int = field(
         default=5,
-        metadata={"help": "warm-up rounds E_w of local-only LoRA training before clustering"},
+        metadata={
+            "help": "warm-up rounds E_w of local-only LoRA training before clustering (released "
+            "code: 5)",
+            "source": "code",
+        },
     )
     max_experts: int = field(
         default=4,
-        metadata={"help": "largest number of experts M_max tried by the silhouette search"},
+        metadata={
+            "help": "largest number of experts M_max tried by the silhouette search (released "
+            "code: 4)",
+            "source": "code",
+        },
     )
 
     def __post_init__(self) -> None:

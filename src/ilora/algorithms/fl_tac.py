@@ -121,18 +121,30 @@ class FLTAC(Algorithm[FLTACState]):
     personalized = True
 
     num_clusters: int = field(
-        default=2, metadata={"help": "K of the server's K-means over the adapters, >= 1"}
+        default=2,
+        metadata={
+            "help": "K of the server's K-means over the adapters, >= 1; the paper sets K = "
+            "the number of tasks (ours: 2, as the registry cannot know it; set it per run)",
+            "source": "ours",
+        },
     )
     head: Literal["cluster", "global"] = field(
         default="cluster",
-        metadata={"help": "cluster: FedAvg the head within each cluster; global: over all"},
+        metadata={
+            "help": "cluster: FedAvg the head within each cluster; global: over all "
+            "(ours: the paper does not exchange the head, its code shares one head by all clients)",
+            "source": "ours",
+        },
     )
 
     kmeans_starts: int = field(
         default=10,
-        metadata={"help": "k-means runs, the lowest-cost kept (released code: n_init=10)"},
+        metadata={
+            "help": "k-means runs, the lowest-cost kept (released code: n_init=10)",
+            "source": "code",
+        },
     )
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
 
     def __post_init__(self) -> None:
         if isinstance(self.kmeans_starts, bool) or not isinstance(self.kmeans_starts, int):

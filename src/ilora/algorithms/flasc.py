@@ -127,20 +127,54 @@ class FLASC(Algorithm[FLASCState]):
     heterogeneous_ranks = True
 
     density_down: float = field(
-        default=0.25, metadata={"help": "share of entries kept in the download, in (0, 1]"}
+        default=0.25,
+        metadata={
+            "help": "share of entries kept in the download, in (0, 1] (1/4: one of the paper's "
+            "densities)",
+            "source": "paper",
+        },
     )
     density_up: float = field(
-        default=0.25, metadata={"help": "share of delta entries kept in the upload, in (0, 1]"}
+        default=0.25,
+        metadata={
+            "help": "share of delta entries kept in the upload, in (0, 1] (1/4: one of the "
+            "paper's densities)",
+            "source": "paper",
+        },
     )
-    server_lr: float = field(default=1e-3, metadata={"help": "server Adam learning rate"})
-    beta1: float = field(default=0.9, metadata={"help": "server Adam beta1, in [0, 1)"})
-    beta2: float = field(default=0.999, metadata={"help": "server Adam beta2, in [0, 1)"})
-    eps: float = field(default=1e-8, metadata={"help": "server Adam epsilon, > 0"})
+    server_lr: float = field(
+        default=1e-3,
+        metadata={"help": "server Adam learning rate (released code: 1e-3)", "source": "code"},
+    )
+    beta1: float = field(
+        default=0.9,
+        metadata={
+            "help": "server Adam beta1, in [0, 1) (released code: torch's default)",
+            "source": "code",
+        },
+    )
+    beta2: float = field(
+        default=0.999,
+        metadata={
+            "help": "server Adam beta2, in [0, 1) (released code: torch's default)",
+            "source": "code",
+        },
+    )
+    eps: float = field(
+        default=1e-8,
+        metadata={
+            "help": "server Adam epsilon, > 0 (released code: torch's default)",
+            "source": "code",
+        },
+    )
     export_masked: bool = field(
         default=True,
-        metadata={"help": "evaluate the global model masked at density_down (code) or dense"},
+        metadata={
+            "help": "evaluate the global model masked at density_down (code) or dense",
+            "source": "code",
+        },
     )
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
 
     def __post_init__(self) -> None:
         for name in ("density_down", "density_up"):
@@ -312,6 +346,7 @@ def adam_step(
         new_p[k] = (params[k].to(torch.float64) - lr * m_hat / (v_hat.sqrt() + eps)).float()
         new_m[k], new_v[k] = mk.float(), vk.float()
     return new_p, new_m, new_v
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(FLASC)

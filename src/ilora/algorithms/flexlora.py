@@ -69,7 +69,10 @@ class FlexLoRA(Algorithm[FlexLoRAState]):
 
     dense: bool = field(
         default=False,
-        metadata={"help": "form the dense ΔW and use torch.linalg.svd (a reference; slow)"},
+        metadata={
+            "help": "form the dense ΔW and use torch.linalg.svd (a reference; slow)",
+            "source": "engine",
+        },
     )
 
     def __post_init__(self) -> None:
@@ -145,6 +148,7 @@ def _support(S: torch.Tensor, r: int) -> int:
     if S.numel() == 0 or float(S[0]) <= 0:
         return 0
     return int((S[:r] > RANK_TOL * S[0]).sum())
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FlexLoRA)(traffic.pair_both_ways)  # B, A at r_k and the head

@@ -124,7 +124,8 @@ class FRLoRA(Algorithm[FRLoRAState]):
         default="factors",
         metadata={
             "help": "factors: s(B̄Ā − B0A0), the paper's product of averages; "
-            "exact: Σ p_k s_k (B_k A_k − B0_k A0_k)"
+            "exact: Σ p_k s_k (B_k A_k − B0_k A0_k)",
+            "source": "paper",
         },
     )
 
@@ -269,6 +270,7 @@ def _product_of_means(
     A_bar = torch.stack([p[c] * pad_rank(A, r, "lora_A") for c, (_, A) in items]).sum(dim=0)
     # B_bar (d_out, r), A_bar (r, d_in)
     return B_bar @ A_bar  # (d_out, r) @ (r, d_in) -> (d_out, d_in)
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FRLoRA)(traffic.dense_down_pair_up)  # R down; B0, A0 rebuilt by SVD

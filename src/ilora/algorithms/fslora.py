@@ -123,7 +123,12 @@ class FSLoRA(Algorithm[FactorState]):
 
     global_rank: int = field(
         default=0,
-        metadata={"help": "rank r of the global factors (>= every client rank); 0 = largest"},
+        metadata={
+            "help": "rank r of the global factors (>= every client rank); 0 = the largest "
+            "client rank (ours: as large as the other methods' global model; the paper's "
+            "r=64 is twice its largest k_i)",
+            "source": "ours",
+        },
     )
 
     def __post_init__(self) -> None:
@@ -207,6 +212,7 @@ class FSLoRA(Algorithm[FactorState]):
     ) -> tuple[Upload, TensorDict]:
         sent = {k: v for k, v in trained.items() if keys.kind_of(k) != "lora_C"}
         return Upload(sent, float(ctx.client.num_examples)), cstate
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FSLoRA)(traffic.pair_both_ways)  # the k_i-component slices; seed shared

@@ -89,21 +89,43 @@ class HetLoRA(Algorithm[FactorState]):
     weighting: Literal["norm", "norm_times_data"] = field(
         default="norm",
         metadata={
-            "help": "norm: w_k ∝ ‖B_k A_k‖_F (paper); norm_times_data: w_k ∝ p_k ‖B_k A_k‖_F"
+            "help": "norm: w_k ∝ ‖B_k A_k‖_F (paper); norm_times_data: w_k ∝ p_k ‖B_k A_k‖_F",
+            "source": "paper",
         },
     )
     gamma: float = field(
-        default=1e-3, metadata={"help": "weight of the regulariser on the trailing rank components"}
+        default=1e-3,
+        metadata={
+            "help": "weight of the regulariser on the trailing rank components (ours: the paper's "
+            "value is not in our sources)",
+            "source": "ours",
+        },
     )
     prune_fraction: float = field(
-        default=0.25, metadata={"help": "share of a client's rank that is regularised and pruned"}
+        default=0.25,
+        metadata={
+            "help": "share of a client's rank that is regularised and pruned (ours: the paper's "
+            "pruning step is not in our sources)",
+            "source": "ours",
+        },
     )
     prune_threshold: float = field(
         default=0.05,
-        metadata={"help": "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune"},
+        metadata={
+            "help": "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune "
+            "(ours: the paper's threshold is not in our sources)",
+            "source": "ours",
+        },
     )
-    min_rank: int = field(default=1, metadata={"help": "no client is pruned below this rank"})
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+    min_rank: int = field(
+        default=1,
+        metadata={
+            "help": "no client is pruned below this rank (ours: the paper gives no floor, 1 keeps "
+            "every client training)",
+            "source": "ours",
+        },
+    )
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
 
     def __post_init__(self) -> None:
         if self.weighting not in ("norm", "norm_times_data"):

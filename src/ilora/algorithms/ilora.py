@@ -66,10 +66,12 @@ import torch
 
 from ilora.algorithms import traffic
 from ilora.algorithms._ilora_factors import (
+    CHOICES,
     CV,
     base_offset,
     client_factors,
     client_terms,
+    floats_per_round,
     folded,
     qr_factors,
     robust_terms,
@@ -95,12 +97,6 @@ from ilora.types import (
 )
 
 RANK_KEY = "ilora/rank"  # Payload.config: the global rank r_max (whose QR init is the offset)
-CHOICES = {
-    "redistribute": ("qr", "svd", "qr_literal"),
-    "split": ("qr", "balanced"),
-    "offset": ("shared", "per_client"),
-    "init_offset": ("alpha_over_r", "one"),
-}
 
 
 @dataclass(frozen=True)
@@ -127,55 +123,71 @@ class ILoRAState:
 @register("ilora")
 @dataclass(frozen=True)
 class ILoRA(Algorithm[ILoRAState]):
-    """ILoRA and ILoRA-S (see the module docstring; bytes: :func:`floats_per_round`)."""
+    """ILoRA and ILoRA-S (see the module docstring; bytes: ``_ilora_factors.floats_per_round``)."""
 
     heterogeneous_ranks = True
     multiplies_uploads = True  # B_c A_c = Σ p_k s_k B_k A_k
     stateful_clients = True
 
     control_variates: bool = field(
-        default=False, metadata={"help": "rank-aware SCAFFOLD control variates (ILoRA-S)"}
+        default=False,
+        metadata={"help": "rank-aware SCAFFOLD control variates (ILoRA-S)", "source": "paper"},
     )
     redistribute: Literal["qr", "svd", "qr_literal"] = field(
         default="qr",
         metadata={
             "help": "qr: the paper's leading-column QR, in factor space; svd: best rank-r "
-            "factors (ours); qr_literal: the released code's dense QR"
+            "factors (ours); qr_literal: the released code's dense QR",
+            "source": "paper",
         },
     )
     split: Literal["qr", "balanced"] = field(
         default="qr",
-        metadata={"help": "qr: B = Q orthonormal, A = R (paper); balanced: B = U√S, A = √S Vᵀ"},
+        metadata={
+            "help": "qr: B = Q orthonormal, A = R (paper); balanced: B = U√S, A = √S Vᵀ",
+            "source": "paper",
+        },
     )
     offset: Literal["shared", "per_client"] = field(
         default="shared",
         metadata={
-            "help": "shared: one rank-r_max QR-init offset and each client's change relative to "
-            "its start (exact at mixed ranks); per_client: each client's own (paper, released)"
+            "help": "shared (ours): one rank-r_max QR-init offset and each client's change "
+            "relative to its start, so mixed ranks aggregate exactly and an untrained round "
+            "keeps the model (equal ranks: the paper's); per_client: each client's own (paper)",
+            "source": "ours",
         },
     )
     fold_scaling: bool = field(
         default=True,
-        metadata={"help": "aggregate s_k B_k A_k and send A/s_j (false: released code)"},
+        metadata={
+            "help": "aggregate s_k B_k A_k and send A/s_j (ours: the paper is silent and the "
+            "released code's raw B_k A_k, false, amplifies low ranks by α/r_k)",
+            "source": "ours",
+        },
     )
     init_rms: float = field(
-        default=1e-4, metadata={"help": "RMS of the initial BA (released code: 1e-4); 0 = raw Q, R"}
+        default=1e-4,
+        metadata={"help": "RMS of the initial BA (released code); 0 = raw Q, R", "source": "code"},
     )
     init_offset: Literal["alpha_over_r", "one"] = field(
         default="alpha_over_r",
         metadata={
-            "help": "base offset of the QR init: alpha_over_r keeps W0 exactly; one = released"
+            "help": "base offset of the QR init: alpha_over_r keeps W0 exactly, as the paper "
+            "states; one = released code",
+            "source": "paper",
         },
     )
     cv_batches: int = field(
-        default=0, metadata={"help": "local batches averaged for c_k+ (0 = one pass over all data)"}
+        default=0,
+        metadata={"help": "batches for c_k+ (0 = one pass: code's option I)", "source": "code"},
     )
     robust_products: Literal["none", "median"] = field(
         default="none",
         metadata={
             "help": "ours: median aggregates the coordinate-wise median of the clients' dense "
             "products s_k B_k A_k (and heads), then the best rank-r factors (Byzantine-robust, "
-            "3+ uploads); none = the paper's weighted concatenation"
+            "3+ uploads); none = the paper's weighted concatenation",
+            "source": "paper",
         },
     )
 
@@ -338,14 +350,4 @@ class ILoRA(Algorithm[ILoRAState]):
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
-@traffic.formula(ILoRA)
-def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
-    """Round 1 only the head down (clients build the same QR init); then B, A at ``r_k``.
-
-    Up: B, A at ``r_k`` and the head. With ``control_variates`` (``ilora-s``) the control
-    variate ``c`` at the client's rank goes down and ``Δc_k`` comes up, each pair-and-head sized.
-    """
-    down = s.n_head if c.round == 1 else s.pair(c.rank) + s.n_head
-    up = s.pair(c.rank) + s.n_head
-    control = s.pair(c.rank) + s.n_head if c.hp.get("control_variates", False) else 0
-    return down + control, up + control
+traffic.formula(ILoRA)(floats_per_round)  # in _ilora_factors

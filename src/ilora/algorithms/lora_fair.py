@@ -63,14 +63,19 @@ class LoRAFAIR(Algorithm[FactorState]):
 
     lam: float = field(
         default=0.01,
-        metadata={"help": "ridge weight λ of the B correction (ILoRA artifact: 0.01); 0 = none"},
+        metadata={
+            "help": "ridge weight λ of the B correction (ILoRA artifact: 0.01); 0 = none",
+            "source": "code",
+        },
     )
 
     rescale_b: bool = field(
         default=True,
         metadata={
-            "help": "mixed ranks: map B by s(r_max)/s(r_k) down and back up so a client starts "
-            "at the global model (false: the ILoRA artifact's extension)"
+            "help": "mixed ranks (ours, the paper has one rank): map B by s(r_max)/s(r_k) down "
+            "and back up so a client starts at the global model (false: the ILoRA artifact's "
+            "extension)",
+            "source": "ours",
         },
     )
 
@@ -145,6 +150,7 @@ class LoRAFAIR(Algorithm[FactorState]):
         eye = torch.eye(gram.shape[0], dtype=torch.float64)
         inv: torch.Tensor = torch.linalg.pinv(gram + self.lam * eye, hermitian=True)  # (r, r)
         return R_At @ inv  # (d_out, r) @ (r, r)
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(LoRAFAIR)(traffic.pair_both_ways)  # B, A at r_k and the head

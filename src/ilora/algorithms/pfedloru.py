@@ -118,32 +118,47 @@ class PFedLoRU(Algorithm[FactorState]):
         default=5,
         metadata={
             "help": "merge s·B·A of the global branch into the residual and restart it every "
-            "tau rounds (FedLoRU); 0 = never"
+            "tau rounds "
+            "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
+            "source": "ours",
         },
     )
     schedule: Literal["alternating", "joint"] = field(
         default="alternating",
         metadata={
             "help": "alternating: personal branch (global frozen), then global branch (personal "
-            "frozen); joint: both every step"
+            "frozen); joint: both every step (ours: the paper gives no schedule, alternating "
+            "reads its 'multiple low-rank updates')",
+            "source": "ours",
         },
     )
     personal_rank: int = field(
-        default=0, metadata={"help": "rank r_p of the personal branch; 0 = the client's rank"}
+        default=0,
+        metadata={
+            "help": "rank r_p of the personal branch; 0 = the client's rank "
+            "(ours: the paper gives no r_p)",
+            "source": "ours",
+        },
     )
     personal_fraction: float = field(
         default=0.5,
-        metadata={"help": "share of the local steps for the personal phase (alternating)"},
+        metadata={
+            "help": "share of the local steps for the personal phase (alternating); "
+            "ours: the paper gives no split, so half",
+            "source": "ours",
+        },
     )
     personal_tau: int = field(
         default=0,
         metadata={
             "help": "merge the personal branch into a private residual and restart it every "
-            "personal_tau participations of the client; 0 = never"
+            "personal_tau participations of the client; 0 = never "
+            "(ours: the paper gives no τ_p, so the branch is never merged)",
+            "source": "ours",
         },
     )
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP})
+    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
 
     def __post_init__(self) -> None:
         for name in ("tau", "personal_rank", "personal_tau"):
