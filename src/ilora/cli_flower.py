@@ -99,7 +99,7 @@ def _simulate(
     from flwr.simulation import run_simulation
 
     from ilora.flower.client import make_client_app
-    from ilora.flower.server import FAILURE, make_server_app
+    from ilora.flower.server import FAILURE, NODE_STATE, make_server_app
 
     try:
         cfg, directory = _simulation_config(config, sets, out, resume)
@@ -113,8 +113,8 @@ def _simulate(
         init_args["num_cpus"] = cpus
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
     run_simulation(
-        make_server_app(cfg, directory, timeout=timeout, resume=resume is not None),
-        make_client_app(),
+        make_server_app(cfg, directory, timeout=timeout, resume=resume is not None, announce=False),
+        make_client_app(state_dir=(directory / NODE_STATE).resolve()),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend,  # type: ignore[arg-type]
     )
