@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+import test_simulation_engine as ray  # the Ray runs' helpers, beside this file
 import torch
 from flwr.app import Message
 
 from ilora import config as config_mod
 from ilora.engine import checkpoint
-from ilora.engine.outputs import CHECKPOINTS
+from ilora.engine.outputs import CHECKPOINTS, RunWriter
 from ilora.engine.setup import build
 from ilora.engine.simulation import RoundFailedError, run
 from ilora.flower.client import make_client_app
@@ -74,9 +76,13 @@ def _lines(directory: Path) -> list[dict[str, object]]:
     return rows
 
 
-@pytest.mark.parametrize("name", ["fedit", "ilora", "ilora-s", "fedsa-lora"])
-def test_a_killed_server_app_resumes_bitwise(tmp_path: Path, name: str) -> None:
-    cfg = config_mod.load("configs/smoke.yaml", [f"algorithm={name}", *OVERRIDES])
+@pytest.mark.parametrize(
+    ("name", "fraction"),  # ILoRA-S: clients sampled in some rounds only, evaluated in all
+    [("fedit", 1.0), ("ilora", 1.0), ("ilora-s", 0.5), ("fedsa-lora", 1.0)],
+)
+def test_a_killed_server_app_resumes_bitwise(tmp_path: Path, name: str, fraction: float) -> None:
+    extra = [f"algorithm={name}", f"fed.fraction={fraction}"]
+    cfg = config_mod.load("configs/smoke.yaml", [*extra, *OVERRIDES])
     n = cfg.data.num_clients
     whole, part = tmp_path / "whole", tmp_path / "part"
     serve(_grid(n, whole / NODE_STATE), cfg, whole, 30.0, resume=False)
@@ -142,3 +148,35 @@ def test_a_failed_round_names_its_reason_and_a_checkpoint_that_exists(
     with pytest.raises(RoundFailedError) as embedded:
         run(cfg, exp=build(cfg), on_checkpoint=lambda c: None)
     assert str(embedded.value).split("; the checkpoint")[0] == reason.split("; the checkpoint")[0]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+@pytest.mark.parametrize(
+    "sets", [["algorithm=ilora-s", "fed.fraction=0.5"], ["algorithm=fedsa-lora"]]
+)
+def test_a_killed_simulation_resumes_bitwise(tmp_path: Path, sets: list[str]) -> None:
+    """``ilora flower simulate`` SIGKILLed (Ray included) after a checkpoint, then ``--resume``."""
+    overrides = [*sets, "data.local_test_fraction=0.2", "fed.rounds=3"]
+    out = tmp_path / "run"
+    proc = ray._start(
+        "configs/smoke.yaml", *(a for o in overrides for a in ("--set", o)), "--out", str(out)
+    )
+    first = out / CHECKPOINTS / "round-00001.ckpt"
+    deadline = time.monotonic() + 300
+    while not first.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ray._kill(proc)  # SIGKILL to the whole group: the ServerApp, Ray and its workers
+    assert first.is_file() and not (out / "summary.json").exists()
+    resumed = ray._start("--resume", str(out))
+    log = ray._finish(resumed)
+    assert resumed.returncode == 0, log[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["round"] for r in manifest["resumed"]][0] in (1, 2)
+    cfg = config_mod.load("configs/smoke.yaml", overrides)
+    whole = tmp_path / "whole"  # the uninterrupted run (bitwise Flower's: test_parity.py)
+    with RunWriter(whole, cfg) as writer:
+        writer.finish(run(cfg, on_round=writer.on_round, exp=build(cfg)))
+    assert _lines(out) == _lines(whole)
+    for f in sorted((whole / "adapter").iterdir()):
+        assert (out / "adapter" / f.name).read_bytes() == f.read_bytes(), f.name
