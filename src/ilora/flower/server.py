@@ -98,7 +98,8 @@ def make_server_app(
         default = f"runs/flower-{cfg.algorithm}-{cfg.task}"
         directory = out or Path(str(run_config.get("out", "")) or default)  # "": the default
         again = bool(run_config.get("resume", False)) if resume is None else resume
-        serve(grid, cfg, directory, wait, again, announce)
+        how = None if config else f"ilora flower run APP CONNECTION {resume_option(directory)}"
+        serve(grid, cfg, directory, wait, again, announce, how)
 
     return app
 
@@ -110,6 +111,7 @@ def serve(
     wait: float,
     resume: bool,
     announce: bool = True,
+    resume_command: str | None = None,
 ) -> None:
     """Run the experiment over ``grid`` and write its run directory (checkpoints included).
 
@@ -117,11 +119,12 @@ def serve(
     nodes do not make up the experiment, or cannot restore their state) logs its one-line
     reason, writes it to ``FAILURE`` in the run directory (the ``ilora flower`` commands exit
     with code 3 on it), prints it after ``FAILED_PREFIX`` (with ``announce``) and returns: no
-    traceback.
+    traceback. ``resume_command``: how the user resumes the run, for that reason (default:
+    ``ilora flower simulate --resume DIR``).
     """
     exp = build(cfg)
     ckpt = resume_point(directory) if resume else None
-    command = f"ilora flower simulate --resume {directory}"
+    command = resume_command or f"ilora flower simulate --resume {directory}"
     (directory / FAILURE).unlink(missing_ok=True)
     if ckpt is None:
         shutil.rmtree(directory / NODE_STATE, ignore_errors=True)  # another run's node states
@@ -147,6 +150,11 @@ def serve(
             writer.abort()
             return
         writer.finish(result)
+
+
+def resume_option(directory: Path) -> str:
+    """Return the run config option that resumes the deployed run in ``directory``."""
+    return f"--run-config 'resume=true out=\"{directory}\"'"
 
 
 def run_key(writer: RunWriter, directory: Path, resumed: bool) -> str:

@@ -261,12 +261,12 @@ class AlgorithmStrategy(Strategy):
         views: dict[int, ClientView] = {}
         for reply in replies:
             if reply.has_error():
-                log.warning("personal evaluation failed: %s", reply.error.reason)
+                log.warning("personal evaluation failed: %r", reply.error.reason)  # one line
                 continue
             try:
                 view = codec.decode_view(reply.content)
             except codec.CodecError as err:
-                log.warning("malformed evaluate reply: %s", err)
+                log.warning("malformed evaluate reply: %r", str(err))
                 continue
             if view.cid in self.nodes and self.nodes[view.cid] == reply.metadata.src_node_id:
                 views[view.cid] = view
