@@ -185,7 +185,8 @@ def new(
         pyproject = write_app(directory, config, set_ or [], out, timeout, force)
     except (*USER_ERRORS, AppExistsError) as err:
         fail(err)
-    console.print(f"written: {pyproject.parent}/ (start it: ilora flower run {directory} <connection>)")
+    start = f"ilora flower run {directory} <connection>"
+    console.print(f"written: {pyproject.parent}/ (start it: {start})")
 
 
 @flower_app.command("run")
@@ -208,8 +209,7 @@ def run_deployed(
     from ilora.flower.follow import run_and_follow
 
     done = run_and_follow(app, connection, run_config or [], lambda line: print(line, end=""))
-    code = done.exit_code()
-    if code:
+    if code := done.exit_code():
         label = "run failed" if code == 3 else "error"
         console.print(f"[bold red]{label}:[/] {escape(done.message())}")
     raise typer.Exit(code=code)

@@ -175,7 +175,8 @@ def test_deployment_matches_the_embedded_engine(tmp_path: Path) -> None:
 @pytest.mark.xdist_group("servers")  # real servers: never beside another test's
 def test_a_stopped_deployed_run_exits_3_with_the_embedded_reason(tmp_path: Path) -> None:
     """``ilora flower run`` of a run whose every update is rejected: exit 3, one line."""
-    sets = ["data.num_clients=2", "fed.max_update_norm=0.000001", "fed.min_success=1"]
+    sets = ["algorithm=ilora-s", "data.num_clients=2"]  # a method whose clients keep state
+    sets += ["fed.max_update_norm=0.000001", "fed.min_success=1"]
     cfg = config_mod.load(CONFIG, sets)
     with pytest.raises(RoundFailedError) as embedded:
         run(cfg, exp=build(cfg))
@@ -185,7 +186,7 @@ def test_a_stopped_deployed_run_exits_3_with_the_embedded_reason(tmp_path: Path)
     with LoopbackDeployment(tmp_path / "deployment", creds) as dep:
         dep.start_superlink()
         dep.register(pub for _, pub in creds.node_keys)
-        for i, (key, _) in enumerate(creds.node_keys):  # ILoRA: its nodes keep client state
+        for i, (key, _) in enumerate(creds.node_keys):
             node = f'partition-id={i} state-dir="{tmp_path / f"state-{i}"}"'
             dep.start_supernode(f"node-{i}", key, node, "process")
         code, log = dep.follow(app, f'out="{out}"', timeout=600)

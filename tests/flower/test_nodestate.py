@@ -25,10 +25,13 @@ def test_the_state_as_of_a_round_is_the_newest_file_not_after_it(tmp_path: Path)
     node = NodeState(tmp_path, RUN, 3)
     node.start()
     assert node.load(5) == {}  # never trained: the empty state
+    node.save(1, {})  # still empty: no file
+    assert node.rounds() == []
     for rnd in (2, 5, 6):  # the rounds the client was sampled in
         node.save(rnd, _state(rnd))
-    got = [_value(node.load(q)) for q in range(1, 8)]
-    assert got == [-1.0, 2.0, 2.0, 2.0, 5.0, 6.0, 6.0]
+    node.save(7, {})  # empty again: a file, or round 7 would read round 6's
+    got = [_value(node.load(q)) for q in range(1, 9)]
+    assert got == [-1.0, 2.0, 2.0, 2.0, 5.0, 6.0, -1.0, -1.0]
     loaded = node.load(6)
     assert loaded["local/y"].dtype == torch.int64 and torch.equal(loaded["cv/x"], _state(6)["cv/x"])
 

@@ -15,10 +15,10 @@ The run key is a random hex string the server draws once per run (kept in the ru
 ``manifest.json``) and sends in the handshake with the round the run resumes after (0: a fresh
 run). A ``.state`` file is :func:`ilora.engine.serial.dumps` of ``{"run", "cid", "round",
 "state"}`` (JSON and safetensors, never pickle), written atomically after every ``train``
-message the client answers, so the state *as of* round ``q`` is the newest file of a round
-``<= q`` (none: the empty state). A ``train`` message of round ``t`` starts from the state as
-of ``t - 1``; an ``evaluate`` message of round ``r`` (the clients' views after round ``r``)
-reads the state as of ``r``.
+message the client answers (but none while its state is still empty), so the state *as of*
+round ``q`` is the newest file of a round ``<= q`` (none: the empty state). A ``train``
+message of round ``t`` starts from the state as of ``t - 1``; an ``evaluate`` message of round
+``r`` (the clients' views after round ``r``) reads the state as of ``r``.
 
 Retention: after writing round ``t``, the files of rounds ``> t - KEEP_ROUNDS`` are kept with
 the newest older one; ``floor`` (the oldest round still answerable) is raised before older
@@ -144,7 +144,12 @@ class NodeState:
         return state
 
     def save(self, rnd: int, state: TensorDict) -> None:
-        """Write the state after round ``rnd`` and drop the files no resume can need."""
+        """Write the state after round ``rnd`` and drop the files no resume can need.
+
+        An empty state before any file needs none (ILoRA's clients keep nothing after all).
+        """
+        if not state and not any(q < rnd for q in self.rounds()):
+            return
         data = {"run": self.run, "cid": self.cid, "round": rnd, "state": dict(state)}
         write_bytes_atomic(self.path(rnd), serial.dumps(data))
         cut = rnd - self.keep
