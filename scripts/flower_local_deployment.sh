@@ -81,12 +81,13 @@ for i in $(seq 0 $((NODES - 1))); do
   SECRET="$WORK/home/node-$i/superexec.secret"
   mkdir -p "$WORK/home/node-$i"
   (umask 077 && head -c 32 /dev/urandom >"$SECRET")
-  say flower-supernode --node-config "partition-id=$i" --isolation process ... \
+  say flower-supernode --node-config "partition-id=$i state-dir=..." --isolation process ... \
     "(log: $WORK/logs/node-$i.log)"
   FLWR_HOME="$WORK/home/node-$i" flower-supernode \
     --superlink "127.0.0.1:$PORT" --root-certificates "$WORK/certs/ca.crt" \
     --auth-supernode-private-key "$WORK/certs/nodes/node-$i.key" \
-    --node-config "partition-id=$i" --port $((PORT + 1 + i)) \
+    --node-config "partition-id=$i state-dir=\"$WORK/home/node-$i/state\"" \
+    --port $((PORT + 1 + i)) \
     --isolation process --superexec-auth-secret-file "$SECRET" \
     >"$WORK/logs/node-$i.log" 2>&1 &
   PIDS+=($!)
@@ -97,9 +98,10 @@ for i in $(seq 0 $((NODES - 1))); do
   PIDS+=($!)
 done
 
-# 7. Submit the run and follow it until it ends; then list the runs.
-say flwr run "$WORK/app" "$CONNECTION" --stream --run-config "out=\"$WORK/run\""
-flwr run "$WORK/app" "$CONNECTION" --stream --run-config "out=\"$WORK/run\""
+# 7. Submit the run and follow it until it ends (exit code 3: the run stopped, with its
+#    reason); then list the runs.
+say ilora flower run "$WORK/app" "$CONNECTION" --run-config "out=\"$WORK/run\""
+ilora flower run "$WORK/app" "$CONNECTION" --run-config "out=\"$WORK/run\""
 say flwr ls "$CONNECTION"
 flwr ls "$CONNECTION"
 say cat "$WORK/run/summary.json"

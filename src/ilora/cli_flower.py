@@ -99,7 +99,7 @@ def _simulate(
     from flwr.simulation import run_simulation
 
     from ilora.flower.client import make_client_app
-    from ilora.flower.server import FAILURE, make_server_app
+    from ilora.flower.server import FAILURE, NODE_STATE, make_server_app
 
     try:
         cfg, directory = _simulation_config(config, sets, out, resume)
@@ -113,8 +113,8 @@ def _simulate(
         init_args["num_cpus"] = cpus
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
     run_simulation(
-        make_server_app(cfg, directory, timeout=timeout, resume=resume is not None),
-        make_client_app(),
+        make_server_app(cfg, directory, timeout=timeout, resume=resume is not None, announce=False),
+        make_client_app(state_dir=(directory / NODE_STATE).resolve()),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend,  # type: ignore[arg-type]
     )
@@ -185,7 +185,34 @@ def new(
         pyproject = write_app(directory, config, set_ or [], out, timeout, force)
     except (*USER_ERRORS, AppExistsError) as err:
         fail(err)
-    console.print(f"written: {pyproject.parent}/ (start it: flwr run {directory} <connection>)")
+    start = f"ilora flower run {directory} <connection>"
+    console.print(f"written: {pyproject.parent}/ (start it: {start})")
+
+
+@flower_app.command("run")
+def run_deployed(
+    app: Annotated[Path, typer.Argument(help="the app directory (ilora flower new)")],
+    connection: Annotated[
+        str | None,
+        typer.Argument(help="SuperLink connection in $FLWR_HOME/config.toml (default: default)"),
+    ] = None,
+    run_config: Annotated[
+        list[str] | None, typer.Option(help="override the app's run config: 'resume=true'")
+    ] = None,
+) -> None:
+    """Start the app's run on a SuperLink (flwr run --stream) and follow it to its end.
+
+    Exit codes: 0 done; 3 the run stopped (resumable), with its one-line reason as `ilora run`
+    prints it; 1 flwr or the ServerApp failed.
+    """
+    require_flwr()
+    from ilora.flower.follow import run_and_follow
+
+    done = run_and_follow(app, connection, run_config or [], lambda line: print(line, end=""))
+    if code := done.exit_code():
+        label = "run failed" if code == 3 else "error"
+        console.print(f"[bold red]{label}:[/] {escape(done.message())}")
+    raise typer.Exit(code=code)
 
 
 @flower_app.command("certs")

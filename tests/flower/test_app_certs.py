@@ -51,6 +51,7 @@ def test_new_app_passes_flowers_checks_and_gives_back_its_config(tmp_path: Path)
         "set": "fed.rounds=3 data.num_clients=3",
         "out": "/results/x",
         "timeout": 30.0,
+        "resume": False,  # so that `--run-config resume=true` may override it
     }
     fab = build_fab_from_disk(app)
     names = zipfile.ZipFile(io.BytesIO(fab)).namelist()

@@ -28,7 +28,7 @@ import pytest
 
 from ilora import config as config_mod
 from ilora.engine.setup import build
-from ilora.engine.simulation import run
+from ilora.engine.simulation import RoundFailedError, run
 from ilora.flower.app import write_app
 from ilora.flower.certs import make_trial_credentials
 from ilora.flower.loopback import HOST, LoopbackDeployment
@@ -169,3 +169,32 @@ def test_deployment_matches_the_embedded_engine(tmp_path: Path) -> None:
         rec.pop("wall_s")
     assert _history(out / "history.jsonl") == want  # accuracy, loss, bytes, counts, every round
     assert summary["final_accuracy"] == embedded.history.final["accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("servers")  # real servers: never beside another test's
+def test_a_stopped_deployed_run_exits_3_with_the_embedded_reason(tmp_path: Path) -> None:
+    """``ilora flower run`` of a run whose every update is rejected: exit 3, one line."""
+    sets = ["algorithm=ilora-s", "data.num_clients=2"]  # a method whose clients keep state
+    sets += ["fed.max_update_norm=0.000001", "fed.min_success=1"]
+    cfg = config_mod.load(CONFIG, sets)
+    with pytest.raises(RoundFailedError) as embedded:
+        run(cfg, exp=build(cfg))
+    creds = make_trial_credentials(tmp_path / "certs", nodes=2, days=1)
+    app, out = tmp_path / "app", tmp_path / "run"
+    write_app(app, Path(CONFIG), sets)
+    with LoopbackDeployment(tmp_path / "deployment", creds) as dep:
+        dep.start_superlink()
+        dep.register(pub for _, pub in creds.node_keys)
+        for i, (key, _) in enumerate(creds.node_keys):
+            node = f'partition-id={i} state-dir="{tmp_path / f"state-{i}"}"'
+            dep.start_supernode(f"node-{i}", key, node, "process")
+        code, log = dep.follow(app, f'out="{out}"', timeout=600)
+    assert code == 3, log[-3000:]
+    reason = str(embedded.value)
+    assert reason.startswith("round 1: 0 of 2 sampled clients delivered an accepted update")
+    assert log.strip().splitlines()[-1] == f"run failed: {reason}"
+    assert "Traceback" not in log
+    assert (out / "failure.txt").read_text().strip() == reason
+    for i in range(2):  # each node kept its client's state of round 1 on its own disk
+        assert len(list((tmp_path / f"state-{i}").glob(f"*/client-{i}/round-00001.state"))) == 1

@@ -109,16 +109,24 @@ def save(directory: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
     """Write ``ckpt`` atomically into ``directory``, keep the newest ``keep`` files, return it."""
     directory.mkdir(parents=True, exist_ok=True)
     path = path_of(directory, ckpt.round)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as f:
-        f.write(encode(ckpt))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(directory)
+    write_bytes_atomic(path, encode(ckpt))
     for old in sorted(directory.glob("round-*.ckpt"))[:-keep]:
         old.unlink()
     return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``: temporary file, fsync, rename, fsync of the directory.
+
+    A crash leaves the old file or the new one, never half of one.
+    """
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
 
 
 def load_latest(directory: Path) -> tuple[Checkpoint | None, list[str]]:

@@ -15,7 +15,8 @@ The run config (``[tool.flwr.app.config]``, overridable with ``flwr run --run-co
 ``config`` (the YAML, relative to the app), ``set`` (space-separated ``key.path=value``
 overrides, from ``--set``), ``out`` (the run directory on the SuperLink's machine; empty: the
 default ``runs/flower-<algorithm>-<task>``, relative to where the SuperLink was started) and
-``timeout`` (seconds to wait for one round's replies).
+``timeout`` (seconds to wait for one round's replies) and ``resume`` (false; true continues the
+run in ``out`` after its last valid checkpoint).
 
 The app declares no dependency but ``flwr``: the SuperLink runs with
 ``--disable-runtime-dependency-installation`` and SuperNodes never install (their default), so
@@ -44,7 +45,7 @@ class AppExistsError(FileExistsError):
 
 PYPROJECT = """\
 # A Flower app made by `ilora flower new` from {source}.
-# Start it with `flwr run {app_dir} <superlink-connection> --stream` (see README.md).
+# Start it with `ilora flower run {app_dir} <superlink-connection>` (see README.md).
 [project]
 name = "ilora-app"
 version = "1.0.0"
@@ -71,6 +72,8 @@ set = {set}
 out = {out}
 # seconds to wait for one round's replies before counting the missing ones as failed
 timeout = {timeout!r}
+# true: continue the run in `out` after its last valid checkpoint (--run-config 'resume=true')
+resume = false
 """
 
 SERVER_APP = '''\
@@ -113,8 +116,10 @@ needs `pip install 'ilora[flower]'` (Flower {flwr}); the app installs nothing at
    worker --runtime-api-address 127.0.0.1:<p> --superexec-auth-secret-file node.secret`
    (`node.secret`: random bytes, mode 0600; add `rank=<r>` to the node config to override the
    client's rank; several SuperNodes on one machine need different `--port`s).
-5. On the SuperLink's machine, from this directory: `flwr run . <connection> --stream`
-   (returns when the run ends; `flwr ls <connection>` shows its status).
+5. On the SuperLink's machine, from this directory: `ilora flower run . <connection>` (`flwr
+   run . <connection> --stream`, followed to the end: exit code 0 done, 3 the run stopped,
+   with its one-line reason; `flwr ls <connection>` shows its status). A stopped or killed
+   run continues with `--run-config 'resume=true'` (and its `out`).
 
 The run directory (`history.jsonl`, `summary.json`, the adapter) is written on the SuperLink's
 machine: `out` in `pyproject.toml`, or `--run-config 'out="/abs/dir"'`.

@@ -6,17 +6,25 @@ itself) and what experiment it is part of from the server's handshake (``query``
 the experiment YAML). It builds the same ``Experiment`` as the embedded engine, keeps the YAML
 and its client state (``cstate``) in ``context.state`` between messages, and answers:
 
-- ``query``: its client id, rank and number of training examples;
+- ``query``: its client id, rank and number of training examples; the message also names
+  the run (a key) and the round it resumes after, and a node whose method keeps client state
+  prepares that state (:mod:`ilora.flower.nodestate`) or refuses in one line;
 - ``train``: runs :func:`ilora.engine.turn.client_work` on the download and replies with the
   upload, or with an error when its (injected) fault lost the update;
 - ``evaluate``: its own model (``client_init`` of the download, untrained) on its test share,
   and that model's dense changes (``engine.evaluation.client_view``).
+
+Client state: with a state directory (node config ``state-dir``, else the ``state_dir`` given
+to :func:`make_client_app`) a method with ``stateful_clients`` keeps it on the node's disk,
+round by round (:mod:`ilora.flower.nodestate`), so a resumed run is bitwise the uninterrupted
+one; without one it lives in ``context.state`` only, and a resumed run is refused.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -27,10 +35,12 @@ from ilora.engine.setup import Experiment, build
 from ilora.engine.simulation import personal_tests, run_clients
 from ilora.engine.turn import client_work
 from ilora.flower import codec
+from ilora.flower.nodestate import NodeState, NodeStateError, check_run_key
 from ilora.tasks.base import ArrayDataset
 from ilora.types import ClientInfo, TensorDict
 
 EXPERIMENT, CSTATE = "ilora-experiment", "ilora-cstate"  # names of our records in context.state
+STATE_DIR = "state-dir"  # the node config key of the node's client-state directory
 FAULT_CODE = 1001  # the error code of an update lost to an injected fault
 
 
@@ -98,6 +108,31 @@ def _cstate(context: Context) -> TensorDict:
     return {}
 
 
+def node_state(context: Context, side: ClientSide, default: Path | None) -> NodeState | None:
+    """Return the client's state files, or None (no client state, or no state directory)."""
+    root = context.node_config.get(STATE_DIR) or default
+    if not side.exp.algorithm.stateful_clients or not root:
+        return None
+    run = str(context.state.config_records[EXPERIMENT]["run"])
+    return NodeState(Path(str(root)), run, side.client.cid)
+
+
+def prepare_state(context: Context, side: ClientSide, default: Path | None, after: int) -> None:
+    """Set up the client's state for a run that starts after round ``after`` (0: fresh)."""
+    store = node_state(context, side, default)
+    if store is not None:
+        store.resume(after)
+        return
+    context.state.array_records.pop(CSTATE, None)
+    if after > 0 and side.exp.algorithm.stateful_clients:
+        raise NodeStateError(
+            f"{side.exp.cfg.algorithm} keeps client {side.client.cid}'s state between rounds, "
+            f"but this node keeps it only in memory, so the run cannot resume after round "
+            f"{after} bitwise; start the SuperNode with --node-config 'state-dir=\"DIR\"' "
+            "(a directory on the node) and start the run again"
+        )
+
+
 def check_noise_source(cfg: ExperimentConfig, context: Context) -> None:
     """Refuse DP noise the server could regenerate, unless this node's own config allows it.
 
@@ -114,11 +149,14 @@ def check_noise_source(cfg: ExperimentConfig, context: Context) -> None:
         )
 
 
-def handshake(msg: Message, context: Context) -> Message:
-    text = str(msg.content.config_records["experiment"]["yaml"])
+def handshake(msg: Message, context: Context, default: Path | None) -> Message:
+    got = msg.content.config_records["experiment"]
+    text = str(got["yaml"])
     side = client_side(text, *node_identity(context))
     check_noise_source(side.exp.cfg, context)
-    context.state.config_records[EXPERIMENT] = ConfigRecord({"yaml": text})
+    run = check_run_key(str(got.get("run", "")))
+    context.state.config_records[EXPERIMENT] = ConfigRecord({"yaml": text, "run": run})
+    prepare_state(context, side, default, int(got.get("resume", 0)))  # type: ignore[arg-type]
     info = ConfigRecord(
         {
             "cid": node_identity(context)[0],
@@ -129,22 +167,26 @@ def handshake(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"client": info}), reply_to=msg)
 
 
-def train(msg: Message, context: Context) -> Message:
+def train(msg: Message, context: Context, default: Path | None) -> Message:
     side = _side(context)
     payload, client, rnd = codec.decode_download(msg.content)
+    store = node_state(context, side, default)
     cfg: ExperimentConfig = side.exp.cfg
     work = client_work(
         cfg,
         side.exp.algorithm,
         side.exp.model,
         payload,
-        _cstate(context),
+        _cstate(context) if store is None else store.load(rnd.round - 1),
         client,
         side.data,
         rnd,
         side.train,
     )
-    context.state.array_records[CSTATE] = codec.to_arrays(work.cstate, dtype=None)
+    if store is None:
+        context.state.array_records[CSTATE] = codec.to_arrays(work.cstate, dtype=None)
+    else:
+        store.save(rnd.round, work.cstate)
     if work.upload is None:
         return Message(Error(FAULT_CODE, str(work.fault)), reply_to=msg)
     return Message(
@@ -152,19 +194,36 @@ def train(msg: Message, context: Context) -> Message:
     )
 
 
-def personal_evaluate(msg: Message, context: Context) -> Message:
+def personal_evaluate(msg: Message, context: Context, default: Path | None) -> Message:
+    """Evaluate the client's start of round ``rnd`` (its state as of ``rnd - 1``)."""
     side = _side(context)
     payload, client, rnd = codec.decode_download(msg.content)
     full = bool(msg.content.config_records["meta"].get("full", True))
     test = personal_tests(side.exp, full)[node_identity(context)[0]]
-    view = client_view(side.exp, payload, _cstate(context), client, rnd, test)
+    store = node_state(context, side, default)
+    cstate = _cstate(context) if store is None else store.load(rnd.round - 1)
+    view = client_view(side.exp, payload, cstate, client, rnd, test)
     return Message(codec.encode_view(view, rnd.round), reply_to=msg)
 
 
-def make_client_app() -> ClientApp:
-    """Return the ``ClientApp`` of every registered algorithm (the message types above)."""
+def make_client_app(state_dir: Path | None = None) -> ClientApp:
+    """Return the ``ClientApp`` of every registered algorithm (the message types above).
+
+    ``state_dir``: where nodes without a ``state-dir`` in their node config keep their
+    clients' state (None: in memory only, a run of a method with client state cannot resume).
+    """
     app = ClientApp()
-    app.query()(handshake)
-    app.train()(train)
-    app.evaluate()(personal_evaluate)
+
+    @app.query()
+    def _query(msg: Message, context: Context) -> Message:
+        return handshake(msg, context, state_dir)
+
+    @app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        return train(msg, context, state_dir)
+
+    @app.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        return personal_evaluate(msg, context, state_dir)
+
     return app

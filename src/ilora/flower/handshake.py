@@ -2,7 +2,10 @@
 
 The server sends a ``query`` message with the experiment YAML to every connected node; each
 answers with the client id it holds (its ``partition-id``), its rank and its number of
-training examples, so the server knows its clients without holding their data.
+training examples, so the server knows its clients without holding their data. The message
+also names the run (``run``: a key the nodes file their clients' state under) and the round it
+resumes after (``resume``, 0 for a fresh run), so that nodes of a method with client state
+restore it as of that round (:mod:`ilora.flower.nodestate`).
 """
 
 from __future__ import annotations
@@ -20,18 +23,25 @@ class HandshakeError(RuntimeError):
 
 
 def meet_nodes(
-    grid: Grid, text: str, wanted: list[int], timeout: float, connect_wait: float
+    grid: Grid,
+    text: str,
+    wanted: list[int],
+    timeout: float,
+    connect_wait: float,
+    run: tuple[str, int],
 ) -> tuple[dict[int, int], list[ClientInfo]]:
     """Return ``{client id: node id}`` and the clients ``wanted``, as their nodes describe them.
 
     Waits up to ``connect_wait`` seconds for one node per wanted client (a deployment's
-    SuperNodes may still be connecting), then queries every connected node.
+    SuperNodes may still be connecting), then queries every connected node. ``run`` is the
+    run's key and the round it resumes after (0: a fresh run).
 
     Raises:
         HandshakeError: a node refuses, two nodes hold one client, or a client has no node.
 
     """
-    content = RecordDict({"experiment": ConfigRecord({"yaml": text})})
+    key, after = run
+    content = RecordDict({"experiment": ConfigRecord({"yaml": text, "run": key, "resume": after})})
     node_ids = _wait_for_nodes(grid, len(wanted), connect_wait)
     messages = [Message(content, nid, "query", group_id="handshake") for nid in node_ids]
     infos: dict[int, tuple[int, ClientInfo]] = {}

@@ -13,7 +13,8 @@ The real components, as separate processes, with TLS and SuperNode authenticatio
    by default with ``--isolation process`` and one long-lived ``ilora flower worker`` per
    SuperNode (imports paid once), both holding the same SuperExec secret; ``isolation=
    "subprocess"`` gives Flower's default (one ClientApp process per message);
-4. ``flwr run APP <connection> --stream``, which returns when the run has finished.
+4. ``flwr run APP <connection> --stream``, which returns when the run has finished (or
+   ``ilora flower run APP <connection>``, which follows it and exits 3 on a stopped run).
 
 Everything (logs, FLWR_HOMEs, the CLI's config) lives under one root directory; ports are picked
 free at run time. :meth:`LoopbackDeployment.stop` ends every process it started and every
@@ -40,7 +41,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ilora.flower.certs import TrialCredentials
-from ilora.flower.processes import HOST, _alive, _signal, free_ports, process_tree
+from ilora.flower.processes import HOST, _alive, _signal, free_ports, process_tree, tool
 
 __all__ = ["HOST", "DeploymentError", "LoopbackDeployment", "free_ports", "process_tree"]
 CONNECTION = "loopback"
@@ -49,12 +50,6 @@ ILORA = [sys.executable, "-m", "ilora", "flower"]  # our commands, from this Pyt
 
 class DeploymentError(RuntimeError):
     """A component did not start, or a step of the deployment failed (with its log's tail)."""
-
-
-def tool(name: str) -> str:
-    """Return the path of a console script installed next to this Python (flwr's commands)."""
-    path = Path(sys.executable).parent / name
-    return str(path) if path.exists() else name
 
 
 @dataclass
@@ -231,6 +226,13 @@ class LoopbackDeployment:
         if code != 0 or found is None:
             raise DeploymentError(f"`{shlex.join(cmd)}` failed (exit {code}):\n{log[-3000:]}")
         return int(found.group(1))
+
+    def follow(self, app: Path, run_config: str = "", timeout: float = 900.0) -> tuple[int, str]:
+        """``ilora flower run APP <connection>``: return its exit code and its output."""
+        cmd = [*ILORA, "run", str(app.resolve()), CONNECTION]
+        cmd += ["--run-config", run_config] if run_config else []
+        code = _wait(self._start("ilora-run", cmd, "cli"), timeout)
+        return code, self.log_tail("ilora-run", 10**7)
 
     def wait_exit(self, name: str, timeout: float) -> int | None:
         """Return a component's exit code, waiting up to ``timeout`` s (None: still running)."""

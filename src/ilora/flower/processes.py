@@ -10,11 +10,18 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
 HOST = "127.0.0.1"
+
+
+def tool(name: str) -> str:
+    """Return the path of a console script installed next to this Python (flwr's commands)."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
 
 
 def free_ports(n: int) -> list[int]:

@@ -14,16 +14,22 @@ tests and ``run_simulation``) or from the app's run config (``flwr run``):
 The run directory has the embedded engine's layout (``config.yaml``, ``history.jsonl``,
 ``summary.json``, the adapter, ``checkpoints/``): after every round the ServerApp writes the
 same checkpoint as the embedded engine (``engine.checkpoint``), holding the server state, the
-records and the RNG state. Client states (``cstate``) live on the nodes and are not in it: a
-resumed run is bitwise the uninterrupted one when the method keeps no client state (or its
-nodes kept theirs); otherwise those clients start again from an empty state (a warning says
-so). A run that stops (too few accepted uploads, a divergence under
-``fed.stop_on_divergence``) writes its one-line reason to ``failure.txt``.
+records and the RNG state. Client states (``cstate``) never reach the server: each node keeps
+its clients' on its own disk, round by round (``flower.nodestate``), filed under the run's key
+(``manifest.json``: ``node_state_run``); the handshake of a resumed run tells the nodes the
+round to restore them as of, so the resumed run is bitwise the uninterrupted one, and a node
+that cannot restore it refuses in one line. A run that stops (too few accepted uploads, a
+divergence under ``fed.stop_on_divergence``, a refused handshake) writes its one-line reason
+to ``failure.txt`` and prints it as one line starting with ``FAILED_PREFIX`` (what ``ilora
+flower run`` looks for in the streamed log of a deployed run).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import shutil
+import sys
 from pathlib import Path
 
 from flwr.app import Context, UserConfig
@@ -33,14 +39,19 @@ from ilora import config as config_mod
 from ilora.config import ConfigError, ExperimentConfig
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.history import write_json_atomic
 from ilora.engine.outputs import CHECKPOINTS, RunWriter
 from ilora.engine.roundstep import RoundFailedError
 from ilora.engine.setup import build
 from ilora.flower.grid import PollingGrid
+from ilora.flower.handshake import HandshakeError
 from ilora.flower.strategy import AlgorithmStrategy
 
 DEFAULT_TIMEOUT = 600.0
 FAILURE = "failure.txt"  # the one-line reason of a run that stopped (RoundFailedError)
+FAILED_PREFIX = "ilora: run failed: "  # the line a stopped run prints (ilora flower run reads it)
+NODE_STATE = "node-state"  # the simulation's nodes' default state directory, in the run's
+RUN_KEY = "node_state_run"  # the manifest's name of the run's key on the nodes
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +73,7 @@ def make_server_app(
     base: Path | None = None,
     timeout: float | None = None,
     resume: bool | None = None,
+    announce: bool = True,
 ) -> ServerApp:
     """Return the ``ServerApp`` of an experiment (given here, or by the run config).
 
@@ -72,6 +84,8 @@ def make_server_app(
         timeout: seconds to wait for a round's replies; None takes the run config's or 600.
         resume: continue the run in ``out`` from its last valid checkpoint; None takes the
             run config's ``resume`` (default false).
+        announce: print a stopped run's reason after ``FAILED_PREFIX`` (false: the caller
+            reports ``failure.txt`` itself, as ``ilora flower simulate`` does).
 
     """
     app = ServerApp()
@@ -84,22 +98,36 @@ def make_server_app(
         default = f"runs/flower-{cfg.algorithm}-{cfg.task}"
         directory = out or Path(str(run_config.get("out", "")) or default)  # "": the default
         again = bool(run_config.get("resume", False)) if resume is None else resume
-        serve(grid, cfg, directory, wait, again)
+        how = None if config else f"ilora flower run APP CONNECTION {resume_option(directory)}"
+        serve(grid, cfg, directory, wait, again, announce, how)
 
     return app
 
 
-def serve(grid: Grid, cfg: ExperimentConfig, directory: Path, wait: float, resume: bool) -> None:
+def serve(
+    grid: Grid,
+    cfg: ExperimentConfig,
+    directory: Path,
+    wait: float,
+    resume: bool,
+    announce: bool = True,
+    resume_command: str | None = None,
+) -> None:
     """Run the experiment over ``grid`` and write its run directory (checkpoints included).
 
-    A run that cannot go on (:class:`RoundFailedError`) logs its one-line reason, writes it to
-    ``FAILURE`` in the run directory (the ``ilora flower`` commands exit with code 3 on it)
-    and returns: no traceback.
+    A run that cannot go on (:class:`RoundFailedError`, or a :class:`HandshakeError`: the
+    nodes do not make up the experiment, or cannot restore their state) logs its one-line
+    reason, writes it to ``FAILURE`` in the run directory (the ``ilora flower`` commands exit
+    with code 3 on it), prints it after ``FAILED_PREFIX`` (with ``announce``) and returns: no
+    traceback. ``resume_command``: how the user resumes the run, for that reason (default:
+    ``ilora flower simulate --resume DIR``).
     """
     exp = build(cfg)
     ckpt = resume_point(directory) if resume else None
-    command = f"ilora flower simulate --resume {directory}"
+    command = resume_command or f"ilora flower simulate --resume {directory}"
     (directory / FAILURE).unlink(missing_ok=True)
+    if ckpt is None:
+        shutil.rmtree(directory / NODE_STATE, ignore_errors=True)  # another run's node states
     with RunWriter(directory, cfg, ckpt) as writer:
         strategy = AlgorithmStrategy(
             exp,
@@ -109,15 +137,34 @@ def serve(grid: Grid, cfg: ExperimentConfig, directory: Path, wait: float, resum
             on_checkpoint=writer.on_checkpoint,
             resume=ckpt,
             resume_command=command,
+            run_key=run_key(writer, directory, ckpt is not None),
         )
         try:
             result = strategy.run(PollingGrid(grid))
-        except RoundFailedError as err:
-            log.error("run failed: %s", err)
-            (directory / FAILURE).write_text(f"{err}\n")
+        except (RoundFailedError, HandshakeError) as err:
+            reason = " ".join(str(err).splitlines())  # one line, whatever a client wrote
+            log.error("run failed: %s", reason)
+            (directory / FAILURE).write_text(f"{reason}\n")
+            if announce:
+                print(f"{FAILED_PREFIX}{reason}", file=sys.stderr, flush=True)
             writer.abort()
             return
         writer.finish(result)
+
+
+def resume_option(directory: Path) -> str:
+    """Return the run config option that resumes the deployed run in ``directory``."""
+    return f"--run-config 'resume=true out=\"{directory}\"'"
+
+
+def run_key(writer: RunWriter, directory: Path, resumed: bool) -> str:
+    """Return the run's key on the nodes: the manifest's when resumed, else a new one."""
+    key = writer.manifest.get(RUN_KEY) if resumed else None
+    if not isinstance(key, str):
+        key = secrets.token_hex(16)  # a resumed run without one: its nodes will refuse
+        writer.manifest[RUN_KEY] = key
+        write_json_atomic(directory / "manifest.json", writer.manifest)
+    return key
 
 
 def resume_point(directory: Path) -> Checkpoint | None:

@@ -26,6 +26,7 @@ engine's (``tests/flower/test_parity.py``).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -65,8 +66,11 @@ class AlgorithmStrategy(Strategy):
         on_round: called with every round's record (the run directory's ``history.jsonl``).
         on_checkpoint: called with the server's state after every round.
         resume: a checkpoint to continue from (:meth:`run` only): its server state, records
-            and RNG state. The clients' states live on their nodes and are not in it.
+            and RNG state. The clients' states live on their nodes and are not in it: the
+            handshake tells the nodes the round to restore them as of.
         resume_command: how the user resumes this run, for the failure message.
+        run_key: the run's name on the nodes (32 hex digits; their client states are filed
+            under it); None draws a new one (a run that will not be resumed).
 
     """
 
@@ -79,11 +83,13 @@ class AlgorithmStrategy(Strategy):
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
         resume: Checkpoint | None = None,
         resume_command: str = "ilora flower simulate --resume DIR",
+        run_key: str | None = None,
     ) -> None:
         self.exp, self.cfg, self.alg = exp, exp.cfg, exp.algorithm
         self.timeout, self.connect_wait = timeout, connect_wait
         self.on_round, self.on_checkpoint = on_round, on_checkpoint
         self.resume, self.resume_command = resume, resume_command
+        self.run_key = run_key or secrets.token_hex(16)
         self.text = codec.config_to_text(exp.cfg)
         self.shapes = layer_shapes(template(exp.model))
         self.nodes: dict[int, int] = {}  # client id -> node id
@@ -100,8 +106,9 @@ class AlgorithmStrategy(Strategy):
     def handshake(self, grid: Grid) -> None:
         """Learn which node holds which client, then initialise the server state."""
         wanted = [0] if self.alg.pooled_data else list(range(len(self.exp.clients)))
+        after = 0 if self.resume is None else self.resume.round
         self.nodes, self.clients = meet_nodes(
-            grid, self.text, wanted, self.timeout, self.connect_wait
+            grid, self.text, wanted, self.timeout, self.connect_wait, (self.run_key, after)
         )
         self._start()
 
@@ -112,12 +119,6 @@ class AlgorithmStrategy(Strategy):
                 template(self.exp.model), self.clients, self.cfg.lora, self.cfg.seed
             )
         else:
-            if self.alg.stateful_clients:
-                log.warning(
-                    "%s keeps client states on the nodes; a node that lost its state (a new "
-                    "run) starts again from an empty one, so the resumed run may differ",
-                    self.cfg.algorithm,
-                )
             self.state = self.resume.state
             self.history.records[:] = list(self.resume.records)
             torch.set_rng_state(self.resume.rng)
@@ -260,12 +261,12 @@ class AlgorithmStrategy(Strategy):
         views: dict[int, ClientView] = {}
         for reply in replies:
             if reply.has_error():
-                log.warning("personal evaluation failed: %s", reply.error.reason)
+                log.warning("personal evaluation failed: %r", reply.error.reason)  # one line
                 continue
             try:
                 view = codec.decode_view(reply.content)
             except codec.CodecError as err:
-                log.warning("malformed evaluate reply: %s", err)
+                log.warning("malformed evaluate reply: %r", str(err))
                 continue
             if view.cid in self.nodes and self.nodes[view.cid] == reply.metadata.src_node_id:
                 views[view.cid] = view
