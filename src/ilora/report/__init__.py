@@ -32,6 +32,7 @@ SECTIONS = (
     "startup",
     "faults",
     "faults_control",
+    "faults_control_median",
     "dp",
     "flower",
 )

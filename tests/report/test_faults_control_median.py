@@ -1,0 +1,21 @@
+"""The robust-form section: the target table of its own runs under its own title."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ilora.report import faults_control, faults_control_median
+
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "faults_control_median"
+
+
+def test_the_section_is_the_target_table_of_its_runs_under_its_title(tmp_path: Path) -> None:
+    src = tmp_path / "faults_control_median"
+    shutil.copytree(RESULTS, src)
+    section = faults_control_median.render(src, tmp_path / "img")
+    plain = faults_control.render(src, tmp_path / "img")
+    assert section.startswith(faults_control_median.TITLE + "\n")
+    assert section.split("\n", 1)[1] == plain.split("\n", 1)[1]
+    assert "robust_products=median" in section  # the command that made the runs
+    assert "| ilora | not a mean |" in section
