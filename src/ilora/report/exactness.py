@@ -33,13 +33,18 @@ def _mean(values: Mapping[int, float]) -> str:
     return f"{sum(finite) / len(finite):.4f}" if finite else "n/a"
 
 
+def _common(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[dict[int, float], ...]:
+    """Return ``100 ×`` both seed maps cut to the seeds they share (means over the same seeds)."""
+    seeds = sorted(set(a) & set(b))
+    return {s: 100 * a[s] for s in seeds}, {s: 100 * b[s] for s in seeds}
+
+
 def _body(rows: Sequence[Mapping[str, str]]) -> list[list[str]]:
     acc, agg, down = (by_cell(rows, c) for c in ("final_accuracy", "mean_agg_error",
                                                  "mean_download_error"))  # fmt: skip
     body = []
     for key in sorted(k for k in acc if acc[k]["before"]):
-        before = {s: 100 * v for s, v in acc[key]["before"].items()}
-        after = {s: 100 * v for s, v in acc[key]["after"].items()}
+        before, after = _common(acc[key]["before"], acc[key]["after"])
         diff = paired(after, before)
         body.append([
             key[0], key[1], mean_ci(before.values()).text(2), mean_ci(after.values()).text(2),
@@ -55,8 +60,7 @@ def svd_body(rows: Sequence[Mapping[str, str]]) -> list[list[str]]:
     acc, agg = by_cell(rows, "final_accuracy"), by_cell(rows, "mean_agg_error")
     body = []
     for key in sorted(k for k in acc if acc[k]["svd"]):
-        qr = {s: 100 * v for s, v in acc[key]["after"].items()}
-        svd = {s: 100 * v for s, v in acc[key]["svd"].items()}
+        qr, svd = _common(acc[key]["after"], acc[key]["svd"])
         diff = paired(svd, qr)
         body.append([key[0], key[1], mean_ci(qr.values()).text(2), mean_ci(svd.values()).text(2),
                      diff.text(2, signed=True), diff.verdict(),
@@ -130,9 +134,10 @@ def render(src: Path, img: Path) -> str:
         "after = the defaults (ILoRA: one shared QR-init offset and the paper's QR "
         "redistribution in factor space; the others: a small-rank client starts from the "
         "global model at its scale, and FL-TAC keeps the best of 10 k-means starts). "
-        "Final accuracy on the demo's test subset; the difference is paired by seed (same "
-        "partition, initialisation and sampling). `agg_error`: the applied global change "
-        "against the weighted mean of the clients' changes; `download_error`: how far the "
+        "Final accuracy on the demo's test subset, over the seeds both versions ran; the "
+        "difference is paired by seed (same partition, initialisation and sampling). "
+        "`agg_error`: the applied global change against the weighted mean of the clients' "
+        "changes; `download_error`: how far the "
         "clients' starts are from the global model (both per round, averaged over rounds).",
         md_table(headers, _body(rows)).strip(),
         *_svd(rows, meta),
