@@ -156,6 +156,7 @@ def render(src: Path, img: Path) -> str:
         "## Quality grid: every method, rank settings x Dirichlet α x seeds\n",
         meta_line(meta) + "\n",
         command_block(str(meta.get("command", ""))),
+        *(f"{note}\n" for note in meta.get("notes", [])),
         text.coverage(meta, rows),
         text.target_check(meta, rows),
         *(_task_section(meta, rows, rounds, task, img) for task in meta["tasks"]),
