@@ -139,8 +139,11 @@ def _start_time(pid: int) -> str | None:
 
 
 def _live(noted: dict[int, str | None]) -> list[int]:
-    """Return the noted pids that still run the process noted (not a reused pid)."""
-    return [pid for pid, start in noted.items() if _start_time(pid) == start]
+    """Return the noted pids that still run the process noted (not a reused pid).
+
+    Without ``/proc`` no start time is known, so no pid counts (only process groups are hit).
+    """
+    return [pid for pid, start in noted.items() if start is not None and _start_time(pid) == start]
 
 
 def _kill_noted(noted: dict[int, str | None], roots: dict[int, str | None]) -> None:
