@@ -7,7 +7,6 @@ command that needs it says how to install it.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -80,7 +79,9 @@ def simulate(
         args += ["--resume", str(resume)] if resume is not None else []
         args += ["--cpus", str(cpus), "--timeout", str(timeout), "--ray-network", "private"]
         args += ["--ray-dashboard"] if ray_dashboard else []
-        raise typer.Exit(subprocess.call([sys.executable, "-m", "ilora.flower.netns", *args]))
+        from ilora.flower.lifetime import spawn  # the child dies with us, Ray included
+
+        raise typer.Exit(spawn([sys.executable, "-m", "ilora.flower.netns", *args], False).wait())
     if ray_network is RayNetwork.host:
         console.print("[yellow]warning:[/] Ray's servers listen on this machine's address")
     _simulate(config, set_ or [], out, resume, (cpus, timeout, ray_dashboard))

@@ -99,6 +99,25 @@ def test_injected_faults_count_the_same_on_flower() -> None:
     cfg = _cfg("fedit", "faults.crash=0.2", "faults.nan=0.2", "fed.rounds=3", "seed=3")
     flower = _same_run(cfg)
     assert sum(r["clients"]["failed"] + r["clients"]["rejected"] for r in flower) > 0
+    for r in flower:  # the counts per fault kind, over the round's sample, on both runtimes
+        assert _injected(r) == r["clients"]["sampled"]  # type: ignore[index]
+
+
+def _injected(record: dict[str, Any]) -> int:
+    """Return how many faults (honest included) a round record counts over its sample."""
+    return sum(counts[0] for counts in record["faults"].values())
+
+
+def test_private_sampling_names_no_client_on_either_runtime() -> None:
+    """Under DP noise the sample is secret: records keep counts, never a client id."""
+    dp = ["dp.clip_norm=0.5", "dp.noise_multiplier=1.0", "fed.weighting=uniform"]
+    faults = ["faults.crash=0.3", "faults.nan=0.3", "fed.min_success=0"]
+    cfg = _cfg("fedit", *dp, *faults, "fed.fraction=0.5")
+    for result in (run(cfg, exp=build(cfg)), _flower(cfg)):
+        records = _history(result)
+        assert any(r["events"] for r in records)
+        assert all("cid" not in e for r in records for e in r["events"])  # type: ignore[attr-defined]
+        assert all(_injected(r) == r["clients"]["sampled"] == 2 for r in records)  # type: ignore[index]
 
 
 def test_a_round_without_uploads_keeps_the_model_on_both_runtimes() -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from test_simulation_engine import OVERRIDES, assert_matches_embedded
 
+from ilora.flower.lifetime import spawn
 from ilora.flower.netns import interfaces
 from ilora.flower.processes import process_tree
 
@@ -88,10 +89,9 @@ def test_ray_simulation_matches_the_embedded_engine_and_ray_is_loopback_only(
     cmd = [sys.executable, "-m", "ilora", "flower", "simulate", "configs/smoke.yaml", *sets]
     cmd += ["--out", str(out), "--cpus", "2", "--timeout", "120"]
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
-    proc = subprocess.Popen(
+    proc = spawn(  # its own session; dies with this test process (flower.lifetime)
         cmd,
         env=env,
-        start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -21,6 +21,7 @@ import pytest
 from ilora import config as config_mod
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
+from ilora.flower.lifetime import spawn
 
 OVERRIDES = ["algorithm=ilora", "data.local_test_fraction=0.2", "fed.rounds=2"]
 ENV = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
@@ -29,10 +30,9 @@ ENV = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 def _start(*args: str) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "ilora", "flower", "simulate", *args]
     cmd += ["--cpus", "2", "--timeout", "120"]
-    return subprocess.Popen(
+    return spawn(  # its own session; dies with this test process (flower.lifetime)
         cmd,
         env=ENV,
-        start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

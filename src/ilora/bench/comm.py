@@ -82,3 +82,30 @@ def run_bytes(
         this = {**(hp or {}), **(round_hp[r - 1] if round_hp else {})}
         out.append(round_bytes(algorithm, shapes, ranks, sampled, r, seen, this))
     return out
+
+
+def sample_free(
+    algorithm: str,
+    shapes: Shapes,
+    ranks: Mapping[int, int],
+    rounds: int,
+    hp: Mapping[str, Any] | None = None,
+    round_hp: Sequence[Mapping[str, Any]] | None = None,
+) -> bool:
+    """Return True when no round's bytes depend on which clients it sampled, only how many.
+
+    That holds when, in every round, every client costs the same whatever its rank and
+    whether it was sampled before: then :func:`run_bytes` is right for any sample of the
+    recorded size, a secret one included (``engine.sampling.private_sampling``).
+    """
+    top = max(ranks.values())
+    for r in range(1, rounds + 1):
+        this = {**(hp or {}), **(round_hp[r - 1] if round_hp else {})}
+        costs = {
+            client_bytes(algorithm, shapes, Contact(rank, r, first, top, this))
+            for rank in set(ranks.values())
+            for first in (True, False)
+        }
+        if len(costs) > 1:
+            return False
+    return True

@@ -5,6 +5,9 @@ For a finished run directory, recompute the analytic download/upload bytes of ev
 shapes, the clients' ranks, the engine's seeded sampler, the algorithm's hyperparameters and,
 for FedLEASE, the number of experts the run chose) from the run's own ``config.yaml`` and
 compare them with its ``history.jsonl``.
+A run whose client sampling was private (DP noise) is checked only when its bytes do not depend
+on which clients were sampled (:func:`ilora.bench.comm.sample_free`); otherwise the check is
+refused, since the sample is a secret its records do not reveal.
 Building the model loads the pretrained weights (once per distinct setting); nothing trains.
 """
 
@@ -21,7 +24,8 @@ from typing import Any
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS, create_algorithm
 from ilora.algorithms.traffic import Shapes, shapes_of
-from ilora.bench.comm import run_bytes
+from ilora.bench.comm import run_bytes, sample_free
+from ilora.engine.sampling import private_sampling
 from ilora.engine.setup import build
 from ilora.lora.state import template
 
@@ -42,9 +46,7 @@ class CommRow:
     max_deviation: float  # relative, over every round and direction of every run
 
 
-def _hyperparameters(
-    cfg: config.ExperimentConfig, history: list[dict[str, Any]]
-) -> dict[str, Any]:
+def _hyperparameters(cfg: config.ExperimentConfig, history: list[dict[str, Any]]) -> dict[str, Any]:
     """Return the algorithm's hyperparameters and what the run chose (FedLEASE's ``M``)."""
     alg = create_algorithm(cfg.algorithm, config.algorithm_args(cfg))
     hp = {f.name: getattr(alg, f.name) for f in dataclasses.fields(alg)}  # type: ignore[arg-type]
@@ -54,9 +56,7 @@ def _hyperparameters(
     return hp
 
 
-def check_run(
-    run_dir: Path, shapes_cache: dict[str, Shapes]
-) -> tuple[str, list[Pair], list[Pair]]:
+def check_run(run_dir: Path, shapes_cache: dict[str, Shapes]) -> tuple[str, list[Pair], list[Pair]]:
     """Return ``(algorithm, measured, analytic)`` bytes per round of one finished run.
 
     ``shapes_cache`` keeps the model's shapes per task setting, so the model is built once.
@@ -72,6 +72,14 @@ def check_run(
     hp = _hyperparameters(cfg, history)
     fraction, rounds = cfg.fed.fraction, len(history)
     reported = [{k: v for k, v in h.items() if isinstance(v, float)} for h in history]
+    if private_sampling(cfg) and not sample_free(
+        cfg.algorithm, shapes_cache[key], ranks, rounds, hp, reported
+    ):
+        raise config.ConfigError(
+            f"{run_dir}: its client sampling was private (DP noise) and its bytes depend on "
+            "which clients were sampled (ranks or first contacts differ), so they cannot be "
+            "checked; check a run without DP noise or with dp.reproducible_noise: true"
+        )
     expected = run_bytes(
         cfg.algorithm, shapes_cache[key], ranks, fraction, cfg.seed, rounds, pooled, hp, reported
     )

@@ -20,26 +20,42 @@ from ilora.bench.campaign import Record
 def accounting(cfg: config.ExperimentConfig, records: list[Record]) -> dict[str, list[int]]:
     """Return ``kind -> [injected, counted failed, counted rejected, accepted]`` for a run.
 
-    Sampled clients without a fault count under ``honest`` (an honest update the server
-    rejected shows there).
+    Read from what the run recorded (the round step's per-round counts over the clients it
+    actually sampled, :func:`ilora.engine.faults.round_counts`), so it stays right when the
+    sampling was private. Sampled clients without a fault count under ``honest``.
+    """
+    table: dict[str, list[int]] = {}
+    for rec in records:
+        for kind, counts in round_counts(cfg, rec).items():
+            row = table.setdefault(kind, [0, 0, 0, 0])
+            table[kind] = [a + b for a, b in zip(row, counts, strict=True)]
+    return table
+
+
+def round_counts(cfg: config.ExperimentConfig, rec: Record) -> dict[str, list[int]]:
+    """Return one round's counts per fault kind, as recorded (or, for older runs, rebuilt).
+
+    A run without injected faults: every sampled client is ``honest`` (the record's count and
+    events). A run recorded before the engine kept these counts is rebuilt from ``cfg.seed``,
+    which is its sampling seed unless the sampling was private: that is refused.
     """
     from ilora.engine import faults
-    from ilora.engine.sampling import sample_clients
+    from ilora.engine.sampling import private_sampling, sample_clients
 
-    table: dict[str, list[int]] = {}
-    n = cfg.data.num_clients
-    for rec in records:
-        events = {e["cid"]: e for e in rec["events"]}
-        for cid in sample_clients(range(n), cfg.fed.fraction, cfg.seed, rec["round"]):
-            kind = faults.draw(cfg.faults, cfg.seed, rec["round"], cid) or "honest"
-            row = table.setdefault(kind, [0, 0, 0, 0])
-            row[0] += 1
-            event = events.get(cid)
-            if event is None:
-                row[3] += 1
-            else:
-                row[1 if event["outcome"] == "failed" else 2] += 1
-    return table
+    if "faults" in rec:
+        return dict(rec["faults"])
+    if not faults.injects(cfg.faults):
+        lost = [sum(e["outcome"] == o for e in rec["events"]) for o in ("failed", "rejected")]
+        sampled = rec["clients"]["sampled"]
+        return {"honest": [sampled, *lost, sampled - sum(lost)]}
+    if private_sampling(cfg):
+        raise config.ConfigError(
+            f"round {rec['round']} of this {cfg.algorithm} run records no fault counts and its "
+            "client sampling was private (DP noise), so its faults cannot be accounted: "
+            "run it again with this version"
+        )
+    sampled = sample_clients(range(cfg.data.num_clients), cfg.fed.fraction, cfg.seed, rec["round"])
+    return faults.round_counts(cfg.faults, cfg.seed, rec["round"], sampled, rec["events"])
 
 
 def norm_rows(run_dir: Path, key: Mapping[str, Any]) -> list[Record]:

@@ -12,7 +12,8 @@ and ``scale`` (update x ``scale_factor``) look valid and are tamed by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -33,6 +34,34 @@ def draw(faults: FaultConfig, seed: int, rnd: int, cid: int) -> str | None:
         if u < edge:
             return kind
     return None
+
+
+def injects(faults: FaultConfig) -> bool:
+    """Return True when ``faults`` gives any fault kind a positive probability."""
+    return any(getattr(faults, kind) > 0 for kind in FAULT_KINDS)
+
+
+def round_counts(
+    faults: FaultConfig, seed: int, rnd: int, sampled: Sequence[int], events: Sequence[Any]
+) -> dict[str, list[int]]:
+    """Return ``kind -> [injected, failed, rejected, accepted]`` over round ``rnd``'s sample.
+
+    ``sampled`` are the clients the round actually sampled and ``events`` its lost, rejected
+    and screened-out updates (with their ``cid``). A client without a fault counts under
+    ``honest`` (an honest update the server rejected shows there). Only these counts are
+    recorded, never who was sampled (docs/SECURITY.md, secrecy of sampling). Empty when
+    ``faults`` injects nothing.
+    """
+    table: dict[str, list[int]] = {}
+    if not injects(faults):
+        return table
+    outcome = {e["cid"]: e["outcome"] for e in events}
+    for cid in sampled:
+        row = table.setdefault(draw(faults, seed, rnd, cid) or "honest", [0, 0, 0, 0])
+        row[0] += 1
+        got = outcome.get(cid)
+        row[3 if got is None else 1 if got == "failed" else 2] += 1
+    return table
 
 
 def _with_update(

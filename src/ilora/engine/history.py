@@ -23,10 +23,14 @@ class RoundRecord:
     clients: dict[str, int]
     metrics: dict[str, float] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)  # lost or rejected updates
+    # under injected faults: kind -> [injected, failed, rejected, accepted] (engine.faults)
+    faults: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(d.pop("metrics"))
+        if not d["faults"]:
+            del d["faults"]  # a run without injected faults writes what it always wrote
         return d
 
 
@@ -48,6 +52,7 @@ class History:
         succeeded: int,
         metrics: dict[str, float],
         events: list[dict[str, Any]],
+        faults: dict[str, list[int]] | None = None,
     ) -> RoundRecord:
         """Count the round's clients, append its record and return it (both runtimes call this).
 
@@ -59,6 +64,7 @@ class History:
             succeeded: how many accepted updates were aggregated.
             metrics: the round's metrics (kept as given, not copied).
             events: the lost or rejected updates, each with ``outcome`` ``failed``/``rejected``.
+            faults: under injected faults, the round's counts per fault kind.
 
         """
         counts = {
@@ -69,7 +75,9 @@ class History:
         }
         wall = time.perf_counter() - started
         up, down = traffic
-        record = RoundRecord(round_, self.algorithm, up, down, wall, counts, metrics, events)
+        record = RoundRecord(
+            round_, self.algorithm, up, down, wall, counts, metrics, events, faults or {}
+        )
         self.records.append(record)
         return record
 

@@ -1,20 +1,25 @@
 """The round step: everything between the clients' replies and the next round, for both runtimes.
 
 A runtime (the embedded engine's ``simulation.run``, the Flower ``AlgorithmStrategy``) only
-samples, sends the downloads and collects the server-checked uploads (:class:`Collected`); then
-it calls, in this order, and nothing else for these concerns:
+takes the round's sample from :meth:`RoundStep.sample`, sends the downloads and collects the
+server-checked uploads (:class:`Collected`); then it calls, in this order, and nothing else for
+these concerns:
 
 1. :meth:`RoundStep.aggregate`: the direction screen (``turn.screen_round``), the
    ``fed.min_success`` policy (:class:`RoundFailedError`), aggregation under ``fed.robust``
    (skipped, keeping the state, when no upload was accepted under ``fed.min_success: 0``), the
    round's metrics (the algorithm's ``round_metrics`` except ``agg_error``, our ``agg_error``
-   of ``engine.diagnostics``, ``train_loss``, the privacy accountant's ``epsilon``) and the
-   divergence guard;
+   of ``engine.diagnostics``, ``train_loss``, the privacy accountant's ``epsilon``), the
+   divergence guard and, under injected faults, the counts per fault kind over the round's
+   actual sample (``engine.faults.round_counts``);
 2. when :meth:`RoundStep.personal_due`, the clients' views of the next round
    (:class:`ClientView`: each client's own start, its metrics on its test share and its dense
    changes), gathered in process (``evaluation.embedded_views``) or by ``evaluate`` messages;
 3. :meth:`RoundStep.finish`: personal metrics and ``download_error`` from the views, the
    global evaluation, the round record, the ``on_round`` callback and the checkpoint.
+
+Under private sampling (DP noise) records name no client (``sampling.published_events``);
+accountings after the run read their counts, never a sample rebuilt from ``cfg.seed``.
 
 Divergence guard: ``start_loss`` (recorded every round) is the mean over the accepted uploads
 of each client's loss on its first local batch, where its training started; the first round's
@@ -36,12 +41,13 @@ from typing import Any
 import torch
 
 from ilora.algorithms.ilora import ILoRA
-from ilora.engine import robust
+from ilora.engine import faults, robust
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.diagnostics import agg_error, dense_changes, download_error, valid_changes
 from ilora.engine.evaluation import ClientView, eval_subset, evaluate, weighted_average
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.privacy import privacy_metrics
+from ilora.engine.sampling import published_events, sample_clients, sampling_seed
 from ilora.engine.setup import Experiment
 from ilora.engine.turn import screen_round
 from ilora.lora.state import base_weights, load_setup
@@ -84,6 +90,7 @@ class OpenRound:
     accepted: int  # uploads aggregated
     events: list[dict[str, Any]]  # lost, rejected and screened-out updates
     metrics: dict[str, float]
+    faults: dict[str, list[int]]  # kind -> [injected, failed, rejected, accepted]
 
 
 def check_success(
@@ -92,7 +99,8 @@ def check_success(
     """Raise :class:`RoundFailedError` if fewer than ``min_success`` uploads were accepted."""
     if accepted >= min_success:
         return
-    reasons = "; ".join(f"client {e['cid']} {e['outcome']}: {e['reason']}" for e in events)
+    named = ((e.get("cid", "(private)"), e["outcome"], e["reason"]) for e in events)
+    reasons = "; ".join(f"client {c} {outcome}: {why}" for c, outcome, why in named)
     raise RoundFailedError(
         f"round {r}: {accepted} of {sampled} sampled clients delivered an accepted update, "
         f"fewer than fed.min_success = {min_success} ({reasons}); {hint}"
@@ -110,8 +118,8 @@ class RoundStep:
         on_checkpoint: called with the run's state after every round (not after a round that
             stops the run).
         resume_command: how the user resumes this run, for the failure message.
-        sample_seed: the run's sampling seed, kept in its checkpoints (a secret in DP runs,
-            :func:`ilora.engine.sampling.sampling_seed`).
+        sample_seed: the sampling seed a checkpoint kept, None for a fresh run (then a secret
+            in DP runs, :func:`ilora.engine.sampling.sampling_seed`).
 
     """
 
@@ -126,9 +134,9 @@ class RoundStep:
         sample_seed: int | None = None,
     ) -> None:
         self.exp, self.cfg, self.alg, self.history = exp, exp.cfg, exp.algorithm, history
-        self.clients = list(clients)
+        self.clients, self.resume_command = list(clients), resume_command
         self.on_round, self.on_checkpoint = on_round, on_checkpoint
-        self.resume_command, self.sample_seed = resume_command, sample_seed
+        self.sample_seed = sampling_seed(self.cfg, sample_seed)
         self.subset = eval_subset(exp.data.test, self.cfg.eval.subset, self.cfg.seed)
         self.base = base_weights(exp.model)  # frozen views: W0 of download_error
         self.saved = history.records[-1].round if history.records and on_checkpoint else None
@@ -138,12 +146,19 @@ class RoundStep:
         self.before: TensorDict | None = None  # dense changes of the global model, last round
         self.pending: OpenRound  # set by aggregate, read by finish
 
+    def sample(self, r: int) -> list[int]:
+        """Return the sorted client ids round ``r`` samples (every round: the pooled client)."""
+        fraction = 1.0 if self.alg.pooled_data else self.cfg.fed.fraction
+        return sample_clients(range(len(self.clients)), fraction, self.sample_seed, r)
+
     # ---- 1. aggregation
     def aggregate(self, r: int, started: float, state: Any, got: Collected) -> Any:
         """Screen, check, aggregate and measure round ``r``; return the new server state."""
         cfg = self.cfg
         uploads, screened = screen_round(cfg, got.uploads, got.sent, self.clients)
         events = got.events + screened
+        counts = faults.round_counts(cfg.faults, cfg.seed, r, self.sample(r), events)
+        events = published_events(cfg, events)
         check_success(r, got.sampled, len(uploads), events, cfg.fed.min_success, self.hint())
         metrics: dict[str, float] = {}
         if uploads:  # none only under fed.min_success 0: then the round keeps the server state
@@ -155,7 +170,7 @@ class RoundStep:
             metrics.update(self._agg_error(before, self.before, uploads))
             metrics.update(self._losses(r, uploads))
         metrics.update(privacy_metrics(cfg, r))
-        self.pending = OpenRound(r, started, got, len(uploads), events, metrics)
+        self.pending = OpenRound(r, started, got, len(uploads), events, metrics, counts)
         return state
 
     def global_changes(self, state: Any) -> TensorDict:
@@ -241,6 +256,7 @@ class RoundStep:
             self.pending.accepted,
             metrics,
             self.pending.events,
+            self.pending.faults,
         )
         if self.on_round is not None:
             self.on_round(record)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from ilora.config import ExperimentConfig
 from ilora.seeding import np_rng
@@ -27,6 +28,17 @@ def sampling_seed(cfg: ExperimentConfig, kept: int | None = None) -> int:
     if kept is not None:
         return kept
     return secrets.randbits(63) if private_sampling(cfg) else cfg.seed
+
+
+def published_events(cfg: ExperimentConfig, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return a round's events as its record keeps them: without ``cid`` under private sampling.
+
+    An event names a sampled client; under private sampling the record keeps only the outcome,
+    reason and fault, so that ``history.jsonl`` and ``failure.txt`` do not reveal the sample.
+    """
+    if not private_sampling(cfg):
+        return events
+    return [{k: v for k, v in e.items() if k != "cid"} for e in events]
 
 
 def num_sampled(num_clients: int, fraction: float) -> int:

@@ -26,7 +26,7 @@ from ilora.engine.history import History, RoundRecord
 from ilora.engine.roundstep import Collected, RoundStep
 from ilora.engine.roundstep import DivergenceError as DivergenceError  # re-exported
 from ilora.engine.roundstep import RoundFailedError as RoundFailedError  # re-exported
-from ilora.engine.sampling import num_sampled, sample_clients, sampling_seed
+from ilora.engine.sampling import num_sampled
 from ilora.engine.setup import Experiment, build
 from ilora.engine.turn import canonical_payload as canonical_payload  # re-exported
 from ilora.engine.turn import canonical_upload as canonical_upload  # re-exported
@@ -114,15 +114,14 @@ def run(
     alg, model = exp.algorithm, exp.model
     clients, shares, steps = run_clients(exp)
     train = replace(cfg.train, steps=steps)
-    fraction = 1.0 if alg.pooled_data else cfg.fed.fraction
     history = History(cfg.algorithm, cfg.task)
     state, store = _start(exp, clients, history, resume, store_dir, on_checkpoint is not None)
-    sample_seed = sampling_seed(cfg, None if resume is None else resume.sample_seed)
-    step = RoundStep(exp, clients, history, on_round, on_checkpoint, sample_seed=sample_seed)
+    kept = None if resume is None else resume.sample_seed
+    step = RoundStep(exp, clients, history, on_round, on_checkpoint, sample_seed=kept)
     shapes = layer_shapes(template(model))
     for r in range(len(history.records) + 1, cfg.fed.rounds + 1):
         t0, rnd = time.perf_counter(), RoundInfo(r, cfg.seed)
-        sampled = sample_clients(range(len(clients)), fraction, sample_seed, r)  # cid = index
+        sampled = step.sample(r)  # cid = index
         got = Collected(len(sampled), {}, {}, [], 0, 0)
         for cid in sampled:
             turn = client_turn(

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ilora.flower.lifetime import spawn
 from ilora.flower.processes import tool
 from ilora.flower.server import FAILED_PREFIX
 
@@ -70,8 +71,9 @@ def follow(
 ) -> tuple[int, int | None, str | None]:
     """Run ``cmd`` (``flwr run ... --stream``), echo its output; return code, run id, reason."""
     run_id, reason = None, None
-    with subprocess.Popen(
-        list(cmd),
+    with spawn(  # in our session (the terminal's Ctrl-C reaches it); dies with us
+        cmd,
+        False,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -20,8 +20,9 @@ Everything (logs, FLWR_HOMEs, the CLI's config) lives under one root directory; 
 free at run time. :meth:`LoopbackDeployment.stop` ends every process it started and every
 process those started (the SuperLink starts its SuperExec in a session of its own, so process
 groups alone do not reach it): the process trees are read from ``/proc`` before anything is
-signalled. Tests and benchmarks use this module; ``scripts/flower_local_deployment.sh`` does the
-same steps by hand.
+signalled; and if this process ends without stopping them (killed, a test timed out) they end
+with it (:mod:`ilora.flower.lifetime`). Tests and benchmarks use this module;
+``scripts/flower_local_deployment.sh`` does the same steps by hand.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ilora.flower.certs import TrialCredentials
+from ilora.flower.lifetime import spawn
 from ilora.flower.processes import HOST, _alive, _signal, free_ports, process_tree, tool
 
 __all__ = ["HOST", "DeploymentError", "LoopbackDeployment", "free_ports", "process_tree"]
@@ -104,14 +106,13 @@ class LoopbackDeployment:
         log.parent.mkdir(parents=True, exist_ok=True)
         (self.root / "home" / home).mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
-            proc = subprocess.Popen(
+            proc = spawn(  # its own session; dies with this process (flower.lifetime)
                 cmd,
                 cwd=self.root,
                 env=self._env(home),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
             )
         self.procs[name], self.logs[name] = proc, log
         return proc

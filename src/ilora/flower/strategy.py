@@ -40,7 +40,6 @@ from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.evaluation import ClientView, embedded_views
 from ilora.engine.history import History, RoundRecord
 from ilora.engine.roundstep import Collected, RoundStep
-from ilora.engine.sampling import sample_clients, sampling_seed
 from ilora.engine.setup import Experiment
 from ilora.engine.simulation import RunResult
 from ilora.engine.turn import canonical_payload, failure_event, server_check
@@ -97,8 +96,6 @@ class AlgorithmStrategy(Strategy):
         self.state: Any = None
         self.sent: dict[int, Payload] = {}  # this round's downloads, by client id
         self.sampled: list[int] = []  # this round's sampled clients
-        kept = None if resume is None else resume.sample_seed
-        self.sample_seed = sampling_seed(exp.cfg, kept)  # secret in a DP run: never sent
         self.history = History(self.cfg.algorithm, self.cfg.task)
         self.started = 0.0  # perf_counter at the start of the current round
 
@@ -129,7 +126,7 @@ class AlgorithmStrategy(Strategy):
             self.on_round,
             self.on_checkpoint,
             self.resume_command,
-            self.sample_seed,
+            None if self.resume is None else self.resume.sample_seed,  # secret: never sent
         )
 
     # ---- training
@@ -144,10 +141,8 @@ class AlgorithmStrategy(Strategy):
             self.handshake(grid)
         self.started = time.perf_counter()
         rnd = RoundInfo(server_round, self.cfg.seed)
-        fraction = 1.0 if self.alg.pooled_data else self.cfg.fed.fraction
-        cids = [c.cid for c in self.clients]
-        sampled = sample_clients(cids, fraction, self.sample_seed, rnd.round)
-        self.sampled = list(sampled)  # whose views the round gathers (RoundStep.view_cids)
+        sampled = self.step.sample(rnd.round)
+        self.sampled = sampled  # whose views the round gathers (RoundStep.view_cids)
         self.sent = {
             cid: canonical_payload(self.alg.download(self.state, self.clients[cid], rnd))
             for cid in sampled

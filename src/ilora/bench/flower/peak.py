@@ -84,14 +84,13 @@ def run_command(cmd: list[str], log: Path, timeout: float) -> tuple[float, PeakM
         RuntimeError: if the command exits with an error (its output is in ``log``).
 
     """
+    from ilora.flower.lifetime import spawn
     from ilora.flower.loopback import process_tree
 
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = spawn(cmd, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
         with PeakMemory(lambda: process_tree([proc.pid])) as peak:
             try:
                 code = proc.wait(timeout=timeout)
