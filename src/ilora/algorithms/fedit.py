@@ -24,24 +24,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ilora.algorithms import traffic
+from ilora.algorithms._pair_servers import PaddedPairServer
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
-    b_to_global,
     global_factor_state,
     global_pair_error,
-    rank_download,
-    truncated,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import register
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict, Upload
 
 
 @register("fedit")
 @dataclass(frozen=True)
-class FedIT(Algorithm[FactorState]):
+class FedIT(PaddedPairServer):
     """FedAvg of A and B (see the module docstring).
 
     Bytes per client per round, float32, per adapted layer ``(d_out, d_in)`` at the client's
@@ -59,10 +57,6 @@ class FedIT(Algorithm[FactorState]):
     ) -> FactorState:
         return global_factor_state(template, clients, lora, seed)
 
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = truncated(state.tensors, client.rank)
-        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
-
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
@@ -72,10 +66,6 @@ class FedIT(Algorithm[FactorState]):
         return replace(
             state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
         )
-
-    def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
-        mapped = b_to_global(tensors, state.lora, state.rank) if self.rescale_b else tensors
-        return truncated(mapped, state.rank)
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))

@@ -53,35 +53,18 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ilora.algorithms import traffic
-from ilora.algorithms._merging import merging_aggregate, merging_state
-from ilora.algorithms._shared import (
-    RESCALE_HELP,
-    FactorState,
-    b_to_global,
-    rank_download,
-    split_residual,
-    truncated,
-)
-from ilora.algorithms.base import Algorithm, register
-from ilora.lora.spec import LoRASpec
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.algorithms._pair_servers import MergingServer
+from ilora.algorithms._shared import RESCALE_HELP, split_residual
+from ilora.algorithms.base import register
+from ilora.types import ClientContext, LocalSetup, TensorDict
 
 
 @register("fedloru")
 @dataclass(frozen=True)
-class FedLoRU(Algorithm[FactorState]):
+class FedLoRU(MergingServer):
     """FedLoRU (see the module docstring).
 
     State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
@@ -105,27 +88,6 @@ class FedLoRU(Algorithm[FactorState]):
     def __post_init__(self) -> None:
         if self.tau < 0:
             raise ValueError(f"fedloru.tau must be >= 0 (0 = never merge), got {self.tau}")
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return merging_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = truncated(state.tensors, client.rank)
-        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
-
-    def aggregate(
-        self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
-    ) -> FactorState:
-        return merging_aggregate(state, uploads, rnd, self.tau, self.rescale_b)
-
-    def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
-        mapped = b_to_global(tensors, state.lora, state.rank) if self.rescale_b else tensors
-        return truncated(mapped, state.rank)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return split_residual(state.tensors)
 
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         return split_residual(ctx.payload.tensors), cstate

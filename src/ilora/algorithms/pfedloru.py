@@ -65,26 +65,23 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from ilora.algorithms import traffic
-from ilora.algorithms._merging import merging_aggregate, merging_state
+from ilora.algorithms._pair_servers import MergingServer
 from ilora.algorithms._shared import (
     RESCALE_HELP,
-    FactorState,
     head_of,
     init_factors,
-    rank_download,
     rank_of,
     split_residual,
-    truncated,
     zero_residuals,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import strip_prefix, with_prefix
@@ -92,8 +89,6 @@ from ilora.types import (
     ClientContext,
     ClientInfo,
     LocalSetup,
-    Payload,
-    RoundInfo,
     TensorDict,
     Upload,
 )
@@ -103,7 +98,7 @@ PERSONAL = "personal/"  # cstate: U_k, L_k (as lora_B, lora_A), R_k (residual), 
 
 @register("pfedloru")
 @dataclass(frozen=True)
-class PFedLoRU(Algorithm[FactorState]):
+class PFedLoRU(MergingServer):
     """pFedLoRU (see the module docstring).
 
     State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
@@ -172,24 +167,6 @@ class PFedLoRU(Algorithm[FactorState]):
             raise ValueError(
                 f"pfedloru.personal_fraction must be in (0, 1), got {self.personal_fraction}"
             )
-
-    # ---- server: FedLoRU's
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return merging_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = truncated(state.tensors, client.rank)
-        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
-
-    def aggregate(
-        self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
-    ) -> FactorState:
-        return merging_aggregate(state, uploads, rnd, self.tau, self.rescale_b)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return split_residual(state.tensors)
 
     # ---- client
     def personal_steps(self, steps: int) -> int:
