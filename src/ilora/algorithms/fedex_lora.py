@@ -41,17 +41,15 @@ from dataclasses import dataclass, replace
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._merging import merging_state
 from ilora.algorithms._shared import (
     FactorState,
     dense_agg_error,
-    head_of,
     ideal_stack,
-    init_factors,
-    layer_shapes,
-    max_rank,
     mean_extras,
     normalized_weights,
     rank_of,
+    split_residual,
     truncated,
 )
 from ilora.algorithms.base import Algorithm, register
@@ -87,14 +85,7 @@ class FedExLoRA(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        r = max_rank(clients)
-        factors = init_factors(template, r, lora, seed, "lora-init")
-        residual = {
-            keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
-            for m, (d_out, d_in) in layer_shapes(template).items()
-        }
-        head = {k: v.clone() for k, v in head_of(template).items()}
-        return FactorState({**factors, **residual, **head}, lora, r)
+        return merging_state(template, clients, lora, seed)  # FedLoRU's: factors, R = 0, head
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         tensors = truncated(state.tensors, client.rank)
@@ -141,10 +132,10 @@ class FedExLoRA(Algorithm[FactorState]):
         return replace(state, tensors=tensors, metrics=metrics)
 
     def export(self, state: FactorState) -> LocalSetup:
-        return _split(state.tensors)
+        return split_residual(state.tensors)
 
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
-        return _split(ctx.payload.tensors), cstate
+        return split_residual(ctx.payload.tensors), cstate
 
 
 def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
@@ -162,11 +153,6 @@ def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
     # (d_out, r_max) @ (r_max, d_in) and (d_out, r) @ (r, d_in) -> (d_out, d_in)
     return R + lora.scale(state.rank) * (B @ A) - lora.scale(r) * (B[:, :r] @ A[:r])
 
-
-def _split(tensors: Mapping[str, torch.Tensor]) -> LocalSetup:
-    """Return a setup with the residuals installed under the (trainable) factors and head."""
-    residual = keys.of_kind(tensors, "residual")
-    return LocalSetup({k: v for k, v in tensors.items() if k not in residual}, residual)
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FedExLoRA)(traffic.pair_and_residual_down)  # + the residual down
