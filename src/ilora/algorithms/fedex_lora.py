@@ -35,13 +35,13 @@ model. The server sets the new global model to the weighted mean of the clients'
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
 
 from ilora.algorithms import traffic
-from ilora.algorithms._merging import merging_state
+from ilora.algorithms._pair_servers import ResidualServer
 from ilora.algorithms._shared import (
     FactorState,
     dense_agg_error,
@@ -49,18 +49,14 @@ from ilora.algorithms._shared import (
     mean_extras,
     normalized_weights,
     rank_of,
-    split_residual,
     truncated,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
-from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
 from ilora.types import (
-    ClientContext,
     ClientInfo,
-    LocalSetup,
     Payload,
     RoundInfo,
     TensorDict,
@@ -70,7 +66,7 @@ from ilora.types import (
 
 @register("fedex-lora")
 @dataclass(frozen=True)
-class FedExLoRA(Algorithm[FactorState]):
+class FedExLoRA(ResidualServer):
     """FedEx-LoRA (see the module docstring). No hyperparameters.
 
     State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
@@ -81,11 +77,6 @@ class FedExLoRA(Algorithm[FactorState]):
     """
 
     heterogeneous_ranks = True
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return merging_state(template, clients, lora, seed)  # FedLoRU's: factors, R = 0, head
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         tensors = truncated(state.tensors, client.rank)
@@ -130,12 +121,6 @@ class FedExLoRA(Algorithm[FactorState]):
         metrics = {"agg_error": dense_agg_error(ideal, applied)}
         tensors = {**mean, **residual, **mean_extras(uploads)}
         return replace(state, tensors=tensors, metrics=metrics)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return split_residual(state.tensors)
-
-    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
-        return split_residual(ctx.payload.tensors), cstate
 
 
 def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ rank both are the paper.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from ilora.algorithms import traffic
@@ -28,13 +28,11 @@ from ilora.algorithms._pair_servers import PaddedPairServer
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
-    global_factor_state,
     global_pair_error,
 )
 from ilora.algorithms.base import register
-from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, RoundInfo, TensorDict, Upload
+from ilora.types import RoundInfo, Upload
 
 
 @register("fedit")
@@ -52,11 +50,6 @@ class FedIT(PaddedPairServer):
 
     rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
 
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return global_factor_state(template, clients, lora, seed)
-
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
@@ -66,9 +59,6 @@ class FedIT(PaddedPairServer):
         return replace(
             state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
         )
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return LocalSetup(factors=dict(state.tensors))
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic

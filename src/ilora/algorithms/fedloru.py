@@ -57,9 +57,8 @@ from dataclasses import dataclass, field
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import MergingServer
-from ilora.algorithms._shared import RESCALE_HELP, split_residual
+from ilora.algorithms._shared import RESCALE_HELP
 from ilora.algorithms.base import register
-from ilora.types import ClientContext, LocalSetup, TensorDict
 
 
 @register("fedloru")
@@ -88,9 +87,6 @@ class FedLoRU(MergingServer):
     def __post_init__(self) -> None:
         if self.tau < 0:
             raise ValueError(f"fedloru.tau must be >= 0 (0 = never merge), got {self.tau}")
-
-    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
-        return split_residual(ctx.payload.tensors), cstate
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic

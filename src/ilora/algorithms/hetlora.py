@@ -35,18 +35,18 @@ Choices where the sources are silent or ambiguous:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._pair_servers import GlobalPairServer
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
     b_ratio,
-    global_factor_state,
     global_pair_error,
     mean_extras,
     normalized_weights,
@@ -54,10 +54,9 @@ from ilora.algorithms._shared import (
     rank_of,
     uploads_to_global,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import fro_norm_sq, resize_rank
-from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
 from ilora.types import (
     ClientContext,
@@ -74,7 +73,7 @@ RANK = "hetlora/rank"  # cstate: the client's current (possibly pruned) rank, a 
 
 @register("hetlora")
 @dataclass(frozen=True)
-class HetLoRA(Algorithm[FactorState]):
+class HetLoRA(GlobalPairServer):
     """HetLoRA (see the module docstring).
 
     Bytes per client per round (float32), per adapted layer ``(d_out, d_in)``: download
@@ -140,11 +139,6 @@ class HetLoRA(Algorithm[FactorState]):
             raise ValueError(f"min_rank must be >= 1, got {self.min_rank}")
 
     # ---- server
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return global_factor_state(template, clients, lora, seed)
-
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         out = _at_rank(state.tensors, client.rank)
         return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
@@ -166,9 +160,6 @@ class HetLoRA(Algorithm[FactorState]):
                 "upload_rank_mean": _mean_upload_rank(uploads),  # < r_k once clients prune
             },
         )
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return LocalSetup(factors=dict(state.tensors))
 
     def weights(self, uploads: Mapping[int, Upload]) -> dict[int, float]:
         """Return the normalised aggregation weights of the factors by client id."""
