@@ -5,7 +5,7 @@ math and choices stay in their own modules. Shapes per adapted layer ``(d_out, d
 global rank ``r``: ``lora_B (d_out, r)``, ``lora_A (r, d_in)``, ``residual (d_out, d_in)``.
 
 * :class:`GlobalPairServer`: one standard LoRA init at ``r_max`` (seed purpose ``lora-init``),
-  exported as it is (centralized, HetLoRA).
+  sent and exported as it is (centralized; HetLoRA sends its own cut).
 * :class:`PaddedPairServer`: also sends each client the global pair cut to its rank (B rescaled
   with ``rescale_b``) and lifts uploads zero-padded back to ``r_max`` (FedIT, LoRA-FAIR).
 * :class:`ResidualServer`: also a dense residual ``R = 0``, installed under the trainable
@@ -41,12 +41,15 @@ from ilora.types import (
 
 
 class GlobalPairServer(Algorithm[FactorState]):
-    """``server_init`` one standard LoRA init at ``r_max``; ``export`` the global tensors as is."""
+    """``server_init`` one standard LoRA init at ``r_max``; ``download``, ``export`` it as is."""
 
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
         return global_factor_state(template, clients, lora, seed)
+
+    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        return Payload(dict(state.tensors))
 
     def export(self, state: FactorState) -> LocalSetup:
         return LocalSetup(factors=dict(state.tensors))

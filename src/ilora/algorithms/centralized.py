@@ -14,7 +14,7 @@ from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import GlobalPairServer
 from ilora.algorithms._shared import FactorState
 from ilora.algorithms.base import register
-from ilora.types import ClientInfo, Payload, RoundInfo, Upload
+from ilora.types import RoundInfo, Upload
 
 
 @register("centralized")
@@ -29,9 +29,6 @@ class Centralized(GlobalPairServer):
 
     heterogeneous_ranks = True
     pooled_data = True
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(dict(state.tensors))
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
