@@ -176,6 +176,9 @@ class FashionMNIST:
     name: ClassVar[str]
     lora_targets: ClassVar[tuple[str, ...]] = MOBILENET_V2_LORA_TARGETS
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
+    # the model and data in words, for reports (``{field}``: the task's option)
+    model_words: ClassVar[str] = "the ImageNet MobileNetV2 (LoRA on its 34 pointwise convolutions)"
+    data_words: ClassVar[str] = "Fashion-MNIST resized to {image_size}x{image_size}"
 
     image_size: int = field(
         default=32, metadata={"help": "side in pixels the 28x28 images are resized to (32..64)"}

@@ -31,6 +31,7 @@ class RottenTomatoes(_EncoderTextTask):
     )
 
     name: ClassVar[str] = "rotten-tomatoes"
+    data_words: ClassVar[str] = "Rotten Tomatoes snippets (fresh or rotten)"  # for reports
 
     def _read(self) -> _Corpus:
         path = locate_asset(RT_PACKAGE, RT_PATH, "the Rotten Tomatoes snippets")

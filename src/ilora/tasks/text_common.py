@@ -119,6 +119,10 @@ class _Corpus:
 class _EncoderTextTask:
     """Shared options and logic of the packaged-corpus tasks (seeded 80/20 stratified split)."""
 
+    # the model in words, for reports (``{field}``: the task's option)
+    model_words: ClassVar[str] = (
+        "all-MiniLM-L6-v2 (first {num_layers} layer(s), {max_len} tokens, LoRA on query and value)"
+    )
     max_len: int = field(
         default=32, metadata={"help": "tokens per text, padded/truncated (2..512)"}
     )
