@@ -11,6 +11,7 @@ from ilora.lora.spec import LoRASpec
 from ilora.lora.state import load_setup
 from ilora.tensors import num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, Upload
+from reference_math import moved_pairs
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 S = 4.0 / 2
@@ -28,18 +29,7 @@ def _product(tensors: dict[str, torch.Tensor], m: str) -> np.ndarray:
 
 
 def _train(pay: Payload, g: torch.Generator, weights: list[float]) -> dict[int, Upload]:
-    """Clients start from the payload's (Ā, B̄) and move them (a stand-in for local training)."""
-    return {
-        c.cid: Upload(
-            {
-                "l.lora_A": pay.tensors["l.lora_A"] + torch.randn(2, 2, generator=g),  # (r, d_in)
-                "l.lora_B": pay.tensors["l.lora_B"] + torch.randn(3, 2, generator=g),  # (d_out, r)
-                "head.weight": torch.randn(2, 2, generator=g),
-            },
-            weights[c.cid],
-        )
-        for c in CLIENTS
-    }
+    return moved_pairs(pay, g, weights, CLIENTS)
 
 
 def test_aggregate_averages_factors_and_puts_the_cross_terms_in_the_residual() -> None:

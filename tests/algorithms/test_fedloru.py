@@ -13,6 +13,7 @@ from ilora.algorithms.base import create_algorithm
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, Upload
+from reference_math import moved_pairs
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 S = 4.0 / 2  # alpha / r
@@ -26,18 +27,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _train(pay: Payload, g: torch.Generator, weights: list[float]) -> dict[int, Upload]:
-    """Clients move the received (B, A) and head (a stand-in for local training)."""
-    return {
-        c.cid: Upload(
-            {
-                "l.lora_A": pay.tensors["l.lora_A"] + torch.randn(2, 2, generator=g),  # (r, d_in)
-                "l.lora_B": pay.tensors["l.lora_B"] + torch.randn(3, 2, generator=g),  # (d_out, r)
-                "head.weight": torch.randn(2, 2, generator=g),
-            },
-            weights[c.cid],
-        )
-        for c in CLIENTS
-    }
+    return moved_pairs(pay, g, weights, CLIENTS)
 
 
 def _model(tensors: dict[str, torch.Tensor], s: float = S) -> np.ndarray:
