@@ -21,7 +21,7 @@ rank both are the paper.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import PaddedPairServer
@@ -30,7 +30,7 @@ from ilora.algorithms._shared import (
     FactorState,
     global_pair_error,
 )
-from ilora.algorithms.base import register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.tensors import weighted_mean
 from ilora.types import RoundInfo, Upload
 
@@ -48,7 +48,7 @@ class FedIT(PaddedPairServer):
     heterogeneous_ranks = True
     mean_aggregation = True  # Ā, B̄ and the head are Σ p_k lift(u_k), lift = zero-pad to r_max
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo

@@ -53,12 +53,12 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import MergingServer
 from ilora.algorithms._shared import RESCALE_HELP
-from ilora.algorithms.base import register
+from ilora.algorithms.base import hyperparameter, register
 
 
 @register("fedloru")
@@ -73,16 +73,14 @@ class FedLoRU(MergingServer):
     heterogeneous_ranks = True
     mean_aggregation = True  # the averages are Σ p_k lift(u_k), lift = zero-pad to r_max
 
-    tau: int = field(
-        default=5,
-        metadata={
-            "help": "merge s·B·A into the residual and restart the factors every tau rounds "
-            "(paper: 50 of 400; ours: 5, scaled to this project's shorter runs); 0 = never",
-            "source": "ours",
-        },
+    tau: int = hyperparameter(
+        5,
+        "ours",
+        "merge s·B·A into the residual and restart the factors every tau rounds "
+        "(paper: 50 of 400; ours: 5, scaled to this project's shorter runs); 0 = never",
     )
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         if self.tau < 0:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -54,7 +54,7 @@ from ilora.algorithms._shared import (
     rank_of,
     uploads_to_global,
 )
-from ilora.algorithms.base import register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import fro_norm_sq, resize_rank
 from ilora.tensors import weighted_mean
@@ -85,46 +85,34 @@ class HetLoRA(GlobalPairServer):
     heterogeneous_ranks = True
     stateful_clients = True
 
-    weighting: Literal["norm", "norm_times_data"] = field(
-        default="norm",
-        metadata={
-            "help": "norm: w_k ∝ ‖B_k A_k‖_F (paper); norm_times_data: w_k ∝ p_k ‖B_k A_k‖_F",
-            "source": "paper",
-        },
+    weighting: Literal["norm", "norm_times_data"] = hyperparameter(
+        "norm", "paper", "norm: w_k ∝ ‖B_k A_k‖_F (paper); norm_times_data: w_k ∝ p_k ‖B_k A_k‖_F"
     )
-    gamma: float = field(
-        default=1e-3,
-        metadata={
-            "help": "weight of the regulariser on the trailing rank components (ours: the paper's "
-            "value is not in our sources)",
-            "source": "ours",
-        },
+    gamma: float = hyperparameter(
+        1e-3,
+        "ours",
+        "weight of the regulariser on the trailing rank components (ours: the paper's "
+        "value is not in our sources)",
     )
-    prune_fraction: float = field(
-        default=0.25,
-        metadata={
-            "help": "share of a client's rank that is regularised and pruned (ours: the paper's "
-            "pruning step is not in our sources)",
-            "source": "ours",
-        },
+    prune_fraction: float = hyperparameter(
+        0.25,
+        "ours",
+        "share of a client's rank that is regularised and pruned (ours: the paper's "
+        "pruning step is not in our sources)",
     )
-    prune_threshold: float = field(
-        default=0.05,
-        metadata={
-            "help": "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune "
-            "(ours: the paper's threshold is not in our sources)",
-            "source": "ours",
-        },
+    prune_threshold: float = hyperparameter(
+        0.05,
+        "ours",
+        "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune "
+        "(ours: the paper's threshold is not in our sources)",
     )
-    min_rank: int = field(
-        default=1,
-        metadata={
-            "help": "no client is pruned below this rank (ours: the paper gives no floor, 1 keeps "
-            "every client training)",
-            "source": "ours",
-        },
+    min_rank: int = hyperparameter(
+        1,
+        "ours",
+        "no client is pruned below this rank (ours: the paper gives no floor, 1 keeps "
+        "every client training)",
     )
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         if self.weighting not in ("norm", "norm_times_data"):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,7 +40,7 @@ from ilora.algorithms._shared import (
     ideal_stack,
     mean_extras,
 )
-from ilora.algorithms.base import register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.tensors import weighted_mean
@@ -59,22 +59,16 @@ class LoRAFAIR(PaddedPairServer):
 
     heterogeneous_ranks = True
 
-    lam: float = field(
-        default=0.01,
-        metadata={
-            "help": "ridge weight λ of the B correction (ILoRA artifact: 0.01); 0 = none",
-            "source": "code",
-        },
+    lam: float = hyperparameter(
+        0.01, "code", "ridge weight λ of the B correction (ILoRA artifact: 0.01); 0 = none"
     )
 
-    rescale_b: bool = field(
-        default=True,
-        metadata={
-            "help": "mixed ranks (ours, the paper has one rank): map B by s(r_max)/s(r_k) down "
-            "and back up so a client starts at the global model (false: the ILoRA artifact's "
-            "extension)",
-            "source": "ours",
-        },
+    rescale_b: bool = hyperparameter(
+        True,
+        "ours",
+        "mixed ranks (ours, the paper has one rank): map B by s(r_max)/s(r_k) down "
+        "and back up so a client starts at the global model (false: the ILoRA artifact's "
+        "extension)",
     )
 
     def __post_init__(self) -> None:

@@ -58,7 +58,7 @@ dense residual); upload ``4·r·(d_out + d_in + 2R)`` (``P^B, Q^B, P^A, Q^A``) w
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -74,7 +74,7 @@ from ilora.algorithms._shared import (
     normalized_weights,
     split_residual,
 )
-from ilora.algorithms.base import register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import stack
 from ilora.seeding import generator
@@ -104,13 +104,11 @@ class MFedLoRU(ResidualServer):
     heterogeneous_ranks = True
     multiplies_uploads = True  # reconstruct: A + P Q of the uploaded nested factors
 
-    tau: int = field(
-        default=5,
-        metadata={
-            "help": "merge s·B·A into the residual and restart the factors every tau rounds "
-            "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
-            "source": "ours",
-        },
+    tau: int = hyperparameter(
+        5,
+        "ours",
+        "merge s·B·A into the residual and restart the factors every tau rounds "
+        "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
     )
 
     def __post_init__(self) -> None:

@@ -66,7 +66,7 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -81,7 +81,7 @@ from ilora.algorithms._shared import (
     split_residual,
     zero_residuals,
 )
-from ilora.algorithms.base import register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import strip_prefix, with_prefix
@@ -109,51 +109,40 @@ class PFedLoRU(MergingServer):
     stateful_clients = True
     personalized = True
 
-    tau: int = field(
-        default=5,
-        metadata={
-            "help": "merge s·B·A of the global branch into the residual and restart it every "
-            "tau rounds "
-            "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
-            "source": "ours",
-        },
+    tau: int = hyperparameter(
+        5,
+        "ours",
+        "merge s·B·A of the global branch into the residual and restart it every "
+        "tau rounds "
+        "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
     )
-    schedule: Literal["alternating", "joint"] = field(
-        default="alternating",
-        metadata={
-            "help": "alternating: personal branch (global frozen), then global branch (personal "
-            "frozen); joint: both every step (ours: the paper gives no schedule, alternating "
-            "reads its 'multiple low-rank updates')",
-            "source": "ours",
-        },
+    schedule: Literal["alternating", "joint"] = hyperparameter(
+        "alternating",
+        "ours",
+        "alternating: personal branch (global frozen), then global branch (personal "
+        "frozen); joint: both every step (ours: the paper gives no schedule, alternating "
+        "reads its 'multiple low-rank updates')",
     )
-    personal_rank: int = field(
-        default=0,
-        metadata={
-            "help": "rank r_p of the personal branch; 0 = the client's rank "
-            "(ours: the paper gives no r_p)",
-            "source": "ours",
-        },
+    personal_rank: int = hyperparameter(
+        0,
+        "ours",
+        "rank r_p of the personal branch; 0 = the client's rank (ours: the paper gives no r_p)",
     )
-    personal_fraction: float = field(
-        default=0.5,
-        metadata={
-            "help": "share of the local steps for the personal phase (alternating); "
-            "ours: the paper gives no split, so half",
-            "source": "ours",
-        },
+    personal_fraction: float = hyperparameter(
+        0.5,
+        "ours",
+        "share of the local steps for the personal phase (alternating); "
+        "ours: the paper gives no split, so half",
     )
-    personal_tau: int = field(
-        default=0,
-        metadata={
-            "help": "merge the personal branch into a private residual and restart it every "
-            "personal_tau participations of the client; 0 = never "
-            "(ours: the paper gives no τ_p, so the branch is never merged)",
-            "source": "ours",
-        },
+    personal_tau: int = hyperparameter(
+        0,
+        "ours",
+        "merge the personal branch into a private residual and restart it every "
+        "personal_tau participations of the client; 0 = never "
+        "(ours: the paper gives no τ_p, so the branch is never merged)",
     )
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         for name in ("tau", "personal_rank", "personal_tau"):
