@@ -21,14 +21,16 @@ def _tree(module: str) -> ast.Module:
 
 
 def _field_facts(name: str, value: ast.expr) -> dict[str, Any]:
-    """Return ``{name: default}`` of a literal, a ``field(default=...)`` or a ``hyperparameter``.
+    """Return ``{name: default}`` of a literal, a ``field``, an ``option`` or a ``hyperparameter``.
 
     A field's ``metadata={"source": ...}`` or a hyperparameter's source adds ``{name}_source``;
     anything not literal is left out.
     """
     func = getattr(value, "func", None)
-    if isinstance(value, ast.Call) and getattr(func, "id", "") == "hyperparameter":
-        parts = dict(zip((name, f"{name}_source"), value.args, strict=False))
+    if isinstance(value, ast.Call) and getattr(func, "id", "") in ("hyperparameter", "option"):
+        # hyperparameter(default, source, help); option(default, help)
+        named = (name, f"{name}_source") if getattr(func, "id", "") == "hyperparameter" else (name,)
+        parts = dict(zip(named, value.args, strict=False))
         return {k: v for n, e in parts.items() for k, v in _field_facts(n, e).items()}
     if isinstance(value, ast.Call) and getattr(func, "id", "") == "field":
         kw = {k.arg: k.value for k in value.keywords if k.arg}
