@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ilora.types import ClientInfo, Payload, Upload
+from ilora.lora.spec import LoRASpec
+from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
 
 
 def top_m_gate(logits: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +43,21 @@ def moved_pairs(
         )
         for c in clients
     }
+
+
+def one_pair_round(
+    alg: Any, template: TensorDict, clients: Sequence[ClientInfo], spec: LoRASpec
+) -> tuple[Any, dict[int, Upload], np.ndarray, np.ndarray]:
+    """Run one round of :func:`moved_pairs` (weights 20, 60) from the server's first state.
+
+    Returns the new state, the uploads and the reference weighted means ``Ā``, ``B̄`` (float64).
+    """
+    state = alg.server_init(template, clients, spec, 0)
+    pay = alg.download(state, clients[0], RoundInfo(1, 0))
+    ups = moved_pairs(pay, torch.Generator(), [20, 60], clients)
+    new = alg.aggregate(state, ups, RoundInfo(1, 0))
+    mean = {
+        k: np.average([ups[c.cid].tensors[k].double().numpy() for c in clients], 0, [20, 60])
+        for k in ("l.lora_A", "l.lora_B")
+    }
+    return new, ups, mean["l.lora_A"], mean["l.lora_B"]

@@ -11,7 +11,7 @@ from ilora.lora.spec import LoRASpec
 from ilora.lora.state import load_setup
 from ilora.tensors import num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, Upload
-from reference_math import moved_pairs
+from reference_math import moved_pairs, one_pair_round
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 S = 4.0 / 2
@@ -33,13 +33,8 @@ def _train(pay: Payload, g: torch.Generator, weights: list[float]) -> dict[int, 
 
 
 def test_aggregate_averages_factors_and_puts_the_cross_terms_in_the_residual() -> None:
-    alg = create_algorithm("fedex-lora")
-    state = alg.server_init(TEMPLATE, CLIENTS, SPEC, 0)
-    ups = _train(alg.download(state, CLIENTS[0], RoundInfo(1, 0)), torch.Generator(), [20, 60])
-    new = alg.aggregate(state, ups, RoundInfo(1, 0))
+    new, ups, A, B = one_pair_round(create_algorithm("fedex-lora"), TEMPLATE, CLIENTS, SPEC)
     w = [20, 60]
-    A = np.average([_np(ups[c.cid].tensors["l.lora_A"]) for c in CLIENTS], 0, w)
-    B = np.average([_np(ups[c.cid].tensors["l.lora_B"]) for c in CLIENTS], 0, w)
     exact = sum((w[c.cid] / 80) * S * _product(ups[c.cid].tensors, "l") for c in CLIENTS)
     assert np.allclose(_np(new.tensors["l.lora_A"]), A, atol=1e-6)
     assert np.allclose(_np(new.tensors["l.lora_B"]), B, atol=1e-6)
