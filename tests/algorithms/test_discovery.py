@@ -30,31 +30,23 @@ THROWAWAY = '''"""Throwaway: FedAvg of A, B and the head at one rank, written by
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import FactorState, global_factor_state
-from ilora.algorithms.base import Algorithm, register
-from ilora.lora.spec import LoRASpec
+from ilora.algorithms._pair_servers import GlobalPairServer
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms.base import register
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import RoundInfo, Upload
 
 
 @register("throwaway-avg")
 @dataclass(frozen=True)
-class ThrowawayAvg(Algorithm[FactorState]):
-    """FedAvg of the factors and the head, every client at one rank."""
+class ThrowawayAvg(GlobalPairServer):
+    """FedAvg of the factors and the head, one rank (init, download, export inherited)."""
 
     mean_aggregation = True
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return global_factor_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(dict(state.tensors))
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -62,9 +54,6 @@ class ThrowawayAvg(Algorithm[FactorState]):
         ups = [uploads[c] for c in sorted(uploads)]
         mean = weighted_mean([u.tensors for u in ups], [u.weight for u in ups])
         return replace(state, tensors=mean)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return LocalSetup(factors=dict(state.tensors))
 '''
 FORMULA = "\ntraffic.formula(ThrowawayAvg)(traffic.pair_both_ways)\n"
 

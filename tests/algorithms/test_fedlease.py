@@ -24,6 +24,7 @@ from ilora.lora.spec import LoRASpec
 from ilora.lora.state import adapted, load_setup, template
 from ilora.tensors import all_finite
 from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
+from reference_math import top_m_gate
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SPEC = LoRASpec(alpha=4.0)
@@ -90,11 +91,7 @@ def ref_expert_gates_and_output(
     M = EA.shape[0]
     out, chosen = [], []
     for t in x:
-        z = G @ t
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        kept = np.argsort(-p, kind="stable")[:M]
-        w = p[kept] / p[kept].sum()
+        kept, w = top_m_gate(G @ t, M)
         experts = [j if j < M else own for j in kept]
         out.append(sum(s * wj * EB[e] @ (EA[e] @ t) for wj, e in zip(w, experts, strict=True)))
         chosen.append(set(experts))

@@ -13,6 +13,7 @@ from ilora.algorithms.base import create_algorithm
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import num_bytes
 from ilora.types import ClientInfo, Payload, RoundInfo, Upload
+from reference_math import moved_pairs, one_pair_round
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 S = 4.0 / 2  # alpha / r
@@ -26,18 +27,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _train(pay: Payload, g: torch.Generator, weights: list[float]) -> dict[int, Upload]:
-    """Clients move the received (B, A) and head (a stand-in for local training)."""
-    return {
-        c.cid: Upload(
-            {
-                "l.lora_A": pay.tensors["l.lora_A"] + torch.randn(2, 2, generator=g),  # (r, d_in)
-                "l.lora_B": pay.tensors["l.lora_B"] + torch.randn(3, 2, generator=g),  # (d_out, r)
-                "head.weight": torch.randn(2, 2, generator=g),
-            },
-            weights[c.cid],
-        )
-        for c in CLIENTS
-    }
+    return moved_pairs(pay, g, weights, CLIENTS)
 
 
 def _model(tensors: dict[str, torch.Tensor], s: float = S) -> np.ndarray:
@@ -48,12 +38,8 @@ def _model(tensors: dict[str, torch.Tensor], s: float = S) -> np.ndarray:
 
 def test_a_round_without_merge_averages_factors_and_head() -> None:
     alg = create_algorithm("fedloru", {"tau": 3})
-    state = alg.server_init(TEMPLATE, CLIENTS, SPEC, 0)
-    ups = _train(alg.download(state, CLIENTS[0], RoundInfo(1, 0)), torch.Generator(), [20, 60])
-    new = alg.aggregate(state, ups, RoundInfo(1, 0))
+    new, ups, A, B = one_pair_round(alg, TEMPLATE, CLIENTS, SPEC)
     w = [20, 60]
-    A = np.average([_np(ups[c.cid].tensors["l.lora_A"]) for c in CLIENTS], 0, w)
-    B = np.average([_np(ups[c.cid].tensors["l.lora_B"]) for c in CLIENTS], 0, w)
     heads = [_np(ups[c.cid].tensors["head.weight"]) for c in CLIENTS]
     assert np.allclose(_np(new.tensors["l.lora_A"]), A, atol=1e-6)
     assert np.allclose(_np(new.tensors["l.lora_B"]), B, atol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from ilora.tensors import num_bytes
 from ilora.types import ClientContext, ClientInfo, RoundInfo, Upload
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
+S2 = SPEC.scale(2)
 W0 = np.random.default_rng(0).normal(size=(4, 3))  # (d_out, d_in)
 TEMPLATE = {"l.base": torch.tensor(W0, dtype=torch.float32), "head.weight": torch.ones(2, 2)}
 
@@ -87,22 +90,30 @@ def test_the_installed_model_is_the_pretrained_one(tiny_setup: TinySetup) -> Non
         assert torch.allclose(model(x), plain(x), atol=1e-5)
 
 
-def test_merge_is_s_times_product_of_averages_minus_the_start() -> None:
-    alg, g = create_algorithm("frlora"), torch.Generator().manual_seed(1)
+def _one_round(args: dict[str, str], seed: int) -> tuple[Any, dict[int, Upload], np.ndarray]:
+    """Return the state after two rank-2 clients (weights 20, 60) moved B0, A0 once.
+
+    Also the uploads and the exact merge ``Σ p_k s B_k A_k − s B0 A0``.
+    """
+    alg, g = create_algorithm("frlora", args), torch.Generator().manual_seed(seed)
     clients = [ClientInfo(0, 2, 20), ClientInfo(1, 2, 60)]
     state = alg.server_init(TEMPLATE, clients, SPEC, 0)
-    s, w = SPEC.scale(2), [20.0, 60.0]
     setup, _ = _start(alg, state, clients[0], RoundInfo(1, 0))
-    ups = {c.cid: _move(setup.factors, g, w[c.cid]) for c in clients}
-    new = alg.aggregate(state, ups, RoundInfo(1, 0))
+    ups = {c.cid: _move(setup.factors, g, float(c.num_examples)) for c in clients}
+    exact = sum(
+        u.weight / 80 * S2 * _np(u.tensors["l.lora_B"]) @ _np(u.tensors["l.lora_A"])
+        for u in ups.values()
+    ) - _principal(2)
+    return alg.aggregate(state, ups, RoundInfo(1, 0)), ups, exact
+
+
+def test_merge_is_s_times_product_of_averages_minus_the_start() -> None:
+    new, ups, exact = _one_round({}, 1)
+    w = [20.0, 60.0]
     A = np.average([_np(ups[c].tensors["l.lora_A"]) for c in (0, 1)], 0, w)
     B = np.average([_np(ups[c].tensors["l.lora_B"]) for c in (0, 1)], 0, w)
-    paper = s * B @ A - _principal(2)  # s(B̄Ā − B0A0)
+    paper = S2 * B @ A - _principal(2)  # s(B̄Ā − B0A0)
     assert np.allclose(_np(new.residual["l.residual"]), paper, atol=1e-5)
-    exact = sum(
-        (w[c] / 80) * s * _np(ups[c].tensors["l.lora_B"]) @ _np(ups[c].tensors["l.lora_A"])
-        for c in (0, 1)
-    ) - _principal(2)
     assert np.abs(paper - exact).max() > 1e-2  # the product of averages is not exact
     ref_error = np.linalg.norm(paper - exact) / np.linalg.norm(exact)
     assert new.metrics["agg_error"] == pytest.approx(ref_error, rel=1e-4)
@@ -111,17 +122,7 @@ def test_merge_is_s_times_product_of_averages_minus_the_start() -> None:
 
 
 def test_exact_merge_is_the_average_of_products() -> None:
-    alg, g = create_algorithm("frlora", {"merge": "exact"}), torch.Generator().manual_seed(2)
-    clients = [ClientInfo(0, 2, 20), ClientInfo(1, 2, 60)]
-    state = alg.server_init(TEMPLATE, clients, SPEC, 0)
-    s, w = SPEC.scale(2), [20.0, 60.0]
-    setup, _ = _start(alg, state, clients[0], RoundInfo(1, 0))
-    ups = {c.cid: _move(setup.factors, g, w[c.cid]) for c in clients}
-    new = alg.aggregate(state, ups, RoundInfo(1, 0))
-    exact = sum(
-        (w[c] / 80) * s * _np(ups[c].tensors["l.lora_B"]) @ _np(ups[c].tensors["l.lora_A"])
-        for c in (0, 1)
-    ) - _principal(2)
+    new, _, exact = _one_round({"merge": "exact"}, 2)
     assert np.allclose(_np(new.residual["l.residual"]), exact, atol=1e-5)
     assert new.metrics["agg_error"] < 1e-6
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,6 +131,18 @@ def test_agg_error_compares_with_the_clients_sketched_adapters() -> None:
     assert new.metrics["agg_error"] == pytest.approx(np.sqrt(num / den), rel=1e-6)
 
 
+def _random_start(
+    model: torch.nn.Module, clients: list[ClientInfo], spec: LoRASpec, seed: int
+) -> tuple[Any, Any, torch.Generator]:
+    """Return FSLoRA, its state with random global factors (not B = 0) and the generator."""
+    alg = create_algorithm("fslora")
+    state = alg.server_init(template(model), clients, spec, 0)
+    g = torch.Generator().manual_seed(seed)
+    lora = [k for k in state.tensors if ".lora_" in k]
+    factors = {k: torch.randn(state.tensors[k].shape, generator=g) for k in lora}
+    return alg, replace(state, tensors={**state.tensors, **factors}), g
+
+
 @pytest.mark.parametrize("rslora", [False, True])
 def test_client_model_and_gradients_are_eq4(rslora: bool) -> None:
     """The installed slices give the forward W0 + s(r)·B S A and exactly its B, A gradients on
@@ -137,16 +150,7 @@ def test_client_model_and_gradients_are_eq4(rslora: bool) -> None:
     spec = LoRASpec(alpha=4.0, rank=6, rslora=rslora)
     setup = TinySetup(spec, [2, 6])
     model, clients = setup.model(), setup.clients()
-    alg = create_algorithm("fslora")
-    state = alg.server_init(template(model), clients, spec, 0)
-    g = torch.Generator().manual_seed(2)
-    state = replace(
-        state,
-        tensors={
-            k: (torch.randn(v.shape, generator=g) if ".lora_" in k else v)
-            for k, v in state.tensors.items()
-        },
-    )
+    alg, state, g = _random_start(model, clients, spec, 2)
     c, rnd, r = clients[0], RoundInfo(1, 0), 6
     pay = alg.download(state, c, rnd)
     ctx = make_context(model, pay, c, rnd, spec, setup.train)
@@ -194,16 +198,7 @@ def test_components_outside_the_sketch_are_bitwise_unchanged_after_a_round() -> 
     spec = LoRASpec(alpha=4.0, rank=6, rslora=True)
     setup = TinySetup(spec, [2, 6], TrainConfig(steps=3, batch_size=8, lr=0.05, weight_decay=0.1))
     model, clients = setup.model(), setup.clients()
-    alg = create_algorithm("fslora")
-    state = alg.server_init(template(model), clients, spec, 0)
-    g = torch.Generator().manual_seed(5)
-    state = replace(
-        state,
-        tensors={
-            k: (torch.randn(v.shape, generator=g) if ".lora_" in k else v)
-            for k, v in state.tensors.items()
-        },
-    )
+    alg, state, g = _random_start(model, clients, spec, 5)
     c, rnd = clients[0], RoundInfo(1, 0)
     pay = alg.download(state, c, rnd)
     up, _ = client_round(alg, model, tiny_data(24, 1), pay, {}, c, rnd, spec, setup.train)

@@ -9,6 +9,7 @@ from torch import nn
 
 from ilora.lora.layer import LoRALinear
 from ilora.lora.spec import LoRASpec
+from reference_math import top_m_gate
 
 D_IN, D_OUT, R, M, OWN = 5, 4, 2, 3, 1
 # router outputs 0..4 -> experts 0, 1, 2, 1, 1 (outputs >= M map to the own expert 1); the layer
@@ -42,11 +43,7 @@ def _reference(layer: LoRALinear, x: np.ndarray, seed: int = 0) -> tuple[np.ndar
     s = 6.0 / R
     ys, chosen = [], []
     for t in x:
-        logits = G @ t
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        kept = np.argsort(-p, kind="stable")[:M]
-        w = p[kept] / p[kept].sum()
+        kept, w = top_m_gate(G @ t, M)
         y = W @ t + b
         for j, wj in zip(kept, w, strict=True):
             e = EXPERT_OF_OUTPUT[j]

@@ -30,6 +30,7 @@ from ilora.types import (
 )
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 class Algorithm(Generic[S]):
@@ -160,6 +161,14 @@ SOURCES = {
     "ours": "this project's choice where the paper is silent, or its improvement (help says why)",
     "engine": "a knob of this project with no counterpart in the paper",
 }
+
+
+def hyperparameter(default: T, source: str, help: str) -> T:
+    """Return a hyperparameter's dataclass field: its ``default``, ``source`` and ``help``.
+
+    ``source`` is one of :data:`SOURCES`; the contract test checks both for every algorithm.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "source": source})
 
 
 def hyperparameter_source(cls: type) -> dict[str, str]:

@@ -102,7 +102,7 @@ from ilora.algorithms._shared import (
     normalized_weights,
     truncated,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import strip_prefix, with_prefix
@@ -150,45 +150,35 @@ class CELoRA(Algorithm[CELoRAState]):
     stateful_clients = True
     personalized = True
 
-    lam: float = field(
-        default=1.0,
-        metadata={
-            "help": "λ: strength of the similarity term in the weights (0 = p, FedAvg of C); "
-            "ours: the server is unreleased and the paper gives no value",
-            "source": "ours",
-        },
+    lam: float = hyperparameter(
+        1.0,
+        "ours",
+        "λ: strength of the similarity term in the weights (0 = p, FedAvg of C); "
+        "ours: the server is unreleased and the paper gives no value",
     )
-    beta: float = field(
-        default=0.5,
-        metadata={
-            "help": "β: share of data similarity (vs model similarity), [0, 1]; ours: the paper "
-            "gives no value, 0.5 weighs both kinds of similarity equally",
-            "source": "ours",
-        },
+    beta: float = hyperparameter(
+        0.5,
+        "ours",
+        "β: share of data similarity (vs model similarity), [0, 1]; ours: the paper "
+        "gives no value, 0.5 weighs both kinds of similarity equally",
     )
-    model_similarity: Literal["update", "weights"] = field(
-        default="update",
-        metadata={
-            "help": "cosine of the core updates C_j - C_j^sent (update) or of C_j (weights); "
-            "ours: the paper gives no formula, and updates are less dominated by the shared init",
-            "source": "ours",
-        },
+    model_similarity: Literal["update", "weights"] = hyperparameter(
+        "update",
+        "ours",
+        "cosine of the core updates C_j - C_j^sent (update) or of C_j (weights); "
+        "ours: the paper gives no formula, and updates are less dominated by the shared init",
     )
-    bandwidth: float = field(
-        default=0.0,
-        metadata={
-            "help": "σ of s^D = overlap·exp(-F/σ); 0 = median of F over the round's pairs "
-            "(ours: the paper gives no σ, the median heuristic needs no tuning per task)",
-            "source": "ours",
-        },
+    bandwidth: float = hyperparameter(
+        0.0,
+        "ours",
+        "σ of s^D = overlap·exp(-F/σ); 0 = median of F over the round's pairs "
+        "(ours: the paper gives no σ, the median heuristic needs no tuning per task)",
     )
-    stats_batches: int = field(
-        default=0,
-        metadata={
-            "help": "local batches whose backbone features form the statistics; 0 = all (released "
-            "code: the whole training set)",
-            "source": "code",
-        },
+    stats_batches: int = hyperparameter(
+        0,
+        "code",
+        "local batches whose backbone features form the statistics; 0 = all (released "
+        "code: the whole training set)",
     )
 
     def __post_init__(self) -> None:

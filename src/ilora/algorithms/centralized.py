@@ -7,19 +7,19 @@ together, so the compute budget matches. The server simply keeps what that clien
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import FactorState, global_factor_state
-from ilora.algorithms.base import Algorithm, register
-from ilora.lora.spec import LoRASpec
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.algorithms._pair_servers import GlobalPairServer
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms.base import register
+from ilora.types import RoundInfo, Upload
 
 
 @register("centralized")
 @dataclass(frozen=True)
-class Centralized(Algorithm[FactorState]):
+class Centralized(GlobalPairServer):
     """Pooled-data training (see the module docstring). No hyperparameters.
 
     Bytes per round (one pooled client at the largest rank ``r``), float32, per adapted layer
@@ -30,14 +30,6 @@ class Centralized(Algorithm[FactorState]):
     heterogeneous_ranks = True
     pooled_data = True
 
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return global_factor_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        return Payload(dict(state.tensors))
-
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
@@ -45,9 +37,6 @@ class Centralized(Algorithm[FactorState]):
             raise ValueError(f"centralized expects exactly one (pooled) client, got {len(uploads)}")
         (only,) = uploads.values()
         return replace(state, tensors=dict(only.tensors), metrics={"agg_error": 0.0})
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return LocalSetup(factors=dict(state.tensors))
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic

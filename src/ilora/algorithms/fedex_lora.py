@@ -35,34 +35,28 @@ model. The server sets the new global model to the weighted mean of the clients'
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._pair_servers import ResidualServer
 from ilora.algorithms._shared import (
     FactorState,
     dense_agg_error,
-    head_of,
     ideal_stack,
-    init_factors,
-    layer_shapes,
-    max_rank,
     mean_extras,
     normalized_weights,
     rank_of,
     truncated,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
-from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
 from ilora.types import (
-    ClientContext,
     ClientInfo,
-    LocalSetup,
     Payload,
     RoundInfo,
     TensorDict,
@@ -72,7 +66,7 @@ from ilora.types import (
 
 @register("fedex-lora")
 @dataclass(frozen=True)
-class FedExLoRA(Algorithm[FactorState]):
+class FedExLoRA(ResidualServer):
     """FedEx-LoRA (see the module docstring). No hyperparameters.
 
     State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
@@ -83,18 +77,6 @@ class FedExLoRA(Algorithm[FactorState]):
     """
 
     heterogeneous_ranks = True
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        r = max_rank(clients)
-        factors = init_factors(template, r, lora, seed, "lora-init")
-        residual = {
-            keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
-            for m, (d_out, d_in) in layer_shapes(template).items()
-        }
-        head = {k: v.clone() for k, v in head_of(template).items()}
-        return FactorState({**factors, **residual, **head}, lora, r)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         tensors = truncated(state.tensors, client.rank)
@@ -140,12 +122,6 @@ class FedExLoRA(Algorithm[FactorState]):
         tensors = {**mean, **residual, **mean_extras(uploads)}
         return replace(state, tensors=tensors, metrics=metrics)
 
-    def export(self, state: FactorState) -> LocalSetup:
-        return _split(state.tensors)
-
-    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
-        return _split(ctx.payload.tensors), cstate
-
 
 def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
     """Return ``R_k = R + s(r_max) B̄Ā − s(r) B̄_r Ā_r`` in float64 ``(d_out, d_in)``.
@@ -162,11 +138,6 @@ def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
     # (d_out, r_max) @ (r_max, d_in) and (d_out, r) @ (r, d_in) -> (d_out, d_in)
     return R + lora.scale(state.rank) * (B @ A) - lora.scale(r) * (B[:, :r] @ A[:r])
 
-
-def _split(tensors: Mapping[str, torch.Tensor]) -> LocalSetup:
-    """Return a setup with the residuals installed under the (trainable) factors and head."""
-    residual = keys.of_kind(tensors, "residual")
-    return LocalSetup({k: v for k, v in tensors.items() if k not in residual}, residual)
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FedExLoRA)(traffic.pair_and_residual_down)  # + the residual down

@@ -20,28 +20,24 @@ rank both are the paper.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from ilora.algorithms import traffic
+from ilora.algorithms._pair_servers import PaddedPairServer
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
-    b_to_global,
-    global_factor_state,
     global_pair_error,
-    rank_download,
-    truncated,
 )
-from ilora.algorithms.base import Algorithm, register
-from ilora.lora.spec import LoRASpec
+from ilora.algorithms.base import hyperparameter, register
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import RoundInfo, Upload
 
 
 @register("fedit")
 @dataclass(frozen=True)
-class FedIT(Algorithm[FactorState]):
+class FedIT(PaddedPairServer):
     """FedAvg of A and B (see the module docstring).
 
     Bytes per client per round, float32, per adapted layer ``(d_out, d_in)`` at the client's
@@ -52,16 +48,7 @@ class FedIT(Algorithm[FactorState]):
     heterogeneous_ranks = True
     mean_aggregation = True  # Ā, B̄ and the head are Σ p_k lift(u_k), lift = zero-pad to r_max
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return global_factor_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = truncated(state.tensors, client.rank)
-        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -72,13 +59,6 @@ class FedIT(Algorithm[FactorState]):
         return replace(
             state, tensors=new, metrics={"agg_error": global_pair_error(state, uploads, new)}
         )
-
-    def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
-        mapped = b_to_global(tensors, state.lora, state.rank) if self.rescale_b else tensors
-        return truncated(mapped, state.rank)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return LocalSetup(factors=dict(state.tensors))
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic

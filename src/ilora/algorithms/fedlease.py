@@ -131,7 +131,7 @@ from ilora.algorithms._shared import (
     rank_of,
     truncated,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
@@ -190,21 +190,15 @@ class FedLEASE(Algorithm[FedLEASEState]):
     stateful_clients = True
     personalized = True
 
-    warmup_rounds: int = field(
-        default=5,
-        metadata={
-            "help": "warm-up rounds E_w of local-only LoRA training before clustering (released "
-            "code: 5)",
-            "source": "code",
-        },
+    warmup_rounds: int = hyperparameter(
+        5,
+        "code",
+        "warm-up rounds E_w of local-only LoRA training before clustering (released code: 5)",
     )
-    max_experts: int = field(
-        default=4,
-        metadata={
-            "help": "largest number of experts M_max tried by the silhouette search (released "
-            "code: 4)",
-            "source": "code",
-        },
+    max_experts: int = hyperparameter(
+        4,
+        "code",
+        "largest number of experts M_max tried by the silhouette search (released code: 4)",
     )
 
     def __post_init__(self) -> None:

@@ -53,35 +53,17 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ilora.algorithms import traffic
-from ilora.algorithms._merging import merging_aggregate, merging_state
-from ilora.algorithms._shared import (
-    RESCALE_HELP,
-    FactorState,
-    b_to_global,
-    rank_download,
-    split_residual,
-    truncated,
-)
-from ilora.algorithms.base import Algorithm, register
-from ilora.lora.spec import LoRASpec
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.algorithms._pair_servers import MergingServer
+from ilora.algorithms._shared import RESCALE_HELP
+from ilora.algorithms.base import hyperparameter, register
 
 
 @register("fedloru")
 @dataclass(frozen=True)
-class FedLoRU(Algorithm[FactorState]):
+class FedLoRU(MergingServer):
     """FedLoRU (see the module docstring).
 
     State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
@@ -91,44 +73,18 @@ class FedLoRU(Algorithm[FactorState]):
     heterogeneous_ranks = True
     mean_aggregation = True  # the averages are Σ p_k lift(u_k), lift = zero-pad to r_max
 
-    tau: int = field(
-        default=5,
-        metadata={
-            "help": "merge s·B·A into the residual and restart the factors every tau rounds "
-            "(paper: 50 of 400; ours: 5, scaled to this project's shorter runs); 0 = never",
-            "source": "ours",
-        },
+    tau: int = hyperparameter(
+        5,
+        "ours",
+        "merge s·B·A into the residual and restart the factors every tau rounds "
+        "(paper: 50 of 400; ours: 5, scaled to this project's shorter runs); 0 = never",
     )
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         if self.tau < 0:
             raise ValueError(f"fedloru.tau must be >= 0 (0 = never merge), got {self.tau}")
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return merging_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = truncated(state.tensors, client.rank)
-        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
-
-    def aggregate(
-        self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
-    ) -> FactorState:
-        return merging_aggregate(state, uploads, rnd, self.tau, self.rescale_b)
-
-    def lift(self, state: FactorState, tensors: TensorDict) -> TensorDict:
-        mapped = b_to_global(tensors, state.lora, state.rank) if self.rescale_b else tensors
-        return truncated(mapped, state.rank)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return split_residual(state.tensors)
-
-    def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
-        return split_residual(ctx.payload.tensors), cstate
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic

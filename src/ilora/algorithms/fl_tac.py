@@ -88,7 +88,7 @@ from ilora.algorithms._shared import (
     truncated,
     uploads_to_global,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
@@ -120,31 +120,23 @@ class FLTAC(Algorithm[FLTACState]):
     heterogeneous_ranks = True
     personalized = True
 
-    num_clusters: int = field(
-        default=2,
-        metadata={
-            "help": "K of the server's K-means over the adapters, >= 1; the paper sets K = "
-            "the number of tasks (ours: 2, as the registry cannot know it; set it per run)",
-            "source": "ours",
-        },
+    num_clusters: int = hyperparameter(
+        2,
+        "ours",
+        "K of the server's K-means over the adapters, >= 1; the paper sets K = "
+        "the number of tasks (ours: 2, as the registry cannot know it; set it per run)",
     )
-    head: Literal["cluster", "global"] = field(
-        default="cluster",
-        metadata={
-            "help": "cluster: FedAvg the head within each cluster; global: over all "
-            "(ours: the paper does not exchange the head, its code shares one head by all clients)",
-            "source": "ours",
-        },
+    head: Literal["cluster", "global"] = hyperparameter(
+        "cluster",
+        "ours",
+        "cluster: FedAvg the head within each cluster; global: over all "
+        "(ours: the paper does not exchange the head, its code shares one head by all clients)",
     )
 
-    kmeans_starts: int = field(
-        default=10,
-        metadata={
-            "help": "k-means runs, the lowest-cost kept (released code: n_init=10)",
-            "source": "code",
-        },
+    kmeans_starts: int = hyperparameter(
+        10, "code", "k-means runs, the lowest-cost kept (released code: n_init=10)"
     )
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         if isinstance(self.kmeans_starts, bool) or not isinstance(self.kmeans_starts, int):

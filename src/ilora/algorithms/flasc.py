@@ -82,7 +82,7 @@ from ilora.algorithms._shared import (
     normalized_weights,
     truncated,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
@@ -126,55 +126,32 @@ class FLASC(Algorithm[FLASCState]):
 
     heterogeneous_ranks = True
 
-    density_down: float = field(
-        default=0.25,
-        metadata={
-            "help": "share of entries kept in the download, in (0, 1] (1/4: one of the paper's "
-            "densities)",
-            "source": "paper",
-        },
+    density_down: float = hyperparameter(
+        0.25,
+        "paper",
+        "share of entries kept in the download, in (0, 1] (1/4: one of the paper's densities)",
     )
-    density_up: float = field(
-        default=0.25,
-        metadata={
-            "help": "share of delta entries kept in the upload, in (0, 1] (1/4: one of the "
-            "paper's densities)",
-            "source": "paper",
-        },
+    density_up: float = hyperparameter(
+        0.25,
+        "paper",
+        "share of delta entries kept in the upload, in (0, 1] (1/4: one of the paper's densities)",
     )
-    server_lr: float = field(
-        default=1e-3,
-        metadata={"help": "server Adam learning rate (released code: 1e-3)", "source": "code"},
+    server_lr: float = hyperparameter(
+        1e-3, "code", "server Adam learning rate (released code: 1e-3)"
     )
-    beta1: float = field(
-        default=0.9,
-        metadata={
-            "help": "server Adam beta1, in [0, 1) (released code: torch's default)",
-            "source": "code",
-        },
+    beta1: float = hyperparameter(
+        0.9, "code", "server Adam beta1, in [0, 1) (released code: torch's default)"
     )
-    beta2: float = field(
-        default=0.999,
-        metadata={
-            "help": "server Adam beta2, in [0, 1) (released code: torch's default)",
-            "source": "code",
-        },
+    beta2: float = hyperparameter(
+        0.999, "code", "server Adam beta2, in [0, 1) (released code: torch's default)"
     )
-    eps: float = field(
-        default=1e-8,
-        metadata={
-            "help": "server Adam epsilon, > 0 (released code: torch's default)",
-            "source": "code",
-        },
+    eps: float = hyperparameter(
+        1e-8, "code", "server Adam epsilon, > 0 (released code: torch's default)"
     )
-    export_masked: bool = field(
-        default=True,
-        metadata={
-            "help": "evaluate the global model masked at density_down (code) or dense",
-            "source": "code",
-        },
+    export_masked: bool = hyperparameter(
+        True, "code", "evaluate the global model masked at density_down (code) or dense"
     )
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         for name in ("density_down", "density_up"):

@@ -27,7 +27,7 @@ import torch
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import ideal_stack, init_factors, max_rank, mean_extras
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import pad_rank, svd_of_product
 from ilora.lora.spec import LoRASpec
@@ -67,12 +67,8 @@ class FlexLoRA(Algorithm[FlexLoRAState]):
 
     heterogeneous_ranks = True
 
-    dense: bool = field(
-        default=False,
-        metadata={
-            "help": "form the dense ΔW and use torch.linalg.svd (a reference; slow)",
-            "source": "engine",
-        },
+    dense: bool = hyperparameter(
+        False, "engine", "form the dense ΔW and use torch.linalg.svd (a reference; slow)"
     )
 
     def __post_init__(self) -> None:

@@ -39,8 +39,8 @@ from ilora.algorithms._shared import (
     head_of,
     ideal_stack,
     init_factors,
-    layer_shapes,
     mean_extras,
+    zero_residuals,
 )
 from ilora.algorithms.base import Algorithm, register
 from ilora.lora import keys
@@ -73,12 +73,8 @@ class FLoRA(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
-        residual = {
-            keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
-            for m, (d_out, d_in) in layer_shapes(template).items()
-        }
         head = {k: v.clone() for k, v in head_of(template).items()}
-        return FactorState({**residual, **head}, lora, rank=0)
+        return FactorState({**zero_residuals(template), **head}, lora, rank=0)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         return Payload(dict(state.tensors))

@@ -77,7 +77,7 @@ from ilora.algorithms._shared import (
     normalized_weights,
     rank_of,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import pad_rank
 from ilora.lora.spec import LoRASpec
@@ -120,13 +120,11 @@ class FRLoRA(Algorithm[FRLoRAState]):
     heterogeneous_ranks = True
     stateful_clients = True  # only a cache of the client's principal factors (see client_init)
 
-    merge: Literal["factors", "exact"] = field(
-        default="factors",
-        metadata={
-            "help": "factors: s(B̄Ā − B0A0), the paper's product of averages; "
-            "exact: Σ p_k s_k (B_k A_k − B0_k A0_k)",
-            "source": "paper",
-        },
+    merge: Literal["factors", "exact"] = hyperparameter(
+        "factors",
+        "paper",
+        "factors: s(B̄Ā − B0A0), the paper's product of averages; "
+        "exact: Σ p_k s_k (B_k A_k − B0_k A0_k)",
     )
 
     def __post_init__(self) -> None:

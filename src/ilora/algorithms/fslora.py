@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -78,7 +78,7 @@ from ilora.algorithms._shared import (
     mean_extras,
     normalized_weights,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import stack
 from ilora.lora.spec import LoRASpec
@@ -121,14 +121,12 @@ class FSLoRA(Algorithm[FactorState]):
 
     heterogeneous_ranks = True
 
-    global_rank: int = field(
-        default=0,
-        metadata={
-            "help": "rank r of the global factors (>= every client rank); 0 = the largest "
-            "client rank (ours: as large as the other methods' global model; the paper's "
-            "r=64 is twice its largest k_i)",
-            "source": "ours",
-        },
+    global_rank: int = hyperparameter(
+        0,
+        "ours",
+        "rank r of the global factors (>= every client rank); 0 = the largest "
+        "client rank (ours: as large as the other methods' global model; the paper's "
+        "r=64 is twice its largest k_i)",
     )
 
     def __post_init__(self) -> None:

@@ -35,18 +35,18 @@ Choices where the sources are silent or ambiguous:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._pair_servers import GlobalPairServer
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     FactorState,
     b_ratio,
-    global_factor_state,
     global_pair_error,
     mean_extras,
     normalized_weights,
@@ -54,10 +54,9 @@ from ilora.algorithms._shared import (
     rank_of,
     uploads_to_global,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import fro_norm_sq, resize_rank
-from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
 from ilora.types import (
     ClientContext,
@@ -74,7 +73,7 @@ RANK = "hetlora/rank"  # cstate: the client's current (possibly pruned) rank, a 
 
 @register("hetlora")
 @dataclass(frozen=True)
-class HetLoRA(Algorithm[FactorState]):
+class HetLoRA(GlobalPairServer):
     """HetLoRA (see the module docstring).
 
     Bytes per client per round (float32), per adapted layer ``(d_out, d_in)``: download
@@ -86,46 +85,34 @@ class HetLoRA(Algorithm[FactorState]):
     heterogeneous_ranks = True
     stateful_clients = True
 
-    weighting: Literal["norm", "norm_times_data"] = field(
-        default="norm",
-        metadata={
-            "help": "norm: w_k ∝ ‖B_k A_k‖_F (paper); norm_times_data: w_k ∝ p_k ‖B_k A_k‖_F",
-            "source": "paper",
-        },
+    weighting: Literal["norm", "norm_times_data"] = hyperparameter(
+        "norm", "paper", "norm: w_k ∝ ‖B_k A_k‖_F (paper); norm_times_data: w_k ∝ p_k ‖B_k A_k‖_F"
     )
-    gamma: float = field(
-        default=1e-3,
-        metadata={
-            "help": "weight of the regulariser on the trailing rank components (ours: the paper's "
-            "value is not in our sources)",
-            "source": "ours",
-        },
+    gamma: float = hyperparameter(
+        1e-3,
+        "ours",
+        "weight of the regulariser on the trailing rank components (ours: the paper's "
+        "value is not in our sources)",
     )
-    prune_fraction: float = field(
-        default=0.25,
-        metadata={
-            "help": "share of a client's rank that is regularised and pruned (ours: the paper's "
-            "pruning step is not in our sources)",
-            "source": "ours",
-        },
+    prune_fraction: float = hyperparameter(
+        0.25,
+        "ours",
+        "share of a client's rank that is regularised and pruned (ours: the paper's "
+        "pruning step is not in our sources)",
     )
-    prune_threshold: float = field(
-        default=0.05,
-        metadata={
-            "help": "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune "
-            "(ours: the paper's threshold is not in our sources)",
-            "source": "ours",
-        },
+    prune_threshold: float = hyperparameter(
+        0.05,
+        "ours",
+        "prune when ‖trailing BA‖_F / ‖BA‖_F falls below this; 0 = never prune "
+        "(ours: the paper's threshold is not in our sources)",
     )
-    min_rank: int = field(
-        default=1,
-        metadata={
-            "help": "no client is pruned below this rank (ours: the paper gives no floor, 1 keeps "
-            "every client training)",
-            "source": "ours",
-        },
+    min_rank: int = hyperparameter(
+        1,
+        "ours",
+        "no client is pruned below this rank (ours: the paper gives no floor, 1 keeps "
+        "every client training)",
     )
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         if self.weighting not in ("norm", "norm_times_data"):
@@ -140,11 +127,6 @@ class HetLoRA(Algorithm[FactorState]):
             raise ValueError(f"min_rank must be >= 1, got {self.min_rank}")
 
     # ---- server
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return global_factor_state(template, clients, lora, seed)
-
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         out = _at_rank(state.tensors, client.rank)
         return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
@@ -166,9 +148,6 @@ class HetLoRA(Algorithm[FactorState]):
                 "upload_rank_mean": _mean_upload_rank(uploads),  # < r_k once clients prune
             },
         )
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return LocalSetup(factors=dict(state.tensors))
 
     def weights(self, uploads: Mapping[int, Upload]) -> dict[int, float]:
         """Return the normalised aggregation weights of the factors by client id."""

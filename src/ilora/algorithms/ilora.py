@@ -80,7 +80,7 @@ from ilora.algorithms._ilora_factors import (
 from ilora.algorithms._redistribution import Terms, redistribute, unheld_components
 from ilora.algorithms._robust_products import median_extras
 from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import Algorithm, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import error_terms, resize_rank, stack
 from ilora.lora.spec import LoRASpec
@@ -129,66 +129,47 @@ class ILoRA(Algorithm[ILoRAState]):
     multiplies_uploads = True  # B_c A_c = Σ p_k s_k B_k A_k
     stateful_clients = True
 
-    control_variates: bool = field(
-        default=False,
-        metadata={"help": "rank-aware SCAFFOLD control variates (ILoRA-S)", "source": "paper"},
+    control_variates: bool = hyperparameter(
+        False, "paper", "rank-aware SCAFFOLD control variates (ILoRA-S)"
     )
-    redistribute: Literal["qr", "svd", "qr_literal"] = field(
-        default="qr",
-        metadata={
-            "help": "qr: the paper's leading-column QR, in factor space; svd: best rank-r "
-            "factors (ours); qr_literal: the released code's dense QR",
-            "source": "paper",
-        },
+    redistribute: Literal["qr", "svd", "qr_literal"] = hyperparameter(
+        "qr",
+        "paper",
+        "qr: the paper's leading-column QR, in factor space; svd: best rank-r "
+        "factors (ours); qr_literal: the released code's dense QR",
     )
-    split: Literal["qr", "balanced"] = field(
-        default="qr",
-        metadata={
-            "help": "qr: B = Q orthonormal, A = R (paper); balanced: B = U√S, A = √S Vᵀ",
-            "source": "paper",
-        },
+    split: Literal["qr", "balanced"] = hyperparameter(
+        "qr", "paper", "qr: B = Q orthonormal, A = R (paper); balanced: B = U√S, A = √S Vᵀ"
     )
-    offset: Literal["shared", "per_client"] = field(
-        default="shared",
-        metadata={
-            "help": "shared (ours): one rank-r_max QR-init offset and each client's change "
-            "relative to its start, so mixed ranks aggregate exactly and an untrained round "
-            "keeps the model (equal ranks: the paper's); per_client: each client's own (paper)",
-            "source": "ours",
-        },
+    offset: Literal["shared", "per_client"] = hyperparameter(
+        "shared",
+        "ours",
+        "shared (ours): one rank-r_max QR-init offset and each client's change "
+        "relative to its start, so mixed ranks aggregate exactly and an untrained round "
+        "keeps the model (equal ranks: the paper's); per_client: each client's own (paper)",
     )
-    fold_scaling: bool = field(
-        default=True,
-        metadata={
-            "help": "aggregate s_k B_k A_k and send A/s_j (ours: the paper is silent and the "
-            "released code's raw B_k A_k, false, amplifies low ranks by α/r_k)",
-            "source": "ours",
-        },
+    fold_scaling: bool = hyperparameter(
+        True,
+        "ours",
+        "aggregate s_k B_k A_k and send A/s_j (ours: the paper is silent and the "
+        "released code's raw B_k A_k, false, amplifies low ranks by α/r_k)",
     )
-    init_rms: float = field(
-        default=1e-4,
-        metadata={"help": "RMS of the initial BA (released code); 0 = raw Q, R", "source": "code"},
+    init_rms: float = hyperparameter(
+        1e-4, "code", "RMS of the initial BA (released code); 0 = raw Q, R"
     )
-    init_offset: Literal["alpha_over_r", "one"] = field(
-        default="alpha_over_r",
-        metadata={
-            "help": "base offset of the QR init: alpha_over_r keeps W0 exactly, as the paper "
-            "states; one = released code",
-            "source": "paper",
-        },
+    init_offset: Literal["alpha_over_r", "one"] = hyperparameter(
+        "alpha_over_r",
+        "paper",
+        "base offset of the QR init: alpha_over_r keeps W0 exactly, as the paper "
+        "states; one = released code",
     )
-    cv_batches: int = field(
-        default=0,
-        metadata={"help": "batches for c_k+ (0 = one pass: code's option I)", "source": "code"},
-    )
-    robust_products: Literal["none", "median"] = field(
-        default="none",
-        metadata={
-            "help": "ours: median aggregates the coordinate-wise median of the clients' dense "
-            "products s_k B_k A_k (and heads), then the best rank-r factors (Byzantine-robust, "
-            "3+ uploads); none = the paper's weighted concatenation",
-            "source": "paper",
-        },
+    cv_batches: int = hyperparameter(0, "code", "batches for c_k+ (0 = one pass: code's option I)")
+    robust_products: Literal["none", "median"] = hyperparameter(
+        "none",
+        "paper",
+        "ours: median aggregates the coordinate-wise median of the clients' dense "
+        "products s_k B_k A_k (and heads), then the best rank-r factors (Byzantine-robust, "
+        "3+ uploads); none = the paper's weighted concatenation",
     )
 
     def __post_init__(self) -> None:

@@ -27,31 +27,29 @@ artifact's extension (no mapping) is ``rescale_b: false``. With one rank both ar
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import torch
 
 from ilora.algorithms import traffic
+from ilora.algorithms._pair_servers import PaddedPairServer
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
-    global_factor_state,
     ideal_stack,
     mean_extras,
-    truncated,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
-from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import RoundInfo, TensorDict, Upload
 
 
 @register("lora-fair")
 @dataclass(frozen=True)
-class LoRAFAIR(Algorithm[FactorState]):
+class LoRAFAIR(PaddedPairServer):
     """LoRA-FAIR (see the module docstring).
 
     Bytes per client per round, float32, per adapted layer ``(d_out, d_in)`` at the client's
@@ -61,40 +59,21 @@ class LoRAFAIR(Algorithm[FactorState]):
 
     heterogeneous_ranks = True
 
-    lam: float = field(
-        default=0.01,
-        metadata={
-            "help": "ridge weight λ of the B correction (ILoRA artifact: 0.01); 0 = none",
-            "source": "code",
-        },
+    lam: float = hyperparameter(
+        0.01, "code", "ridge weight λ of the B correction (ILoRA artifact: 0.01); 0 = none"
     )
 
-    rescale_b: bool = field(
-        default=True,
-        metadata={
-            "help": "mixed ranks (ours, the paper has one rank): map B by s(r_max)/s(r_k) down "
-            "and back up so a client starts at the global model (false: the ILoRA artifact's "
-            "extension)",
-            "source": "ours",
-        },
+    rescale_b: bool = hyperparameter(
+        True,
+        "ours",
+        "mixed ranks (ours, the paper has one rank): map B by s(r_max)/s(r_k) down "
+        "and back up so a client starts at the global model (false: the ILoRA artifact's "
+        "extension)",
     )
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lam) and self.lam >= 0):
             raise ValueError(f"lam must be a finite number >= 0, got {self.lam}")
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return global_factor_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = truncated(state.tensors, client.rank)
-        ratio = self._b_ratio(state, client.rank)  # s(r_max) / s(r_k)
-        if ratio != 1.0:
-            for k in keys.of_kind(out, "lora_B"):
-                out[k] = (ratio * out[k]).contiguous()  # (d_out, r_k)
-        return Payload(out)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
@@ -113,9 +92,6 @@ class LoRAFAIR(Algorithm[FactorState]):
             applied[m] = (new[kB], s * new[kA])  # what the global model applies
         metrics = {"agg_error": agg_error(ideal, applied)}
         return replace(state, tensors={**new, **mean_extras(uploads)}, metrics=metrics)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return LocalSetup(factors=dict(state.tensors))
 
     def _b_ratio(self, state: FactorState, r: int) -> float:
         """Return ``s(r_max)/s(r)``, the factor B is sent with (1 without ``rescale_b``)."""

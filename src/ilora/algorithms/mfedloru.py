@@ -57,13 +57,14 @@ dense residual); upload ``4·r·(d_out + d_in + 2R)`` (``P^B, Q^B, P^A, Q^A``) w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
 from ilora.algorithms import traffic
-from ilora.algorithms._merging import install_round, merging_state
+from ilora.algorithms._merging import install_round
+from ilora.algorithms._pair_servers import ResidualServer
 from ilora.algorithms._shared import (
     FactorState,
     agg_error,
@@ -73,10 +74,9 @@ from ilora.algorithms._shared import (
     normalized_weights,
     split_residual,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import stack
-from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
 from ilora.types import (
@@ -94,7 +94,7 @@ OUTER = {"lora_A": "outer_A", "lora_B": "outer_B"}  # the frozen global pair of 
 
 @register("mfedloru")
 @dataclass(frozen=True)
-class MFedLoRU(Algorithm[FactorState]):
+class MFedLoRU(ResidualServer):
     """mFedLoRU (see the module docstring).
 
     State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
@@ -104,23 +104,16 @@ class MFedLoRU(Algorithm[FactorState]):
     heterogeneous_ranks = True
     multiplies_uploads = True  # reconstruct: A + P Q of the uploaded nested factors
 
-    tau: int = field(
-        default=5,
-        metadata={
-            "help": "merge s·B·A into the residual and restart the factors every tau rounds "
-            "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
-            "source": "ours",
-        },
+    tau: int = hyperparameter(
+        5,
+        "ours",
+        "merge s·B·A into the residual and restart the factors every tau rounds "
+        "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
     )
 
     def __post_init__(self) -> None:
         if self.tau < 0:
             raise ValueError(f"mfedloru.tau must be >= 0 (0 = never merge), got {self.tau}")
-
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return merging_state(template, clients, lora, seed)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         if client.rank >= state.rank:
@@ -135,9 +128,6 @@ class MFedLoRU(Algorithm[FactorState]):
         mean = weighted_mean([full[c] for c in cids], [uploads[c].weight for c in cids])
         metrics = {"agg_error": _pair_error(state, full, uploads, mean)}
         return install_round(state, mean, metrics, rnd, self.tau)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return split_residual(state.tensors)
 
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
         shared = split_residual(ctx.payload.tensors)

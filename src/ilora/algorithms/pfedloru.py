@@ -65,26 +65,23 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from ilora.algorithms import traffic
-from ilora.algorithms._merging import merging_aggregate, merging_state
+from ilora.algorithms._pair_servers import MergingServer
 from ilora.algorithms._shared import (
     RESCALE_HELP,
-    FactorState,
     head_of,
     init_factors,
-    rank_download,
     rank_of,
     split_residual,
-    truncated,
     zero_residuals,
 )
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms.base import hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import strip_prefix, with_prefix
@@ -92,8 +89,6 @@ from ilora.types import (
     ClientContext,
     ClientInfo,
     LocalSetup,
-    Payload,
-    RoundInfo,
     TensorDict,
     Upload,
 )
@@ -103,7 +98,7 @@ PERSONAL = "personal/"  # cstate: U_k, L_k (as lora_B, lora_A), R_k (residual), 
 
 @register("pfedloru")
 @dataclass(frozen=True)
-class PFedLoRU(Algorithm[FactorState]):
+class PFedLoRU(MergingServer):
     """pFedLoRU (see the module docstring).
 
     State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
@@ -114,51 +109,40 @@ class PFedLoRU(Algorithm[FactorState]):
     stateful_clients = True
     personalized = True
 
-    tau: int = field(
-        default=5,
-        metadata={
-            "help": "merge s·B·A of the global branch into the residual and restart it every "
-            "tau rounds "
-            "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
-            "source": "ours",
-        },
+    tau: int = hyperparameter(
+        5,
+        "ours",
+        "merge s·B·A of the global branch into the residual and restart it every "
+        "tau rounds "
+        "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
     )
-    schedule: Literal["alternating", "joint"] = field(
-        default="alternating",
-        metadata={
-            "help": "alternating: personal branch (global frozen), then global branch (personal "
-            "frozen); joint: both every step (ours: the paper gives no schedule, alternating "
-            "reads its 'multiple low-rank updates')",
-            "source": "ours",
-        },
+    schedule: Literal["alternating", "joint"] = hyperparameter(
+        "alternating",
+        "ours",
+        "alternating: personal branch (global frozen), then global branch (personal "
+        "frozen); joint: both every step (ours: the paper gives no schedule, alternating "
+        "reads its 'multiple low-rank updates')",
     )
-    personal_rank: int = field(
-        default=0,
-        metadata={
-            "help": "rank r_p of the personal branch; 0 = the client's rank "
-            "(ours: the paper gives no r_p)",
-            "source": "ours",
-        },
+    personal_rank: int = hyperparameter(
+        0,
+        "ours",
+        "rank r_p of the personal branch; 0 = the client's rank (ours: the paper gives no r_p)",
     )
-    personal_fraction: float = field(
-        default=0.5,
-        metadata={
-            "help": "share of the local steps for the personal phase (alternating); "
-            "ours: the paper gives no split, so half",
-            "source": "ours",
-        },
+    personal_fraction: float = hyperparameter(
+        0.5,
+        "ours",
+        "share of the local steps for the personal phase (alternating); "
+        "ours: the paper gives no split, so half",
     )
-    personal_tau: int = field(
-        default=0,
-        metadata={
-            "help": "merge the personal branch into a private residual and restart it every "
-            "personal_tau participations of the client; 0 = never "
-            "(ours: the paper gives no τ_p, so the branch is never merged)",
-            "source": "ours",
-        },
+    personal_tau: int = hyperparameter(
+        0,
+        "ours",
+        "merge the personal branch into a private residual and restart it every "
+        "personal_tau participations of the client; 0 = never "
+        "(ours: the paper gives no τ_p, so the branch is never merged)",
     )
 
-    rescale_b: bool = field(default=True, metadata={"help": RESCALE_HELP, "source": "ours"})
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         for name in ("tau", "personal_rank", "personal_tau"):
@@ -172,24 +156,6 @@ class PFedLoRU(Algorithm[FactorState]):
             raise ValueError(
                 f"pfedloru.personal_fraction must be in (0, 1), got {self.personal_fraction}"
             )
-
-    # ---- server: FedLoRU's
-    def server_init(
-        self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
-    ) -> FactorState:
-        return merging_state(template, clients, lora, seed)
-
-    def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
-        out = truncated(state.tensors, client.rank)
-        return rank_download(out, state.lora, state.rank, client.rank, self.rescale_b)
-
-    def aggregate(
-        self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
-    ) -> FactorState:
-        return merging_aggregate(state, uploads, rnd, self.tau, self.rescale_b)
-
-    def export(self, state: FactorState) -> LocalSetup:
-        return split_residual(state.tensors)
 
     # ---- client
     def personal_steps(self, steps: int) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ilora.config.federation import DataConfig, DPConfig, FaultConfig, FedConfig
+from ilora.config.fields import option
 from ilora.config.training import EvalConfig, LogConfig, TrainConfig
 from ilora.config.yaml_text import ConfigError
 from ilora.lora.spec import LoRASpec
@@ -16,7 +17,7 @@ from ilora.lora.spec import LoRASpec
 class ExperimentConfig:
     """One federated run."""
 
-    algorithm: str = field(default="ilora", metadata={"help": "`ilora list algorithms`"})
+    algorithm: str = option("ilora", "`ilora list algorithms`")
     algorithm_args: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "the algorithm's hyperparameters"}
     )
@@ -28,9 +29,9 @@ class ExperimentConfig:
             "section goes over `train` (e.g. a tuned lr), under --set"
         },
     )
-    task: str = field(default="tiny-text", metadata={"help": "`ilora list tasks`"})
+    task: str = option("tiny-text", "`ilora list tasks`")
     task_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "the task's options"})
-    seed: int = field(default=0, metadata={"help": "run seed: partition, inits, sampling, dropout"})
+    seed: int = option(0, "run seed: partition, inits, sampling, dropout")
     lora: LoRASpec = field(default_factory=LoRASpec)
     data: DataConfig = field(default_factory=DataConfig)
     fed: FedConfig = field(default_factory=FedConfig)

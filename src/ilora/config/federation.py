@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ilora.config.fields import option
 from ilora.config.yaml_text import ConfigError
 
 
@@ -13,10 +14,8 @@ from ilora.config.yaml_text import ConfigError
 class DataConfig:
     """How the task's training set is split over clients."""
 
-    num_clients: int = field(default=10, metadata={"help": "number of clients"})
-    partition: str = field(
-        default="dirichlet", metadata={"help": "partitioner (`ilora list partitioners`)"}
-    )
+    num_clients: int = option(10, "number of clients")
+    partition: str = option("dirichlet", "partitioner (`ilora list partitioners`)")
     partition_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={
@@ -25,21 +24,17 @@ class DataConfig:
         },
     )
 
-    local_test_fraction: float = field(
-        default=0.0,
-        metadata={
-            "help": "share of each client's examples held out as its own test set for "
-            "personalized evaluation (0 = none; personalized methods need > 0)"
-        },
+    local_test_fraction: float = option(
+        0.0,
+        "share of each client's examples held out as its own test set for "
+        "personalized evaluation (0 = none; personalized methods need > 0)",
     )
 
-    validation_fraction: float = field(
-        default=0.0,
-        metadata={
-            "help": "share of the task's training split held out as validation before the "
-            "partition (a fixed seeded split, disjoint from the test split and from the "
-            "clients' shares; eval.split: validation evaluates on it); 0 = none"
-        },
+    validation_fraction: float = option(
+        0.0,
+        "share of the task's training split held out as validation before the "
+        "partition (a fixed seeded split, disjoint from the test split and from the "
+        "clients' shares; eval.split: validation evaluates on it); 0 = none",
     )
 
     def __post_init__(self) -> None:
@@ -61,67 +56,52 @@ class DataConfig:
 class FedConfig:
     """The federated schedule."""
 
-    rounds: int = field(default=10, metadata={"help": "communication rounds"})
-    fraction: float = field(default=1.0, metadata={"help": "share of clients sampled per round"})
-    weighting: Literal["examples", "uniform"] = field(
-        default="examples", metadata={"help": "aggregation weight: local example count | uniform"}
+    rounds: int = option(10, "communication rounds")
+    fraction: float = option(1.0, "share of clients sampled per round")
+    weighting: Literal["examples", "uniform"] = option(
+        "examples", "aggregation weight: local example count | uniform"
     )
-    min_success: int = field(
-        default=1,
-        metadata={
-            "help": "fewest accepted uploads a round needs; fewer stops the run (error); 0: a "
-            "round with none keeps the model and the run goes on"
-        },
+    min_success: int = option(
+        1,
+        "fewest accepted uploads a round needs; fewer stops the run (error); 0: a "
+        "round with none keeps the model and the run goes on",
     )
-    max_update_norm: float = field(
-        default=0.0,
-        metadata={"help": "reject an upload whose update norm ‖u − sent‖ exceeds this; 0 = off"},
+    max_update_norm: float = option(
+        0.0, "reject an upload whose update norm ‖u − sent‖ exceeds this; 0 = off"
     )
-    clip_update_norm: float = field(
-        default=0.0,
-        metadata={"help": "scale each accepted update down to this norm (robust); 0 = off"},
+    clip_update_norm: float = option(
+        0.0, "scale each accepted update down to this norm (robust); 0 = off"
     )
-    max_weight: float = field(
-        default=0.0,
-        metadata={
-            "help": "reject an upload whose reported weight exceeds this (besides the example "
-            "count its client announced when it joined); 0 = that count only"
-        },
+    max_weight: float = option(
+        0.0,
+        "reject an upload whose reported weight exceeds this (besides the example "
+        "count its client announced when it joined); 0 = that count only",
     )
-    robust: Literal["none", "median", "trimmed_mean"] = field(
-        default="none",
-        metadata={
-            "help": "coordinate-wise median or trimmed mean in place of the weighted mean "
-            "(only algorithms whose aggregation is a mean, `mean_aggregation`; a refusal names "
-            "them)"
-        },
+    robust: Literal["none", "median", "trimmed_mean"] = option(
+        "none",
+        "coordinate-wise median or trimmed mean in place of the weighted mean "
+        "(only algorithms whose aggregation is a mean, `mean_aggregation`; a refusal names "
+        "them)",
     )
-    trim_fraction: float = field(
-        default=0.1,
-        metadata={"help": "trimmed_mean: share of clients dropped at each end, in [0, 0.5)"},
+    trim_fraction: float = option(
+        0.1, "trimmed_mean: share of clients dropped at each end, in [0, 0.5)"
     )
-    min_cosine: float = field(
-        default=-1.0,
-        metadata={
-            "help": "reject an accepted update u − sent whose cosine with the coordinate-wise "
-            "median of the round's accepted updates is below this (a sign-flipped update); "
-            "needs 3 accepted updates; -1 = off"
-        },
+    min_cosine: float = option(
+        -1.0,
+        "reject an accepted update u − sent whose cosine with the coordinate-wise "
+        "median of the round's accepted updates is below this (a sign-flipped update); "
+        "needs 3 accepted updates; -1 = off",
     )
-    stop_on_divergence: bool = field(
-        default=False,
-        metadata={
-            "help": "stop the run (exit code 3) when a round's training loss is not finite or "
-            "above 2x the first round's; off: warn once and record diverged: 1 in history.jsonl"
-        },
+    stop_on_divergence: bool = option(
+        False,
+        "stop the run (exit code 3) when a round's training loss is not finite or "
+        "above 2x the first round's; off: warn once and record diverged: 1 in history.jsonl",
     )
-    client_store: Literal["memory", "disk"] = field(
-        default="memory",
-        metadata={
-            "help": "where clients' state lives between rounds (ILoRA-S control variates): "
-            "memory, or disk (one safetensors file per client in the run directory's "
-            "client-state/, loaded when sampled: for 100,000 clients)"
-        },
+    client_store: Literal["memory", "disk"] = option(
+        "memory",
+        "where clients' state lives between rounds (ILoRA-S control variates): "
+        "memory, or disk (one safetensors file per client in the run directory's "
+        "client-state/, loaded when sampled: for 100,000 clients)",
     )
 
     def __post_init__(self) -> None:
@@ -162,17 +142,17 @@ class FaultConfig:
     At most one fault per client and round; the probabilities must sum to at most 1.
     """
 
-    dropout_before: float = field(default=0.0, metadata={"help": "unreachable: never trains"})
-    crash: float = field(default=0.0, metadata={"help": "crashes while training: no upload"})
-    straggler: float = field(default=0.0, metadata={"help": "answers after the round deadline"})
-    dropout_after: float = field(default=0.0, metadata={"help": "trains, then the upload is lost"})
-    nan: float = field(default=0.0, metadata={"help": "uploads a NaN"})
-    wrong_keys: float = field(default=0.0, metadata={"help": "uploads a misnamed tensor"})
-    wrong_shape: float = field(default=0.0, metadata={"help": "uploads a tensor one row too big"})
-    exploding: float = field(default=0.0, metadata={"help": "update multiplied by 1e6"})
-    sign_flip: float = field(default=0.0, metadata={"help": "Byzantine: update negated"})
-    scale: float = field(default=0.0, metadata={"help": "Byzantine: update times scale_factor"})
-    scale_factor: float = field(default=10.0, metadata={"help": "the Byzantine scale"})
+    dropout_before: float = option(0.0, "unreachable: never trains")
+    crash: float = option(0.0, "crashes while training: no upload")
+    straggler: float = option(0.0, "answers after the round deadline")
+    dropout_after: float = option(0.0, "trains, then the upload is lost")
+    nan: float = option(0.0, "uploads a NaN")
+    wrong_keys: float = option(0.0, "uploads a misnamed tensor")
+    wrong_shape: float = option(0.0, "uploads a tensor one row too big")
+    exploding: float = option(0.0, "update multiplied by 1e6")
+    sign_flip: float = option(0.0, "Byzantine: update negated")
+    scale: float = option(0.0, "Byzantine: update times scale_factor")
+    scale_factor: float = option(10.0, "the Byzantine scale")
 
     def __post_init__(self) -> None:
         for name in FAULT_KINDS:
@@ -193,28 +173,22 @@ class DPConfig:
     On when ``clip_norm > 0``. See ``ilora.engine.privacy`` for the mechanism and its analysis.
     """
 
-    clip_norm: float = field(
-        default=0.0,
-        metadata={"help": "C: each client's update ‖u − sent‖ is clipped to this norm; 0 = off"},
+    clip_norm: float = option(
+        0.0, "C: each client's update ‖u − sent‖ is clipped to this norm; 0 = off"
     )
-    noise_multiplier: float = field(
-        default=0.0,
-        metadata={"help": "sigma: Gaussian noise std sigma·C (0 = clipping only, no guarantee)"},
+    noise_multiplier: float = option(
+        0.0, "sigma: Gaussian noise std sigma·C (0 = clipping only, no guarantee)"
     )
-    delta: float = field(default=1e-5, metadata={"help": "delta of the (epsilon, delta) report"})
-    noise: Literal["upload", "aggregate"] = field(
-        default="upload",
-        metadata={
-            "help": "upload: every upload carries N(0, (sigma C)^2) (any algorithm); aggregate: "
-            "N(0, (sigma C)^2 / m) each, the sum of m carries sigma C (mean aggregation only)"
-        },
+    delta: float = option(1e-5, "delta of the (epsilon, delta) report")
+    noise: Literal["upload", "aggregate"] = option(
+        "upload",
+        "upload: every upload carries N(0, (sigma C)^2) (any algorithm); aggregate: "
+        "N(0, (sigma C)^2 / m) each, the sum of m carries sigma C (mean aggregation only)",
     )
-    reproducible_noise: bool = field(
-        default=False,
-        metadata={
-            "help": "TESTS ONLY: derive the noise and the sampling from the config seed "
-            "(anyone holding the config can remove the noise); default: OS entropy"
-        },
+    reproducible_noise: bool = option(
+        False,
+        "TESTS ONLY: derive the noise and the sampling from the config seed "
+        "(anyone holding the config can remove the noise); default: OS entropy",
     )
 
     def __post_init__(self) -> None:

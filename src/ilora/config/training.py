@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ilora.config.fields import option
 from ilora.config.yaml_text import ConfigError
 
 
@@ -12,34 +13,27 @@ from ilora.config.yaml_text import ConfigError
 class TrainConfig:
     """Local training of one client in one round."""
 
-    steps: int = field(default=10, metadata={"help": "local optimizer steps per round"})
-    batch_size: int = field(default=32, metadata={"help": "local minibatch size"})
-    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "adamw | sgd"})
-    lr: float = field(default=2e-3, metadata={"help": "learning rate of the LoRA factors"})
-    head_lr: float = field(default=5e-3, metadata={"help": "learning rate of the head"})
-    weight_decay: float = field(
-        default=0.0, metadata={"help": "decoupled (AdamW) / L2 (SGD) weight decay"}
+    steps: int = option(10, "local optimizer steps per round")
+    batch_size: int = option(32, "local minibatch size")
+    optimizer: Literal["adamw", "sgd"] = option("adamw", "adamw | sgd")
+    lr: float = option(2e-3, "learning rate of the LoRA factors")
+    head_lr: float = option(5e-3, "learning rate of the head")
+    weight_decay: float = option(0.0, "decoupled (AdamW) / L2 (SGD) weight decay")
+    momentum: float = option(0.0, "SGD momentum")
+    max_grad_norm: float = option(0.0, "clip the gradient norm; 0 = off")
+    train_head: bool = option(
+        True, "train the classifier head locally and FedAvg it (every method)"
     )
-    momentum: float = field(default=0.0, metadata={"help": "SGD momentum"})
-    max_grad_norm: float = field(default=0.0, metadata={"help": "clip the gradient norm; 0 = off"})
-    train_head: bool = field(
-        default=True,
-        metadata={"help": "train the classifier head locally and FedAvg it (every method)"},
+    precision: Literal["fp32", "bf16", "auto"] = option(
+        "fp32",
+        "compute precision of the model's forward/backward: fp32 | bf16 (autocast; "
+        "LoRA factors, optimizer state and uploads stay fp32) | auto (bf16 where the "
+        "device has native bf16: AVX-512 BF16/AMX CPUs, bf16 CUDA GPUs; else fp32)",
     )
-    precision: Literal["fp32", "bf16", "auto"] = field(
-        default="fp32",
-        metadata={
-            "help": "compute precision of the model's forward/backward: fp32 | bf16 (autocast; "
-            "LoRA factors, optimizer state and uploads stay fp32) | auto (bf16 where the "
-            "device has native bf16: AVX-512 BF16/AMX CPUs, bf16 CUDA GPUs; else fp32)"
-        },
-    )
-    device: Literal["cpu", "cuda", "auto"] = field(
-        default="cpu",
-        metadata={
-            "help": "where the model trains and evaluates: cpu | cuda | auto (cuda if visible); "
-            "everything sent, received and aggregated stays on the CPU"
-        },
+    device: Literal["cpu", "cuda", "auto"] = option(
+        "cpu",
+        "where the model trains and evaluates: cpu | cuda | auto (cuda if visible); "
+        "everything sent, received and aggregated stays on the CPU",
     )
 
     def __post_init__(self) -> None:
@@ -59,31 +53,23 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation on the held-out test split (global) and the clients' test shares (personal)."""
 
-    every: int = field(default=1, metadata={"help": "evaluate every N rounds (and after the last)"})
-    subset: int = field(
-        default=1000,
-        metadata={
-            "help": "seeded test subset per round (also the total over the clients' shares "
-            "for personalized evaluation); 0 = all"
-        },
+    every: int = option(1, "evaluate every N rounds (and after the last)")
+    subset: int = option(
+        1000,
+        "seeded test subset per round (also the total over the clients' shares "
+        "for personalized evaluation); 0 = all",
     )
-    personal_every: int = field(
-        default=1,
-        metadata={
-            "help": "evaluate the clients' own models every N rounds (and after the last); "
-            "each time costs one client_init and one pass over every client's test share"
-        },
+    personal_every: int = option(
+        1,
+        "evaluate the clients' own models every N rounds (and after the last); "
+        "each time costs one client_init and one pass over every client's test share",
     )
-    final_full: bool = field(
-        default=True, metadata={"help": "evaluate on the full test split(s) after the last round"}
-    )
-    batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
-    split: Literal["test", "validation"] = field(
-        default="test",
-        metadata={
-            "help": "what the global model is evaluated on: test, or the validation split "
-            "(data.validation_fraction > 0; for choices such as learning rates, never test)"
-        },
+    final_full: bool = option(True, "evaluate on the full test split(s) after the last round")
+    batch_size: int = option(256, "evaluation batch size")
+    split: Literal["test", "validation"] = option(
+        "test",
+        "what the global model is evaluated on: test, or the validation split "
+        "(data.validation_fraction > 0; for choices such as learning rates, never test)",
     )
 
     def __post_init__(self) -> None:
@@ -103,14 +89,11 @@ class EvalConfig:
 class MLflowConfig:
     """MLflow tracking of a run (``pip install ilora[mlflow]``); on when ``tracking_uri`` is set."""
 
-    tracking_uri: str = field(
-        default="",
-        metadata={
-            "help": "MLflow tracking URI, e.g. file:./mlruns (a local store) or http://host:5000; "
-            "empty = off"
-        },
+    tracking_uri: str = option(
+        "",
+        "MLflow tracking URI, e.g. file:./mlruns (a local store) or http://host:5000; empty = off",
     )
-    experiment: str = field(default="ilora", metadata={"help": "MLflow experiment name"})
+    experiment: str = option("ilora", "MLflow experiment name")
 
     def __post_init__(self) -> None:
         if self.tracking_uri and not self.experiment:
@@ -121,11 +104,9 @@ class MLflowConfig:
 class LogConfig:
     """Optional experiment tracking of every round's metrics (off by default)."""
 
-    tensorboard: str = field(
-        default="",
-        metadata={
-            "help": "directory for TensorBoard event files, one subdirectory per run "
-            "(pip install ilora[tensorboard]); empty = off"
-        },
+    tensorboard: str = option(
+        "",
+        "directory for TensorBoard event files, one subdirectory per run "
+        "(pip install ilora[tensorboard]); empty = off",
     )
     mlflow: MLflowConfig = field(default_factory=MLflowConfig)

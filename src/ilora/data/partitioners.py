@@ -1,14 +1,15 @@
-"""Registered partitioners: ``PARTITIONERS`` maps a name to an adapter of a pure partitioner.
+"""Registered partitioners: ``PARTITIONERS`` maps a name to a ``Partitioner`` (one table).
 
-Each adapter has the common ``Partitioner`` signature, so configs and the CLI select a
+Every ``Partitioner`` has the common call signature, so configs and the CLI select a
 partitioner by name; it checks the keyword arguments and calls the pure function of the same
 name in ``ilora.data.partition``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy.typing as npt
 
@@ -18,8 +19,20 @@ from ilora.registry import Registry
 __all__ = ["PARTITIONERS", "Partitioner"]
 
 
-class Partitioner(Protocol):
-    """The common signature every registered partitioner adapter has."""
+# how a partitioner calls its pure function: (labels, groups, num_clients, seed, checked keywords)
+Call = Callable[
+    [npt.NDArray[Any], npt.NDArray[Any] | None, int, int, dict[str, Any]], list[IndexArray]
+]
+
+
+@dataclass(frozen=True)
+class Partitioner:
+    """A registered partitioner: checks its keyword arguments, then calls its pure function."""
+
+    name: str
+    call: Call
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
 
     def __call__(
         self,
@@ -28,7 +41,9 @@ class Partitioner(Protocol):
         num_clients: int,
         seed: int,
         **kwargs: Any,
-    ) -> list[IndexArray]: ...
+    ) -> list[IndexArray]:
+        opts = _options(self.name, kwargs, self.required, self.optional)
+        return self.call(labels, groups, num_clients, seed, opts)
 
 
 PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
@@ -55,55 +70,29 @@ def _options(
     return dict(kwargs)
 
 
-@PARTITIONERS.register("iid")
-def _iid_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``iid`` (no keyword arguments)."""
-    _options("iid", kwargs, (), ())
-    return iid(_check_1d("labels", labels).size, num_clients, seed)
-
-
-@PARTITIONERS.register("dirichlet")
-def _dirichlet_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``dirichlet`` (keywords: ``alpha``, ``min_size``)."""
-    opts = _options("dirichlet", kwargs, ("alpha",), ("min_size",))
-    return dirichlet(labels, num_clients, seed=seed, **opts)
-
-
-@PARTITIONERS.register("shards")
-def _shards_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``shards`` (keyword: ``shards_per_client``)."""
-    opts = _options("shards", kwargs, ("shards_per_client",), ())
-    return shards(labels, num_clients, seed=seed, **opts)
-
-
-@PARTITIONERS.register("by_group")
-def _by_group_adapter(
-    labels: npt.NDArray[Any],
-    groups: npt.NDArray[Any] | None,
-    num_clients: int,
-    seed: int,
-    **kwargs: Any,
-) -> list[IndexArray]:
-    """Adapter for ``by_group`` (no keyword arguments; needs ``groups``)."""
-    _options("by_group", kwargs, (), ())
+def _natural_groups(groups: npt.NDArray[Any] | None) -> npt.NDArray[Any]:
     if groups is None:
         raise ValueError("groups is None: this task has no natural groups; use dirichlet or iid")
-    return by_group(groups, num_clients, seed)
+    return groups
+
+
+for _partitioner in (
+    Partitioner(
+        "iid", lambda labels, _, n, seed, o: iid(_check_1d("labels", labels).size, n, seed)
+    ),
+    Partitioner(
+        "dirichlet",
+        lambda labels, _, n, seed, opts: dirichlet(labels, n, seed=seed, **opts),
+        ("alpha",),
+        ("min_size",),
+    ),
+    Partitioner(
+        "shards",
+        lambda labels, _, n, seed, opts: shards(labels, n, seed=seed, **opts),
+        ("shards_per_client",),
+    ),
+    Partitioner(
+        "by_group", lambda _, groups, n, seed, o: by_group(_natural_groups(groups), n, seed)
+    ),
+):
+    PARTITIONERS.register(_partitioner.name)(_partitioner)

@@ -19,7 +19,6 @@ JSON part can only name allowed types, so loading a checkpoint never runs code.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,7 @@ from typing import Any
 import torch
 
 from ilora.engine import serial
-from ilora.engine.clientstore import fsync_path
-from ilora.engine.history import RoundRecord
+from ilora.engine.history import RoundRecord, write_bytes_atomic
 from ilora.types import TensorDict
 
 MAGIC = b"ILORA-CHECKPOINT-2\n"
@@ -113,20 +111,6 @@ def save(directory: Path, ckpt: Checkpoint, keep: int = 2) -> Path:
     for old in sorted(directory.glob("round-*.ckpt"))[:-keep]:
         old.unlink()
     return path
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temporary file, fsync, rename, fsync of the directory.
-
-    A crash leaves the old file or the new one, never half of one.
-    """
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
 
 
 def load_latest(directory: Path) -> tuple[Checkpoint | None, list[str]]:

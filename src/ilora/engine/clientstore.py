@@ -38,6 +38,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from ilora.engine.history import fsync_path
 from ilora.types import TensorDict
 
 SNAPSHOT_FORMAT = 1
@@ -200,15 +201,6 @@ def _write_atomic(path: Path, state: TensorDict, durable: bool = True) -> None:
     os.replace(tmp, path)
     if durable:
         fsync_path(path.parent)
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file, or a directory's entries, to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 ClientStore = MemoryStore | DiskStore

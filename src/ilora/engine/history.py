@@ -147,10 +147,28 @@ def append_jsonl(path: Path, obj: dict[str, Any]) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write strict JSON to a temporary file, fsync and rename it over ``path``."""
+    """Write strict JSON to ``path`` atomically (:func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, strict_json(obj, indent=2).encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``: temporary file, fsync, rename, fsync of the directory.
+
+    A crash leaves the old file or the new one, never half of one.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        f.write(strict_json(obj, indent=2))
+    with tmp.open("wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_path(path.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a directory's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -26,7 +26,13 @@ from ilora.config import ExperimentConfig, to_dict
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.compute import resolve
-from ilora.engine.history import RoundRecord, append_jsonl, strict_json, write_json_atomic
+from ilora.engine.history import (
+    RoundRecord,
+    append_jsonl,
+    strict_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from ilora.engine.loggers import RoundLogger, make_loggers
 from ilora.engine.privacy import noise_source
 from ilora.engine.simulation import RunResult
@@ -49,12 +55,7 @@ def _git_revision() -> str | None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 CHECKPOINTS = "checkpoints"

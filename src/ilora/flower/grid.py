@@ -24,7 +24,26 @@ from flwr.supercore.task_identity import TaskIdentity
 CLIENT_EXCEPTION = 1002  # error code of a reply whose ClientApp raised
 
 
-class LocalGrid(Grid):
+class _MessageGrid(Grid):
+    """A ``Grid`` with Flower's own ``create_message``, for both grids here.
+
+    Flower 1.42 deprecates ``Grid.create_message`` (build a ``Message`` instead) yet keeps it
+    abstract; every Flower grid implements it as this same ``Message(...)``, and nothing in
+    ILoRA calls it.
+    """
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+
+class LocalGrid(_MessageGrid):
     """Nodes ``1..N``, one per node config (each with a ``partition-id``), one shared app."""
 
     def __init__(self, app: ClientApp, node_configs: Iterable[Mapping[str, UserConfigValue]]):
@@ -50,16 +69,6 @@ class LocalGrid(Grid):
     @property
     def run(self) -> Run:
         return self._run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
@@ -89,7 +98,7 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
-class PollingGrid(Grid):
+class PollingGrid(_MessageGrid):
     """Another ``Grid`` whose ``send_and_receive`` asks for replies every ``interval`` s.
 
     flwr 1.42's deployment grid asks the SuperLink every 3 s, so a round that is ready after
@@ -106,16 +115,6 @@ class PollingGrid(Grid):
     @property
     def run(self) -> Run:
         return self.grid.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
         return self.grid.get_node_ids()

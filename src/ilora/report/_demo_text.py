@@ -13,19 +13,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ilora.report import stats
+from ilora.report._code_facts import SOURCE_WORDS, algorithm_facts, sci
 
 Row = Mapping[str, Any]
 FOCUS, PLAIN, CENTRAL = "ilora-s", "ilora", "centralized"
 EXACT, SMALL, MEDIUM = 1e-3, 0.05, 0.3  # agg_error classes
 PERSONAL_GAIN = 10.0  # points of personalized over global accuracy that mark a personal model
 DENSE_DOWN = 10.0  # download at least this many times FedIT's: a dense residual travels
-MECHANICS = {
+MECHANICS = {  # {field} and {field_source} are read from the algorithm's class
     "flasc": (
-        "FLASC applies the clients' sparse deltas with server Adam at the released code's lr "
-        "1e-3, which moves each coordinate by at most about 1e-3 per round"
+        "FLASC applies the clients' sparse deltas with server Adam at {server_lr_source} lr "
+        "{server_lr}, which moves each coordinate by at most about {server_lr} per round"
     ),
     "fedsa-lora": "FedSA-LoRA's global model is the pretrained one with the initial head",
 }
+
+
+def mechanics(name: str) -> str | None:
+    """Return :data:`MECHANICS` of algorithm ``name`` filled with its defaults from the code."""
+    if name not in MECHANICS:
+        return None
+    facts = algorithm_facts(name)
+    words = {k: sci(v) if isinstance(v, float) else v for k, v in facts.items()}
+    words.update({k: SOURCE_WORDS.get(v, v) for k, v in facts.items() if k.endswith("_source")})
+    return MECHANICS[name].format(**words)
 
 
 def per_seed(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -201,7 +212,7 @@ def lowest(rows: Sequence[Row]) -> str:
         f"- **Not tuned.** Every method runs with its defaults. The lowest global accuracy "
         f"without a personal model is {worst['algorithm']}'s ({worst['final_accuracy_mean']:.1f}%)"
     )
-    why = MECHANICS.get(worst["algorithm"])
+    why = mechanics(worst["algorithm"])
     return text + (f": {why}.\n" if why else ".\n")
 
 

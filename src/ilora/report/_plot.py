@@ -84,6 +84,13 @@ def line_chart(
     return fig
 
 
+def save_with_legend(fig: Figure, ax: Axes, img: Path, name: str, alt: str) -> str:
+    """Add ``ax``'s legend (font size 8), lay ``fig`` out tightly and :func:`save_png` it."""
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, img, name, alt)
+
+
 def save_png(fig: Figure, img: Path, name: str, alt: str) -> str:
     """Write ``img/<name>.png`` and return its markdown link as seen from ``docs/RESULTS.md``."""
     img.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 :func:`describe` turns a config mapping (``config.yaml`` as a dict, ``algorithm``/``seed``
 removed) into the sentences RESULTS.md prints above a table, so the description can never
-drift from what ran. Only the model behind each packaged task is named from this table.
+drift from what ran. The model and data of a packaged task are named by its class (read, not
+imported: :mod:`ilora.report._code_facts`).
 """
 
 from __future__ import annotations
@@ -10,22 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-MODELS = {
-    "healthnews": (
-        "all-MiniLM-L6-v2 (first {num_layers} layer(s), {max_len} tokens, LoRA on query and "
-        "value) + a fresh linear head on the Health News tweets (which of 16 accounts posted a "
-        "tweet, URLs stripped)"
-    ),
-    "rotten-tomatoes": (
-        "all-MiniLM-L6-v2 (first {num_layers} layer(s), {max_len} tokens, LoRA on query and "
-        "value) + a fresh linear head on Rotten Tomatoes snippets (fresh or rotten)"
-    ),
-    "fashion-mnist": (
-        "the ImageNet MobileNetV2 (LoRA on its 34 pointwise convolutions) + a fresh linear head "
-        "on Fashion-MNIST resized to {image_size}x{image_size}"
-    ),
-}
-TASK_DEFAULTS = {"num_layers": 6, "max_len": 32, "image_size": 32}
+from ilora.report._code_facts import class_facts, task_target
+
 OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD"}
 
 
@@ -36,11 +23,16 @@ def targets_text(lora: Mapping[str, Any]) -> str:
 
 
 def model_text(task: str, task_args: Mapping[str, Any]) -> str:
-    """Return the model and data of ``task`` in words (the task name for unknown tasks)."""
-    template = MODELS.get(task)
-    if template is None:
+    """Return the model and data of ``task`` in words (the task name for unknown tasks).
+
+    The words and the defaults of the options they name are read from the task's class.
+    """
+    target = task_target(task)
+    facts = class_facts(target) if target else {}
+    if "model_words" not in facts or "data_words" not in facts:
         return f"task `{task}`"
-    return template.format(**{**TASK_DEFAULTS, **task_args})
+    template = f"{facts['model_words']} + a fresh linear head on {facts['data_words']}"
+    return template.format(**{**facts, **task_args})
 
 
 def ranks_text(lora: Mapping[str, Any], num_clients: int) -> str:

@@ -94,6 +94,15 @@ def command_block(*commands: str) -> str:
     return "```bash\n" + "\n".join(lines) + "\n```\n" if lines else ""
 
 
+def section_head(title: str, meta: Mapping[str, Any]) -> list[str]:
+    """Return a section's first blocks: ``title``, the commands behind it, :func:`meta_line`.
+
+    The commands are ``meta["made_by"]`` (the runs), then ``meta["command"]`` (the export).
+    """
+    commands = [*meta.get("made_by", []), str(meta.get("command", ""))]
+    return [title, command_block(*commands).strip(), meta_line(meta)]
+
+
 def meta_line(meta: Mapping[str, Any]) -> str:
     """Return a one-line description of where the numbers were measured."""
     parts = []

@@ -28,7 +28,7 @@ from ilora.report._aggregation_text import (
     secs,
 )
 from ilora.report._plot import new_figure, save_png
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 
 MB = 2**20
 DENSE_FORMS = ("ilora:qr_literal", "ilora:dense_svd")
@@ -169,9 +169,7 @@ def _head(src: Path, meta: Mapping[str, Any], cells: Mapping[Key, Mapping[str, A
     plan = meta.get("plan", {})
     target = meta.get("target")
     return [
-        "## Aggregation cost: server time and peak memory per method",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Aggregation cost: server time and peak memory per method", meta),
         "Every method's `aggregate` on its own round-1 uploads for one d x d layer (made by its "
         "own client path: download, client init, one local step, upload), clients' ranks "
         f"cycling {ranks_text(meta, cells)}, "

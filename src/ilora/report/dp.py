@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ilora.report._plot import new_figure, save_png
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._plot import new_figure, save_with_legend
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 
 
 def _eps(x: str) -> str:
@@ -187,9 +187,7 @@ def _figure(rows: Sequence[Mapping[str, str]], img: Path, majority: float) -> st
     if not math.isnan(majority):
         ax.axhline(majority, linestyle=":", color="gray", label="majority class")
     ax.set_xscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_png(fig, img, "dp-accuracy", "final accuracy against epsilon")
+    return save_with_legend(fig, ax, img, "dp-accuracy", "final accuracy against epsilon")
 
 
 def render(src: Path, img: Path) -> str:
@@ -212,9 +210,7 @@ def render(src: Path, img: Path) -> str:
         "on the seeded subset."
     )
     parts = [
-        "## Differential privacy: accuracy against ε",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Differential privacy: accuracy against ε", meta),
         setting,
         _clip_sentence(read_csv(src / "norms.csv"), meta),
         _table(rows),

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ilora.report import engine_scale
-from ilora.report._plot import new_figure, save_png
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._plot import new_figure, save_with_legend
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 
 MB, GB = 2**20, 10**9
 TARGET_OVERHEAD, TARGET_CLIENTS, TARGET_BYTES = 0.05, 1000, 4 * GB
@@ -113,9 +113,7 @@ def _bars(labels: list[str], engine: list[float], bare: list[float], img: Path) 
     ax.bar([x - 0.2 for x in xs], engine, width=0.4, label="embedded engine round")
     ax.bar([x + 0.2 for x in xs], bare, width=0.4, label="bare local steps (same batches)")
     ax.set_xticks(xs, labels)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_png(fig, img, "engine-overhead", "engine vs bare seconds per round")
+    return save_with_legend(fig, ax, img, "engine-overhead", "engine vs bare seconds per round")
 
 
 MEMORY_HEADERS = [
@@ -214,9 +212,7 @@ def _memory_plot(rows: Sequence[Mapping[str, str]], adapter: float, model: float
         ax.plot(xs, ys, marker="o", label=label, linewidth=2.5 if "measured" in label else 1.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_png(fig, img, "engine-memory", "peak RSS vs clients")
+    return save_with_legend(fig, ax, img, "engine-memory", "peak RSS vs clients")
 
 
 def render(src: Path, img: Path) -> str:
@@ -224,9 +220,7 @@ def render(src: Path, img: Path) -> str:
     meta = read_meta(src)
     plan = meta.get("plan", {})
     blocks = [
-        "## Embedded engine: overhead and memory",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Embedded engine: overhead and memory", meta),
         f"Overhead: `{plan.get('config', '?')}` for each algorithm, {plan.get('rounds', '?')} "
         f"timed rounds per run (the evaluating last round is not timed; overrides "
         f"`{' '.join(plan.get('overrides', []))}`), "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ilora.report._plot import plt, save_png
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 
 MB, GB = 2**20, 10**9
 TARGET_CLIENTS, TARGET_BYTES = 100_000, 4 * GB
@@ -116,9 +116,7 @@ def render(src: Path, img: Path) -> list[str]:
     plan = meta.get("plan", {})
     median_state = statistics.median(float(r["state_bytes_per_client"]) for r in rows)
     return [
-        "### Registered clients: peak memory and round time",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("### Registered clients: peak memory and round time", meta),
         f"`{plan.get('scale_config', '?')}` with "
         f"`{' '.join(plan.get('scale_overrides', []))}`, {_workload(meta)}, "
         f"{plan.get('scale_sampled', '?')} clients sampled per round, "

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
+from ilora.report._table import md_table, num, read_csv, read_meta, section_head
 from ilora.report.stats import mean_ci, paired
 
 Key = tuple[str, str]  # (algorithm, ranks)
@@ -126,9 +126,7 @@ def render(src: Path, img: Path) -> str:
                "after − before points (95% CI)", "verdict", "mean agg_error before → after",
                "mean download_error before → after"]  # fmt: skip
     blocks = [
-        "## The exactness fixes: before and after on the demo",
-        command_block(*meta.get("made_by", []), str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## The exactness fixes: before and after on the demo", meta),
         f"The demo (`{meta['config']}`) at its mixed ranks and, for ILoRA and ILoRA-S, at equal "
         f"ranks ({equal}). Before = the old defaults, still available as options ({before}); "
         "after = the defaults (ILoRA: one shared QR-init offset and the paper's QR "

@@ -29,16 +29,7 @@ from ilora.report._faults_counts import (
     seeds_words,
 )
 from ilora.report._plot import line_chart, round_means, save_png
-from ilora.report._table import (
-    command_block,
-    fmt,
-    md_table,
-    meta_line,
-    num,
-    pm,
-    read_csv,
-    read_meta,
-)
+from ilora.report._table import fmt, md_table, num, pm, read_csv, read_meta, section_head
 
 TAIL = 5  # rounds in the tail mean: the final accuracy of one run moves by points round to round
 UPDATES = ("accepted", "failed", "rejected")
@@ -265,9 +256,7 @@ def render(src: Path, img: Path) -> str:
     norms = read_csv(src / "norms.csv") if (src / "norms.csv").is_file() else []
     seeds = sorted({s for variants in runs.values() for v in variants.values() for s in v})
     parts = [
-        "## Fault campaign: dropouts, corrupt and Byzantine updates",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Fault campaign: dropouts, corrupt and Byzantine updates", meta),
         _setting(meta, seeds),
         _summary_table(runs),
         " ".join(_verdicts(runs, _tail_means(rounds, TAIL), meta)),

@@ -17,16 +17,8 @@ from pathlib import Path
 
 from ilora.report import stats
 from ilora.report._faults_counts import BYZANTINE, Row
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
-from ilora.report.faults import (
-    _finals,
-    _gap,
-    _group,
-    _guard,
-    _paired,
-    _per_seed,
-    target_points,
-)
+from ilora.report._table import md_table, read_csv, read_meta, section_head
+from ilora.report.faults import _finals, _gap, _group, _guard, _paired, _per_seed, target_points
 
 
 def _accepted_byzantine(rows: Sequence[Row], alg: str) -> tuple[int, int]:
@@ -82,9 +74,10 @@ def render(src: Path, img: Path) -> str:
     ]
     seeds = sorted({s for v in runs.values() for by in v.values() for s in by})
     parts = [
-        "## Fault campaign target: accepted Byzantine updates against the lost-updates control",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head(
+            "## Fault campaign target: accepted Byzantine updates against the lost-updates control",
+            meta,
+        ),
         (
             f"Setting: `{meta.get('config', '?')}`, {meta.get('rounds', '?')} rounds, seeds "
             f"{', '.join(map(str, seeds))}; the fault mix of the section above. The control "

@@ -14,14 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ilora.report._plot import line_chart, save_png
-from ilora.report._table import (
-    command_block,
-    md_table,
-    meta_line,
-    pm,
-    read_csv,
-    read_meta,
-)
+from ilora.report._table import md_table, pm, read_csv, read_meta, section_head
 from ilora.report.stats import mean_std
 
 Cell = tuple[float, float, int]  # mean %, std %, seeds
@@ -120,9 +113,7 @@ def render(src: Path, img: Path) -> str:
     task = str(meta.get("setting", {}).get("task", "?"))
     seeds = len({r["seed"] for r in rows})
     parts = [
-        f"## Learning-rate sensitivity ({task})",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head(f"## Learning-rate sensitivity ({task})", meta),
         _setting(meta, seeds),
         _table(table, preset),
         " ".join(sentences(table, preset)),

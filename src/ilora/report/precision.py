@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ilora.report._plot import new_figure, save_png
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._plot import new_figure, save_with_legend
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 from ilora.report.stats import Interval, interval_within, mean_ci, paired
 
 BOUND = 1.0  # points: every interval within ±BOUND for auto to become the default
@@ -74,9 +74,7 @@ def _plot(rows: Sequence[Mapping[str, str]], img: Path) -> str:
     ax.axhspan(-BOUND, BOUND, alpha=0.15, label=f"±{BOUND:g} point")
     ax.axhline(0, color="k", linewidth=0.8)
     ax.set_xticks(range(len(cells)), [m for m, _ in cells])
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_png(fig, img, "precision-diff", "bf16 minus fp32 accuracy per method")
+    return save_with_legend(fig, ax, img, "precision-diff", "bf16 minus fp32 accuracy per method")
 
 
 def render(src: Path, img: Path) -> str:
@@ -95,9 +93,7 @@ def render(src: Path, img: Path) -> str:
             "paired seeds, hence no interval): the default `train.precision` stays `fp32`."
         )
     blocks = [
-        "## Mixed precision: fp32 against bf16 on the demo",
-        command_block(*meta.get("made_by", []), str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Mixed precision: fp32 against bf16 on the demo", meta),
         "The demo (`configs/demo.yaml`) in `train.precision: fp32` and `bf16` with the same "
         "seeds; difference = bf16 − fp32 of each seed's final accuracy (whole test split; "
         "personal: the clients' own test shares), in points, with its 95% Student-t interval "

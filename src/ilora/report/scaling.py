@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 from ilora.report.stats import AHEAD, Interval, mean_ci, paired
 
 Cells = dict[str, dict[tuple[str, int], float]]
@@ -74,9 +74,7 @@ def render(src: Path, img: Path) -> str:
             f"comparison keep `{default}` for every method alike."
         )
     blocks = [
-        "## Scaling convention at mixed ranks",
-        command_block(*meta.get("made_by", []), str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Scaling convention at mixed ranks", meta),
         f"The demo (`{meta['config']}`) at client ranks {meta['ranks']}, evaluated on its "
         "validation split (never test), under each LoRA scaling convention. Scales per rank:",
         scales,

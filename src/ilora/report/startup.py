@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 
 TARGET_S = 0.5
 
@@ -62,9 +62,7 @@ def render(src: Path, img: Path) -> str:
         + "."
     )
     parts = [
-        "## Command-line start-up",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Command-line start-up", meta),
         f"Each command in a fresh `python -m ilora` process, {repeats} runs, wall time "
         "from outside the process (interpreter start included)"
         + (f"; before = revision `{before}`, run interleaved with after" if before else "")

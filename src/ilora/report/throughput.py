@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ilora.report._plot import new_figure, save_png
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._plot import new_figure, save_with_legend
+from ilora.report._table import md_table, read_csv, read_meta, section_head
 
 TARGET_SPEEDUP, TARGET_PEAK_SHARE = 2.5, 0.5
 PRECISIONS = ("fp32", "bf16")
@@ -250,9 +250,9 @@ def _plot(steps: Sequence[Mapping[str, str]], peaks: Mapping[str, float], img: P
         ax.axhline(peaks[prec], linestyle=style, color="k", label=f"{prec} matmul peak")
     ax.set_xticks(range(len(works)), works)
     ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_png(fig, img, "throughput-gflops", "training step GFLOP/s vs matmul peak")
+    return save_with_legend(
+        fig, ax, img, "throughput-gflops", "training step GFLOP/s vs matmul peak"
+    )
 
 
 def render(src: Path, img: Path) -> str:
@@ -264,9 +264,7 @@ def render(src: Path, img: Path) -> str:
     table, sentences = _table(steps, peaks)
     size = plan.get("matmul_size", "?")
     blocks = [
-        "## Training throughput: fp32 and bf16 against the matmul peak",
-        command_block(str(meta.get("command", ""))).strip(),
-        meta_line(meta),
+        *section_head("## Training throughput: fp32 and bf16 against the matmul peak", meta),
         f"One client's training step (forward in the precision, backward, AdamW), "
         f"{plan.get('steps', '?')} timed steps after {plan.get('warmup', '?')} warm-up steps, "
         f"{plan.get('repeats', '?')} repeats, {plan.get('threads', '?')} thread(s); both "

@@ -96,6 +96,7 @@ class Task(Protocol):
     """
 
     name: ClassVar[str]
+
     @property
     def lora_targets(self) -> tuple[str, ...]:
         """Regexes matched against full module names (a class constant in most tasks)."""

@@ -10,7 +10,7 @@ the ImageNet mean/std.
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ilora.config.fields import option
 from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
 from ilora.seeding import np_rng
 from ilora.tasks.base import ArrayDataset, AssetMissingError, TaskData
@@ -176,23 +177,18 @@ class FashionMNIST:
     name: ClassVar[str]
     lora_targets: ClassVar[tuple[str, ...]] = MOBILENET_V2_LORA_TARGETS
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
+    # the model and data in words, for reports (``{field}``: the task's option)
+    model_words: ClassVar[str] = "the ImageNet MobileNetV2 (LoRA on its 34 pointwise convolutions)"
+    data_words: ClassVar[str] = "Fashion-MNIST resized to {image_size}x{image_size}"
 
-    image_size: int = field(
-        default=32, metadata={"help": "side in pixels the 28x28 images are resized to (32..64)"}
+    image_size: int = option(32, "side in pixels the 28x28 images are resized to (32..64)")
+    max_train: int = option(0, "seeded random subset size of the train split (0 = all 60k)")
+    max_test: int = option(0, "seeded random subset size of the test split (0 = all 10k)")
+    data_dir: str = option(
+        "/usr/share/datasets/fashion-mnist",
+        "directory of the *-ubyte.gz IDX files (apt dataset-fashion-mnist)",
     )
-    max_train: int = field(
-        default=0, metadata={"help": "seeded random subset size of the train split (0 = all 60k)"}
-    )
-    max_test: int = field(
-        default=0, metadata={"help": "seeded random subset size of the test split (0 = all 10k)"}
-    )
-    data_dir: str = field(
-        default="/usr/share/datasets/fashion-mnist",
-        metadata={"help": "directory of the *-ubyte.gz IDX files (apt dataset-fashion-mnist)"},
-    )
-    pretrained: bool = field(
-        default=True, metadata={"help": "start from ImageNet weights (false: seeded random init)"}
-    )
+    pretrained: bool = option(True, "start from ImageNet weights (false: seeded random init)")
 
     def __post_init__(self) -> None:
         check_range("fashion-mnist", "image_size", self.image_size, 32, 64)

@@ -34,6 +34,9 @@ class HealthNews(_EncoderTextTask):
     """
 
     name: ClassVar[str] = "healthnews"
+    data_words: ClassVar[str] = (  # for reports
+        "the Health News tweets (which of 16 accounts posted a tweet, URLs stripped)"
+    )
 
     def _read(self) -> _Corpus:
         path = locate_asset(HEALTH_PACKAGE, HEALTH_PATH, "the Health News tweets")

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ilora.config.fields import option
 from ilora.tasks.base import ArrayDataset, DataPeek, TaskData
 from ilora.tasks.fashion_mnist import (
     MOBILENET_V2_LORA_TARGETS,
@@ -102,15 +103,9 @@ class ImageNpz:
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
 
     path: str = field(metadata={"help": "an .npz with x_train, y_train, x_test, y_test"})
-    image_size: int = field(
-        default=32, metadata={"help": "side in pixels the images are resized to (16..256)"}
-    )
-    pretrained: bool = field(
-        default=True, metadata={"help": "start from ImageNet weights (false: seeded random init)"}
-    )
-    class_names: tuple[str, ...] = field(
-        default=(), metadata={"help": "names of classes 0..K-1 (default: '0', '1', ...)"}
-    )
+    image_size: int = option(32, "side in pixels the images are resized to (16..256)")
+    pretrained: bool = option(True, "start from ImageNet weights (false: seeded random init)")
+    class_names: tuple[str, ...] = option((), "names of classes 0..K-1 (default: '0', '1', ...)")
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str | Path) or not str(self.path):

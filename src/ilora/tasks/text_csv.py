@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 from torch import nn
 
+from ilora.config.fields import option
 from ilora.models.targets import default_target_modules, name_patterns
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import (
@@ -52,41 +53,28 @@ class TextCSV:
     """Your own text classification CSV on the packaged MiniLM or a local encoder directory."""
 
     path: str = field(metadata={"help": "CSV file with a text and a label column"})
-    model_dir: str = field(
-        default="",
-        metadata={"help": "local Hugging Face encoder dir ('' = the packaged all-MiniLM-L6-v2)"},
+    model_dir: str = option(
+        "", "local Hugging Face encoder dir ('' = the packaged all-MiniLM-L6-v2)"
     )
-    text_column: str = field(default="text", metadata={"help": "column holding the text"})
-    label_column: str = field(default="label", metadata={"help": "column holding the class"})
-    group_column: str = field(
-        default="", metadata={"help": "optional column of natural groups for by_group ('' = none)"}
+    text_column: str = option("text", "column holding the text")
+    label_column: str = option("label", "column holding the class")
+    group_column: str = option("", "optional column of natural groups for by_group ('' = none)")
+    split_column: str = option("", "optional column marking each row 'train' or 'test' ('' = none)")
+    test_path: str = option(
+        "", "test CSV ('' = split_column, else a seeded stratified split of path)"
     )
-    split_column: str = field(
-        default="",
-        metadata={"help": "optional column marking each row 'train' or 'test' ('' = none)"},
+    test_fraction: float = option(0.2, "test share of the seeded split (0 < f < 1)")
+    encoding: str = option("utf-8", "text encoding of the CSV files (e.g. latin-1)")
+    target_modules: tuple[str, ...] = option(
+        (),
+        "LoRA targets as PEFT names them: modules whose name is or ends with "
+        "one of these ([] = the query/value projections of the model type)",
     )
-    test_path: str = field(
-        default="",
-        metadata={"help": "test CSV ('' = split_column, else a seeded stratified split of path)"},
-    )
-    test_fraction: float = field(
-        default=0.2, metadata={"help": "test share of the seeded split (0 < f < 1)"}
-    )
-    encoding: str = field(
-        default="utf-8", metadata={"help": "text encoding of the CSV files (e.g. latin-1)"}
-    )
-    target_modules: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "help": "LoRA targets as PEFT names them: modules whose name is or ends with "
-            "one of these ([] = the query/value projections of the model type)"
-        },
-    )
-    max_len: int = field(default=64, metadata={"help": "tokens per text (2..512)"})
-    max_train: int = field(default=0, metadata={"help": "seeded train subset (0 = all)"})
-    max_test: int = field(default=0, metadata={"help": "seeded test subset (0 = all)"})
-    num_layers: int = field(default=0, metadata={"help": "keep the first n layers (0 = all)"})
-    split_seed: int = field(default=0, metadata={"help": "seed of split and subsets (>= 0)"})
+    max_len: int = option(64, "tokens per text (2..512)")
+    max_train: int = option(0, "seeded train subset (0 = all)")
+    max_test: int = option(0, "seeded test subset (0 = all)")
+    num_layers: int = option(0, "keep the first n layers (0 = all)")
+    split_seed: int = option(0, "seed of split and subsets (>= 0)")
 
     name: ClassVar[str] = "text-csv"
     head: ClassVar[tuple[str, ...]] = BERT_HEAD
@@ -101,9 +89,9 @@ class TextCSV:
         return name_patterns(default_target_modules(Path(self.model_dir)))
 
     def __post_init__(self) -> None:
-        for option in ("path", "text_column", "label_column", "encoding"):
-            if not getattr(self, option):
-                raise ValueError(f"{option}='' is not allowed: {option} is required")
+        for name in ("path", "text_column", "label_column", "encoding"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}='' is not allowed: {name} is required")
         if self.split_column and self.test_path:
             raise ValueError("split_column and test_path both name the test rows: give one")
         if not 0.0 < self.test_fraction < 1.0:
@@ -131,9 +119,9 @@ class TextCSV:
 
     def _columns(self) -> dict[str, str]:
         columns = {"text_column": self.text_column, "label_column": self.label_column}
-        for option in ("group_column", "split_column"):
-            if getattr(self, option):
-                columns[option] = getattr(self, option)
+        for name in ("group_column", "split_column"):
+            if getattr(self, name):
+                columns[name] = getattr(self, name)
         return columns
 
     def _split(self, rows: list[dict[str, str]], n_train: int, labels: np.ndarray) -> _Split:

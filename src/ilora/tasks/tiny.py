@@ -9,13 +9,14 @@ global RNG is never touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ilora.config.fields import option
 from ilora.models.mobilenet_v2 import build_empty, seeded_init_, seeded_linear
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset, TaskData
@@ -87,13 +88,11 @@ class TinyImage:
     lora_targets: ClassVar[tuple[str, ...]] = (r"^pw[12]$", r"^fc$")
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
 
-    num_train: int = field(default=256, metadata={"help": "training examples (1..100000)"})
-    num_test: int = field(default=128, metadata={"help": "test examples (1..100000)"})
-    num_classes: int = field(default=4, metadata={"help": "number of classes (2..100)"})
-    noise: float = field(
-        default=1.0, metadata={"help": "std of the noise added to the unit-normal prototypes"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed of the data and of the backbone"})
+    num_train: int = option(256, "training examples (1..100000)")
+    num_test: int = option(128, "test examples (1..100000)")
+    num_classes: int = option(4, "number of classes (2..100)")
+    noise: float = option(1.0, "std of the noise added to the unit-normal prototypes")
+    seed: int = option(0, "seed of the data and of the backbone")
 
     def __post_init__(self) -> None:
         check_range("tiny-image", "num_train", self.num_train, 1, 100_000)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from ilora.config.fields import option
 from ilora.seeding import generator
 from ilora.tasks._text_data import check_range
 from ilora.tasks.base import ArrayDataset, TaskData
@@ -30,17 +31,13 @@ class TinyText:
     ``torch.Generator``s only: bitwise reproducible, no global RNG.
     """
 
-    num_classes: int = field(default=4, metadata={"help": "number of classes (2..16)"})
-    vocab_size: int = field(
-        default=128, metadata={"help": "token ids below this (num_classes + 8 .. 30522)"}
-    )
-    seq_len: int = field(default=16, metadata={"help": "padded sequence length L (4..512)"})
-    n_train: int = field(default=256, metadata={"help": "train examples (>= 1)"})
-    n_test: int = field(default=128, metadata={"help": "test examples (>= 1)"})
-    num_groups: int = field(
-        default=8, metadata={"help": "random natural groups for by_group (0 = no groups)"}
-    )
-    data_seed: int = field(default=0, metadata={"help": "seed of the generated data (>= 0)"})
+    num_classes: int = option(4, "number of classes (2..16)")
+    vocab_size: int = option(128, "token ids below this (num_classes + 8 .. 30522)")
+    seq_len: int = option(16, "padded sequence length L (4..512)")
+    n_train: int = option(256, "train examples (>= 1)")
+    n_test: int = option(128, "test examples (>= 1)")
+    num_groups: int = option(8, "random natural groups for by_group (0 = no groups)")
+    data_seed: int = option(0, "seed of the generated data (>= 0)")
 
     name: ClassVar[str] = "tiny-text"
     lora_targets: ClassVar[tuple[str, ...]] = BERT_LORA_TARGETS

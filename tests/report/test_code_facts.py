@@ -1,0 +1,41 @@
+"""The report's words follow the code: defaults read from the classes (parsed, not imported)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ilora.algorithms.base import create_algorithm
+from ilora.report._code_facts import algorithm_facts, class_facts, sci, task_target
+from ilora.report._demo_text import mechanics
+from ilora.report._setting import model_text
+from ilora.tasks import TASKS
+
+
+def test_task_defaults_are_the_dataclass_defaults() -> None:
+    for name in ("healthnews", "rotten-tomatoes", "fashion-mnist"):
+        cls = TASKS.get(name)
+        target = task_target(name)
+        assert target == f"{cls.__module__}:{cls.__qualname__}"
+        facts = class_facts(target)
+        for f in dataclasses.fields(cls):
+            if isinstance(f.default, int | float | str | bool):
+                assert facts[f.name] == f.default, (name, f.name)
+
+
+def test_the_setting_names_the_task_s_own_default() -> None:
+    max_len = TASKS.get("rotten-tomatoes")().max_len  # 48, not the other text tasks' 32
+    assert f"{max_len} tokens" in model_text("rotten-tomatoes", {})
+    assert "first 2 layer(s)" in model_text("healthnews", {"num_layers": 2})
+    assert model_text("text-csv", {}) == "task `text-csv`"  # no words declared
+
+
+def test_flasc_s_mechanics_state_its_default_server_lr_and_its_source() -> None:
+    lr = create_algorithm("flasc").server_lr  # type: ignore[attr-defined]
+    assert algorithm_facts("flasc")["server_lr"] == lr
+    text = mechanics("flasc")
+    assert text is not None and f"lr {sci(lr)}," in text and "released code's" in text
+    assert mechanics("fedit") is None
+
+
+def test_sci_writes_short_scientific_notation() -> None:
+    assert [sci(x) for x in (1e-3, 2.5e-4, 5.0)] == ["1e-3", "2.5e-4", "5e0"]
