@@ -37,8 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
@@ -69,6 +68,9 @@ from ilora.types import (
     Upload,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 
 @register("fedex-lora")
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class FedExLoRA(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
+        import torch
         r = max_rank(clients)
         factors = init_factors(template, r, lora, seed, "lora-init")
         residual = {
@@ -108,6 +111,7 @@ class FedExLoRA(Algorithm[FactorState]):
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
+        import torch
         ups = [uploads[c] for c in sorted(uploads)]
         padded = [
             {
@@ -153,6 +157,7 @@ def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
     The residual under which a rank-``r`` client's leading components reproduce the global
     model exactly; ``R`` itself when ``r`` is the global rank.
     """
+    import torch
     R = state.tensors[keys.make(module, "residual")].to(torch.float64)  # (d_out, d_in)
     if r == state.rank:
         return R

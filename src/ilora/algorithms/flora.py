@@ -30,8 +30,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-import torch
-
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
@@ -73,6 +71,7 @@ class FLoRA(Algorithm[FactorState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FactorState:
+        import torch
         residual = {
             keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
             for m, (d_out, d_in) in layer_shapes(template).items()
@@ -86,6 +85,7 @@ class FLoRA(Algorithm[FactorState]):
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
+        import torch
         old = keys.of_kind(state.tensors, "residual")
         new: TensorDict = {}
         ideal: TensorDict = {}

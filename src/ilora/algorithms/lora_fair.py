@@ -29,8 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
@@ -47,6 +46,9 @@ from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import weighted_mean
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register("lora-fair")
@@ -143,6 +145,8 @@ class LoRAFAIR(Algorithm[FactorState]):
         The pseudo-inverse equals the inverse for ``λ > 0`` and gives the minimum-norm
         least-squares correction for ``λ = 0`` (a singular ``ĀĀᵀ``, e.g. zero-padded rows).
         """
+        import torch
+
         B_c, A_c = ideal  # (d_out, Σr), (Σr, d_in), ΔW* = B_c A_c
         Bb, Ab = B_bar.to(torch.float64), A_bar.to(torch.float64)  # (d_out, r), (r, d_in)
         gram = Ab @ Ab.T  # (r, d_in) @ (d_in, r) -> (r, r)

@@ -11,25 +11,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
-from torch import nn
 
 import ilora.algorithms  # noqa: F401  (registers every algorithm)
 import ilora.tasks  # noqa: F401  (registers every task)
 from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
 from ilora.config import ConfigError, ExperimentConfig, algorithm_args
 from ilora.data.partitioners import PARTITIONERS
-from ilora.engine.compute import place
 from ilora.engine.privacy import check_dp
 from ilora.engine.robust import check_robust
-from ilora.lora.inject import inject
-from ilora.lora.state import adapted
 from ilora.registry import instantiate
 from ilora.seeding import np_rng
 from ilora.tasks.base import TASKS, ArrayDataset, DataPeek, Task, TaskData
 from ilora.types import ClientInfo
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -96,6 +95,8 @@ def partition_labels(
 
 def check_ranks(cfg: ExperimentConfig, alg: Algorithm, ranks: list[int], model: nn.Module) -> None:  # type: ignore[type-arg]
     """Reject ranks no layer can hold and mixed ranks for single-rank algorithms."""
+    from ilora.lora.state import adapted
+
     if len(set(ranks)) > 1 and not alg.heterogeneous_ranks:
         raise ConfigError(
             f"algorithm {cfg.algorithm!r} needs one rank for every client, got "
@@ -178,6 +179,9 @@ def build(cfg: ExperimentConfig) -> Experiment:
         ConfigError: for any configuration a user can get wrong.
 
     """
+    from ilora.engine.compute import place
+    from ilora.lora.inject import inject
+
     alg, task = validate(cfg)
     data = with_validation(load_data(task), cfg)  # type: ignore[arg-type]
     require_classes(data.train.labels.numpy(), data.class_names, f"task {cfg.task!r}")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ilora.tasks.base import ArrayDataset
+
+if TYPE_CHECKING:
+    import torch
 
 URL_RE = re.compile(
     r"h?ttps?(?::|…)\S*"  # scheme, even glued to a word or typo'd ("ttp:"), or "http…"
@@ -107,6 +109,8 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> dict[str, to
         ``{"input_ids": (N, L) int64, "attention_mask": (N, L) int64}``.
 
     """
+    import torch
+
     if not texts:
         empty = torch.zeros(0, max_len, dtype=torch.int64)
         return {"input_ids": empty, "attention_mask": empty.clone()}
@@ -128,6 +132,8 @@ def tokenized_dataset(
     max_len: int,
 ) -> ArrayDataset:
     """Tokenize the examples at ``idx`` into an ``ArrayDataset``."""
+    import torch
+
     inputs = tokenize(tokenizer, [texts[i] for i in idx], max_len)
     sub_groups = None if groups is None else groups[idx]
     return ArrayDataset(inputs, torch.as_tensor(labels[idx], dtype=torch.int64), sub_groups)

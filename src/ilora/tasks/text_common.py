@@ -13,10 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from torch import nn
 
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import (
@@ -31,6 +30,9 @@ from ilora.tasks._text_data import (
     tokenized_dataset,
 )
 from ilora.tasks.base import AssetMissingError, TaskData
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "BERT_HEAD",
