@@ -127,3 +127,27 @@ def test_a_text_task_reads_the_users_file_without_transformers(
     report, out = _validate(SMOKE, "--set", "algorithm=fedit", *_text_task(path))
     assert report == {"torch": False, "transformers": False, "exit": 2 if message else 0}, out
     assert message in " ".join(out.split())
+
+
+def test_every_algorithm_and_task_is_created_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "from ilora.algorithms.base import ALGORITHMS, create_algorithm\n"
+        "from ilora.engine.setup import make_task\n"
+        "from ilora.tasks import TASKS\n"
+        "for name in ALGORITHMS.names():\n"
+        "    create_algorithm(name)\n"
+        "for name in TASKS.names():\n"
+        "    TASKS.get(name)\n"
+        "make_task('tiny-image', {})\n"
+        "loaded = sorted({n.partition('.')[0] for n in sys.modules} & {'torch', 'transformers'})\n"
+        "print(len(ALGORITHMS.names()), len(TASKS.names()), loaded)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    n_algorithms, n_tasks, loaded = res.stdout.split(maxsplit=2)
+    assert int(n_algorithms) >= 20 and int(n_tasks) >= 7
+    assert loaded.strip() == "[]", f"importing the modules loaded {loaded.strip()}"
