@@ -49,6 +49,7 @@ class ArrayDataset:
     def subset(self, idx: np.ndarray | torch.Tensor) -> ArrayDataset:
         """Return the examples at ``idx`` (in that order)."""
         import torch
+
         index = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         groups = None if self.groups is None else self.groups[index.numpy()]
         return ArrayDataset(
