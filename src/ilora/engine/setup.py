@@ -13,13 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, overload
 
-import numpy as np
-
 import ilora.algorithms  # noqa: F401  (registers every algorithm)
 import ilora.tasks  # noqa: F401  (registers every task)
 from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
 from ilora.config import ConfigError, ExperimentConfig, algorithm_args
-from ilora.data.partitioners import PARTITIONERS
 from ilora.engine.privacy import check_dp
 from ilora.engine.robust import check_robust
 from ilora.registry import instantiate
@@ -28,6 +25,7 @@ from ilora.tasks.base import TASKS, ArrayDataset, DataPeek, Task, TaskData
 from ilora.types import ClientInfo
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
 
@@ -79,6 +77,8 @@ def partition_labels(
         ConfigError: for bad partitioner arguments or a client left without examples.
 
     """
+    from ilora.data.partitioners import PARTITIONERS  # (NumPy) where data is partitioned
+
     fn = PARTITIONERS.get(cfg.data.partition)
     try:
         parts = fn(labels, groups, cfg.data.num_clients, cfg.seed, **cfg.data.partition_args)
@@ -118,6 +118,8 @@ def require_classes(labels: np.ndarray, class_names: tuple[str, ...], source: st
         ConfigError: naming ``source``, the one class and the fix.
 
     """
+    import numpy as np
+
     present = np.unique(labels)
     if len(present) < 2:
         only = repr(class_names[int(present[0])]) if len(present) else "none"
@@ -222,6 +224,8 @@ class Shares(Sequence[ArrayDataset]):
     """
 
     def __init__(self, dataset: ArrayDataset, parts: Sequence[np.ndarray]) -> None:
+        import numpy as np
+
         self.dataset = dataset
         self.sizes = np.array([len(p) for p in parts], dtype=np.int64)  # (K,)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])  # (K + 1,)
@@ -258,6 +262,8 @@ def split_local(
         ConfigError: if the client would keep no training example.
 
     """
+    import numpy as np
+
     if fraction == 0.0:
         return idx, idx[:0]
     order = np_rng(seed, "local-test", cid).permutation(len(idx))
@@ -278,6 +284,8 @@ def with_validation(data: TaskData, cfg: ExperimentConfig) -> TaskData:
     from the test split and from every client's share and test share. Under
     ``eval.split: validation`` they replace the test split: the run never reads the test split.
     """
+    import numpy as np
+
     fraction = cfg.data.validation_fraction
     if fraction == 0.0:
         return data

@@ -10,11 +10,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ilora.tasks.base import ArrayDataset
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 URL_RE = re.compile(
@@ -63,6 +62,8 @@ def class_index(values: Iterable[str]) -> tuple[str, ...]:
 
 def label_ids(values: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """Return ``(N,)`` int64 positions of ``values`` in ``names``."""
+    import numpy as np
+
     index = {name: i for i, name in enumerate(names)}
     return np.array([index[v] for v in values], dtype=np.int64)
 
@@ -81,6 +82,8 @@ def split_stratified(
         ``(train_idx, test_idx)``, each sorted int64.
 
     """
+    import numpy as np
+
     test_parts: list[np.ndarray] = []
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))  # (n_c,)
@@ -92,6 +95,8 @@ def split_stratified(
 
 def cap(idx: np.ndarray, max_n: int, rng: np.random.Generator) -> np.ndarray:
     """Return a seeded random subset of ``max_n`` of ``idx`` (sorted); ``0`` keeps all."""
+    import numpy as np
+
     if max_n == 0 or max_n >= len(idx):
         return idx
     return np.sort(rng.choice(idx, size=max_n, replace=False))

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-import numpy as np
-
 from ilora.assets import AssetMissingError as AssetMissingError  # raised by every task
 from ilora.tasks.catalog import TASKS as TASKS  # re-exported: defined without torch
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -48,6 +47,7 @@ class ArrayDataset:
 
     def subset(self, idx: np.ndarray | torch.Tensor) -> ArrayDataset:
         """Return the examples at ``idx`` (in that order)."""
+        import numpy as np
         import torch
 
         index = torch.as_tensor(np.asarray(idx), dtype=torch.long)

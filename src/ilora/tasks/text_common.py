@@ -15,8 +15,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import (
     SPACE_RE,
@@ -178,6 +176,8 @@ class _EncoderTextTask:
             FileNotFoundError: if ``model_dir`` does not exist.
 
         """
+        import numpy as np
+
         from ilora.models.encoder import load_tokenizer  # transformers: only when loading
 
         corpus = self._read()

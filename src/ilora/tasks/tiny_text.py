@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-
 from ilora.seeding import generator
 from ilora.tasks._text_data import check_range
 from ilora.tasks.base import ArrayDataset, TaskData
@@ -58,6 +56,7 @@ class TinyText:
 
     def _generate(self, split: str, n: int) -> ArrayDataset:
         """Draw ``n`` examples from ``generator(data_seed, "tiny-text", split)``."""
+        import numpy as np
         import torch
 
         gen = generator(self.data_seed, self.name, split)
