@@ -4,9 +4,10 @@ A registry maps a name to an object (a class or a function). ``register(name)`` 
 registering a name twice raises, and looking up an unknown name raises with a suggestion, so a
 typo in a config never silently runs something else (PEFT's ``register_peft_method`` idea).
 ``register_lazy(name, "package.module:attr")`` registers a name whose object is imported only on
-its first ``get``, so a heavy module (``transformers`` behind the text tasks, ``torch`` behind
-every algorithm) costs nothing until it is used; if that module then ``register``s the name
-itself (with a preset), it must be the object the table named.
+its first ``get``, so a module costs nothing until it is used (the algorithm and task modules
+import torch and ``transformers`` only inside the functions that need them, so even a lookup
+loads neither); if that module then ``register``s the name itself (with a preset), it must be
+the object the table named.
 """
 
 from __future__ import annotations

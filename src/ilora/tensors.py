@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.types import TensorDict
+
+if TYPE_CHECKING:
+    import torch
 
 
 def canonical(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> TensorDict:
@@ -35,6 +37,8 @@ def weighted_mean(
         ValueError: on an empty input, mismatched keys or shapes, or non-positive total weight.
 
     """
+    import torch
+
     if not dicts or len(dicts) != len(weights):
         raise ValueError(
             f"weighted_mean needs matching dicts and weights, got {len(dicts)}/{len(weights)}"
@@ -103,4 +107,6 @@ def num_bytes(d: Mapping[str, torch.Tensor]) -> int:
 
 def all_finite(d: Mapping[str, torch.Tensor]) -> bool:
     """Return True when every floating tensor is free of NaN and Inf."""
+    import torch
+
     return all(bool(torch.isfinite(t).all()) for t in d.values() if t.is_floating_point())

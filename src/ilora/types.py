@@ -13,13 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
+    import torch
+
     from ilora.config import TrainConfig
     from ilora.lora.spec import LoRASpec
 
-TensorDict = dict[str, torch.Tensor]
+TensorDict = dict[str, "torch.Tensor"]
 Scalars = dict[str, int | float | str | bool]
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import TinySetup, run_rounds
+from ilora.algorithms._flasc_sparse import decode, encode
 from ilora.algorithms.base import create_algorithm
-from ilora.algorithms.flasc import decode, encode
 from ilora.config import TrainConfig
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import num_bytes

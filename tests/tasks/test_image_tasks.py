@@ -18,10 +18,11 @@ from ilora.models.mobilenet_v2 import (
     mobilenet_v2_features,
     weights_path,
 )
+from ilora.models.tiny_convnet import TinyConvNet
 from ilora.tasks.base import TASKS, AssetMissingError
 from ilora.tasks.fashion_mnist import FashionMNIST, read_idx
 from ilora.tasks.image_npz import ImageNpz
-from ilora.tasks.tiny import TinyConvNet, TinyImage
+from ilora.tasks.tiny import TinyImage
 
 
 def _matches(model: nn.Module, patterns: tuple[str, ...]) -> list[str]:

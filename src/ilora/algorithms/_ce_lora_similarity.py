@@ -7,14 +7,18 @@ Shapes: ``K`` participants, ``K_cls`` classes, features of dimension ``d``, core
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.types import Features, TensorDict
+
+if TYPE_CHECKING:
+    import torch
 
 
 def mix_heads(heads: Sequence[TensorDict], w: torch.Tensor) -> TensorDict:
     """Return ``Σ_j w_j head_j`` (float64 accumulation, float32 result)."""
+    import torch
+
     out: TensorDict = {}
     for k in heads[0] if heads else {}:
         acc = torch.zeros(heads[0][k].shape, dtype=torch.float64)
@@ -33,6 +37,8 @@ def block_mean(
     renormalised; an entry no core with positive weight covers keeps ``fallback``'s value.
     ``None`` entries (a client without this layer) are skipped.
     """
+    import torch
+
     R = fallback.shape[0]
     num = torch.zeros(R, R, dtype=torch.float64)  # (R, R)
     den = torch.zeros(R, R, dtype=torch.float64)  # (R, R)
@@ -52,6 +58,8 @@ def model_similarity(vectors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Ten
     Each pair compares the leading ``min(r_i, r_j)`` block of every layer; the diagonal is 1 and
     a pair with a zero vector gets 0.
     """
+    import torch
+
     K = len(vectors)
     sim = torch.eye(K, dtype=torch.float64)
     for i in range(K):
@@ -72,6 +80,8 @@ def class_statistics(features: Features) -> TensorDict:
 
     Classes without examples have count, mean and variance 0. Float64 sums, float32 results.
     """
+    import torch
+
     x = features.inputs.double()  # (N, d)
     y = features.labels.long()  # (N,)
     K = features.num_classes
@@ -91,6 +101,8 @@ def class_divergence(
     ``o = Σ_c min(π_ac, π_bc)`` over the classes both hold, ``F`` the ``min(π_ac, π_bc)``-weighted
     mean of their ``W_c`` (``(0, 0)`` without a shared class).
     """
+    import torch
+
     na, nb = a["count"].double(), b["count"].double()  # (K,)
     pi_a, pi_b = na / na.sum().clamp_min(1.0), nb / nb.sum().clamp_min(1.0)
     m = torch.minimum(pi_a, pi_b) * ((na > 0) & (nb > 0))  # (K,)
@@ -105,6 +117,8 @@ def class_divergence(
 
 def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
     """Return the Euclidean projection of ``v (K,)`` onto ``{w ≥ 0, Σ w = 1}`` (sort-based)."""
+    import torch
+
     u = torch.sort(v, descending=True).values  # (K,)
     css = torch.cumsum(u, 0) - 1.0  # (K,)
     idx = torch.arange(1, v.numel() + 1, dtype=v.dtype)
@@ -115,5 +129,7 @@ def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
 
 def median_positive(values: torch.Tensor) -> float:
     """Return the lower median of the positive ``values`` (1 when there is none)."""
+    import torch
+
     pos = torch.sort(values[values > 0]).values
     return float(pos[(pos.numel() - 1) // 2]) if pos.numel() else 1.0

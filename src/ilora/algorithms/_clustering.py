@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 KMEANS_ITERATIONS = 100
 COS_EPS = 1e-8  # FedLEASE's code: a zero B is at distance 1 from everything
@@ -25,6 +28,8 @@ def kmeans(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
     ``KMEANS_ITERATIONS``); ties go to the lower cluster index; an empty cluster keeps its
     centre. Labels are renumbered in order of first appearance (row 0 is in cluster 0).
     """
+    import torch
+
     X = X.to(torch.float64)
     centers = kmeans_pp_init(X, k, g)  # (k, D)
     labels = squared_distances(X, centers).argmin(dim=1)  # (n,)
@@ -61,6 +66,8 @@ def kmeans_best_of(X: torch.Tensor, k: int, g: torch.Generator, starts: int) -> 
 
 def kmeans_cost(X: torch.Tensor, labels: torch.Tensor) -> float:
     """Return ``Σ_i ‖x_i − μ_{label_i}‖²`` (float64), ``μ_j`` the mean of cluster ``j``."""
+    import torch
+
     X = X.to(torch.float64)
     total = 0.0
     for j in sorted(set(labels.tolist())):
@@ -75,6 +82,8 @@ def kmeans_pp_init(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
     The first row is drawn uniformly, each next one with probability ``∝`` its squared distance
     to the nearest chosen centre; if every row coincides with a centre, the lowest unchosen row.
     """
+    import torch
+
     n = X.shape[0]
     chosen = [int(torch.randint(n, (1,), generator=g))]
     d2 = (X - X[chosen[0]]).square().sum(dim=1)  # (n,)
@@ -91,6 +100,8 @@ def kmeans_pp_init(X: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
 
 def squared_distances(X: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     """Return ``‖x_i − c_j‖²`` ``(n, k)`` (one pass per centre; no ``(n, k, D)`` tensor)."""
+    import torch
+
     return torch.stack([(X - c).square().sum(dim=1) for c in centers], dim=1)
 
 

@@ -9,13 +9,16 @@ a router ``(2M−1, d_in)``; a client's own pair at its rank ``r_k``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-import torch
-
+from ilora.algorithms import traffic
 from ilora.algorithms._shared import componentwise_mean
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.types import TensorDict
+
+if TYPE_CHECKING:
+    import torch
 
 
 def expert_map(own: int, num_experts: int) -> torch.Tensor:
@@ -25,6 +28,8 @@ def expert_map(own: int, num_experts: int) -> torch.Tensor:
     ``0..M−2``) and the own expert as its live pair (slot ``M − 1``). Outputs ``j < M`` select
     expert ``j``; outputs ``M..2M−2`` select the own expert.
     """
+    import torch
+
     M = num_experts
     slots = []
     for j in range(2 * M - 1):
@@ -78,3 +83,24 @@ def expert_pairs(
         key: componentwise_mean(t, keys.kind_of(key), [u[key] for u in uploads], weights)
         for key, t in keys.of_kind(old, "lora_A", "lora_B").items()
     }
+
+
+# ---- bytes per client per round, float32 floats (down, up): FedLEASE's traffic formula
+def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
+    """Depends on the round and on the chosen number of experts ``M``.
+
+    First contact (any round): the initial LoRA at ``r_k`` and head down, the LoRA up; later
+    warm-up rounds nothing down, the LoRA up; afterwards all ``M`` experts at ``r_max`` and the
+    cluster's router ``(2M−1, d_in)`` down, the own expert at ``r_k`` and the router up. ``hp``:
+    ``warmup_rounds`` (default 5) and ``num_experts`` ``M`` (chosen by the silhouette search on
+    the warm-up LoRAs; default ``M_max = 4``).
+    """
+    lora = s.pair(c.rank)
+    if c.first:
+        return lora + s.n_head, lora
+    if c.round <= c.hp.get("warmup_rounds", 5):
+        return 0, lora
+    experts = int(c.hp.get("num_experts", 4))
+    router = (2 * experts - 1) * sum(d_in for _, d_in in s.layers)
+    bank = experts * s.pair(max(c.max_rank, c.rank))  # every expert at r_max
+    return bank + router, lora + router

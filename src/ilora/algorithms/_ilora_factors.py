@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._redistribution import Terms
@@ -21,6 +20,9 @@ from ilora.lora.memo import PairMemo
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import strip_prefix
 from ilora.types import TensorDict, Upload
+
+if TYPE_CHECKING:
+    import torch
 
 CV = "cv/"
 CHOICES = {  # ILoRA's Literal hyperparameters and their values, checked in __post_init__

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms._shared import (
     FactorState,
@@ -25,6 +24,9 @@ from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.types import ClientInfo, RoundInfo, TensorDict, Upload
 
+if TYPE_CHECKING:
+    import torch
+
 
 def merge_and_restart(
     tensors: Mapping[str, torch.Tensor], lora: LoRASpec, r: int, *seed: object
@@ -36,6 +38,8 @@ def merge_and_restart(
     and B = 0, so the model ``W0 + R + s B A`` is unchanged (up to the float32 rounding of R).
     ``R`` is updated in float64; other entries (the head) are returned as they are.
     """
+    import torch
+
     out = dict(tensors)
     residuals = keys.of_kind(tensors, "residual")
     shapes = {

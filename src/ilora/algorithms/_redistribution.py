@@ -6,13 +6,14 @@ Pure functions over factors; shapes ``B (d_out, r)``, ``A (r, d_in)``. See ``ilo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ilora.lora.linalg import leading_qr_of_sum, principal_factors_of_sum, qr_of_dense, stack
 
-Terms = tuple[list[torch.Tensor], list[torch.Tensor], list[float]]  # B_k, A_k, c_k per client
+if TYPE_CHECKING:
+    import torch
+
+Terms = tuple[list["torch.Tensor"], list["torch.Tensor"], list[float]]  # B_k, A_k, c_k per client
 Redistribution = Literal["qr", "svd", "qr_literal"]
 
 
@@ -27,6 +28,8 @@ def unheld_components(
     global adapter plus each client's change relative to its start (its leading ``r_k``
     components). Shapes ``(d_out, n)`` and ``(n, d_in)`` float64, ``n = 0`` with equal ranks.
     """
+    import torch
+
     held = torch.zeros(B_g.shape[1], dtype=torch.float64)  # (r,) Σ_{k: r_k > i} p_k
     for cid, r in ranks.items():
         held[:r] += p[cid]
@@ -47,6 +50,8 @@ def redistribute(
     (completed with seeded directions from ``g`` when ``rank(ΔW) < r``) and ``A = S Vᵀ``. The
     last item is ``(Σ_{i>r} σ_i², Σ_i σ_i²)`` for ``svd`` (the Eckart–Young error), else ``None``.
     """
+    import torch
+
     if mode == "qr":
         Q, R = leading_qr_of_sum(*stack(*terms), r, g)  # (d_out, r), (r, d_in)
         return Q.float(), R.float(), None
@@ -68,6 +73,8 @@ def complete_orthonormal(U: torch.Tensor, r: int, g: torch.Generator) -> torch.T
     The extra columns pair with zero rows of A, so the product is unchanged while the client's
     extra rank stays trainable (a zero B column *and* a zero A row would never train).
     """
+    import torch
+
     if U.shape[1] >= r:
         return U
     extra = torch.randn(U.shape[0], r - U.shape[1], generator=g, dtype=U.dtype)  # (d, r - q)

@@ -9,13 +9,15 @@ work on the products, in the dense ``(d_out, d_in)`` space of one layer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms._shared import head_of
 from ilora.types import TensorDict, Upload
 
-Terms = tuple[list[torch.Tensor], list[torch.Tensor], list[float]]  # B_k, A_k, c_k per client
+if TYPE_CHECKING:
+    import torch
+
+Terms = tuple[list["torch.Tensor"], list["torch.Tensor"], list[float]]  # B_k, A_k, c_k per client
 
 
 def median_of_products(
@@ -28,6 +30,8 @@ def median_of_products(
     (the lower middle value for an even count), in float64. Ours (docs/SECURITY.md): it
     replaces ``Σ_k p_k s_k B_k A_k``, unweighted as robust aggregation of a mean is.
     """
+    import torch
+
     Bs, As, coeffs = terms
     weights = [p[c] for c in sorted(uploads)]
     dense = torch.stack(
@@ -43,5 +47,7 @@ def median_of_products(
 
 def median_extras(uploads: Mapping[int, Upload]) -> TensorDict:
     """Return the coordinate-wise median of every head tensor over the uploads."""
+    import torch
+
     heads = [head_of(uploads[c].tensors) for c in sorted(uploads)]
     return {k: torch.stack([h[k] for h in heads]).median(dim=0).values for k in heads[0]}

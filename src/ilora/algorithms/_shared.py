@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.lora import keys
 from ilora.lora.linalg import error_terms, resize_rank, stack
@@ -14,6 +13,9 @@ from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
 from ilora.types import ClientInfo, LocalSetup, Payload, TensorDict, Upload
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ def init_factors(
     ``A`` is PEFT's ``kaiming_uniform_(a=sqrt(5))`` (bound ``1/sqrt(d_in)``) or ``N(0, 1/r²)``
     (``init: gaussian``), drawn from ``generator(*seed, module)`` so every caller gets the same A.
     """
+    import torch
+
     out: TensorDict = {}
     for module, (d_out, d_in) in layer_shapes(template).items():
         A = init_a(lora.init, r, d_in, generator(*seed, module))  # (r, d_in)
@@ -61,6 +65,8 @@ def init_a(init: str, r: int, fan_in: int, g: torch.Generator) -> torch.Tensor:
 
     Uniform: PEFT's ``kaiming_uniform_(a=sqrt(5))``, bound ``1/sqrt(fan_in)``.
     """
+    import torch
+
     if init == "gaussian":
         return torch.randn(r, fan_in, generator=g) / r
     return (torch.rand(r, fan_in, generator=g) * 2 - 1) / math.sqrt(fan_in)
@@ -125,6 +131,8 @@ def dense_agg_error(
     For residual methods (FLoRA, FedEx-LoRA), which form the dense ideal ``Σ p_k s_k B_k A_k``
     anyway: ``sqrt(Σ_l ‖I_l − P_l‖²) / sqrt(Σ_l ‖I_l‖²)`` in float64, 0 when every ideal is 0.
     """
+    import torch
+
     num = den = 0.0
     for module, dense in ideal.items():
         ref = dense.to(torch.float64)
@@ -226,6 +234,8 @@ def global_pair_error(state: FactorState, uploads: Mapping[int, Upload], new: Te
 
 def zero_residuals(template: Mapping[str, torch.Tensor]) -> TensorDict:
     """Return a zero ``<module>.residual`` ``(d_out, d_in)`` for every adapted layer."""
+    import torch
+
     return {
         keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
         for m, (d_out, d_in) in layer_shapes(template).items()
@@ -257,6 +267,8 @@ def componentwise_mean(
     of the ``parts`` of rank ``> i`` (weights renormalised over them); a component no part has
     keeps its old value. Float64 accumulation, float32 result.
     """
+    import torch
+
     rows = old if kind == "lora_A" else old.T  # (R, d)
     num = torch.zeros(rows.shape, dtype=torch.float64)  # (R, d)
     den = torch.zeros(rows.shape[0], 1, dtype=torch.float64)  # (R, 1)

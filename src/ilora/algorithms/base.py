@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Generic, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from ilora.algorithms.catalog import ALGORITHMS as ALGORITHMS  # re-exported
 from ilora.lora.spec import LoRASpec
@@ -28,6 +26,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 S = TypeVar("S")
 T = TypeVar("T")

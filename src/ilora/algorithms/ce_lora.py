@@ -81,9 +81,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._ce_lora_similarity import (
@@ -115,6 +113,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 LOCAL = "local/"  # cstate: the client's own A and B
 STATS = "stats/"  # upload: count (K_cls,), mean (K_cls, d), var (K_cls, d)
@@ -199,6 +200,8 @@ class CELoRA(Algorithm[CELoRAState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> CELoRAState:
+        import torch
+
         r = max_rank(clients)
         init = init_factors(template, r, lora, seed, "lora-init")
         C = {keys.make(m, "lora_C"): torch.eye(r) for m in keys.modules(init)}  # (r, r)
@@ -219,6 +222,8 @@ class CELoRA(Algorithm[CELoRAState]):
     def aggregate(
         self, state: CELoRAState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> CELoRAState:
+        import torch
+
         cids = sorted(uploads)
         stats = dict(state.stats)
         for cid in cids:
@@ -270,11 +275,15 @@ class CELoRA(Algorithm[CELoRAState]):
     # ---- math
     def weights(self, p: torch.Tensor, s_data: torch.Tensor, s_model: torch.Tensor) -> torch.Tensor:
         """Return ``W (K, K)``: row ``i`` is ``Proj_Δ(p + (λ/2)(β s^D_i + (1 − β) s^M_i))``."""
+        import torch
+
         sim = self.beta * s_data + (1.0 - self.beta) * s_model  # (K, K)
         return torch.stack([project_to_simplex(p + 0.5 * self.lam * row) for row in sim])
 
     def data_similarity(self, stats: Sequence[TensorDict | None]) -> torch.Tensor:
         """Return ``s^D (K, K)`` from per-class statistics (see the module docstring)."""
+        import torch
+
         K = len(stats)
         overlap = torch.zeros(K, K, dtype=torch.float64)
         dist = torch.zeros(K, K, dtype=torch.float64)

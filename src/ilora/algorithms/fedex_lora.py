@@ -37,8 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import ResidualServer
@@ -62,6 +61,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register("fedex-lora")
@@ -90,6 +92,7 @@ class FedExLoRA(ResidualServer):
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
+        import torch
         ups = [uploads[c] for c in sorted(uploads)]
         padded = [
             {
@@ -129,6 +132,7 @@ def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
     The residual under which a rank-``r`` client's leading components reproduce the global
     model exactly; ``R`` itself when ``r`` is the global rank.
     """
+    import torch
     R = state.tensors[keys.make(module, "residual")].to(torch.float64)  # (d_out, d_in)
     if r == state.rank:
         return R

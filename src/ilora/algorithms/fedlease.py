@@ -105,7 +105,7 @@ largest client rank ``R``, ``M`` experts once allocated): first contact (any rou
 rounds: down ``4·(M·R·(d_out + d_in) + (2M−1)·d_in)`` (all experts at ``R``, the same stack for
 every client, and the cluster's router), up ``4·(r·(d_out + d_in) + (2M−1)·d_in)`` (own expert
 at ``r`` and router). With equal ranks ``R = r``. The head never travels after first contact.
-``M`` is data-dependent: the formula (:func:`floats_per_round`, end of module) takes
+``M`` is data-dependent: the formula (``_fedlease_experts.floats_per_round``) takes
 ``warmup_rounds`` and the chosen ``num_experts`` (reported by ``round_metrics``) as
 hyperparameters.
 """
@@ -115,13 +115,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ilora.algorithms import traffic
 from ilora.algorithms._clustering import b_distances, choose_clusters
-from ilora.algorithms._fedlease_experts import expert_layer_setup, expert_pairs, expert_units
+from ilora.algorithms._fedlease_experts import (
+    expert_layer_setup,
+    expert_pairs,
+    expert_units,
+    floats_per_round,
+)
 from ilora.algorithms._shared import (
     agg_error,
     head_of,
@@ -146,6 +151,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 LOCAL = "local/"  # a client's own tensors: its warm-up LoRA and its head
 CLUSTER = "cluster"  # Payload.config key: the client's cluster (its own expert)
@@ -239,6 +247,8 @@ class FedLEASE(Algorithm[FedLEASEState]):
         return new
 
     def export(self, state: FedLEASEState) -> LocalSetup:
+        import torch
+
         if not state.experts:
             return LocalSetup(factors={**state.init, **state.head0})
         s, M = state.lora.scale(state.rank), state.num_experts
@@ -303,6 +313,8 @@ def _record_warmup(state: FedLEASEState, uploads: Mapping[int, Upload]) -> FedLE
 
 def _allocate(state: FedLEASEState, max_experts: int, seed: int) -> FedLEASEState:
     """Return ``state`` with the clusters, the experts (cluster means) and fresh routers."""
+    import torch
+
     cids = sorted(state.warm_weight)
     labels = choose_clusters(b_distances(_warm_bs(state, cids)), max_experts)
     cluster_of = dict(zip(cids, labels, strict=True))
@@ -381,22 +393,4 @@ def _average_clusters(state: FedLEASEState, uploads: Mapping[int, Upload]) -> Fe
 
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
-@traffic.formula(FedLEASE)
-def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
-    """Depends on the round and on the chosen number of experts ``M``.
-
-    First contact (any round): the initial LoRA at ``r_k`` and head down, the LoRA up; later
-    warm-up rounds nothing down, the LoRA up; afterwards all ``M`` experts at ``r_max`` and the
-    cluster's router ``(2M−1, d_in)`` down, the own expert at ``r_k`` and the router up. ``hp``:
-    ``warmup_rounds`` (default 5) and ``num_experts`` ``M`` (chosen by the silhouette search on
-    the warm-up LoRAs; default ``M_max = 4``).
-    """
-    lora = s.pair(c.rank)
-    if c.first:
-        return lora + s.n_head, lora
-    if c.round <= c.hp.get("warmup_rounds", 5):
-        return 0, lora
-    experts = int(c.hp.get("num_experts", 4))
-    router = (2 * experts - 1) * sum(d_in for _, d_in in s.layers)
-    bank = experts * s.pair(max(c.max_rank, c.rank))  # every expert at r_max
-    return bank + router, lora + router
+traffic.formula(FedLEASE)(floats_per_round)  # in _fedlease_experts

@@ -71,9 +71,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._clustering import kmeans_best_of
@@ -94,6 +92,9 @@ from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import strip_prefix, weighted_mean, with_prefix
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,8 @@ class FLTAC(Algorithm[FLTACState]):
     def aggregate(
         self, state: FLTACState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FLTACState:
+        import torch
+
         cids = sorted(uploads)
         mapped = uploads_to_global(uploads, state.lora, state.rank) if self.rescale_b else uploads
         padded = {c: truncated(mapped[c].tensors, state.rank) for c in cids}  # zero-pad to r_max
@@ -198,6 +201,8 @@ def _prefix(cid: int) -> str:
 
 def adapter_vector(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Return every LoRA factor of ``tensors`` flattened in sorted key order, float64 ``(D,)``."""
+    import torch
+
     factors = keys.of_kind(tensors, *keys.FACTOR_KINDS)
     return torch.cat([factors[k].reshape(-1).to(torch.float64) for k in sorted(factors)])
 

@@ -70,10 +70,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
+from ilora.algorithms._flasc_sparse import (
+    Layout,
+    decode,
+    encode,
+    flatten,
+    layout_of,
+    size_of,
+    unflatten,
+)
 from ilora.algorithms._shared import (
     RESCALE_HELP,
     b_to_client,
@@ -96,9 +104,10 @@ from ilora.types import (
     Upload,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 LAYOUT = "flasc/layout"  # Payload.config: JSON [[key, shape], ...] of the flattened tensors
-VALUES, INDICES, DENSE = "flasc/values", "flasc/indices", "flasc/dense"
-Layout = list[tuple[str, tuple[int, ...]]]
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,8 @@ class FLASC(Algorithm[FLASCState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FLASCState:
+        import torch
+
         init = global_factor_state(template, clients, lora, seed)
         zeros = {k: torch.zeros_like(v) for k, v in init.tensors.items()}
         ranks = {c.cid: c.rank for c in clients}
@@ -187,11 +198,13 @@ class FLASC(Algorithm[FLASCState]):
     def aggregate(
         self, state: FLASCState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FLASCState:
+        import torch
+
         p = normalized_weights(uploads)
         grad = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in state.tensors.items()}
         for cid in sorted(uploads):
             layout = layout_of(truncated(state.tensors, state.ranks[cid]))
-            delta = unflatten(decode(uploads[cid].tensors, _size(layout)), layout)
+            delta = unflatten(decode(uploads[cid].tensors, size_of(layout)), layout)
             if self.rescale_b:
                 delta = b_to_global(delta, state.lora, state.rank)
             for k, d in delta.items():  # zero-pad a rank-r_k delta to r_max
@@ -210,7 +223,7 @@ class FLASC(Algorithm[FLASCState]):
         if not self.export_masked:
             return LocalSetup(factors=dict(state.tensors))
         layout = layout_of(state.tensors)
-        flat = decode(encode(flatten(state.tensors, layout), self.density_down), _size(layout))
+        flat = decode(encode(flatten(state.tensors, layout), self.density_down), size_of(layout))
         return LocalSetup(factors=unflatten(flat, layout))
 
     # ---- client
@@ -226,72 +239,10 @@ class FLASC(Algorithm[FLASCState]):
         return Upload(encode(delta, self.density_up), float(ctx.client.num_examples)), cstate
 
 
-# ---- sparse encoding
-def layout_of(tensors: Mapping[str, torch.Tensor]) -> Layout:
-    """Return ``[(key, shape), ...]`` in sorted key order: the flattening order."""
-    return [(k, tuple(tensors[k].shape)) for k in sorted(tensors)]
-
-
-def _size(layout: Layout) -> int:
-    return sum(int(torch.Size(shape).numel()) for _, shape in layout)
-
-
-def flatten(tensors: Mapping[str, torch.Tensor], layout: Layout) -> torch.Tensor:
-    """Return the tensors of ``layout`` concatenated into one float32 vector ``(N,)``."""
-    return torch.cat([tensors[k].detach().reshape(-1).float() for k, _ in layout])
-
-
-def unflatten(flat: torch.Tensor, layout: Layout) -> TensorDict:
-    """Return ``flat (N,)`` cut back into the tensors of ``layout`` (contiguous copies)."""
-    out: TensorDict = {}
-    offset = 0
-    for k, shape in layout:
-        n = int(torch.Size(shape).numel())
-        out[k] = flat[offset : offset + n].reshape(shape).clone()
-        offset += n
-    return out
-
-
-def kept(n: int, density: float) -> int:
-    """Return ``max(1, ⌊density·n⌋)``: how many of ``n`` entries a top-k at ``density`` keeps."""
-    return max(1, int(density * n))
-
-
-def top_k_positions(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """Return the ascending positions of the ``k`` largest ``|flat|`` (ties: lower position)."""
-    order = torch.sort(flat.abs(), descending=True, stable=True).indices  # (N,)
-    return order[:k].sort().values  # (k,)
-
-
-def encode(flat: torch.Tensor, density: float) -> TensorDict:
-    """Return the top-``k`` entries of ``flat (N,)`` by magnitude, as sent.
-
-    ``{values (k,) float32, indices (k,) int32}``, or ``{dense (N,)}`` (the masked vector) when
-    ``2k ≥ N``, where the indices would cost more than the zeros.
-    """
-    n = flat.numel()
-    k = kept(n, density)
-    pos = top_k_positions(flat, k)
-    if 2 * k >= n:
-        masked = torch.zeros(n)
-        masked[pos] = flat[pos].float()
-        return {DENSE: masked}
-    return {VALUES: flat[pos].float().contiguous(), INDICES: pos.to(torch.int32).contiguous()}
-
-
-def decode(tensors: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
-    """Return the dense vector ``(n,)`` of an ``encode`` output (zeros where nothing was sent)."""
-    if DENSE in tensors:
-        return tensors[DENSE].float().clone()
-    flat = torch.zeros(n)
-    flat[tensors[INDICES].long()] = tensors[VALUES].float()
-    return flat
-
-
 def _received(payload: Payload) -> TensorDict:
     """Return the dense masked tensors a download decodes to."""
     layout: Layout = [(k, tuple(shape)) for k, shape in json.loads(str(payload.config[LAYOUT]))]
-    return unflatten(decode(payload.tensors, _size(layout)), layout)
+    return unflatten(decode(payload.tensors, size_of(layout)), layout)
 
 
 # ---- server optimizer
@@ -311,6 +262,8 @@ def adam_step(
     corrections ``m̂ = m/(1−β₁ᵗ)``, ``v̂ = v/(1−β₂ᵗ)`` (``torch.optim.Adam``); float64 math,
     float32 results.
     """
+    import torch
+
     lr, beta1, beta2, eps = hyper
     new_p: TensorDict = {}
     new_m: TensorDict = {}

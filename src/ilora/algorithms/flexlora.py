@@ -22,8 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import ideal_stack, init_factors, max_rank, mean_extras
@@ -32,6 +31,9 @@ from ilora.lora import keys
 from ilora.lora.linalg import pad_rank, svd_of_product
 from ilora.lora.spec import LoRASpec
 from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+
+if TYPE_CHECKING:
+    import torch
 
 RANK_TOL = 1e-6  # σ_i ≤ RANK_TOL·σ_1 counts as zero (float64 Gram eigenvalues resolve ~1e-8)
 
@@ -78,6 +80,8 @@ class FlexLoRA(Algorithm[FlexLoRAState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FlexLoRAState:
+        import torch
+
         r = max_rank(clients)
         ranks = sorted({c.rank for c in clients})
         init = {k: init_factors(template, k, lora, seed, "lora-init") for k in ranks}
@@ -87,6 +91,8 @@ class FlexLoRA(Algorithm[FlexLoRAState]):
         return FlexLoRAState(zeros, support, init, head, lora, r)
 
     def download(self, state: FlexLoRAState, client: ClientInfo, rnd: RoundInfo) -> Payload:
+        import torch
+
         r, s = client.rank, state.lora.scale(client.rank)
         out = dict(state.init[r])  # standard LoRA init at rank r: A random, B = 0
         for m, support in state.support.items():
@@ -132,6 +138,8 @@ class FlexLoRA(Algorithm[FlexLoRAState]):
         self, B_c: torch.Tensor, A_c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return the thin SVD ``U, S, Vh`` of ``B_c A_c`` (float64, S descending)."""
+        import torch
+
         if not self.dense:
             return svd_of_product(B_c, A_c)  # (d_out, n), (n,), (n, d_in); n = min(d_out, Σr)
         dW = B_c @ A_c  # (d_out, Σr) @ (Σr, d_in) -> (d_out, d_in): formed on purpose

@@ -30,8 +30,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-import torch
-
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
     FactorState,
@@ -82,6 +80,7 @@ class FLoRA(Algorithm[FactorState]):
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
+        import torch
         old = keys.of_kind(state.tensors, "residual")
         new: TensorDict = {}
         ideal: TensorDict = {}

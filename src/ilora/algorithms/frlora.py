@@ -63,9 +63,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
@@ -91,6 +89,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 PRINCIPAL = "principal/"  # cstate: the client's cached scale-free principal factors
 
@@ -135,6 +136,8 @@ class FRLoRA(Algorithm[FRLoRAState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> FRLoRAState:
+        import torch
+
         r = max_rank(clients)
         residual = {
             keys.make(m, "residual"): torch.zeros(d_out, d_in)  # (d_out, d_in)
@@ -149,6 +152,8 @@ class FRLoRA(Algorithm[FRLoRAState]):
     def aggregate(
         self, state: FRLoRAState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FRLoRAState:
+        import torch
+
         p = normalized_weights(uploads)
         modules = keys.modules(state.residual)
         starts = {  # each client's restart point, as it built it
@@ -180,6 +185,8 @@ class FRLoRA(Algorithm[FRLoRAState]):
 
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
+        import torch
+
         r = ctx.client.rank
         cached = strip_prefix(cstate, PRINCIPAL)
         if not cached or rank_of(cached, keys.modules(cached)[0]) != r:
@@ -210,6 +217,8 @@ def principal_factors(base: Mapping[str, torch.Tensor], r: int) -> TensorDict:
         ValueError: if ``r`` exceeds ``min(d_out, d_in)`` of a layer.
 
     """
+    import torch
+
     out: TensorDict = {}
     for module, (d_out, d_in) in layer_shapes(base).items():
         if r > min(d_out, d_in):
@@ -233,6 +242,8 @@ def start_factors(principal: Mapping[str, torch.Tensor], r: int, lora: LoRASpec)
     The leading ``r`` components of the scale-free principal factors divided by ``√s(r)``, so
     ``s(r) B0 A0 = U_r Σ_r V_rᵀ``.
     """
+    import torch
+
     root = math.sqrt(lora.scale(r))
     out: TensorDict = {}
     for k, v in principal.items():
@@ -245,6 +256,8 @@ def _folded(
     tensors: Mapping[str, torch.Tensor], lora: LoRASpec, module: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(√s_k B, √s_k A)`` of ``module`` in float64: ``B̃ Ã = s_k B A``."""
+    import torch
+
     A = tensors[keys.make(module, "lora_A")].to(torch.float64)  # (r_k, d_in)
     B = tensors[keys.make(module, "lora_B")].to(torch.float64)  # (d_out, r_k)
     root = math.sqrt(lora.scale(A.shape[0]))
@@ -256,6 +269,8 @@ def _mean_of_products(
 ) -> torch.Tensor:
     """Return ``Σ_k p_k B̃_k Ã_k`` ``(d_out, d_in)``."""
     # (d_out, r_k) @ (r_k, d_in) -> (d_out, d_in)
+    import torch
+
     return torch.stack([p[c] * (B @ A) for c, (B, A) in sorted(pairs.items())]).sum(dim=0)
 
 
@@ -263,6 +278,8 @@ def _product_of_means(
     pairs: Mapping[int, tuple[torch.Tensor, torch.Tensor]], p: Mapping[int, float], r: int
 ) -> torch.Tensor:
     """Return ``(Σ_k p_k pad(B̃_k)) (Σ_k p_k pad(Ã_k))`` ``(d_out, d_in)``, padded to rank ``r``."""
+    import torch
+
     items = sorted(pairs.items())
     B_bar = torch.stack([p[c] * pad_rank(B, r, "lora_B") for c, (B, _) in items]).sum(dim=0)
     A_bar = torch.stack([p[c] * pad_rank(A, r, "lora_A") for c, (_, A) in items]).sum(dim=0)

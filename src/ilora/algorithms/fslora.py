@@ -64,8 +64,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._shared import (
@@ -93,6 +92,9 @@ from ilora.types import (
     Upload,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 GLOBAL_RANK = "global_rank"  # Payload.config: the rank r of the global factors
 
 
@@ -102,6 +104,8 @@ def sketch_indices(seed: int, rnd: int, cid: int, module: str, r: int, k: int) -
     Drawn uniformly without replacement from ``generator(seed, "fslora-sketch", rnd, cid,
     module)``: server and client regenerate it, it is never sent.
     """
+    import torch
+
     perm = torch.randperm(r, generator=generator(seed, "fslora-sketch", rnd, cid, module))
     return perm[:k].sort().values
 
@@ -194,6 +198,8 @@ class FSLoRA(Algorithm[FactorState]):
 
     # ---- client
     def client_init(self, ctx: ClientContext, cstate: TensorDict) -> tuple[LocalSetup, TensorDict]:
+        import torch
+
         received = dict(ctx.payload.tensors)  # the slices and the head: what is trained
         r = int(ctx.payload.config[GLOBAL_RANK])
         cores: TensorDict = {}

@@ -37,9 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import GlobalPairServer
@@ -67,6 +65,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 RANK = "hetlora/rank"  # cstate: the client's current (possibly pruned) rank, a 0-d int64
 
@@ -169,6 +170,8 @@ class HetLoRA(GlobalPairServer):
     def loss_term(
         self, params: TensorDict, ctx: ClientContext, cstate: TensorDict
     ) -> torch.Tensor | None:
+        import torch
+
         if self.gamma == 0:
             return None
         terms = []
@@ -182,6 +185,8 @@ class HetLoRA(GlobalPairServer):
     def upload(
         self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
     ) -> tuple[Upload, TensorDict]:
+        import torch
+
         r = min(int(v.shape[0]) for v in keys.of_kind(trained, "lora_A").values())
         q = self.keep_rank(r)
         kept = q if q < r and self.tail_ratio(trained, q) < self.prune_threshold else r
@@ -228,6 +233,8 @@ def _layer_norms_sq(factors: Mapping[str, torch.Tensor], q: int = 0) -> dict[str
 
 def _fro_norm(B: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """Return a differentiable ``‖B A‖_F`` in factor space, with gradient 0 (not NaN) at 0."""
+    import torch
+
     sq = ((B.T @ B) * (A @ A.T)).sum()  # (t, t) ⊙ (t, t) -> ()
     return torch.where(sq > 0, sq.clamp_min(1e-30).sqrt(), torch.zeros_like(sq))
 

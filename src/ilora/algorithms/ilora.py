@@ -62,8 +62,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import torch
-
 from ilora.algorithms import traffic
 from ilora.algorithms._ilora_factors import (
     CHOICES,
@@ -185,6 +183,8 @@ class ILoRA(Algorithm[ILoRAState]):
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> ILoRAState:
+        import torch
+
         r = max_rank(clients)
         base = keys.of_kind(template, "base")
         init = qr_factors(base, r, self.init_rms)
@@ -272,6 +272,8 @@ class ILoRA(Algorithm[ILoRAState]):
     def grad_transform(
         self, grads: TensorDict, params: TensorDict, ctx: ClientContext, cstate: TensorDict
     ) -> TensorDict:
+        import torch
+
         if not self.control_variates:
             return grads
         c_hat, c_k = strip_prefix(ctx.payload.tensors, CV), strip_prefix(cstate, CV)
@@ -284,6 +286,8 @@ class ILoRA(Algorithm[ILoRAState]):
     def upload(
         self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
     ) -> tuple[Upload, TensorDict]:
+        import torch
+
         weight = float(ctx.client.num_examples)
         if not self.control_variates:
             return Upload(dict(trained), weight), cstate
@@ -291,9 +295,8 @@ class ILoRA(Algorithm[ILoRAState]):
             raise RuntimeError("ILoRA-S needs ctx.start_grad; the training loop did not compute it")
         c_k = strip_prefix(cstate, CV)
         delta = {k: g - c_k.get(k, torch.zeros_like(g)) for k, g in ctx.start_grad.items()}
-        return Upload({**trained, **with_prefix(delta, CV)}, weight), with_prefix(
-            dict(ctx.start_grad), CV
-        )
+        new_cstate = with_prefix(dict(ctx.start_grad), CV)  # c_k+ = the mean start gradient
+        return Upload({**trained, **with_prefix(delta, CV)}, weight), new_cstate
 
     # ---- math
     def _global(self, state: ILoRAState) -> TensorDict:

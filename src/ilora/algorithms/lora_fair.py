@@ -29,8 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import PaddedPairServer
@@ -45,6 +44,9 @@ from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.tensors import weighted_mean
 from ilora.types import RoundInfo, TensorDict, Upload
+
+if TYPE_CHECKING:
+    import torch
 
 
 @register("lora-fair")
@@ -119,6 +121,8 @@ class LoRAFAIR(PaddedPairServer):
         The pseudo-inverse equals the inverse for ``λ > 0`` and gives the minimum-norm
         least-squares correction for ``λ = 0`` (a singular ``ĀĀᵀ``, e.g. zero-padded rows).
         """
+        import torch
+
         B_c, A_c = ideal  # (d_out, Σr), (Σr, d_in), ΔW* = B_c A_c
         Bb, Ab = B_bar.to(torch.float64), A_bar.to(torch.float64)  # (d_out, r), (r, d_in)
         gram = Ab @ Ab.T  # (r, d_in) @ (d_in, r) -> (r, r)

@@ -59,8 +59,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._merging import install_round
@@ -88,6 +87,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 OUTER = {"lora_A": "outer_A", "lora_B": "outer_B"}  # the frozen global pair of a nested client
 
@@ -145,6 +147,8 @@ def nested_init(ctx: ClientContext) -> TensorDict:
     ``lora_B = P^B = 0`` ``(d_out, r)``, ``inner_A = P^A = 0`` ``(R, r)``; ``lora_A = Q^A``
     ``(r, d_in)`` as LoRA's A and ``inner_B = Q^B`` ``(r, R)`` the same rule with fan-in ``R``.
     """
+    import torch
+
     rnd, cid, r = ctx.rnd, ctx.client.cid, ctx.client.rank
     seed = (rnd.seed, "mfedloru-nested", rnd.round, cid)
     out = init_factors(ctx.base, r, ctx.lora, *seed)  # Q^A random, P^B = 0
@@ -163,6 +167,8 @@ def reconstruct(
     An upload without nested factors (a client at the global rank) is returned as it is.
     ``global_tensors`` holds the ``B, A`` the client received. Float64, then float32.
     """
+    import torch
+
     if not keys.of_kind(tensors, "inner_A"):
         return dict(tensors)
     out = head_of(tensors)

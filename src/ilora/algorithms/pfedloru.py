@@ -67,9 +67,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import MergingServer
@@ -92,6 +90,9 @@ from ilora.types import (
     TensorDict,
     Upload,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 PERSONAL = "personal/"  # cstate: U_k, L_k (as lora_B, lora_A), R_k (residual), count (int64)
 
@@ -213,6 +214,8 @@ class PFedLoRU(MergingServer):
         The merge is ``R_k ← R_k + s_l U L``, then a fresh ``L`` and ``U = 0``: the client's model
         is unchanged.
         """
+        import torch
+
         count = int(own.get("count", torch.tensor(0))) + 1
         out = {**own, "count": torch.tensor(count, dtype=torch.int64)}
         if count % self.personal_tau:
@@ -233,6 +236,8 @@ def _fold(
     residual: Mapping[str, torch.Tensor], factors: Mapping[str, torch.Tensor], lora: LoRASpec
 ) -> TensorDict:
     """Return ``residual + s(r) B A`` per layer (float64 sum, float32 result)."""
+    import torch
+
     out: TensorDict = {}
     for m in keys.modules(residual):
         B = factors[keys.make(m, "lora_B")].to(torch.float64)  # (d_out, r)
@@ -251,6 +256,8 @@ def _joint_setup(
     ``C = diag(s(r_g)/s(R), …, s(r_p)/s(R), …)`` ``(R, R)``, ``R = r_g + r_p``, so the layer's
     ``s(R) B' C A'`` is ``s(r_g) B A + s(r_p) U L`` exactly.
     """
+    import torch
+
     factors: TensorDict = dict(head)
     for m in keys.modules(glob):
         r_g, r_p = rank_of(glob, m), rank_of(personal, m)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ilora.lora import keys
+
+if TYPE_CHECKING:
+    import torch
 
 FLOAT32 = 4  # bytes per float on the wire
 

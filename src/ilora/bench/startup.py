@@ -7,7 +7,8 @@ outside (interpreter start included), and the process reports whether ``torch`` 
 commands run, interleaved run by run, from that revision's ``src/`` (``git archive``), so the
 before/after ratio is measured side by side under the same load.
 
-Files: ``startup.csv`` (one row per tree, command and repeat), ``meta.json``.
+Files: ``startup.csv`` (one row per tree, command and repeat: seconds, whether torch and
+transformers were loaded, the exit code), ``meta.json``.
 """
 
 from __future__ import annotations
@@ -25,15 +26,19 @@ from typing import Any
 
 Row = dict[str, Any]
 SRC = Path(__file__).resolve().parents[2]  # this tree's src/
+# runs ``ilora ARGS`` and prints, as its last stderr line, whether a module of torch or
+# transformers was loaded and the exit code (tests/test_startup.py reads it too)
 PROBE = (
     "import json, runpy, sys\n"
     "sys.argv = ['ilora', *json.loads(sys.argv[1])]\n"
+    "code = 0\n"
     "try:\n"
     "    runpy.run_module('ilora', run_name='__main__')\n"
-    "except SystemExit:\n"
-    "    pass\n"
-    "loaded = {m: m in sys.modules for m in ('torch', 'transformers')}\n"
-    "print(json.dumps(loaded), file=sys.stderr)\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)\n"
+    "names = [n.partition('.')[0] for n in sys.modules]\n"
+    "loaded = {m: m in names for m in ('torch', 'transformers')}\n"
+    "print(json.dumps({**loaded, 'exit': code}), file=sys.stderr)\n"
 )
 
 
@@ -94,8 +99,8 @@ def time_command(src: Path, command: str) -> Row:
     t0 = time.perf_counter()
     res = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - t0
-    loaded = json.loads(res.stderr.strip().splitlines()[-1])
-    return {"seconds": seconds, "torch": loaded["torch"], "transformers": loaded["transformers"]}
+    found = json.loads(res.stderr.strip().splitlines()[-1])
+    return {"seconds": seconds, **{k: found.get(k) for k in ("torch", "transformers", "exit")}}
 
 
 def measure(plan: Plan, log: Any = print) -> list[Row]:

@@ -59,9 +59,7 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from ilora.algorithms.base import Algorithm
 from ilora.config import ConfigError, DPConfig, ExperimentConfig
@@ -69,6 +67,9 @@ from ilora.engine.sampling import num_sampled
 from ilora.engine.validation import clip_update
 from ilora.seeding import generator
 from ilora.types import TensorDict
+
+if TYPE_CHECKING:
+    import torch
 
 Sampling = Literal["without_replacement", "poisson"]
 
@@ -96,6 +97,8 @@ def secure_normal(shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
     Each pair of 53-bit uniforms ``u1 ∈ (0, 1]``, ``u2 ∈ [0, 1)`` gives ``√(−2 ln u1)·cos(2πu2)``
     and ``√(−2 ln u1)·sin(2πu2)``.
     """
+    import torch
+
     n = math.prod(shape)
     pairs = (n + 1) // 2
     raw = torch.frombuffer(bytearray(os.urandom(16 * pairs)), dtype=torch.int64)
@@ -118,6 +121,8 @@ def privatize(
     The noise of each floating tensor (sorted keys) is float64 from :func:`secure_normal`, or
     from ``generator(*seed)`` under ``dp.reproducible_noise``; other tensors pass unchanged.
     """
+    import torch
+
     clipped = clip_update(upload, sent, dp.clip_norm)
     std = noise_std(dp, sampled)
     if std == 0.0:

@@ -34,17 +34,20 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ilora.algorithms.base import ALGORITHMS, Algorithm
 from ilora.config import ConfigError, ExperimentConfig
 from ilora.types import RoundInfo, TensorDict, Upload
 
+if TYPE_CHECKING:
+    import torch
+
 
 def coordinate_median(stack: torch.Tensor) -> torch.Tensor:
     """Return the coordinate-wise median of ``stack (n, ...)`` over its first axis (numpy's)."""
+    import torch
+
     s = stack.to(torch.float64).sort(dim=0).values
     n = s.shape[0]
     return 0.5 * (s[(n - 1) // 2] + s[n // 2])
@@ -52,6 +55,8 @@ def coordinate_median(stack: torch.Tensor) -> torch.Tensor:
 
 def trimmed_mean(stack: torch.Tensor, fraction: float) -> torch.Tensor:
     """Return the coordinate-wise mean of ``stack (n, ...)`` without its ``⌊β·n⌋`` extremes."""
+    import torch
+
     if not 0.0 <= fraction < 0.5:
         raise ValueError(f"trim fraction must be in [0, 0.5), got {fraction}")
     s = stack.to(torch.float64).sort(dim=0).values
@@ -70,6 +75,8 @@ def robust_centre(
             unknown method.
 
     """
+    import torch
+
     if not parts:
         raise ValueError("robust aggregation needs at least one upload")
     names = sorted(parts[0])

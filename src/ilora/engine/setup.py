@@ -11,25 +11,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, overload
-
-import numpy as np
-from torch import nn
+from typing import TYPE_CHECKING, Any, overload
 
 import ilora.algorithms  # noqa: F401  (registers every algorithm)
 import ilora.tasks  # noqa: F401  (registers every task)
 from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
 from ilora.config import ConfigError, ExperimentConfig, algorithm_args
-from ilora.data.partitioners import PARTITIONERS
-from ilora.engine.compute import place
 from ilora.engine.privacy import check_dp
 from ilora.engine.robust import check_robust
-from ilora.lora.inject import inject
-from ilora.lora.state import adapted
 from ilora.registry import instantiate
 from ilora.seeding import np_rng
 from ilora.tasks.base import TASKS, ArrayDataset, DataPeek, Task, TaskData
 from ilora.types import ClientInfo
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
 
 
 @dataclass
@@ -80,6 +77,8 @@ def partition_labels(
         ConfigError: for bad partitioner arguments or a client left without examples.
 
     """
+    from ilora.data.partitioners import PARTITIONERS  # (NumPy) where data is partitioned
+
     fn = PARTITIONERS.get(cfg.data.partition)
     try:
         parts = fn(labels, groups, cfg.data.num_clients, cfg.seed, **cfg.data.partition_args)
@@ -96,6 +95,8 @@ def partition_labels(
 
 def check_ranks(cfg: ExperimentConfig, alg: Algorithm, ranks: list[int], model: nn.Module) -> None:  # type: ignore[type-arg]
     """Reject ranks no layer can hold and mixed ranks for single-rank algorithms."""
+    from ilora.lora.state import adapted
+
     if len(set(ranks)) > 1 and not alg.heterogeneous_ranks:
         raise ConfigError(
             f"algorithm {cfg.algorithm!r} needs one rank for every client, got "
@@ -117,6 +118,8 @@ def require_classes(labels: np.ndarray, class_names: tuple[str, ...], source: st
         ConfigError: naming ``source``, the one class and the fix.
 
     """
+    import numpy as np
+
     present = np.unique(labels)
     if len(present) < 2:
         only = repr(class_names[int(present[0])]) if len(present) else "none"
@@ -178,6 +181,9 @@ def build(cfg: ExperimentConfig) -> Experiment:
         ConfigError: for any configuration a user can get wrong.
 
     """
+    from ilora.engine.compute import place
+    from ilora.lora.inject import inject
+
     alg, task = validate(cfg)
     data = with_validation(load_data(task), cfg)  # type: ignore[arg-type]
     require_classes(data.train.labels.numpy(), data.class_names, f"task {cfg.task!r}")
@@ -218,6 +224,8 @@ class Shares(Sequence[ArrayDataset]):
     """
 
     def __init__(self, dataset: ArrayDataset, parts: Sequence[np.ndarray]) -> None:
+        import numpy as np
+
         self.dataset = dataset
         self.sizes = np.array([len(p) for p in parts], dtype=np.int64)  # (K,)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])  # (K + 1,)
@@ -254,6 +262,8 @@ def split_local(
         ConfigError: if the client would keep no training example.
 
     """
+    import numpy as np
+
     if fraction == 0.0:
         return idx, idx[:0]
     order = np_rng(seed, "local-test", cid).permutation(len(idx))
@@ -274,6 +284,8 @@ def with_validation(data: TaskData, cfg: ExperimentConfig) -> TaskData:
     from the test split and from every client's share and test share. Under
     ``eval.split: validation`` they replace the test split: the run never reads the test split.
     """
+    import numpy as np
+
     fraction = cfg.data.validation_fraction
     if fraction == 0.0:
         return data

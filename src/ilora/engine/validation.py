@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-
-import torch
+from typing import TYPE_CHECKING
 
 from ilora.engine.robust import coordinate_median
 from ilora.lora import keys
 from ilora.types import ClientInfo, TensorDict
+
+if TYPE_CHECKING:
+    import torch
 
 Shape = tuple[int, ...]
 
@@ -62,6 +64,8 @@ def layer_shapes(template: Mapping[str, torch.Tensor]) -> dict[str, Shape]:
 
 def _delta(key: str, value: torch.Tensor, sent: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Return ``value − sent[key]`` when the key was sent with this shape, else ``value``."""
+    import torch
+
     ref = sent.get(key)
     if ref is not None and ref.shape == value.shape and value.is_floating_point():
         return value.to(torch.float64) - ref.to(torch.float64)
@@ -127,6 +131,8 @@ def check_upload(
 
     ``model`` is :func:`layer_shapes` of the model's template.
     """
+    import torch
+
     for key, value in upload.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return f"non-finite values in {key}"
@@ -161,6 +167,8 @@ def clip_update(
     upload: Mapping[str, torch.Tensor], sent: Mapping[str, torch.Tensor], bound: float
 ) -> TensorDict:
     """Return ``upload`` with its update (``u − sent``) scaled to norm at most ``bound``."""
+    import torch
+
     norm = update_norm(upload, sent)
     if norm <= bound or norm == 0.0:
         return dict(upload)
@@ -213,6 +221,8 @@ def update_vectors(
 
 def _flat(delta: Mapping[str, torch.Tensor], shapes: Mapping[str, Shape]) -> torch.Tensor:
     """Return ``delta`` padded to ``shapes`` and flattened in sorted key order (zeros if absent)."""
+    import torch
+
     zero = torch.zeros((), dtype=torch.float64)
     parts = [_padded(delta.get(k, zero.expand(shapes[k])), shapes[k]) for k in sorted(shapes)]
     return torch.cat([p.reshape(-1) for p in parts])
@@ -227,6 +237,8 @@ def direction_screen(
 
     See the module docstring; ``min_cosine <= -1`` or fewer than 3 uploads screen nothing.
     """
+    import torch
+
     if min_cosine <= -1.0 or len(uploads) < 3:
         return {}
     vectors = update_vectors(uploads, sent)

@@ -7,8 +7,10 @@ Nothing here forms a dense ``(d_out, d_in)`` matrix unless its name says ``dense
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def stack(
@@ -18,6 +20,8 @@ def stack(
 
     The coefficient goes on A (FLoRA's convention); shapes ``(d_out, Σr)`` and ``(Σr, d_in)``.
     """
+    import torch
+
     B_c = torch.cat([b.to(torch.float64) for b in Bs], dim=1)  # (d_out, Σr)
     A_c = torch.cat(
         [c * a.to(torch.float64) for a, c in zip(As, coeffs, strict=True)], dim=0
@@ -27,6 +31,8 @@ def stack(
 
 def fro_norm_sq(B: torch.Tensor, A: torch.Tensor) -> float:
     """Return ``‖B A‖_F²`` as ``⟨BᵀB, A Aᵀ⟩`` without forming ``B A``."""
+    import torch
+
     B64, A64 = B.to(torch.float64), A.to(torch.float64)
     return float(((B64.T @ B64) * (A64 @ A64.T)).sum().clamp_min(0.0))  # (r, r) ⊙ (r, r)
 
@@ -35,6 +41,8 @@ def error_terms(
     ideal: tuple[torch.Tensor, torch.Tensor], applied: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[float, float]:
     """Return ``(‖B_i A_i − B_a A_a‖_F², ‖B_i A_i‖_F²)`` in factor space."""
+    import torch
+
     B = torch.cat(
         [ideal[0].to(torch.float64), applied[0].to(torch.float64)], dim=1
     )  # (d_out, r_i+r_a)
@@ -80,6 +88,8 @@ def principal_factors_of_sum(
     cut to ``rank`` columns/rows. Cost ``O((d_out + d_in) R²)`` for ``R = Σ r_k``; memory beyond
     the inputs: the stacked B, ``Q`` and ``C`` (the stacked B is freed once ``Q`` exists).
     """
+    import torch
+
     B_c = torch.cat([b.to(torch.float64) for b in Bs], dim=1)  # (d_out, Σr)
     Q, R = torch.linalg.qr(B_c)  # Q: (d_out, m), R: (m, Σr), m = min(d_out, Σr)
     del B_c
@@ -107,6 +117,8 @@ def svd_of_product(
 
     Rows of ``Vh`` whose singular value is zero are zero.
     """
+    import torch
+
     U, M, sq = principal_factors(B, A)
     S = sq.sqrt()  # (m,)
     safe = torch.where(S > 0, S, torch.ones_like(S))
@@ -115,6 +127,8 @@ def svd_of_product(
 
 def qr_of_dense(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the reduced QR of the dense product ``B A`` (ILoRA's released code path)."""
+    import torch
+
     dense = B.to(torch.float64) @ A.to(torch.float64)  # (d_out, d_in): formed on purpose
     Q, R = torch.linalg.qr(dense)  # Q: (d_out, m), R: (m, d_in)
     return Q.contiguous(), R.contiguous()
@@ -122,6 +136,8 @@ def qr_of_dense(B: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def pad_rank(t: torch.Tensor, r: int, kind: str) -> torch.Tensor:
     """Zero-pad an A ``(r_k, d_in)`` (rows) or B ``(d_out, r_k)`` (columns) up to rank ``r``."""
+    import torch
+
     if kind == "lora_A":
         return torch.cat([t, t.new_zeros(r - t.shape[0], t.shape[1])], dim=0)  # (r, d_in)
     return torch.cat([t, t.new_zeros(t.shape[0], r - t.shape[1])], dim=1)  # (d_out, r)
@@ -149,6 +165,8 @@ def qr_init(
     by ``c = sqrt(τ / ‖B A‖_F)``, ``τ = target_rms · sqrt(d_out d_in)``, so ``‖B A‖_F = τ`` (the
     released code uses 1e-4). Nested across ranks: rank-2 factors are the leading part of rank-6.
     """
+    import torch
+
     Q, R = torch.linalg.qr(W0.detach().to(torch.float64))  # Q: (d_out, m), R: (m, d_in)
     B, A = Q[:, :r], R[:r]  # (d_out, r), (r, d_in)
     if target_rms is not None:
@@ -178,6 +196,8 @@ def leading_qr_of_sum(
     depend on rounding. (The dense QR of LAPACK would also project onto directions chosen by
     the rounding noise of those columns.) float64 in and out.
     """
+    import torch
+
     lead = B_c @ A_c[:, :rank]  # (d_out, Σr) @ (Σr, r) -> (d_out, r)
     Q, T = torch.linalg.qr(lead)  # (d_out, r), (r, r)
     diag = T.diagonal().abs()  # (r,)
@@ -201,6 +221,8 @@ def balanced_split(B: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torc
     zero A row, so it stays trainable. Signs fixed as in :func:`principal_factors` (the largest
     entry of each column of ``U`` positive). float64 math, results in ``B``'s dtype.
     """
+    import torch
+
     U, S, Vh = torch.linalg.svd(M.to(torch.float64), full_matrices=False)  # (r, r), (r,), (r, d)
     pivot = U.gather(0, U.abs().argmax(dim=0, keepdim=True))  # (1, r)
     sign = torch.where(pivot < 0, -1.0, 1.0).to(U.dtype)

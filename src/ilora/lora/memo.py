@@ -14,14 +14,18 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-Pair = tuple[torch.Tensor, torch.Tensor]
+Pair = tuple["torch.Tensor", "torch.Tensor"]
 
 
 def digest(t: torch.Tensor) -> bytes:
     """Return a 16-byte BLAKE2b digest of ``t``'s dtype, shape and bytes."""
+    import torch
+
     flat = t.detach().contiguous().reshape(-1).view(torch.uint8)
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ilora.tasks.base import ArrayDataset
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 URL_RE = re.compile(
     r"h?ttps?(?::|…)\S*"  # scheme, even glued to a word or typo'd ("ttp:"), or "http…"
@@ -61,6 +62,8 @@ def class_index(values: Iterable[str]) -> tuple[str, ...]:
 
 def label_ids(values: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """Return ``(N,)`` int64 positions of ``values`` in ``names``."""
+    import numpy as np
+
     index = {name: i for i, name in enumerate(names)}
     return np.array([index[v] for v in values], dtype=np.int64)
 
@@ -79,6 +82,8 @@ def split_stratified(
         ``(train_idx, test_idx)``, each sorted int64.
 
     """
+    import numpy as np
+
     test_parts: list[np.ndarray] = []
     for c in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == c))  # (n_c,)
@@ -90,6 +95,8 @@ def split_stratified(
 
 def cap(idx: np.ndarray, max_n: int, rng: np.random.Generator) -> np.ndarray:
     """Return a seeded random subset of ``max_n`` of ``idx`` (sorted); ``0`` keeps all."""
+    import numpy as np
+
     if max_n == 0 or max_n >= len(idx):
         return idx
     return np.sort(rng.choice(idx, size=max_n, replace=False))
@@ -107,6 +114,8 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> dict[str, to
         ``{"input_ids": (N, L) int64, "attention_mask": (N, L) int64}``.
 
     """
+    import torch
+
     if not texts:
         empty = torch.zeros(0, max_len, dtype=torch.int64)
         return {"input_ids": empty, "attention_mask": empty.clone()}
@@ -128,6 +137,8 @@ def tokenized_dataset(
     max_len: int,
 ) -> ArrayDataset:
     """Tokenize the examples at ``idx`` into an ``ArrayDataset``."""
+    import torch
+
     inputs = tokenize(tokenizer, [texts[i] for i in idx], max_len)
     sub_groups = None if groups is None else groups[idx]
     return ArrayDataset(inputs, torch.as_tensor(labels[idx], dtype=torch.int64), sub_groups)

@@ -8,14 +8,15 @@ at load time), so the engine can slice any client's share without a data loader.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ilora.assets import AssetMissingError as AssetMissingError  # raised by every task
 from ilora.tasks.catalog import TASKS as TASKS  # re-exported: defined without torch
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class ArrayDataset:
 
     def subset(self, idx: np.ndarray | torch.Tensor) -> ArrayDataset:
         """Return the examples at ``idx`` (in that order)."""
+        import numpy as np
+        import torch
+
         index = torch.as_tensor(np.asarray(idx), dtype=torch.long)
         groups = None if self.groups is None else self.groups[index.numpy()]
         return ArrayDataset(

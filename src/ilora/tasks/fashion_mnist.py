@@ -12,17 +12,17 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ilora.config.fields import option
-from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
 from ilora.seeding import np_rng
 from ilora.tasks.base import ArrayDataset, AssetMissingError, TaskData
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
@@ -121,6 +121,9 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 8192) -> torch.T
         The resized images, same dtype; ``images`` itself if already of that size.
 
     """
+    import torch
+    import torch.nn.functional as F
+
     if images.shape[-2:] == (size, size):
         return images
     parts = []
@@ -167,6 +170,8 @@ def mobilenet_model(pretrained: bool, num_classes: int, seed: int) -> nn.Module:
         AssetMissingError: if ``pretrained`` and the weights package is not installed.
 
     """
+    from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
+
     return ImageClassifier(mobilenet_v2_features(pretrained, seed), num_classes, seed)
 
 
@@ -218,6 +223,8 @@ class FashionMNIST:
 
     def _split(self, split: str, paths: tuple[Path, Path], max_n: int) -> ArrayDataset:
         """Read, subsample and resize one split."""
+        import torch
+
         images, labels = read_idx(paths[0]), read_idx(paths[1])  # (N, 28, 28), (N,)
         if images.shape[0] != labels.shape[0]:
             raise ValueError(f"{paths[0]}: {len(images)} images but {len(labels)} labels")

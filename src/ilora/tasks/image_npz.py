@@ -12,11 +12,9 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from ilora.config.fields import option
 from ilora.tasks.base import ArrayDataset, DataPeek, TaskData
@@ -27,6 +25,10 @@ from ilora.tasks.fashion_mnist import (
     mobilenet_model,
     resize_images,
 )
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 LAYOUT = (
@@ -46,6 +48,8 @@ def _images_nchw(name: str, x: np.ndarray) -> torch.Tensor:
         ValueError: naming the array if its shape, channels, dtype, values or range is wrong.
 
     """
+    import torch
+
     if x.ndim == 3:
         x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
     elif x.ndim == 4 and x.shape[3] in (1, 3):
@@ -84,6 +88,8 @@ def _labels(name: str, y: np.ndarray, n: int) -> torch.Tensor:
         ValueError: naming the array if it is not ``n`` non-negative integers.
 
     """
+    import torch
+
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
             f"image-npz: array {name} has shape {y.shape} and dtype {y.dtype}, expected "

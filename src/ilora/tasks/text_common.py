@@ -13,10 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import ClassVar
-
-import numpy as np
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ilora.config.fields import option
 from ilora.seeding import np_rng
@@ -32,6 +29,9 @@ from ilora.tasks._text_data import (
     tokenized_dataset,
 )
 from ilora.tasks.base import AssetMissingError, TaskData
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "BERT_HEAD",
@@ -173,6 +173,8 @@ class _EncoderTextTask:
             FileNotFoundError: if ``model_dir`` does not exist.
 
         """
+        import numpy as np
+
         from ilora.models.encoder import load_tokenizer  # transformers: only when loading
 
         corpus = self._read()

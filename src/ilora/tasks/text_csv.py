@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from torch import nn
 
 from ilora.config.fields import option
 from ilora.models.targets import default_target_modules, name_patterns
@@ -30,6 +29,9 @@ from ilora.tasks._text_data import (
 from ilora.tasks.base import DataPeek, TaskData
 from ilora.tasks.csv_table import check_labels, read_user_csv, split_flags
 from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS, minilm_dir
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["TextCSV"]
 

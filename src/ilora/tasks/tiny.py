@@ -1,59 +1,26 @@
 """A tiny synthetic image task for unit tests and the smoke config: no asset needed.
 
 ``tiny-image`` draws one ``(1, 8, 8)`` prototype per class and makes each example its class's
-prototype plus Gaussian noise. ``TinyConvNet`` (about 2.4k parameters) has two 1x1 convolutions
-and a hidden ``nn.Linear`` for LoRA to target, then the ``classifier`` head. Data, backbone and
-head all come from ``ilora.seeding.generator`` with explicit parts: bitwise reproducible, and the
-global RNG is never touched.
+prototype plus Gaussian noise. ``TinyConvNet`` (``ilora.models.tiny_convnet``, about 2.4k
+parameters) has two 1x1 convolutions and a hidden ``nn.Linear`` for LoRA to target, then the
+``classifier`` head. Data, backbone and head all come from ``ilora.seeding.generator`` with
+explicit parts: bitwise reproducible, and the global RNG is never touched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ilora.config.fields import option
-from ilora.models.mobilenet_v2 import build_empty, seeded_init_, seeded_linear
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset, TaskData
 from ilora.tasks.fashion_mnist import check_range
 
+if TYPE_CHECKING:
+    from torch import nn
+
 TINY_SIZE = 8  # image side in pixels
-
-
-class TinyConvNet(nn.Module):
-    """Conv 3x3 -> two 1x1 convs -> 4x4 pool -> ``fc`` -> ``classifier``, all ReLU.
-
-    Args:
-        num_classes: number of output classes ``C``.
-        seed: the head is drawn from ``generator(seed, "head")``.
-        backbone_seed: the rest from ``generator(backbone_seed, "tiny-image", "init", name)``,
-            the same for every client, like pretrained weights.
-        width: channels ``D`` of the convolutions (``fc`` maps ``16 D`` to ``2 D``).
-
-    """
-
-    def __init__(self, num_classes: int, seed: int, backbone_seed: int = 0, width: int = 8) -> None:
-        super().__init__()
-        self.stem = build_empty(lambda: nn.Conv2d(1, width, 3, padding=1))
-        self.pw1 = build_empty(lambda: nn.Conv2d(width, width, 1))
-        self.pw2 = build_empty(lambda: nn.Conv2d(width, width, 1))
-        self.fc = build_empty(lambda: nn.Linear(16 * width, 2 * width))
-        for name in ("stem", "pw1", "pw2", "fc"):
-            seeded_init_(getattr(self, name), backbone_seed, "tiny-image", "init", name)
-        self.classifier = seeded_linear(2 * width, num_classes, seed, "head")
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.stem(pixels.float()))  # (B, 1, H, W) -> (B, D, H, W)
-        x = torch.relu(self.pw1(x))  # (B, D, H, W)
-        x = torch.relu(self.pw2(x))  # (B, D, H, W)
-        x = F.adaptive_avg_pool2d(x, 4).flatten(1)  # (B, D, 4, 4) -> (B, 16 D)
-        x = torch.relu(self.fc(x))  # (B, 2 D)
-        return self.classifier(x)  # type: ignore[no-any-return]  # (B, C)
 
 
 def synthetic_images(
@@ -72,6 +39,8 @@ def synthetic_images(
         ``pixels`` ``(N, 1, 8, 8)`` float32 and labels ``(N,)`` int64.
 
     """
+    import torch
+
     shape = (num_classes, 1, TINY_SIZE, TINY_SIZE)
     prototypes = torch.randn(shape, generator=generator(seed, "tiny-image", "prototypes"))
     gen = generator(seed, "tiny-image", split)
@@ -124,4 +93,6 @@ class TinyImage:
             The model, ``forward(pixels) -> (B, num_classes)``.
 
         """
+        from ilora.models.tiny_convnet import TinyConvNet
+
         return TinyConvNet(num_classes, seed, backbone_seed=self.seed)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from ilora.config.fields import option
 from ilora.seeding import generator
 from ilora.tasks._text_data import check_range
 from ilora.tasks.base import ArrayDataset, TaskData
 from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["TinyText"]
 
@@ -54,6 +53,9 @@ class TinyText:
 
     def _generate(self, split: str, n: int) -> ArrayDataset:
         """Draw ``n`` examples from ``generator(data_seed, "tiny-text", split)``."""
+        import numpy as np
+        import torch
+
         gen = generator(self.data_seed, self.name, split)
         length = self.seq_len
         labels = torch.randint(0, self.num_classes, (n,), generator=gen)  # (N,)
