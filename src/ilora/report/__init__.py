@@ -33,6 +33,7 @@ SECTIONS = (
     "faults",
     "faults_control",
     "faults_control_median",
+    "faults_control_robust_median",
     "dp",
     "flower",
 )

@@ -89,7 +89,9 @@ def _guard(row: Row) -> str:
         return "-"
     parts = [f"clip {float(row['clip_update_norm']):g}", f"max {float(row['max_update_norm']):g}"]
     if row["robust"] != "none":
-        parts.append(f"{row['robust']} β={float(row['trim_fraction']):g}".replace(" β=nan", ""))
+        trimmed = row["robust"] == "trimmed_mean" and str(row.get("trim_fraction", "")) != ""
+        beta = f" β={float(row['trim_fraction']):g}" if trimmed else ""
+        parts.append(f"{row['robust']}{beta}".replace(" β=nan", ""))
     if float(row.get("min_cosine") or -1) > -1:
         parts.append(f"min cosine {float(row['min_cosine']):g}")
     return ", ".join(parts)

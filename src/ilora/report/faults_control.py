@@ -58,8 +58,11 @@ def _row(
     ]
 
 
-def render(src: Path, img: Path) -> str:
-    """Return the target section (see the module docstring); ``img`` is not used."""
+TITLE = "## Fault campaign target: accepted Byzantine updates against the lost-updates control"
+
+
+def render(src: Path, img: Path, title: str = TITLE) -> str:
+    """Return the target section (see the module docstring) under ``title``; ``img`` unused."""
     meta = read_meta(src)
     runs = _group(read_csv(src / "faults.csv"))
     acc = read_csv(src / "accounting.csv")
@@ -74,10 +77,7 @@ def render(src: Path, img: Path) -> str:
     ]
     seeds = sorted({s for v in runs.values() for by in v.values() for s in by})
     parts = [
-        *section_head(
-            "## Fault campaign target: accepted Byzantine updates against the lost-updates control",
-            meta,
-        ),
+        *section_head(title, meta),
         (
             f"Setting: `{meta.get('config', '?')}`, {meta.get('rounds', '?')} rounds, seeds "
             f"{', '.join(map(str, seeds))}; the fault mix of the section above. The control "

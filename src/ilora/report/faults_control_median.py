@@ -18,6 +18,4 @@ TITLE = "## Fault campaign target with ILoRA's robust form (`robust_products: me
 
 def render(src: Path, img: Path) -> str:
     """Return the target section of the robust-form runs under its own title."""
-    section = faults_control.render(src, img)
-    head, _, rest = section.partition("\n")
-    return f"{TITLE}\n{rest}"
+    return faults_control.render(src, img, TITLE)
