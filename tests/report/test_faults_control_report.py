@@ -72,3 +72,24 @@ def test_a_target_missing_from_meta_is_not_recorded_and_judges_nothing(tmp_path:
     text = faults_control.render(tmp_path / "faults_control", tmp_path / "img")
     assert "target (not recorded)" in text and " met |" not in text
     assert "at most (not recorded) point" in text
+
+
+def test_the_guard_names_beta_only_for_the_trimmed_mean() -> None:
+    from ilora.report.faults import _guard
+
+    row = {"variant": "faulty", "clip_update_norm": 12.0, "max_update_norm": 40.0, "min_cosine": -1}
+    assert _guard({**row, "robust": "trimmed_mean", "trim_fraction": 0.2}).endswith(
+        "trimmed_mean β=0.2"
+    )
+    assert _guard({**row, "robust": "median", "trim_fraction": 0.2}) == "clip 12, max 40, median"
+
+
+def test_the_median_section_is_the_target_section_under_its_own_title(tmp_path: Path) -> None:
+    from ilora.report import faults_control_robust_median
+
+    _write(tmp_path / "faults_control_robust_median")
+    src = tmp_path / "faults_control_robust_median"
+    section = faults_control_robust_median.render(src, tmp_path / "img")
+    plain = faults_control.render(src, tmp_path / "img")
+    assert section.startswith(faults_control_robust_median.TITLE + "\n")
+    assert section.partition("\n")[2] == plain.partition("\n")[2]

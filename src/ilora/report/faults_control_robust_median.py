@@ -3,10 +3,9 @@
 The same measurement as ``results/faults_control/`` (:mod:`ilora.report.faults_control`: the
 faulty run against the control that loses the same updates, paired by seed) for the methods whose
 aggregation is a mean, with the coordinate-wise median (``fed.robust: median``) in place of the
-trimmed mean on both runs (about 8 updates accepted a round in the faulty runs, 7 in the
-controls). Both robust estimates are in the same family; the sections differ in seeds too (3
-for the trimmed mean, 5 here), so read the paired intervals, not the means alone. Reads the
-same files as that renderer.
+trimmed mean on both runs. The sections differ in seeds too (read them from each section's
+setting line), so compare the paired intervals, not the means alone. Reads the same files as that
+renderer.
 """
 
 from __future__ import annotations
