@@ -18,7 +18,18 @@ PKG = SRC / "ilora"
 LAYERS: dict[str, int] = {
     # 0: math and plain data: pure functions over tensors, names, configs, seeds
     **dict.fromkeys(
-        ["types", "registry", "seeding", "tensors", "assets", "config", "lora", "algorithms"], 0
+        [
+            "types",
+            "registry",
+            "seeding",
+            "tensors",
+            "assets",
+            "config",
+            "lora",
+            "algorithms",
+            "parentdeath",
+        ],
+        0,
     ),
     "data": 0,
     "models": 1,  # pretrained backbones

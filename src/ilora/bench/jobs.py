@@ -11,6 +11,7 @@ through here.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -70,10 +71,20 @@ def pending(jobs: Sequence[Job], rerun: bool = False) -> list[Job]:
     return [j for j in jobs if rerun or not (j.done() or j.failed())]
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int | None = None) -> None:
+    """Prepare a worker: one torch thread; killed with ``parent`` (Linux) when that is given.
+
+    A protocol stopped by a signal must not leave workers behind that finish their runs into
+    the directories a restarted protocol writes too.
+    """
     import torch
 
+    from ilora.parentdeath import die_with_parent
+
     torch.set_num_threads(1)
+    bind = die_with_parent(parent) if parent is not None else None
+    if bind is not None:
+        bind()
 
 
 def _run(job: Job) -> tuple[Job, str]:
@@ -101,7 +112,10 @@ def run_jobs(jobs: Sequence[Job], workers: int, report: Callable[[str], None]) -
             report(f"[{k}/{len(jobs)}] {done.label}: {outcome}")
         return
     ctx = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(os.getpid(),)
+    )
+    with pool:
         futures = [pool.submit(_run, job) for job in jobs]
         for k, future in enumerate(as_completed(futures), 1):
             done, outcome = future.result()

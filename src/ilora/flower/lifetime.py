@@ -23,51 +23,20 @@ process groups only.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import select
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ilora.flower.processes import _signal, process_tree
+from ilora.parentdeath import die_with_parent
 
-PR_SET_PDEATHSIG = 1
 TICK = 0.5  # seconds between two notes of the watched process trees
-
-
-def _prctl() -> Callable[..., int] | None:
-    """Return libc's ``prctl`` on Linux (resolved in the parent: no loading after fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _prctl()
-
-
-def die_with_parent(parent: int) -> Callable[[], None] | None:
-    """Return a ``preexec_fn`` that has the child killed when ``parent`` dies (None: unsupported).
-
-    If the parent died before the request took effect the child exits at once.
-    """
-    prctl = _PRCTL
-    if prctl is None or threading.current_thread() is not threading.main_thread():
-        return None
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 class _Watchdog:
