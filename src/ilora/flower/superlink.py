@@ -69,6 +69,28 @@ class OperatorOnly:
         await send({"type": "http.response.body", "body": body})
 
 
+def check_exposure(host: str, flwr_args: Iterable[str]) -> None:
+    """Refuse a SuperLink reachable from other machines without TLS and node authentication.
+
+    Raises:
+        ValueError: for a non-loopback ``host`` without ``--enable-supernode-auth`` or with
+            ``--insecure``.
+
+    """
+    try:
+        loopback = host == "localhost" or _address(host).is_loopback
+    except ValueError:  # a host name other than localhost
+        loopback = False
+    if loopback:
+        return
+    args = set(flwr_args)
+    if "--enable-supernode-auth" not in args or "--insecure" in args:
+        raise ValueError(
+            f"--host {host} exposes the SuperLink to other machines: add TLS "
+            "(--ssl-certfile/--ssl-keyfile) and --enable-supernode-auth, or bind 127.0.0.1"
+        )
+
+
 def run(flwr_args: list[str], operators: Iterable[str] = OPERATOR_ADDRESSES) -> None:
     """Run ``flower-superlink flwr_args...`` (blocking) with :class:`OperatorOnly` in front.
 
@@ -87,6 +109,7 @@ def run(flwr_args: list[str], operators: Iterable[str] = OPERATOR_ADDRESSES) -> 
     guard_operators = [str(_address(a)) for a in operators]  # fail early on a bad address
     sys.argv = ["flower-superlink", *flwr_args]
     config = _parse_superlink_lifespan_config()
+    check_exposure(str(config.host), flwr_args)
     app = OperatorOnly(create_app(config, SuperLinkLifespan), guard_operators)
     uvicorn.run(
         app=app,
