@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -128,3 +129,29 @@ def test_compare_runs_at_the_tuned_rates_and_writes_the_results(tmp_path: Path) 
         assert (out / name).is_file(), name
     tune_csv = (out / "tune.csv").read_text().splitlines()
     assert sum(line.endswith(",1,0") for line in tune_csv[1:]) == 2  # one choice per variant
+
+
+def test_personalized_methods_are_tuned_on_their_clients_models(tmp_path: Path) -> None:
+    proto = dataclasses.replace(_quick(tmp_path), extra=("eval.every=3",))
+    personal, global_ = Variant.parse("fedsa-lora"), Variant.parse("fedit")
+    assert (personal.metric, global_.metric) == ("personal_accuracy", "accuracy")
+    own = proto.tune_job("tiny-text", personal, 1e-3).config().eval
+    assert own.personal_every == own.every == 3  # an own-model evaluation beside each global one
+    assert proto.tune_job("tiny-text", global_, 1e-3).config().eval.personal_every == 1
+    history = [
+        {"round": r, "accuracy": 0.1, "personal_accuracy": p} for r, p in [(1, 0.5), (2, 0.7)]
+    ]
+    assert tuning.score(history, personal.metric) == pytest.approx(60.0)
+    assert tuning.score(history, global_.metric) == pytest.approx(10.0)
+
+
+def test_tuning_some_variants_again_keeps_the_other_rates(tmp_path: Path) -> None:
+    proto = _quick(tmp_path)
+    fedit, ilora = Variant.parse("fedit"), Variant.parse("ilora")
+    phases.write_tuned(proto, "tiny-text", [phases.Tuned(fedit, {1e-3: 50.0}, 1e-3, False)])
+    phases.write_tuned(proto, "tiny-text", [phases.Tuned(ilora, {1e-4: 40.0}, 1e-4, False)])
+    text = proto.tuned_file("tiny-text").read_text()
+    assert (
+        "fedit:\n    train:\n      lr: 0.001" in text
+        and "ilora:\n    train:\n      lr: 0.0001" in text
+    )

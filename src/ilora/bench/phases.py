@@ -35,7 +35,7 @@ def _scores(
     out = {}
     for rate in rates:
         job = proto.tune_job(task, variant, rate)
-        out[rate] = tuning.score(job.history())
+        out[rate] = tuning.score(job.history(), variant.metric)
     return out
 
 
@@ -66,9 +66,17 @@ def tune(proto: Protocol, task: str, workers: int, report: Report) -> list[Tuned
 
 
 def write_tuned(proto: Protocol, task: str, results: list[Tuned]) -> None:
-    """Write ``per_algorithm: {name: {train: {lr}}}`` for the plain (argument-free) variants."""
-    plain = {t.variant.algorithm: {"train": {"lr": t.rate}} for t in results if not t.variant.args}
+    """Write ``per_algorithm: {name: {train: {lr}}}`` for the plain (argument-free) variants.
+
+    Methods tuned by an earlier invocation and not by this one keep their rates, so tuning a
+    few variants again (``--variants``) does not drop the others.
+    """
     path = proto.tuned_file(task)
+    old = yaml.safe_load(path.read_text()) if path.is_file() else None
+    plain = dict((old or {}).get("per_algorithm", {}))
+    plain.update(
+        {t.variant.algorithm: {"train": {"lr": t.rate}} for t in results if not t.variant.args}
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     head = (
         f"# Learning rates chosen on validation by `ilora bench protocol` ({task}); "

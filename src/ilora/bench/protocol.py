@@ -57,6 +57,19 @@ class Variant:
             args.append((key, value))
         return cls(text.strip(), name, tuple(args))
 
+    @property
+    def personalized(self) -> bool:
+        """Whether the method's clients keep models of their own (scored on those)."""
+        import ilora.algorithms  # noqa: F401  (registers every algorithm)
+        from ilora.algorithms.base import ALGORITHMS
+
+        return bool(ALGORITHMS.get(self.algorithm).personalized)
+
+    @property
+    def metric(self) -> str:
+        """Return the validation metric the rate is chosen on (see ``tuning.score``)."""
+        return "personal_accuracy" if self.personalized else "accuracy"
+
     def overrides(self) -> tuple[str, ...]:
         own = (f"per_algorithm.{self.algorithm}.{k}={v}" for k, v in self.args)
         return (f"algorithm={self.algorithm}", *own)
@@ -110,10 +123,20 @@ class Protocol:
             f"seed={self.tune_seed}",
             f"train.lr={rate}",
             "eval.split=validation",
+            *self._personal_evaluations(task, variant),
             *self.extra,
         )
         where = self.runs / task / "tune" / variant.label / f"lr{rate:g}"
         return Job(f"{task} tune {variant.label} lr={rate:g}", self.preset(task), sets, where)
+
+    def _personal_evaluations(self, task: str, variant: Variant) -> tuple[str, ...]:
+        """Evaluate a personalized method's clients as often as the global model."""
+        if not variant.personalized:
+            return ()
+        from ilora import config as config_mod
+
+        every = config_mod.load(self.preset(task), list(self.extra)).eval.every
+        return (f"eval.personal_every={every}",)
 
     def horizon_job(self, task: str, variant: Variant, rate: float) -> Job:
         """Return the long validation run of ``variant`` at its tuned rate."""
@@ -124,9 +147,7 @@ class Protocol:
         where = self.runs / task / "horizon" / variant.label
         return Job(f"{task} horizon {variant.label}", self.preset(task), sets, where)
 
-    def compare_jobs(
-        self, task: str, rates: dict[str, float], rounds: int
-    ) -> Iterator[Job]:
+    def compare_jobs(self, task: str, rates: dict[str, float], rounds: int) -> Iterator[Job]:
         """Yield the comparison runs of ``task``: settings, seeds, variants (test split)."""
         for ranks in self.ranks:
             for alpha in self.alphas:

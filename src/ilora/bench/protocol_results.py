@@ -22,7 +22,7 @@ from typing import Any
 from ilora import config as config_mod
 from ilora.bench import resultfiles, tuning
 from ilora.bench.jobs import FAILED
-from ilora.bench.protocol import RANKS, Protocol
+from ilora.bench.protocol import RANKS, Protocol, Variant
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -42,7 +42,8 @@ def tune_rows(runs: Path) -> list[dict[str, Any]]:
     for task_dir in _dirs(runs):
         for variant_dir in _dirs(task_dir / "tune"):
             tried = [d for d in _dirs(variant_dir) if d.name.startswith("lr")]
-            scores = {float(d.name[2:]): tuning.score(_history(d)) for d in tried}
+            metric = Variant.parse(variant_dir.name).metric
+            scores = {float(d.name[2:]): tuning.score(_history(d), metric) for d in tried}
             finite = [s for s in scores.values() if not math.isnan(s)]
             chosen = tuning.choose(scores) if finite else None
             for d in tried:
@@ -52,6 +53,7 @@ def tune_rows(runs: Path) -> list[dict[str, Any]]:
                         "task": task_dir.name,
                         "variant": variant_dir.name,
                         "lr": rate,
+                        "metric": metric,
                         "val_score": resultfiles.blank_missing(round(scores[rate], 4)),
                         "chosen": int(rate == chosen),
                         "failed": int((d / FAILED).is_file() and math.isnan(scores[rate])),

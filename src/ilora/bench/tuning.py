@@ -48,14 +48,18 @@ def _rate(e: int) -> float:
     return float(f"{10 ** (e / 2):.3g}")
 
 
-def accuracies(history: Sequence[Mapping[str, Any]]) -> list[float]:
-    """Return the evaluated accuracies of a run, in %, in round order."""
-    return [100 * float(r["accuracy"]) for r in history if r.get("accuracy") is not None]
+def accuracies(history: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> list[float]:
+    """Return the evaluated ``metric`` of a run, in %, in round order."""
+    return [100 * float(r[metric]) for r in history if r.get(metric) is not None]
 
 
-def score(history: Sequence[Mapping[str, Any]]) -> float:
-    """Return the mean validation accuracy (%) of the last evaluations; NaN without a run."""
-    accs = accuracies(history)
+def score(history: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> float:
+    """Return the mean validation ``metric`` (%) of the last evaluations; NaN without a run.
+
+    ``metric`` is ``accuracy`` (the global model) or, for a personalized method,
+    ``personal_accuracy`` (each client's own model on its validation share).
+    """
+    accs = accuracies(history, metric)
     if not accs or any(math.isnan(a) for a in accs[-SCORE_WINDOW:]):
         return math.nan
     tail = accs[-SCORE_WINDOW:]

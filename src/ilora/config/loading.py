@@ -142,7 +142,31 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
             "eval.split: validation needs a validation split; set data.validation_fraction "
             "(e.g. 0.1)"
         )
+    check_personal_validation(cfg)
     return cfg
+
+
+LABEL_SKEW = ("iid", "dirichlet", "shards")  # partitions a client's label mix reproduces
+
+
+def check_personal_validation(cfg: ExperimentConfig) -> None:
+    """Refuse validation shares for clients whose distribution a label mix cannot reproduce.
+
+    Under ``eval.split: validation`` each client's own model is evaluated on held-out examples
+    drawn with its label mix (``engine.personal_validation``); a ``by_group`` partition skews
+    features too.
+    """
+    ev, data = cfg.eval, cfg.data
+    if (
+        ev.split == "validation"
+        and data.local_test_fraction > 0
+        and data.partition not in LABEL_SKEW
+    ):
+        raise ConfigError(
+            f"data.partition {data.partition!r} with eval.split: validation: the clients' "
+            "validation shares are drawn by label mix, which reproduces only "
+            f"{', '.join(LABEL_SKEW)}; use one of them or set data.local_test_fraction: 0"
+        )
 
 
 def _with_includes(

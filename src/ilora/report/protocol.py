@@ -52,14 +52,24 @@ def _tuning(tune: Sequence[Row], img: Path) -> str:
                 r["variant"],
                 f"{float(r['lr']):.3g}",
                 f"{num(r['val_score']):.2f}",
+                "own models" if r.get("metric") == "personal_accuracy" else "global model",
                 f"{min(tried[r['variant']]):.3g} … {max(tried[r['variant']]):.3g}",
                 len(tried[r["variant"]]),
-                "yes" if float(r["lr"]) in (min(tried[r["variant"]]), max(tried[r["variant"]]))
+                "yes"
+                if float(r["lr"]) in (min(tried[r["variant"]]), max(tried[r["variant"]]))
                 else "no",
             ]
             for r in chosen
         ]
-        headers = ["method", "tuned lr", "validation accuracy %", "rates tried", "runs", "at edge"]
+        headers = [
+            "method",
+            "tuned lr",
+            "validation accuracy %",
+            "of",
+            "rates tried",
+            "runs",
+            "at edge",
+        ]
         parts.append(f"**{task}**\n\n{md_table(headers, body)}")
         parts.append(save_png(_rate_plot(task, rows), img, f"protocol-lr-{task}", f"{task} rates"))
     return "\n\n".join(parts)
