@@ -122,6 +122,7 @@ def test_compare_runs_at_the_tuned_rates_and_writes_the_results(tmp_path: Path) 
     compared = phases.compare(proto, "tiny-text", rates, 2, 1, lines.append)
     assert all(j.done() for j in compared) and len(compared) == 4  # 2 variants x 2 seeds
     assert {j.config().train.lr for j in compared} == set(rates.values())
+    assert {j.config().eval.every for j in compared} == {proto.compare_every}
     assert jobs.pending(compared) == []  # resumable: nothing left to run
     out = tmp_path / "results"
     assert protocol_results.write(out, proto, True, "compare", 1.0) == 4

@@ -13,9 +13,10 @@ Three phases per task, each resumable (finished runs of the identical config are
    variant at their tuned rates for ``max_rounds`` on validation; the comparison runs for the
    later of their plateau rounds (``max_rounds`` when one never plateaus; the report says so).
 3. **compare** (``--phase compare``): every variant at its tuned rate, every rank setting,
-   alpha and seed, for the horizon, evaluated on test. The centralized line trains on pooled
-   data, so it runs once per rank setting and seed (at the first alpha) and stands for every
-   alpha.
+   alpha and seed, for the horizon, evaluated on test (every ``compare_every`` rounds for the
+   curves, and in full after the last round: the compared number). The centralized line
+   trains on pooled data, so it runs once per rank setting and seed (at the first alpha) and
+   stands for every alpha.
 
 A variant is a registered algorithm with hyperparameters, ``name`` or
 ``name+key=value+key=value`` (ablations such as ``ilora+redistribute=svd``); the variant's label
@@ -91,6 +92,7 @@ class Protocol:
     low_rate: float = 10**-4.5
     n_rates: int = 6
     max_rounds: int = 60
+    compare_every: int = 6  # test evaluations of a comparison run: every N rounds and the last
     extra: tuple[str, ...] = field(default=())  # further --set overrides for every run
 
     def __post_init__(self) -> None:
@@ -178,6 +180,7 @@ class Protocol:
             f"seed={seed}",
             f"train.lr={rates[variant.label]}",
             f"fed.rounds={rounds}",
+            f"eval.every={self.compare_every}",
             *self.extra,
         )
         where = self.runs / task / "compare" / f"{ranks}-a{alpha:g}" / f"{variant.label}-seed{seed}"

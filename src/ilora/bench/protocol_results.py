@@ -169,6 +169,7 @@ def _write_meta(
             "plateau_window": tuning.PLATEAU_WINDOW,
             "plateau_tol_points": tuning.PLATEAU_TOL,
             "max_rounds": proto.max_rounds,
+            "compare_eval_every": proto.compare_every,
         },
         presets={
             **old.get("presets", {}),

@@ -166,7 +166,9 @@ def _rules(meta: Mapping[str, Any]) -> str:
         return ""
     return (
         f"Rules: each method's rate is the best validation accuracy (mean of the last "
-        f"{rules['score_window']} evaluations) on a log grid of ratio √10, extended up to "
+        f"{rules['score_window']} evaluations; for a personalized method, its clients' own "
+        "models on validation shares drawn with each client's label mix) on a log grid of "
+        f"ratio √10, extended up to "
         f"{rules['max_extensions']} steps past an edge while the best sits there, at tuning "
         f"seed {meta.get('tune_seed')}; the horizon is the round where neither the centralized "
         f"line nor the best federated method has gained {rules['plateau_tol_points']} points "
