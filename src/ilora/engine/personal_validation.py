@@ -16,7 +16,8 @@ distribution reweighted by ``n_kc / n_k``, so the draw has the client's distribu
 loader refuses it (``config.loading.check_personal_validation``). Draws are without
 replacement within a client (with replacement only for a class the validation split holds too
 few of) and seeded by the run seed and the client id; different
-clients may share validation examples.
+clients may share validation examples. :func:`local_evals` gives ``setup.build`` the test shares
+or, on validation, these shares.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ilora.config import ConfigError
+from ilora.config import ConfigError, ExperimentConfig
+from ilora.engine.setup import Shares
 from ilora.seeding import np_rng
+from ilora.tasks.base import TaskData
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,3 +94,27 @@ def personal_validation(
         draw_share(pool_labels, class_quota(np.bincount(labels, minlength=num_classes), m), seed, k)
         for k, (labels, m) in enumerate(zip(client_labels, sizes, strict=True))
     ]
+
+
+def local_evals(
+    cfg: ExperimentConfig,
+    data: TaskData,
+    parts: Sequence[np.ndarray],
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> Shares:
+    """Return what each client's own model is evaluated on.
+
+    Its test share; on validation (``eval.split: validation``) a share of the held-out split
+    with its label mix (:mod:`ilora.engine.personal_validation`), so no test share is read.
+    """
+    if cfg.eval.split != "validation" or cfg.data.local_test_fraction == 0.0:
+        return Shares(data.train, [test for _, test in splits])
+    labels = data.train.labels.numpy()
+    drawn = personal_validation(
+        data.test.labels.numpy(),
+        [labels[idx] for idx in parts],
+        [len(test) for _, test in splits],
+        data.num_classes,
+        cfg.seed,
+    )
+    return Shares(data.test, drawn)

@@ -37,7 +37,7 @@ class Experiment:
     task: Task
     data: TaskData
     shares: Sequence[ArrayDataset]  # a lazy Shares in a built experiment
-    local_tests: Sequence[ArrayDataset]  # own test (validation) shares: local_evals
+    local_tests: Sequence[ArrayDataset]  # own test (validation) shares: personal_validation
     clients: list[ClientInfo]
     model: nn.Module
     algorithm: Algorithm  # type: ignore[type-arg]
@@ -210,36 +210,11 @@ def build(cfg: ExperimentConfig) -> Experiment:
             f"algorithm {cfg.algorithm!r} is personalized: its clients are evaluated "
             "on their own test share; set data.local_test_fraction > 0 (e.g. 0.2)"
         )
+    from ilora.engine.personal_validation import local_evals  # (imports this module)
+
     shares = Shares(data.train, [train for train, _ in splits])
-    return Experiment(
-        cfg, task, data, shares, local_evals(cfg, data, parts, splits), clients, model, alg
-    )
-
-
-def local_evals(
-    cfg: ExperimentConfig,
-    data: TaskData,
-    parts: Sequence[np.ndarray],
-    splits: Sequence[tuple[np.ndarray, np.ndarray]],
-) -> Shares:
-    """Return what each client's own model is evaluated on.
-
-    Its test share; on validation (``eval.split: validation``) a share of the held-out split
-    with its label mix (:mod:`ilora.engine.personal_validation`), so no test share is read.
-    """
-    if cfg.eval.split != "validation" or cfg.data.local_test_fraction == 0.0:
-        return Shares(data.train, [test for _, test in splits])
-    from ilora.engine import personal_validation as pv
-
-    labels = data.train.labels.numpy()
-    drawn = pv.personal_validation(
-        data.test.labels.numpy(),
-        [labels[idx] for idx in parts],
-        [len(test) for _, test in splits],
-        data.num_classes,
-        cfg.seed,
-    )
-    return Shares(data.test, drawn)
+    evals = local_evals(cfg, data, parts, splits)
+    return Experiment(cfg, task, data, shares, evals, clients, model, alg)
 
 
 class Shares(Sequence[ArrayDataset]):
