@@ -314,6 +314,9 @@ def _w0(run: Run) -> dict[str, np.ndarray]:
         {"split": "balanced"},
         {"init_rms": 0.0},
         {"control_variates": True, "split": "balanced"},
+        {"init": "lora"},  # standard LoRA init: B = 0, no offset, the initial model is W0
+        {"init": "lora", "control_variates": True, "split": "balanced"},
+        {"init": "lora", "redistribute": "svd"},
     ],
 )
 def test_ilora_options_keep_both_invariants(args: dict[str, object]) -> None:

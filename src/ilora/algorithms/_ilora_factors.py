@@ -1,4 +1,4 @@
-"""ILoRA's factor arithmetic: the QR init, its base offset, what a client applies, controls.
+"""ILoRA's factor arithmetic: the init (QR or LoRA's), its offset, what a client applies, controls.
 
 Pure functions over ``dict[str, Tensor]`` used by ``ilora.py`` (its module docstring has the
 method). Shapes per adapted layer ``(d_out, d_in)`` at rank ``r``: ``lora_B (d_out, r)``,
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ilora.algorithms import traffic
 from ilora.algorithms._redistribution import Terms
 from ilora.algorithms._robust_products import median_of_products
+from ilora.algorithms._shared import init_factors
 from ilora.lora import keys
 from ilora.lora.linalg import balanced_split, qr_init, resize_rank
 from ilora.lora.memo import PairMemo
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 CV = "cv/"
 CHOICES = {  # ILoRA's Literal hyperparameters and their values, checked in __post_init__
+    "init": ("qr", "lora"),
     "redistribute": ("qr", "svd", "qr_literal"),
     "split": ("qr", "balanced"),
     "offset": ("shared", "per_client"),
@@ -48,6 +50,22 @@ def qr_factors(base: Mapping[str, torch.Tensor], r: int, init_rms: float) -> Ten
         B, A = _QR_MEMO.get(W0, (r, rms), partial(qr_init, W0, r, rms))
         out[keys.make(m, "lora_B")], out[keys.make(m, "lora_A")] = B, A
     return out
+
+
+def initial_factors(
+    init: str, base: Mapping[str, torch.Tensor], r: int, lora: LoRASpec, init_rms: float, seed: int
+) -> TensorDict:
+    """Return the init of every layer at rank ``r``: ``qr`` (the paper's) or ``lora`` (ablation).
+
+    ``lora``: standard LoRA, ``B = 0`` and ``A`` drawn as every LoRA method here draws it
+    (``_shared.init_factors``, PEFT's kaiming-uniform under ``lora.init: kaiming``) from the run
+    seed under FedIT's label, so a seed gives FedIT's ``A``. The server (``server_init``) and each
+    client (``ctx.rnd.seed``) know that seed and draw the same ``A`` bitwise: the download
+    carries no init, as with the QR init, which both rebuild from ``W0``.
+    """
+    if init == "lora":
+        return init_factors(base, r, lora, seed, "lora-init")
+    return qr_factors(base, r, init_rms)
 
 
 def base_offset(init: Mapping[str, torch.Tensor], s: float, init_offset: str) -> TensorDict:
@@ -123,7 +141,7 @@ def updated_control(
 
 # ---- bytes per client per round, float32 floats (down, up); registered in ilora.py
 def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
-    """Round 1 only the head down (clients build the same QR init); then B, A at ``r_k``.
+    """Round 1 only the head down (clients build the same init); then B, A at ``r_k``.
 
     Up: B, A at ``r_k`` and the head. With ``control_variates`` (``ilora-s``) the control
     variate ``c`` at the client's rank goes down and ``Δc_k`` comes up, each pair-and-head sized.

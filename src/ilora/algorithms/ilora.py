@@ -2,10 +2,17 @@
 
 Zhou, Liu, Shang, arXiv 2511.16069.
 
-1. **QR-based orthonormal init**: ``Q, R = QR(W0)``, ``B = Q[:, :r]``, ``A = R[:r]``, optionally
-   rescaled so that ``‖BA‖_F = init_rms·sqrt(d_out d_in)`` (the released code: 1e-4); the frozen
-   base is offset by ``−o·BA`` (a residual), ``o = s(r) = α/r`` (default: the initial model is
-   exactly ``W0``) or ``o = 1`` (``init_offset: one``, the released code).
+1. **QR-based orthonormal init** (``init: qr``, default): ``Q, R = QR(W0)``, ``B = Q[:, :r]``,
+   ``A = R[:r]``, optionally rescaled so that ``‖BA‖_F = init_rms·sqrt(d_out d_in)`` (the released
+   code: 1e-4); the frozen base is offset by ``−o·BA`` (a residual), ``o = s(r) = α/r`` (default:
+   the initial model is exactly ``W0``) or ``o = 1`` (``init_offset: one``, the released code).
+   ``init: lora`` (an ablation of the init alone): standard LoRA's (Hu et al.) at ``r_max``,
+   ``B = 0`` and ``A (r_max, d_in)`` drawn as FedIT's (``_shared.init_factors``, ``lora.init``:
+   PEFT's kaiming-uniform, bound ``1/sqrt(d_in)``); ``BA = 0``, so the offset vanishes and the
+   initial model is ``W0``; ``init_rms`` and ``init_offset`` do not apply; all that follows is
+   ILoRA's. ``A`` comes from the run seed, which the server (``server_init``) and every client
+   (``ctx.rnd.seed``) know: both draw it bitwise alike, so the download carries no init (the
+   bytes are the QR init's, ``floats_per_round``) and the default path is untouched.
 2. **Concatenated aggregation**: ``B_c = [B_1 … B_K]`` ``(d_out, Σr)``, ``A_c = [p_1 s_1 A_1; …]``
    ``(Σr, d_in)``, so ``B_c A_c = ΔW = Σ p_k s_k B_k A_k`` exactly; the adapter is cumulative
    (clients continue from the redistributed factors). Redistribution at ``r_max``:
@@ -38,8 +45,8 @@ with mixed ranks ``Σ_k p_k s_k B0_k A0_k ≠ s_max B0 A0`` and the difference s
 rank-``r_max`` init is shared by the global model and every client, the global adapter starts
 as that init (``W0 − O + s_max B0 A0 = W0``), a client of rank ``r_k`` starts from the leading
 ``r_k`` components of the global adapter at the global scale (round 1: it rebuilds the
-rank-``r_max`` init itself from ``W0``; the download carries ``r_max`` as ``ilora/rank`` in its
-config), and the server adds each client's change relative to its start:
+rank-``r_max`` init itself from ``W0``, or the run seed; the download carries ``r_max`` as
+``ilora/rank`` in its config), and the server adds each client's change relative to its start:
 ``P' = P + Σ_k p_k (s_k B_k A_k − P_{r_k})``, ``P_{r_k}`` the leading ``r_k`` components of
 ``P = B_g A_g``. In factor space that is one more block in the concatenation,
 ``[B_g; diag(w) A_g]`` with ``w_i = 1 − Σ_{k: r_k > i} p_k`` (the share of the round's weight
@@ -71,7 +78,7 @@ from ilora.algorithms._ilora_factors import (
     client_terms,
     floats_per_round,
     folded,
-    qr_factors,
+    initial_factors,
     robust_terms,
     updated_control,
 )
@@ -102,8 +109,8 @@ class ILoRAState:
     """ILoRA's server state.
 
     Global factors at ``rank`` (``A`` with ``s(rank)`` folded in; empty before the first
-    aggregation, when the global adapter is the QR init), head, control ``cv`` (empty without
-    control variates), the QR-init factors at ``rank`` that offset the global model's base, and
+    aggregation, when the global adapter is the init), head, control ``cv`` (empty without
+    control variates), the init factors at ``rank`` that offset the global model's base, and
     the last aggregation's metrics.
     """
 
@@ -152,6 +159,12 @@ class ILoRA(Algorithm[ILoRAState]):
         "aggregate s_k B_k A_k and send A/s_j (ours: the paper is silent and the "
         "released code's raw B_k A_k, false, amplifies low ranks by α/r_k)",
     )
+    init: Literal["qr", "lora"] = hyperparameter(
+        "qr",
+        "paper",
+        "qr: the paper's QR init of W0; lora (ablation): standard LoRA's at r_max, B = 0 and "
+        "A as FedIT's (lora.init; PEFT's kaiming-uniform) from the run seed; the rest ILoRA's",
+    )
     init_rms: float = hyperparameter(
         1e-4, "code", "RMS of the initial BA (released code); 0 = raw Q, R"
     )
@@ -187,7 +200,7 @@ class ILoRA(Algorithm[ILoRAState]):
 
         r = max_rank(clients)
         base = keys.of_kind(template, "base")
-        init = qr_factors(base, r, self.init_rms)
+        init = initial_factors(self.init, base, r, lora, self.init_rms, seed)
         head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
         control: TensorDict = {}
         if self.control_variates:
@@ -250,13 +263,13 @@ class ILoRA(Algorithm[ILoRAState]):
         base, r = keys.of_kind(ctx.base, "base"), ctx.client.rank
         received = {k: v for k, v in ctx.payload.tensors.items() if not k.startswith(CV)}
         if self.offset == "per_client":
-            init = qr_factors(base, r, self.init_rms)
+            init = initial_factors(self.init, base, r, ctx.lora, self.init_rms, ctx.rnd.seed)
             residual = base_offset(init, ctx.lora.scale(r), self.init_offset)
             return LocalSetup(factors={**init, **received}, residual=residual), cstate
         r_max = int(ctx.payload.config.get(RANK_KEY, 0))
         if r_max < r:
             raise ValueError(f"ILoRA's download must carry the global rank >= {r} as {RANK_KEY!r}")
-        init = qr_factors(base, r_max, self.init_rms)
+        init = initial_factors(self.init, base, r_max, ctx.lora, self.init_rms, ctx.rnd.seed)
         start = {}
         if not keys.of_kind(received, "lora_A"):  # round 1: the leading part of the global init
             start = client_factors(
