@@ -1,3 +1,5 @@
+import colorsys
+
 import pytest
 
 from ilora.algorithms.base import ALGORITHMS, create_algorithm, hyperparameter_help
@@ -19,6 +21,17 @@ def test_a_module_registering_a_lazy_name_must_be_the_object_the_table_names() -
     reg.register_lazy("other", "ilora.registry:Registry")
     with pytest.raises(ValueError, match="fix the name table"):
         reg.register("other")(UnknownNameError)
+
+
+def test_a_loaded_lazy_name_stays_listed_and_loadable_when_its_cache_is_reset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reg: Registry[object] = Registry("thing")
+    reg.register_lazy("hsv", "colorsys:rgb_to_hsv")
+    assert reg.get("hsv") is colorsys.rgb_to_hsv
+    monkeypatch.setattr(reg, "_items", {})  # what a test restoring a snapshot of it does
+    assert reg.names() == ["hsv"]
+    assert reg.get("hsv") is colorsys.rgb_to_hsv
 
 
 def test_unknown_name_suggests_the_closest() -> None:

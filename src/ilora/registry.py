@@ -7,7 +7,9 @@ typo in a config never silently runs something else (PEFT's ``register_peft_meth
 its first ``get``, so a module costs nothing until it is used (the algorithm and task modules
 import torch and ``transformers`` only inside the functions that need them, so even a lookup
 loads neither); if that module then ``register``s the name itself (with a preset), it must be
-the object the table named.
+the object the table named. The lazy table is permanent and the imported objects only a cache
+of it, so a name stays listed and can be loaded again whatever replaced the cache (a module
+imported afresh registers its class again).
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ class Registry(Generic[T]):
         def decorate(obj: T) -> T:
             if name in self._lazy:  # the module of a lazily registered name is being imported
                 self._check_target(name, obj)
-                del self._lazy[name]
             else:
                 self._check_new(name)
             self._store(name, obj, preset)
@@ -89,12 +90,11 @@ class Registry(Generic[T]):
             obj.name = name  # type: ignore[attr-defined]
 
     def _load(self, name: str) -> None:
-        """Import a lazily registered ``name`` and store its object as a plain entry."""
+        """Import a lazily registered ``name`` and cache its object."""
         module, _, attr = self._lazy[name].partition(":")
         obj = getattr(importlib.import_module(module), attr)
-        if name in self._lazy:  # not registered by the module itself (``register``)
+        if name not in self._items:  # not registered by the module itself (``register``)
             self._store(name, obj, None)
-            del self._lazy[name]
 
     def preset(self, name: str) -> dict[str, Any]:
         """Return the keyword defaults registered with ``name`` (empty for a plain entry)."""
@@ -108,7 +108,7 @@ class Registry(Generic[T]):
             UnknownNameError: naming the closest registered names.
 
         """
-        if name in self._lazy:
+        if name not in self._items and name in self._lazy:
             self._load(name)
         try:
             return self._items[name]
@@ -123,7 +123,7 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Return every registered name (lazy ones included, nothing imported), sorted."""
-        return sorted([*self._items, *self._lazy])
+        return sorted({*self._items, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
         return name in self._items or name in self._lazy

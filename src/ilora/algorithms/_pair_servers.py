@@ -73,7 +73,11 @@ class PaddedPairServer(GlobalPairServer):
 
 
 class ResidualServer(GlobalPairServer):
-    """The global pair plus a zero dense residual per layer, installed under the factors."""
+    """The global pair plus a zero dense residual per layer, installed under the factors.
+
+    State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
+    residuals ``<module>.residual`` (merged ones, for the methods that merge) and the head.
+    """
 
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int

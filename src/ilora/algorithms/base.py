@@ -172,6 +172,19 @@ def hyperparameter(default: T, source: str, help: str) -> T:
     return dataclasses.field(default=default, metadata={"help": help, "source": source})
 
 
+def check_at_least(algorithm: object, **bounds: float) -> None:
+    """Raise for the first hyperparameter named in ``bounds`` that is below its bound.
+
+    Raises:
+        ValueError: ``"<name> must be >= <bound>, got <value>"``.
+
+    """
+    for name, bound in bounds.items():
+        value = getattr(algorithm, name)
+        if value < bound:
+            raise ValueError(f"{name} must be >= {bound}, got {value}")
+
+
 def hyperparameter_source(cls: type) -> dict[str, str]:
     """Return ``{field: source}`` of an algorithm class, ``""`` where a field records none."""
     if not dataclasses.is_dataclass(cls):

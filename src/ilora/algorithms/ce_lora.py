@@ -100,7 +100,7 @@ from ilora.algorithms._shared import (
     normalized_weights,
     truncated,
 )
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import strip_prefix, with_prefix
@@ -193,8 +193,7 @@ class CELoRA(Algorithm[CELoRAState]):
             )
         if not (self.bandwidth >= 0 and math.isfinite(self.bandwidth)):
             raise ValueError(f"bandwidth must be a finite number >= 0, got {self.bandwidth}")
-        if self.stats_batches < 0:
-            raise ValueError(f"stats_batches must be >= 0, got {self.stats_batches}")
+        check_at_least(self, stats_batches=0)
 
     # ---- server
     def server_init(

@@ -71,8 +71,7 @@ if TYPE_CHECKING:
 class FedExLoRA(ResidualServer):
     """FedEx-LoRA (see the module docstring). No hyperparameters.
 
-    State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
-    residuals ``<module>.residual`` and the head. Bytes per client per round, float32, per
+    State: :class:`~._pair_servers.ResidualServer`'s. Bytes per client per round, float32, per
     adapted layer ``(d_out, d_in)`` at the client's rank ``r``: download
     ``4·(r·(d_out + d_in) + d_out·d_in)`` (B̄, Ā and the dense residual), upload
     ``4·r·(d_out + d_in)`` (B and A); plus ``4·n_head`` each way for the head's ``n_head`` floats.

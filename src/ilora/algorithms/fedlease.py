@@ -136,7 +136,7 @@ from ilora.algorithms._shared import (
     rank_of,
     truncated,
 )
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
@@ -210,10 +210,7 @@ class FedLEASE(Algorithm[FedLEASEState]):
     )
 
     def __post_init__(self) -> None:
-        if self.warmup_rounds < 1:
-            raise ValueError(f"warmup_rounds must be >= 1, got {self.warmup_rounds}")
-        if self.max_experts < 2:
-            raise ValueError(f"max_experts must be >= 2, got {self.max_experts}")
+        check_at_least(self, warmup_rounds=1, max_experts=2)
 
     # ---- server
     def server_init(

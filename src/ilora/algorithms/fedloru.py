@@ -64,11 +64,7 @@ from ilora.algorithms.base import hyperparameter, register
 @register("fedloru")
 @dataclass(frozen=True)
 class FedLoRU(MergingServer):
-    """FedLoRU (see the module docstring).
-
-    State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
-    merged residuals ``<module>.residual`` and the head.
-    """
+    """FedLoRU (see the module docstring; state: :class:`~._pair_servers.ResidualServer`'s)."""
 
     heterogeneous_ranks = True
     mean_aggregation = True  # the averages are Σ p_k lift(u_k), lift = zero-pad to r_max

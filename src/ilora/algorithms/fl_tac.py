@@ -86,7 +86,7 @@ from ilora.algorithms._shared import (
     truncated,
     uploads_to_global,
 )
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
@@ -142,12 +142,10 @@ class FLTAC(Algorithm[FLTACState]):
     def __post_init__(self) -> None:
         if isinstance(self.kmeans_starts, bool) or not isinstance(self.kmeans_starts, int):
             raise ValueError(f"kmeans_starts must be an integer >= 1, got {self.kmeans_starts!r}")
-        if self.kmeans_starts < 1:
-            raise ValueError(f"kmeans_starts must be >= 1, got {self.kmeans_starts}")
+        check_at_least(self, kmeans_starts=1)
         if isinstance(self.num_clusters, bool) or not isinstance(self.num_clusters, int):
             raise ValueError(f"num_clusters must be an integer >= 1, got {self.num_clusters!r}")
-        if self.num_clusters < 1:
-            raise ValueError(f"num_clusters must be >= 1, got {self.num_clusters}")
+        check_at_least(self, num_clusters=1)
         if self.head not in ("cluster", "global"):
             raise ValueError(f"head must be cluster | global, got {self.head!r}")
 

@@ -52,7 +52,7 @@ from ilora.algorithms._shared import (
     rank_of,
     uploads_to_global,
 )
-from ilora.algorithms.base import hyperparameter, register
+from ilora.algorithms.base import check_at_least, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import fro_norm_sq, resize_rank
 from ilora.tensors import weighted_mean
@@ -118,14 +118,12 @@ class HetLoRA(GlobalPairServer):
     def __post_init__(self) -> None:
         if self.weighting not in ("norm", "norm_times_data"):
             raise ValueError(f"weighting must be norm | norm_times_data, got {self.weighting!r}")
-        if self.gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma}")
+        check_at_least(self, gamma=0)
         if not 0 < self.prune_fraction < 1:
             raise ValueError(f"prune_fraction must be in (0, 1), got {self.prune_fraction}")
         if not 0 <= self.prune_threshold < 1:
             raise ValueError(f"prune_threshold must be in [0, 1), got {self.prune_threshold}")
-        if self.min_rank < 1:
-            raise ValueError(f"min_rank must be >= 1, got {self.min_rank}")
+        check_at_least(self, min_rank=1)
 
     # ---- server
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:

@@ -85,7 +85,7 @@ from ilora.algorithms._ilora_factors import (
 from ilora.algorithms._redistribution import Terms, redistribute, unheld_components
 from ilora.algorithms._robust_products import median_extras
 from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
 from ilora.lora import keys
 from ilora.lora.linalg import error_terms, resize_rank, stack
 from ilora.lora.spec import LoRASpec
@@ -184,10 +184,7 @@ class ILoRA(Algorithm[ILoRAState]):
     )
 
     def __post_init__(self) -> None:
-        if self.init_rms < 0:
-            raise ValueError(f"init_rms must be >= 0, got {self.init_rms}")
-        if self.cv_batches < 0:
-            raise ValueError(f"cv_batches must be >= 0, got {self.cv_batches}")
+        check_at_least(self, init_rms=0, cv_batches=0)
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

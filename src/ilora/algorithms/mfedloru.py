@@ -97,11 +97,7 @@ OUTER = {"lora_A": "outer_A", "lora_B": "outer_B"}  # the frozen global pair of 
 @register("mfedloru")
 @dataclass(frozen=True)
 class MFedLoRU(ResidualServer):
-    """mFedLoRU (see the module docstring).
-
-    State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
-    merged residuals ``<module>.residual`` and the head, as FedLoRU.
-    """
+    """mFedLoRU (see the module docstring; state: :class:`~._pair_servers.ResidualServer`'s)."""
 
     heterogeneous_ranks = True
     multiplies_uploads = True  # reconstruct: A + P Q of the uploaded nested factors

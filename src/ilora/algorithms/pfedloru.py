@@ -100,11 +100,7 @@ PERSONAL = "personal/"  # cstate: U_k, L_k (as lora_B, lora_A), R_k (residual), 
 @register("pfedloru")
 @dataclass(frozen=True)
 class PFedLoRU(MergingServer):
-    """pFedLoRU (see the module docstring).
-
-    State: ``FactorState`` with the global factors at ``rank`` (the largest client rank), the
-    merged residuals ``<module>.residual`` and the head, as FedLoRU.
-    """
+    """pFedLoRU (see the module docstring; state: :class:`~._pair_servers.ResidualServer`'s)."""
 
     heterogeneous_ranks = True
     stateful_clients = True

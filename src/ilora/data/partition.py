@@ -50,6 +50,13 @@ def _check_1d(name: str, values: object) -> npt.NDArray[Any]:
     return arr
 
 
+def _check_rows_and_clients(
+    name: str, values: object, num_clients: object
+) -> tuple[npt.NDArray[Any], int]:
+    """Return the per-example ``values`` (1-D) and ``num_clients`` (an integer >= 1) checked."""
+    return _check_1d(name, values), _check_int("num_clients", num_clients, 1)
+
+
 def _check_enough_rows(n: int, needed: int, what: str) -> None:
     if n < needed:
         raise ValueError(
@@ -126,8 +133,7 @@ def dirichlet(
             client ``min_size`` examples.
 
     """
-    labels = _check_1d("labels", labels)
-    num_clients = _check_int("num_clients", num_clients, 1)
+    labels, num_clients = _check_rows_and_clients("labels", labels, num_clients)
     min_size = _check_int("min_size", min_size, 1)
     alpha = _check_alpha(alpha)
     _check_enough_rows(labels.size, num_clients * min_size, "num_clients * min_size")
@@ -215,8 +221,7 @@ def shards(
         ValueError: if an argument is out of range or there are fewer examples than shards.
 
     """
-    labels = _check_1d("labels", labels)
-    num_clients = _check_int("num_clients", num_clients, 1)
+    labels, num_clients = _check_rows_and_clients("labels", labels, num_clients)
     shards_per_client = _check_int("shards_per_client", shards_per_client, 1)
     num_shards = num_clients * shards_per_client
     _check_enough_rows(labels.size, num_shards, "num_clients * shards_per_client")
@@ -250,8 +255,7 @@ def by_group(groups: npt.NDArray[Any], num_clients: int, seed: int) -> list[Inde
         ValueError: if an argument is out of range or there are fewer groups than clients.
 
     """
-    groups = _check_1d("groups", groups)
-    num_clients = _check_int("num_clients", num_clients, 1)
+    groups, num_clients = _check_rows_and_clients("groups", groups, num_clients)
     _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
     if sizes.size < num_clients:
         raise ValueError(

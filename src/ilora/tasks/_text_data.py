@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ilora.seeding import np_rng
 from ilora.tasks.base import ArrayDataset
 
 if TYPE_CHECKING:
@@ -68,6 +69,18 @@ def label_ids(values: Sequence[str], names: Sequence[str]) -> np.ndarray:
     return np.array([index[v] for v in values], dtype=np.int64)
 
 
+def numbered(
+    labels: Sequence[str], groups: Sequence[str] | None
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray | None]:
+    """Return the class names and the ``(N,)`` label and group ids (``None`` without groups).
+
+    Classes and groups are each numbered in :func:`class_index` order.
+    """
+    names = class_index(labels)
+    group_ids = None if groups is None else label_ids(groups, class_index(groups))
+    return names, label_ids(labels, names), group_ids
+
+
 def split_stratified(
     labels: np.ndarray, test_fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -100,6 +113,20 @@ def cap(idx: np.ndarray, max_n: int, rng: np.random.Generator) -> np.ndarray:
     if max_n == 0 or max_n >= len(idx):
         return idx
     return np.sort(rng.choice(idx, size=max_n, replace=False))
+
+
+def seeded_subsets(
+    split: tuple[np.ndarray, np.ndarray], max_train: int, max_test: int, seed: int, task: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the ``(train_idx, test_idx)`` of ``split`` each cut by :func:`cap` (0 keeps all).
+
+    The generators are ``np_rng(seed, task, "train")`` and ``np_rng(seed, task, "test")``.
+    """
+    train_idx, test_idx = split
+    return (
+        cap(train_idx, max_train, np_rng(seed, task, "train")),
+        cap(test_idx, max_test, np_rng(seed, task, "test")),
+    )
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_len: int) -> dict[str, torch.Tensor]:

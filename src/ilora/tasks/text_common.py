@@ -19,10 +19,9 @@ from ilora.config.fields import option
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import (
     SPACE_RE,
-    cap,
     check_range,
-    class_index,
-    label_ids,
+    numbered,
+    seeded_subsets,
     split_stratified,
     strip_urls,
     tokenize,
@@ -102,6 +101,16 @@ def minilm_dir() -> Path:
     return locate_asset(MINILM_PACKAGE, MINILM_PATH, "the all-MiniLM-L6-v2 encoder")
 
 
+def resolve_encoder_dir(model_dir: str) -> Path:
+    """Return ``model_dir`` or, if empty, the packaged MiniLM directory.
+
+    Raises:
+        AssetMissingError: if the packaged MiniLM is needed and missing.
+
+    """
+    return Path(model_dir) if model_dir else minilm_dir()
+
+
 def _read_csv_rows(stream: Iterable[str]) -> list[dict[str, str]]:
     """Return the rows of an open CSV text stream as dicts."""
     return list(csv.DictReader(stream))
@@ -154,13 +163,8 @@ class _EncoderTextTask:
         return SPACE_RE.sub(" ", text).strip()
 
     def encoder_dir(self) -> Path:
-        """Return ``model_dir`` or, if empty, the packaged MiniLM directory.
-
-        Raises:
-            AssetMissingError: if the packaged MiniLM is needed and missing.
-
-        """
-        return Path(self.model_dir) if self.model_dir else minilm_dir()
+        """Return :func:`resolve_encoder_dir` of ``model_dir``."""
+        return resolve_encoder_dir(self.model_dir)
 
     def load(self) -> TaskData:
         """Read, split, subset, clean and tokenize the corpus.
@@ -179,16 +183,13 @@ class _EncoderTextTask:
 
         corpus = self._read()
         tokenizer = load_tokenizer(self.encoder_dir())
-        class_names = class_index(corpus.labels)
-        labels = label_ids(corpus.labels, class_names)
-        groups = None
-        if corpus.groups is not None:
-            groups = label_ids(corpus.groups, class_index(corpus.groups))
-        train_idx, test_idx = split_stratified(
+        class_names, labels, groups = numbered(corpus.labels, corpus.groups)
+        split = split_stratified(
             labels, self.test_fraction, np_rng(self.split_seed, self.name, "split")
         )
-        train_idx = cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
-        test_idx = cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
+        train_idx, test_idx = seeded_subsets(
+            split, self.max_train, self.max_test, self.split_seed, self.name
+        )
         texts = list(corpus.texts)
         for i in np.concatenate([train_idx, test_idx]):
             texts[i] = self._clean(texts[i])

@@ -19,16 +19,20 @@ from ilora.models.targets import default_target_modules, name_patterns
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import (
     SPACE_RE,
-    cap,
     check_range,
-    class_index,
-    label_ids,
+    numbered,
+    seeded_subsets,
     split_stratified,
     tokenized_dataset,
 )
 from ilora.tasks.base import DataPeek, TaskData
 from ilora.tasks.csv_table import check_labels, read_user_csv, split_flags
-from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS, minilm_dir
+from ilora.tasks.text_common import (
+    BERT_HEAD,
+    BERT_LORA_TARGETS,
+    MAX_POSITIONS,
+    resolve_encoder_dir,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -111,13 +115,8 @@ class TextCSV:
         check_range("split_seed", self.split_seed, 0)
 
     def encoder_dir(self) -> Path:
-        """Return ``model_dir`` or, if empty, the packaged MiniLM directory.
-
-        Raises:
-            AssetMissingError: if the packaged MiniLM is needed and missing.
-
-        """
-        return Path(self.model_dir) if self.model_dir else minilm_dir()
+        """Return :func:`resolve_encoder_dir` of ``model_dir``."""
+        return resolve_encoder_dir(self.model_dir)
 
     def _columns(self) -> dict[str, str]:
         columns = {"text_column": self.text_column, "label_column": self.label_column}
@@ -147,17 +146,17 @@ class TextCSV:
         check_labels(self.path, self.label_column, names[:n_train])
         if self.test_path:
             check_labels(self.test_path, self.label_column, names[n_train:])
-        class_names = class_index(names)
-        labels = label_ids(names, class_names)
-        groups = None
-        if self.group_column:
-            values = [r[self.group_column] for r in rows]
-            groups = label_ids(values, class_index(values))
-        train_idx, test_idx = self._split(rows, n_train, labels)
-        train_idx = cap(train_idx, self.max_train, np_rng(self.split_seed, self.name, "train"))
-        test_idx = cap(test_idx, self.max_test, np_rng(self.split_seed, self.name, "test"))
+        groups = [r[self.group_column] for r in rows] if self.group_column else None
+        class_names, labels, group_ids = numbered(names, groups)
+        train_idx, test_idx = seeded_subsets(
+            self._split(rows, n_train, labels),
+            self.max_train,
+            self.max_test,
+            self.split_seed,
+            self.name,
+        )
         texts = [r[self.text_column] for r in rows]
-        return _Table(texts, labels, class_names, groups, train_idx, test_idx)
+        return _Table(texts, labels, class_names, group_ids, train_idx, test_idx)
 
     def peek(self) -> DataPeek:
         """Check the files and return the training labels, without a tokenizer or model.
