@@ -104,6 +104,11 @@ def test_include_and_per_algorithm_training_sections(tmp_path: Path) -> None:
     assert config_mod.to_dict(config_mod.load(cfg_path, ["algorithm=fedit"])) == (
         config_mod.to_dict(fedit)
     )
+    # ... and so does tuning a method the file did not list yet (no empty section is left)
+    files.write("tuned/x.yaml", tuned + "  hetlora: {train: {lr: 0.001}}\n")
+    assert config_mod.to_dict(config_mod.load(cfg_path, ["algorithm=fedit"])) == (
+        config_mod.to_dict(fedit)
+    )
     files.write("loop.yaml", "include: loop.yaml\n")
     with pytest.raises(ConfigError, match="includes itself"):
         config_mod.load(tmp_path / "loop.yaml")

@@ -223,8 +223,9 @@ def _with_own_training(resolved: dict[str, Any], data: dict[str, Any]) -> dict[s
 
     ``resolved`` (``data`` with the overrides) names the algorithm; the section goes over the
     file's ``train`` and under the overrides, so ``--set train.lr=...`` still wins. Every
-    ``train`` section is then dropped from ``per_algorithm``: the resolved config (and so a
-    stored ``config.yaml``) depends only on the running algorithm's own rate.
+    ``train`` section is then dropped from ``per_algorithm``, and a section left empty with it:
+    the resolved config (and so a stored ``config.yaml``) depends only on the running
+    algorithm's own rate, not on which other methods a tuned-rates file lists.
     """
     name = resolved.get("algorithm", ExperimentConfig.algorithm)
     sections = resolved.get("per_algorithm") or {}
@@ -235,7 +236,10 @@ def _with_own_training(resolved: dict[str, Any], data: dict[str, Any]) -> dict[s
     out = copy.deepcopy(data)
     if train:
         out["train"] = {**(out.get("train") or {}), **train}
-    for section in (out.get("per_algorithm") or {}).values():
+    sections_out = out.get("per_algorithm") or {}
+    for key, section in list(sections_out.items()):
         if isinstance(section, dict):  # consumed: the resolved config keeps only cfg.train
             section.pop("train", None)
+            if not section:  # nothing left to say: as if absent, whatever else is tuned
+                del sections_out[key]
     return out
