@@ -24,9 +24,9 @@ from typing import Any
 
 from ilora import config as config_mod
 from ilora.bench import resultfiles
+from ilora.bench.protocol import CENTRALIZED
 from ilora.bench.runner import finished, run_to_dir
 
-CENTRALIZED = "centralized"
 RANK_SETTINGS: dict[str, tuple[str, ...]] = {
     "homogeneous": ("lora.rank_policy=uniform", "lora.rank=8"),
     "heterogeneous": ("lora.rank_policy=cycle", "lora.ranks=[2,4,8,16]"),
