@@ -98,6 +98,7 @@ def _simulate(
     """Run the simulation (in the process's own network, chosen by the caller)."""
     cpus, timeout, dashboard = ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 starves the ClientApps
     from ilora.flower import simulate as engine
     from ilora.flower.client import make_client_app
     from ilora.flower.lifetime import exit_now
@@ -107,7 +108,6 @@ def _simulate(
         cfg, directory = _simulation_config(config, sets, out, resume)
     except USER_ERRORS as err:
         fail(err)
-        return
     init_args: dict[str, int | bool | str] = {"include_dashboard": dashboard}
     if dashboard:
         init_args["dashboard_host"] = "127.0.0.1"
