@@ -20,7 +20,10 @@ so the first pull of that content often finds it missing. flwr's ``pull_task_inp
 retries after 1 s, 2 s, 4 s ... (``PULL_INITIAL_BACKOFF``): the benchmark's workers spent 1.1 to
 3.5 s per message there for a ClientApp of 0.2 s. :func:`pull_input` makes the same calls with
 flwr's ``pull_and_inflate_object_from_tree`` retrying after :data:`PULL_BACKOFF_S` seconds, up
-to :data:`PULL_BACKOFF_CAP_S` (its own keyword arguments).
+to :data:`PULL_BACKOFF_CAP_S` (its own keyword arguments). The SuperNode's own fetch from the
+SuperLink keeps flwr's backoff (no option reaches it): when it asks while the ServerApp is
+still uploading the message's content (flwr's grid registers the message first), the worker
+still waits 1 to 3 s.
 
 It runs the ClientApp installed with ``ilora`` on this machine and never code from the FAB:
 a FAB whose ``clientapp`` component is not the one ``ilora flower new`` writes is answered with
