@@ -66,8 +66,9 @@ def simulate(
 ) -> None:
     """Run an experiment on Flower's Simulation Engine (Ray): one virtual SuperNode per client.
 
-    Exit codes: 0 done, 2 a user error (config), 3 the run stopped (too few accepted uploads,
-    or a divergence under fed.stop_on_divergence; resumable from its last checkpoint).
+    Exit codes: 0 done, 1 no result, 2 a user error, 3 the run stopped (one line: too few
+    accepted uploads, a divergence, clients missing or silent at the handshake; resumable).
+    Ends with the ServerApp, without waiting for ClientApp calls still in flight.
     """
     require_flwr()
     from ilora.flower import netns
@@ -97,36 +98,35 @@ def _simulate(
     """Run the simulation (in the process's own network, chosen by the caller)."""
     cpus, timeout, dashboard = ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from flwr.simulation import run_simulation
-
+    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 starves the ClientApps
+    from ilora.flower import simulate as engine
     from ilora.flower.client import make_client_app
-    from ilora.flower.server import FAILURE, NODE_STATE, make_server_app
+    from ilora.flower.lifetime import exit_now
+    from ilora.flower.server import NODE_STATE, make_server_app
 
     try:
         cfg, directory = _simulation_config(config, sets, out, resume)
     except USER_ERRORS as err:
         fail(err)
-        return
     init_args: dict[str, int | bool | str] = {"include_dashboard": dashboard}
     if dashboard:
         init_args["dashboard_host"] = "127.0.0.1"
     if cpus:
         init_args["num_cpus"] = cpus
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
-    run_simulation(
-        make_server_app(cfg, directory, timeout=timeout, resume=resume is not None, announce=False),
+    ended = engine.run(
+        lambda report: make_server_app(
+            cfg, directory, timeout=timeout, resume=resume is not None, report=report
+        ),
         make_client_app(state_dir=(directory / NODE_STATE).resolve()),
-        num_supernodes=cfg.data.num_clients,
-        backend_config=backend,  # type: ignore[arg-type]
+        cfg.data.num_clients,
+        backend,
     )
-    if (directory / FAILURE).is_file():
-        reason = (directory / FAILURE).read_text().strip()
-        console.print(f"[bold red]run failed:[/] {escape(reason)}")
-        raise typer.Exit(code=3)
-    summary = directory / "summary.json"
-    if not summary.is_file():
-        fail(f"the simulation ended without a result in {directory}; see the log above")
-    console.print(f"written: {directory}/summary.json, history.jsonl")
+    code, line = ended.verdict(directory)
+    console.print(line, markup=False, style="bold red" if code else None)
+    if ended.stuck:  # ClientApp calls still in flight: do not wait for them
+        exit_now(code)
+    raise typer.Exit(code=code)
 
 
 def _simulation_config(

@@ -72,4 +72,16 @@ def test_section_says_whether_the_targets_are_met(tmp_path: Path) -> None:
     simulation = 80.0 / 25.0  # medians of total s
     assert f"deployment's seconds per round: {deployment:.1f}×, misses it" in text
     assert f"simulation's total seconds: {simulation:.1f}×, misses it" in text
-    assert f"Beyond that wait, a round costs {33.0 - 3.0:.2f} s here" in text
+    assert "cannot be shorter than about 3.5 s" in text  # 1 message: not recorded
+    assert f"Beyond that floor, a round costs {33.0 - 3.5:.2f} s here" in text
+
+
+def test_the_deployment_floor_counts_the_recorded_messages_per_round(tmp_path: Path) -> None:
+    _write(tmp_path / "flower", {})
+    meta = json.loads((tmp_path / "flower" / "meta.json").read_text())
+    (tmp_path / "flower" / "meta.json").write_text(json.dumps({**meta, "messages_per_round": 2}))
+    text = render(tmp_path / "flower", tmp_path / "img")
+    floor = 2 * (3.0 + 0.5)  # per message: the SuperNode's 3-s sleep, its 0.5-s reply poll
+    want = f"cannot be shorter than about {floor:.1f} s, {floor / 0.6:.1f}× the embedded round"
+    assert f"With 2 message(s) per round a deployment round {want}" in text
+    assert f"Beyond that floor, a round costs {33.0 - floor:.2f} s here" in text

@@ -59,12 +59,24 @@ def meet_nodes(
         infos[info.cid] = (node, info)
     missing = [cid for cid in wanted if cid not in infos]
     if missing:
-        raise HandshakeError(
-            f"no connected node holds client(s) {missing} of data.num_clients = "
-            f"{len(wanted)}; start one SuperNode per client with "
-            "--node-config 'partition-id=<id>'"
-        )
+        silent = len(node_ids) - len(infos)
+        raise HandshakeError(_missing_reason(missing, len(wanted), silent, timeout))
     return {cid: infos[cid][0] for cid in wanted}, [infos[cid][1] for cid in wanted]
+
+
+def _missing_reason(missing: list[int], clients: int, silent: int, timeout: float) -> str:
+    """Return the one-line reason why clients ``missing`` have no node, with the fix."""
+    if silent:  # connected, but no answer in time: slower than the timeout, not absent
+        return (
+            f"{silent} connected node(s) did not answer the handshake within the {timeout:g}-s "
+            f"reply timeout, so client(s) {missing} of data.num_clients = {clients} have none; "
+            "raise the timeout (ilora flower simulate --timeout, or the Flower app's run "
+            "config timeout)"
+        )
+    return (
+        f"no connected node holds client(s) {missing} of data.num_clients = {clients}; "
+        "start one SuperNode per client with --node-config 'partition-id=<id>'"
+    )
 
 
 def _wait_for_nodes(grid: Grid, wanted: int, connect_wait: float) -> list[int]:

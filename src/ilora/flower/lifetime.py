@@ -31,9 +31,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from ilora.flower.processes import _signal, process_tree
+from ilora.flower.processes import _signal, descendants, process_tree
 from ilora.parentdeath import die_with_parent
 
 TICK = 0.5  # seconds between two notes of the watched process trees
@@ -98,6 +98,20 @@ def spawn(cmd: Sequence[str], new_session: bool = True, **popen: Any) -> subproc
     proc = subprocess.Popen(list(cmd), start_new_session=session, preexec_fn=preexec, **popen)
     _WATCHDOG.watch(proc.pid)
     return proc
+
+
+def exit_now(code: int) -> NoReturn:
+    """End this process with ``code`` at once, after killing every process it started.
+
+    For a process whose threads wait on what it started (Flower's Simulation Engine waiting on
+    a Ray actor, :mod:`ilora.flower.simulate`): nothing is joined, no exit handler runs. Its
+    descendants get SIGKILL; the watchdog, spared, then ends what was spawned but moved away.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    watchdog = _WATCHDOG.proc.pid if _WATCHDOG.proc is not None else None
+    _signal(descendants(os.getpid()) - {watchdog}, signal.SIGKILL)
+    os._exit(code)
 
 
 def _start_time(pid: int) -> str | None:

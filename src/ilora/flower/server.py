@@ -30,6 +30,7 @@ import logging
 import secrets
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from flwr.app import Context, UserConfig
@@ -73,7 +74,7 @@ def make_server_app(
     base: Path | None = None,
     timeout: float | None = None,
     resume: bool | None = None,
-    announce: bool = True,
+    report: Callable[[str | None], None] | None = None,
 ) -> ServerApp:
     """Return the ``ServerApp`` of an experiment (given here, or by the run config).
 
@@ -84,8 +85,9 @@ def make_server_app(
         timeout: seconds to wait for a round's replies; None takes the run config's or 600.
         resume: continue the run in ``out`` from its last valid checkpoint; None takes the
             run config's ``resume`` (default false).
-        announce: print a stopped run's reason after ``FAILED_PREFIX`` (false: the caller
-            reports ``failure.txt`` itself, as ``ilora flower simulate`` does).
+        report: called once the run has ended and its files are written, with the one-line
+            reason of a stopped run or None; None prints that reason after ``FAILED_PREFIX``
+            (``ilora flower simulate`` passes its own, see :mod:`ilora.flower.simulate`).
 
     """
     app = ServerApp()
@@ -99,7 +101,7 @@ def make_server_app(
         directory = out or Path(str(run_config.get("out", "")) or default)  # "": the default
         again = bool(run_config.get("resume", False)) if resume is None else resume
         how = None if config else f"ilora flower run APP CONNECTION {resume_option(directory)}"
-        serve(grid, cfg, directory, wait, again, announce, how)
+        serve(grid, cfg, directory, wait, again, report or announce, how)
 
     return app
 
@@ -110,7 +112,7 @@ def serve(
     directory: Path,
     wait: float,
     resume: bool,
-    announce: bool = True,
+    report: Callable[[str | None], None] | None = None,
     resume_command: str | None = None,
 ) -> None:
     """Run the experiment over ``grid`` and write its run directory (checkpoints included).
@@ -118,9 +120,9 @@ def serve(
     A run that cannot go on (:class:`RoundFailedError`, or a :class:`HandshakeError`: the
     nodes do not make up the experiment, or cannot restore their state) logs its one-line
     reason, writes it to ``FAILURE`` in the run directory (the ``ilora flower`` commands exit
-    with code 3 on it), prints it after ``FAILED_PREFIX`` (with ``announce``) and returns: no
-    traceback. ``resume_command``: how the user resumes the run, for that reason (default:
-    ``ilora flower simulate --resume DIR``).
+    with code 3 on it), passes it to ``report`` (default :func:`announce`) and returns: no
+    traceback; a finished run passes None. ``resume_command``: how the user resumes the run,
+    for that reason (default: ``ilora flower simulate --resume DIR``).
     """
     exp = build(cfg)
     ckpt = resume_point(directory) if resume else None
@@ -139,17 +141,22 @@ def serve(
             resume_command=command,
             run_key=run_key(writer, directory, ckpt is not None),
         )
+        reason: str | None = None
         try:
             result = strategy.run(PollingGrid(grid))
         except (RoundFailedError, HandshakeError) as err:
             reason = " ".join(str(err).splitlines())  # one line, whatever a client wrote
-            log.error("run failed: %s", reason)
             (directory / FAILURE).write_text(f"{reason}\n")
-            if announce:
-                print(f"{FAILED_PREFIX}{reason}", file=sys.stderr, flush=True)
             writer.abort()
-            return
-        writer.finish(result)
+        else:
+            writer.finish(result)
+    (report or announce)(reason)
+
+
+def announce(reason: str | None) -> None:
+    """Print a stopped run's reason as one line after ``FAILED_PREFIX`` (``ilora flower run``)."""
+    if reason is not None:
+        print(f"{FAILED_PREFIX}{reason}", file=sys.stderr, flush=True)
 
 
 def resume_option(directory: Path) -> str:

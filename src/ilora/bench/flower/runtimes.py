@@ -177,6 +177,15 @@ def measure(runtime: str, rep: int, run_dir: Path, sets: list[str], timeout: flo
     }
 
 
+def messages_per_round(sets: list[str]) -> float:
+    """Return the mean messages per SuperNode per round: ``train``, and ``evaluate`` when due."""
+    from ilora import config
+
+    cfg = config.load(CONFIG, sets)
+    rounds = cfg.fed.rounds
+    return 1 + sum(cfg.eval.due(r, rounds)[1] for r in range(1, rounds + 1)) / rounds
+
+
 def run(plan: Plan) -> list[Path]:
     """Measure every runtime ``repeats`` times, write the result files; return their paths."""
     import flwr
@@ -209,6 +218,7 @@ def run(plan: Plan) -> list[Path]:
         rounds=rounds,
         repeats=repeats,
         memory_sample_every_s=SAMPLE_EVERY_S,
+        messages_per_round=messages_per_round(sets),
         load_average_start=started,
         load_average_end=os.getloadavg()[0],
     )
