@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import pytest
 import torch
@@ -16,16 +17,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 import ilora.algorithms  # noqa: E402,F401
-from ilora.algorithms.base import Algorithm, create_algorithm  # noqa: E402
+from ilora.algorithms.base import Algorithm  # noqa: E402
+from ilora.algorithms.base import create_algorithm  # noqa: E402
 from ilora.config import TrainConfig  # noqa: E402
 from ilora.engine.local import client_round  # noqa: E402
-from ilora.engine.turn import canonical_payload, canonical_upload  # noqa: E402
+from ilora.engine.turn import canonical_payload  # noqa: E402
+from ilora.engine.turn import canonical_upload  # noqa: E402
 from ilora.lora.inject import inject  # noqa: E402
 from ilora.lora.spec import LoRASpec  # noqa: E402
 from ilora.lora.state import template  # noqa: E402
 from ilora.seeding import generator  # noqa: E402
 from ilora.tasks.base import ArrayDataset  # noqa: E402
-from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload  # noqa: E402
+from ilora.types import ClientInfo  # noqa: E402
+from ilora.types import Payload  # noqa: E402
+from ilora.types import RoundInfo  # noqa: E402
+from ilora.types import TensorDict  # noqa: E402
+from ilora.types import Upload  # noqa: E402
 
 
 class TinyMLP(nn.Module):

@@ -9,7 +9,11 @@ import numpy as np
 import torch
 
 from ilora.lora.spec import LoRASpec
-from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 
 def top_m_gate(logits: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
+from typing import ClassVar
 
 import pytest
 import torch
@@ -74,7 +75,8 @@ def test_list_prints_registered_names(kind: str, registry: Any) -> None:
 )
 def test_light_commands_import_neither_torch_nor_transformers(command: str) -> None:
     """A fresh ``python -m ilora`` process (bench.startup's probe): nothing heavy loaded."""
-    from ilora.bench.startup import SRC, time_command
+    from ilora.bench.startup import SRC
+    from ilora.bench.startup import time_command
 
     got = time_command(SRC, command)
     assert got["torch"] is False and got["transformers"] is False, got

@@ -6,7 +6,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from ilora.cli_common import fail, split_floats, split_ints, split_names
+from ilora.cli_common import fail
+from ilora.cli_common import split_floats
+from ilora.cli_common import split_ints
+from ilora.cli_common import split_names
 from ilora.config import ConfigError
 
 

@@ -10,7 +10,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from ilora.cli import app
-from ilora.cli_progress import RoundLine, clock, round_progress
+from ilora.cli_progress import RoundLine
+from ilora.cli_progress import clock
+from ilora.cli_progress import round_progress
 from ilora.engine.history import RoundRecord
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,11 @@ from typer.testing import CliRunner
 
 from ilora.bench.rundirs import null_as_nan
 from ilora.cli import app
-from ilora.engine.history import append_jsonl, write_json_atomic
-from ilora.engine.outputs import RunExistsError, new_run_dir, refuse_existing_run
+from ilora.engine.history import append_jsonl
+from ilora.engine.history import write_json_atomic
+from ilora.engine.outputs import RunExistsError
+from ilora.engine.outputs import new_run_dir
+from ilora.engine.outputs import refuse_existing_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"

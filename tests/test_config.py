@@ -9,24 +9,23 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from ilora.config import (
-    ConfigError,
-    DataConfig,
-    DPConfig,
-    EvalConfig,
-    ExperimentConfig,
-    FaultConfig,
-    FedConfig,
-    LogConfig,
-    TrainConfig,
-    build,
-    load,
-    set_dotted,
-    to_dict,
-)
+from ilora.config import ConfigError
+from ilora.config import DataConfig
+from ilora.config import DPConfig
+from ilora.config import EvalConfig
+from ilora.config import ExperimentConfig
+from ilora.config import FaultConfig
+from ilora.config import FedConfig
+from ilora.config import LogConfig
+from ilora.config import TrainConfig
+from ilora.config import build
+from ilora.config import load
+from ilora.config import set_dotted
+from ilora.config import to_dict
 from ilora.lora.spec import LoRASpec
 
 ROOT = Path(__file__).resolve().parents[1]

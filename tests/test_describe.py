@@ -9,7 +9,9 @@ from typer.testing import CliRunner
 
 import ilora.algorithms  # noqa: F401  (registers every algorithm)
 import ilora.tasks  # noqa: F401  (registers every task)
-from ilora.algorithms.base import ALGORITHMS, SOURCES, create_algorithm
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import SOURCES
+from ilora.algorithms.base import create_algorithm
 from ilora.cli import app
 from ilora.describe import options
 from ilora.tasks.base import TASKS

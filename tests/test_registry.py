@@ -2,8 +2,11 @@ import colorsys
 
 import pytest
 
-from ilora.algorithms.base import ALGORITHMS, create_algorithm, hyperparameter_help
-from ilora.registry import Registry, UnknownNameError
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import create_algorithm
+from ilora.algorithms.base import hyperparameter_help
+from ilora.registry import Registry
+from ilora.registry import UnknownNameError
 
 
 def test_duplicate_name_raises() -> None:

@@ -1,16 +1,15 @@
 import torch
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from ilora.tensors import (
-    add,
-    canonical,
-    num_bytes,
-    select,
-    strip_prefix,
-    weighted_mean,
-    with_prefix,
-)
+from ilora.tensors import add
+from ilora.tensors import canonical
+from ilora.tensors import num_bytes
+from ilora.tensors import select
+from ilora.tensors import strip_prefix
+from ilora.tensors import weighted_mean
+from ilora.tensors import with_prefix
 
 shapes = st.lists(st.integers(1, 4), min_size=1, max_size=3)
 

@@ -7,10 +7,12 @@ results files and must not import torch) does not pull in the engine.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 if TYPE_CHECKING:
-    from ilora.api import load_config, run
+    from ilora.api import load_config
+    from ilora.api import run
     from ilora.config import ExperimentConfig
     from ilora.engine.history import History
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ilora.config import ExperimentConfig, load
+from ilora.config import ExperimentConfig
+from ilora.config import load
 from ilora.engine.history import History
 
 

@@ -6,35 +6,47 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from ilora import cli_bench, cli_campaigns, cli_export, cli_protocol, cli_report
+from ilora import cli_bench
+from ilora import cli_campaigns
+from ilora import cli_export
+from ilora import cli_protocol
+from ilora import cli_report
 from ilora import config as config_mod
-from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
-from ilora.cli_flower import flower_app, stored_config  # flwr only inside its commands
-from ilora.cli_options import (
-    AlgorithmsOpt,
-    CommAlgorithmsOpt,
-    CommConfigArg,
-    CommOutOpt,
-    CommQuickOpt,
-    CommRoundsOpt,
-    CommRunsDirOpt,
-    CommRunsOpt,
-    CompareOutOpt,
-    ConfigArg,
-    OverwriteOpt,
-    RerunOpt,
-    ResumeOpt,
-    RunConfigArg,
-    RunOutOpt,
-    SeedsOpt,
-    SetOpt,
-)
-from ilora.cli_runs import check_names, finished_run, fresh_out, resume_point, run_one
+from ilora.cli_common import USER_ERRORS
+from ilora.cli_common import console
+from ilora.cli_common import fail
+from ilora.cli_common import split_ints
+from ilora.cli_common import split_names
+from ilora.cli_flower import flower_app  # flwr only inside its commands
+from ilora.cli_flower import stored_config  # flwr only inside its commands
+from ilora.cli_options import AlgorithmsOpt
+from ilora.cli_options import CommAlgorithmsOpt
+from ilora.cli_options import CommConfigArg
+from ilora.cli_options import CommOutOpt
+from ilora.cli_options import CommQuickOpt
+from ilora.cli_options import CommRoundsOpt
+from ilora.cli_options import CommRunsDirOpt
+from ilora.cli_options import CommRunsOpt
+from ilora.cli_options import CompareOutOpt
+from ilora.cli_options import ConfigArg
+from ilora.cli_options import OverwriteOpt
+from ilora.cli_options import RerunOpt
+from ilora.cli_options import ResumeOpt
+from ilora.cli_options import RunConfigArg
+from ilora.cli_options import RunOutOpt
+from ilora.cli_options import SeedsOpt
+from ilora.cli_options import SetOpt
+from ilora.cli_runs import check_names
+from ilora.cli_runs import finished_run
+from ilora.cli_runs import fresh_out
+from ilora.cli_runs import resume_point
+from ilora.cli_runs import run_one
 from ilora.config import ConfigError
 from ilora.registry import Registry
 
@@ -147,9 +159,12 @@ def _write_comparison(
 ) -> None:
     """Write comparison.md/.csv and the plots of the runs in ``out`` of ``names`` x ``seeds``."""
     from ilora.bench.export import data_facts
-    from ilora.bench.rundirs import read_runs, to_csv
-    from ilora.report._plot import accuracy_baselines, metric_vs_round
-    from ilora.report._table import comparison_markdown, comparison_rows
+    from ilora.bench.rundirs import read_runs
+    from ilora.bench.rundirs import to_csv
+    from ilora.report._plot import accuracy_baselines
+    from ilora.report._plot import metric_vs_round
+    from ilora.report._table import comparison_markdown
+    from ilora.report._table import comparison_rows
 
     runs = [r for r in read_runs(out) if r["algorithm"] in names and r["seed"] in seeds]
     rows = comparison_rows(runs)
@@ -200,7 +215,8 @@ def bench_comm(
     runs_dir: CommRunsDirOpt = None,
 ) -> None:
     """Bytes per round per method: the engine's counts against the analytic formulas."""
-    from ilora.bench import commcheck, resultfiles
+    from ilora.bench import commcheck
+    from ilora.bench import resultfiles
 
     out = out or Path("runs/quick/comm" if quick else "results/comm")
     run_root = runs_dir or Path("runs/quick/comm/runs" if quick else "runs/bench-comm")

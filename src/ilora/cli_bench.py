@@ -12,11 +12,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any
+from typing import Annotated
+from typing import Any
 
 import typer
 
-from ilora.cli_common import USER_ERRORS, console, fail, split_ints, split_names
+from ilora.cli_common import USER_ERRORS
+from ilora.cli_common import console
+from ilora.cli_common import fail
+from ilora.cli_common import split_ints
+from ilora.cli_common import split_names
 
 QuickOpt = Annotated[bool, typer.Option(help="a smoke preset of about a minute")]
 OutOpt = Annotated[

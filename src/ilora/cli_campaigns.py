@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
+from typing import Annotated
 
 import typer
 
-from ilora.cli_common import USER_ERRORS, console, fail, split_floats, split_ints, split_names
+from ilora.cli_common import USER_ERRORS
+from ilora.cli_common import console
+from ilora.cli_common import fail
+from ilora.cli_common import split_floats
+from ilora.cli_common import split_ints
+from ilora.cli_common import split_names
 
 if TYPE_CHECKING:
     from ilora.bench.campaign import Campaign

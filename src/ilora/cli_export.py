@@ -8,7 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ilora.cli_common import USER_ERRORS, console, fail
+from ilora.cli_common import USER_ERRORS
+from ilora.cli_common import console
+from ilora.cli_common import fail
 
 
 class Format(StrEnum):

@@ -16,7 +16,9 @@ import typer
 from rich.markup import escape
 
 from ilora import config as config_mod
-from ilora.cli_common import USER_ERRORS, console, fail
+from ilora.cli_common import USER_ERRORS
+from ilora.cli_common import console
+from ilora.cli_common import fail
 from ilora.config import ConfigError
 
 flower_app = typer.Typer(no_args_is_help=True, help="Run on Flower: simulation or deployment.")
@@ -102,7 +104,8 @@ def _simulate(
     from ilora.flower import simulate as engine
     from ilora.flower.client import make_client_app
     from ilora.flower.lifetime import exit_now
-    from ilora.flower.server import NODE_STATE, make_server_app
+    from ilora.flower.server import NODE_STATE
+    from ilora.flower.server import make_server_app
 
     try:
         cfg, directory = _simulation_config(config, sets, out, resume)
@@ -180,7 +183,8 @@ def new(
 ) -> None:
     """Write a Flower app (pyproject.toml, the YAML, two modules) that `flwr run` starts."""
     require_flwr()
-    from ilora.flower.app import AppExistsError, write_app
+    from ilora.flower.app import AppExistsError
+    from ilora.flower.app import write_app
 
     try:
         pyproject = write_app(directory, config, set_ or [], out, timeout, force)
@@ -229,7 +233,8 @@ def certs(
 ) -> None:
     """Make a trial CA, a SuperLink TLS certificate and SuperNode keys (local trials only)."""
     require_flwr()
-    from ilora.flower.certs import CredentialsExistError, make_trial_credentials
+    from ilora.flower.certs import CredentialsExistError
+    from ilora.flower.certs import make_trial_credentials
 
     try:
         made = make_trial_credentials(directory, nodes, days, host or [], force)
@@ -261,7 +266,8 @@ def superlink(
     the Control and Runtime APIs answer only the operator's addresses.
     """
     require_flwr()
-    from ilora.flower.superlink import OPERATOR_ADDRESSES, run
+    from ilora.flower.superlink import OPERATOR_ADDRESSES
+    from ilora.flower.superlink import run
 
     try:
         run(list(ctx.args), operator_address or OPERATOR_ADDRESSES)
@@ -287,7 +293,9 @@ def worker(
     require_flwr()
     import logging
 
-    from ilora.flower.worker import RuntimeApi, read_secret, serve
+    from ilora.flower.worker import RuntimeApi
+    from ilora.flower.worker import read_secret
+    from ilora.flower.worker import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per poll

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
+from typing import Annotated
 
 import typer
 
-from ilora.cli_common import USER_ERRORS, console, fail, split_floats, split_ints, split_names
+from ilora.cli_common import USER_ERRORS
+from ilora.cli_common import console
+from ilora.cli_common import fail
+from ilora.cli_common import split_floats
+from ilora.cli_common import split_ints
+from ilora.cli_common import split_names
 from ilora.cli_report import SetOpt
 
 if TYPE_CHECKING:
@@ -50,7 +56,8 @@ def _protocol(
     preset: Path | None,
     set_: list[str] | None,
 ) -> Protocol:
-    from ilora.bench.protocol import Protocol, parse_variants
+    from ilora.bench.protocol import Protocol
+    from ilora.bench.protocol import parse_variants
 
     root = Path("runs/quick/protocol" if quick else "runs/protocol")
     return Protocol(

@@ -9,14 +9,21 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
+from typing import Annotated
 
 import typer
 
-from ilora.cli_common import USER_ERRORS, console, fail, split_floats, split_ints, split_names
+from ilora.cli_common import USER_ERRORS
+from ilora.cli_common import console
+from ilora.cli_common import fail
+from ilora.cli_common import split_floats
+from ilora.cli_common import split_ints
+from ilora.cli_common import split_names
 
 if TYPE_CHECKING:
-    from ilora.bench.quality import Cell, Grid
+    from ilora.bench.quality import Cell
+    from ilora.bench.quality import Grid
 
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a dotted key in every run: fed.rounds=3")

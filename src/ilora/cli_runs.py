@@ -36,7 +36,8 @@ def progress_run(
 ) -> dict[str, object]:
     """Run ``experiment`` showing progress, writing through ``writer``; return the summary."""
     from ilora.cli_progress import round_progress
-    from ilora.engine.simulation import RoundFailedError, run
+    from ilora.engine.simulation import RoundFailedError
+    from ilora.engine.simulation import run
 
     done = 0 if resume is None else resume.round
     title = f"{cfg.algorithm} seed {cfg.seed}"
@@ -91,7 +92,8 @@ def check_names(cfg: config_mod.ExperimentConfig) -> None:
 
 def fresh_out(cfg: config_mod.ExperimentConfig, out: Path | None, overwrite: bool) -> Path:
     """Return the run directory: ``out`` unless it holds a run (refused), or a new default."""
-    from ilora.engine.outputs import new_run_dir, refuse_existing_run
+    from ilora.engine.outputs import new_run_dir
+    from ilora.engine.outputs import refuse_existing_run
 
     if out is None:
         return new_run_dir(Path("runs"), f"{cfg.algorithm}-{cfg.task}-seed{cfg.seed}")

@@ -11,7 +11,8 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
 __all__ = ["Option", "describe_algorithm", "describe_task", "options", "render"]
 
@@ -127,7 +128,8 @@ def describe_algorithm(name: str) -> str:
 
     """
     import ilora.algorithms  # noqa: F401  (registers the algorithms)
-    from ilora.algorithms.base import ALGORITHMS, SOURCES
+    from ilora.algorithms.base import ALGORITHMS
+    from ilora.algorithms.base import SOURCES
 
     cls = ALGORITHMS.get(name)
     opts = options(cls, ALGORITHMS.preset(name))

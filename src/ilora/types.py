@@ -10,7 +10,8 @@ algorithm's own extras (for example ``cv/<key>`` for control variates).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

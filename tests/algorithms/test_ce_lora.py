@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinyMLP, TinySetup, run_rounds, tiny_data
+from conftest import TinyMLP
+from conftest import TinySetup
+from conftest import run_rounds
+from conftest import tiny_data
 from ilora import config
 from ilora.algorithms.base import create_algorithm
 from ilora.engine.simulation import run
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import num_bytes
-from ilora.types import ClientInfo, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SHAPES = {"a": (3, 4), "b": (4, 5)}  # (d_out, d_in) of two adapted layers

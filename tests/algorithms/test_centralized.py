@@ -7,7 +7,9 @@ import torch
 
 from ilora.algorithms.base import create_algorithm
 from ilora.lora.spec import LoRASpec
-from ilora.types import ClientInfo, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 
 def test_keeps_the_single_pooled_upload() -> None:

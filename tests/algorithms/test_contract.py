@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinySetup, run_rounds, tiny_data
-from ilora.algorithms.base import ALGORITHMS, create_algorithm
+from conftest import TinySetup
+from conftest import run_rounds
+from conftest import tiny_data
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import create_algorithm
 from ilora.engine.local import client_round
 from ilora.lora import keys
 from ilora.lora.state import template
-from ilora.tensors import all_finite, canonical
+from ilora.tensors import all_finite
+from ilora.tensors import canonical
 from ilora.types import RoundInfo
 
 NAMES = ALGORITHMS.names()

@@ -20,7 +20,8 @@ import test_contract as contract
 import ilora.algorithms
 from conftest import TinySetup
 from ilora.algorithms import traffic
-from ilora.algorithms.base import ALGORITHMS, create_algorithm
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import create_algorithm
 from ilora.engine.robust import mean_algorithms
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,13 +5,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conftest import TinyMLP, TinySetup, run_rounds
+from conftest import TinyMLP
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora.algorithms.base import create_algorithm
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import load_setup
 from ilora.tensors import num_bytes
-from ilora.types import ClientInfo, Payload, RoundInfo, Upload
-from reference_math import moved_pairs, one_pair_round
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
+from reference_math import moved_pairs
+from reference_math import one_pair_round
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 S = 4.0 / 2

@@ -7,7 +7,9 @@ import torch
 
 from ilora.algorithms.base import create_algorithm
 from ilora.lora.spec import LoRASpec
-from ilora.types import ClientInfo, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=2.0, rank=2)
 

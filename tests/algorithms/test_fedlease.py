@@ -9,21 +9,37 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinySetup, run_rounds, tiny_data
+from conftest import TinySetup
+from conftest import run_rounds
+from conftest import tiny_data
 from ilora import config
-from ilora.algorithms._clustering import average_linkage, b_distances, choose_clusters, silhouette
+from ilora.algorithms._clustering import average_linkage
+from ilora.algorithms._clustering import b_distances
+from ilora.algorithms._clustering import choose_clusters
+from ilora.algorithms._clustering import silhouette
 from ilora.algorithms.base import create_algorithm
-from ilora.algorithms.fedlease import FedLEASE, FedLEASEState
-from ilora.algorithms.traffic import Contact, formula_of, shapes_of
-from ilora.engine.local import client_round, make_context
+from ilora.algorithms.fedlease import FedLEASE
+from ilora.algorithms.fedlease import FedLEASEState
+from ilora.algorithms.traffic import Contact
+from ilora.algorithms.traffic import formula_of
+from ilora.algorithms.traffic import shapes_of
+from ilora.engine.local import client_round
+from ilora.engine.local import make_context
 from ilora.engine.sampling import sample_clients
 from ilora.engine.setup import build
-from ilora.engine.simulation import canonical_payload, run
+from ilora.engine.simulation import canonical_payload
+from ilora.engine.simulation import run
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import adapted, load_setup, template
+from ilora.lora.state import adapted
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
 from ilora.tensors import all_finite
-from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 from reference_math import top_m_gate
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"

@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinySetup, run_rounds
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora import config
 from ilora.algorithms.base import create_algorithm
 from ilora.config import ConfigError
 from ilora.engine.simulation import run
-from ilora.types import ClientInfo, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 

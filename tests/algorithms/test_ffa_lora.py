@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from conftest import TinySetup, run_rounds
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora.algorithms.base import create_algorithm
 from ilora.config import TrainConfig
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import template
-from ilora.types import ClientContext, ClientInfo, RoundInfo, Upload
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=2.0, rank=2)
 TEMPLATE = {"l.base": torch.zeros(3, 2), "head.weight": torch.zeros(2, 2)}  # d_out 3, d_in 2

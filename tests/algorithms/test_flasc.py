@@ -9,13 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinySetup, run_rounds
-from ilora.algorithms._flasc_sparse import decode, encode
+from conftest import TinySetup
+from conftest import run_rounds
+from ilora.algorithms._flasc_sparse import decode
+from ilora.algorithms._flasc_sparse import encode
 from ilora.algorithms.base import create_algorithm
 from ilora.config import TrainConfig
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import num_bytes
-from ilora.types import ClientContext, ClientInfo, RoundInfo, Upload
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 TEMPLATE = {"l.base": torch.zeros(3, 2), "head.weight": torch.zeros(2, 2)}

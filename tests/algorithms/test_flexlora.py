@@ -9,7 +9,9 @@ import torch
 from ilora.algorithms._shared import init_factors
 from ilora.algorithms.base import create_algorithm
 from ilora.lora.spec import LoRASpec
-from ilora.types import ClientInfo, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 TEMPLATE = {"l.base": torch.zeros(3, 3), "head.weight": torch.zeros(2)}

@@ -6,11 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinySetup, run_rounds
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora.algorithms.base import create_algorithm
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import num_bytes
-from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, Upload
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 CLIENTS = [ClientInfo(0, 1, 20), ClientInfo(1, 2, 60)]  # mixed ranks
 TEMPLATE = {"l.base": torch.zeros(3, 2), "head.weight": torch.ones(2, 2)}  # layer (d_out, d_in)

@@ -8,13 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinyMLP, TinySetup, run_rounds
+from conftest import TinyMLP
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora.algorithms.base import create_algorithm
 from ilora.config import TrainConfig
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import base_weights, load_setup, template
+from ilora.lora.state import base_weights
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
 from ilora.tensors import num_bytes
-from ilora.types import ClientContext, ClientInfo, RoundInfo, Upload
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=4.0, rank=2)
 S2 = SPEC.scale(2)

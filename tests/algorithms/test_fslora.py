@@ -9,16 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinyMLP, TinySetup, run_rounds, tiny_data
+from conftest import TinyMLP
+from conftest import TinySetup
+from conftest import run_rounds
+from conftest import tiny_data
 from ilora.algorithms._shared import FactorState
 from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.fslora import sketch_indices
 from ilora.config import TrainConfig
-from ilora.engine.local import client_round, make_context
+from ilora.engine.local import client_round
+from ilora.engine.local import make_context
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import load_setup, template
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
 from ilora.tensors import num_bytes
-from ilora.types import ClientInfo, Payload, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SHAPES = {"a": (5, 4), "b": (4, 6)}  # (d_out, d_in) of two adapted layers
 TEMPLATE = {

@@ -9,7 +9,11 @@ import torch
 from ilora.algorithms.base import create_algorithm
 from ilora.config import TrainConfig
 from ilora.lora.spec import LoRASpec
-from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, Upload
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=2.0, rank=2)
 SHAPES = {"a": (3, 2), "b": (2, 3)}  # (d_out, d_in) of two adapted layers

@@ -6,13 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TinyMLP, TinySetup, tiny_data
-from ilora.algorithms.base import Algorithm, create_algorithm
+from conftest import TinyMLP
+from conftest import TinySetup
+from conftest import tiny_data
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.ilora import ILoRAState
 from ilora.engine.local import client_round
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import base_weights, load_setup, template
-from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, Upload
+from ilora.lora.state import base_weights
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=4.0)
 

@@ -12,19 +12,25 @@ import torch
 from torch import nn
 
 from ilora import config
-from ilora.algorithms.base import Algorithm, create_algorithm
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.ilora import ILoRA
 from ilora.algorithms.traffic import shapes_of
 from ilora.bench.comm import run_bytes
 from ilora.bench.protocol import Variant
 from ilora.config import TrainConfig
-from ilora.engine.setup import build, validate
+from ilora.engine.setup import build
+from ilora.engine.setup import validate
 from ilora.engine.simulation import run
 from ilora.lora.inject import inject
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import base_weights, template
+from ilora.lora.state import base_weights
+from ilora.lora.state import template
 from ilora.seeding import generator
-from ilora.types import ClientContext, ClientInfo, LocalSetup, RoundInfo
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import RoundInfo
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SPEC = LoRASpec(alpha=8.0)

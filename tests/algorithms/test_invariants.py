@@ -26,17 +26,30 @@ import pytest
 import torch
 from torch import nn
 
-from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import create_algorithm
 from ilora.config import TrainConfig
-from ilora.engine.local import backbone_features, client_round, make_context, mean_gradient
-from ilora.engine.turn import canonical_payload, canonical_upload
+from ilora.engine.local import backbone_features
+from ilora.engine.local import client_round
+from ilora.engine.local import make_context
+from ilora.engine.local import mean_gradient
+from ilora.engine.turn import canonical_payload
+from ilora.engine.turn import canonical_upload
 from ilora.lora import keys
 from ilora.lora.inject import inject
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import factor_state, load_setup, template
+from ilora.lora.state import factor_state
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 NAMES = ALGORITHMS.names()
 RANKS = [2, 4, 8, 16, 2, 4, 8, 16]

@@ -7,16 +7,28 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TinySetup, one_layer_net, run_rounds, tiny_data
+from conftest import TinySetup
+from conftest import one_layer_net
+from conftest import run_rounds
+from conftest import tiny_data
 from ilora.algorithms.base import create_algorithm
-from ilora.algorithms.mfedloru import MFedLoRU, reconstruct
+from ilora.algorithms.mfedloru import MFedLoRU
+from ilora.algorithms.mfedloru import reconstruct
 from ilora.config import TrainConfig
 from ilora.engine.local import client_round
 from ilora.lora.layer import LoRALinear
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import adapted, base_weights, load_setup, template
+from ilora.lora.state import adapted
+from ilora.lora.state import base_weights
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
 from ilora.tensors import num_bytes
-from ilora.types import ClientContext, ClientInfo, LocalSetup, Payload, RoundInfo, Upload
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=4.0, rank=2)  # s(4) = 1, s(2) = 2
 CLIENTS = [ClientInfo(0, 4, 20), ClientInfo(1, 2, 40)]  # global rank R = 4

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import OneLayerNet, TinySetup, one_layer_net, run_rounds, tiny_data
+from conftest import OneLayerNet
+from conftest import TinySetup
+from conftest import one_layer_net
+from conftest import run_rounds
+from conftest import tiny_data
 from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.pfedloru import PFedLoRU
 from ilora.config import TrainConfig
 from ilora.engine.local import client_round
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import adapted, base_weights, load_setup, template
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.lora.state import adapted
+from ilora.lora.state import base_weights
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 SPEC = LoRASpec(alpha=4.0, rank=2)  # s(1) = 4, s(2) = 2, s(3) = 4/3
 CLIENTS = [ClientInfo(0, 2, 20), ClientInfo(1, 1, 40)]

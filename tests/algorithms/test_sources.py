@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import pytest
 
-from ilora.algorithms.base import ALGORITHMS, SOURCES
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import SOURCES
 
 MIN_OURS_WORDS = 10  # "ours" alone, or "ours: better", does not tell a user why
 

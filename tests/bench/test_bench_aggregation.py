@@ -6,11 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from bench_cli import quick_bench, rows
+from bench_cli import quick_bench
+from bench_cli import rows
 from typer.testing import CliRunner
 
 from ilora.algorithms.base import ALGORITHMS
-from ilora.bench.aggsetup import RANKS, UNIFORM_RANK, build_inputs, methods
+from ilora.bench.aggsetup import RANKS
+from ilora.bench.aggsetup import UNIFORM_RANK
+from ilora.bench.aggsetup import build_inputs
+from ilora.bench.aggsetup import methods
 from ilora.cli import app
 
 pytestmark = pytest.mark.slow  # a real benchmark run in the module fixture

@@ -7,7 +7,8 @@ import statistics
 from pathlib import Path
 
 import pytest
-from bench_cli import quick_bench, rows
+from bench_cli import quick_bench
+from bench_cli import rows
 from typer.testing import CliRunner
 
 from ilora import config as config_mod

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from bench_cli import quick_bench, rows
+from bench_cli import quick_bench
+from bench_cli import rows
 from torch import nn
 
 from ilora.lora.layer import LoRALinear
 from ilora.lora.spec import LoRASpec
-from ilora.report.throughput import render, speedups
+from ilora.report.throughput import render
+from ilora.report.throughput import speedups
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from ilora import config
-from ilora.bench import dp, lr
-from ilora.cli import app, bench_app
+from ilora.bench import dp
+from ilora.bench import lr
+from ilora.cli import app
+from ilora.cli import bench_app
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = sorted(str(c.name) for c in bench_app.registered_commands)

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from ilora import config
-from ilora.bench import commcheck, faults_rows
+from ilora.bench import commcheck
+from ilora.bench import faults_rows
 from ilora.bench.campaign import run_in
-from ilora.engine import faults, sampling
+from ilora.engine import faults
+from ilora.engine import sampling
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SECRET = 7  # the pinned "secret" sampling seed; config seed 0 samples other clients

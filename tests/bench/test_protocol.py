@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from ilora.bench import jobs, phases, protocol_results, tuning
-from ilora.bench.protocol import Protocol, Variant, parse_variants
+from ilora.bench import jobs
+from ilora.bench import phases
+from ilora.bench import protocol_results
+from ilora.bench import tuning
+from ilora.bench.protocol import Protocol
+from ilora.bench.protocol import Variant
+from ilora.bench.protocol import parse_variants
 from ilora.engine import setup as setup_mod
-from ilora.tasks.base import ArrayDataset, TaskData
+from ilora.tasks.base import ArrayDataset
+from ilora.tasks.base import TaskData
 
 ROOT = Path(__file__).parents[2]
 NAN = math.nan

@@ -7,16 +7,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from ilora.data.partition import (
-    by_group,
-    dirichlet,
-    iid,
-    label_histogram,
-    shards,
-)
+from ilora.data.partition import by_group
+from ilora.data.partition import dirichlet
+from ilora.data.partition import iid
+from ilora.data.partition import label_histogram
+from ilora.data.partition import shards
 from ilora.data.partitioners import PARTITIONERS
 from ilora.registry import UnknownNameError
 

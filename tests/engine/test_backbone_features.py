@@ -6,20 +6,22 @@ from dataclasses import dataclass
 
 import torch
 
-from conftest import TinyMLP, TinySetup, tiny_data
+from conftest import TinyMLP
+from conftest import TinySetup
+from conftest import tiny_data
 from ilora.algorithms.base import Algorithm
-from ilora.engine.local import backbone_features, client_round
+from ilora.engine.local import backbone_features
+from ilora.engine.local import client_round
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import adapted, load_setup
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.lora.state import adapted
+from ilora.lora.state import load_setup
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 SETUP = TinySetup(LoRASpec(alpha=4.0), [2])
 DATA = tiny_data(24, 5)

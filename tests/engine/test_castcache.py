@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ilora.engine import castcache
-from ilora.engine.compute import model_autocast, place
+from ilora.engine.compute import model_autocast
+from ilora.engine.compute import place
 from ilora.lora.inject import inject
 from ilora.lora.layer import LoRALinear
 from ilora.lora.spec import LoRASpec
@@ -127,7 +128,8 @@ def _adapted(model: nn.Module, targets: tuple[str, ...], head: tuple[str, ...]) 
 def test_packaged_models_train_bitwise_as_under_plain_autocast(task: str) -> None:
     """MobileNetV2 (channels-last convolutions) and the BERT of the smoke preset (dropout)."""
     if task == "fashion-mnist":
-        from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
+        from ilora.models.mobilenet_v2 import ImageClassifier
+        from ilora.models.mobilenet_v2 import mobilenet_v2_features
         from ilora.tasks.fashion_mnist import FashionMNIST as Task
 
         def make() -> nn.Module:

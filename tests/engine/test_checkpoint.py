@@ -16,7 +16,11 @@ import torch
 
 from ilora import config
 from ilora.engine import checkpoint
-from ilora.engine.checkpoint import Checkpoint, CheckpointError, decode, encode, load_latest
+from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.checkpoint import CheckpointError
+from ilora.engine.checkpoint import decode
+from ilora.engine.checkpoint import encode
+from ilora.engine.checkpoint import load_latest
 from ilora.engine.history import RoundRecord
 from ilora.engine.simulation import run
 

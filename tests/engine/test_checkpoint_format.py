@@ -14,18 +14,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TinySetup, run_rounds
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora.algorithms.base import ALGORITHMS
 from ilora.engine import serial
-from ilora.engine.checkpoint import (
-    MAGIC,
-    PICKLE_MAGIC,
-    Checkpoint,
-    CheckpointError,
-    UnsafeCheckpointError,
-    decode,
-    encode,
-)
+from ilora.engine.checkpoint import MAGIC
+from ilora.engine.checkpoint import PICKLE_MAGIC
+from ilora.engine.checkpoint import Checkpoint
+from ilora.engine.checkpoint import CheckpointError
+from ilora.engine.checkpoint import UnsafeCheckpointError
+from ilora.engine.checkpoint import decode
+from ilora.engine.checkpoint import encode
 from ilora.engine.history import RoundRecord
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,9 @@ import ilora.algorithms  # noqa: F401
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS
 from ilora.engine import checkpoint
-from ilora.engine.clientstore import DiskStore, MemoryStore, open_store
+from ilora.engine.clientstore import DiskStore
+from ilora.engine.clientstore import MemoryStore
+from ilora.engine.clientstore import open_store
 from ilora.engine.history import RoundRecord
 from ilora.engine.simulation import run
 

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from ilora import config
-from ilora.algorithms.base import ALGORITHMS, Algorithm
-from ilora.algorithms.traffic import formula_of, shapes_of
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.traffic import formula_of
+from ilora.algorithms.traffic import shapes_of
 from ilora.bench.comm import run_bytes
 from ilora.engine.setup import build
 from ilora.engine.simulation import run

@@ -12,12 +12,22 @@ import pytest
 import torch
 
 from conftest import TinySetup
-from ilora.config import ConfigError, TrainConfig, load
-from ilora.engine.compute import context_to, cpu_flags, resolve, resolve_precision
+from ilora.config import ConfigError
+from ilora.config import TrainConfig
+from ilora.config import load
+from ilora.engine.compute import context_to
+from ilora.engine.compute import cpu_flags
+from ilora.engine.compute import resolve
+from ilora.engine.compute import resolve_precision
 from ilora.engine.setup import build
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import load_setup
-from ilora.types import ClientContext, ClientInfo, Features, LocalSetup, Payload, RoundInfo
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import Features
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
 
 META = torch.device("meta")
 

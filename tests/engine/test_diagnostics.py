@@ -23,7 +23,8 @@ from ilora.engine.simulation import run
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import base_weights
-from ilora.types import LocalSetup, RoundInfo
+from ilora.types import LocalSetup
+from ilora.types import RoundInfo
 
 Arrays = dict[str, np.ndarray]
 

@@ -11,7 +11,8 @@ from ilora import config
 from ilora.engine import faults
 from ilora.engine.sampling import sample_clients
 from ilora.engine.simulation import run
-from ilora.engine.validation import direction_screen, update_vectors
+from ilora.engine.validation import direction_screen
+from ilora.engine.validation import update_vectors
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 

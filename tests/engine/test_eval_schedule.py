@@ -13,7 +13,8 @@ import torch
 
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS
-from ilora.engine.simulation import RunResult, run
+from ilora.engine.simulation import RunResult
+from ilora.engine.simulation import run
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 COMMON = ["fed.rounds=3", "fed.fraction=0.5", "data.local_test_fraction=0.25", "train.steps=2"]

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 
 import torch
 
-from conftest import TinySetup, tiny_data
-from ilora.algorithms._shared import FactorState, init_factors
+from conftest import TinySetup
+from conftest import tiny_data
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import init_factors
 from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
 from ilora.engine.compute import place
-from ilora.engine.local import batch_indices, client_round
+from ilora.engine.local import batch_indices
+from ilora.engine.local import client_round
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.lora.state import template
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 
 @dataclass(frozen=True)

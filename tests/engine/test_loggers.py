@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from ilora import config as config_mod
 from ilora.cli import app
 from ilora.config import ConfigError
-from ilora.engine.loggers import flat_params, make_loggers
+from ilora.engine.loggers import flat_params
+from ilora.engine.loggers import make_loggers
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"

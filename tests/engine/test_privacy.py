@@ -11,12 +11,15 @@ import torch
 
 from ilora import config
 from ilora.engine.privacy import epsilon
-from ilora.engine.setup import build, validate
+from ilora.engine.setup import build
+from ilora.engine.setup import validate
 from ilora.engine.simulation import run
-from ilora.engine.turn import canonical_payload, client_work
+from ilora.engine.turn import canonical_payload
+from ilora.engine.turn import client_work
 from ilora.engine.validation import update_norm
 from ilora.lora.state import template
-from ilora.types import RoundInfo, TensorDict
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 DELTA = 1e-5

@@ -15,14 +15,19 @@ import torch
 
 from ilora import config
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.privacy import ReproducibleNoiseWarning, noise_std, secure_normal
-from ilora.engine.sampling import num_sampled, sampling_seed
+from ilora.engine.privacy import ReproducibleNoiseWarning
+from ilora.engine.privacy import noise_std
+from ilora.engine.privacy import secure_normal
+from ilora.engine.sampling import num_sampled
+from ilora.engine.sampling import sampling_seed
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
-from ilora.engine.turn import canonical_payload, client_work
+from ilora.engine.turn import canonical_payload
+from ilora.engine.turn import client_work
 from ilora.lora.state import template
 from ilora.seeding import generator
-from ilora.types import RoundInfo, TensorDict
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 SIGMA, CLIP = 1.0, 0.05

@@ -9,24 +9,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from conftest import TinySetup, run_rounds
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora import config
-from ilora.algorithms.base import ALGORITHMS, create_algorithm
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import create_algorithm
 from ilora.engine import faults
-from ilora.engine.robust import (
-    coordinate_median,
-    mean_algorithms,
-    robust_centre,
-    robust_uploads,
-    trimmed_mean,
-)
+from ilora.engine.robust import coordinate_median
+from ilora.engine.robust import mean_algorithms
+from ilora.engine.robust import robust_centre
+from ilora.engine.robust import robust_uploads
+from ilora.engine.robust import trimmed_mean
 from ilora.engine.setup import validate
 from ilora.engine.simulation import run
 from ilora.lora.spec import LoRASpec
-from ilora.types import RoundInfo, Upload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 

@@ -11,7 +11,8 @@ import torch
 from ilora import config
 from ilora.engine.history import RoundRecord
 from ilora.engine.outputs import RunWriter
-from ilora.engine.sampling import num_sampled, sample_clients
+from ilora.engine.sampling import num_sampled
+from ilora.engine.sampling import sample_clients
 from ilora.engine.simulation import run
 from ilora.engine.turn import canonical_upload
 from ilora.types import Upload

@@ -8,15 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from conftest import TinySetup, run_rounds
+from conftest import TinySetup
+from conftest import run_rounds
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS
 from ilora.engine import faults
-from ilora.engine.simulation import RoundFailedError, run
-from ilora.engine.validation import check_upload, clip_update, layer_shapes, update_norm
+from ilora.engine.simulation import RoundFailedError
+from ilora.engine.simulation import run
+from ilora.engine.validation import check_upload
+from ilora.engine.validation import clip_update
+from ilora.engine.validation import layer_shapes
+from ilora.engine.validation import update_norm
 from ilora.lora.state import template
 from ilora.types import ClientInfo
 

@@ -13,7 +13,8 @@ from ilora import config as config_mod
 from ilora.config import ConfigError
 from ilora.engine import setup as setup_mod
 from ilora.engine.simulation import run
-from ilora.tasks.base import ArrayDataset, TaskData
+from ilora.tasks.base import ArrayDataset
+from ilora.tasks.base import TaskData
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
 

@@ -15,7 +15,9 @@ import torch
 from ilora import config
 from ilora.engine.turn import server_check
 from ilora.engine.validation import check_weight
-from ilora.types import ClientInfo, Payload, Upload
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import Upload
 
 CLIENT = ClientInfo(0, 2, 40)  # announced 40 examples when it joined
 CFG = config.load("configs/smoke.yaml", ["fed.weighting=examples"])

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (
-    BertConfig,
-    BertModel,
-    DebertaV2Config,
-    DebertaV2Model,
-    RobertaConfig,
-    RobertaModel,
-)
+from transformers import BertConfig
+from transformers import BertModel
+from transformers import DebertaV2Config
+from transformers import DebertaV2Model
+from transformers import RobertaConfig
+from transformers import RobertaModel
 
 from ilora import config
 from ilora.engine.outputs import RunWriter

@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from ilora.cli import app
-from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
+from ilora.models.mobilenet_v2 import ImageClassifier
+from ilora.models.mobilenet_v2 import mobilenet_v2_features
 
 
 def _npz(path: Path) -> str:

@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from export_fixtures import encoder_dirs, trainer  # noqa: F401  (fixtures)
+from export_fixtures import encoder_dirs  # noqa: F401  (fixtures)
+from export_fixtures import trainer  # noqa: F401  (fixtures)
 from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForSequenceClassification
+from transformers import AutoModel
+from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
 from ilora.cli import app

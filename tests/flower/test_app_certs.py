@@ -30,8 +30,10 @@ from typer.testing import CliRunner
 from ilora import config as config_mod
 from ilora.cli import app as cli
 from ilora.config import ConfigError
-from ilora.flower.app import AppExistsError, write_app
-from ilora.flower.certs import CredentialsExistError, make_trial_credentials
+from ilora.flower.app import AppExistsError
+from ilora.flower.app import write_app
+from ilora.flower.certs import CredentialsExistError
+from ilora.flower.certs import make_trial_credentials
 from ilora.flower.server import config_from_run_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +149,8 @@ def test_one_flower_pin_matches_what_is_installed() -> None:
 
 
 def test_worker_runs_only_the_clientapp_of_an_ilora_app(tmp_path: Path) -> None:
-    from ilora.flower.worker import ForeignAppError, check_fab
+    from ilora.flower.worker import ForeignAppError
+    from ilora.flower.worker import check_fab
 
     app = tmp_path / "app"
     write_app(app, SMOKE)

@@ -7,7 +7,10 @@ import torch
 
 from ilora import config as config_mod
 from ilora.flower import codec
-from ilora.types import ClientInfo, Payload, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 
 def _tensors() -> dict[str, torch.Tensor]:

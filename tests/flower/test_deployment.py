@@ -28,10 +28,12 @@ import pytest
 
 from ilora import config as config_mod
 from ilora.engine.setup import build
-from ilora.engine.simulation import RoundFailedError, run
+from ilora.engine.simulation import RoundFailedError
+from ilora.engine.simulation import run
 from ilora.flower.app import write_app
 from ilora.flower.certs import make_trial_credentials
-from ilora.flower.loopback import HOST, LoopbackDeployment
+from ilora.flower.loopback import HOST
+from ilora.flower.loopback import LoopbackDeployment
 from ilora.flower.superlink import OperatorOnly
 
 CONFIG = "configs/smoke.yaml"

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from ilora import config as config_mod
 from ilora.cli import app
 from ilora.engine.setup import build
-from ilora.engine.simulation import RoundFailedError, run
+from ilora.engine.simulation import RoundFailedError
+from ilora.engine.simulation import run
 from ilora.flower import follow
 
 REJECTED = ["fed.max_update_norm=0.000001", "fed.min_success=1", "data.num_clients=2"]

@@ -17,7 +17,8 @@ from ilora import config as config_mod
 from ilora.flower import codec
 from ilora.flower.client import make_client_app
 from ilora.flower.grid import LocalGrid
-from ilora.flower.handshake import HandshakeError, meet_nodes
+from ilora.flower.handshake import HandshakeError
+from ilora.flower.handshake import meet_nodes
 
 
 class SilentNode(LocalGrid):

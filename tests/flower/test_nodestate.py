@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from ilora.engine import serial
-from ilora.flower.nodestate import KEEP_ROUNDS, NodeState, NodeStateError
+from ilora.flower.nodestate import KEEP_ROUNDS
+from ilora.flower.nodestate import NodeState
+from ilora.flower.nodestate import NodeStateError
 
 RUN = "0123456789abcdef" * 2
 

@@ -20,11 +20,14 @@ import ilora.algorithms  # noqa: F401
 from ilora import config as config_mod
 from ilora.algorithms.base import ALGORITHMS
 from ilora.engine.setup import build
-from ilora.engine.simulation import DivergenceError, RoundFailedError, run
+from ilora.engine.simulation import DivergenceError
+from ilora.engine.simulation import RoundFailedError
+from ilora.engine.simulation import run
 from ilora.flower import codec
 from ilora.flower.client import make_client_app
 from ilora.flower.grid import LocalGrid
-from ilora.flower.strategy import AlgorithmStrategy, HandshakeError
+from ilora.flower.strategy import AlgorithmStrategy
+from ilora.flower.strategy import HandshakeError
 
 OVERRIDES = ["data.local_test_fraction=0.2", "eval.subset=0", "fed.rounds=2"]
 

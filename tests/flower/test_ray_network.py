@@ -22,7 +22,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_simulation_engine import OVERRIDES, assert_matches_embedded
+from test_simulation_engine import OVERRIDES
+from test_simulation_engine import assert_matches_embedded
 
 from ilora.flower.lifetime import spawn
 from ilora.flower.netns import interfaces

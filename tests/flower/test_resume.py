@@ -25,13 +25,19 @@ from flwr.app import Message
 
 from ilora import config as config_mod
 from ilora.engine import checkpoint
-from ilora.engine.outputs import CHECKPOINTS, RunWriter
+from ilora.engine.outputs import CHECKPOINTS
+from ilora.engine.outputs import RunWriter
 from ilora.engine.setup import build
-from ilora.engine.simulation import RoundFailedError, run
+from ilora.engine.simulation import RoundFailedError
+from ilora.engine.simulation import run
 from ilora.flower.client import make_client_app
 from ilora.flower.grid import LocalGrid
 from ilora.flower.nodestate import NodeState
-from ilora.flower.server import FAILED_PREFIX, FAILURE, NODE_STATE, RUN_KEY, serve
+from ilora.flower.server import FAILED_PREFIX
+from ilora.flower.server import FAILURE
+from ilora.flower.server import NODE_STATE
+from ilora.flower.server import RUN_KEY
+from ilora.flower.server import serve
 
 OVERRIDES = ["data.local_test_fraction=0.2", "fed.rounds=4", "eval.final_full=false"]
 

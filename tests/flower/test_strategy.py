@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import Context, Message
+from flwr.app import Context
+from flwr.app import Message
 from flwr.clientapp import ClientApp
 
 from ilora import config as config_mod

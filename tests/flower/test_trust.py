@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from flwr.app import Context, Message
+from flwr.app import Context
+from flwr.app import Message
 from flwr.clientapp import ClientApp
 
 from ilora import config as config_mod
@@ -15,7 +16,8 @@ from ilora.engine.simulation import RunResult
 from ilora.flower import codec
 from ilora.flower.client import make_client_app
 from ilora.flower.grid import LocalGrid
-from ilora.flower.strategy import AlgorithmStrategy, HandshakeError
+from ilora.flower.strategy import AlgorithmStrategy
+from ilora.flower.strategy import HandshakeError
 
 BASE = ["algorithm=fedit", "fed.rounds=2", "eval.final_full=false"]
 LIES = {1: 1e6, 2: math.nan, 3: -3.0}  # partition-id -> the weight it reports

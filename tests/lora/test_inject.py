@@ -7,7 +7,10 @@ from conftest import TinyMLP
 from ilora.lora.inject import inject
 from ilora.lora.layer import LoRALinear
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import base_weights, factor_state, load_setup, template
+from ilora.lora.state import base_weights
+from ilora.lora.state import factor_state
+from ilora.lora.state import load_setup
+from ilora.lora.state import template
 from ilora.types import LocalSetup
 
 

@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from ilora.lora.linalg import (
-    balanced_split,
-    fro_norm_sq,
-    leading_qr_of_sum,
-    qr_init,
-    relative_error,
-    resize_rank,
-    stack,
-    svd_of_product,
-)
+from ilora.lora.linalg import balanced_split
+from ilora.lora.linalg import fro_norm_sq
+from ilora.lora.linalg import leading_qr_of_sum
+from ilora.lora.linalg import qr_init
+from ilora.lora.linalg import relative_error
+from ilora.lora.linalg import resize_rank
+from ilora.lora.linalg import stack
+from ilora.lora.linalg import svd_of_product
 
 G = torch.Generator().manual_seed(0)
 

@@ -7,7 +7,9 @@ from collections.abc import Callable
 import torch
 
 from ilora.lora.linalg import qr_init
-from ilora.lora.memo import Pair, PairMemo, digest
+from ilora.lora.memo import Pair
+from ilora.lora.memo import PairMemo
+from ilora.lora.memo import digest
 
 
 def counting(calls: list[int], W: torch.Tensor, r: int) -> Callable[[], Pair]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from ilora.algorithms.base import create_algorithm
-from ilora.report._code_facts import algorithm_facts, class_facts, sci, task_target
+from ilora.report._code_facts import algorithm_facts
+from ilora.report._code_facts import class_facts
+from ilora.report._code_facts import sci
+from ilora.report._code_facts import task_target
 from ilora.report._demo_text import mechanics
 from ilora.report._setting import model_text
 from ilora.tasks import TASKS

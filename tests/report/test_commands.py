@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ilora.cli import bench_app
-from ilora.report._table import SCRIPT_COMMANDS, command_block, current_command
+from ilora.report._table import SCRIPT_COMMANDS
+from ilora.report._table import command_block
+from ilora.report._table import current_command
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ilora.bench.exactness import BEFORE, collect, export
+from ilora.bench.exactness import BEFORE
+from ilora.bench.exactness import collect
+from ilora.bench.exactness import export
 from ilora.report.exactness import render
 
 

@@ -8,7 +8,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ilora.report import dp, lr
+from ilora.report import dp
+from ilora.report import lr
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # final accuracy per (algorithm, lr) over seeds 0, 1, 2

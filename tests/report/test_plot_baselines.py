@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ilora.report._plot import accuracy_baselines, metric_vs_round, plt
+from ilora.report._plot import accuracy_baselines
+from ilora.report._plot import metric_vs_round
+from ilora.report._plot import plt
 
 
 def test_baselines_are_chance_and_the_majority_share() -> None:

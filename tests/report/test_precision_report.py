@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ilora.bench.precision import collect, export
+from ilora.bench.precision import collect
+from ilora.bench.precision import export
 from ilora.report.precision import render
 
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ilora.report import aggregation, engine
+from ilora.report import aggregation
+from ilora.report import engine
 
 PNG = b"\x89PNG\r\n\x1a\n"
 AGG_COLUMNS = [

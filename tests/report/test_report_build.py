@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from ilora.bench.resultfiles import write_rows
 from ilora.cli import app
-from ilora.report import SECTIONS, build
+from ilora.report import SECTIONS
+from ilora.report import build
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "ilora" / "report"
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ilora.report import faults_control, faults_control_median
+from ilora.report import faults_control
+from ilora.report import faults_control_median
 
 RESULTS = Path(__file__).resolve().parents[2] / "results" / "faults_control_median"
 

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ilora.bench.scaling import CONVENTIONS, collect, convention_of, export, overrides
+from ilora.bench.scaling import CONVENTIONS
+from ilora.bench.scaling import collect
+from ilora.bench.scaling import convention_of
+from ilora.bench.scaling import export
+from ilora.bench.scaling import overrides
 from ilora.report.scaling import render
 
 LORA = {"alpha": 16.0, "rank": 8, "rslora": False, "alpha_scales_with_rank": False}

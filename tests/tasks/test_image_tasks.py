@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from ilora.models.mobilenet_v2 import (
-    ImageClassifier,
-    MobileNetV2,
-    mobilenet_v2,
-    mobilenet_v2_features,
-    weights_path,
-)
+from ilora.models.mobilenet_v2 import ImageClassifier
+from ilora.models.mobilenet_v2 import MobileNetV2
+from ilora.models.mobilenet_v2 import mobilenet_v2
+from ilora.models.mobilenet_v2 import mobilenet_v2_features
+from ilora.models.mobilenet_v2 import weights_path
 from ilora.models.tiny_convnet import TinyConvNet
-from ilora.tasks.base import TASKS, AssetMissingError
-from ilora.tasks.fashion_mnist import FashionMNIST, read_idx
+from ilora.tasks.base import TASKS
+from ilora.tasks.base import AssetMissingError
+from ilora.tasks.fashion_mnist import FashionMNIST
+from ilora.tasks.fashion_mnist import read_idx
 from ilora.tasks.image_npz import ImageNpz
 from ilora.tasks.tiny import TinyImage
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from ilora.registry import Registry, UnknownNameError
+from ilora.registry import Registry
+from ilora.registry import UnknownNameError
 
 HEAVY = ("transformers", "ilora.models.encoder", "ilora.tasks.text_common", "ilora.tasks.tiny")
 

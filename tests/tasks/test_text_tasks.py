@@ -6,31 +6,30 @@ import re
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from ilora.models.encoder import (
-    EncoderClassifier,
-    load_tokenizer,
-    seeded_linear,
-    tiny_bert,
-    truncate_layers,
-)
+from ilora.models.encoder import EncoderClassifier
+from ilora.models.encoder import load_tokenizer
+from ilora.models.encoder import seeded_linear
+from ilora.models.encoder import tiny_bert
+from ilora.models.encoder import truncate_layers
 from ilora.seeding import np_rng
-from ilora.tasks.base import TASKS, AssetMissingError, TaskData
+from ilora.tasks.base import TASKS
+from ilora.tasks.base import AssetMissingError
+from ilora.tasks.base import TaskData
 from ilora.tasks.healthnews import HealthNews
 from ilora.tasks.rotten_tomatoes import RottenTomatoes
-from ilora.tasks.text_common import (
-    BERT_HEAD,
-    BERT_LORA_TARGETS,
-    minilm_dir,
-    split_stratified,
-    strip_urls,
-)
+from ilora.tasks.text_common import BERT_HEAD
+from ilora.tasks.text_common import BERT_LORA_TARGETS
+from ilora.tasks.text_common import minilm_dir
+from ilora.tasks.text_common import split_stratified
+from ilora.tasks.text_common import strip_urls
 from ilora.tasks.text_csv import TextCSV
 from ilora.tasks.tiny_text import TinyText
 

@@ -6,10 +6,12 @@ Shapes: ``K`` participants, ``K_cls`` classes, features of dimension ``d``, core
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ilora.types import Features, TensorDict
+from ilora.types import Features
+from ilora.types import TensorDict
 
 if TYPE_CHECKING:
     import torch

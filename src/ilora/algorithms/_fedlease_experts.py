@@ -8,7 +8,8 @@ a router ``(2M−1, d_in)``; a client's own pair at its rank ``r_k``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic

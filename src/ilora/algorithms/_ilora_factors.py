@@ -16,11 +16,14 @@ from ilora.algorithms._redistribution import Terms
 from ilora.algorithms._robust_products import median_of_products
 from ilora.algorithms._shared import init_factors
 from ilora.lora import keys
-from ilora.lora.linalg import balanced_split, qr_init, resize_rank
+from ilora.lora.linalg import balanced_split
+from ilora.lora.linalg import qr_init
+from ilora.lora.linalg import resize_rank
 from ilora.lora.memo import PairMemo
 from ilora.lora.spec import LoRASpec
 from ilora.tensors import strip_prefix
-from ilora.types import TensorDict, Upload
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -7,22 +7,24 @@ global rank ``r``: ``lora_B (d_out, r)``, ``lora_A (r, d_in)``, ``residual (d_ou
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ilora.algorithms._shared import (
-    FactorState,
-    global_factor_state,
-    global_pair_error,
-    init_factors,
-    padded_mean,
-    uploads_to_global,
-    zero_residuals,
-)
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import global_factor_state
+from ilora.algorithms._shared import global_pair_error
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import padded_mean
+from ilora.algorithms._shared import uploads_to_global
+from ilora.algorithms._shared import zero_residuals
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.types import ClientInfo, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -16,28 +16,26 @@ global rank ``r``: ``lora_B (d_out, r)``, ``lora_A (r, d_in)``, ``residual (d_ou
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 
-from ilora.algorithms._merging import merging_aggregate, merging_state
-from ilora.algorithms._shared import (
-    FactorState,
-    b_to_global,
-    global_factor_state,
-    rank_download,
-    split_residual,
-    truncated,
-)
+from ilora.algorithms._merging import merging_aggregate
+from ilora.algorithms._merging import merging_state
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import b_to_global
+from ilora.algorithms._shared import global_factor_state
+from ilora.algorithms._shared import rank_download
+from ilora.algorithms._shared import split_residual
+from ilora.algorithms._shared import truncated
 from ilora.algorithms.base import Algorithm
 from ilora.lora.spec import LoRASpec
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 
 class GlobalPairServer(Algorithm[FactorState]):

@@ -6,9 +6,13 @@ Pure functions over factors; shapes ``B (d_out, r)``, ``A (r, d_in)``. See ``ilo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+from typing import Literal
 
-from ilora.lora.linalg import leading_qr_of_sum, principal_factors_of_sum, qr_of_dense, stack
+from ilora.lora.linalg import leading_qr_of_sum
+from ilora.lora.linalg import principal_factors_of_sum
+from ilora.lora.linalg import qr_of_dense
+from ilora.lora.linalg import stack
 
 if TYPE_CHECKING:
     import torch

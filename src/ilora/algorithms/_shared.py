@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ilora.lora import keys
-from ilora.lora.linalg import error_terms, resize_rank, stack
+from ilora.lora.linalg import error_terms
+from ilora.lora.linalg import resize_rank
+from ilora.lora.linalg import stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
-from ilora.types import ClientInfo, LocalSetup, Payload, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,8 @@ import ast
 import pkgutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 from ilora.registry import Registry
 

@@ -79,40 +79,42 @@ means, variances).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from ilora.algorithms import traffic
-from ilora.algorithms._ce_lora_similarity import (
-    block_mean,
-    class_divergence,
-    class_statistics,
-    median_positive,
-    mix_heads,
-    model_similarity,
-    project_to_simplex,
-)
-from ilora.algorithms._shared import (
-    head_of,
-    init_factors,
-    max_rank,
-    normalized_weights,
-    truncated,
-)
-from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
+from ilora.algorithms._ce_lora_similarity import block_mean
+from ilora.algorithms._ce_lora_similarity import class_divergence
+from ilora.algorithms._ce_lora_similarity import class_statistics
+from ilora.algorithms._ce_lora_similarity import median_positive
+from ilora.algorithms._ce_lora_similarity import mix_heads
+from ilora.algorithms._ce_lora_similarity import model_similarity
+from ilora.algorithms._ce_lora_similarity import project_to_simplex
+from ilora.algorithms._shared import head_of
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms._shared import truncated
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import check_at_least
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.tensors import strip_prefix, with_prefix
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.tensors import strip_prefix
+from ilora.tensors import with_prefix
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

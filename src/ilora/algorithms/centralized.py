@@ -8,13 +8,15 @@ together, so the compute budget matches. The server simply keeps what that clien
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import replace
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import GlobalPairServer
 from ilora.algorithms._shared import FactorState
 from ilora.algorithms.base import register
-from ilora.types import RoundInfo, Upload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 
 @register("centralized")

@@ -36,31 +36,28 @@ model. The server sets the new global model to the weighted mean of the clients'
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import ResidualServer
-from ilora.algorithms._shared import (
-    FactorState,
-    dense_agg_error,
-    ideal_stack,
-    mean_extras,
-    normalized_weights,
-    rank_of,
-    truncated,
-)
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import dense_agg_error
+from ilora.algorithms._shared import ideal_stack
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms._shared import rank_of
+from ilora.algorithms._shared import truncated
 from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.tensors import weighted_mean
-from ilora.types import (
-    ClientInfo,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -21,18 +21,19 @@ rank both are the paper.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import replace
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import PaddedPairServer
-from ilora.algorithms._shared import (
-    RESCALE_HELP,
-    FactorState,
-    global_pair_error,
-)
-from ilora.algorithms.base import hyperparameter, register
+from ilora.algorithms._shared import RESCALE_HELP
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import global_pair_error
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.tensors import weighted_mean
-from ilora.types import RoundInfo, Upload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 
 @register("fedit")

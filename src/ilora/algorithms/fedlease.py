@@ -113,44 +113,47 @@ hyperparameters.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ilora.algorithms import traffic
-from ilora.algorithms._clustering import b_distances, choose_clusters
-from ilora.algorithms._fedlease_experts import (
-    expert_layer_setup,
-    expert_pairs,
-    expert_units,
-    floats_per_round,
-)
-from ilora.algorithms._shared import (
-    agg_error,
-    head_of,
-    ideal_stack,
-    init_factors,
-    max_rank,
-    rank_of,
-    truncated,
-)
-from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
+from ilora.algorithms._clustering import b_distances
+from ilora.algorithms._clustering import choose_clusters
+from ilora.algorithms._fedlease_experts import expert_layer_setup
+from ilora.algorithms._fedlease_experts import expert_pairs
+from ilora.algorithms._fedlease_experts import expert_units
+from ilora.algorithms._fedlease_experts import floats_per_round
+from ilora.algorithms._shared import agg_error
+from ilora.algorithms._shared import head_of
+from ilora.algorithms._shared import ideal_stack
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import rank_of
+from ilora.algorithms._shared import truncated
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import check_at_least
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
-from ilora.tensors import strip_prefix, weighted_mean, with_prefix
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.tensors import strip_prefix
+from ilora.tensors import weighted_mean
+from ilora.tensors import with_prefix
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -58,7 +58,8 @@ from dataclasses import dataclass
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import MergingServer
 from ilora.algorithms._shared import RESCALE_HELP
-from ilora.algorithms.base import hyperparameter, register
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 
 
 @register("fedloru")

@@ -22,24 +22,30 @@ clients own); a row nobody uploaded keeps its value. With one rank this is ``Σ 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import componentwise_mean, init_factors, max_rank, truncated
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms._shared import componentwise_mean
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import truncated
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.tensors import strip_prefix, with_prefix
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.tensors import strip_prefix
+from ilora.tensors import with_prefix
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 LOCAL = "local/"
 

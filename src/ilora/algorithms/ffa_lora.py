@@ -21,32 +21,32 @@ components. With equal ranks both factors are 1 and this is the paper's plain me
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import (
-    FactorState,
-    agg_error,
-    ideal_stack,
-    init_factors,
-    max_rank,
-    mean_extras,
-    normalized_weights,
-)
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import agg_error
+from ilora.algorithms._shared import ideal_stack
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import register
 from ilora.lora import keys
-from ilora.lora.linalg import resize_rank, truncate_rank
+from ilora.lora.linalg import resize_rank
+from ilora.lora.linalg import truncate_rank
 from ilora.lora.spec import LoRASpec
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 RANK_MAX = "rank_max"  # Payload.config key: the rank of the shared A the client regenerates
 

@@ -69,29 +69,41 @@ head's ``n_head`` floats (with either ``head`` setting).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._clustering import kmeans_best_of
-from ilora.algorithms._shared import (
-    RESCALE_HELP,
-    agg_error,
-    global_factor_state,
-    ideal_stack,
-    mean_extras,
-    rank_download,
-    rank_of,
-    truncated,
-    uploads_to_global,
-)
-from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
+from ilora.algorithms._shared import RESCALE_HELP
+from ilora.algorithms._shared import agg_error
+from ilora.algorithms._shared import global_factor_state
+from ilora.algorithms._shared import ideal_stack
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import rank_download
+from ilora.algorithms._shared import rank_of
+from ilora.algorithms._shared import truncated
+from ilora.algorithms._shared import uploads_to_global
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import check_at_least
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
-from ilora.tensors import strip_prefix, weighted_mean, with_prefix
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.tensors import strip_prefix
+from ilora.tensors import weighted_mean
+from ilora.tensors import with_prefix
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

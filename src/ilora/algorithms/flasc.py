@@ -68,41 +68,40 @@ each direction costs ``4·2k`` (values and indices) when ``2k < N`` and ``4·N``
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
-from ilora.algorithms._flasc_sparse import (
-    Layout,
-    decode,
-    encode,
-    flatten,
-    layout_of,
-    size_of,
-    unflatten,
-)
-from ilora.algorithms._shared import (
-    RESCALE_HELP,
-    b_to_client,
-    b_to_global,
-    global_factor_state,
-    normalized_weights,
-    truncated,
-)
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms._flasc_sparse import Layout
+from ilora.algorithms._flasc_sparse import decode
+from ilora.algorithms._flasc_sparse import encode
+from ilora.algorithms._flasc_sparse import flatten
+from ilora.algorithms._flasc_sparse import layout_of
+from ilora.algorithms._flasc_sparse import size_of
+from ilora.algorithms._flasc_sparse import unflatten
+from ilora.algorithms._shared import RESCALE_HELP
+from ilora.algorithms._shared import b_to_client
+from ilora.algorithms._shared import b_to_global
+from ilora.algorithms._shared import global_factor_state
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms._shared import truncated
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.lora.spec import LoRASpec
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -20,17 +20,31 @@ factors; ``agg_error`` is their Eckart–Young tail ``sqrt(Σ_{i>q} σ_i² / Σ 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import ideal_stack, init_factors, max_rank, mean_extras
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms._shared import ideal_stack
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
-from ilora.lora.linalg import pad_rank, svd_of_product
+from ilora.lora.linalg import pad_rank
+from ilora.lora.linalg import svd_of_product
 from ilora.lora.spec import LoRASpec
-from ilora.types import ClientInfo, LocalSetup, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -27,31 +27,30 @@ Choices where the sources are silent or differ:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import (
-    FactorState,
-    dense_agg_error,
-    head_of,
-    ideal_stack,
-    init_factors,
-    mean_extras,
-    zero_residuals,
-)
-from ilora.algorithms.base import Algorithm, register
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import dense_agg_error
+from ilora.algorithms._shared import head_of
+from ilora.algorithms._shared import ideal_stack
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import zero_residuals
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 
 @register("flora")

@@ -61,34 +61,37 @@ plus ``4·n_head`` each way for the head's ``n_head`` floats.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import (
-    dense_agg_error,
-    head_of,
-    layer_shapes,
-    max_rank,
-    mean_extras,
-    normalized_weights,
-    rank_of,
-)
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms._shared import dense_agg_error
+from ilora.algorithms._shared import head_of
+from ilora.algorithms._shared import layer_shapes
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms._shared import rank_of
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import pad_rank
 from ilora.lora.spec import LoRASpec
-from ilora.tensors import strip_prefix, with_prefix
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.tensors import strip_prefix
+from ilora.tensors import with_prefix
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -62,35 +62,35 @@ Bytes per client per round (float32), per adapted layer ``(d_out, d_in)`` at the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
-from ilora.algorithms._shared import (
-    FactorState,
-    agg_error,
-    head_of,
-    init_factors,
-    layer_shapes,
-    max_rank,
-    mean_extras,
-    normalized_weights,
-)
-from ilora.algorithms.base import Algorithm, hyperparameter, register
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import agg_error
+from ilora.algorithms._shared import head_of
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import layer_shapes
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

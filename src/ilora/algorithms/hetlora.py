@@ -36,35 +36,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import GlobalPairServer
-from ilora.algorithms._shared import (
-    RESCALE_HELP,
-    FactorState,
-    b_ratio,
-    global_pair_error,
-    mean_extras,
-    normalized_weights,
-    rank_download,
-    rank_of,
-    uploads_to_global,
-)
-from ilora.algorithms.base import check_at_least, hyperparameter, register
+from ilora.algorithms._shared import RESCALE_HELP
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import b_ratio
+from ilora.algorithms._shared import global_pair_error
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms._shared import rank_download
+from ilora.algorithms._shared import rank_of
+from ilora.algorithms._shared import uploads_to_global
+from ilora.algorithms.base import check_at_least
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
-from ilora.lora.linalg import fro_norm_sq, resize_rank
+from ilora.lora.linalg import fro_norm_sq
+from ilora.lora.linalg import resize_rank
 from ilora.tensors import weighted_mean
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

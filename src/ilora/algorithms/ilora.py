@@ -65,41 +65,50 @@ code's only switch on top of QR init and concatenated aggregation is ``--use_con
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
 from typing import Literal
 
 from ilora.algorithms import traffic
-from ilora.algorithms._ilora_factors import (
-    CHOICES,
-    CV,
-    base_offset,
-    client_factors,
-    client_terms,
-    floats_per_round,
-    folded,
-    initial_factors,
-    robust_terms,
-    updated_control,
-)
-from ilora.algorithms._redistribution import Terms, redistribute, unheld_components
+from ilora.algorithms._ilora_factors import CHOICES
+from ilora.algorithms._ilora_factors import CV
+from ilora.algorithms._ilora_factors import base_offset
+from ilora.algorithms._ilora_factors import client_factors
+from ilora.algorithms._ilora_factors import client_terms
+from ilora.algorithms._ilora_factors import floats_per_round
+from ilora.algorithms._ilora_factors import folded
+from ilora.algorithms._ilora_factors import initial_factors
+from ilora.algorithms._ilora_factors import robust_terms
+from ilora.algorithms._ilora_factors import updated_control
+from ilora.algorithms._redistribution import Terms
+from ilora.algorithms._redistribution import redistribute
+from ilora.algorithms._redistribution import unheld_components
 from ilora.algorithms._robust_products import median_extras
-from ilora.algorithms._shared import max_rank, mean_extras, normalized_weights
-from ilora.algorithms.base import Algorithm, check_at_least, hyperparameter, register
+from ilora.algorithms._shared import max_rank
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import check_at_least
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
-from ilora.lora.linalg import error_terms, resize_rank, stack
+from ilora.lora.linalg import error_terms
+from ilora.lora.linalg import resize_rank
+from ilora.lora.linalg import stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
-from ilora.tensors import strip_prefix, with_prefix
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.tensors import strip_prefix
+from ilora.tensors import with_prefix
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 RANK_KEY = "ilora/rank"  # Payload.config: the global rank r_max (whose QR init is the offset)
 

@@ -28,22 +28,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import PaddedPairServer
-from ilora.algorithms._shared import (
-    FactorState,
-    agg_error,
-    ideal_stack,
-    mean_extras,
-)
-from ilora.algorithms.base import hyperparameter, register
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import agg_error
+from ilora.algorithms._shared import ideal_stack
+from ilora.algorithms._shared import mean_extras
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import resize_rank
 from ilora.tensors import weighted_mean
-from ilora.types import RoundInfo, TensorDict, Upload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -64,29 +64,26 @@ from typing import TYPE_CHECKING
 from ilora.algorithms import traffic
 from ilora.algorithms._merging import install_round
 from ilora.algorithms._pair_servers import ResidualServer
-from ilora.algorithms._shared import (
-    FactorState,
-    agg_error,
-    head_of,
-    init_a,
-    init_factors,
-    normalized_weights,
-    split_residual,
-)
-from ilora.algorithms.base import hyperparameter, register
+from ilora.algorithms._shared import FactorState
+from ilora.algorithms._shared import agg_error
+from ilora.algorithms._shared import head_of
+from ilora.algorithms._shared import init_a
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import normalized_weights
+from ilora.algorithms._shared import split_residual
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.linalg import stack
 from ilora.seeding import generator
 from ilora.tensors import weighted_mean
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -67,29 +67,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
+from typing import Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import MergingServer
-from ilora.algorithms._shared import (
-    RESCALE_HELP,
-    head_of,
-    init_factors,
-    rank_of,
-    split_residual,
-    zero_residuals,
-)
-from ilora.algorithms.base import hyperparameter, register
+from ilora.algorithms._shared import RESCALE_HELP
+from ilora.algorithms._shared import head_of
+from ilora.algorithms._shared import init_factors
+from ilora.algorithms._shared import rank_of
+from ilora.algorithms._shared import split_residual
+from ilora.algorithms._shared import zero_residuals
+from ilora.algorithms.base import hyperparameter
+from ilora.algorithms.base import register
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.tensors import strip_prefix, with_prefix
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    LocalSetup,
-    TensorDict,
-    Upload,
-)
+from ilora.tensors import strip_prefix
+from ilora.tensors import with_prefix
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

@@ -26,13 +26,17 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ilora.bench.memory import peak_extra, worker_env
-from ilora.bench.resultfiles import write_meta, write_rows
+from ilora.bench.memory import peak_extra
+from ilora.bench.memory import worker_env
+from ilora.bench.resultfiles import write_meta
+from ilora.bench.resultfiles import write_rows
 
 Row = dict[str, Any]
 
@@ -68,7 +72,8 @@ def check_plan(plan: Plan) -> None:
             method.
 
     """
-    from ilora.bench.aggsetup import RANKS, methods
+    from ilora.bench.aggsetup import RANKS
+    from ilora.bench.aggsetup import methods
 
     if min((*plan.dims, plan.clients_dim)) < max(RANKS):
         raise ValueError(f"layer sizes must be >= {max(RANKS)} (the largest rank)")
@@ -92,7 +97,9 @@ def groups(methods: list[str]) -> Iterator[tuple[str, list[str]]]:
 
 def measure(d: int, k: int, methods: list[str], repeats: int, threads: int) -> Iterator[Row]:
     """Yield one row per timed call, and one ``check`` row per ILoRA group (worker side)."""
-    from ilora.bench.aggsetup import aggregator, build_inputs, relative_error_vs_dense
+    from ilora.bench.aggsetup import aggregator
+    from ilora.bench.aggsetup import build_inputs
+    from ilora.bench.aggsetup import relative_error_vs_dense
     from ilora.tensors import num_bytes
 
     for name, members in groups(methods):
@@ -150,7 +157,9 @@ def run(plan: Plan, out: Path, quick: bool, log: Callable[[str], None] = print) 
     Each configuration gets its own worker process; ``quick`` runs them all in one (one start-up
     instead of several; memory is measured per call, relative to the resident set before it).
     """
-    from ilora.bench.aggsetup import RANKS, UNIFORM_RANK, methods
+    from ilora.bench.aggsetup import RANKS
+    from ilora.bench.aggsetup import UNIFORM_RANK
+    from ilora.bench.aggsetup import methods
 
     chosen = list(plan.methods) or methods()
     plan = Plan(**{**asdict(plan), "methods": tuple(chosen)})

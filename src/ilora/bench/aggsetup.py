@@ -20,7 +20,8 @@ form ``ΔW = Σ p_k s_k B_k A_k`` in float64 and take its SVD, truncated to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,13 @@ import torch
 from torch import nn
 
 import ilora.algorithms  # noqa: F401  (registers every algorithm)
-from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import create_algorithm
 from ilora.algorithms.ilora import ILoRAState
-from ilora.config import DataConfig, ExperimentConfig, TrainConfig
+from ilora.config import DataConfig
+from ilora.config import ExperimentConfig
+from ilora.config import TrainConfig
 from ilora.engine.turn import client_turn
 from ilora.engine.validation import layer_shapes
 from ilora.lora.inject import inject
@@ -39,7 +44,10 @@ from ilora.lora.spec import LoRASpec
 from ilora.lora.state import template
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, RoundInfo, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 RANKS = (4, 8, 16, 32)
 UNIFORM_RANK = 16  # single-rank methods: about the mean of RANKS over 12 clients (Σr 192 vs 180)

@@ -74,7 +74,8 @@ def _run(cfg: config.ExperimentConfig, run_dir: Path, record_norms: bool) -> Non
     from ilora.bench.recorder import NormRecorder
     from ilora.engine.outputs import RunWriter
     from ilora.engine.setup import build
-    from ilora.engine.simulation import RoundFailedError, run
+    from ilora.engine.simulation import RoundFailedError
+    from ilora.engine.simulation import run
 
     (run_dir / STOPPED).unlink(missing_ok=True)
     writer = RunWriter(run_dir, cfg)

@@ -8,11 +8,15 @@ clients the engine's seeded sampler draws. ``tests/engine/test_communication.py`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from ilora.algorithms.base import ALGORITHMS
-from ilora.algorithms.traffic import FLOAT32, Contact, Shapes, formula_of
+from ilora.algorithms.traffic import FLOAT32
+from ilora.algorithms.traffic import Contact
+from ilora.algorithms.traffic import Shapes
+from ilora.algorithms.traffic import formula_of
 
 
 def client_bytes(algorithm: str, shapes: Shapes, contact: Contact) -> tuple[int, int]:

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from ilora import config
-from ilora.algorithms.base import ALGORITHMS, create_algorithm
-from ilora.algorithms.traffic import Shapes, shapes_of
-from ilora.bench.comm import run_bytes, sample_free
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import create_algorithm
+from ilora.algorithms.traffic import Shapes
+from ilora.algorithms.traffic import shapes_of
+from ilora.bench.comm import run_bytes
+from ilora.bench.comm import sample_free
 from ilora.engine.sampling import private_sampling
 from ilora.engine.setup import build
 from ilora.lora.state import template

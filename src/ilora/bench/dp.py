@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ilora import config
-from ilora.bench.campaign import Campaign, Record, run_in
+from ilora.bench.campaign import Campaign
+from ilora.bench.campaign import Record
+from ilora.bench.campaign import run_in
 
 CALIBRATION = ["fed.weighting=uniform", "eval.final_full=false", "eval.every=10"]
 WEIGHTING = "uniform"  # fed.weighting of every run (DP needs uniform weights)
@@ -70,7 +72,8 @@ def calibration_norms(path: Path, name: str, rounds: int, runs: Path) -> list[li
 
 def majority_share(cfg: config.ExperimentConfig) -> float:
     """Return the share of the most frequent class in the test split (always guessing it)."""
-    from ilora.engine.setup import load_data, validate
+    from ilora.engine.setup import load_data
+    from ilora.engine.setup import validate
 
     _, task = validate(cfg)
     labels = load_data(task).test.labels  # type: ignore[arg-type]
@@ -107,7 +110,8 @@ def _dp_row(
     cfg: config.ExperimentConfig, noise: str, summary: Record, records: list[Record]
 ) -> Record:
     """Return the ``dp.csv`` row of one run."""
-    from ilora.engine.privacy import epsilon, noise_std
+    from ilora.engine.privacy import epsilon
+    from ilora.engine.privacy import noise_std
     from ilora.engine.sampling import num_sampled
 
     sigma, delta = cfg.dp.noise_multiplier, cfg.dp.delta

@@ -37,13 +37,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ilora.bench import scale
-from ilora.bench.memory import current_rss, peak_rss, reset_peak
-from ilora.bench.resultfiles import write_meta, write_rows
+from ilora.bench.memory import current_rss
+from ilora.bench.memory import peak_rss
+from ilora.bench.memory import reset_peak
+from ilora.bench.resultfiles import write_meta
+from ilora.bench.resultfiles import write_rows
 
 Row = dict[str, Any]
 Log = Callable[[str], None]
@@ -135,12 +139,16 @@ def bare_round(exp: Any, rnd: int, steps: int) -> tuple[float, float]:
     download from the initial state; the shapes and thus the compute of every round), then
     AdamW steps over the same seeded batches as the engine: forward, backward, step.
     """
-    from ilora.engine.local import batch_indices, classification_loss, make_context, make_optimizer
+    from ilora.engine.local import batch_indices
+    from ilora.engine.local import classification_loss
+    from ilora.engine.local import make_context
+    from ilora.engine.local import make_optimizer
     from ilora.engine.sampling import sample_clients
     from ilora.engine.simulation import run_clients
     from ilora.engine.turn import canonical_payload
     from ilora.lora import keys
-    from ilora.lora.state import load_setup, template
+    from ilora.lora.state import load_setup
+    from ilora.lora.state import template
     from ilora.types import RoundInfo
 
     cfg, alg, model = exp.cfg, exp.algorithm, exp.model
@@ -246,7 +254,8 @@ def memory_worker(plan: Plan, n: int) -> Row:
     """Run the memory setting with ``n`` clients in this process; return its figures."""
     from ilora.engine.setup import build
     from ilora.engine.simulation import run
-    from ilora.lora.state import adapted, head_names
+    from ilora.lora.state import adapted
+    from ilora.lora.state import head_names
 
     t0 = time.perf_counter()
     cfg = _load(plan.memory_config, memory_overrides(plan, n))

@@ -9,7 +9,8 @@ optimizer, so the matmuls' share (and bf16's gain) is larger than in a training 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 if TYPE_CHECKING:
     from ilora.tasks.base import ArrayDataset

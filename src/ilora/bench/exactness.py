@@ -29,7 +29,10 @@ from typing import Any
 
 import yaml
 
-from ilora.bench.resultfiles import blank_missing, labelled_runs, read_rows, write_results
+from ilora.bench.resultfiles import blank_missing
+from ilora.bench.resultfiles import labelled_runs
+from ilora.bench.resultfiles import read_rows
+from ilora.bench.resultfiles import write_results
 
 CONFIG = "configs/demo.yaml"
 OLD_ILORA = {"redistribute": "svd", "offset": "per_client"}  # ILoRA's defaults before the fix

@@ -21,7 +21,8 @@ VARYING = ("algorithm", "seed")  # what differs between the runs of one comparis
 
 def data_facts(cfg: config_mod.ExperimentConfig) -> dict[str, Any]:
     """Return the sizes of the task's splits and the test split's majority-class share."""
-    from ilora.engine.setup import load_data, make_task
+    from ilora.engine.setup import load_data
+    from ilora.engine.setup import make_task
 
     data = load_data(make_task(cfg.task, cfg.task_args))  # type: ignore[arg-type]
     counts = Counter(int(y) for y in data.test.labels.tolist())

@@ -43,7 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ilora import config
-from ilora.bench.campaign import Campaign, Record, run_in
+from ilora.bench.campaign import Campaign
+from ilora.bench.campaign import Record
+from ilora.bench.campaign import run_in
 
 MIX = {
     "dropout_before": 0.15,

@@ -40,7 +40,8 @@ def round_counts(cfg: config.ExperimentConfig, rec: Record) -> dict[str, list[in
     which is its sampling seed unless the sampling was private: that is refused.
     """
     from ilora.engine import faults
-    from ilora.engine.sampling import private_sampling, sample_clients
+    from ilora.engine.sampling import private_sampling
+    from ilora.engine.sampling import sample_clients
 
     if "faults" in rec:
         return dict(rec["faults"])

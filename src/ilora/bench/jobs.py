@@ -13,15 +13,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from ilora import config as config_mod
-from ilora.bench.runner import finished, run_to_dir
+from ilora.bench.runner import finished
+from ilora.bench.runner import run_to_dir
 
 FAILED = "failed.json"  # beside a run that raised: its config and the reason
 

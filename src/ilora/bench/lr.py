@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ilora import config
-from ilora.bench.campaign import Campaign, Record, run_in
-from ilora.bench.resultfiles import blank_missing, thread_launcher, write_results
+from ilora.bench.campaign import Campaign
+from ilora.bench.campaign import Record
+from ilora.bench.campaign import run_in
+from ilora.bench.resultfiles import blank_missing
+from ilora.bench.resultfiles import thread_launcher
+from ilora.bench.resultfiles import write_results
 
 PRESET = Path("configs/bench-quality/fashion-mnist.yaml")
 

@@ -13,8 +13,13 @@ from dataclasses import dataclass
 import yaml
 
 from ilora.bench import tuning
-from ilora.bench.jobs import Job, pending, run_jobs
-from ilora.bench.protocol import CENTRALIZED, Protocol, Variant, federated
+from ilora.bench.jobs import Job
+from ilora.bench.jobs import pending
+from ilora.bench.jobs import run_jobs
+from ilora.bench.protocol import CENTRALIZED
+from ilora.bench.protocol import Protocol
+from ilora.bench.protocol import Variant
+from ilora.bench.protocol import federated
 
 Report = Callable[[str], None]
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
-from ilora.bench.resultfiles import blank_missing, labelled_runs, write_results
+from ilora.bench.resultfiles import blank_missing
+from ilora.bench.resultfiles import labelled_runs
+from ilora.bench.resultfiles import write_results
 
 PRECISIONS = ("fp32", "bf16")
 COMMANDS = tuple(

@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ilora import config as config_mod
-from ilora.bench import resultfiles, tuning
+from ilora.bench import resultfiles
+from ilora.bench import tuning
 from ilora.bench.jobs import FAILED
-from ilora.bench.protocol import RANKS, Protocol, Variant
+from ilora.bench.protocol import RANKS
+from ilora.bench.protocol import Protocol
+from ilora.bench.protocol import Variant
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:

@@ -15,8 +15,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,7 +28,8 @@ from typing import Any
 from ilora import config as config_mod
 from ilora.bench import resultfiles
 from ilora.bench.protocol import CENTRALIZED
-from ilora.bench.runner import finished, run_to_dir
+from ilora.bench.runner import finished
+from ilora.bench.runner import run_to_dir
 
 RANK_SETTINGS: dict[str, tuple[str, ...]] = {
     "homogeneous": ("lora.rank_policy=uniform", "lora.rank=8"),

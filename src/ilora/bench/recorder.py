@@ -16,7 +16,12 @@ from ilora.engine.setup import build
 from ilora.engine.simulation import run
 from ilora.engine.validation import update_norm
 from ilora.tensors import canonical
-from ilora.types import ClientContext, ClientInfo, Payload, RoundInfo, TensorDict, Upload
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 
 class NormRecorder:

@@ -29,7 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,9 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
     import torch
 
     from ilora import config as config_mod
-    from ilora.bench.memory import current_rss, peak_rss, reset_peak
+    from ilora.bench.memory import current_rss
+    from ilora.bench.memory import peak_rss
+    from ilora.bench.memory import reset_peak
     from ilora.engine.checkpoint import Checkpoint
     from ilora.engine.setup import build
     from ilora.engine.simulation import run

@@ -126,7 +126,8 @@ def measure(plan: Plan, log: Any = print) -> list[Row]:
 
 def run(plan: Plan, out: Path, quick: bool, log: Any = print) -> None:
     """Measure ``plan`` and write ``out``'s files."""
-    from ilora.bench.resultfiles import write_meta, write_rows
+    from ilora.bench.resultfiles import write_meta
+    from ilora.bench.resultfiles import write_rows
 
     write_rows(out / "startup.csv", measure(plan, log))
     write_meta(

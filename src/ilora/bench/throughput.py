@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,13 @@ class Client:
 
     def __init__(self, name: str) -> None:
         from ilora import config as config_mod
-        from ilora.engine.local import batch_indices, make_context, make_optimizer
+        from ilora.engine.local import batch_indices
+        from ilora.engine.local import make_context
+        from ilora.engine.local import make_optimizer
         from ilora.engine.setup import build
         from ilora.engine.turn import canonical_payload
-        from ilora.lora.state import load_setup, template
+        from ilora.lora.state import load_setup
+        from ilora.lora.state import template
         from ilora.types import RoundInfo
 
         path, overrides = WORKLOADS[name]
@@ -167,7 +171,8 @@ def category(op: str) -> str:
 
 def breakdown(client: Client, steps: int) -> dict[str, float]:
     """Return self CPU seconds by :func:`category` over ``steps`` profiled steps."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -256,7 +261,8 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> list[str]:
     """
     import torch
 
-    from ilora.bench.evalspeed import eval_row, eval_set
+    from ilora.bench.evalspeed import eval_row
+    from ilora.bench.evalspeed import eval_set
     from ilora.engine.compute import native_bf16
 
     torch.set_num_threads(plan.threads)

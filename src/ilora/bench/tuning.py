@@ -21,7 +21,8 @@ Pure functions of run histories (``history.jsonl`` records), so the rules are te
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 STEP = math.sqrt(10.0)  # ratio between neighbouring rates

@@ -10,11 +10,23 @@ The sections live in ``federation`` (data, fed, faults, dp) and ``training`` (tr
 
 from __future__ import annotations
 
-from ilora.config.experiment import ExperimentConfig, algorithm_args, to_dict
-from ilora.config.federation import FAULT_KINDS, DataConfig, DPConfig, FaultConfig, FedConfig
-from ilora.config.loading import build, load, set_dotted
-from ilora.config.training import EvalConfig, LogConfig, MLflowConfig, TrainConfig
-from ilora.config.yaml_text import ConfigError, parse_yaml
+from ilora.config.experiment import ExperimentConfig
+from ilora.config.experiment import algorithm_args
+from ilora.config.experiment import to_dict
+from ilora.config.federation import FAULT_KINDS
+from ilora.config.federation import DataConfig
+from ilora.config.federation import DPConfig
+from ilora.config.federation import FaultConfig
+from ilora.config.federation import FedConfig
+from ilora.config.loading import build
+from ilora.config.loading import load
+from ilora.config.loading import set_dotted
+from ilora.config.training import EvalConfig
+from ilora.config.training import LogConfig
+from ilora.config.training import MLflowConfig
+from ilora.config.training import TrainConfig
+from ilora.config.yaml_text import ConfigError
+from ilora.config.yaml_text import parse_yaml
 
 __all__ = [
     "FAULT_KINDS",

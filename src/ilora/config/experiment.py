@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
-from ilora.config.federation import DataConfig, DPConfig, FaultConfig, FedConfig
+from ilora.config.federation import DataConfig
+from ilora.config.federation import DPConfig
+from ilora.config.federation import FaultConfig
+from ilora.config.federation import FedConfig
 from ilora.config.fields import option
-from ilora.config.training import EvalConfig, LogConfig, TrainConfig
+from ilora.config.training import EvalConfig
+from ilora.config.training import LogConfig
+from ilora.config.training import TrainConfig
 from ilora.config.yaml_text import ConfigError
 from ilora.lora.spec import LoRASpec
 

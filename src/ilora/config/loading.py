@@ -9,12 +9,15 @@ import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
 import yaml
 
 from ilora.config.experiment import ExperimentConfig
-from ilora.config.yaml_text import ConfigError, parse_yaml, yaml_problem
+from ilora.config.yaml_text import ConfigError
+from ilora.config.yaml_text import parse_yaml
+from ilora.config.yaml_text import yaml_problem
 
 
 def _type_name(tp: Any) -> str:

@@ -7,13 +7,19 @@ name in ``ilora.data.partition``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy.typing as npt
 
-from ilora.data.partition import IndexArray, _check_1d, by_group, dirichlet, iid, shards
+from ilora.data.partition import IndexArray
+from ilora.data.partition import _check_1d
+from ilora.data.partition import by_group
+from ilora.data.partition import dirichlet
+from ilora.data.partition import iid
+from ilora.data.partition import shards
 from ilora.registry import Registry
 
 __all__ = ["PARTITIONERS", "Partitioner"]

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from ilora.engine import serial
-from ilora.engine.history import RoundRecord, write_bytes_atomic
+from ilora.engine.history import RoundRecord
+from ilora.engine.history import write_bytes_atomic
 from ilora.types import TensorDict
 
 MAGIC = b"ILORA-CHECKPOINT-2\n"

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -31,7 +32,8 @@ from typing import Literal
 import torch
 
 from ilora.engine import castcache
-from ilora.types import ClientContext, TensorDict
+from ilora.types import ClientContext
+from ilora.types import TensorDict
 
 Precision = Literal["fp32", "bf16"]
 Device = Literal["cpu", "cuda"]

@@ -8,23 +8,31 @@ process (:func:`embedded_views`) or in the Flower ``ClientApp`` (an ``evaluate``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ilora.engine.compute import model_autocast, model_device
+from ilora.engine.compute import model_autocast
+from ilora.engine.compute import model_device
 from ilora.engine.diagnostics import dense_changes
 from ilora.engine.local import make_context
 from ilora.engine.setup import total_size
 from ilora.engine.turn import canonical_payload
 from ilora.lora.state import load_setup
-from ilora.seeding import derive_seed, generator
+from ilora.seeding import derive_seed
+from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
 
 if TYPE_CHECKING:
     from ilora.engine.setup import Experiment

@@ -12,12 +12,14 @@ and ``scale`` (update x ``scale_factor``) look valid and are tamed by
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ilora.config import FAULT_KINDS, FaultConfig
+from ilora.config import FAULT_KINDS
+from ilora.config import FaultConfig
 from ilora.seeding import generator
 from ilora.types import TensorDict
 

@@ -20,23 +20,29 @@ from torch import nn
 
 from ilora.algorithms.base import Algorithm
 from ilora.config import TrainConfig
-from ilora.engine.compute import context_to, model_autocast, model_device, tensors_to
-from ilora.engine.diagnostics import change_since, dense_changes
+from ilora.engine.compute import context_to
+from ilora.engine.compute import model_autocast
+from ilora.engine.compute import model_device
+from ilora.engine.compute import tensors_to
+from ilora.engine.diagnostics import change_since
+from ilora.engine.diagnostics import dense_changes
 from ilora.lora import keys
 from ilora.lora.spec import LoRASpec
-from ilora.lora.state import base_weights, factor_state, head_names, load_setup
-from ilora.seeding import generator, local_rng
+from ilora.lora.state import base_weights
+from ilora.lora.state import factor_state
+from ilora.lora.state import head_names
+from ilora.lora.state import load_setup
+from ilora.seeding import generator
+from ilora.seeding import local_rng
 from ilora.tasks.base import ArrayDataset
-from ilora.types import (
-    ClientContext,
-    ClientInfo,
-    Features,
-    LocalSetup,
-    Payload,
-    RoundInfo,
-    TensorDict,
-    Upload,
-)
+from ilora.types import ClientContext
+from ilora.types import ClientInfo
+from ilora.types import Features
+from ilora.types import LocalSetup
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 
 def batch_indices(n: int, batch_size: int, *seed: object) -> Iterator[torch.Tensor]:

@@ -22,9 +22,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
+from typing import Protocol
 
-from ilora.config import ConfigError, ExperimentConfig, to_dict
+from ilora.config import ConfigError
+from ilora.config import ExperimentConfig
+from ilora.config import to_dict
 from ilora.engine.history import RoundRecord
 
 

@@ -22,18 +22,18 @@ import yaml
 from safetensors.torch import save_file
 
 import ilora
-from ilora.config import ExperimentConfig, to_dict
+from ilora.config import ExperimentConfig
+from ilora.config import to_dict
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.compute import resolve
-from ilora.engine.history import (
-    RoundRecord,
-    append_jsonl,
-    strict_json,
-    write_bytes_atomic,
-    write_json_atomic,
-)
-from ilora.engine.loggers import RoundLogger, make_loggers
+from ilora.engine.history import RoundRecord
+from ilora.engine.history import append_jsonl
+from ilora.engine.history import strict_json
+from ilora.engine.history import write_bytes_atomic
+from ilora.engine.history import write_json_atomic
+from ilora.engine.loggers import RoundLogger
+from ilora.engine.loggers import make_loggers
 from ilora.engine.privacy import noise_source
 from ilora.engine.simulation import RunResult
 from ilora.lora import keys
@@ -182,7 +182,8 @@ def label_map(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
 
     The task's data is the one the run used (cached by ``load_data``, so not read again).
     """
-    from ilora.engine.setup import load_data, make_task
+    from ilora.engine.setup import load_data
+    from ilora.engine.setup import make_task
 
     names = load_data(make_task(cfg.task, cfg.task_args)).class_names  # type: ignore[arg-type]
     return {

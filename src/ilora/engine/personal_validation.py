@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ilora.config import ConfigError, ExperimentConfig
+from ilora.config import ConfigError
+from ilora.config import ExperimentConfig
 from ilora.engine.setup import Shares
 from ilora.seeding import np_rng
 from ilora.tasks.base import TaskData

@@ -59,10 +59,14 @@ import math
 import os
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
 
 from ilora.algorithms.base import Algorithm
-from ilora.config import ConfigError, DPConfig, ExperimentConfig
+from ilora.config import ConfigError
+from ilora.config import DPConfig
+from ilora.config import ExperimentConfig
 from ilora.engine.sampling import num_sampled
 from ilora.engine.validation import clip_update
 from ilora.seeding import generator

@@ -32,13 +32,19 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
-from ilora.algorithms.base import ALGORITHMS, Algorithm
-from ilora.config import ConfigError, ExperimentConfig
-from ilora.types import RoundInfo, TensorDict, Upload
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import Algorithm
+from ilora.config import ConfigError
+from ilora.config import ExperimentConfig
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch

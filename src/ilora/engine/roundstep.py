@@ -34,24 +34,41 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ilora.algorithms.ilora import ILoRA
-from ilora.engine import faults, robust
+from ilora.engine import faults
+from ilora.engine import robust
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.diagnostics import agg_error, dense_changes, download_error, valid_changes
-from ilora.engine.evaluation import ClientView, eval_subset, evaluate, weighted_average
-from ilora.engine.history import History, RoundRecord
+from ilora.engine.diagnostics import agg_error
+from ilora.engine.diagnostics import dense_changes
+from ilora.engine.diagnostics import download_error
+from ilora.engine.diagnostics import valid_changes
+from ilora.engine.evaluation import ClientView
+from ilora.engine.evaluation import eval_subset
+from ilora.engine.evaluation import evaluate
+from ilora.engine.evaluation import weighted_average
+from ilora.engine.history import History
+from ilora.engine.history import RoundRecord
 from ilora.engine.privacy import privacy_metrics
-from ilora.engine.sampling import published_events, sample_clients, sampling_seed
+from ilora.engine.sampling import published_events
+from ilora.engine.sampling import sample_clients
+from ilora.engine.sampling import sampling_seed
 from ilora.engine.setup import Experiment
 from ilora.engine.turn import screen_round
-from ilora.lora.state import base_weights, load_setup
-from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
+from ilora.lora.state import base_weights
+from ilora.lora.state import load_setup
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 DIVERGENCE_FACTOR = 2.0  # train_loss above this times the first round's start_loss: diverged
 

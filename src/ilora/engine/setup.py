@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, overload
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import overload
 
 import ilora.algorithms  # noqa: F401  (registers every algorithm)
 import ilora.tasks  # noqa: F401  (registers every task)
-from ilora.algorithms.base import ALGORITHMS, Algorithm, create_algorithm
-from ilora.config import ConfigError, ExperimentConfig, algorithm_args
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import create_algorithm
+from ilora.config import ConfigError
+from ilora.config import ExperimentConfig
+from ilora.config import algorithm_args
 from ilora.engine.privacy import check_dp
 from ilora.engine.robust import check_robust
 from ilora.registry import instantiate
 from ilora.seeding import np_rng
-from ilora.tasks.base import TASKS, ArrayDataset, DataPeek, Task, TaskData
+from ilora.tasks.base import TASKS
+from ilora.tasks.base import ArrayDataset
+from ilora.tasks.base import DataPeek
+from ilora.tasks.base import Task
+from ilora.tasks.base import TaskData
 from ilora.types import ClientInfo
 
 if TYPE_CHECKING:

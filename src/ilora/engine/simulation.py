@@ -9,8 +9,10 @@ same one the Flower runtime calls. Reruns with the same config are bitwise ident
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,23 +20,30 @@ import torch
 
 from ilora.config import ExperimentConfig
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.clientstore import KEEP, ClientStore, open_store
+from ilora.engine.clientstore import KEEP
+from ilora.engine.clientstore import ClientStore
+from ilora.engine.clientstore import open_store
 from ilora.engine.evaluation import embedded_views
 from ilora.engine.evaluation import eval_subset as eval_subset  # re-exported
 from ilora.engine.evaluation import personal_tests as personal_tests  # re-exported
-from ilora.engine.history import History, RoundRecord
-from ilora.engine.roundstep import Collected, RoundStep
+from ilora.engine.history import History
+from ilora.engine.history import RoundRecord
+from ilora.engine.roundstep import Collected
 from ilora.engine.roundstep import DivergenceError as DivergenceError  # re-exported
 from ilora.engine.roundstep import RoundFailedError as RoundFailedError  # re-exported
+from ilora.engine.roundstep import RoundStep
 from ilora.engine.sampling import num_sampled
-from ilora.engine.setup import Experiment, build
+from ilora.engine.setup import Experiment
+from ilora.engine.setup import build
 from ilora.engine.turn import canonical_payload as canonical_payload  # re-exported
 from ilora.engine.turn import canonical_upload as canonical_upload  # re-exported
 from ilora.engine.turn import client_turn
 from ilora.engine.validation import layer_shapes
 from ilora.lora.state import template
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, LocalSetup, RoundInfo
+from ilora.types import ClientInfo
+from ilora.types import LocalSetup
+from ilora.types import RoundInfo
 
 RoundCallback = Callable[[RoundRecord], None]
 CheckpointCallback = Callable[[Checkpoint], None]

@@ -15,29 +15,36 @@ A lost or refused update yields an event for ``history.jsonl`` (``{"cid", "outco
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from ilora.algorithms.base import ALGORITHMS, Algorithm
-from ilora.config import ExperimentConfig, TrainConfig
+from ilora.algorithms.base import ALGORITHMS
+from ilora.algorithms.base import Algorithm
+from ilora.config import ExperimentConfig
+from ilora.config import TrainConfig
 from ilora.engine import faults
 from ilora.engine.local import client_round
 from ilora.engine.privacy import privatize
 from ilora.engine.sampling import num_sampled
-from ilora.engine.validation import (
-    Shape,
-    check_upload,
-    check_weight,
-    clip_update,
-    direction_screen,
-)
+from ilora.engine.validation import Shape
+from ilora.engine.validation import check_upload
+from ilora.engine.validation import check_weight
+from ilora.engine.validation import clip_update
+from ilora.engine.validation import direction_screen
 from ilora.tasks.base import ArrayDataset
-from ilora.tensors import canonical, num_bytes
-from ilora.types import ClientInfo, Payload, RoundInfo, TensorDict, Upload
+from ilora.tensors import canonical
+from ilora.tensors import num_bytes
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING
 
 from ilora.engine.robust import coordinate_median
 from ilora.lora import keys
-from ilora.types import ClientInfo, TensorDict
+from ilora.types import ClientInfo
+from ilora.types import TensorDict
 
 if TYPE_CHECKING:
     import torch

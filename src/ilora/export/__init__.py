@@ -25,12 +25,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ilora import config as config_mod
-from ilora.config import ConfigError, ExperimentConfig
-from ilora.lora.inject import _set_submodule, inject
+from ilora.config import ConfigError
+from ilora.config import ExperimentConfig
+from ilora.lora.inject import _set_submodule
+from ilora.lora.inject import inject
 from ilora.lora.layer import LoRALinear
-from ilora.lora.state import adapted, load_setup
+from ilora.lora.state import adapted
+from ilora.lora.state import load_setup
 from ilora.tasks.base import Task
-from ilora.types import LocalSetup, TensorDict
+from ilora.types import LocalSetup
+from ilora.types import TensorDict
 
 __all__ = ["Rebuilt", "folded_copy", "peft_pair", "read_adapter", "rebuild"]
 

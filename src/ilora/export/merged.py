@@ -17,8 +17,12 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from ilora.export import Rebuilt, folded_copy
-from ilora.export.files import describe_run, is_text, save_hf_base, write_readme
+from ilora.export import Rebuilt
+from ilora.export import folded_copy
+from ilora.export.files import describe_run
+from ilora.export.files import is_text
+from ilora.export.files import save_hf_base
+from ilora.export.files import write_readme
 
 __all__ = ["MODELING", "export_merged"]
 

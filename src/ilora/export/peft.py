@@ -19,9 +19,16 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ilora.export import PREFIX, Rebuilt, folded_copy, peft_pair
-from ilora.export.files import describe_run, is_text, save_hf_base, write_readme
-from ilora.lora.state import adapted, head_names
+from ilora.export import PREFIX
+from ilora.export import Rebuilt
+from ilora.export import folded_copy
+from ilora.export import peft_pair
+from ilora.export.files import describe_run
+from ilora.export.files import is_text
+from ilora.export.files import save_hf_base
+from ilora.export.files import write_readme
+from ilora.lora.state import adapted
+from ilora.lora.state import head_names
 
 __all__ = ["export_peft"]
 

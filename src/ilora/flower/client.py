@@ -23,21 +23,32 @@ one; without one it lives in ``context.state`` only, and a resumed run is refuse
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import ConfigRecord
+from flwr.app import Context
+from flwr.app import Error
+from flwr.app import Message
+from flwr.app import RecordDict
 from flwr.clientapp import ClientApp
 
-from ilora.config import ExperimentConfig, TrainConfig
+from ilora.config import ExperimentConfig
+from ilora.config import TrainConfig
 from ilora.engine.evaluation import client_view
-from ilora.engine.setup import Experiment, build
-from ilora.engine.simulation import personal_tests, run_clients
+from ilora.engine.setup import Experiment
+from ilora.engine.setup import build
+from ilora.engine.simulation import personal_tests
+from ilora.engine.simulation import run_clients
 from ilora.engine.turn import client_work
 from ilora.flower import codec
-from ilora.flower.nodestate import NodeState, NodeStateError, check_run_key
+from ilora.flower.nodestate import NodeState
+from ilora.flower.nodestate import NodeStateError
+from ilora.flower.nodestate import check_run_key
 from ilora.tasks.base import ArrayDataset
-from ilora.types import ClientInfo, TensorDict
+from ilora.types import ClientInfo
+from ilora.types import TensorDict
 
 EXPERIMENT, CSTATE = "ilora-experiment", "ilora-cstate"  # names of our records in context.state
 STATE_DIR = "state-dir"  # the node config key of the node's client-state directory

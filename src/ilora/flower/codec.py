@@ -26,12 +26,25 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 import yaml
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array
+from flwr.app import ArrayRecord
+from flwr.app import ConfigRecord
+from flwr.app import MetricRecord
+from flwr.app import RecordDict
 
-from ilora.config import ConfigError, ExperimentConfig, build, parse_yaml, to_dict
+from ilora.config import ConfigError
+from ilora.config import ExperimentConfig
+from ilora.config import build
+from ilora.config import parse_yaml
+from ilora.config import to_dict
 from ilora.engine.evaluation import ClientView
 from ilora.tensors import canonical
-from ilora.types import ClientInfo, Payload, RoundInfo, Scalars, TensorDict, Upload
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Scalars
+from ilora.types import TensorDict
+from ilora.types import Upload
 
 WEIGHT = "weight"
 DIAGNOSTICS = "diagnostics"

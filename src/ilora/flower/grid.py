@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from collections.abc import Mapping
 
-from flwr.app import Context, Error, Message, RecordDict, UserConfigValue
+from flwr.app import Context
+from flwr.app import Error
+from flwr.app import Message
+from flwr.app import RecordDict
+from flwr.app import UserConfigValue
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid

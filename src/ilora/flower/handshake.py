@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord
+from flwr.app import Message
+from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
 from ilora.types import ClientInfo

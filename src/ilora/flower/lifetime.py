@@ -31,9 +31,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
+from typing import NoReturn
 
-from ilora.flower.processes import _signal, descendants, process_tree
+from ilora.flower.processes import _signal
+from ilora.flower.processes import descendants
+from ilora.flower.processes import process_tree
 from ilora.parentdeath import die_with_parent
 
 TICK = 0.5  # seconds between two notes of the watched process trees

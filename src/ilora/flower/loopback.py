@@ -36,14 +36,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from types import TracebackType
 
 from ilora.flower.certs import TrialCredentials
 from ilora.flower.lifetime import spawn
-from ilora.flower.processes import HOST, _alive, _signal, free_ports, process_tree, tool
+from ilora.flower.processes import HOST
+from ilora.flower.processes import _alive
+from ilora.flower.processes import _signal
+from ilora.flower.processes import free_ports
+from ilora.flower.processes import process_tree
+from ilora.flower.processes import tool
 
 __all__ = ["HOST", "DeploymentError", "LoopbackDeployment", "free_ports", "process_tree"]
 CONNECTION = "loopback"

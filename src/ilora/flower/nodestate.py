@@ -42,7 +42,8 @@ from typing import Any
 import torch
 
 from ilora.engine import serial
-from ilora.engine.history import write_bytes_atomic, write_json_atomic
+from ilora.engine.history import write_bytes_atomic
+from ilora.engine.history import write_json_atomic
 from ilora.types import TensorDict
 
 FORMAT = 1

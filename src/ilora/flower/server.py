@@ -33,15 +33,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from flwr.app import Context, UserConfig
-from flwr.serverapp import Grid, ServerApp
+from flwr.app import Context
+from flwr.app import UserConfig
+from flwr.serverapp import Grid
+from flwr.serverapp import ServerApp
 
 from ilora import config as config_mod
-from ilora.config import ConfigError, ExperimentConfig
+from ilora.config import ConfigError
+from ilora.config import ExperimentConfig
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.history import write_json_atomic
-from ilora.engine.outputs import CHECKPOINTS, RunWriter
+from ilora.engine.outputs import CHECKPOINTS
+from ilora.engine.outputs import RunWriter
 from ilora.engine.roundstep import RoundFailedError
 from ilora.engine.setup import build
 from ilora.flower.grid import PollingGrid

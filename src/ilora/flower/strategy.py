@@ -28,28 +28,40 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord
+from flwr.app import ConfigRecord
+from flwr.app import Message
+from flwr.app import MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from ilora.engine.checkpoint import Checkpoint
-from ilora.engine.evaluation import ClientView, embedded_views
-from ilora.engine.history import History, RoundRecord
-from ilora.engine.roundstep import Collected, RoundStep
+from ilora.engine.evaluation import ClientView
+from ilora.engine.evaluation import embedded_views
+from ilora.engine.history import History
+from ilora.engine.history import RoundRecord
+from ilora.engine.roundstep import Collected
+from ilora.engine.roundstep import RoundStep
 from ilora.engine.setup import Experiment
 from ilora.engine.simulation import RunResult
-from ilora.engine.turn import canonical_payload, failure_event, server_check
+from ilora.engine.turn import canonical_payload
+from ilora.engine.turn import failure_event
+from ilora.engine.turn import server_check
 from ilora.engine.validation import layer_shapes
 from ilora.flower import codec
 from ilora.flower.handshake import HandshakeError as HandshakeError  # re-exported
 from ilora.flower.handshake import meet_nodes
 from ilora.lora.state import template
 from ilora.tensors import num_bytes
-from ilora.types import ClientInfo, Payload, RoundInfo, Upload
+from ilora.types import ClientInfo
+from ilora.types import Payload
+from ilora.types import RoundInfo
+from ilora.types import Upload
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import MutableMapping
 from typing import Any
 
 OPERATOR_ADDRESSES = ("127.0.0.1", "::1")
@@ -100,10 +103,8 @@ def run(flwr_args: list[str], operators: Iterable[str] = OPERATOR_ADDRESSES) -> 
     import uvicorn
     from flwr.supercore.http_logging import get_uvicorn_log_config
     from flwr.supercore.logger import console_handler
-    from flwr.superlink.cli.flower_superlink import (
-        SuperLinkLifespan,
-        _parse_superlink_lifespan_config,
-    )
+    from flwr.superlink.cli.flower_superlink import SuperLinkLifespan
+    from flwr.superlink.cli.flower_superlink import _parse_superlink_lifespan_config
     from flwr.superlink.main import create_app
 
     guard_operators = [str(_address(a)) for a in operators]  # fail early on a bad address

@@ -37,34 +37,36 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.app import Context, Error, Message
+from flwr.app import Context
+from flwr.app import Error
+from flwr.app import Message
 from flwr.clientapp import ClientApp
 from flwr.common.config import get_fab_config
-from flwr.common.constant import ErrorCode, SubStatus
-from flwr.common.serde import context_from_proto, fab_from_proto
+from flwr.common.constant import ErrorCode
+from flwr.common.constant import SubStatus
+from flwr.common.serde import context_from_proto
+from flwr.common.serde import fab_from_proto
 from flwr.proto.node_pb2 import Node
-from flwr.proto.runtime_pb2 import (
-    AcquireTaskRequest,
-    PullAppMessagesRequest,
-    PullTaskInputRequest,
-)
+from flwr.proto.runtime_pb2 import AcquireTaskRequest
+from flwr.proto.runtime_pb2 import PullAppMessagesRequest
+from flwr.proto.runtime_pb2 import PullTaskInputRequest
 from flwr.supercore.constant import TaskType
 from flwr.supercore.fab import Fab
-from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.heartbeat import HeartbeatSender
+from flwr.supercore.heartbeat import make_task_heartbeat_fn_http
 from flwr.supercore.inflatable.inflatable_protobuf_utils import (
     make_confirm_message_received_fn_protobuf,
-    make_pull_object_fn_protobuf,
 )
+from flwr.supercore.inflatable.inflatable_protobuf_utils import make_pull_object_fn_protobuf
 from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
-from flwr.supercore.interceptors import (
-    RuntimeTokenHttpInterceptor,
-    RuntimeVersionHttpInterceptor,
-    SuperExecAuthHttpInterceptor,
-)
+from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor
+from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+from flwr.supercore.interceptors import SuperExecAuthHttpInterceptor
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supercore.task_identity import TaskIdentity
-from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
+from flwr.supernode.runtime.run_clientapp import push_message
+from flwr.supernode.runtime.run_clientapp import push_task_output
 
 from ilora.flower.app import CLIENTAPP_REF
 from ilora.flower.client import make_client_app

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ilora.lora.layer import LoRALinear, layer_kind
+from ilora.lora.layer import LoRALinear
+from ilora.lora.layer import layer_kind
 from ilora.lora.spec import LoRASpec
 
 

@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Literal, TypeVar
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Literal
+from typing import TypeVar
 
 V = TypeVar("V")
 

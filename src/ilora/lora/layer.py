@@ -30,7 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ilora.lora._layer_checks import check_experts, check_nested, check_pair, layer_kind
+from ilora.lora._layer_checks import check_experts
+from ilora.lora._layer_checks import check_nested
+from ilora.lora._layer_checks import check_pair
+from ilora.lora._layer_checks import layer_kind
 from ilora.lora.spec import LoRASpec
 
 __all__ = ["LoRALinear", "layer_kind"]

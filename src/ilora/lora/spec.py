@@ -13,7 +13,8 @@ Per-client ranks come from a policy:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Literal
 
 from ilora.seeding import np_rng

@@ -17,7 +17,8 @@ from torch import nn
 
 from ilora.lora import keys
 from ilora.lora.layer import LoRALinear
-from ilora.types import LocalSetup, TensorDict
+from ilora.types import LocalSetup
+from ilora.types import TensorDict
 
 
 def adapted(model: nn.Module) -> dict[str, LoRALinear]:

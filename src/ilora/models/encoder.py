@@ -13,7 +13,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoModel
+from transformers import AutoTokenizer
+from transformers import BertConfig
+from transformers import BertModel
 
 from ilora.seeding import generator
 

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ilora.models.mobilenet_v2 import build_empty, seeded_init_, seeded_linear
+from ilora.models.mobilenet_v2 import build_empty
+from ilora.models.mobilenet_v2 import seeded_init_
+from ilora.models.mobilenet_v2 import seeded_linear
 
 
 class TinyConvNet(nn.Module):

@@ -5,7 +5,8 @@ Each reads the per-configuration cells (median seconds, peak memory, ranks) or `
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 

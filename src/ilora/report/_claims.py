@@ -7,7 +7,8 @@ which variant would measure it (``ilora bench protocol --variants ...``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 from ilora.report import stats
 from ilora.report._table import md_table

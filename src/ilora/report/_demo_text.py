@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from ilora.report import stats
-from ilora.report._code_facts import SOURCE_WORDS, algorithm_facts, sci
+from ilora.report._code_facts import SOURCE_WORDS
+from ilora.report._code_facts import algorithm_facts
+from ilora.report._code_facts import sci
 
 Row = Mapping[str, Any]
 FOCUS, PLAIN, CENTRAL = "ilora-s", "ilora", "centralized"

@@ -8,7 +8,8 @@ update a client produced, before faults and clipping).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 from ilora.report._table import md_table
 

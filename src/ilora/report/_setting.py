@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ilora.report._code_facts import class_facts, task_target
+from ilora.report._code_facts import class_facts
+from ilora.report._code_facts import task_target
 
 OPTIMIZERS = {"adamw": "AdamW", "sgd": "SGD"}
 

@@ -10,25 +10,29 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib import colormaps
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import ScalarFormatter
 
-from ilora.report._aggregation_text import (
-    FACTOR,
-    Key,
-    checks,
-    extremes,
-    growth,
-    load_note,
-    ranks_text,
-    secs,
-)
-from ilora.report._plot import new_figure, save_png
-from ilora.report._table import md_table, read_csv, read_meta, section_head
+from ilora.report._aggregation_text import FACTOR
+from ilora.report._aggregation_text import Key
+from ilora.report._aggregation_text import checks
+from ilora.report._aggregation_text import extremes
+from ilora.report._aggregation_text import growth
+from ilora.report._aggregation_text import load_note
+from ilora.report._aggregation_text import ranks_text
+from ilora.report._aggregation_text import secs
+from ilora.report._plot import new_figure
+from ilora.report._plot import save_png
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
 
 MB = 2**20
 DENSE_FORMS = ("ilora:qr_literal", "ilora:dense_svd")

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
+from ilora.report._table import command_block
+from ilora.report._table import md_table
+from ilora.report._table import meta_line
+from ilora.report._table import num
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
 
 EXACT = 1e-9  # relative deviation treated as equal (float rounding of a mean)
 MECHANICS = {

@@ -10,22 +10,23 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ilora.report import _demo_text as text
-from ilora.report._plot import accuracy_baselines, metric_vs_round, save_png
+from ilora.report._plot import accuracy_baselines
+from ilora.report._plot import metric_vs_round
+from ilora.report._plot import save_png
 from ilora.report._setting import describe
-from ilora.report._table import (
-    command_block,
-    comparison_markdown,
-    comparison_rows,
-    meta_line,
-    num,
-    read_csv,
-    read_meta,
-)
+from ilora.report._table import command_block
+from ilora.report._table import comparison_markdown
+from ilora.report._table import comparison_rows
+from ilora.report._table import meta_line
+from ilora.report._table import num
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
 
 Run = dict[str, Any]
 

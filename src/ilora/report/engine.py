@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
 from ilora.report import engine_scale
-from ilora.report._plot import new_figure, save_with_legend
-from ilora.report._table import md_table, read_csv, read_meta, section_head
+from ilora.report._plot import new_figure
+from ilora.report._plot import save_with_legend
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
 
 MB, GB = 2**20, 10**9
 TARGET_OVERHEAD, TARGET_CLIENTS, TARGET_BYTES = 0.05, 1000, 4 * GB

@@ -9,12 +9,17 @@ and a round's time that does not grow with the registered clients, only with the
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ilora.report._plot import plt, save_png
-from ilora.report._table import md_table, read_csv, read_meta, section_head
+from ilora.report._plot import plt
+from ilora.report._plot import save_png
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
 
 MB, GB = 2**20, 10**9
 TARGET_CLIENTS, TARGET_BYTES = 100_000, 4 * GB

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ilora.report._table import md_table, num, read_csv, read_meta, section_head
-from ilora.report.stats import mean_ci, paired
+from ilora.report._table import md_table
+from ilora.report._table import num
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
+from ilora.report.stats import mean_ci
+from ilora.report.stats import paired
 
 Key = tuple[str, str]  # (algorithm, ranks)
 

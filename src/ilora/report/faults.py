@@ -14,22 +14,30 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ilora.report import stats
-from ilora.report._faults_counts import (
-    FAULTED,
-    Row,
-    Runs,
-    accounting,
-    norms_sentences,
-    seed_of,
-    seeds_words,
-)
-from ilora.report._plot import line_chart, round_means, save_png
-from ilora.report._table import fmt, md_table, num, pm, read_csv, read_meta, section_head
+from ilora.report._faults_counts import FAULTED
+from ilora.report._faults_counts import Row
+from ilora.report._faults_counts import Runs
+from ilora.report._faults_counts import accounting
+from ilora.report._faults_counts import norms_sentences
+from ilora.report._faults_counts import seed_of
+from ilora.report._faults_counts import seeds_words
+from ilora.report._plot import line_chart
+from ilora.report._plot import round_means
+from ilora.report._plot import save_png
+from ilora.report._table import fmt
+from ilora.report._table import md_table
+from ilora.report._table import num
+from ilora.report._table import pm
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
 
 TAIL = 5  # rounds in the tail mean: the final accuracy of one run moves by points round to round
 UPDATES = ("accepted", "failed", "rejected")

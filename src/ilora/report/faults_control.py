@@ -12,13 +12,24 @@ whose aggregation is a mean, read by :func:`stats.mean_at_least`. Reads ``faults
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
 from ilora.report import stats
-from ilora.report._faults_counts import BYZANTINE, Row
-from ilora.report._table import md_table, read_csv, read_meta, section_head
-from ilora.report.faults import _finals, _gap, _group, _guard, _paired, _per_seed, target_points
+from ilora.report._faults_counts import BYZANTINE
+from ilora.report._faults_counts import Row
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
+from ilora.report.faults import _finals
+from ilora.report.faults import _gap
+from ilora.report.faults import _group
+from ilora.report.faults import _guard
+from ilora.report.faults import _paired
+from ilora.report.faults import _per_seed
+from ilora.report.faults import target_points
 
 
 def _accepted_byzantine(rows: Sequence[Row], alg: str) -> tuple[int, int]:

@@ -17,7 +17,12 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ilora.report._plot import save_png
-from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
+from ilora.report._table import command_block
+from ilora.report._table import md_table
+from ilora.report._table import meta_line
+from ilora.report._table import num
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
 
 ORDER = ("embedded", "simulation", "deployment", "deployment-per-message")
 LABELS = {

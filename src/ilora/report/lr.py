@@ -9,12 +9,18 @@ compare each method's result at the preset's rate (the quality grid's) with its 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ilora.report._plot import line_chart, save_png
-from ilora.report._table import md_table, pm, read_csv, read_meta, section_head
+from ilora.report._plot import line_chart
+from ilora.report._plot import save_png
+from ilora.report._table import md_table
+from ilora.report._table import pm
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
 from ilora.report.stats import mean_std
 
 Cell = tuple[float, float, int]  # mean %, std %, seeds

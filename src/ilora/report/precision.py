@@ -11,12 +11,20 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
-from ilora.report._plot import new_figure, save_with_legend
-from ilora.report._table import md_table, read_csv, read_meta, section_head
-from ilora.report.stats import Interval, interval_within, mean_ci, paired
+from ilora.report._plot import new_figure
+from ilora.report._plot import save_with_legend
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
+from ilora.report.stats import Interval
+from ilora.report.stats import interval_within
+from ilora.report.stats import mean_ci
+from ilora.report.stats import paired
 
 BOUND = 1.0  # points: every interval within ±BOUND for auto to become the default
 METRICS = {"final_accuracy": "global", "personal_accuracy": "personal"}

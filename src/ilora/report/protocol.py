@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ilora.report import _claims, stats
-from ilora.report._plot import line_chart, save_png
-from ilora.report._table import command_block, md_table, meta_line, num, read_csv, read_meta
+from ilora.report import _claims
+from ilora.report import stats
+from ilora.report._plot import line_chart
+from ilora.report._plot import save_png
+from ilora.report._table import command_block
+from ilora.report._table import md_table
+from ilora.report._table import meta_line
+from ilora.report._table import num
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
 
 Row = Mapping[str, str]
 Cell = dict[str, dict[int, float]]  # variant -> seed -> final accuracy (%)

@@ -9,15 +9,22 @@ error per round in the headline setting; the ILoRA-S target check; and what is m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ilora.report import _grid as grid
 from ilora.report import _quality_text as text
-from ilora.report._plot import line_chart, round_means, save_png
+from ilora.report._plot import line_chart
+from ilora.report._plot import round_means
+from ilora.report._plot import save_png
 from ilora.report._setting import describe
-from ilora.report._table import command_block, md_table, meta_line, read_csv, read_meta
+from ilora.report._table import command_block
+from ilora.report._table import md_table
+from ilora.report._table import meta_line
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
 
 SHORT = {"heterogeneous": "het", "homogeneous": "hom"}
 

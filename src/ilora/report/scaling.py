@@ -10,11 +10,18 @@ only if its difference is ``ahead``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
-from ilora.report._table import md_table, read_csv, read_meta, section_head
-from ilora.report.stats import AHEAD, Interval, mean_ci, paired
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
+from ilora.report.stats import AHEAD
+from ilora.report.stats import Interval
+from ilora.report.stats import mean_ci
+from ilora.report.stats import paired
 
 Cells = dict[str, dict[tuple[str, int], float]]
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from ilora.report._table import md_table, read_csv, read_meta, section_head
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
 
 TARGET_S = 0.5
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
-from ilora.report._plot import new_figure, save_with_legend
-from ilora.report._table import md_table, read_csv, read_meta, section_head
+from ilora.report._plot import new_figure
+from ilora.report._plot import save_with_legend
+from ilora.report._table import md_table
+from ilora.report._table import read_csv
+from ilora.report._table import read_meta
+from ilora.report._table import section_head
 
 TARGET_SPEEDUP, TARGET_PEAK_SHARE = 2.5, 0.5
 PRECISIONS = ("fp32", "bf16")

@@ -7,8 +7,10 @@ every random choice takes the seeded generator it is given.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Any
 
 from ilora.seeding import np_rng
 from ilora.tasks.base import ArrayDataset

@@ -8,7 +8,9 @@ at load time), so the engine can slice any client's share without a data loader.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING
+from typing import ClassVar
+from typing import Protocol
 
 from ilora.assets import AssetMissingError as AssetMissingError  # raised by every task
 from ilora.tasks.catalog import TASKS as TASKS  # re-exported: defined without torch

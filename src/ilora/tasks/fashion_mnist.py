@@ -12,13 +12,16 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import numpy as np
 
 from ilora.config.fields import option
 from ilora.seeding import np_rng
-from ilora.tasks.base import ArrayDataset, AssetMissingError, TaskData
+from ilora.tasks.base import ArrayDataset
+from ilora.tasks.base import AssetMissingError
+from ilora.tasks.base import TaskData
 
 if TYPE_CHECKING:
     import torch
@@ -170,7 +173,8 @@ def mobilenet_model(pretrained: bool, num_classes: int, seed: int) -> nn.Module:
         AssetMissingError: if ``pretrained`` and the weights package is not installed.
 
     """
-    from ilora.models.mobilenet_v2 import ImageClassifier, mobilenet_v2_features
+    from ilora.models.mobilenet_v2 import ImageClassifier
+    from ilora.models.mobilenet_v2 import mobilenet_v2_features
 
     return ImageClassifier(mobilenet_v2_features(pretrained, seed), num_classes, seed)
 

@@ -10,13 +10,11 @@ import zipfile
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ilora.tasks.text_common import (
-    _Corpus,
-    _EncoderTextTask,
-    _read_csv_rows,
-    locate_asset,
-    strip_urls,
-)
+from ilora.tasks.text_common import _Corpus
+from ilora.tasks.text_common import _EncoderTextTask
+from ilora.tasks.text_common import _read_csv_rows
+from ilora.tasks.text_common import locate_asset
+from ilora.tasks.text_common import strip_urls
 
 __all__ = ["HealthNews"]
 

@@ -10,21 +10,23 @@ stays ``uint8``, floats become float32); ``ImageClassifier.forward`` normalises 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import numpy as np
 
 from ilora.config.fields import option
-from ilora.tasks.base import ArrayDataset, DataPeek, TaskData
-from ilora.tasks.fashion_mnist import (
-    MOBILENET_V2_LORA_TARGETS,
-    check_bool,
-    check_range,
-    mobilenet_model,
-    resize_images,
-)
+from ilora.tasks.base import ArrayDataset
+from ilora.tasks.base import DataPeek
+from ilora.tasks.base import TaskData
+from ilora.tasks.fashion_mnist import MOBILENET_V2_LORA_TARGETS
+from ilora.tasks.fashion_mnist import check_bool
+from ilora.tasks.fashion_mnist import check_range
+from ilora.tasks.fashion_mnist import mobilenet_model
+from ilora.tasks.fashion_mnist import resize_images
 
 if TYPE_CHECKING:
     import torch

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ilora.config.fields import option
-from ilora.tasks.text_common import _Corpus, _EncoderTextTask, _read_csv_rows, locate_asset
+from ilora.tasks.text_common import _Corpus
+from ilora.tasks.text_common import _EncoderTextTask
+from ilora.tasks.text_common import _read_csv_rows
+from ilora.tasks.text_common import locate_asset
 
 __all__ = ["RottenTomatoes"]
 

@@ -13,21 +13,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+from typing import ClassVar
 
 from ilora.config.fields import option
 from ilora.seeding import np_rng
-from ilora.tasks._text_data import (
-    SPACE_RE,
-    check_range,
-    numbered,
-    seeded_subsets,
-    split_stratified,
-    strip_urls,
-    tokenize,
-    tokenized_dataset,
-)
-from ilora.tasks.base import AssetMissingError, TaskData
+from ilora.tasks._text_data import SPACE_RE
+from ilora.tasks._text_data import check_range
+from ilora.tasks._text_data import numbered
+from ilora.tasks._text_data import seeded_subsets
+from ilora.tasks._text_data import split_stratified
+from ilora.tasks._text_data import strip_urls
+from ilora.tasks._text_data import tokenize
+from ilora.tasks._text_data import tokenized_dataset
+from ilora.tasks.base import AssetMissingError
+from ilora.tasks.base import TaskData
 
 if TYPE_CHECKING:
     from torch import nn
@@ -212,7 +212,8 @@ class _EncoderTextTask:
             FileNotFoundError: if ``model_dir`` does not exist.
 
         """
-        from ilora.models.encoder import EncoderClassifier, load_encoder
+        from ilora.models.encoder import EncoderClassifier
+        from ilora.models.encoder import load_encoder
 
         backbone = load_encoder(self.encoder_dir())
         return EncoderClassifier(backbone, num_classes, seed, num_layers=self.num_layers)

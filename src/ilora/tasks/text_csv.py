@@ -8,31 +8,33 @@ mapping in ``labels.json``. :meth:`TextCSV.peek` checks the files without a toke
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import numpy as np
 
 from ilora.config.fields import option
-from ilora.models.targets import default_target_modules, name_patterns
+from ilora.models.targets import default_target_modules
+from ilora.models.targets import name_patterns
 from ilora.seeding import np_rng
-from ilora.tasks._text_data import (
-    SPACE_RE,
-    check_range,
-    numbered,
-    seeded_subsets,
-    split_stratified,
-    tokenized_dataset,
-)
-from ilora.tasks.base import DataPeek, TaskData
-from ilora.tasks.csv_table import check_labels, read_user_csv, split_flags
-from ilora.tasks.text_common import (
-    BERT_HEAD,
-    BERT_LORA_TARGETS,
-    MAX_POSITIONS,
-    resolve_encoder_dir,
-)
+from ilora.tasks._text_data import SPACE_RE
+from ilora.tasks._text_data import check_range
+from ilora.tasks._text_data import numbered
+from ilora.tasks._text_data import seeded_subsets
+from ilora.tasks._text_data import split_stratified
+from ilora.tasks._text_data import tokenized_dataset
+from ilora.tasks.base import DataPeek
+from ilora.tasks.base import TaskData
+from ilora.tasks.csv_table import check_labels
+from ilora.tasks.csv_table import read_user_csv
+from ilora.tasks.csv_table import split_flags
+from ilora.tasks.text_common import BERT_HEAD
+from ilora.tasks.text_common import BERT_LORA_TARGETS
+from ilora.tasks.text_common import MAX_POSITIONS
+from ilora.tasks.text_common import resolve_encoder_dir
 
 if TYPE_CHECKING:
     from torch import nn
@@ -200,7 +202,8 @@ class TextCSV:
             AssetMissingError: if the packaged MiniLM is needed and missing.
 
         """
-        from ilora.models.encoder import EncoderClassifier, load_encoder
+        from ilora.models.encoder import EncoderClassifier
+        from ilora.models.encoder import load_encoder
 
         backbone = load_encoder(self.encoder_dir())
         layers = self.num_layers or None

@@ -10,11 +10,13 @@ explicit parts: bitwise reproducible, and the global RNG is never touched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+from typing import ClassVar
 
 from ilora.config.fields import option
 from ilora.seeding import generator
-from ilora.tasks.base import ArrayDataset, TaskData
+from ilora.tasks.base import ArrayDataset
+from ilora.tasks.base import TaskData
 from ilora.tasks.fashion_mnist import check_range
 
 if TYPE_CHECKING:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
+from typing import ClassVar
 
 from ilora.config.fields import option
 from ilora.seeding import generator
 from ilora.tasks._text_data import check_range
-from ilora.tasks.base import ArrayDataset, TaskData
-from ilora.tasks.text_common import BERT_HEAD, BERT_LORA_TARGETS, MAX_POSITIONS
+from ilora.tasks.base import ArrayDataset
+from ilora.tasks.base import TaskData
+from ilora.tasks.text_common import BERT_HEAD
+from ilora.tasks.text_common import BERT_LORA_TARGETS
+from ilora.tasks.text_common import MAX_POSITIONS
 
 if TYPE_CHECKING:
     from torch import nn

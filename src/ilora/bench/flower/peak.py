@@ -12,7 +12,8 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 
 SAMPLE_EVERY_S = 0.2  # seconds between two samples of the process tree's memory

@@ -44,7 +44,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ilora.bench.flower.peak import SAMPLE_EVERY_S, PeakMemory, child_env, run_command
+from ilora.bench.flower.peak import SAMPLE_EVERY_S
+from ilora.bench.flower.peak import PeakMemory
+from ilora.bench.flower.peak import child_env
+from ilora.bench.flower.peak import run_command
 
 CONFIG = Path("configs/smoke.yaml")
 CLIENTS = 3
@@ -190,7 +193,8 @@ def run(plan: Plan) -> list[Path]:
     """Measure every runtime ``repeats`` times, write the result files; return their paths."""
     import flwr
 
-    from ilora.bench.resultfiles import thread_launcher, write_results
+    from ilora.bench.resultfiles import thread_launcher
+    from ilora.bench.resultfiles import write_results
 
     rounds, repeats = (2, 1) if plan.quick else (plan.rounds, plan.repeats)
     out = plan.out or Path("runs/quick/flower" if plan.quick else "results/flower")
