@@ -111,19 +111,13 @@ def _simulate(
         cfg, directory = _simulation_config(config, sets, out, resume)
     except USER_ERRORS as err:
         fail(err)
-    init_args: dict[str, int | bool | str] = {"include_dashboard": dashboard}
-    if dashboard:
-        init_args["dashboard_host"] = "127.0.0.1"
-    if cpus:
-        init_args["num_cpus"] = cpus
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
     ended = engine.run(
         lambda report: make_server_app(
             cfg, directory, timeout=timeout, resume=resume is not None, report=report
         ),
         make_client_app(state_dir=(directory / NODE_STATE).resolve()),
         cfg.data.num_clients,
-        backend,
+        engine.ray_backend(cpus, dashboard),
     )
     code, line = ended.verdict(directory)
     console.print(line, markup=False, style="bold red" if code else None)

@@ -11,9 +11,9 @@ import torch
 from ilora import config
 from ilora.engine.clientstore import DiskStore
 from ilora.engine.sampling import sample_clients
-from ilora.engine.setup import Shares
 from ilora.engine.setup import build
-from ilora.engine.setup import total_size
+from ilora.engine.shares import Shares
+from ilora.engine.shares import total_size
 from ilora.engine.simulation import run
 from ilora.tasks.base import ArrayDataset
 from ilora.types import TensorDict

@@ -92,7 +92,7 @@ def test_local_test_split_is_a_seeded_disjoint_cover() -> None:
     import numpy as np
 
     from ilora.config import ConfigError
-    from ilora.engine.setup import split_local
+    from ilora.engine.shares import split_local
 
     idx = np.arange(10, 30)
     train, test = split_local(idx, 0.25, seed=0, cid=3)

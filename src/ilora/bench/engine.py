@@ -29,10 +29,7 @@ other parts' files are left as they are).
 
 from __future__ import annotations
 
-import argparse
-import gc
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -43,9 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from ilora.bench import scale
-from ilora.bench.memory import current_rss
-from ilora.bench.memory import peak_rss
-from ilora.bench.memory import reset_peak
 from ilora.bench.resultfiles import write_meta
 from ilora.bench.resultfiles import write_rows
 
@@ -122,11 +116,11 @@ def check_plan(plan: Plan) -> None:
     if unknown or not plan.parts:
         raise ValueError(f"--parts: choose from {', '.join(PARTS)}, got {', '.join(plan.parts)}")
     for name in plan.algorithms:
-        validate(_load(plan.config, [*plan.overrides, f"algorithm={name}"]))
-    validate(_load(plan.memory_config, memory_overrides(plan, plan.clients[0])))
+        validate(load_config(plan.config, [*plan.overrides, f"algorithm={name}"]))
+    validate(load_config(plan.memory_config, memory_overrides(plan, plan.clients[0])))
 
 
-def _load(path: str, overrides: list[str]) -> Any:
+def load_config(path: str, overrides: list[str]) -> Any:
     from ilora import config as config_mod
 
     return config_mod.load(path, overrides)
@@ -186,7 +180,7 @@ def overhead(plan: Plan, log: Log) -> list[Row]:
     for name in plan.algorithms:
         rounds = plan.rounds + 1  # the last round evaluates: run, not timed
         timing = [f"fed.rounds={rounds}", f"eval.every={rounds}", "eval.final_full=false"]
-        cfg = _load(plan.config, [*plan.overrides, f"algorithm={name}", *timing])
+        cfg = load_config(plan.config, [*plan.overrides, f"algorithm={name}", *timing])
         for rep in range(plan.repeats):
             records, cpu, bare = _paired_rounds(cfg, build(cfg), plan.rounds)
             for rec, c, (b, b_cpu) in zip(records, cpu, bare, strict=True):
@@ -250,47 +244,12 @@ def memory_overrides(plan: Plan, n: int) -> list[str]:
     ]
 
 
-def memory_worker(plan: Plan, n: int) -> Row:
-    """Run the memory setting with ``n`` clients in this process; return its figures."""
-    from ilora.engine.setup import build
-    from ilora.engine.simulation import run
-    from ilora.lora.state import adapted
-    from ilora.lora.state import head_names
-
-    t0 = time.perf_counter()
-    cfg = _load(plan.memory_config, memory_overrides(plan, n))
-    exp = build(cfg)
-    model = exp.model
-    tensors = [*model.parameters(), *model.buffers()]
-    model_bytes = sum(t.numel() * t.element_size() for t in tensors)
-    params = dict(model.named_parameters())
-    head = sum(params[k].numel() * 4 for k in head_names(model))
-    per_rank = sum(4 * (m.d_in + m.d_out) for m in adapted(model).values())
-    adapter = statistics.fmean(c.rank * per_rank + head for c in exp.clients)
-    gc.collect()
-    built, peak_build = current_rss(), peak_rss()
-    reset_peak()  # the rounds' own peak, apart from loading and tokenizing the data
-    history = run(cfg, exp=exp).history
-    peak_rounds = peak_rss()
-    return {
-        "clients": n,
-        "sampled_per_round": history.records[0].clients["sampled"],
-        "rounds": len(history.records),
-        "peak_rss_bytes": max(peak_build, peak_rounds),
-        "rss_after_build_bytes": built,
-        "peak_rss_rounds_bytes": peak_rounds,
-        "model_bytes": model_bytes,
-        "adapter_bytes": adapter,
-        "seconds": time.perf_counter() - t0,
-    }
-
-
 def memory(plan: Plan, log: Log) -> list[Row]:
     """Return one row per client count, each measured in a fresh process."""
     rows = []
     for n in plan.clients:
         spec = json.dumps({"plan": asdict(plan), "clients": n})
-        cmd = [sys.executable, "-m", "ilora.bench.engine", "--memory-worker", spec]
+        cmd = [sys.executable, "-m", "ilora.bench.engine_memory", spec]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"memory run with {n} clients failed:\n{res.stderr[-3000:]}")
@@ -316,21 +275,3 @@ def run(plan: Plan, out: Path, quick: bool, log: Log = print) -> None:
         rows = scale.measure(plan.scale_config, plan.scale_overrides, *args, plan.threads, log)
         write_rows(out / "scale" / "scale.csv", rows)
         write_meta(out / "scale", quick, plan=asdict(plan), scale_workload=scale.WORKLOAD)
-
-
-def _memory_main(spec_json: str) -> None:
-    import torch
-
-    spec = json.loads(spec_json)
-    fields: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in spec["plan"].items()
-    }
-    plan = Plan(**fields)
-    torch.set_num_threads(plan.threads)
-    print(json.dumps(memory_worker(plan, int(spec["clients"]))), flush=True)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="internal: one memory measurement")
-    parser.add_argument("--memory-worker", required=True, help="JSON spec")
-    _memory_main(parser.parse_args().memory_worker)

@@ -81,9 +81,7 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
     import torch
 
     from ilora import config as config_mod
-    from ilora.bench.memory import current_rss
-    from ilora.bench.memory import peak_rss
-    from ilora.bench.memory import reset_peak
+    from ilora.bench import memory
     from ilora.engine.checkpoint import Checkpoint
     from ilora.engine.setup import build
     from ilora.engine.simulation import run
@@ -99,8 +97,8 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
     states, index = _seed_store(cfg.fed.client_store, seeded_states, out_dir)
     seeded = time.perf_counter()
     resume = Checkpoint(0, server, states, [], torch.get_rng_state(), store_index=index)
-    rss_seeded, peak_setup = current_rss(), peak_rss()
-    reset_peak()
+    rss_seeded, peak_setup = memory.current_rss(), memory.peak_rss()
+    memory.reset_peak()
     cpu, mark = [], [time.process_time()]
 
     def on_round(_: object) -> None:  # this process's CPU seconds of the round
@@ -108,7 +106,7 @@ def worker(config: str, overrides: list[str], out_dir: Path) -> Row:
         mark[0] = time.process_time()
 
     history = run(cfg, exp=exp, resume=resume, store_dir=out_dir, on_round=on_round).history
-    peak_rounds = peak_rss()
+    peak_rounds = memory.peak_rss()
     walls = [r.wall_s for r in history.records]
     return {
         "clients": len(exp.clients),

@@ -23,7 +23,7 @@ from ilora.engine.compute import model_autocast
 from ilora.engine.compute import model_device
 from ilora.engine.diagnostics import dense_changes
 from ilora.engine.local import make_context
-from ilora.engine.setup import total_size
+from ilora.engine.shares import total_size
 from ilora.engine.turn import canonical_payload
 from ilora.lora.state import load_setup
 from ilora.seeding import derive_seed

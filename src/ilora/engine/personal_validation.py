@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ilora.config import ConfigError
 from ilora.config import ExperimentConfig
-from ilora.engine.setup import Shares
+from ilora.engine.shares import Shares
 from ilora.seeding import np_rng
 from ilora.tasks.base import TaskData
 

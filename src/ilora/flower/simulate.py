@@ -58,6 +58,19 @@ class Ended:
         return 0, f"written: {directory}/summary.json, history.jsonl"
 
 
+def ray_backend(cpus: int, dashboard: bool) -> dict[str, Any]:
+    """Return the Ray backend: one CPU per ClientApp and ``cpus`` in all (0: Ray's count).
+
+    The dashboard, when asked for, listens on 127.0.0.1 only.
+    """
+    init_args: dict[str, int | bool | str] = {"include_dashboard": dashboard}
+    if dashboard:
+        init_args["dashboard_host"] = "127.0.0.1"
+    if cpus:
+        init_args["num_cpus"] = cpus
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
+
+
 def run(
     server_app: Callable[[Report], ServerApp],
     client_app: ClientApp,
