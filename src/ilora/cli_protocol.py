@@ -82,7 +82,10 @@ def _out(out: Path | None, quick: bool) -> Path:
 
 Phase = Annotated[
     str,
-    typer.Option(help="tune (rates, on validation), compare (horizon, then test runs), all"),
+    typer.Option(
+        help="tune (rates, on validation), compare (horizon, then test runs), all; report: "
+        "write the result files of the finished runs and run nothing (after a stop)"
+    ),
 ]
 
 
@@ -102,12 +105,12 @@ def bench_protocol(
     """Tune every method on validation, then compare them over seeds on test (resumable)."""
     from ilora.bench import protocol_results
 
-    if phase not in ("tune", "compare", "all"):
-        fail(ValueError(f"--phase must be tune, compare or all, got {phase!r}"))
+    if phase not in ("tune", "compare", "all", "report"):
+        fail(ValueError(f"--phase must be tune, compare, all or report, got {phase!r}"))
     start = time.perf_counter()
     try:
         proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_)
-        for task in proto.tasks:
+        for task in proto.tasks if phase != "report" else ():
             rates = _tune(proto, task, workers) if phase != "compare" else _tuned(proto, task)
             if phase != "tune":
                 _compare(proto, task, rates, workers)

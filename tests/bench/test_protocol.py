@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -136,6 +137,13 @@ def test_compare_runs_at_the_tuned_rates_and_writes_the_results(tmp_path: Path) 
         assert (out / name).is_file(), name
     tune_csv = (out / "tune.csv").read_text().splitlines()
     assert sum(line.endswith(",1,0") for line in tune_csv[1:]) == 2  # one choice per variant
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["run_seconds_by_phase"]) == {"tune", "compare"}
+    assert meta["run_seconds_by_phase"]["compare"] > 0  # counted from the runs themselves
+    # --phase report (after a stop): the files again, no time added to any phase
+    assert protocol_results.write(out, proto, True, "report", 0.0) == 4
+    again = json.loads((out / "meta.json").read_text())
+    assert again["wall_s_by_phase"] == meta["wall_s_by_phase"] == {"compare": 1.0}
 
 
 def test_personalized_methods_are_tuned_on_their_clients_models(tmp_path: Path) -> None:

@@ -149,12 +149,26 @@ def write(out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float) ->
     return len(runs)
 
 
+def run_seconds(runs: Path) -> dict[str, float]:
+    """Return the summed wall seconds of the finished runs of each phase (one worker each).
+
+    Unlike an invocation's wall time, this counts the runs of an invocation that was stopped.
+    """
+    out: dict[str, float] = {}
+    for summary in sorted(runs.glob("*/*/**/summary.json")):
+        phase = summary.relative_to(runs).parts[1]
+        seconds = float(json.loads(summary.read_text()).get("wall_s", 0.0))
+        out[phase] = round(out.get(phase, 0.0) + seconds, 1)
+    return out
+
+
 def _write_meta(
     out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float, n: int
 ) -> None:
     old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
     walls = dict(old.get("wall_s_by_phase", {}))
-    walls[phase] = round(walls.get(phase, 0.0) + wall_s, 1)
+    if wall_s > 0:  # --phase report runs nothing
+        walls[phase] = round(walls.get(phase, 0.0) + wall_s, 1)
     commands = dict(old.get("commands", {}))
     commands.setdefault(phase, [])
     if resultfiles.command_line() not in commands[phase]:
@@ -182,5 +196,6 @@ def _write_meta(
         runs_finished=n,
         commands=commands,
         wall_s_by_phase=walls,
+        run_seconds_by_phase=run_seconds(proto.runs),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS", ""),
     )
