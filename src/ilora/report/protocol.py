@@ -155,6 +155,11 @@ def render(src: Path, img: Path) -> str:
         command_block(*commands),
         "Machine time: "
         + ", ".join(f"{p} {w / 3600:.2f} h" for p, w in sorted(walls.items()))
+        + " (wall time of the invocations that ran to their end); the finished runs' own time, "
+        + "one worker each: "
+        + ", ".join(
+            f"{p} {w / 3600:.2f} h" for p, w in sorted(meta.get("run_seconds_by_phase", {}).items())
+        )
         + ".\n",
         _rules(meta),
     ]
