@@ -117,7 +117,7 @@ def bench_protocol(
     except USER_ERRORS as err:
         fail(err)
         return
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start if phase != "report" else 0.0
     n = protocol_results.write(_out(out, quick), proto, quick, phase, wall)
     console.print(f"written: {_out(out, quick)} ({n} comparison runs), {proto.tuned_dir}/")
 
