@@ -110,6 +110,8 @@ def bench_protocol(
     start = time.perf_counter()
     try:
         proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_)
+        if phase != "report":
+            protocol_results.record_command(_out(out, quick), phase)
         for task in proto.tasks if phase != "report" else ():
             rates = _tune(proto, task, workers) if phase != "compare" else _tuned(proto, task)
             if phase != "tune":

@@ -170,3 +170,26 @@ def test_tuning_some_variants_again_keeps_the_other_rates(tmp_path: Path) -> Non
         "fedit:\n    train:\n      lr: 0.001" in text
         and "ilora:\n    train:\n      lr: 0.0001" in text
     )
+
+
+def test_a_stopped_invocation_leaves_its_command_on_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ilora import cli_protocol
+    from ilora.bench import resultfiles
+
+    def stopped(*args: object) -> None:
+        raise KeyboardInterrupt  # the user stops the protocol during its first run
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(phases, "tune", stopped)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "meta.json").write_text(json.dumps({"commands": {"tune": ["ilora earlier"]}}))
+    with pytest.raises(KeyboardInterrupt):
+        cli_protocol.bench_protocol(
+            phase="tune", quick=True, preset=ROOT / "configs" / "protocol-quick", out=out
+        )
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["commands"] == {"tune": ["ilora earlier", resultfiles.command_line()]}
+    assert not (out / "runs.csv").exists()  # stopped: no result files, only the command

@@ -162,6 +162,26 @@ def run_seconds(runs: Path) -> dict[str, float]:
     return out
 
 
+def record_command(out: Path, phase: str) -> None:
+    """Add this invocation's command to ``out/meta.json`` before it runs anything.
+
+    An invocation that is stopped writes no result files; its command is on record anyway, so
+    ``--phase report`` afterwards lists every command whose runs the results contain.
+    """
+    path = out / "meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta["commands"] = _with_command(meta.get("commands", {}), phase)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _with_command(commands: dict[str, list[str]], phase: str) -> dict[str, list[str]]:
+    """Return ``commands`` with this process's command line added to ``phase`` (once)."""
+    line = resultfiles.command_line()
+    listed = list(commands.get(phase, []))
+    return {**commands, phase: listed if line in listed else [*listed, line]}
+
+
 def _write_meta(
     out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float, n: int
 ) -> None:
@@ -169,10 +189,6 @@ def _write_meta(
     walls = dict(old.get("wall_s_by_phase", {}))
     if wall_s > 0:  # --phase report runs nothing
         walls[phase] = round(walls.get(phase, 0.0) + wall_s, 1)
-    commands = dict(old.get("commands", {}))
-    commands.setdefault(phase, [])
-    if resultfiles.command_line() not in commands[phase]:
-        commands[phase].append(resultfiles.command_line())
     resultfiles.write_meta(
         out,
         quick,
@@ -194,7 +210,7 @@ def _write_meta(
         },
         runs_dir=proto.runs.as_posix(),
         runs_finished=n,
-        commands=commands,
+        commands=_with_command(old.get("commands", {}), phase),
         wall_s_by_phase=walls,
         run_seconds_by_phase=run_seconds(proto.runs),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS", ""),
