@@ -28,6 +28,8 @@ from typing import Any
 from ilora import config as config_mod
 from ilora.bench import resultfiles
 from ilora.bench.protocol import CENTRALIZED
+from ilora.bench.protocol import check_presets
+from ilora.bench.protocol import check_rank_settings
 from ilora.bench.runner import finished
 from ilora.bench.runner import run_to_dir
 
@@ -79,17 +81,8 @@ class Grid:
     extra: tuple[str, ...] = ()  # further --set overrides for every run
 
     def __post_init__(self) -> None:
-        unknown = [r for r in self.ranks if r not in RANK_SETTINGS]
-        if unknown:
-            raise ValueError(
-                f"unknown rank setting(s) {unknown}; choose from {', '.join(RANK_SETTINGS)}"
-            )
-        for task in self.tasks:
-            if not self.preset_path(task).is_file():
-                raise FileNotFoundError(
-                    f"no preset {self.preset_path(task)} for task {task!r}; write one (see "
-                    "configs/bench-quality/) or pass --preset DIR"
-                )
+        check_rank_settings(self.ranks, RANK_SETTINGS)
+        check_presets(self.tasks, self.preset_path, "configs/bench-quality/")
 
     def preset_path(self, task: str) -> Path:
         return self.preset / f"{task}.yaml"
