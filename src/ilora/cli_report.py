@@ -95,7 +95,7 @@ def bench_quality(
         typer.Option(help="run directories (default runs/quality; quick: runs/quick/quality/runs)"),
     ] = None,
     set_: SetOpt = None,
-    rerun: Annotated[bool, typer.Option(help="run again even where a finished run exists")] = False,
+    rerun: Annotated[bool, typer.Option(help="run again where a run finished or failed")] = False,
     collect_only: Annotated[
         bool, typer.Option(help="write the result files from finished runs; run nothing")
     ] = False,
