@@ -22,6 +22,7 @@ from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
 
 if TYPE_CHECKING:
+    from ilora.bench.jobs import Job
     from ilora.bench.quality import Cell
     from ilora.bench.quality import Grid
 
@@ -94,28 +95,29 @@ def bench_quality(
         typer.Option(help="run directories (default runs/quality; quick: runs/quick/quality/runs)"),
     ] = None,
     set_: SetOpt = None,
-    rerun: Annotated[bool, typer.Option(help="run again even where a finished run exists")] = False,
+    rerun: Annotated[bool, typer.Option(help="run again where a run finished or failed")] = False,
     collect_only: Annotated[
         bool, typer.Option(help="write the result files from finished runs; run nothing")
     ] = False,
 ) -> None:
     """Run the quality grid: methods x rank settings x Dirichlet alphas x seeds, per task.
 
-    A run whose directory already holds a finished run of the identical config is skipped.
+    A run whose directory already holds a finished run of the identical config is skipped, and
+    so is one that failed before (recorded in its failed.json) unless --rerun.
     """
-    from ilora.bench import quality
+    from ilora.bench import jobs
 
     try:
         grid = _make_grid(quick, algorithms, tasks, ranks, alphas, seeds, preset, runs_dir, set_)
         out = out or Path("runs/quick/quality" if quick else "results/quality")
         cells = grid.cells()
         _validate(grid, cells)
-        todo = [] if collect_only else quality.pending(grid, cells, rerun)
+        runs = [grid.job(c) for c in cells]
+        todo = [] if collect_only else jobs.pending(runs, rerun)
     except USER_ERRORS as err:
         fail(err)
     if not collect_only:
-        done = len(cells) - len(todo)
-        console.print(f"{len(cells)} runs in the grid: {done} finished, {len(todo)} to run")
+        console.print(f"{len(cells)} runs in the grid: {jobs.plan_line(runs, todo)}")
     _run_and_save(grid, cells, todo, out, quick, workers, collect_only)
     console.print(f"written: {out}/runs.csv, rounds.csv, meta.json")
 
@@ -123,13 +125,14 @@ def bench_quality(
 def _run_and_save(
     grid: Grid,
     cells: list[Cell],
-    todo: list[Cell],
+    todo: list[Job],
     out: Path,
     quick: bool,
     workers: int,
     collect_only: bool,
 ) -> None:
     """Run ``todo``; write the result files every 10 runs and at the end (a stopped grid too)."""
+    from ilora.bench import jobs
     from ilora.bench import quality
 
     start = time.perf_counter()
@@ -142,7 +145,7 @@ def _run_and_save(
             run["load_average"] = os.getloadavg()[0]
             quality.write_results(grid, cells, out, quick, **{**run, **extra})  # extra wins
 
-    quality.run_grid(grid, todo, workers, console.print, save)
+    jobs.run_jobs(todo, workers, console.print, save)
     save(len(todo))
 
 

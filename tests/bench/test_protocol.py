@@ -95,6 +95,14 @@ def _quick(tmp_path: Path) -> Protocol:
     )
 
 
+def test_an_unknown_rank_setting_or_a_missing_preset_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown rank setting\(s\) \['mixed'\]; choose from"):
+        dataclasses.replace(_quick(tmp_path), ranks=("mixed",))
+    missing = tmp_path / "presets"
+    with pytest.raises(FileNotFoundError, match="see configs/protocol/\\) or pass --preset DIR"):
+        dataclasses.replace(_quick(tmp_path), preset_dir=missing)
+
+
 class _Poisoned(ArrayDataset):
     def __len__(self) -> int:
         raise AssertionError("tuning read the test split")

@@ -4,8 +4,8 @@ A :class:`Job` is a preset config plus ``--set`` overrides and the directory it 
 job whose directory holds a finished run of the identical config is skipped (``pending``), so an
 interrupted campaign continues where it stopped; a run that raises (the engine stopped it, e.g.
 non-finite updates at too high a learning rate) is recorded in ``failed.json`` with its config
-and reason and counts as decided: its score is NaN. ``ilora bench protocol`` runs
-through here.
+and reason and counts as decided (its score is NaN) until ``rerun``. ``ilora bench protocol``
+and ``ilora bench quality`` run through here.
 """
 
 from __future__ import annotations
@@ -74,6 +74,14 @@ def pending(jobs: Sequence[Job], rerun: bool = False) -> list[Job]:
     return [j for j in jobs if rerun or not (j.done() or j.failed())]
 
 
+def plan_line(jobs: Sequence[Job], todo: Sequence[Job]) -> str:
+    """Return "F finished, [N failed before (...), ]T to run" for ``todo = pending(jobs)``."""
+    left = set(todo)
+    failed = sum(1 for j in jobs if j not in left and j.failed() and not j.done())
+    before = f"{failed} failed before (--rerun runs them again), " if failed else ""
+    return f"{len(jobs) - len(left) - failed} finished, {before}{len(left)} to run"
+
+
 def _init_worker(parent: int | None = None) -> None:
     """Prepare a worker: one torch thread; killed with ``parent`` (Linux) when that is given.
 
@@ -93,6 +101,7 @@ def _init_worker(parent: int | None = None) -> None:
 def _run(job: Job) -> tuple[Job, str]:
     """Run one job (in a worker); return it with a one-line outcome."""
     start = time.perf_counter()
+    (job.run_dir / FAILED).unlink(missing_ok=True)  # a run tried again is judged anew
     try:
         summary = run_to_dir(job.config(), job.run_dir)
     except Exception as err:  # noqa: BLE001  (one failed run must not stop the campaign)
@@ -104,15 +113,28 @@ def _run(job: Job) -> tuple[Job, str]:
     return job, f"accuracy {acc:.1f}% in {time.perf_counter() - start:.1f} s"
 
 
-def run_jobs(jobs: Sequence[Job], workers: int, report: Callable[[str], None]) -> None:
-    """Run ``jobs`` on ``workers`` spawned processes (in this process for one worker)."""
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: int,
+    report: Callable[[str], None],
+    on_done: Callable[[int], None] | None = None,
+) -> None:
+    """Run ``jobs`` on ``workers`` spawned processes (in this process for one worker).
+
+    ``report`` receives one line per finished run; ``on_done(k)`` is called after the k-th.
+    """
     if not jobs:
         return
+
+    def done(k: int, job: Job, outcome: str) -> None:
+        report(f"[{k}/{len(jobs)}] {job.label}: {outcome}")
+        if on_done:
+            on_done(k)
+
     if workers <= 1:
         _init_worker()
         for k, job in enumerate(jobs, 1):
-            done, outcome = _run(job)
-            report(f"[{k}/{len(jobs)}] {done.label}: {outcome}")
+            done(k, *_run(job))
         return
     ctx = get_context("spawn")
     pool = ProcessPoolExecutor(
@@ -121,5 +143,4 @@ def run_jobs(jobs: Sequence[Job], workers: int, report: Callable[[str], None]) -
     with pool:
         futures = [pool.submit(_run, job) for job in jobs]
         for k, future in enumerate(as_completed(futures), 1):
-            done, outcome = future.result()
-            report(f"[{k}/{len(jobs)}] {done.label}: {outcome}")
+            done(k, *future.result())

@@ -25,7 +25,9 @@ names its runs and rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -38,6 +40,26 @@ RANKS: dict[str, tuple[str, ...]] = {
     "heterogeneous": ("lora.rank_policy=cycle", "lora.ranks=[4,8,16]"),
     "homogeneous": ("lora.rank_policy=uniform", "lora.rank=8"),
 }
+
+
+def check_rank_settings(ranks: Sequence[str], settings: Mapping[str, object]) -> None:
+    """Raise ``ValueError`` naming the ``ranks`` that are not keys of ``settings``."""
+    unknown = [r for r in ranks if r not in settings]
+    if unknown:
+        raise ValueError(f"unknown rank setting(s) {unknown}; choose from {', '.join(settings)}")
+
+
+def check_presets(tasks: Sequence[str], preset: Callable[[str], Path], examples: str) -> None:
+    """Raise ``FileNotFoundError`` for the first task whose ``preset(task)`` file is missing.
+
+    ``examples`` is the folder of the committed presets the message points to.
+    """
+    for task in tasks:
+        if not preset(task).is_file():
+            raise FileNotFoundError(
+                f"no preset {preset(task)} for task {task!r}; write one (see {examples}) "
+                "or pass --preset DIR"
+            )
 
 
 @dataclass(frozen=True)
@@ -98,17 +120,10 @@ class Protocol:
     extra: tuple[str, ...] = field(default=())  # further --set overrides for every run
 
     def __post_init__(self) -> None:
-        unknown = [r for r in self.ranks if r not in RANKS]
-        if unknown:
-            raise ValueError(f"unknown rank setting(s) {unknown}; choose from {', '.join(RANKS)}")
+        check_rank_settings(self.ranks, RANKS)
         if self.n_rates < 1 or not self.seeds or not self.alphas:
             raise ValueError("the protocol needs at least one rate, seed and alpha")
-        for task in self.tasks:
-            if not self.preset(task).is_file():
-                raise FileNotFoundError(
-                    f"no preset {self.preset(task)} for task {task!r}; write one (see "
-                    "configs/protocol/) or pass --preset DIR"
-                )
+        check_presets(self.tasks, self.preset, "configs/protocol/")
 
     def preset(self, task: str) -> Path:
         return self.preset_dir / f"{task}.yaml"

@@ -3,8 +3,10 @@
 The grid is algorithm x rank setting (:data:`RANK_SETTINGS`) x Dirichlet alpha x seed, per task,
 each run a preset ``<preset>/<task>.yaml`` plus overrides. The centralized line (pooled data,
 which does not depend on the partition) runs once per task, rank setting and seed, at the
-preset's own alpha. A run whose directory already holds a finished run of the identical config
-is skipped, so an interrupted grid continues where it stopped. Runs go to
+preset's own alpha. Cells run through :mod:`ilora.bench.jobs`, the pool the protocol uses: a run
+whose directory already holds a finished run of the identical config is skipped, so an
+interrupted grid continues where it stopped, and a run that raised is recorded in
+``failed.json`` and not tried again (unless ``--rerun``). Runs go to
 ``<runs>/<task>/<ranks>-a<alpha>/<algorithm>-seed<seed>/``; the result files
 (:func:`write_results`) are ``runs.csv`` (one row per run), ``rounds.csv`` (one row per round)
 and ``meta.json``.
@@ -12,24 +14,19 @@ and ``meta.json``.
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures import as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from ilora import config as config_mod
 from ilora.bench import resultfiles
+from ilora.bench.jobs import Job
 from ilora.bench.protocol import CENTRALIZED
-from ilora.bench.runner import finished
-from ilora.bench.runner import run_to_dir
+from ilora.bench.protocol import check_presets
+from ilora.bench.protocol import check_rank_settings
 
 RANK_SETTINGS: dict[str, tuple[str, ...]] = {
     "homogeneous": ("lora.rank_policy=uniform", "lora.rank=8"),
@@ -79,17 +76,8 @@ class Grid:
     extra: tuple[str, ...] = ()  # further --set overrides for every run
 
     def __post_init__(self) -> None:
-        unknown = [r for r in self.ranks if r not in RANK_SETTINGS]
-        if unknown:
-            raise ValueError(
-                f"unknown rank setting(s) {unknown}; choose from {', '.join(RANK_SETTINGS)}"
-            )
-        for task in self.tasks:
-            if not self.preset_path(task).is_file():
-                raise FileNotFoundError(
-                    f"no preset {self.preset_path(task)} for task {task!r}; write one (see "
-                    "configs/bench-quality/) or pass --preset DIR"
-                )
+        check_rank_settings(self.ranks, RANK_SETTINGS)
+        check_presets(self.tasks, self.preset_path, "configs/bench-quality/")
 
     def preset_path(self, task: str) -> Path:
         return self.preset / f"{task}.yaml"
@@ -124,69 +112,13 @@ class Grid:
                         ]
         return out
 
+    def job(self, cell: Cell) -> Job:
+        """Return ``cell`` as a run of the shared pool (:mod:`ilora.bench.jobs`)."""
+        overrides = (*cell.overrides(), *self.extra)
+        return Job(cell.label(), self.preset_path(cell.task), overrides, cell.run_dir(self.runs))
+
     def config(self, cell: Cell) -> config_mod.ExperimentConfig:
-        return config_mod.load(self.preset_path(cell.task), [*cell.overrides(), *self.extra])
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _run_cell(grid: Grid, cell: Cell) -> tuple[Cell, str]:
-    """Run one cell (in a worker); return it with a one-line outcome.
-
-    A run that raises is reported and left unfinished (no ``summary.json``), so the rest of
-    the grid goes on and a later invocation tries it again.
-    """
-    start = time.perf_counter()
-    try:
-        summary = run_to_dir(grid.config(cell), cell.run_dir(grid.runs))
-    except Exception as err:  # noqa: BLE001  (one failed run must not stop the grid)
-        return cell, f"FAILED after {time.perf_counter() - start:.1f} s: {err!r}"
-    acc = 100 * float(summary["final_accuracy"])
-    return cell, f"accuracy {acc:.1f}% in {time.perf_counter() - start:.1f} s"
-
-
-def run_grid(
-    grid: Grid,
-    todo: Sequence[Cell],
-    workers: int,
-    report: Callable[[str], None],
-    on_done: Callable[[int], None] | None = None,
-) -> None:
-    """Run ``todo`` with ``workers`` processes of one thread each (in-process for one worker).
-
-    ``report`` receives one line per finished run; ``on_done(k)`` is called after the k-th.
-    """
-
-    def done(k: int, cell: Cell, outcome: str) -> None:
-        report(f"[{k}/{len(todo)}] {cell.label()}: {outcome}")
-        if on_done:
-            on_done(k)
-
-    if workers <= 1:
-        _init_worker()
-        for k, cell in enumerate(todo, 1):
-            done(k, *_run_cell(grid, cell))
-        return
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = [pool.submit(_run_cell, grid, cell) for cell in todo]
-        for k, future in enumerate(as_completed(futures), 1):
-            done(k, *future.result())
-
-
-def pending(grid: Grid, cells: Sequence[Cell], rerun: bool) -> list[Cell]:
-    """Return the cells without a finished run of the identical config (all with ``rerun``)."""
-    return [c for c in cells if rerun or not finished(grid.config(c), c.run_dir(grid.runs))]
-
-
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    lines = (run_dir / "history.jsonl").read_text().splitlines()
-    return summary, [json.loads(line) for line in lines]
+        return self.job(cell).config()
 
 
 def _cell_keys(cell: Cell) -> dict[str, Any]:
@@ -205,16 +137,16 @@ def result_rows(
     """Return ``(runs, rounds)`` rows of the finished cells (unfinished ones are left out)."""
     runs, rounds = [], []
     for cell in cells:
-        run_dir = cell.run_dir(grid.runs)
-        if not finished(grid.config(cell), run_dir):
+        job = grid.job(cell)
+        summary = job.summary()
+        if not summary:
             continue
-        summary, history = _read_run(run_dir)
-        keys = _cell_keys(cell)
+        history, keys = job.history(), _cell_keys(cell)
         runs.append(
             {
                 **keys,
                 **resultfiles.summary_columns(summary, ("bytes_up", "bytes_down")),
-                "run_dir": run_dir.as_posix(),
+                "run_dir": job.run_dir.as_posix(),
             }
         )
         rounds += list(_round_rows(keys, history))
