@@ -6,6 +6,7 @@ command that needs it says how to install it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from enum import StrEnum
@@ -26,11 +27,9 @@ INSTALL_HINT = "the Flower runtime needs its extra: pip install 'ilora[flower]'"
 
 
 def require_flwr() -> None:
-    """Exit with the install hint when ``flwr`` is missing; switch its telemetry off."""
+    """Exit with the install hint when ``flwr`` is missing (found, not imported); no telemetry."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    try:
-        import flwr  # noqa: F401
-    except ModuleNotFoundError:
+    if importlib.util.find_spec("flwr") is None:
         fail(INSTALL_HINT)
 
 

@@ -16,7 +16,10 @@ cached per process and keyed by that text). A worker so warms up while Ray and t
 still starting, and its actor's handshake finds the experiment built. The cached experiment is
 the one the handshake would have built (same function, same text, no client state), so the
 results are unchanged; a text that differs (none should) is a cache miss, built at the
-handshake as before.
+handshake as before. Ray's workers prestarted for the first driver are switched off
+(``prestart_worker_first_driver``): flwr's actors never land on them (Ray starts a worker of
+their own), so they were two more Python processes starting beside the run's, and would warm
+up for nothing.
 """
 
 from __future__ import annotations
@@ -52,16 +55,16 @@ def init_kwargs(backend: dict[str, Any], yaml_text: str) -> dict[str, Any]:
         pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
     env_vars = {"PYTHONPATH": pythonpath, WARM_ENV: yaml_text}
     kwargs["runtime_env"] = {"env_vars": env_vars, "worker_process_setup_hook": HOOK}
+    kwargs["_system_config"] = {"prestart_worker_first_driver": False}  # unused by actors
     return kwargs
 
 
 def warm_worker() -> None:
     """Ray's worker setup hook: import the ClientApp and build the run's experiment, in a thread.
 
-    The hook returns at once, so the worker is ready as early as without it (an actor lands on
-    a worker Ray prestarted, not on a new one) and warms up meanwhile; an actor's first
-    message waits for what is still importing or building (the import lock, and the lock of
-    ``ilora.flower.client.experiment``).
+    The hook returns at once, so the worker takes on its actor (flwr's actor class, its
+    imports) while it warms up; the actor's first message waits for what is still importing
+    or building (the import lock, and the lock of ``ilora.flower.client.experiment``).
     """
     text = os.environ.get(WARM_ENV)
     if text:
