@@ -6,6 +6,7 @@ command that needs it says how to install it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from enum import StrEnum
@@ -26,11 +27,9 @@ INSTALL_HINT = "the Flower runtime needs its extra: pip install 'ilora[flower]'"
 
 
 def require_flwr() -> None:
-    """Exit with the install hint when ``flwr`` is missing; switch its telemetry off."""
+    """Exit with the install hint when ``flwr`` is missing (found, not imported); no telemetry."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    try:
-        import flwr  # noqa: F401
-    except ModuleNotFoundError:
+    if importlib.util.find_spec("flwr") is None:
         fail(INSTALL_HINT)
 
 
@@ -99,29 +98,31 @@ def _simulate(
 ) -> None:
     """Run the simulation (in the process's own network, chosen by the caller)."""
     cpus, timeout, dashboard = ray
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 starves the ClientApps
+    from ilora.flower.raystart import RayStart
+
+    try:
+        cfg, directory = _simulation_config(config, sets, out, resume)
+    except USER_ERRORS as err:
+        fail(err)
+    ray_started = RayStart(cpus, dashboard, config_mod.to_yaml(cfg))  # starts while we import
     from ilora.flower import simulate as engine
     from ilora.flower.client import make_client_app
     from ilora.flower.lifetime import exit_now
     from ilora.flower.server import NODE_STATE
     from ilora.flower.server import make_server_app
 
-    try:
-        cfg, directory = _simulation_config(config, sets, out, resume)
-    except USER_ERRORS as err:
-        fail(err)
+    ray_started.wait()
     ended = engine.run(
         lambda report: make_server_app(
             cfg, directory, timeout=timeout, resume=resume is not None, report=report
         ),
         make_client_app(state_dir=(directory / NODE_STATE).resolve()),
         cfg.data.num_clients,
-        engine.ray_backend(cpus, dashboard),
+        ray_started.backend,
     )
     code, line = ended.verdict(directory)
     console.print(line, markup=False, style="bold red" if code else None)
-    if ended.stuck:  # ClientApp calls still in flight: do not wait for them
+    if ended.served:  # the run is written: end without waiting for Ray (ilora.flower.simulate)
         exit_now(code)
     raise typer.Exit(code=code)
 

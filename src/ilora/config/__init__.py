@@ -13,6 +13,7 @@ from __future__ import annotations
 from ilora.config.experiment import ExperimentConfig
 from ilora.config.experiment import algorithm_args
 from ilora.config.experiment import to_dict
+from ilora.config.experiment import to_yaml
 from ilora.config.federation import FAULT_KINDS
 from ilora.config.federation import DataConfig
 from ilora.config.federation import DPConfig
@@ -46,4 +47,5 @@ __all__ = [
     "parse_yaml",
     "set_dotted",
     "to_dict",
+    "to_yaml",
 ]

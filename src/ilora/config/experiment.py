@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+import yaml
+
 from ilora.config.federation import DataConfig
 from ilora.config.federation import DPConfig
 from ilora.config.federation import FaultConfig
@@ -59,6 +61,11 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """Return the config as YAML text (a run's ``config.yaml``, Flower's handshake)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 def algorithm_args(cfg: ExperimentConfig) -> dict[str, Any]:

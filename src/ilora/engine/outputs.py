@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors.torch import save_file
 
 import ilora
 from ilora.config import ExperimentConfig
-from ilora.config import to_dict
+from ilora.config import to_yaml
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.compute import resolve
@@ -122,7 +121,7 @@ class RunWriter:
         (out / "summary.json").unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # never resume another run's state
         shutil.rmtree(self.store_dir, ignore_errors=True)
-        _write_text_atomic(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        _write_text_atomic(out / "config.yaml", to_yaml(cfg))
         device, precision = resolve(cfg.train.device, cfg.train.precision)  # what auto chose
         self.manifest = {
             "ilora": ilora.__version__,

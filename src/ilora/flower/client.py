@@ -23,6 +23,7 @@ one; without one it lives in ``context.state`` only, and a resumed run is refuse
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
@@ -70,9 +71,21 @@ class ClientSide:
     train: TrainConfig
 
 
-@functools.lru_cache(maxsize=2)
+_BUILDING = threading.Lock()  # one build at a time: a warm-up thread may be building it
+
+
 def experiment(text: str) -> Experiment:
-    """Return the experiment of a config's YAML text (cached: a process serves many nodes)."""
+    """Return the experiment of a config's YAML text (cached: a process serves many nodes).
+
+    Thread-safe: under ``ilora flower simulate`` a Ray worker builds it in a thread of its own
+    before its first message (:mod:`ilora.flower.raystart`).
+    """
+    with _BUILDING:
+        return _experiment(text)
+
+
+@functools.lru_cache(maxsize=2)
+def _experiment(text: str) -> Experiment:
     return build(codec.config_from_text(text))
 
 

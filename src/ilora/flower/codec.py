@@ -25,7 +25,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-import yaml
 from flwr.app import Array
 from flwr.app import ArrayRecord
 from flwr.app import ConfigRecord
@@ -36,7 +35,7 @@ from ilora.config import ConfigError
 from ilora.config import ExperimentConfig
 from ilora.config import build
 from ilora.config import parse_yaml
-from ilora.config import to_dict
+from ilora.config import to_yaml
 from ilora.engine.evaluation import ClientView
 from ilora.tensors import canonical
 from ilora.types import ClientInfo
@@ -75,7 +74,7 @@ def from_arrays(record: ArrayRecord) -> TensorDict:
 
 def config_to_text(cfg: ExperimentConfig) -> str:
     """Return the experiment config as YAML text (what the server sends in the handshake)."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return to_yaml(cfg)
 
 
 def config_from_text(text: str) -> ExperimentConfig:

@@ -4,8 +4,9 @@ Each node is a ``ClientApp`` with its own ``Context`` (node config and persisten
 a SuperNode; messages and replies are real Flower ``Message``s, and a ``ClientApp`` exception
 becomes an error reply, as on a SuperNode. Only the transport is missing: no network, no
 serialization. The parity tests run the strategy over it; it is also the quickest way to debug
-an app before starting a SuperLink. ``PollingGrid`` wraps the deployment's grid so that a
-round's replies are collected when they arrive rather than on flwr's 3-s ticks.
+an app before starting a SuperLink. ``PollingGrid`` wraps the ServerApp's grid so that a
+round's replies are collected when they arrive rather than on flwr's ticks (3 s on the
+deployment's grid, 0.1 s on the Simulation Engine's).
 """
 
 from __future__ import annotations
@@ -103,16 +104,28 @@ class LocalGrid(_MessageGrid):
         return self.pull_messages(self.push_messages(messages))
 
 
+def poll_interval(grid: Grid) -> float:
+    """Return how often to ask ``grid`` for replies: 0.1 s, 5 ms in process.
+
+    A pull from the deployment's grid is a call to the SuperLink; one from the Simulation
+    Engine's (flwr's ``InMemoryGrid``, in the ServerApp's own process) reads a dict.
+    """
+    from flwr.superlink.grid import InMemoryGrid
+
+    return 0.005 if isinstance(grid, InMemoryGrid) else 0.1
+
+
 class PollingGrid(_MessageGrid):
     """Another ``Grid`` whose ``send_and_receive`` asks for replies every ``interval`` s.
 
     flwr 1.42's deployment grid asks the SuperLink every 3 s, so a round that is ready after
-    0.2 s waits until the next 3-s tick; this wrapper pulls as often as ``interval`` and
-    otherwise delegates every call to the wrapped grid.
+    0.2 s waits until the next 3-s tick; this wrapper pulls as often as ``interval`` (default:
+    :func:`poll_interval`) and otherwise delegates every call to the wrapped grid.
     """
 
-    def __init__(self, grid: Grid, interval: float = 0.1) -> None:
-        self.grid, self.interval = grid, interval
+    def __init__(self, grid: Grid, interval: float | None = None) -> None:
+        self.grid = grid
+        self.interval = poll_interval(grid) if interval is None else interval
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)

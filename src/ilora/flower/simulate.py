@@ -10,14 +10,23 @@ stopped waiting while a virtual SuperNode still computed (a handshake or a round
 that call took.
 
 Here the engine runs in a thread and the ServerApp reports its end (its ``report`` callback:
-the stopped run's reason, or None). The engine then has :data:`GRACE_S` seconds to stop by
-itself (nothing in flight: Ray shuts down as usual); if it does not, :func:`run` says so and
-the caller ends the process with :func:`ilora.flower.lifetime.exit_now`, which kills Ray's
-processes first. A Ctrl-C while the run goes on ends the process that way at once (code 130).
+the stopped run's reason, or None). Its run directory is then written and nothing the engine
+still does matters, so :func:`run` returns at once and the caller ends the process with
+:func:`ilora.flower.lifetime.exit_now`, which kills Ray's processes first: it neither waits
+for ClientApp calls in flight nor for Ray's orderly shutdown (seconds of stopping actors and
+servers of a cluster that is thrown away). A Ctrl-C while the run goes on ends the process
+that way at once (code 130).
+
+Messages reach the virtual SuperNodes sooner than flwr's own tick: flwr 1.42's Simulation
+Engine moves the ServerApp's messages to its worker threads every 0.1 s
+(``vce_api.add_messages_to_queue``, ``f_stop.wait(0.1)``), so a round's train and evaluate
+messages waited 0.05 s each on average; :func:`quick_dispatch` makes that tick
+:data:`DISPATCH_TICK_S` (only on the pinned flwr, whose function it replaces).
 """
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Callable
@@ -28,9 +37,10 @@ from typing import Any
 from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
+from ilora.flower import FLWR_VERSION
 from ilora.flower.lifetime import exit_now
 
-GRACE_S = 5.0  # seconds the engine gets to stop once the ServerApp has ended
+DISPATCH_TICK_S = 0.005  # seconds between two looks for the ServerApp's new messages
 Report = Callable[[str | None], None]
 
 
@@ -41,13 +51,11 @@ class Ended:
     Attributes:
         served: the ServerApp reported its end (the run directory is written).
         reason: the stopped run's one-line reason (None: it finished, or was not served).
-        stuck: the engine still waits on ClientApp calls in flight; end the process.
 
     """
 
     served: bool
     reason: str | None
-    stuck: bool
 
     def verdict(self, directory: Path) -> tuple[int, str]:
         """Return the exit code (0 done, 1 no result, 3 stopped) and the one line to print."""
@@ -58,27 +66,16 @@ class Ended:
         return 0, f"written: {directory}/summary.json, history.jsonl"
 
 
-def ray_backend(cpus: int, dashboard: bool) -> dict[str, Any]:
-    """Return the Ray backend: one CPU per ClientApp and ``cpus`` in all (0: Ray's count).
-
-    The dashboard, when asked for, listens on 127.0.0.1 only.
-    """
-    init_args: dict[str, int | bool | str] = {"include_dashboard": dashboard}
-    if dashboard:
-        init_args["dashboard_host"] = "127.0.0.1"
-    if cpus:
-        init_args["num_cpus"] = cpus
-    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args}
-
-
 def run(
     server_app: Callable[[Report], ServerApp],
     client_app: ClientApp,
     num_supernodes: int,
     backend_config: dict[str, Any],
-    grace: float = GRACE_S,
 ) -> Ended:
     """Run ``server_app(report)`` and ``client_app`` on the Simulation Engine; return its end.
+
+    Returns as soon as the ServerApp has reported (``served``: end the process with
+    ``exit_now``, Ray still runs) or the engine has stopped before that.
 
     Raises:
         BaseException: whatever ``run_simulation`` raised (a ServerApp that crashed).
@@ -86,6 +83,7 @@ def run(
     """
     from flwr.simulation import run_simulation
 
+    quick_dispatch()
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     app = server_app(lambda reason: events.put(("served", reason)))
 
@@ -107,11 +105,33 @@ def run(
     if kind == "stopped":  # before the ServerApp reported: it never ran to its end
         if value is not None:
             raise value
-        return Ended(served=False, reason=None, stuck=False)
-    try:
-        _, error = events.get(timeout=grace)
-    except queue.Empty:
-        return Ended(served=True, reason=value, stuck=True)
-    if error is not None:
-        raise error
-    return Ended(served=True, reason=value, stuck=False)
+        return Ended(served=False, reason=None)
+    return Ended(served=True, reason=value)
+
+
+def quick_dispatch(tick: float = DISPATCH_TICK_S) -> None:
+    """Have flwr's Simulation Engine look for new messages every ``tick`` s (flwr 1.42.0 only).
+
+    Replaces ``vce_api.add_messages_to_queue`` (which ``vce_api.run_api`` calls by name) by
+    :func:`_dispatch`, the same loop with a shorter wait. Another flwr keeps its own.
+    """
+    import flwr
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    if flwr.__version__ == FLWR_VERSION and hasattr(vce_api, "add_messages_to_queue"):
+        vce_api.add_messages_to_queue = functools.partial(_dispatch, tick=tick)
+
+
+def _dispatch(
+    state: Any,
+    messages: queue.Queue[Any],
+    nodes: dict[int, int],
+    stop: threading.Event,
+    tick: float,
+) -> None:
+    """Queue each node's next pending message (one per node per look) until ``stop`` is set."""
+    while not stop.is_set():
+        for node_id in nodes:
+            for message in state.get_message_ins(node_id=node_id, limit=1):
+                messages.put(message)
+        stop.wait(tick)

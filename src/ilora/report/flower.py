@@ -154,7 +154,7 @@ def _imports(src: Path) -> tuple[str, list[str]]:
         by_module[row["module"]].append(num(row["seconds"]))
     med = {m: statistics.median(v) for m, v in by_module.items()}
     table = md_table(
-        ["module imported in a fresh Python", "seconds (median)"],
+        ["in a fresh Python: imported (or started)", "seconds (median)"],
         [[f"`{m}`", f"{s:.1f}"] for m, s in med.items()],
     )
     notes = []

@@ -21,7 +21,10 @@ within each repeat, so a change in the machine's load hits all three.
 
 Also timed, in a fresh Python: importing ``torch``, ``flwr.clientapp`` and
 ``ilora.flower.client``, and building the experiment (``ilora.engine.setup.build``, which
-imports the task's model code): what a ClientApp process pays before its first training step.
+imports the task's model code): what a ClientApp process pays before its first training step;
+and importing, starting and stopping Ray as the simulation does (2 CPUs, in a private network):
+the simulation's fixed start-up cost, partly hidden behind the driver's imports
+(:mod:`ilora.flower.raystart`).
 
 Writes ``runs.csv`` (one row per run), ``rounds.csv`` (one row per run and round),
 ``imports.csv`` and ``meta.json`` to ``--out`` (default ``results/flower``; ``--quick``: 2
@@ -59,6 +62,10 @@ IMPORTS = {
     "ilora.flower.client + build": (
         "import ilora.flower.client; from ilora import config; from ilora.engine.setup import "
         f"build; build(config.load('{CONFIG}', ['data.num_clients={CLIENTS}']))"
+    ),
+    "ray start + stop (2 CPUs, private network)": (
+        "from ilora.flower.netns import isolate; isolate(); import ray; "
+        "ray.init(num_cpus=2, include_dashboard=False, logging_level='WARNING'); ray.shutdown()"
     ),
 }
 Measure = Callable[[Path, list[str], float], tuple[float, PeakMemory]]
