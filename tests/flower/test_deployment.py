@@ -126,7 +126,7 @@ def _history(path: Path) -> list[dict[str, object]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # real servers: never beside another test's
+@pytest.mark.xdist_group("deployment")  # a loopback deployment: one at a time
 def test_deployment_matches_the_embedded_engine(tmp_path: Path) -> None:
     app_cfg = config_mod.load(CONFIG, OVERRIDES)
     assert app_cfg.lora.client_ranks(NODES, app_cfg.seed) != RANKS  # so the node config matters
@@ -174,7 +174,7 @@ def test_deployment_matches_the_embedded_engine(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # real servers: never beside another test's
+@pytest.mark.xdist_group("deployment")  # a loopback deployment: one at a time
 def test_a_stopped_deployed_run_exits_3_with_the_embedded_reason(tmp_path: Path) -> None:
     """``ilora flower run`` of a run whose every update is rejected: exit 3, one line."""
     sets = ["algorithm=ilora-s", "data.num_clients=2"]  # a method whose clients keep state

@@ -114,7 +114,7 @@ def test_a_spawned_process_and_its_grandchild_in_another_session_die_with_the_pa
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # real servers: never beside another test's
+@pytest.mark.xdist_group("deployment")  # a loopback deployment: one at a time
 def test_a_killed_parent_takes_its_flower_deployment_with_it(tmp_path: Path) -> None:
     """SuperLink (and its SuperExec), a registered SuperNode and its worker, on 127.0.0.1."""
     script = """
@@ -142,7 +142,7 @@ def test_a_killed_parent_takes_its_flower_deployment_with_it(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+@pytest.mark.xdist_group("ray")  # a Ray cluster: one at a time
 def test_a_killed_parent_takes_the_ray_simulation_with_it(tmp_path: Path) -> None:
     """``ilora flower simulate`` (its Ray head and workers) started by a parent that is killed."""
     config = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"

@@ -81,7 +81,7 @@ def _refused(port: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+@pytest.mark.xdist_group("ray")  # a Ray cluster: one at a time
 def test_ray_simulation_matches_the_embedded_engine_and_ray_is_loopback_only(
     tmp_path: Path,
 ) -> None:

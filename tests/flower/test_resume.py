@@ -157,7 +157,7 @@ def test_a_failed_round_names_its_reason_and_a_checkpoint_that_exists(
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+@pytest.mark.xdist_group("ray")  # a Ray cluster: one at a time
 @pytest.mark.parametrize(
     "sets", [["algorithm=ilora-s", "fed.fraction=0.5"], ["algorithm=fedsa-lora"]]
 )

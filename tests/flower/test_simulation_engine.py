@@ -54,7 +54,7 @@ def _kill(proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+@pytest.mark.xdist_group("ray")  # a Ray cluster: one at a time
 def test_a_killed_simulation_resumes_and_matches_the_embedded_engine(tmp_path: Path) -> None:
     out = tmp_path / "run"
     sets = [arg for o in OVERRIDES for arg in ("--set", o)]
@@ -88,7 +88,7 @@ def assert_matches_embedded(out: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+@pytest.mark.xdist_group("ray")  # a Ray cluster: one at a time
 def test_a_failed_simulation_exits_3_with_one_line(tmp_path: Path) -> None:
     out = tmp_path / "failed"
     proc = _start("configs/smoke.yaml", "--set", "faults.crash=1.0", "--out", str(out))

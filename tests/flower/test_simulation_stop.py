@@ -58,7 +58,7 @@ def _marked(marker: str) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("servers")  # a Ray cluster: never beside another test's servers
+@pytest.mark.xdist_group("ray")  # a Ray cluster: one at a time
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_handshake_timeout_exits_3_at_once_and_leaves_no_process(tmp_path: Path) -> None:
     value = secrets.token_hex(12)  # inherited by every process the command starts
