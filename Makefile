@@ -16,6 +16,9 @@ JOBS   ?= 2
 # time); tests/conftest.py hands out the biggest groups of slow tests first
 PYTEST := $(PY) -m pytest -q -n $(JOBS) --dist loadgroup
 export FLWR_TELEMETRY_ENABLED := 0
+# pytest caches its rewritten test modules as bytecode; an environment that forbids bytecode
+# makes every worker rewrite every test module again (about 3 s per worker)
+unexport PYTHONDONTWRITEBYTECODE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
