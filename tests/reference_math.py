@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,9 @@ from ilora.types import Payload
 from ilora.types import RoundInfo
 from ilora.types import TensorDict
 from ilora.types import Upload
+
+# Student t quantiles t(0.975, df) (scipy.stats.t.ppf), for the reports' 95% intervals
+T_975 = {2: 4.302652729911275, 3: 3.182446305284263}
 
 
 def top_m_gate(logits: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,3 +69,13 @@ def one_pair_round(
         for k in ("l.lora_A", "l.lora_B")
     }
     return new, ups, mean["l.lora_A"], mean["l.lora_B"]
+
+
+def paired_interval(diffs: Sequence[float]) -> str:
+    """Return ``"+m ± h"`` as the reports print it: the mean of paired ``diffs``, 2 decimals.
+
+    ``h = t(0.975, n - 1) s / sqrt(n)``, the half-width of its 95% interval (``n`` 3 or 4).
+    """
+    n = len(diffs)
+    half = T_975[n - 1] * statistics.stdev(diffs) / n**0.5
+    return f"{statistics.fmean(diffs):+.2f} ± {half:.2f}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from ilora.bench.exactness import BEFORE
 from ilora.bench.exactness import collect
 from ilora.bench.exactness import export
 from ilora.report.exactness import render
+from reference_math import paired_interval
 
 
 def _run(root: Path, label: str, alg: str, seed: int, acc: float, agg: float = 0.1) -> None:
@@ -37,9 +37,7 @@ def test_paired_before_after_and_errors(tmp_path: Path) -> None:
     out = tmp_path / "results"
     export(tmp_path / "runs", out)
     section = render(out, tmp_path / "img")
-    diffs = [100 * g for g in gains]
-    half = 4.302652729911275 * statistics.stdev(diffs) / 3**0.5  # t(0.975, 2) s / sqrt(3)
-    assert f"{statistics.fmean(diffs):+.2f} ± {half:.2f}" in section
+    assert paired_interval([100 * g for g in gains]) in section
     assert "| ilora | mixed |" in section and "fedsa-lora" not in section
     assert "fedit, fedloru, flasc, hetlora, pfedloru: `rescale_b: False`" in section
     assert "0.2000 → 0.1000" in section and "0.0200 → 0.0100" in section
@@ -51,10 +49,8 @@ def test_the_svd_option_is_paired_with_the_default(tmp_path: Path) -> None:
         _run(tmp_path / "runs", "mixed-svd", "ilora", seed, svd)
     export(tmp_path / "runs", tmp_path / "out")
     section = render(tmp_path / "out", tmp_path / "img")
-    diffs = [1.0, 2.0, 1.5]
-    half = 4.302652729911275 * statistics.stdev(diffs) / 3**0.5
     assert "| ilora | mixed | 26.67 ± " in section
-    assert f"{statistics.fmean(diffs):+.2f} ± {half:.2f} | ahead |" in section
+    assert f"{paired_interval([1.0, 2.0, 1.5])} | ahead |" in section
     assert "`redistribute: svd`" in section
 
 

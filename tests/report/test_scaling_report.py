@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from ilora.bench.scaling import convention_of
 from ilora.bench.scaling import export
 from ilora.bench.scaling import overrides
 from ilora.report.scaling import render
+from reference_math import paired_interval
 
 LORA = {"alpha": 16.0, "rank": 8, "rslora": False, "alpha_scales_with_rank": False}
 
@@ -45,9 +45,7 @@ def test_paired_difference_over_methods_and_the_choice(tmp_path: Path) -> None:
     out = tmp_path / "results"
     export(tmp_path / "runs", out)
     section = render(out, tmp_path / "img")
-    diffs = [100 * g for g in gains.values()]
-    half = 3.182446305284263 * statistics.stdev(diffs) / 2  # t(0.975, 3) s / sqrt(4)
-    assert f"{statistics.fmean(diffs):+.2f} ± {half:.2f}" in section
+    assert paired_interval([100 * g for g in gains.values()]) in section
     assert "rslora is ahead of `alpha-over-r`" in section  # every pair gains about 2 points
     meta = json.loads((out / "meta.json").read_text())
     assert meta["scales"]["alpha-over-r"]["2"] == 8.0  # 16 / 2
