@@ -78,7 +78,14 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["--set", "algorithm=fl-tac", "--set", "algorithm_args={kmeans_starts: 1.5}"],
         "kmeans_starts must be an integer >= 1, got 1.5",
     ),
-    "task option out of range": (["--set", "task_args={n_train: 0}"], "n_train"),
+    "task option out of range": (
+        ["--set", "task_args={n_train: 0}"],
+        "tiny-text: task_args.n_train=0 is out of range: allowed >= 1",
+    ),
+    "task option of the wrong type": (
+        ["--set", "task_args={n_train: 1.5}"],
+        "tiny-text: task_args.n_train=1.5 is not an integer: allowed >= 1",
+    ),
     "robust aggregation of a non-mean": (
         ["--set", "fed.robust=median"],
         "fed.robust: median replaces a weighted mean of the uploads, but the aggregation of "

@@ -146,12 +146,18 @@ def test_fashion_mnist_from_idx_files_written_here(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
-    [("image_size", 28), ("image_size", 65), ("max_train", -1), ("max_test", 10_001),
-     ("pretrained", "yes"), ("data_dir", "")],
+    ("field", "value", "problem"),
+    [("image_size", 28, "is out of range: allowed 32..64"),
+     ("image_size", 65, "is out of range: allowed 32..64"),
+     ("image_size", 40.0, "is not an integer: allowed 32..64"),
+     ("max_train", -1, "is out of range: allowed 0..60000"),
+     ("max_test", 10_001, "is out of range: allowed 0..10000"),
+     ("pretrained", "yes", "is not a bool: allowed true or false"),
+     ("data_dir", "", "is not a directory path: allowed a non-empty path")],
 )  # fmt: skip
-def test_fashion_mnist_rejects_bad_fields(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=field):
+def test_fashion_mnist_rejects_bad_fields(field: str, value: object, problem: str) -> None:
+    message = f"fashion-mnist: task_args.{field}={value!r} {problem}"
+    with pytest.raises(ValueError, match=re.escape(message)):
         FashionMNIST(**{field: value})  # type: ignore[arg-type]
 
 
@@ -229,8 +235,10 @@ def test_image_npz_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="class_names has 1 names"):
         ImageNpz(path=_npz(tmp_path / "e.npz", **ok, x_test=ok["x_train"], y_test=ok["y_train"]),
                  class_names=("only",)).load()  # fmt: skip
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ValueError, match=r"image-npz: task_args\.image_size=8 is out of range"):
         ImageNpz(path="x.npz", image_size=8)
+    with pytest.raises(ValueError, match=r"image-npz: task_args\.class_names=\(1,\) is not a list"):
+        ImageNpz(path="x.npz", class_names=(1,))  # type: ignore[arg-type]
 
 
 # --- tiny-image --------------------------------------------------------------------------------
@@ -268,8 +276,11 @@ def test_tiny_model_is_seeded_and_has_conv_and_linear_targets() -> None:
 
 
 def test_tasks_are_registered() -> None:
-    assert TASKS.get("fashion-mnist") is FashionMNIST
-    assert TASKS.get("image-npz") is ImageNpz
-    assert TASKS.get("tiny-image") is TinyImage
-    with pytest.raises(ValueError, match="num_classes"):
+    for name, cls in {
+        "fashion-mnist": FashionMNIST,
+        "image-npz": ImageNpz,
+        "tiny-image": TinyImage,
+    }.items():
+        assert TASKS.get(name) is cls and cls.name == name  # the name its errors print
+    with pytest.raises(ValueError, match=r"tiny-image: task_args\.num_classes=1 is out of range"):
         TinyImage(num_classes=1)

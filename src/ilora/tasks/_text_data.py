@@ -43,18 +43,6 @@ def strip_urls(text: str) -> str:
     return SPACE_RE.sub(" ", URL_RE.sub(" ", text)).strip()
 
 
-def check_range(name: str, value: float, lo: float, hi: float | None = None) -> None:
-    """Raise ``ValueError`` naming the field unless ``lo <= value <= hi`` (``hi=None``: no cap).
-
-    Raises:
-        ValueError: if the value is out of range.
-
-    """
-    if value < lo or (hi is not None and value > hi):
-        allowed = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name}={value!r} is out of range: allowed {allowed}")
-
-
 def class_index(values: Iterable[str]) -> tuple[str, ...]:
     """Return the sorted distinct values (numerically if they are all integers)."""
     distinct = set(values)

@@ -22,6 +22,9 @@ from ilora.seeding import np_rng
 from ilora.tasks.base import ArrayDataset
 from ilora.tasks.base import AssetMissingError
 from ilora.tasks.base import TaskData
+from ilora.tasks.options import check_bool
+from ilora.tasks.options import check_range
+from ilora.tasks.options import option_error
 
 if TYPE_CHECKING:
     import torch
@@ -43,41 +46,6 @@ MOBILENET_V2_LORA_TARGETS = (
     r"^features\.18\.0$",
 )
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def check_range(task: str, name: str, value: object, lo: float, hi: float) -> None:
-    """Check that ``value`` is a number (an ``int`` if ``lo`` is) in ``[lo, hi]``.
-
-    Args:
-        task: task name, for the message.
-        name: field name, for the message.
-        value: the value to check.
-        lo: smallest allowed value.
-        hi: largest allowed value.
-
-    Raises:
-        ValueError: naming the task, field, value and allowed range.
-
-    """
-    kind = int if isinstance(lo, int) else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:
-        raise ValueError(f"{task}: {name}={value!r} is not allowed; expected {lo}..{hi}")
-
-
-def check_bool(task: str, name: str, value: object) -> None:
-    """Check that ``value`` is a ``bool``.
-
-    Args:
-        task: task name, for the message.
-        name: field name, for the message.
-        value: the value to check.
-
-    Raises:
-        ValueError: naming the task, field and value.
-
-    """
-    if not isinstance(value, bool):
-        raise ValueError(f"{task}: {name}={value!r} is not allowed; expected true or false")
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -183,7 +151,7 @@ def mobilenet_model(pretrained: bool, num_classes: int, seed: int) -> nn.Module:
 class FashionMNIST:
     """Fashion-MNIST (10 classes of 28x28 grayscale clothing images) on MobileNetV2."""
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "fashion-mnist"
     lora_targets: ClassVar[tuple[str, ...]] = MOBILENET_V2_LORA_TARGETS
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
     # the model and data in words, for reports (``{field}``: the task's option)
@@ -200,12 +168,12 @@ class FashionMNIST:
     pretrained: bool = option(True, "start from ImageNet weights (false: seeded random init)")
 
     def __post_init__(self) -> None:
-        check_range("fashion-mnist", "image_size", self.image_size, 32, 64)
-        check_range("fashion-mnist", "max_train", self.max_train, 0, SPLIT_SIZES["train"])
-        check_range("fashion-mnist", "max_test", self.max_test, 0, SPLIT_SIZES["test"])
+        check_range(self, "image_size", 32, 64)
+        check_range(self, "max_train", 0, SPLIT_SIZES["train"])
+        check_range(self, "max_test", 0, SPLIT_SIZES["test"])
         if not isinstance(self.data_dir, str) or not self.data_dir:
-            raise ValueError(f"fashion-mnist: data_dir={self.data_dir!r} must be a non-empty path")
-        check_bool("fashion-mnist", "pretrained", self.pretrained)
+            raise option_error(self, "data_dir", "not a directory path", "a non-empty path")
+        check_bool(self, "pretrained")
 
     def _paths(self) -> dict[str, tuple[Path, Path]]:
         """Return the image and label file of each split.

@@ -23,10 +23,11 @@ from ilora.tasks.base import ArrayDataset
 from ilora.tasks.base import DataPeek
 from ilora.tasks.base import TaskData
 from ilora.tasks.fashion_mnist import MOBILENET_V2_LORA_TARGETS
-from ilora.tasks.fashion_mnist import check_bool
-from ilora.tasks.fashion_mnist import check_range
 from ilora.tasks.fashion_mnist import mobilenet_model
 from ilora.tasks.fashion_mnist import resize_images
+from ilora.tasks.options import check_bool
+from ilora.tasks.options import check_range
+from ilora.tasks.options import option_error
 
 if TYPE_CHECKING:
     import torch
@@ -106,7 +107,7 @@ def _labels(name: str, y: np.ndarray, n: int) -> torch.Tensor:
 class ImageNpz:
     """Your own labelled images from an ``.npz`` file, classified with MobileNetV2 + LoRA."""
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "image-npz"
     lora_targets: ClassVar[tuple[str, ...]] = MOBILENET_V2_LORA_TARGETS
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
 
@@ -117,12 +118,12 @@ class ImageNpz:
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str | Path) or not str(self.path):
-            raise ValueError(f"image-npz: path={self.path!r} must be the path of an .npz file")
-        check_range("image-npz", "image_size", self.image_size, 16, 256)
-        check_bool("image-npz", "pretrained", self.pretrained)
+            raise option_error(self, "path", "not a file path", "the path of an .npz file")
+        check_range(self, "image_size", 16, 256)
+        check_bool(self, "pretrained")
         names = self.class_names
         if not isinstance(names, list | tuple) or not all(isinstance(c, str) for c in names):
-            raise ValueError(f"image-npz: class_names={names!r} must be a list of strings")
+            raise option_error(self, "class_names", "not a list of strings", "a list of names")
         object.__setattr__(self, "class_names", tuple(names))  # a YAML list becomes a tuple
 
     def _read(self) -> dict[str, np.ndarray]:

@@ -19,7 +19,6 @@ from typing import ClassVar
 from ilora.config.fields import option
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import SPACE_RE
-from ilora.tasks._text_data import check_range
 from ilora.tasks._text_data import numbered
 from ilora.tasks._text_data import seeded_subsets
 from ilora.tasks._text_data import split_stratified
@@ -28,6 +27,7 @@ from ilora.tasks._text_data import tokenize
 from ilora.tasks._text_data import tokenized_dataset
 from ilora.tasks.base import AssetMissingError
 from ilora.tasks.base import TaskData
+from ilora.tasks.options import check_range
 
 if TYPE_CHECKING:
     from torch import nn
@@ -150,11 +150,11 @@ class _EncoderTextTask:
     test_fraction: ClassVar[float] = 0.2
 
     def __post_init__(self) -> None:
-        check_range("max_len", self.max_len, 2, MAX_POSITIONS)
-        check_range("max_train", self.max_train, 0)
-        check_range("max_test", self.max_test, 0)
-        check_range("num_layers", self.num_layers, 1, None if self.model_dir else 6)
-        check_range("split_seed", self.split_seed, 0)
+        check_range(self, "max_len", 2, MAX_POSITIONS)
+        check_range(self, "max_train", 0)
+        check_range(self, "max_test", 0)
+        check_range(self, "num_layers", 1, None if self.model_dir else 6)
+        check_range(self, "split_seed", 0)
 
     def _read(self) -> _Corpus:
         raise NotImplementedError

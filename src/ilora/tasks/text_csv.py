@@ -21,7 +21,6 @@ from ilora.models.targets import default_target_modules
 from ilora.models.targets import name_patterns
 from ilora.seeding import np_rng
 from ilora.tasks._text_data import SPACE_RE
-from ilora.tasks._text_data import check_range
 from ilora.tasks._text_data import numbered
 from ilora.tasks._text_data import seeded_subsets
 from ilora.tasks._text_data import split_stratified
@@ -31,6 +30,8 @@ from ilora.tasks.base import TaskData
 from ilora.tasks.csv_table import check_labels
 from ilora.tasks.csv_table import read_user_csv
 from ilora.tasks.csv_table import split_flags
+from ilora.tasks.options import check_range
+from ilora.tasks.options import option_error
 from ilora.tasks.text_common import BERT_HEAD
 from ilora.tasks.text_common import BERT_LORA_TARGETS
 from ilora.tasks.text_common import MAX_POSITIONS
@@ -99,22 +100,20 @@ class TextCSV:
     def __post_init__(self) -> None:
         for name in ("path", "text_column", "label_column", "encoding"):
             if not getattr(self, name):
-                raise ValueError(f"{name}='' is not allowed: {name} is required")
+                raise option_error(self, name, "empty but required", "a non-empty value")
         if self.split_column and self.test_path:
             raise ValueError("split_column and test_path both name the test rows: give one")
         if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(
-                f"test_fraction={self.test_fraction!r} is out of range: allowed 0 < f < 1"
-            )
+            raise option_error(self, "test_fraction", "out of range", "0 < f < 1")
         names = self.target_modules
         if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f"target_modules={names!r} must be a list of module names")
+            raise option_error(self, "target_modules", "not a list", "a list of module names")
         object.__setattr__(self, "target_modules", tuple(names))  # a YAML list becomes a tuple
-        check_range("max_len", self.max_len, 2, MAX_POSITIONS)
-        check_range("max_train", self.max_train, 0)
-        check_range("max_test", self.max_test, 0)
-        check_range("num_layers", self.num_layers, 0)
-        check_range("split_seed", self.split_seed, 0)
+        check_range(self, "max_len", 2, MAX_POSITIONS)
+        check_range(self, "max_train", 0)
+        check_range(self, "max_test", 0)
+        check_range(self, "num_layers", 0)
+        check_range(self, "split_seed", 0)
 
     def encoder_dir(self) -> Path:
         """Return :func:`resolve_encoder_dir` of ``model_dir``."""

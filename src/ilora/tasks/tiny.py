@@ -17,7 +17,7 @@ from ilora.config.fields import option
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset
 from ilora.tasks.base import TaskData
-from ilora.tasks.fashion_mnist import check_range
+from ilora.tasks.options import check_range
 
 if TYPE_CHECKING:
     from torch import nn
@@ -55,7 +55,7 @@ def synthetic_images(
 class TinyImage:
     """Synthetic 8x8 one-channel images: class prototypes plus noise, on ``TinyConvNet``."""
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "tiny-image"
     lora_targets: ClassVar[tuple[str, ...]] = (r"^pw[12]$", r"^fc$")
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
 
@@ -66,11 +66,11 @@ class TinyImage:
     seed: int = option(0, "seed of the data and of the backbone")
 
     def __post_init__(self) -> None:
-        check_range("tiny-image", "num_train", self.num_train, 1, 100_000)
-        check_range("tiny-image", "num_test", self.num_test, 1, 100_000)
-        check_range("tiny-image", "num_classes", self.num_classes, 2, 100)
-        check_range("tiny-image", "noise", self.noise, 0.0, 100.0)
-        check_range("tiny-image", "seed", self.seed, 0, 2**63 - 1)
+        check_range(self, "num_train", 1, 100_000)
+        check_range(self, "num_test", 1, 100_000)
+        check_range(self, "num_classes", 2, 100)
+        check_range(self, "noise", 0.0, 100.0)
+        check_range(self, "seed", 0, 2**63 - 1)
 
     def load(self) -> TaskData:
         """Generate both splits.

@@ -8,9 +8,9 @@ from typing import ClassVar
 
 from ilora.config.fields import option
 from ilora.seeding import generator
-from ilora.tasks._text_data import check_range
 from ilora.tasks.base import ArrayDataset
 from ilora.tasks.base import TaskData
+from ilora.tasks.options import check_range
 from ilora.tasks.text_common import BERT_HEAD
 from ilora.tasks.text_common import BERT_LORA_TARGETS
 from ilora.tasks.text_common import MAX_POSITIONS
@@ -47,13 +47,13 @@ class TinyText:
     head: ClassVar[tuple[str, ...]] = BERT_HEAD
 
     def __post_init__(self) -> None:
-        check_range("num_classes", self.num_classes, 2, 16)
-        check_range("vocab_size", self.vocab_size, self.num_classes + 8, 30522)
-        check_range("seq_len", self.seq_len, 4, MAX_POSITIONS)
-        check_range("n_train", self.n_train, 1)
-        check_range("n_test", self.n_test, 1)
-        check_range("num_groups", self.num_groups, 0)
-        check_range("data_seed", self.data_seed, 0)
+        check_range(self, "num_classes", 2, 16)
+        check_range(self, "vocab_size", self.num_classes + 8, 30522)
+        check_range(self, "seq_len", 4, MAX_POSITIONS)
+        check_range(self, "n_train", 1)
+        check_range(self, "n_test", 1)
+        check_range(self, "num_groups", 0)
+        check_range(self, "data_seed", 0)
 
     def _generate(self, split: str, n: int) -> ArrayDataset:
         """Draw ``n`` examples from ``generator(data_seed, "tiny-text", split)``."""
