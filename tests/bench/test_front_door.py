@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from ilora import config
 from ilora.bench import dp
 from ilora.bench import lr
+from ilora.bench.jobs import Job
 from ilora.cli import app
 from ilora.cli import bench_app
 
@@ -42,19 +43,20 @@ def test_no_measurement_script_outside_the_package() -> None:
     assert not bench_users, f"{bench_users} measure outside `ilora bench`"
 
 
-def _fake_run_in(made: list[Path]) -> Any:
-    def run_in(cfg: config.ExperimentConfig, run_dir: Path, record_norms: bool = False) -> Any:
-        made.append(run_dir)
+def _fake_outcomes(made: list[Path]) -> Any:
+    def outcomes(jobs: list[Job], workers: int) -> list[Any]:
+        made.extend(job.run_dir for job in jobs)
         records = [{"round": 1, "clients": {"succeeded": 4}, "accuracy": 0.5, "epsilon": 2.0}]
         summary = {"final_accuracy": 0.5, "best_accuracy": 0.5, "final_personal_accuracy": 0.4}
-        return {**summary, "rounds": 1, "wall_s": 1.0, "total_bytes_up": 400}, records
+        summary |= {"rounds": 1, "wall_s": 1.0, "total_bytes_up": 400}
+        return [(summary, records)] * len(jobs)
 
-    return run_in
+    return outcomes
 
 
 def test_lr_keeps_its_run_directories(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     made: list[Path] = []
-    monkeypatch.setattr(lr, "run_in", _fake_run_in(made))
+    monkeypatch.setattr(lr, "outcomes", _fake_outcomes(made))
     monkeypatch.chdir(ROOT)
     args = ["--algorithms", "fedit,ilora", "--lrs", "1e-3,5e-4", "--seeds", "0,1"]
     out, runs = tmp_path / "out", tmp_path / "runs"
@@ -73,7 +75,7 @@ def test_dp_keeps_its_run_directories_and_clips_at_the_median(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     made: list[Path] = []
-    monkeypatch.setattr(dp, "run_in", _fake_run_in(made))
+    monkeypatch.setattr(dp, "outcomes", _fake_outcomes(made))
     norms = {"ilora": [[1, 0, 1.0], [1, 1, 3.0]], "ffa-lora": [[1, 0, 2.0]]}
     monkeypatch.setattr(dp, "calibration_norms", lambda path, name, rounds, runs: norms[name])
     monkeypatch.setattr(dp, "majority_share", lambda cfg: 0.25)
