@@ -108,7 +108,9 @@ def _jobs(
             for variant, extra in variants(plan, name).items():
                 overrides = (f"algorithm={name}", *common, *extra, f"seed={s}")
                 where = runs / f"seed{s}" / f"{name}-{variant}"
-                job = Job(f"faults seed {s} {where.name}", path, overrides, where, True)
+                job = Job(
+                    f"faults seed {s} {where.name}", path, overrides, where, record_norms=True
+                )
                 out.append(({"algorithm": name, "variant": variant, "seed": s}, job))
     return out
 

@@ -52,7 +52,10 @@ class Job:
 
     def stopped(self) -> str:
         """Return why the engine stopped the run of exactly this config ("" when it did not)."""
-        return runner.stopped_reason(self.run_dir) if self.decided() and not self.done() else ""
+        on_record = (self.run_dir / runner.STOPPED).is_file()
+        if not on_record or (self.run_dir / runner.SUMMARY).is_file() or not self.decided():
+            return ""  # the config is read only when a stop is on record
+        return runner.stopped_reason(self.run_dir)
 
     def outcome(self) -> tuple[Record, list[Record]]:
         """Return ``(summary, history)`` of the decided run (a stopped one's summary says so)."""
