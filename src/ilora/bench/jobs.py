@@ -114,8 +114,8 @@ def _run(job: Job) -> tuple[Job, str]:
     start = time.perf_counter()
     summary = runner.run_to_dir(job.config(), job.run_dir, job.record_norms)
     took = f"{time.perf_counter() - start:.1f} s"
-    if summary.get("stopped"):
-        return job, f"STOPPED after {took}: {summary['stopped']}"
+    if summary.get("stopped"):  # the whole reason is in stopped.json
+        return job, f"STOPPED after {took}: {summary['stopped'][:200]}"
     return job, f"accuracy {100 * float(summary['final_accuracy']):.1f}% in {took}"
 
 
