@@ -1,17 +1,21 @@
 """``ilora bench dp``, ``faults``, ``lr``, ``flower``, ``flower-parity`` (registered in ``cli``).
 
-The run campaigns (dp, faults, lr) share ``--config``, ``--set``, ``--quick``, ``--out`` and
-``--runs``; a finished run of the same config in ``--runs`` is reused, so an interrupted
-campaign resumes. Each writes tidy CSVs and ``meta.json`` under ``--out`` (default
-``results/<name>``; ``--quick``: ``runs/quick/<name>``) and prints the files it wrote.
+The run campaigns (dp, faults, lr) share ``--config``, ``--set``, ``--quick``, ``--out``,
+``--runs`` and ``--workers``, declared once (:func:`campaign`); a finished (or engine-stopped)
+run of the same config in ``--runs`` is reused, so an interrupted campaign resumes. Each writes
+tidy CSVs and ``meta.json`` under ``--out`` (default ``results/<name>``; ``--quick``:
+``runs/quick/<name>``) and prints the files it wrote.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Annotated
+from typing import Any
 
 import typer
 
@@ -25,21 +29,16 @@ from ilora.cli_common import split_names
 if TYPE_CHECKING:
     from ilora.bench.campaign import Campaign
 
+    Measure = Callable[[Campaign], list[Path]]  # a campaign's run, given where it works
+
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="extra key=value overrides (repeatable)")
 ]
 OutOpt = Annotated[Path | None, typer.Option(help="results directory")]
 RunsOpt = Annotated[Path | None, typer.Option(help="run directories")]
+WorkersOpt = Annotated[int, typer.Option(help="runs at once, 1 torch thread each", min=1)]
 AlgOpt = Annotated[str, typer.Option(help="comma-separated names")]
 SeedsOpt = Annotated[str, typer.Option(help="comma-separated seeds")]
-
-
-def _where(
-    config: Path, quick: bool, set_: list[str] | None, out: Path | None, runs: Path | None
-) -> Campaign:
-    from ilora.bench.campaign import Campaign
-
-    return Campaign(config, quick, tuple(set_ or []), out, runs)
 
 
 def _run(make: Callable[[], list[Path]]) -> None:
@@ -51,8 +50,60 @@ def _run(make: Callable[[], list[Path]]) -> None:
     console.print(f"written: {', '.join(p.as_posix() for p in written)}")
 
 
+def _shared(config: Path, quick_help: str) -> list[inspect.Parameter]:
+    """Return the options every run campaign takes (``--config`` first, the others last)."""
+
+    def option(name: str, default: object, annotation: object) -> inspect.Parameter:
+        return inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+        )
+
+    return [
+        option("config", config, Annotated[Path, typer.Option(help="the experiment")]),
+        option("set_", None, SetOpt),
+        option("quick", False, Annotated[bool, typer.Option(help=quick_help)]),
+        option("out", None, OutOpt),
+        option("runs", None, RunsOpt),
+        option("workers", 1, WorkersOpt),
+    ]
+
+
+def campaign(
+    config: Path, quick_help: str
+) -> Callable[[Callable[..., Measure]], Callable[..., None]]:
+    """Return a decorator making a run campaign's command, with the shared options added.
+
+    The decorated function takes the campaign's own options and returns its run as a function
+    of the :class:`~ilora.bench.campaign.Campaign` (``--config`` defaulting to ``config``,
+    ``--set``, ``--quick`` described by ``quick_help``, ``--out``, ``--runs``, ``--workers``).
+    A user error (bad option, config, name) is one line and exit 2.
+    """
+
+    def make(command: Callable[..., Measure]) -> Callable[..., None]:
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+        ]
+        shared = _shared(config, quick_help)
+
+        def run(**options: Any) -> None:
+            from ilora.bench.campaign import Campaign
+
+            mine = {p.name: options.pop(p.name) for p in shared}
+            sets = tuple(mine.pop("set_") or [])
+            _run(lambda: command(**options)(Campaign(sets=sets, **mine)))
+
+        params = [shared[0], *own, *shared[1:]]
+        run.__name__, run.__doc__ = command.__name__, command.__doc__
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return make
+
+
+@campaign(Path("configs/demo.yaml"), "smoke config, 3 rounds")
 def bench_dp(
-    config: Annotated[Path, typer.Option(help="the experiment")] = Path("configs/demo.yaml"),
     algorithms: AlgOpt = "ilora,ffa-lora",
     sigmas: Annotated[str, typer.Option(help="noise multipliers (0 = no DP)")] = "0,0.5,1,2",
     central: Annotated[
@@ -61,33 +112,26 @@ def bench_dp(
     clip: Annotated[str, typer.Option(help="dp.clip_norm, or auto (median norm)")] = "auto",
     calib_rounds: Annotated[int, typer.Option(help="rounds of the calibration runs")] = 3,
     delta: Annotated[float, typer.Option(help="dp.delta")] = 1e-5,
-    set_: SetOpt = None,
-    quick: Annotated[bool, typer.Option(help="smoke config, 3 rounds")] = False,
-    out: OutOpt = None,
-    runs: RunsOpt = None,
-) -> None:
+) -> Callable[..., list[Path]]:
     """Differential privacy: final accuracy against ε for several noise multipliers."""
     from ilora.bench import dp
 
-    def make() -> list[Path]:
-        if clip != "auto":
-            split_floats(clip, "--clip")  # a number or auto
-        plan = dp.Plan(
-            _where(config, quick, set_, out, runs),
-            tuple(split_names(algorithms)),
-            tuple(split_floats(sigmas, "--sigmas")),
-            tuple(split_names(central)),
-            clip,
-            calib_rounds,
-            delta,
-        )
-        return dp.run(plan)
-
-    _run(make)
+    if clip != "auto":
+        split_floats(clip, "--clip")  # a number or auto
+    plan = partial(
+        dp.Plan,
+        algorithms=tuple(split_names(algorithms)),
+        sigmas=tuple(split_floats(sigmas, "--sigmas")),
+        central=tuple(split_names(central)),
+        clip=clip,
+        calib_rounds=calib_rounds,
+        delta=delta,
+    )
+    return lambda where: dp.run(plan(where))
 
 
+@campaign(Path("configs/demo.yaml"), "smoke config, 6 rounds, 10 clients, the first seed only")
 def bench_faults(
-    config: Annotated[Path, typer.Option(help="the experiment")] = Path("configs/demo.yaml"),
     rounds: Annotated[int, typer.Option(help="fed.rounds")] = 20,
     algorithms: AlgOpt = "ilora",
     seeds: SeedsOpt = "0,1,2",
@@ -103,62 +147,44 @@ def bench_faults(
         typer.Option(help="also run the faults with the direction screen fed.min_cosine=VALUE"),
     ] = None,
     no_clean: Annotated[bool, typer.Option("--no-clean", help="skip the clean runs")] = False,
-    set_: SetOpt = None,
-    quick: Annotated[
-        bool, typer.Option(help="smoke config, 6 rounds, 10 clients, the first seed only")
-    ] = False,
-    out: OutOpt = None,
-    runs: RunsOpt = None,
-) -> None:
+) -> Callable[..., list[Path]]:
     """Fault campaign: the same run clean and under a mix of client faults, side by side."""
     from ilora.bench import faults
 
-    def make() -> list[Path]:
-        plan = faults.Plan(
-            _where(config, quick, set_, out, runs),
-            rounds,
-            tuple(split_names(algorithms)),
-            tuple(dict.fromkeys(split_ints(seeds, "--seeds"))),
-            clip,
-            max_norm,
-            robust,
-            trim,
-            tuple(split_names(controls)),
-            screen,
-            no_clean,
-        )
-        return faults.run(plan)
-
-    _run(make)
+    plan = partial(
+        faults.Plan,
+        rounds=rounds,
+        algorithms=tuple(split_names(algorithms)),
+        seeds=tuple(dict.fromkeys(split_ints(seeds, "--seeds"))),
+        clip=clip,
+        max_norm=max_norm,
+        robust=robust,
+        trim=trim,
+        controls=tuple(split_names(controls)),
+        screen=screen,
+        no_clean=no_clean,
+    )
+    return lambda where: faults.run(plan(where))
 
 
+@campaign(Path("configs/bench-quality/fashion-mnist.yaml"), "smoke config, 2 rounds, seed 0")
 def bench_lr(
-    config: Annotated[Path, typer.Option(help="the experiment")] = Path(
-        "configs/bench-quality/fashion-mnist.yaml"
-    ),
     algorithms: AlgOpt = "ilora,ilora-s,fedit,frlora",
     lrs: Annotated[
         str, typer.Option(help="comma-separated train.lr values")
     ] = "5e-3,2e-3,5e-4,2e-4,1e-4,5e-5",
     seeds: SeedsOpt = "0,1,2",
-    set_: SetOpt = None,
-    quick: Annotated[bool, typer.Option(help="smoke config, 2 rounds, seed 0")] = False,
-    out: OutOpt = None,
-    runs: RunsOpt = None,
-) -> None:
+) -> Callable[..., list[Path]]:
     """Learning-rate sensitivity: the quality grid's one learning rate, and what others give."""
     from ilora.bench import lr
 
-    def make() -> list[Path]:
-        plan = lr.Plan(
-            _where(config, quick, set_, out, runs),
-            tuple(split_names(algorithms)),
-            tuple(split_floats(lrs, "--lrs")),
-            tuple(split_ints(seeds, "--seeds")),
-        )
-        return lr.run(plan)
-
-    _run(make)
+    plan = partial(
+        lr.Plan,
+        algorithms=tuple(split_names(algorithms)),
+        lrs=tuple(split_floats(lrs, "--lrs")),
+        seeds=tuple(split_ints(seeds, "--seeds")),
+    )
+    return lambda where: lr.run(plan(where))
 
 
 def bench_flower(

@@ -105,28 +105,41 @@ def test_quality_grid_unknown_rank_setting_is_a_clear_error(preset: Path, tmp_pa
     assert "unknown rank setting(s) ['mixed']" in " ".join(result.output.split())
 
 
-def test_a_failed_run_is_recorded_and_not_run_again_unless_rerun(
+def test_a_stopped_run_is_recorded_and_not_run_again_unless_rerun(
     preset: Path, tmp_path: Path
 ) -> None:
-    diverge = ("--set", "train.lr=1e38", "--set", "train.head_lr=1e38")  # overflows in round 1
+    nan = ("--set", "faults.nan=1.0")  # every upload non-finite: the engine stops in round 1
     fedit = tmp_path / "runs" / "tiny-text" / "heterogeneous-a0.5" / "fedit-seed0"
-    first = grid(preset, tmp_path, "0", *diverge)
-    assert first.exit_code == 0, first.output  # a failed run does not stop the grid
-    assert first.output.count("FAILED") == 2, first.output
-    record = json.loads((fedit / "failed.json").read_text())
-    assert record["config"]["train"]["lr"] == 1e38 and record["reason"]
+    first = grid(preset, tmp_path, "0", *nan)
+    assert first.exit_code == 0, first.output  # a stopped run does not stop the grid
+    assert first.output.count("STOPPED") == 2, first.output
+    assert json.loads((fedit / "stopped.json").read_text())["reason"].startswith("round 1: 0 of")
+    assert yaml.safe_load((fedit / "config.yaml").read_text())["faults"]["nan"] == 1.0
     assert not (fedit / "summary.json").exists()
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert (meta["runs_expected"], meta["runs_finished"]) == (2, 0)
-    again = " ".join(grid(preset, tmp_path, "0", *diverge).output.split())
-    skipped = "0 finished, 2 failed before (--rerun runs them again), 0 to run"
+    again = " ".join(grid(preset, tmp_path, "0", *nan).output.split())
+    skipped = "0 finished, 2 stopped before (--rerun runs them again), 0 to run"
     assert f"2 runs in the grid: {skipped}" in again
-    assert "FAILED" not in again
-    forced = grid(preset, tmp_path, "0", *diverge, "--rerun")
+    assert "STOPPED" not in again
+    forced = grid(preset, tmp_path, "0", *nan, "--rerun")
     assert "0 finished, 2 to run" in " ".join(forced.output.split())
-    assert forced.output.count("FAILED") == 2, forced.output
+    assert forced.output.count("STOPPED") == 2, forced.output
     # the record is of that config only: without the override the runs are made, and finish
     fixed = grid(preset, tmp_path, "0")
     assert "0 finished, 2 to run" in " ".join(fixed.output.split()), fixed.output
-    assert (fedit / "summary.json").is_file() and not (fedit / "failed.json").exists()
+    assert (fedit / "summary.json").is_file() and not (fedit / "stopped.json").exists()
     assert len(_rows(tmp_path / "out" / "runs.csv")) == 2
+
+
+def test_a_run_that_raises_ends_the_grid_instead_of_counting_as_decided(
+    preset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug, not a stop")
+
+    monkeypatch.setattr("ilora.engine.simulation.run", bug)  # --workers 1: in this process
+    result = grid(preset, tmp_path, "0")
+    assert result.exit_code != 0 and isinstance(result.exception, KeyError)
+    runs = list((tmp_path / "runs").rglob("*.json"))
+    assert not [p for p in runs if p.name in ("stopped.json", "summary.json")]

@@ -1,36 +1,74 @@
-"""``ilora.bench.campaign``: a run the engine stops is recorded, reused and summarised, not lost."""
+"""The one run path (``bench.runner``, ``bench.jobs``): a run the engine stops is recorded,
+reused and summarised, not lost; a run that raises anything else is a bug and propagates."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 
-from ilora import config
-from ilora.bench import campaign as runs
 from ilora.bench import dp
+from ilora.bench import runner
+from ilora.bench.campaign import outcomes
+from ilora.bench.jobs import Job
+from ilora.bench.jobs import pending
+from ilora.bench.jobs import plan_line
+from ilora.bench.jobs import run_jobs
 
-ROOT = Path(__file__).resolve().parents[2]
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+NAN = ("fed.rounds=3", "faults.nan=1.0")  # every client uploads NaN: stopped in round 1
 
 
 def test_a_stopped_run_is_summarised_and_reused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = config.load(ROOT / "configs" / "smoke.yaml", ["fed.rounds=3", "eval.every=1"])
-    clean, _ = runs.run_in(cfg, tmp_path / "clean")
-    assert "stopped" not in clean and clean["rounds"] == 3
-    # every client uploads NaN: min_success = 1 stops the run in round 1
-    bad = config.load(ROOT / "configs" / "smoke.yaml", ["fed.rounds=3", "faults.nan=1.0"])
-    summary, records = runs.run_in(bad, tmp_path / "bad")
+    clean = Job("clean", SMOKE, ("fed.rounds=3", "eval.every=1"), tmp_path / "clean")
+    bad = Job("bad", SMOKE, NAN, tmp_path / "bad", record_norms=True)
+    (got_clean, _), (summary, records) = outcomes([clean, bad], 1)
+    assert "stopped" not in got_clean and got_clean["rounds"] == 3
     assert summary["stopped"].startswith("round 1: 0 of 4 sampled clients")
     assert "non-finite values" in summary["stopped"]
     assert summary["rounds"] == len(records) == 0
     assert math.isnan(summary["final_accuracy"]) and summary["epsilon"] == math.inf
-    capsys.readouterr()
-    again, _ = runs.run_in(bad, tmp_path / "bad")
-    assert again["stopped"] == summary["stopped"]
-    assert "reused" in capsys.readouterr().out
+    assert bad.stopped() == summary["stopped"] and bad.decided() and not bad.done()
+    assert bad.history() == [] and bad.summary() == {}  # the protocol scores it NaN
+    stored = json.loads((bad.run_dir / runner.STOPPED).read_text())
+    assert stored == {"reason": summary["stopped"]}
+    norms = (bad.run_dir / runner.NORMS).read_text().splitlines()
+    assert norms[0] == "round,cid,norm" and len(norms) == 1 + 4  # the 4 NaN uploads produced
+    assert "[2/2] bad: STOPPED" in capsys.readouterr().out
+    assert pending([clean, bad]) == [] and pending([clean, bad], rerun=True) == [clean, bad]
+    assert plan_line([clean, bad], []) == (
+        "1 finished, 1 stopped before (--rerun runs them again), 0 to run"
+    )
+    again = outcomes([bad], 1)
+    assert again[0][0] == summary
+    assert "1 runs: 0 finished, 1 stopped before, 0 to run" in capsys.readouterr().out
+
+
+def test_a_stopped_run_of_another_config_is_not_reused(tmp_path: Path) -> None:
+    bad = Job("bad", SMOKE, NAN, tmp_path / "run")
+    run_jobs([bad], 1, print)
+    fixed = Job("fixed", SMOKE, ("fed.rounds=3",), tmp_path / "run")
+    assert not fixed.decided() and pending([fixed]) == [fixed]
+    run_jobs([fixed], 1, print)
+    assert fixed.done() and not (fixed.run_dir / runner.STOPPED).exists()
+    assert bad.stopped() == "" and not bad.decided()
+
+
+def test_a_run_that_raises_is_a_bug_not_a_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug, not a stop")
+
+    monkeypatch.setattr("ilora.engine.simulation.run", bug)
+    broken = Job("broken", SMOKE, ("fed.rounds=3",), tmp_path / "run")
+    with pytest.raises(KeyError, match="a bug"):
+        run_jobs([broken], 1, print)
+    assert not broken.decided() and pending([broken]) == [broken]
 
 
 def test_stopped_summary_counts_the_completed_rounds() -> None:
@@ -39,7 +77,7 @@ def test_stopped_summary_counts_the_completed_rounds() -> None:
         {**rec, "round": 1, "accuracy": 0.3, "clients": {"failed": 1, "rejected": 0}},
         {**rec, "round": 2, "clients": {"failed": 0, "rejected": 2}},
     ]
-    got = runs.stopped_summary(records, "round 3: stop")
+    got = runner.stopped_summary(records, "round 3: stop")
     assert got["rounds"] == 2 and got["best_accuracy"] == 0.3
     assert (got["total_bytes_up"], got["total_bytes_down"], got["wall_s"]) == (20, 40, 3.0)
     assert (got["failed_updates"], got["rejected_updates"], got["epsilon"]) == (1, 2, 3.0)

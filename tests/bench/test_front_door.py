@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 from ilora import config
 from ilora.bench import dp
 from ilora.bench import lr
+from ilora.bench.jobs import Job
 from ilora.cli import app
 from ilora.cli import bench_app
 
 ROOT = Path(__file__).resolve().parents[2]
+SMOKE = Path("configs/smoke.yaml")  # --quick's config, relative to the working directory
 NAMES = sorted(str(c.name) for c in bench_app.registered_commands)
 
 
@@ -42,26 +44,28 @@ def test_no_measurement_script_outside_the_package() -> None:
     assert not bench_users, f"{bench_users} measure outside `ilora bench`"
 
 
-def _fake_run_in(made: list[Path]) -> Any:
-    def run_in(cfg: config.ExperimentConfig, run_dir: Path, record_norms: bool = False) -> Any:
-        made.append(run_dir)
+def _fake_outcomes(made: list[Job], processes: list[int] | None = None) -> Any:
+    def outcomes(jobs: list[Job], workers: int) -> list[Any]:
+        made.extend(jobs)
+        (processes if processes is not None else []).append(workers)
         records = [{"round": 1, "clients": {"succeeded": 4}, "accuracy": 0.5, "epsilon": 2.0}]
         summary = {"final_accuracy": 0.5, "best_accuracy": 0.5, "final_personal_accuracy": 0.4}
-        return {**summary, "rounds": 1, "wall_s": 1.0, "total_bytes_up": 400}, records
+        summary |= {"rounds": 1, "wall_s": 1.0, "total_bytes_up": 400}
+        return [(summary, records)] * len(jobs)
 
-    return run_in
+    return outcomes
 
 
 def test_lr_keeps_its_run_directories(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    made: list[Path] = []
-    monkeypatch.setattr(lr, "run_in", _fake_run_in(made))
+    made: list[Job] = []
+    monkeypatch.setattr(lr, "outcomes", _fake_outcomes(made))
     monkeypatch.chdir(ROOT)
     args = ["--algorithms", "fedit,ilora", "--lrs", "1e-3,5e-4", "--seeds", "0,1"]
     out, runs = tmp_path / "out", tmp_path / "runs"
     result = CliRunner().invoke(app, ["bench", "lr", *args, "--out", str(out), "--runs", str(runs)])
     assert result.exit_code == 0, result.output
     lrs = ("0.001", "0.0005")
-    assert [p.name for p in made] == [
+    assert [job.run_dir.name for job in made] == [
         f"{a}-lr{x}-seed{s}" for a in ("fedit", "ilora") for x in lrs for s in (0, 1)
     ]
     meta = json.loads((out / "meta.json").read_text())
@@ -69,11 +73,46 @@ def test_lr_keeps_its_run_directories(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert (out / "lr.csv").read_text().count("\n") == 1 + 8
 
 
+SHARED = ("--config", "--set", "--quick", "--out", "--runs", "--workers")
+
+
+@pytest.mark.parametrize("name", ["dp", "faults", "lr"])
+def test_the_run_campaigns_share_their_options(name: str) -> None:
+    result = CliRunner().invoke(app, ["bench", name, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert all(re.search(rf"{option}\b", result.output) for option in SHARED), result.output
+
+
+def test_a_campaign_gets_its_shared_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    made: list[Job] = []
+    processes: list[int] = []
+    monkeypatch.setattr(lr, "outcomes", _fake_outcomes(made, processes))
+    monkeypatch.chdir(ROOT)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    args = ["--algorithms", "fedit", "--lrs", "1e-3", "--quick", "--set", "train.steps=1"]
+    args += ["--workers", "2", "--out", str(out), "--runs", str(runs)]
+    result = CliRunner().invoke(app, ["bench", "lr", *args])
+    assert result.exit_code == 0, result.output
+    assert processes == [2]
+    assert [job.run_dir for job in made] == [runs / "fedit-lr0.001-seed0"]
+    assert made[0].overrides[-1] == "train.steps=1" and made[0].preset == SMOKE
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["config"] == str(SMOKE) and meta["quick"] is True
+    assert meta["setting"]["fed"]["rounds"] == 2  # --quick: 2 rounds
+
+
+def test_a_campaign_refuses_zero_workers() -> None:
+    result = CliRunner().invoke(app, ["bench", "faults", "--workers", "0"])
+    assert result.exit_code == 2 and "--workers" in result.output
+
+
 def test_dp_keeps_its_run_directories_and_clips_at_the_median(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    made: list[Path] = []
-    monkeypatch.setattr(dp, "run_in", _fake_run_in(made))
+    made: list[Job] = []
+    monkeypatch.setattr(dp, "outcomes", _fake_outcomes(made))
     norms = {"ilora": [[1, 0, 1.0], [1, 1, 3.0]], "ffa-lora": [[1, 0, 2.0]]}
     monkeypatch.setattr(dp, "calibration_norms", lambda path, name, rounds, runs: norms[name])
     monkeypatch.setattr(dp, "majority_share", lambda cfg: 0.25)
@@ -82,7 +121,7 @@ def test_dp_keeps_its_run_directories_and_clips_at_the_median(
     out, runs = tmp_path / "out", tmp_path / "runs"
     result = CliRunner().invoke(app, ["bench", "dp", *args, "--out", str(out), "--runs", str(runs)])
     assert result.exit_code == 0, result.output
-    assert [p.name for p in made] == [
+    assert [job.run_dir.name for job in made] == [
         "ilora-sigma0",
         "ilora-sigma1",
         "ffa-lora-sigma0",

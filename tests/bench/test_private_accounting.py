@@ -16,7 +16,8 @@ import pytest
 from ilora import config
 from ilora.bench import commcheck
 from ilora.bench import faults_rows
-from ilora.bench.campaign import run_in
+from ilora.bench.runner import read_history
+from ilora.bench.runner import run_to_dir
 from ilora.engine import faults
 from ilora.engine import sampling
 
@@ -58,7 +59,8 @@ def test_fault_accounting_counts_the_clients_a_private_sample_drew(tmp_path: Pat
     assert sampling.private_sampling(cfg)
     truth, rebuilt = _table(cfg, SECRET), _table(cfg, cfg.seed)
     assert truth != rebuilt  # the sample rebuilt from cfg.seed is not the one the run drew
-    _, records = run_in(cfg, tmp_path / "run")
+    run_to_dir(cfg, tmp_path / "run")
+    records = read_history(tmp_path / "run")
     assert faults_rows.accounting(cfg, records) == truth
     # and the records do not name the sampled clients
     assert all("cid" not in e for rec in records for e in rec["events"])
@@ -78,7 +80,7 @@ def test_the_byte_check_refuses_a_private_sample_whose_bytes_depend_on_it(
 ) -> None:
     """Heterogeneous ranks: the bytes depend on who was sampled, which the records keep secret."""
     cfg = config.load(SMOKE, DP)
-    run_in(cfg, tmp_path / "run")
+    run_to_dir(cfg, tmp_path / "run")
     with pytest.raises(config.ConfigError, match="sampling was private"):
         commcheck.check_run(tmp_path / "run", {})
 
@@ -86,7 +88,7 @@ def test_the_byte_check_refuses_a_private_sample_whose_bytes_depend_on_it(
 @pytest.mark.usefixtures("pinned_secret")
 def test_the_byte_check_of_a_private_sample_with_one_rank_matches(tmp_path: Path) -> None:
     cfg = config.load(SMOKE, [*DP, "lora.ranks=[4]"])
-    run_in(cfg, tmp_path / "run")
+    run_to_dir(cfg, tmp_path / "run")
     history = (tmp_path / "run" / "history.jsonl").read_text().splitlines()
     assert all("cid" not in line for line in history)
     _, measured, expected = commcheck.check_run(tmp_path / "run", {})

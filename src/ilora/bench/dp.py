@@ -31,8 +31,9 @@ from pathlib import Path
 
 from ilora import config
 from ilora.bench.campaign import Campaign
-from ilora.bench.campaign import Record
-from ilora.bench.campaign import run_in
+from ilora.bench.campaign import outcomes
+from ilora.bench.jobs import Job
+from ilora.bench.runner import Record
 
 CALIBRATION = ["fed.weighting=uniform", "eval.final_full=false", "eval.every=10"]
 WEIGHTING = "uniform"  # fed.weighting of every run (DP needs uniform weights)
@@ -167,25 +168,40 @@ def clip_norm(plan: Plan, path: Path, runs: Path) -> tuple[float, list[Record]]:
     return float(plan.clip), norm_rows
 
 
+def _common(plan: Plan) -> list[str]:
+    """Return the overrides every run shares (uniform weights; ``--quick``: 3 rounds)."""
+    quick = ["fed.rounds=3"] if plan.campaign.quick else []
+    return [f"fed.weighting={WEIGHTING}", *quick, *plan.campaign.sets]
+
+
+def _jobs(plan: Plan, path: Path, runs: Path, clip: float) -> list[tuple[str, float, Job]]:
+    """Return ``(dp.noise, σ, job)`` of every run of ``plan`` at clip norm ``clip``."""
+    out = []
+    for name, noise, sigma in series(plan.algorithms, plan.central, plan.sigmas):
+        dp = [] if sigma == 0 else [f"dp.clip_norm={clip}", f"dp.noise_multiplier={sigma}"]
+        dp += [f"dp.delta={plan.delta}", f"dp.noise={noise}"]
+        label = "" if noise == "upload" else f"-{noise}"
+        where = runs / f"{name}{label}-sigma{sigma:g}"
+        overrides = (f"algorithm={name}", *_common(plan), *dp)
+        out.append((noise, sigma, Job(f"dp {where.name}", path, overrides, where)))
+    return out
+
+
 def run(plan: Plan) -> list[Path]:
     """Run (or reuse) every run of ``plan``, write the result files; return their paths."""
     from ilora.bench.resultfiles import write_results
 
     path, out, runs = plan.campaign.locations("dp")
     quick = plan.campaign.quick
-    common = [f"fed.weighting={WEIGHTING}", *(["fed.rounds=3"] if quick else [])]
-    common += plan.campaign.sets
     clip, norm_rows = clip_norm(plan, path, runs)
+    jobs = _jobs(plan, path, runs, clip)
+    done = outcomes([job for _, _, job in jobs], plan.campaign.workers)
     rows: list[Record] = []
     round_rows: list[Record] = []
-    for name, noise, sigma in series(plan.algorithms, plan.central, plan.sigmas):
-        dp = [] if sigma == 0 else [f"dp.clip_norm={clip}", f"dp.noise_multiplier={sigma}"]
-        dp += [f"dp.delta={plan.delta}", f"dp.noise={noise}"]
-        cfg = config.load(path, [f"algorithm={name}", *common, *dp])
-        label = "" if noise == "upload" else f"-{noise}"
-        summary, records = run_in(cfg, runs / f"{name}{label}-sigma{sigma:g}")
+    for (noise, sigma, job), (summary, records) in zip(jobs, done, strict=True):
+        cfg = job.config()
         rows.append(_dp_row(cfg, noise, summary, records))
-        round_rows += _round_rows(name, noise, sigma, records)
+        round_rows += _round_rows(cfg.algorithm, noise, sigma, records)
     for row in rows:
         print(row)
     names = write_results(
@@ -198,7 +214,7 @@ def run(plan: Plan) -> list[Path]:
         calib_rounds=2 if quick else plan.calib_rounds,
         central=",".join(plan.central),
         weighting=WEIGHTING,
-        majority_class_accuracy=majority_share(config.load(path, common)),
+        majority_class_accuracy=majority_share(config.load(path, _common(plan))),
         sampling=SAMPLING,
     )
     return [out / name for name in names]

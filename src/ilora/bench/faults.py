@@ -44,8 +44,9 @@ from pathlib import Path
 
 from ilora import config
 from ilora.bench.campaign import Campaign
-from ilora.bench.campaign import Record
-from ilora.bench.campaign import run_in
+from ilora.bench.campaign import outcomes
+from ilora.bench.jobs import Job
+from ilora.bench.runner import Record
 
 MIX = {
     "dropout_before": 0.15,
@@ -97,22 +98,36 @@ def variants(plan: Plan, name: str) -> dict[str, list[str]]:
     return out
 
 
+def _jobs(
+    plan: Plan, path: Path, runs: Path, common: list[str], seeds: tuple[int, ...]
+) -> list[tuple[dict[str, object], Job]]:
+    """Return ``(row key, job)`` of every seed, algorithm and variant, norms recorded."""
+    out: list[tuple[dict[str, object], Job]] = []
+    for s in seeds:
+        for name in plan.algorithms:
+            for variant, extra in variants(plan, name).items():
+                overrides = (f"algorithm={name}", *common, *extra, f"seed={s}")
+                where = runs / f"seed{s}" / f"{name}-{variant}"
+                job = Job(
+                    f"faults seed {s} {where.name}", path, overrides, where, record_norms=True
+                )
+                out.append(({"algorithm": name, "variant": variant, "seed": s}, job))
+    return out
+
+
 def _campaign(
     plan: Plan, path: Path, runs: Path, common: list[str], seeds: tuple[int, ...]
 ) -> dict[str, list[Record]]:
     """Run (or reuse) every seed, algorithm and variant; return the rows of each table."""
     from ilora.bench import faults_rows
 
+    jobs = _jobs(plan, path, runs, common, seeds)
+    done = outcomes([job for _, job in jobs], plan.campaign.workers)
     tables: dict[str, list[Record]] = {name: [] for name in TABLES}
-    for s in seeds:
-        for name in plan.algorithms:
-            for variant, extra in variants(plan, name).items():
-                cfg = config.load(path, [f"algorithm={name}", *common, *extra, f"seed={s}"])
-                run_dir = runs / f"seed{s}" / f"{name}-{variant}"
-                summary, records = run_in(cfg, run_dir, record_norms=True)
-                key = {"algorithm": name, "variant": variant, "seed": s}
-                for table, rows in faults_rows.rows(key, cfg, summary, records, run_dir).items():
-                    tables[table] += rows
+    for (key, job), (summary, records) in zip(jobs, done, strict=True):
+        made = faults_rows.rows(key, job.config(), summary, records, job.run_dir)
+        for table, rows in made.items():
+            tables[table] += rows
     return tables
 
 

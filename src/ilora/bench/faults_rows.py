@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ilora import config
-from ilora.bench.campaign import Record
+from ilora.bench.runner import Record
 
 
 def accounting(cfg: config.ExperimentConfig, records: list[Record]) -> dict[str, list[int]]:

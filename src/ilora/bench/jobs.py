@@ -1,16 +1,16 @@
 """Run many experiments into run directories, resumably, on worker processes of one thread each.
 
-A :class:`Job` is a preset config plus ``--set`` overrides and the directory it runs into. A
-job whose directory holds a finished run of the identical config is skipped (``pending``), so an
-interrupted campaign continues where it stopped; a run that raises (the engine stopped it, e.g.
-non-finite updates at too high a learning rate) is recorded in ``failed.json`` with its config
-and reason and counts as decided (its score is NaN) until ``rerun``. ``ilora bench protocol``
-and ``ilora bench quality`` run through here.
+A :class:`Job` is a preset config plus ``--set`` overrides and the directory it runs into,
+through the one run path :func:`ilora.bench.runner.run_to_dir`. A job whose directory holds a
+finished run of the identical config, or one the engine stopped (``stopped.json``: e.g. every
+client's update non-finite at too high a learning rate), is decided and skipped (``pending``),
+so an interrupted campaign continues where it stopped; a stopped run is not tried again unless
+``rerun``. Every run makes one torch thread; parallelism is ``workers`` processes. ``ilora
+bench protocol``, ``quality``, ``dp``, ``faults`` and ``lr`` run through here.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,66 +20,77 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 from ilora import config as config_mod
-from ilora.bench.runner import finished
-from ilora.bench.runner import run_to_dir
-
-FAILED = "failed.json"  # beside a run that raised: its config and the reason
+from ilora.bench import runner
+from ilora.bench.runner import Record
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run: ``preset`` with ``overrides``, written to ``run_dir``."""
+    """One run: ``preset`` with ``overrides``, written to ``run_dir``.
+
+    ``record_norms`` also writes the run's ``update_norms.csv`` (see ``runner.run_to_dir``).
+    """
 
     label: str
     preset: Path
     overrides: tuple[str, ...]
     run_dir: Path
+    record_norms: bool = False
 
     def config(self) -> config_mod.ExperimentConfig:
         return config_mod.load(self.preset, list(self.overrides))
 
     def done(self) -> bool:
-        return finished(self.config(), self.run_dir)
+        """Whether ``run_dir`` holds a run of exactly this config that ran to its end."""
+        return runner.finished(self.config(), self.run_dir)
 
-    def failed(self) -> str:
-        """Return why the last attempt at exactly this config raised ("" when it did not)."""
-        path = self.run_dir / FAILED
-        if not path.is_file():
-            return ""
-        record = json.loads(path.read_text())
-        same = record.get("config") == config_mod.to_dict(self.config())
-        return str(record.get("reason", "")) if same else ""
+    def decided(self) -> bool:
+        """Whether ``run_dir`` holds a run of exactly this config that finished or was stopped."""
+        return runner.decided(self.config(), self.run_dir)
 
-    def history(self) -> list[dict[str, Any]]:
-        """Return the finished run's ``history.jsonl`` records (empty when not finished)."""
-        if not self.done():
-            return []
-        lines = (self.run_dir / "history.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+    def stopped(self) -> str:
+        """Return why the engine stopped the run of exactly this config ("" when it did not)."""
+        on_record = (self.run_dir / runner.STOPPED).is_file()
+        if not on_record or (self.run_dir / runner.SUMMARY).is_file() or not self.decided():
+            return ""  # the config is read only when a stop is on record
+        return runner.stopped_reason(self.run_dir)
 
-    def summary(self) -> dict[str, Any]:
-        """Return the finished run's ``summary.json`` (empty when not finished)."""
-        return json.loads((self.run_dir / "summary.json").read_text()) if self.done() else {}
+    def outcome(self) -> tuple[Record, list[Record]]:
+        """Return ``(summary, history)`` of the decided run (a stopped one's summary says so)."""
+        return runner.read_outcome(self.run_dir)
+
+    def history(self) -> list[Record]:
+        """Return the ``history.jsonl`` records of a run that ran to its end (else empty).
+
+        A stopped run's score in the protocol is NaN, not that of the rounds before the stop.
+        """
+        return runner.read_history(self.run_dir) if self.done() else []
+
+    def summary(self) -> Record:
+        """Return the ``summary.json`` of a run that ran to its end (else empty)."""
+        return self.outcome()[0] if self.done() else {}
 
 
 def pending(jobs: Sequence[Job], rerun: bool = False) -> list[Job]:
-    """Return the jobs without a finished or failed run of the identical config.
+    """Return the jobs without a finished or stopped run of the identical config.
 
-    A run that raised (e.g. stopped by the engine after diverging) is deterministic, so it is
-    not tried again unless ``rerun``.
+    A stopped run (e.g. diverged) is deterministic, so it is not tried again unless ``rerun``.
     """
-    return [j for j in jobs if rerun or not (j.done() or j.failed())]
+    return [j for j in jobs if rerun or not j.decided()]
 
 
-def plan_line(jobs: Sequence[Job], todo: Sequence[Job]) -> str:
-    """Return "F finished, [N failed before (...), ]T to run" for ``todo = pending(jobs)``."""
+def plan_line(jobs: Sequence[Job], todo: Sequence[Job], rerun_hint: bool = True) -> str:
+    """Return "F finished, [S stopped before (...), ]T to run" for ``todo = pending(jobs)``.
+
+    ``rerun_hint``: the command has ``--rerun`` (which runs the stopped ones again).
+    """
     left = set(todo)
-    failed = sum(1 for j in jobs if j not in left and j.failed() and not j.done())
-    before = f"{failed} failed before (--rerun runs them again), " if failed else ""
-    return f"{len(jobs) - len(left) - failed} finished, {before}{len(left)} to run"
+    stopped = sum(1 for j in jobs if j not in left and j.stopped())
+    hint = " (--rerun runs them again)" if rerun_hint else ""
+    before = f"{stopped} stopped before{hint}, " if stopped else ""
+    return f"{len(jobs) - len(left) - stopped} finished, {before}{len(left)} to run"
 
 
 def _init_worker(parent: int | None = None) -> None:
@@ -101,16 +112,11 @@ def _init_worker(parent: int | None = None) -> None:
 def _run(job: Job) -> tuple[Job, str]:
     """Run one job (in a worker); return it with a one-line outcome."""
     start = time.perf_counter()
-    (job.run_dir / FAILED).unlink(missing_ok=True)  # a run tried again is judged anew
-    try:
-        summary = run_to_dir(job.config(), job.run_dir)
-    except Exception as err:  # noqa: BLE001  (one failed run must not stop the campaign)
-        record = {"config": config_mod.to_dict(job.config()), "reason": str(err)}
-        job.run_dir.mkdir(parents=True, exist_ok=True)
-        (job.run_dir / FAILED).write_text(json.dumps(record, indent=1) + "\n")
-        return job, f"FAILED after {time.perf_counter() - start:.1f} s: {err}"
-    acc = 100 * float(summary["final_accuracy"])
-    return job, f"accuracy {acc:.1f}% in {time.perf_counter() - start:.1f} s"
+    summary = runner.run_to_dir(job.config(), job.run_dir, job.record_norms)
+    took = f"{time.perf_counter() - start:.1f} s"
+    if summary.get("stopped"):  # the whole reason is in stopped.json
+        return job, f"STOPPED after {took}: {summary['stopped'][:200]}"
+    return job, f"accuracy {100 * float(summary['final_accuracy']):.1f}% in {took}"
 
 
 def run_jobs(
@@ -121,7 +127,9 @@ def run_jobs(
 ) -> None:
     """Run ``jobs`` on ``workers`` spawned processes (in this process for one worker).
 
-    ``report`` receives one line per finished run; ``on_done(k)`` is called after the k-th.
+    ``report`` receives one line per finished or stopped run; ``on_done(k)`` is called after
+    the k-th. A run that raises (a bug, not a stop) ends the whole call: the runs not started
+    yet are cancelled and the error propagates.
     """
     if not jobs:
         return
@@ -142,5 +150,9 @@ def run_jobs(
     )
     with pool:
         futures = [pool.submit(_run, job) for job in jobs]
-        for k, future in enumerate(as_completed(futures), 1):
-            done(k, *future.result())
+        try:
+            for k, future in enumerate(as_completed(futures), 1):
+                done(k, *future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -23,13 +23,15 @@ from pathlib import Path
 
 from ilora import config
 from ilora.bench.campaign import Campaign
-from ilora.bench.campaign import Record
-from ilora.bench.campaign import run_in
+from ilora.bench.campaign import outcomes
+from ilora.bench.jobs import Job
 from ilora.bench.resultfiles import blank_missing
 from ilora.bench.resultfiles import thread_launcher
 from ilora.bench.resultfiles import write_results
+from ilora.bench.runner import Record
 
 PRESET = Path("configs/bench-quality/fashion-mnist.yaml")
+Key = tuple[str, float, int]  # algorithm, train.lr, seed
 
 
 @dataclass(frozen=True)
@@ -69,22 +71,30 @@ def _round_rows(name: str, lr: float, seed: int, records: list[Record]) -> list[
     ]
 
 
+def _jobs(plan: Plan, path: Path, runs: Path, common: list[str]) -> list[tuple[Key, Job]]:
+    """Return ``((algorithm, lr, seed), job)`` of every run of ``plan``."""
+    seeds = (0,) if plan.campaign.quick else plan.seeds
+    keys = [(name, lr, seed) for name in plan.algorithms for lr in plan.lrs for seed in seeds]
+    out = []
+    for name, lr, seed in keys:
+        where = runs / f"{name}-lr{lr:g}-seed{seed}"
+        overrides = (f"algorithm={name}", f"train.lr={lr}", f"seed={seed}", *common)
+        out.append(((name, lr, seed), Job(f"lr {where.name}", path, overrides, where)))
+    return out
+
+
 def run(plan: Plan) -> list[Path]:
     """Run (or reuse) every run of ``plan``, write the result files; return their paths."""
     path, out, runs = plan.campaign.locations("lr")
     quick = plan.campaign.quick
-    seeds = (0,) if quick else plan.seeds
     common = [*(["fed.rounds=2"] if quick else []), *plan.campaign.sets]
+    jobs = _jobs(plan, path, runs, common)
+    done = outcomes([job for _, job in jobs], plan.campaign.workers)
     rows: list[Record] = []
     round_rows: list[Record] = []
-    for name in plan.algorithms:
-        for lr in plan.lrs:
-            for seed in seeds:
-                overrides = [f"algorithm={name}", f"train.lr={lr}", f"seed={seed}", *common]
-                cfg = config.load(path, overrides)
-                summary, records = run_in(cfg, runs / f"{name}-lr{lr:g}-seed{seed}")
-                rows.append(_run_row(name, lr, seed, summary))
-                round_rows += _round_rows(name, lr, seed, records)
+    for (key, _), (summary, records) in zip(jobs, done, strict=True):
+        rows.append(_run_row(*key, summary))
+        round_rows += _round_rows(*key, records)
     base = config.to_dict(config.load(path, common))
     names = write_results(
         out,

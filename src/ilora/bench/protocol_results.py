@@ -22,10 +22,10 @@ from typing import Any
 from ilora import config as config_mod
 from ilora.bench import resultfiles
 from ilora.bench import tuning
-from ilora.bench.jobs import FAILED
 from ilora.bench.protocol import RANKS
 from ilora.bench.protocol import Protocol
 from ilora.bench.protocol import Variant
+from ilora.bench.runner import STOPPED
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -59,7 +59,7 @@ def tune_rows(runs: Path) -> list[dict[str, Any]]:
                         "metric": metric,
                         "val_score": resultfiles.blank_missing(round(scores[rate], 4)),
                         "chosen": int(rate == chosen),
-                        "failed": int((d / FAILED).is_file() and math.isnan(scores[rate])),
+                        "failed": int((d / STOPPED).is_file() and math.isnan(scores[rate])),
                     }
                 )
     return sorted(rows, key=lambda r: (r["task"], r["variant"], r["lr"]))

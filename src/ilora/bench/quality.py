@@ -5,8 +5,8 @@ each run a preset ``<preset>/<task>.yaml`` plus overrides. The centralized line 
 which does not depend on the partition) runs once per task, rank setting and seed, at the
 preset's own alpha. Cells run through :mod:`ilora.bench.jobs`, the pool the protocol uses: a run
 whose directory already holds a finished run of the identical config is skipped, so an
-interrupted grid continues where it stopped, and a run that raised is recorded in
-``failed.json`` and not tried again (unless ``--rerun``). Runs go to
+interrupted grid continues where it stopped, and a run the engine stopped is recorded in
+``stopped.json`` and not tried again (unless ``--rerun``). Runs go to
 ``<runs>/<task>/<ranks>-a<alpha>/<algorithm>-seed<seed>/``; the result files
 (:func:`write_results`) are ``runs.csv`` (one row per run), ``rounds.csv`` (one row per round)
 and ``meta.json``.
