@@ -95,7 +95,9 @@ def bench_quality(
         typer.Option(help="run directories (default runs/quality; quick: runs/quick/quality/runs)"),
     ] = None,
     set_: SetOpt = None,
-    rerun: Annotated[bool, typer.Option(help="run again where a run finished or failed")] = False,
+    rerun: Annotated[
+        bool, typer.Option(help="run again where a run finished or was stopped")
+    ] = False,
     collect_only: Annotated[
         bool, typer.Option(help="write the result files from finished runs; run nothing")
     ] = False,
@@ -103,7 +105,7 @@ def bench_quality(
     """Run the quality grid: methods x rank settings x Dirichlet alphas x seeds, per task.
 
     A run whose directory already holds a finished run of the identical config is skipped, and
-    so is one that failed before (recorded in its failed.json) unless --rerun.
+    so is one the engine stopped before (recorded in its stopped.json) unless --rerun.
     """
     from ilora.bench import jobs
 
