@@ -95,9 +95,7 @@ def bench_quality(
         typer.Option(help="run directories (default runs/quality; quick: runs/quick/quality/runs)"),
     ] = None,
     set_: SetOpt = None,
-    rerun: Annotated[
-        bool, typer.Option(help="run again where a run finished or was stopped")
-    ] = False,
+    rerun: Annotated[bool, typer.Option(help="run finished or stopped runs again")] = False,
     collect_only: Annotated[
         bool, typer.Option(help="write the result files from finished runs; run nothing")
     ] = False,
