@@ -15,6 +15,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from ilora.data.partition import label_histogram
+from ilora.data.partition_clients import _draw_classes
 from ilora.data.partition_clients import dirichlet_clients
 from ilora.seeding import np_rng
 
@@ -72,13 +73,22 @@ def reference(
 def test_golden_against_the_definition_written_out() -> None:
     labels = [2, 0, 1, 0, 2, 2, 1, 0, 0, 1, 2, 0, 0, 0, 1, 2, 0]  # 17 rows: 2 dropped at 3 clients
     exhausted = 0
-    for alpha in (0.05, 0.5, 50.0):
-        for seed in range(6):
+    for alpha in (0.01, 0.05, 0.5, 50.0):
+        for seed in range(10):
             want, ran_out = reference(labels, 3, alpha, seed)
             got = dirichlet_clients(np.array(labels), 3, alpha, seed)
             assert [p.tolist() for p in got] == want, (alpha, seed)
             exhausted += ran_out
     assert exhausted > 0, "no case drew after a class ran out: the renormalization is untested"
+
+
+def test_a_mix_used_up_draws_in_proportion_to_the_examples_left() -> None:
+    # one client wanting only class 0, of which one example exists; then classes 1 and 2
+    # hold 1 and 3 examples: u = 0.3 of weights (0, 1, 3) lands in class 2 (of (0, 1, 1)
+    # it would land in class 1), then u = 0.5 of (0, 1, 2) lands in class 2 again
+    mixes = np.array([[1.0, 0.0, 0.0]])
+    got = _draw_classes(mixes, np.array([1, 1, 3]), np.array([[0.5], [0.3], [0.5]]))
+    assert got.tolist() == [[0], [2], [2]]
 
 
 @FAST
