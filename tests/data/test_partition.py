@@ -17,6 +17,7 @@ from ilora.data.partition import dirichlet
 from ilora.data.partition import iid
 from ilora.data.partition import label_histogram
 from ilora.data.partition import shards
+from ilora.data.partition_clients import dirichlet_clients
 from ilora.data.partitioners import PARTITIONERS
 from ilora.registry import UnknownNameError
 
@@ -123,6 +124,7 @@ PartitionCall = Callable[[np.ndarray, int, int], Parts]
 CALLS: dict[str, PartitionCall] = {
     "iid": lambda labels, k, seed: iid(labels.size, k, seed),
     "dirichlet": lambda labels, k, seed: dirichlet(labels, k, 1.0, seed, min_size=1),
+    "dirichlet-clients": lambda labels, k, seed: dirichlet_clients(labels, k, 1.0, seed),
     "shards": lambda labels, k, seed: shards(labels, k, 2, seed),
     "by_group": lambda labels, k, seed: by_group(labels, k, seed),
 }
@@ -172,10 +174,11 @@ def test_dirichlet_mix_approaches_global_as_alpha_grows() -> None:
     assert tv[1000.0] < 0.05
 
 
+@pytest.mark.parametrize("fn", [dirichlet, dirichlet_clients], ids=["per-class", "per-client"])
 @FAST
 @given(case=labelled(), seed=st.integers(0, 2**31), data=st.data())
 def test_dirichlet_partition_maps_through_class_order_preserving_permutation(
-    case: tuple[np.ndarray, int], seed: int, data: st.DataObject
+    fn: Callable[..., Parts], case: tuple[np.ndarray, int], seed: int, data: st.DataObject
 ) -> None:
     # Rows with equal labels are indistinguishable, so the exact partition can only follow a
     # permutation that keeps each class's rows in their relative order (any interleaving of
@@ -188,8 +191,8 @@ def test_dirichlet_partition_maps_through_class_order_preserving_permutation(
         where = labels[slots] == c
         slots[where] = np.sort(slots[where])  # class c's rows keep their relative order
     new_labels = labels[slots]  # new row j is old row slots[j]
-    base = dirichlet(labels, num_clients, 0.7, seed, min_size=1)
-    moved = dirichlet(new_labels, num_clients, 0.7, seed, min_size=1)
+    base = fn(labels, num_clients, 0.7, seed, min_size=1)
+    moved = fn(new_labels, num_clients, 0.7, seed, min_size=1)
     mapped = [np.sort(slots[p]) for p in moved]
     assert same_parts(base, mapped)
 
@@ -238,7 +241,7 @@ def test_label_histogram_counts() -> None:
 
 
 def test_registry_names() -> None:
-    assert PARTITIONERS.names() == ["by_group", "dirichlet", "iid", "shards"]
+    assert PARTITIONERS.names() == ["by_group", "dirichlet", "dirichlet-clients", "iid", "shards"]
 
 
 def test_registry_adapters_match_functions() -> None:
@@ -248,6 +251,10 @@ def test_registry_adapters_match_functions() -> None:
     assert same_parts(
         get("dirichlet")(labels, None, 3, 1, alpha=0.5, min_size=2),
         dirichlet(labels, 3, 0.5, 1, min_size=2),
+    )
+    assert same_parts(
+        get("dirichlet-clients")(labels, None, 3, 1, alpha=0.5, min_size=2),
+        dirichlet_clients(labels, 3, 0.5, 1, min_size=2),
     )
     assert same_parts(
         get("shards")(labels, None, 3, 1, shards_per_client=2), shards(labels, 3, 2, 1)
@@ -271,6 +278,8 @@ def test_by_group_adapter_without_groups() -> None:
         ("iid", {"alpha": 1.0}, ["alpha", "accepted: none"]),
         ("dirichlet", {"alpha": 1.0, "beta": 2}, ["beta", "alpha", "min_size"]),
         ("dirichlet", {}, ["alpha"]),
+        ("dirichlet-clients", {"alpha": 1.0, "beta": 2}, ["beta", "alpha", "min_size"]),
+        ("dirichlet-clients", {}, ["alpha"]),
         ("shards", {"shards_per_client": 2, "alpha": 1.0}, ["alpha", "shards_per_client"]),
         ("shards", {}, ["shards_per_client"]),
         ("by_group", {"min_size": 3}, ["min_size", "accepted: none"]),

@@ -11,6 +11,7 @@ from ilora.report._code_facts import sci
 from ilora.report._code_facts import task_target
 from ilora.report._demo_text import mechanics
 from ilora.report._setting import model_text
+from ilora.report._setting import partition_text
 from ilora.tasks import TASKS
 
 
@@ -30,6 +31,15 @@ def test_the_setting_names_the_task_s_own_default() -> None:
     assert f"{max_len} tokens" in model_text("rotten-tomatoes", {})
     assert "first 2 layer(s)" in model_text("healthnews", {"num_layers": 2})
     assert model_text("text-csv", {}) == "task `text-csv`"  # no words declared
+
+
+def test_the_setting_tells_the_two_dirichlet_partitioners_apart() -> None:
+    per_class = partition_text({"partition": "dirichlet", "partition_args": {"alpha": 0.1}})
+    per_client = {"partition": "dirichlet-clients", "partition_args": {"alpha": 0.1}}
+    assert per_class == "Dirichlet(0.1) label skew"
+    assert partition_text(per_client) == (
+        "per-client Dirichlet(0.1) label skew, equal client sizes"
+    )
 
 
 def test_flasc_s_mechanics_state_its_default_server_lr_and_its_source() -> None:

@@ -149,7 +149,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     return cfg
 
 
-LABEL_SKEW = ("iid", "dirichlet", "shards")  # partitions a client's label mix reproduces
+LABEL_SKEW = ("iid", "dirichlet", "dirichlet-clients", "shards")  # a label mix reproduces these
 
 
 def check_personal_validation(cfg: ExperimentConfig) -> None:

@@ -8,6 +8,8 @@ They hold no state and see no dataset objects, so they are trivial to property-t
   Data Distribution for Federated Visual Classification", 2019 (arXiv 1909.06335): for each
   class, client proportions are drawn from ``Dir(alpha * 1)``; small ``alpha`` gives each
   client few classes, large ``alpha`` approaches the global label mix.
+* ``dirichlet-clients`` (in ``ilora.data.partition_clients``): the same paper's per-client
+  reading, each client's class mix drawn from ``Dir(alpha * p)`` and all client sizes equal.
 * ``shards``: the pathological non-IID split of McMahan et al., "Communication-Efficient
   Learning of Deep Networks from Decentralized Data", AISTATS 2017 (arXiv 1602.05629): sort by
   label, cut into equal shards, give each client ``shards_per_client`` random shards.

@@ -2,7 +2,8 @@
 
 Every ``Partitioner`` has the common call signature, so configs and the CLI select a
 partitioner by name; it checks the keyword arguments and calls the pure function of the same
-name in ``ilora.data.partition``.
+name in ``ilora.data.partition`` (``dirichlet-clients``: ``dirichlet_clients`` in
+``ilora.data.partition_clients``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ilora.data.partition import by_group
 from ilora.data.partition import dirichlet
 from ilora.data.partition import iid
 from ilora.data.partition import shards
+from ilora.data.partition_clients import dirichlet_clients
 from ilora.registry import Registry
 
 __all__ = ["PARTITIONERS", "Partitioner"]
@@ -89,6 +91,12 @@ for _partitioner in (
     Partitioner(
         "dirichlet",
         lambda labels, _, n, seed, opts: dirichlet(labels, n, seed=seed, **opts),
+        ("alpha",),
+        ("min_size",),
+    ),
+    Partitioner(
+        "dirichlet-clients",
+        lambda labels, _, n, seed, opts: dirichlet_clients(labels, n, seed=seed, **opts),
         ("alpha",),
         ("min_size",),
     ),

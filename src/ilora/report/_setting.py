@@ -54,6 +54,8 @@ def partition_text(data: Mapping[str, Any]) -> str:
     args = data.get("partition_args", {})
     if data.get("partition") == "dirichlet":
         return f"Dirichlet({args.get('alpha')}) label skew"
+    if data.get("partition") == "dirichlet-clients":
+        return f"per-client Dirichlet({args.get('alpha')}) label skew, equal client sizes"
     return f"partition `{data.get('partition')}` {dict(args)}"
 
 
