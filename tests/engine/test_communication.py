@@ -45,11 +45,14 @@ def test_a_class_without_a_formula_is_refused_with_the_fix() -> None:
         formula_of(Unannounced)
 
 
-def check_measured_bytes_equal_the_formula(name: str) -> None:
-    """Run ``name`` for 3 rounds on the smoke task; its bytes per round must meet the formula."""
+def check_measured_bytes_equal_the_formula(name: str, extra: tuple[str, ...] = ()) -> None:
+    """Run ``name`` for 3 rounds on the smoke task; its bytes per round must meet the formula.
+
+    ``extra``: more config overrides (a variant's hyperparameters).
+    """
     mixed = ALGORITHMS.get(name).heterogeneous_ranks
     ranks_override = [] if mixed else ["lora.rank_policy=uniform"]
-    cfg = config.load(SMOKE, [f"algorithm={name}", *OVERRIDES, *ranks_override])
+    cfg = config.load(SMOKE, [f"algorithm={name}", *OVERRIDES, *ranks_override, *extra])
     exp = build(cfg)
     shapes = shapes_of(template(exp.model), cfg.train.train_head)
     ranks = {c.cid: c.rank for c in exp.clients}
@@ -65,6 +68,13 @@ def check_measured_bytes_equal_the_formula(name: str) -> None:
 @pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_measured_bytes_per_round_equal_the_formula(name: str) -> None:
     check_measured_bytes_equal_the_formula(name)
+
+
+@pytest.mark.parametrize("scope", ["adapters", "head"])
+def test_ilora_s_bytes_meet_the_formula_for_each_control_scope(scope: str) -> None:
+    check_measured_bytes_equal_the_formula(
+        "ilora-s", (f"per_algorithm.ilora-s.control_scope={scope}",)
+    )
 
 
 def test_hetlora_uploads_shrink_when_clients_prune_and_the_reported_rank_accounts_for_it() -> None:

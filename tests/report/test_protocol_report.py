@@ -8,6 +8,7 @@ from pathlib import Path
 from scipy import stats as sp
 
 from ilora.bench.resultfiles import write_rows
+from ilora.report import _claims
 from ilora.report import protocol
 
 # final test accuracy per (variant, seed) in one setting; centralized ran at alpha 0.1 only
@@ -69,3 +70,22 @@ def test_protocol_section_states_intervals_and_paired_differences(tmp_path: Path
     # the centralized line stands for every alpha; the claims name what was not measured
     assert text.count("| centralized |") == 2
     assert "not measured (add `ilora+redistribute=svd`)" in text
+
+
+def test_the_control_scope_ablations_are_reference_ilora_s_minus_the_variant() -> None:
+    ref, head = [51.0, 49.0, 53.0, 50.0, 52.0], [40.0, 41.5, 39.0, 42.0, 40.5]
+    cells = {
+        ("healthnews", "heterogeneous", 0.1): {
+            "ilora-s": dict(enumerate(ref)),
+            "ilora-s+control_scope=head": dict(enumerate(head)),
+        }
+    }
+    text = _claims.ablations(cells)
+    diff, half = _ci([a - b for a, b in zip(ref, head, strict=True)])
+    assert (
+        "- control variates on every tensor (reference) against on the head only: "
+        f"ilora-s − ilora-s+control_scope=head: healthnews heterogeneous α=0.1: "
+        f"+{diff:.2f} ± {half:.2f} ▲."
+    ) in text
+    assert "ilora-s − ilora-s+control_scope=adapters: not measured (add " in text
+    assert "`ilora-s+control_scope=adapters`" in text

@@ -1,4 +1,4 @@
-"""ILoRA's factor arithmetic: the init (QR or LoRA's), its offset, what a client applies, controls.
+"""ILoRA's factor arithmetic: the init (QR or LoRA's), its offset, what a client applies, bytes.
 
 Pure functions over ``dict[str, Tensor]`` used by ``ilora.py`` (its module docstring has the
 method). Shapes per adapted layer ``(d_out, d_in)`` at rank ``r``: ``lora_B (d_out, r)``,
@@ -12,6 +12,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
+from ilora.algorithms._ilora_control import SCOPES
 from ilora.algorithms._redistribution import Terms
 from ilora.algorithms._robust_products import median_of_products
 from ilora.algorithms._shared import init_factors
@@ -21,20 +22,19 @@ from ilora.lora.linalg import qr_init
 from ilora.lora.linalg import resize_rank
 from ilora.lora.memo import PairMemo
 from ilora.lora.spec import LoRASpec
-from ilora.tensors import strip_prefix
 from ilora.types import TensorDict
 from ilora.types import Upload
 
 if TYPE_CHECKING:
     import torch
 
-CV = "cv/"
 CHOICES = {  # ILoRA's Literal hyperparameters and their values, checked in __post_init__
     "init": ("qr", "lora"),
     "redistribute": ("qr", "svd", "qr_literal"),
     "split": ("qr", "balanced"),
     "offset": ("shared", "per_client"),
     "init_offset": ("alpha_over_r", "one"),
+    "control_scope": SCOPES,
 }
 # every client_init rebuilds the same QR init from the same frozen base: computed once per
 # weight and rank (64 MiB holds the rank-16 factors of about 500 layers of MiniLM's size)
@@ -131,25 +131,20 @@ def robust_terms(terms: Terms, p: Mapping[int, float], uploads: Mapping[int, Upl
     return med_B + Bs[n:], med_A + As[n:], med_c + coeffs[n:]
 
 
-def updated_control(
-    control: TensorDict, uploads: Mapping[int, Upload], rank: int, num_clients: int
-) -> TensorDict:
-    """Return ``c + (1/N) Σ_k Δc_k``, each upload's ``Δc_k`` (under ``cv/``) resized to ``rank``."""
-    new = {k: v.clone() for k, v in control.items()}
-    for cid in sorted(uploads):
-        for k, d in strip_prefix(uploads[cid].tensors, CV).items():
-            new[k] += resize_rank(d, rank, keys.kind_of(k)) / num_clients
-    return new
-
-
 # ---- bytes per client per round, float32 floats (down, up); registered in ilora.py
 def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:
     """Round 1 only the head down (clients build the same init); then B, A at ``r_k``.
 
     Up: B, A at ``r_k`` and the head. With ``control_variates`` (``ilora-s``) the control
-    variate ``c`` at the client's rank goes down and ``Δc_k`` comes up, each pair-and-head sized.
+    variate ``c`` at the client's rank goes down and ``Δc_k`` comes up, each sized as the tensors
+    in ``control_scope``: B, A at ``r_k`` (``adapters``), the head (``head``) or both (``all``).
     """
     down = s.n_head if c.round == 1 else s.pair(c.rank) + s.n_head
     up = s.pair(c.rank) + s.n_head
-    control = s.pair(c.rank) + s.n_head if c.hp.get("control_variates", False) else 0
+    control = 0
+    if c.hp.get("control_variates", False):
+        scope = c.hp.get("control_scope", "all")
+        control = (s.pair(c.rank) if scope != "head" else 0) + (
+            s.n_head if scope != "adapters" else 0
+        )
     return down + control, up + control

@@ -37,6 +37,9 @@ Zhou, Liu, Shang, arXiv 2511.16069.
    before the optimizer step, sets ``c_k⁺ = ∇F_k(x)`` (the mean local gradient at the received
    point, correctly scaled: a mean over examples, not the released code's ÷ batch size) and uploads
    ``Δc_k = c_k⁺ − c_k``; the server zero-pads and sets ``c ← c + (1/N) Σ pad(Δc_k)``.
+   The released code gives every trainable tensor a control (LoRA ``A``, ``B`` and the head);
+   ``control_scope`` (an ablation of ours, ``_ilora_control``) restricts them to the adapters or
+   to the head: the other tensors get no correction and no control travels for them.
 
 Mixed ranks, exactly (``offset: shared``, default; our design). The paper offsets each client's
 base by its own rank's init, and the server aggregates the cumulative factors, inits included:
@@ -73,8 +76,12 @@ from dataclasses import replace
 from typing import Literal
 
 from ilora.algorithms import traffic
+from ilora.algorithms._ilora_control import CV
+from ilora.algorithms._ilora_control import control_update
+from ilora.algorithms._ilora_control import corrected
+from ilora.algorithms._ilora_control import initial_control
+from ilora.algorithms._ilora_control import updated_control
 from ilora.algorithms._ilora_factors import CHOICES
-from ilora.algorithms._ilora_factors import CV
 from ilora.algorithms._ilora_factors import base_offset
 from ilora.algorithms._ilora_factors import client_factors
 from ilora.algorithms._ilora_factors import client_terms
@@ -82,7 +89,6 @@ from ilora.algorithms._ilora_factors import floats_per_round
 from ilora.algorithms._ilora_factors import folded
 from ilora.algorithms._ilora_factors import initial_factors
 from ilora.algorithms._ilora_factors import robust_terms
-from ilora.algorithms._ilora_factors import updated_control
 from ilora.algorithms._redistribution import Terms
 from ilora.algorithms._redistribution import redistribute
 from ilora.algorithms._redistribution import unheld_components
@@ -100,7 +106,6 @@ from ilora.lora.linalg import resize_rank
 from ilora.lora.linalg import stack
 from ilora.lora.spec import LoRASpec
 from ilora.seeding import generator
-from ilora.tensors import strip_prefix
 from ilora.tensors import with_prefix
 from ilora.types import ClientContext
 from ilora.types import ClientInfo
@@ -183,6 +188,12 @@ class ILoRA(Algorithm[ILoRAState]):
         "base offset of the QR init: alpha_over_r keeps W0 exactly, as the paper "
         "states; one = released code",
     )
+    control_scope: Literal["all", "adapters", "head"] = hyperparameter(
+        "all",
+        "code",
+        "ablation (ours) of control_variates: all = the released code (LoRA A, B and the head); "
+        "adapters = the LoRA factors only; head = the classifier head only",
+    )
     cv_batches: int = hyperparameter(0, "code", "batches for c_k+ (0 = one pass: code's option I)")
     robust_products: Literal["none", "median"] = hyperparameter(
         "none",
@@ -197,21 +208,19 @@ class ILoRA(Algorithm[ILoRAState]):
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.control_scope != "all" and not self.control_variates:
+            raise ValueError("control_scope applies to ILoRA-S only: set control_variates: true")
 
     # ---- server
     def server_init(
         self, template: TensorDict, clients: Sequence[ClientInfo], lora: LoRASpec, seed: int
     ) -> ILoRAState:
-        import torch
-
         r = max_rank(clients)
         base = keys.of_kind(template, "base")
         init = initial_factors(self.init, base, r, lora, self.init_rms, seed)
         head = {k: v.clone() for k, v in keys.of_kind(template, "param").items()}
-        control: TensorDict = {}
-        if self.control_variates:
-            shapes = {**init, **head}
-            control = {k: torch.zeros_like(v) for k, v in shapes.items()}
+        control = {**init, **head} if self.control_variates else {}
+        control = initial_control(control, self.control_scope)
         return ILoRAState({}, head, control, init, lora, r, len(clients))
 
     def download(self, state: ILoRAState, client: ClientInfo, rnd: RoundInfo) -> Payload:
@@ -291,31 +300,18 @@ class ILoRA(Algorithm[ILoRAState]):
     def grad_transform(
         self, grads: TensorDict, params: TensorDict, ctx: ClientContext, cstate: TensorDict
     ) -> TensorDict:
-        import torch
-
-        if not self.control_variates:
-            return grads
-        c_hat, c_k = strip_prefix(ctx.payload.tensors, CV), strip_prefix(cstate, CV)
-        out = dict(grads)
-        for k, g in grads.items():
-            if k in c_hat:
-                out[k] = g + c_hat[k] - c_k.get(k, torch.zeros_like(g))
-        return out
+        return corrected(grads, ctx.payload.tensors, cstate) if self.control_variates else grads
 
     def upload(
         self, trained: TensorDict, ctx: ClientContext, cstate: TensorDict
     ) -> tuple[Upload, TensorDict]:
-        import torch
-
         weight = float(ctx.client.num_examples)
         if not self.control_variates:
             return Upload(dict(trained), weight), cstate
         if ctx.start_grad is None:
             raise RuntimeError("ILoRA-S needs ctx.start_grad; the training loop did not compute it")
-        c_k = strip_prefix(cstate, CV)
-        delta = {k: g - c_k.get(k, torch.zeros_like(g)) for k, g in ctx.start_grad.items()}
-        new_cstate = with_prefix(dict(ctx.start_grad), CV)  # c_k+ = the mean start gradient
-        return Upload({**trained, **with_prefix(delta, CV)}, weight), new_cstate
+        delta, new_cstate = control_update(ctx.start_grad, cstate, self.control_scope)
+        return Upload({**trained, **delta}, weight), new_cstate
 
     # ---- math
     def _global(self, state: ILoRAState) -> TensorDict:

@@ -22,6 +22,16 @@ ABLATIONS = (
     ("ilora+init=lora", "ilora", "QR init (reference) against standard LoRA init"),
     ("fedit", "ilora", "concatenated aggregation (reference) against FedAvg of the factors"),
     ("ilora", "ilora-s", "control variates on (reference) against off"),
+    (
+        "ilora-s+control_scope=head",
+        "ilora-s",
+        "control variates on every tensor (reference) against on the head only",
+    ),
+    (
+        "ilora-s+control_scope=adapters",
+        "ilora-s",
+        "control variates on every tensor (reference) against on the adapters only",
+    ),
     ("ilora+redistribute=svd", "ilora", "the paper's QR redistribution (reference) against SVD"),
     ("ilora+split=balanced", "ilora", "the paper's split B=Q, A=R (reference) against balanced"),
 )
