@@ -79,6 +79,16 @@ def test_variants_parse_into_overrides() -> None:
         Variant.parse("ilora+svd")
 
 
+def test_the_horizon_follows_the_best_method_never_an_ablation() -> None:
+    variants = parse_variants("fedit,ilora-s,ilora-s+control_scope=head")
+    scores = {"fedit": 30.0, "ilora-s": 45.0, "ilora-s+control_scope=head": 50.0}
+    assert phases.horizon_variant(variants, scores).label == "ilora-s"
+    assert phases.horizon_variant(variants, {**scores, "fedit": 60.0}).label == "fedit"
+    ablations = parse_variants("ilora+split=balanced,ilora+init=lora")
+    best = phases.horizon_variant(ablations, {"ilora+init=lora": 40.0})
+    assert best.label == "ilora+init=lora"  # only ablations given: the best of them
+
+
 def _quick(tmp_path: Path) -> Protocol:
     return Protocol(
         tasks=("tiny-text",),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -127,9 +129,8 @@ class Horizon:
 def horizon(
     proto: Protocol, task: str, rates: dict[str, float], workers: int, report: Report
 ) -> Horizon:
-    """Run the centralized line and the best federated variant long; return the horizon."""
-    scores = _best_scores(proto, task, rates)
-    best = max(federated(proto.variants), key=lambda v: scores.get(v.label, -math.inf))
+    """Run the centralized line and the best method (``horizon_variant``) long; return rounds."""
+    best = horizon_variant(proto.variants, _best_scores(proto, task, rates))
     chosen = [v for v in proto.variants if v.label in (CENTRALIZED, best.label)]
     jobs = [proto.horizon_job(task, v, rates[v.label]) for v in chosen]
     run_jobs(pending(jobs), workers, report)
@@ -139,6 +140,17 @@ def horizon(
     known = [r for r in plateaus.values() if r is not None]
     rounds = max(known) if len(known) == len(plateaus) else proto.max_rounds
     return Horizon(rounds, plateaus)
+
+
+def horizon_variant(variants: Sequence[Variant], scores: Mapping[str, float]) -> Variant:
+    """Return the federated method with the best validation ``scores`` (by variant label).
+
+    Ablations (``name+key=value``) are candidates only when no plain method is given, so adding
+    an ablation to a task's comparison never moves its horizon, nor with it the finished runs.
+    """
+    fed = federated(variants)
+    methods = [v for v in fed if not v.args] or fed
+    return max(methods, key=lambda v: scores.get(v.label, -math.inf))
 
 
 def _best_scores(proto: Protocol, task: str, rates: dict[str, float]) -> dict[str, float]:

@@ -10,8 +10,9 @@ Three phases per task, each resumable (finished runs of the identical config are
    edge. The chosen rates go to ``<tuned_dir>/<task>.yaml`` as ``per_algorithm: {name: {train:
    {lr}}}``, which presets and the demo ``include``.
 2. **horizon** (first step of ``compare``): the centralized line and the best federated
-   variant at their tuned rates for ``max_rounds`` on validation; the comparison runs for the
-   later of their plateau rounds (``max_rounds`` when one never plateaus; the report says so).
+   method (a variant without arguments: an ablation never moves the horizon) at their tuned
+   rates for ``max_rounds`` on validation; the comparison runs for the later of their plateau
+   rounds (``max_rounds`` when one never plateaus; the report says so).
 3. **compare** (``--phase compare``): every variant at its tuned rate, every rank setting,
    alpha and seed, for the horizon, evaluated on test (every ``compare_every`` rounds for the
    curves, and in full after the last round: the compared number). The centralized line
