@@ -14,7 +14,10 @@ from torch import nn
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# Tiny tensors: one thread is much faster than two fighting over microsecond-sized kernels.
+# Tiny tensors: one thread is much faster than two fighting over microsecond-sized kernels, in
+# this process and in the ones the tests start (they inherit the variable; on 2 busy cores a
+# tiny-text run in a subprocess spends a third of its CPU time in a second, spinning thread).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 import ilora.algorithms  # noqa: E402,F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,8 @@ class _Poisoned(ArrayDataset):
         raise AssertionError("tuning read the test split")
 
 
-def test_tuning_never_reads_the_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _poison(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every test split the engine loads fail when read."""
     real = setup_mod.load_data
 
     def poisoned(task: object) -> TaskData:
@@ -128,9 +130,40 @@ def test_tuning_never_reads_the_test_split(tmp_path: Path, monkeypatch: pytest.M
         )
 
     monkeypatch.setattr(setup_mod, "load_data", poisoned)
-    proto, lines = _quick(tmp_path), []
-    tuned = phases.tune(proto, "tiny-text", 1, lines.append)  # in-process: the patch applies
-    rates = {t.variant.label: t.rate for t in tuned}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tuning:
+    root: Path  # holds runs/tiny-text/tune and tuned/
+    rates: dict[str, float]
+    lines: list[str]
+
+
+@pytest.fixture(scope="module")
+def poisoned_tuning(tmp_path_factory: pytest.TempPathFactory) -> _Tuning:
+    """The quick protocol's tuning, run once for the two tests below with the test split poisoned
+    (in-process: the patch applies); each test works on its own copy of the runs."""
+    root, lines = tmp_path_factory.mktemp("protocol"), []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _poison(monkeypatch)
+        tuned = phases.tune(_quick(root), "tiny-text", 1, lines.append)
+    return _Tuning(root, {t.variant.label: t.rate for t in tuned}, lines)
+
+
+def _copy(tuning: _Tuning, tmp_path: Path) -> Protocol:
+    """Return the quick protocol in ``tmp_path`` holding a copy of ``tuning``'s runs."""
+    tune = Path("runs") / "tiny-text" / "tune"
+    shutil.copytree(tuning.root / tune, tmp_path / tune)
+    shutil.copytree(tuning.root / "tuned", tmp_path / "tuned")
+    return _quick(tmp_path)
+
+
+def test_tuning_never_reads_the_test_split(
+    poisoned_tuning: _Tuning, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison(monkeypatch)
+    proto, lines = _copy(poisoned_tuning, tmp_path), list(poisoned_tuning.lines)
+    rates = poisoned_tuning.rates
     found = phases.horizon(proto, "tiny-text", rates, 1, lines.append)
     assert not [line for line in lines if "STOPPED" in line], lines
     assert set(rates) == {"fedit", "centralized"} and 1 <= found.rounds <= 7
@@ -140,9 +173,10 @@ def test_tuning_never_reads_the_test_split(tmp_path: Path, monkeypatch: pytest.M
         phases.compare(proto, "tiny-text", rates, 2, 1, lines.append)
 
 
-def test_compare_runs_at_the_tuned_rates_and_writes_the_results(tmp_path: Path) -> None:
-    proto, lines = _quick(tmp_path), []
-    rates = {t.variant.label: t.rate for t in phases.tune(proto, "tiny-text", 1, lines.append)}
+def test_compare_runs_at_the_tuned_rates_and_writes_the_results(
+    poisoned_tuning: _Tuning, tmp_path: Path
+) -> None:
+    proto, lines, rates = _copy(poisoned_tuning, tmp_path), [], poisoned_tuning.rates
     assert phases.tuned_rates(proto, "tiny-text") == rates  # recomputed from disk, no runs
     compared = phases.compare(proto, "tiny-text", rates, 2, 1, lines.append)
     assert all(j.done() for j in compared) and len(compared) == 4  # 2 variants x 2 seeds

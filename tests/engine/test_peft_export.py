@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import PeftModel
 
 from ilora import config
 from ilora.engine.outputs import save_adapter
@@ -21,6 +20,8 @@ SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
 def test_peft_model_matches_the_exported_global_model(
     algorithm: str, atol: float, tmp_path: Path
 ) -> None:
+    from peft import PeftModel  # imported here: every xdist worker collects this module
+
     cfg = config.load(SMOKE, [f"algorithm={algorithm}"])
     exp = build(cfg)
     result = run(cfg, exp=exp)

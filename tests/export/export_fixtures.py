@@ -14,25 +14,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig
-from transformers import BertModel
-from transformers import DebertaV2Config
-from transformers import DebertaV2Model
-from transformers import RobertaConfig
-from transformers import RobertaModel
 
 from ilora import config
 from ilora.engine.outputs import RunWriter
 from ilora.engine.setup import build
 from ilora.engine.simulation import run
 from ilora.lora.state import load_setup
-from ilora.models.encoder import load_tokenizer
 from ilora.tasks.text_common import minilm_dir
 
 SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
 
 
 def _save(model: torch.nn.Module, path: Path) -> Path:
+    from ilora.models.encoder import load_tokenizer  # transformers: only when a test needs it
+
     model.save_pretrained(str(path))  # type: ignore[operator]
     load_tokenizer(minilm_dir()).save_pretrained(str(path))
     return path
@@ -41,6 +36,13 @@ def _save(model: torch.nn.Module, path: Path) -> Path:
 @pytest.fixture(scope="session")
 def encoder_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Return ``{model_type: dir}`` of tiny random BERT, RoBERTa and DeBERTa-v2 encoders."""
+    from transformers import BertConfig  # imported here: every xdist worker collects the tests
+    from transformers import BertModel
+    from transformers import DebertaV2Config
+    from transformers import DebertaV2Model
+    from transformers import RobertaConfig
+    from transformers import RobertaModel
+
     root = tmp_path_factory.mktemp("encoders")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

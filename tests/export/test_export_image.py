@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from export_fixtures import trainer  # noqa: F401  (fixtures)
-from peft import PeftModel
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -39,6 +38,8 @@ def _export(run: Path, fmt: str) -> Path:
 
 
 def _peft_model(dest: Path) -> torch.nn.Module:  # the code of the export's README
+    from peft import PeftModel  # imported here: every xdist worker collects this module
+
     meta = json.loads((dest / "ilora_export.json").read_text())
     seed = meta["seed"]
     features = mobilenet_v2_features(meta["pretrained"], seed)

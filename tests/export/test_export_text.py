@@ -16,10 +16,7 @@ import pytest
 import torch
 from export_fixtures import encoder_dirs  # noqa: F401  (fixtures)
 from export_fixtures import trainer  # noqa: F401  (fixtures)
-from peft import PeftModel
 from safetensors.torch import load_file
-from transformers import AutoModel
-from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
 from ilora.cli import app
@@ -43,6 +40,9 @@ def _export(run: Path, fmt: str) -> Path:
 
 
 def _peft_logits(dest: Path, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    from peft import PeftModel  # imported here: every xdist worker collects this module
+    from transformers import AutoModel
+
     meta = json.loads((dest / "ilora_export.json").read_text())
     base = AutoModel.from_pretrained(
         meta["base_model_name_or_path"], num_hidden_layers=meta["num_hidden_layers"]
@@ -66,6 +66,8 @@ def test_text_exports_match_the_project_logits(
     encoder_dirs: dict[str, Path],
     trainer: Callable[..., Any],
 ) -> None:
+    from transformers import AutoModelForSequenceClassification  # see _peft_logits
+
     model_dir = minilm_dir() if encoder == "minilm" else encoder_dirs[encoder]
     args = {"path": str(REVIEWS), "split_column": "split", "max_len": 12, "num_layers": layers}
     if encoder != "minilm":
