@@ -17,15 +17,15 @@ from ilora.bench import export
 RATES = {"fedit": 0.00316, "hetlora": 0.000316, "fedloru": 0.002, "flasc": 0.002}
 
 
-def _run(root: Path, alg: str, lr: float) -> None:
-    run = root / f"{alg}-seed0"
+def _run(root: Path, alg: str, lr: float, seed: int = 0) -> None:
+    run = root / f"{alg}-seed{seed}"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"algorithm: {alg}\nseed: 0\ntrain:\n  lr: {lr}\n")
+    (run / "config.yaml").write_text(f"algorithm: {alg}\nseed: {seed}\ntrain:\n  lr: {lr}\n")
     summary = {"final_accuracy": 0.3, "best_accuracy": 0.3, "mean_agg_error": 0.1,
                "total_bytes_up": 10, "total_bytes_down": 10, "rounds": 1, "wall_s": 1.0,
                "algorithm": alg}  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
-    (run / "manifest.json").write_text(json.dumps({"seed": 0}))
+    (run / "manifest.json").write_text(json.dumps({"seed": seed}))
     record = {"round": 1, "accuracy": 0.3, "bytes_up": 10, "bytes_down": 10, "wall_s": 1.0}
     (run / "history.jsonl").write_text(json.dumps(record) + "\n")
 
@@ -48,6 +48,15 @@ def test_runs_csv_holds_each_runs_own_rate(exported: Path) -> None:
 def test_the_setting_rate_is_the_one_most_runs_share(exported: Path) -> None:
     setting = json.loads((exported / "meta.json").read_text())["setting"]
     assert setting["train"]["lr"] == 0.002  # fedloru and flasc: the config's own rate
+
+
+def test_the_setting_rate_counts_methods_not_seeds(tmp_path: Path) -> None:
+    for seed in range(3):
+        _run(tmp_path, "fedit", 0.00316, seed)
+    _run(tmp_path, "fedloru", 0.002)
+    _run(tmp_path, "flasc", 0.002)
+    setting = export.shared_setting(sorted(tmp_path.iterdir()))
+    assert setting["train"]["lr"] == 0.002
 
 
 def test_runs_differing_in_more_than_the_rate_still_refuse(tmp_path: Path) -> None:

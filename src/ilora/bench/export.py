@@ -36,11 +36,12 @@ def data_facts(cfg: config_mod.ExperimentConfig) -> dict[str, Any]:
 
 
 def setting_rate(rates: list[float]) -> float:
-    """Return the setting's LoRA rate: the one most runs share (ties: the first met).
+    """Return the setting's LoRA rate: the one most methods share (ties: the first met).
 
-    A stored ``config.yaml`` holds the rate its method ran at (a tuned-rates file's
-    ``per_algorithm.<name>.train.lr`` merged in), not the config's own; the methods such a file
-    does not list all keep the config's rate, so the most common rate stands for it.
+    ``rates`` holds one rate per method. A stored ``config.yaml`` holds the rate its method ran
+    at (a tuned-rates file's ``per_algorithm.<name>.train.lr`` merged in), not the config's own;
+    the methods such a file does not list all keep the config's rate, so the most common rate
+    stands for it (counted per method, so a method run with more seeds weighs no more).
     """
     counts = Counter(rates)
     return max(counts, key=lambda r: (counts[r], -rates.index(r)))
@@ -50,23 +51,23 @@ def shared_setting(run_dirs: list[Path]) -> dict[str, Any]:
     """Return the config every run shares (``algorithm`` and ``seed`` removed).
 
     The runs may differ in ``train.lr`` (a per-method rate, ``runs.csv`` column ``lr``); the
-    setting's ``train.lr`` is then :func:`setting_rate` of theirs.
+    setting's ``train.lr`` is then :func:`setting_rate` of the methods' rates.
 
     Raises:
         ValueError: if the runs differ in anything but algorithm, seed and ``train.lr``.
 
     """
-    settings, rates = [], []
+    settings, rates = [], {}
     for run_dir in run_dirs:
         cfg = config_mod.to_dict(config_mod.load(run_dir / "config.yaml"))
-        rates.append(float(cfg["train"].pop("lr")))
+        rates[cfg["algorithm"]] = float(cfg["train"].pop("lr"))
         settings.append({k: v for k, v in cfg.items() if k not in VARYING})
     first = settings[0]
     for run_dir, other in zip(run_dirs, settings, strict=True):
         if other != first:
             keys = sorted(k for k in first if first[k] != other.get(k))
             raise ValueError(f"{run_dir} differs from the other runs in {keys}; export them apart")
-    first["train"]["lr"] = setting_rate(rates)
+    first["train"]["lr"] = setting_rate(list(rates.values()))
     return first
 
 
