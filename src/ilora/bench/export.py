@@ -1,6 +1,7 @@
 """``ilora export-results``: a compare directory's finished runs as result files (``ilora report``).
 
-Writes ``runs.csv`` (one row per run), ``rounds.csv`` (one row per round of every run) and
+Writes ``runs.csv`` (one row per run, with the LoRA learning rate ``lr`` its config resolved),
+``rounds.csv`` (one row per round of every run) and
 ``meta.json`` (the commands that made the runs, the shared setting and a few facts about the
 task's data). The heavy run directories stay under ``runs/``.
 """
@@ -34,22 +35,39 @@ def data_facts(cfg: config_mod.ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def setting_rate(rates: list[float]) -> float:
+    """Return the setting's LoRA rate: the one most methods share (ties: the first met).
+
+    ``rates`` holds one rate per method. A stored ``config.yaml`` holds the rate its method ran
+    at (a tuned-rates file's ``per_algorithm.<name>.train.lr`` merged in), not the config's own;
+    the methods such a file does not list all keep the config's rate, so the most common rate
+    stands for it (counted per method, so a method run with more seeds weighs no more).
+    """
+    counts = Counter(rates)
+    return max(counts, key=lambda r: (counts[r], -rates.index(r)))
+
+
 def shared_setting(run_dirs: list[Path]) -> dict[str, Any]:
     """Return the config every run shares (``algorithm`` and ``seed`` removed).
 
+    The runs may differ in ``train.lr`` (a per-method rate, ``runs.csv`` column ``lr``); the
+    setting's ``train.lr`` is then :func:`setting_rate` of the methods' rates.
+
     Raises:
-        ValueError: if the runs differ in anything but algorithm, seed and ``per_algorithm``.
+        ValueError: if the runs differ in anything but algorithm, seed and ``train.lr``.
 
     """
-    settings = []
+    settings, rates = [], {}
     for run_dir in run_dirs:
         cfg = config_mod.to_dict(config_mod.load(run_dir / "config.yaml"))
+        rates[cfg["algorithm"]] = float(cfg["train"].pop("lr"))
         settings.append({k: v for k, v in cfg.items() if k not in VARYING})
     first = settings[0]
     for run_dir, other in zip(run_dirs, settings, strict=True):
         if other != first:
             keys = sorted(k for k in first if first[k] != other.get(k))
             raise ValueError(f"{run_dir} differs from the other runs in {keys}; export them apart")
+    first["train"]["lr"] = setting_rate(list(rates.values()))
     return first
 
 
@@ -85,6 +103,7 @@ def export_compare(runs_dir: Path, dest: Path, sources: list[str], notes: list[s
         {
             "algorithm": r["algorithm"],
             "seed": r["seed"],
+            "lr": config_mod.load(runs_dir / r["dir"] / "config.yaml").train.lr,
             **resultfiles.summary_columns(r),
             "rejected": _events(r["history"], "rejected"),
             "failed": _events(r["history"], "failed"),

@@ -212,20 +212,45 @@ def lowest(rows: Sequence[Row]) -> str:
         return ""
     worst = plain[-1]
     text = (
-        f"- **Not tuned.** Every method runs with its defaults. The lowest global accuracy "
-        f"without a personal model is {worst['algorithm']}'s ({worst['final_accuracy_mean']:.1f}%)"
+        f"- **Lowest.** The lowest global accuracy without a personal model is "
+        f"{worst['algorithm']}'s ({worst['final_accuracy_mean']:.1f}%)"
     )
     why = mechanics(worst["algorithm"])
     return text + (f": {why}.\n" if why else ".\n")
 
 
-def findings(family: Sequence[Row], runs: Sequence[Row], every: Sequence[Row]) -> str:
+def method_rates(runs: Sequence[Row]) -> dict[str, float]:
+    """Return each method's LoRA rate from its runs (``lr``; runs without one are left out)."""
+    return {r["algorithm"]: r["lr"] for r in runs if not math.isnan(r.get("lr", math.nan))}
+
+
+def own_rates(rates: Mapping[str, float], setting_lr: float) -> dict[str, float]:
+    """Return the methods whose rate differs from the setting's, with their rates."""
+    return {a: v for a, v in sorted(rates.items()) if not math.isclose(v, setting_lr)}
+
+
+def rates_text(rates: Mapping[str, float], setting_lr: float) -> str:
+    """Return which methods ran at a per-method rate and which at the setting's ("" if none)."""
+    own = own_rates(rates, setting_lr)
+    if not own:
+        return ""
+    same = sorted(a for a in rates if a not in own)
+    listed = ", ".join(f"{a} {v:g}" for a, v in own.items())
+    text = f"- **Rates.** {len(own)} methods ran at a per-method rate ({listed}); "
+    text += f"{len(same)} at the setting's {setting_lr:g}"
+    return text + (f" ({', '.join(same)}).\n" if same else ".\n")
+
+
+def findings(
+    family: Sequence[Row], runs: Sequence[Row], every: Sequence[Row], rates: str = ""
+) -> str:
     """Return the "what this shows" bullets.
 
     The headline comes from ``family`` (per-method means) and its per-seed ``runs``, the rest
-    from ``every``.
+    from ``every``; ``rates`` is :func:`rates_text`.
     """
     bullets = [
+        rates,
         headline(family, runs),
         aggregation(every),
         personalization(every),

@@ -71,9 +71,15 @@ def data_text(facts: Mapping[str, Any]) -> str:
 
 
 def describe(
-    setting: Mapping[str, Any], facts: Mapping[str, Any] | None = None, vary: str = ""
+    setting: Mapping[str, Any],
+    facts: Mapping[str, Any] | None = None,
+    vary: str = "",
+    lr_words: str = "",
 ) -> str:
-    """Return the setting as a paragraph; ``vary`` names what the grid varies on top of it."""
+    """Return the setting as a paragraph; ``vary`` names what the grid varies on top of it.
+
+    ``lr_words`` replaces ``LoRA lr <train.lr>`` where the runs' rates differ.
+    """
     data, fed, train = setting["data"], setting["fed"], setting["train"]
     lora, ev = setting["lora"], setting["eval"]
     n, frac = int(data["num_clients"]), float(fed["fraction"])
@@ -87,9 +93,10 @@ def describe(
         share = 100 * float(data["local_test_fraction"])
         text.append(f", each client holding out {share:g}% of its data as its own test share")
     optimizer = OPTIMIZERS.get(train.get("optimizer", "adamw"), "optimizer")
+    lr_text = lr_words or f"LoRA lr {train['lr']:g}"
     text.append(
         f"; {per_round} of {n} clients per round, {fed['rounds']} rounds x {train['steps']} local "
-        f"{optimizer} steps (batch {train['batch_size']}, LoRA lr {train['lr']:g}, head lr "
+        f"{optimizer} steps (batch {train['batch_size']}, {lr_text}, head lr "
         f"{train['head_lr']:g}). Per-round accuracy is measured on a fixed seeded subset of "
         f"{ev['subset']} test examples"
     )

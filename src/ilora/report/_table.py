@@ -165,10 +165,16 @@ def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Return :func:`comparison_rows` as a markdown table (MB = 10^6 bytes)."""
+    """Return :func:`comparison_rows` as a markdown table (MB = 10^6 bytes).
+
+    Rows that carry ``lr`` (the LoRA rate in words, where the methods' rates differ) get a
+    ``LoRA lr`` column after ``seeds``.
+    """
+    rates = any("lr" in r for r in rows)
     headers = [
         "algorithm",
         "seeds",
+        *(["LoRA lr"] if rates else []),
         "final accuracy % (mean ± std)",
         "personalized accuracy %",
         "mean agg_error",
@@ -181,6 +187,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         [
             r["algorithm"],
             r["seeds"],
+            *([r.get("lr", "n/a")] if rates else []),
             pm(r["final_accuracy_mean"], r["final_accuracy_std"]),
             pm(r["personal_accuracy_mean"], r["personal_accuracy_std"]),
             fmt(r["mean_agg_error"], 4),

@@ -46,6 +46,7 @@ def load_runs(src: Path) -> list[Run]:
             {
                 "algorithm": row["algorithm"],
                 "seed": key[1],
+                "lr": num(row.get("lr")),  # NaN (unknown) in result files exported before it
                 "final_accuracy": num(row["final_accuracy"]),
                 "final_personal_accuracy": num(row["personal_accuracy"]),
                 "mean_agg_error": num(row["mean_agg_error"]),
@@ -102,12 +103,20 @@ def _section(
     command: str,
     runs: Sequence[Run],
     img: Path,
-    names: tuple[str, str, Mapping[str, Any]],
+    names: tuple[str, str, Mapping[str, Any], float],
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Return a comparison table and its plots; ``names`` is (file stem, caption, data facts)."""
+    """Return a comparison table and its plots.
+
+    ``names`` is (file stem, caption, data facts, the setting's LoRA rate); the table gets a
+    ``LoRA lr`` column where some method's rate differs from the setting's.
+    """
     rows = comparison_rows(runs)
+    rates = text.method_rates(runs)
+    if text.own_rates(rates, names[3]):
+        for row in rows:
+            row["lr"] = f"{rates[row['algorithm']]:g}" if row["algorithm"] in rates else "n/a"
     body = f"### {title}\n\n{command_block(command)}\n{comparison_markdown(rows)}\n"
-    return body + _plots(runs, img, *names), rows
+    return body + _plots(runs, img, *names[:3]), rows
 
 
 def _counts(runs: Sequence[Run]) -> str:
@@ -118,6 +127,41 @@ def _counts(runs: Sequence[Run]) -> str:
         f"{len(counted)} of the {len(runs)} runs record the server's upload checks; they report "
         f"{rejected} rejected and {failed} failed updates (faults off)."
     )
+
+
+def _options(setting: Mapping[str, Any]) -> str:
+    """Return whether the methods run with their default options, from ``per_algorithm``."""
+    if not any(setting.get("per_algorithm", {}).values()):
+        return "Every method runs with its default options."
+    return "The other methods run with their default options."
+
+
+def _intro(src: Path, meta: Mapping[str, Any], runs: Sequence[Run], per_method: bool) -> list[str]:
+    """Return the title, the setting and the provenance; ``per_method``: the rates differ."""
+    setting = meta["setting"]
+    alpha = setting["data"].get("partition_args", {}).get("alpha")
+    ranks = "heterogeneous ranks" if setting["lora"].get("rank_policy") != "uniform" else "one rank"
+    lr = float(setting["train"]["lr"])
+    lr_words = (
+        f"LoRA lr per method (column LoRA lr; {lr:g} where no per-method rate is set)"
+        if per_method
+        else ""
+    )
+    return [
+        f"## Demo: every method on {setting['task']}, {ranks}, Dirichlet({alpha})\n",
+        meta_line(meta) + "\n",
+        "Setting: "
+        + describe(setting, meta.get("data"), lr_words=lr_words)
+        + " "
+        + _options(setting)
+        + ' "Final accuracy" is the global model on the test '
+        'split; "personalized" is every client\'s own model (what it would start its next round '
+        "from) on its own held-out share, example-weighted. MB = 10^6 bytes per round, all "
+        "clients of the round together. " + _counts(runs) + "\n",
+        *(f"{note}\n" for note in meta.get("notes", [])),
+        f"Exported into these result files with `ilora export-results {meta.get('runs_dir', '')} "
+        f"{src.as_posix()}`.\n",
+    ]
 
 
 def render(src: Path, img: Path) -> str:
@@ -134,21 +178,9 @@ def render(src: Path, img: Path) -> str:
     family = [r for r in runs if seeds_per_alg[r["algorithm"]] == most]
     seed0 = [r for r in runs if r["seed"] == 0]
     setting = meta["setting"]
-    alpha = setting["data"].get("partition_args", {}).get("alpha")
-    lora = setting["lora"]
-    ranks = "heterogeneous ranks" if lora.get("rank_policy") != "uniform" else "one rank"
-    parts = [
-        f"## Demo: every method on {setting['task']}, {ranks}, Dirichlet({alpha})\n",
-        meta_line(meta) + "\n",
-        "Setting: " + describe(setting, meta.get("data")) + " "
-        'Every method runs with its defaults. "Final accuracy" is the global model on the test '
-        'split; "personalized" is every client\'s own model (what it would start its next round '
-        "from) on its own held-out share, example-weighted. MB = 10^6 bytes per round, all "
-        "clients of the round together. " + _counts(runs) + "\n",
-        *(f"{note}\n" for note in meta.get("notes", [])),
-        f"Exported into these result files with `ilora export-results {meta.get('runs_dir', '')} "
-        f"{src.as_posix()}`.\n",
-    ]
+    setting_lr = float(setting["train"]["lr"])
+    rates = text.method_rates(seed0)
+    parts = _intro(src, meta, runs, bool(text.own_rates(rates, setting_lr)))
     family_md, family_rows = "", list[dict[str, Any]]()
     if most > 1:
         family_md, family_rows = _section(
@@ -156,7 +188,7 @@ def render(src: Path, img: Path) -> str:
             multi_cmd,
             family,
             img,
-            ("demo", f"{most}-seed mean", meta.get("data", {})),
+            ("demo", f"{most}-seed mean", meta.get("data", {}), setting_lr),
         )
         family_md += "\n" + text.per_seed(family)
     all_md, all_rows = _section(
@@ -164,8 +196,11 @@ def render(src: Path, img: Path) -> str:
         single_cmd,
         seed0,
         img,
-        ("demo-all-seed0", "seed 0, every method", meta.get("data", {})),
+        ("demo-all-seed0", "seed 0, every method", meta.get("data", {}), setting_lr),
     )
     seeded = family if most > 1 else seed0
-    parts += [family_md, all_md, text.findings(family_rows or all_rows, seeded, all_rows)]
+    findings = text.findings(
+        family_rows or all_rows, seeded, all_rows, text.rates_text(rates, setting_lr)
+    )
+    parts += [family_md, all_md, findings]
     return "\n".join(p for p in parts if p)
