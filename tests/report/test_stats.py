@@ -43,6 +43,14 @@ def test_verdict_rule() -> None:
     assert stats.paired({0: 5.0}, {0: 0.0}).verdict() == "not separated"  # one seed: no interval
 
 
+def test_the_sentence_claims_no_interval_for_one_seed() -> None:
+    one = stats.compare_sentence("a", "b", stats.paired({0: 5.0}, {0: 0.0}))
+    said = "a − b: +5.00 (1 seed) points; one seed has no interval, so it cannot separate them."
+    assert one == said
+    two = stats.compare_sentence("a", "b", stats.paired({0: 3.0, 1: -2.0}, {0: 0.0, 1: 0.0}))
+    assert "over 2 paired seeds; the 95% interval includes 0" in two
+
+
 def test_spearman_matches_scipy_with_ties() -> None:
     xs, ys = [0.1, 0.4, 0.4, 0.9, 0.2, 0.7], [3.0, 1.0, 2.0, 0.5, 2.0, 1.5]
     assert stats.spearman(xs, ys) == pytest.approx(sp.spearmanr(xs, ys).statistic)

@@ -201,6 +201,11 @@ def compare_sentence(name: str, other: str, diff: Interval, unit: str = "points"
         return f"{name} and {other} share no finished seed."
     verdict = diff.verdict()
     seeds = f"{diff.n} paired seed{'s' if diff.n != 1 else ''}"
+    if diff.n == 1:
+        return (
+            f"{name} − {other}: {diff.text(signed=True)} {unit}; one seed has no interval, "
+            "so it cannot separate them."
+        )
     if verdict == TIED:
         return (
             f"{name} − {other}: {diff.text(signed=True)} {unit} over {seeds}; the 95% interval "
