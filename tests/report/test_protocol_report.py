@@ -37,6 +37,7 @@ def _results(src: Path) -> None:
         for seed, acc in enumerate(accs)
     ]
     runs += [{**r, "alpha": 0.5} for r in runs if r["variant"] == "fedit"]
+    runs += [{**runs[0], "ranks": "homogeneous"}]  # a setting begun: one seed of one method
     write_rows(src / "runs.csv", runs)
     tune = [
         {"task": "healthnews", "variant": v, "lr": lr, "val_score": score, "chosen": c, "failed": 0}
@@ -70,6 +71,8 @@ def test_protocol_section_states_intervals_and_paired_differences(tmp_path: Path
     # the centralized line stands for every alpha; the claims name what was not measured
     assert text.count("| centralized |") == 2
     assert "not measured (add `ilora+redistribute=svd`)" in text
+    assert "**healthnews, heterogeneous ranks, Dirichlet α=0.1** (5 seeds)" in text
+    assert "**healthnews, homogeneous ranks, Dirichlet α=0.1** (1 seed)" in text
 
 
 def test_the_control_scope_ablations_are_reference_ilora_s_minus_the_variant() -> None:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 from ilora.report._table import md_table
+from ilora.report._table import seeds_words
 
 BYZANTINE = ("sign_flip", "scale")
 COUNTS = ("injected", "failed", "rejected", "accepted")
@@ -23,11 +24,6 @@ Runs = dict[str, dict[str, dict[int, Row]]]  # algorithm -> variant -> seed -> f
 def seed_of(row: Row) -> int:
     """Return a row's seed (0 in files from before the campaign had seeds)."""
     return int(row.get("seed") or 0)
-
-
-def seeds_words(n: int) -> str:
-    """Return "1 seed" or "n seeds"."""
-    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def accounting(rows: Sequence[Row]) -> tuple[str, list[str]]:

@@ -199,3 +199,8 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         for r in rows
     ]
     return md_table(headers, body)
+
+
+def seeds_words(n: int) -> str:
+    """Return "1 seed" or "n seeds"."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"

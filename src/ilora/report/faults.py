@@ -27,7 +27,6 @@ from ilora.report._faults_counts import Runs
 from ilora.report._faults_counts import accounting
 from ilora.report._faults_counts import norms_sentences
 from ilora.report._faults_counts import seed_of
-from ilora.report._faults_counts import seeds_words
 from ilora.report._plot import line_chart
 from ilora.report._plot import round_means
 from ilora.report._plot import save_png
@@ -38,6 +37,7 @@ from ilora.report._table import pm
 from ilora.report._table import read_csv
 from ilora.report._table import read_meta
 from ilora.report._table import section_head
+from ilora.report._table import seeds_words
 
 TAIL = 5  # rounds in the tail mean: the final accuracy of one run moves by points round to round
 UPDATES = ("accepted", "failed", "rejected")

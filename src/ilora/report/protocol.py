@@ -25,6 +25,7 @@ from ilora.report._table import meta_line
 from ilora.report._table import num
 from ilora.report._table import read_csv
 from ilora.report._table import read_meta
+from ilora.report._table import seeds_words
 
 Row = Mapping[str, str]
 Cell = dict[str, dict[int, float]]  # variant -> seed -> final accuracy (%)
@@ -199,7 +200,7 @@ def _comparison(runs: Sequence[Row]) -> list[str]:
         task, ranks, alpha = key
         seeds = sorted({s for v in finals[key].values() for s in v})
         parts.append(
-            f"**{task}, {ranks} ranks, Dirichlet α={alpha:g}** ({len(seeds)} seeds)\n\n"
+            f"**{task}, {ranks} ranks, Dirichlet α={alpha:g}** ({seeds_words(len(seeds))})\n\n"
             + comparison_table(finals[key], personal.get(key, {}))
             + "\n"
         )
