@@ -37,7 +37,9 @@ def _results(src: Path) -> None:
         for seed, acc in enumerate(accs)
     ]
     runs += [{**r, "alpha": 0.5} for r in runs if r["variant"] == "fedit"]
-    runs += [{**runs[0], "ranks": "homogeneous"}]  # a setting begun: one seed of one method
+    # a setting begun: one seed of one method, beside the centralized line's five
+    runs += [{**runs[0], "ranks": "homogeneous"}]
+    runs += [{**r, "ranks": "homogeneous"} for r in runs if r["variant"] == "centralized"]
     write_rows(src / "runs.csv", runs)
     tune = [
         {"task": "healthnews", "variant": v, "lr": lr, "val_score": score, "chosen": c, "failed": 0}
@@ -69,7 +71,7 @@ def test_protocol_section_states_intervals_and_paired_differences(tmp_path: Path
     assert "| fedit | 3.16e-03 |" not in text and "| fedit | 0.00316 | 45.00 |" in text
     assert (tmp_path / "img" / "protocol-lr-healthnews.png").is_file()
     # the centralized line stands for every alpha; the claims name what was not measured
-    assert text.count("| centralized |") == 2
+    assert text.count("| centralized |") == 3  # heterogeneous 0.1 and 0.5, homogeneous 0.1
     assert "not measured (add `ilora+redistribute=svd`)" in text
     assert "**healthnews, heterogeneous ranks, Dirichlet α=0.1** (5 seeds)" in text
     assert "**healthnews, homogeneous ranks, Dirichlet α=0.1** (1 seed)" in text

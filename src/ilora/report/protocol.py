@@ -198,7 +198,8 @@ def _comparison(runs: Sequence[Row]) -> list[str]:
     parts = ["### Comparison on test\n"]
     for key in sorted(finals):
         task, ranks, alpha = key
-        seeds = sorted({s for v in finals[key].values() for s in v})
+        fed = [v for name, v in finals[key].items() if name != CENTRAL]
+        seeds = {s for v in fed or finals[key].values() for s in v}  # the federated runs'
         parts.append(
             f"**{task}, {ranks} ranks, Dirichlet α={alpha:g}** ({seeds_words(len(seeds))})\n\n"
             + comparison_table(finals[key], personal.get(key, {}))
