@@ -146,3 +146,15 @@ def test_a_diverging_run_warns_and_stop_on_divergence_exits_3(tmp_path: Path) ->
     assert [r.get("diverged") for r in rows] == [1.0]
     fedit = run(config.load(SMOKE, ["algorithm=fedit", "train.head_lr=3", "fed.rounds=2"]))
     assert all(r.metrics["diverged"] == 1.0 for r in fedit.history.records)  # warns, goes on
+
+
+def test_the_divergence_hint_names_the_orthonormal_b_only_for_ilora_qr_init(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hints = {}
+    for init in ("qr", "lora"):
+        sets = ["algorithm=ilora", f"algorithm_args.init={init}", "train.head_lr=3", "fed.rounds=1"]
+        run(config.load(SMOKE, sets))
+        hints[init] = capsys.readouterr().err
+    assert all("ilora diverged in round 1" in text for text in hints.values())
+    assert "orthonormal B" in hints["qr"] and "orthonormal B" not in hints["lora"]

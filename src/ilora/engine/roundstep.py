@@ -232,7 +232,7 @@ class RoundStep:
             f"lower train.lr (now {self.cfg.train.lr:g}) or train.head_lr (now "
             f"{self.cfg.train.head_lr:g}), for instance to a third"
         )
-        if isinstance(self.alg, ILoRA):
+        if isinstance(self.alg, ILoRA) and self.alg.init == "qr":
             text += (
                 "; ILoRA's orthonormal B puts all of the update's magnitude in A, so each "
                 "AdamW step moves the layer outputs more than plain LoRA's at the same rate"
