@@ -45,10 +45,11 @@ Ranks = Annotated[
 ]
 Alphas = Annotated[str | None, typer.Option(help="compared Dirichlet alphas, e.g. 0.1,0.5")]
 TuneRanks = Annotated[
-    str | None, typer.Option(help="rank setting of the tuning and horizon runs [heterogeneous]")
+    str | None,
+    typer.Option(help="rank setting of the tuning and horizon runs (default heterogeneous)"),
 ]
 TuneAlpha = Annotated[
-    float | None, typer.Option(help="Dirichlet alpha of the tuning and horizon runs [0.1]")
+    float | None, typer.Option(help="Dirichlet alpha of the tuning and horizon runs (default 0.1)")
 ]
 Seeds = Annotated[str | None, typer.Option(help="evaluation seeds, e.g. 0,1,2,3,4")]
 Workers = Annotated[int, typer.Option(help="processes, 1 torch thread each", min=1)]
