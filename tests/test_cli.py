@@ -356,6 +356,12 @@ def test_compare_writes_one_run_dir_per_algorithm_and_seed(compare_dir: Path) ->
             assert (run / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_compare_records_the_setting_rate_for_export(compare_dir: Path) -> None:
+    record = _json(compare_dir / "compare.json")
+    assert record["setting_lr"] == config_mod.load(SMOKE).train.lr
+    assert record["overrides"] == ["fed.rounds=1", "train.steps=2"]
+
+
 def test_compare_tables_have_a_row_per_algorithm(compare_dir: Path) -> None:
     md = (compare_dir / "comparison.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("|")]

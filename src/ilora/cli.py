@@ -45,6 +45,7 @@ from ilora.cli_options import SetOpt
 from ilora.cli_runs import check_names
 from ilora.cli_runs import finished_run
 from ilora.cli_runs import fresh_out
+from ilora.cli_runs import record_setting
 from ilora.cli_runs import resume_point
 from ilora.cli_runs import run_one
 from ilora.config import ConfigError
@@ -143,6 +144,7 @@ def compare(
         ]
         for cfg in cfgs:  # reject every bad name before the first run starts
             check_names(cfg)
+        record_setting(out, config, set_ or [])  # the setting's rate, for export-results
         for cfg in cfgs:
             run_dir = out / f"{cfg.algorithm}-seed{cfg.seed}"
             if not rerun and finished_run(cfg, run_dir):

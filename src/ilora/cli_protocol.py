@@ -4,7 +4,8 @@
 the horizon (validation) and runs the comparison on test at those choices; ``all`` does both.
 Every phase resumes (finished runs are reused) and writes every result file the finished runs
 support to ``results/protocol/`` (``--quick``: a tiny-text smoke version under
-``runs/quick/protocol/``).
+``runs/quick/protocol/``). Rates and horizon come from the tuning setting (``--tune-ranks``,
+``--tune-alpha``; default heterogeneous, 0.1), whatever ``--ranks`` and ``--alphas`` compare.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Annotated
+from typing import Any
 
 import typer
 
@@ -38,8 +40,17 @@ Variants = Annotated[
     typer.Option(help="comma-separated name or name+key=value (centralized always runs)"),
 ]
 Tasks = Annotated[str, typer.Option(help="comma-separated tasks")]
-Ranks = Annotated[str | None, typer.Option(help="heterogeneous,homogeneous (first: tuning)")]
-Alphas = Annotated[str | None, typer.Option(help="Dirichlet alphas (first: tuning), e.g. 0.1,0.5")]
+Ranks = Annotated[
+    str | None, typer.Option(help="compared rank settings: heterogeneous,homogeneous")
+]
+Alphas = Annotated[str | None, typer.Option(help="compared Dirichlet alphas, e.g. 0.1,0.5")]
+TuneRanks = Annotated[
+    str | None,
+    typer.Option(help="rank setting of the tuning and horizon runs (default heterogeneous)"),
+]
+TuneAlpha = Annotated[
+    float | None, typer.Option(help="Dirichlet alpha of the tuning and horizon runs (default 0.1)")
+]
 Seeds = Annotated[str | None, typer.Option(help="evaluation seeds, e.g. 0,1,2,3,4")]
 Workers = Annotated[int, typer.Option(help="processes, 1 torch thread each", min=1)]
 Preset = Annotated[Path | None, typer.Option(help="directory of <task>.yaml presets")]
@@ -55,6 +66,7 @@ def _protocol(
     seeds: str | None,
     preset: Path | None,
     set_: list[str] | None,
+    tuning: dict[str, Any],
 ) -> Protocol:
     from ilora.bench.protocol import Protocol
     from ilora.bench.protocol import parse_variants
@@ -73,6 +85,7 @@ def _protocol(
         low_rate=1e-3 if quick else 10**-4.5,
         max_rounds=12 if quick else 60,
         extra=tuple(set_ or []),
+        **{k: v for k, v in tuning.items() if v is not None},  # else Protocol's defaults
     )
 
 
@@ -101,6 +114,8 @@ def bench_protocol(
     preset: Preset = None,
     out: Out = None,
     set_: SetOpt = None,
+    tune_ranks: TuneRanks = None,
+    tune_alpha: TuneAlpha = None,
 ) -> None:
     """Tune every method on validation, then compare them over seeds on test (resumable)."""
     from ilora.bench import protocol_results
@@ -109,11 +124,14 @@ def bench_protocol(
         fail(ValueError(f"--phase must be tune, compare, all or report, got {phase!r}"))
     start = time.perf_counter()
     try:
-        proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_)
-        if phase != "report":
+        tuning = {"tune_ranks": tune_ranks, "tune_alpha": tune_alpha}
+        proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_, tuning)
+        protocol_results.check_tuning(_out(out, quick), proto)
+        tuned = {t: _tuned(proto, t) for t in proto.tasks} if phase == "compare" else {}
+        if phase != "report":  # after the checks: a refused invocation is not on record
             protocol_results.record_command(_out(out, quick), phase)
         for task in proto.tasks if phase != "report" else ():
-            rates = _tune(proto, task, workers) if phase != "compare" else _tuned(proto, task)
+            rates = _tune(proto, task, workers) if phase != "compare" else tuned[task]
             if phase != "tune":
                 _compare(proto, task, rates, workers)
     except USER_ERRORS as err:

@@ -84,6 +84,13 @@ def finished_run(cfg: config_mod.ExperimentConfig, out: Path) -> bool:
     return finished(cfg, out)
 
 
+def record_setting(out: Path, config: Path, overrides: list[str]) -> None:
+    """Record the setting's LoRA rate in ``out`` for ``export-results`` (``bench.export``)."""
+    from ilora.bench.export import record_setting as record
+
+    record(out, config, overrides)
+
+
 def check_names(cfg: config_mod.ExperimentConfig) -> None:
     from ilora.engine.setup import validate
 

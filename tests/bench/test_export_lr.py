@@ -1,7 +1,8 @@
 """``ilora export-results``: each run's LoRA rate in ``runs.csv`` and the setting's rate.
 
 Run directories are written by hand (config, summary, manifest, history); the task's data facts
-are replaced so no dataset loads.
+are replaced so no dataset loads. The setting's rate is the one ``ilora compare`` recorded
+(``compare.json``), or for a directory without that record the one most methods share.
 """
 
 from __future__ import annotations
@@ -45,9 +46,51 @@ def test_runs_csv_holds_each_runs_own_rate(exported: Path) -> None:
     assert {r["algorithm"]: float(r["lr"]) for r in rows} == RATES
 
 
-def test_the_setting_rate_is_the_one_most_runs_share(exported: Path) -> None:
-    setting = json.loads((exported / "meta.json").read_text())["setting"]
-    assert setting["train"]["lr"] == 0.002  # fedloru and flasc: the config's own rate
+def test_without_a_record_the_setting_rate_is_the_one_most_runs_share(exported: Path) -> None:
+    meta = json.loads((exported / "meta.json").read_text())
+    assert meta["setting"]["train"]["lr"] == 0.002  # fedloru and flasc: the config's own rate
+    assert meta["setting_lr_source"].startswith("inferred: the rate most methods share")
+
+
+CONFIG = """algorithm: fedit
+train: {lr: 0.002}
+per_algorithm:
+  fedit: {train: {lr: 0.00316}}
+  flora: {train: {lr: 0.00316}}
+  hetlora: {train: {lr: 0.000316}}
+"""
+
+
+def test_compare_records_the_rate_no_method_brings_its_own(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG)
+    assert export.record_setting(tmp_path / "a", config, ["algorithm=hetlora"]) == 0.002
+    assert export.recorded_rate(tmp_path / "a") == 0.002
+    assert export.record_setting(tmp_path / "b", config, ["train.lr=0.005"]) == 0.005  # --set wins
+    assert export.recorded_rate(tmp_path / "c") is None  # a directory from before the record
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "compare.json").write_text('{"setting_lr": "fast"}')
+    with pytest.raises(ValueError, match="setting_lr must be a positive number, got 'fast'"):
+        export.recorded_rate(tmp_path / "c")
+
+
+def test_the_recorded_setting_rate_wins_over_the_most_common(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most methods at tuned rates that agree: inferred, the setting would read 0.00316."""
+    monkeypatch.setattr(export, "data_facts", lambda cfg: {})
+    runs = tmp_path / "runs"
+    tuned = {"fedit": 0.00316, "flora": 0.00316, "hetlora": 0.000316, "flasc": 0.002}
+    for alg, lr in tuned.items():
+        _run(runs, alg, lr)
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG)
+    export.record_setting(runs, config, [])
+    export.export_compare(runs, tmp_path / "out", ["ilora compare c.yaml"], [])
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["setting"]["train"]["lr"] == 0.002
+    assert meta["setting_lr_source"] == "recorded by ilora compare (compare.json)"
+    assert export.setting_rate([0.00316, 0.00316, 0.000316, 0.002]) == 0.00316  # the fallback
 
 
 def test_the_setting_rate_counts_methods_not_seeds(tmp_path: Path) -> None:

@@ -134,26 +134,30 @@ def _poison(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class _Tuning:
-    root: Path  # holds runs/tiny-text/tune and tuned/
+    root: Path  # holds runs/tiny-text/{tune,horizon} and tuned/
     rates: dict[str, float]
+    horizon: phases.Horizon
     lines: list[str]
 
 
 @pytest.fixture(scope="module")
 def poisoned_tuning(tmp_path_factory: pytest.TempPathFactory) -> _Tuning:
-    """The quick protocol's tuning, run once for the two tests below with the test split poisoned
-    (in-process: the patch applies); each test works on its own copy of the runs."""
+    """The quick protocol's tuning and horizon, run once for the tests below with the test split
+    poisoned (in-process: the patch applies); each test works on its own copy of the runs."""
     root, lines = tmp_path_factory.mktemp("protocol"), []
     with pytest.MonkeyPatch.context() as monkeypatch:
         _poison(monkeypatch)
         tuned = phases.tune(_quick(root), "tiny-text", 1, lines.append)
-    return _Tuning(root, {t.variant.label: t.rate for t in tuned}, lines)
+        rates = {t.variant.label: t.rate for t in tuned}
+        found = phases.horizon(_quick(root), "tiny-text", rates, 1, lines.append)
+    return _Tuning(root, rates, found, lines)
 
 
 def _copy(tuning: _Tuning, tmp_path: Path) -> Protocol:
     """Return the quick protocol in ``tmp_path`` holding a copy of ``tuning``'s runs."""
-    tune = Path("runs") / "tiny-text" / "tune"
-    shutil.copytree(tuning.root / tune, tmp_path / tune)
+    for phase in ("tune", "horizon"):
+        runs = Path("runs") / "tiny-text" / phase
+        shutil.copytree(tuning.root / runs, tmp_path / runs)
     shutil.copytree(tuning.root / "tuned", tmp_path / "tuned")
     return _quick(tmp_path)
 
@@ -163,8 +167,8 @@ def test_tuning_never_reads_the_test_split(
 ) -> None:
     _poison(monkeypatch)
     proto, lines = _copy(poisoned_tuning, tmp_path), list(poisoned_tuning.lines)
-    rates = poisoned_tuning.rates
-    found = phases.horizon(proto, "tiny-text", rates, 1, lines.append)
+    rates, found = poisoned_tuning.rates, poisoned_tuning.horizon
+    assert sum("horizon" in line for line in lines) == 2  # centralized and fedit, poisoned too
     assert not [line for line in lines if "STOPPED" in line], lines
     assert set(rates) == {"fedit", "centralized"} and 1 <= found.rounds <= 7
     assert "per_algorithm" in (tmp_path / "tuned" / "tiny-text.yaml").read_text()
@@ -190,12 +194,36 @@ def test_compare_runs_at_the_tuned_rates_and_writes_the_results(
     tune_csv = (out / "tune.csv").read_text().splitlines()
     assert sum(line.endswith(",1,0") for line in tune_csv[1:]) == 2  # one choice per variant
     meta = json.loads((out / "meta.json").read_text())
-    assert set(meta["run_seconds_by_phase"]) == {"tune", "compare"}
+    assert meta["tuning"] == {"ranks": "heterogeneous", "alpha": 0.1}
+    assert set(meta["run_seconds_by_phase"]) == {"tune", "horizon", "compare"}
     assert meta["run_seconds_by_phase"]["compare"] > 0  # counted from the runs themselves
     # --phase report (after a stop): the files again, no time added to any phase
     assert protocol_results.write(out, proto, True, "report", 0.0) == 4
     again = json.loads((out / "meta.json").read_text())
     assert again["wall_s_by_phase"] == meta["wall_s_by_phase"] == {"compare": 1.0}
+
+
+def test_a_compare_over_a_subset_of_the_axes_reuses_the_default_tuning(
+    poisoned_tuning: _Tuning, tmp_path: Path
+) -> None:
+    """Homogeneous ranks at alpha 0.5 alone (issue 16: was ``KeyError: 'fedit'``): the rates and
+    the horizon tuned at the default setting are found on disk, and nothing runs again."""
+    part = dataclasses.replace(_copy(poisoned_tuning, tmp_path), ranks=("homogeneous",))
+    assert part.alphas == (0.5,) and (part.tune_ranks, part.tune_alpha) == ("heterogeneous", 0.1)
+    rates, lines = poisoned_tuning.rates, []
+    assert phases.tuned_rates(part, "tiny-text") == rates
+    assert phases.horizon(part, "tiny-text", rates, 1, lines.append) == poisoned_tuning.horizon
+    assert lines == []  # both horizon runs reused
+    compared = list(part.compare_jobs("tiny-text", rates, 2))
+    where = {j.run_dir.relative_to(part.runs).as_posix(): j.config() for j in compared}
+    assert sorted(where) == [
+        "tiny-text/compare/homogeneous-a0.1/centralized-seed0",  # pooled: at the tuning alpha
+        "tiny-text/compare/homogeneous-a0.1/centralized-seed1",
+        "tiny-text/compare/homogeneous-a0.5/fedit-seed0",
+        "tiny-text/compare/homogeneous-a0.5/fedit-seed1",
+    ]
+    assert {c.lora.rank_policy for c in where.values()} == {"uniform"}
+    assert {c.train.lr for c in where.values()} == set(rates.values())
 
 
 def test_personalized_methods_are_tuned_on_their_clients_models(tmp_path: Path) -> None:

@@ -77,6 +77,20 @@ def test_protocol_section_states_intervals_and_paired_differences(tmp_path: Path
     assert "**healthnews, homogeneous ranks, Dirichlet α=0.1** (1 seed)" in text
 
 
+def test_the_rules_name_the_tuning_setting(tmp_path: Path) -> None:
+    _results(tmp_path / "protocol")
+    meta = json.loads((tmp_path / "protocol" / "meta.json").read_text())
+    rules = {"score_window": 3, "max_extensions": 3, "plateau_window": 5}
+    meta |= {"rules": {**rules, "plateau_tol_points": 0.5, "max_rounds": 60}, "tune_seed": 100}
+    (tmp_path / "protocol" / "meta.json").write_text(json.dumps(meta))
+    text = protocol.render(tmp_path / "protocol", tmp_path / "img")
+    assert "tuning seed 100 in one tuning setting (heterogeneous ranks, α = 0.1)" in text
+    meta["tuning"] = {"ranks": "homogeneous", "alpha": 0.5}  # recorded since issue 16
+    (tmp_path / "protocol" / "meta.json").write_text(json.dumps(meta))
+    text = protocol.render(tmp_path / "protocol", tmp_path / "img")
+    assert "tuning seed 100 in one tuning setting (homogeneous ranks, α = 0.5)" in text
+
+
 def test_the_control_scope_ablations_are_reference_ilora_s_minus_the_variant() -> None:
     ref, head = [51.0, 49.0, 53.0, 50.0, 52.0], [40.0, 41.5, 39.0, 42.0, 40.5]
     cells = {

@@ -94,21 +94,39 @@ def write_tuned(proto: Protocol, task: str, results: list[Tuned]) -> None:
 
 
 def tuned_rates(proto: Protocol, task: str) -> dict[str, float]:
-    """Return ``{variant label: chosen rate}`` from the finished tuning runs (no new runs)."""
+    """Return ``{variant label: chosen rate}`` from the finished tuning runs (no new runs).
+
+    Raises:
+        ValueError: naming every variant whose tuning (in the protocol's tuning setting) is
+            not finished, and the command that finishes it.
+
+    """
     grid = tuning.rate_grid(proto.low_rate, proto.n_rates)
-    out = {}
+    out, missing = {}, {}
     for variant in proto.variants:
         rates = _tried_rates(proto, task, variant, grid)
+        jobs = [proto.tune_job(task, variant, r) for r in rates]
+        left = sum(not j.decided() for j in jobs)
         scores = _scores(proto, task, variant, rates)
-        if any(not math.isnan(s) for s in scores.values()):
+        if left == len(jobs):
+            missing[variant.label] = f"no tuning run in {jobs[0].run_dir.parent}"
+        elif left:
+            missing[variant.label] = f"{left} of {len(jobs)} tuning runs missing"
+        elif tuning.extension(scores, grid) not in (None, *scores):
+            missing[variant.label] = "its best rate is at the grid's edge, not extended yet"
+        elif all(math.isnan(s) for s in scores.values()):
+            missing[variant.label] = "every rate tried diverged"
+        else:
             out[variant.label] = tuning.choose(scores)
+    if missing:
+        raise proto.untuned(task, missing)
     return out
 
 
 def _tried_rates(proto: Protocol, task: str, variant: Variant, grid: list[float]) -> list[float]:
     """Return the grid plus every extension rate that has a run directory."""
     rates = list(grid)
-    root = proto.runs / task / "tune" / variant.label
+    root = proto.phase_dir(task, "tune") / variant.label
     if root.is_dir():
         for d in root.iterdir():
             if d.name.startswith("lr"):
@@ -130,6 +148,7 @@ def horizon(
     proto: Protocol, task: str, rates: dict[str, float], workers: int, report: Report
 ) -> Horizon:
     """Run the centralized line and the best method (``horizon_variant``) long; return rounds."""
+    proto.check_rates(task, rates)
     best = horizon_variant(proto.variants, _best_scores(proto, task, rates))
     chosen = [v for v in proto.variants if v.label in (CENTRALIZED, best.label)]
     jobs = [proto.horizon_job(task, v, rates[v.label]) for v in chosen]

@@ -4,20 +4,27 @@ Three phases per task, each resumable (finished runs of the identical config are
 :mod:`ilora.bench.jobs`), each reading its preset ``<preset_dir>/<task>.yaml``:
 
 1. **tune** (``ilora bench protocol --phase tune``): every variant at every rate of a log grid
-   (:mod:`ilora.bench.tuning`), at the tuning setting (heterogeneous ranks, the first alpha)
-   and the tuning seed, evaluated on the validation split (``eval.split: validation``: the
-   test split is never read). The grid is extended while a variant's best rate sits at its
-   edge. The chosen rates go to ``<tuned_dir>/<task>.yaml`` as ``per_algorithm: {name: {train:
+   (:mod:`ilora.bench.tuning`), at the tuning setting (``tune_ranks``, ``tune_alpha``: by
+   default heterogeneous ranks, alpha 0.1; fixed, whatever ranks and alphas are compared) and
+   the tuning seed, evaluated on the validation split (``eval.split: validation``: the test
+   split is never read). The grid is extended while a variant's best rate sits at its edge.
+   The chosen rates go to ``<tuned_dir>/<task>.yaml`` as ``per_algorithm: {name: {train:
    {lr}}}``, which presets and the demo ``include``.
 2. **horizon** (first step of ``compare``): the centralized line and the best federated
    method (a variant without arguments: an ablation never moves the horizon) at their tuned
-   rates for ``max_rounds`` on validation; the comparison runs for the later of their plateau
-   rounds (``max_rounds`` when one never plateaus; the report says so).
+   rates for ``max_rounds`` on validation, in the tuning setting; the comparison runs for the
+   later of their plateau rounds (``max_rounds`` when one never plateaus; the report says so).
 3. **compare** (``--phase compare``): every variant at its tuned rate, every rank setting,
    alpha and seed, for the horizon, evaluated on test (every ``compare_every`` rounds for the
    curves, and in full after the last round: the compared number). The centralized line
-   trains on pooled data, so it runs once per rank setting and seed (at the first alpha) and
-   stands for every alpha.
+   trains on pooled data, so it runs once per rank setting and seed (at the tuning alpha,
+   whichever alphas an invocation compares) and stands for every alpha.
+
+Run directories: ``<runs>/<task>/{tune,horizon,compare}<suffix>/``, where ``suffix`` is empty
+for the default tuning setting and ``-<ranks>-a<alpha>`` for another one (``tuning_suffix``;
+the tuned-rates file is ``<task><suffix>.yaml``), so the runs of a protocol tuned elsewhere
+never replace those of the default one, and any subset of the compared axes resumes from the
+same tuning and horizon runs.
 
 A variant is a registered algorithm with hyperparameters, ``name`` or
 ``name+key=value+key=value`` (ablations such as ``ilora+redistribute=svd``); the variant's label
@@ -37,6 +44,7 @@ from pathlib import Path
 from ilora.bench.jobs import Job
 
 CENTRALIZED = "centralized"
+TUNE_RANKS, TUNE_ALPHA = "heterogeneous", 0.1  # the default tuning setting (every run so far)
 RANKS: dict[str, tuple[str, ...]] = {
     "heterogeneous": ("lora.rank_policy=cycle", "lora.ranks=[4,8,16]"),
     "homogeneous": ("lora.rank_policy=uniform", "lora.rank=8"),
@@ -119,18 +127,58 @@ class Protocol:
     max_rounds: int = 60
     compare_every: int = 6  # test evaluations of a comparison run: every N rounds and the last
     extra: tuple[str, ...] = field(default=())  # further --set overrides for every run
+    tune_ranks: str = TUNE_RANKS  # the setting of the tuning and horizon runs
+    tune_alpha: float = TUNE_ALPHA
 
     def __post_init__(self) -> None:
-        check_rank_settings(self.ranks, RANKS)
+        check_rank_settings((*self.ranks, self.tune_ranks), RANKS)
         if self.n_rates < 1 or not self.seeds or not self.alphas:
             raise ValueError("the protocol needs at least one rate, seed and alpha")
+        if not self.tune_alpha > 0:
+            raise ValueError(f"--tune-alpha must be > 0, got {self.tune_alpha}")
         check_presets(self.tasks, self.preset, "configs/protocol/")
 
     def preset(self, task: str) -> Path:
         return self.preset_dir / f"{task}.yaml"
 
+    @property
+    def tuning_suffix(self) -> str:
+        """Return what names the tuning setting in run directories ("" for the default one)."""
+        if (self.tune_ranks, self.tune_alpha) == (TUNE_RANKS, TUNE_ALPHA):
+            return ""
+        return f"-{self.tune_ranks}-a{self.tune_alpha:g}"
+
+    @property
+    def tuning_words(self) -> str:
+        """Return the tuning setting in words, e.g. "heterogeneous alpha 0.1"."""
+        return f"{self.tune_ranks} alpha {self.tune_alpha:g}"
+
+    def phase_dir(self, task: str, phase: str) -> Path:
+        """Return the directory of ``phase``'s (tune, horizon, compare) runs of ``task``."""
+        return self.runs / task / f"{phase}{self.tuning_suffix}"
+
     def tuned_file(self, task: str) -> Path:
-        return self.tuned_dir / f"{task}.yaml"
+        return self.tuned_dir / f"{task}{self.tuning_suffix}.yaml"
+
+    def check_rates(self, task: str, rates: Mapping[str, float]) -> None:
+        """Raise :meth:`untuned` for the variants ``rates`` has no rate for."""
+        missing = [v.label for v in self.variants if v.label not in rates]
+        if missing:
+            raise self.untuned(task, dict.fromkeys(missing, "not tuned"))
+
+    def untuned(self, task: str, missing: Mapping[str, str]) -> ValueError:
+        """Return the error naming the variants without a tuned rate (label -> what is missing)."""
+        what = ", ".join(f"{label!r} ({why})" for label, why in missing.items())
+        plain = [label for label in missing if label != CENTRALIZED]
+        options = f" --tune-ranks {self.tune_ranks} --tune-alpha {self.tune_alpha:g}"
+        command = (
+            f"ilora bench protocol --phase tune --tasks {task}"
+            + (f" --variants {','.join(plain)}" if plain else "")
+            + (options if self.tuning_suffix else "")
+        )
+        return ValueError(
+            f"{task}: no tuned rate for {what} at {self.tuning_words}: run `{command}` first"
+        )
 
     def _setting(self, ranks: str, alpha: float) -> tuple[str, ...]:
         return (*RANKS[ranks], f"data.partition_args.alpha={alpha}")
@@ -139,14 +187,14 @@ class Protocol:
         """Return the tuning run of ``variant`` at ``rate`` (validation only)."""
         sets = (
             *variant.overrides(),
-            *self._setting(self.ranks[0], self.alphas[0]),
+            *self._setting(self.tune_ranks, self.tune_alpha),
             f"seed={self.tune_seed}",
             f"train.lr={rate}",
             "eval.split=validation",
             *self._personal_evaluations(task, variant),
             *self.extra,
         )
-        where = self.runs / task / "tune" / variant.label / f"lr{rate:g}"
+        where = self.phase_dir(task, "tune") / variant.label / f"lr{rate:g}"
         return Job(f"{task} tune {variant.label} lr={rate:g}", self.preset(task), sets, where)
 
     def _personal_evaluations(self, task: str, variant: Variant) -> tuple[str, ...]:
@@ -164,18 +212,24 @@ class Protocol:
             *self.tune_job(task, variant, rate).overrides,
             f"fed.rounds={self.max_rounds}",
         )
-        where = self.runs / task / "horizon" / variant.label
+        where = self.phase_dir(task, "horizon") / variant.label
         return Job(f"{task} horizon {variant.label}", self.preset(task), sets, where)
 
     def compare_jobs(self, task: str, rates: dict[str, float], rounds: int) -> Iterator[Job]:
         """Yield the comparison runs of ``task``: settings, seeds, variants (test split)."""
+        self.check_rates(task, rates)
+        # pooled data: one centralized run, at the tuning alpha, stands for every alpha; it
+        # runs with that alpha's runs, or with the first alpha's when that one is not compared
+        home = self.tune_alpha if self.tune_alpha in self.alphas else self.alphas[0]
         for ranks in self.ranks:
             for alpha in self.alphas:
                 for seed in self.seeds:
                     for variant in self.variants:
-                        if variant.algorithm == CENTRALIZED and alpha != self.alphas[0]:
-                            continue  # pooled data: one run stands for every alpha
-                        yield self._compare_job(task, variant, ranks, alpha, seed, rates, rounds)
+                        central = variant.algorithm == CENTRALIZED
+                        if central and alpha != home:
+                            continue
+                        at = self.tune_alpha if central else alpha
+                        yield self._compare_job(task, variant, ranks, at, seed, rates, rounds)
 
     def _compare_job(
         self,
@@ -187,11 +241,6 @@ class Protocol:
         rates: dict[str, float],
         rounds: int,
     ) -> Job:
-        if variant.label not in rates:
-            raise ValueError(
-                f"no tuned rate for {variant.label!r} on {task}; "
-                "run ilora bench protocol --phase tune first"
-            )
         sets = (
             *variant.overrides(),
             *self._setting(ranks, alpha),
@@ -201,7 +250,8 @@ class Protocol:
             f"eval.every={self.compare_every}",
             *self.extra,
         )
-        where = self.runs / task / "compare" / f"{ranks}-a{alpha:g}" / f"{variant.label}-seed{seed}"
+        setting = self.phase_dir(task, "compare") / f"{ranks}-a{alpha:g}"
+        where = setting / f"{variant.label}-seed{seed}"
         label = f"{task} {ranks} a={alpha:g} seed {seed} {variant.label}"
         return Job(label, self.preset(task), sets, where)
 

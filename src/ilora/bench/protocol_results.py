@@ -5,9 +5,11 @@ long validation runs: plateau round, the horizon), ``runs.csv`` and ``rounds.csv
 comparison on test, one row per run and per round) and ``meta.json`` (commands, axes, the
 decision rules' constants, machine time per phase, summed over invocations).
 
-Rows come from scanning ``<runs>/<task>/{tune,horizon,compare}/``, not from one invocation's
-axes, so invocations with different variants or settings (the first family in every setting,
-the second family in one) add up in one set of files.
+Rows come from scanning ``<runs>/<task>/{tune,horizon,compare}<suffix>/``, not from one
+invocation's axes, so invocations with different variants or settings (the first family in every
+setting, the second family in one) add up in one set of files. One results directory holds one
+tuning setting (``Protocol.tuning_suffix``; ``meta.json`` ``tuning``; a directory written before
+that record holds the default one): :func:`check_tuning` refuses to mix two.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ from ilora import config as config_mod
 from ilora.bench import resultfiles
 from ilora.bench import tuning
 from ilora.bench.protocol import RANKS
+from ilora.bench.protocol import TUNE_ALPHA
+from ilora.bench.protocol import TUNE_RANKS
 from ilora.bench.protocol import Protocol
 from ilora.bench.protocol import Variant
 from ilora.bench.runner import STOPPED
+
+PHASES = ("tune", "horizon", "compare")
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -39,11 +45,14 @@ def _dirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
 
 
-def tune_rows(runs: Path) -> list[dict[str, Any]]:
-    """Return one row per (task, variant, rate) tried, with its score and the choice."""
+def tune_rows(runs: Path, suffix: str = "") -> list[dict[str, Any]]:
+    """Return one row per (task, variant, rate) tried, with its score and the choice.
+
+    ``suffix`` names the tuning setting (``Protocol.tuning_suffix``) as the directories do.
+    """
     rows = []
     for task_dir in _dirs(runs):
-        for variant_dir in _dirs(task_dir / "tune"):
+        for variant_dir in _dirs(task_dir / f"tune{suffix}"):
             tried = [d for d in _dirs(variant_dir) if d.name.startswith("lr")]
             metric = Variant.parse(variant_dir.name).metric
             scores = {float(d.name[2:]): tuning.score(_history(d), metric) for d in tried}
@@ -65,12 +74,12 @@ def tune_rows(runs: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["task"], r["variant"], r["lr"]))
 
 
-def horizon_rows(runs: Path) -> list[dict[str, Any]]:
+def horizon_rows(runs: Path, suffix: str = "") -> list[dict[str, Any]]:
     """Return the long validation runs: their plateau round and each task's horizon."""
     rows = []
     for task_dir in _dirs(runs):
         found = []
-        for d in _dirs(task_dir / "horizon"):
+        for d in _dirs(task_dir / f"horizon{suffix}"):
             history = _history(d)
             if history:
                 cfg = config_mod.load(d / "config.yaml")
@@ -91,12 +100,12 @@ def horizon_rows(runs: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run_rows(runs: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def run_rows(runs: Path, suffix: str = "") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return ``(runs, rounds)`` rows of every finished comparison run."""
     out: list[dict[str, Any]] = []
     rounds: list[dict[str, Any]] = []
     for task_dir in _dirs(runs):
-        for setting in _dirs(task_dir / "compare"):
+        for setting in _dirs(task_dir / f"compare{suffix}"):
             for d in _dirs(setting):
                 history = _history(d)
                 if not history:
@@ -137,11 +146,16 @@ def write(out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float) ->
 
     Returns the number of finished comparison runs.
     """
-    tables = {"tune.csv": tune_rows(proto.runs), "horizon.csv": horizon_rows(proto.runs)}
+    check_tuning(out, proto)
+    suffix = proto.tuning_suffix
+    tables = {
+        "tune.csv": tune_rows(proto.runs, suffix),
+        "horizon.csv": horizon_rows(proto.runs, suffix),
+    }
     for name, rows in tables.items():
         if rows:
             resultfiles.write_rows(out / name, rows)
-    runs, rounds = run_rows(proto.runs)
+    runs, rounds = run_rows(proto.runs, suffix)
     if runs:
         resultfiles.write_rows(out / "runs.csv", runs)
         resultfiles.write_rows(out / "rounds.csv", rounds)
@@ -149,17 +163,40 @@ def write(out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float) ->
     return len(runs)
 
 
-def run_seconds(runs: Path) -> dict[str, float]:
+def run_seconds(runs: Path, suffix: str = "") -> dict[str, float]:
     """Return the summed wall seconds of the finished runs of each phase (one worker each).
 
     Unlike an invocation's wall time, this counts the runs of an invocation that was stopped.
+    Only the phase directories of the tuning setting ``suffix`` count.
     """
     out: dict[str, float] = {}
-    for summary in sorted(runs.glob("*/*/**/summary.json")):
-        phase = summary.relative_to(runs).parts[1]
-        seconds = float(json.loads(summary.read_text()).get("wall_s", 0.0))
-        out[phase] = round(out.get(phase, 0.0) + seconds, 1)
+    for phase in PHASES:
+        for summary in sorted(runs.glob(f"*/{phase}{suffix}/**/summary.json")):
+            seconds = float(json.loads(summary.read_text()).get("wall_s", 0.0))
+            out[phase] = round(out.get(phase, 0.0) + seconds, 1)
     return out
+
+
+def tuning_record(proto: Protocol) -> dict[str, Any]:
+    """Return the ``meta.json`` record of the protocol's tuning setting."""
+    return {"ranks": proto.tune_ranks, "alpha": proto.tune_alpha}
+
+
+def check_tuning(out: Path, proto: Protocol) -> None:
+    """Raise ``ValueError`` when ``out`` holds the results of a protocol tuned elsewhere.
+
+    A ``meta.json`` without a ``tuning`` record was written before the setting was recorded,
+    when every protocol was tuned at the default setting (``TUNE_RANKS``, ``TUNE_ALPHA``).
+    """
+    path = out / "meta.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    default = {"ranks": TUNE_RANKS, "alpha": TUNE_ALPHA}
+    held = meta.get("tuning", default if "rules" in meta else None)
+    if held is not None and held != tuning_record(proto):
+        raise ValueError(
+            f"{out} holds a protocol tuned at {held['ranks']} alpha {held['alpha']:g}, not at "
+            f"{proto.tuning_words}; pass --out DIR for this one"
+        )
 
 
 def record_command(out: Path, phase: str) -> None:
@@ -195,6 +232,7 @@ def _write_meta(
         tasks=sorted({*old.get("tasks", []), *proto.tasks}),
         ranks={name: list(RANKS[name]) for name in RANKS},
         tune_seed=proto.tune_seed,
+        tuning=tuning_record(proto),
         rate_grid_ratio=tuning.STEP,
         rules={
             "score_window": tuning.SCORE_WINDOW,
@@ -212,6 +250,6 @@ def _write_meta(
         runs_finished=n,
         commands=_with_command(old.get("commands", {}), phase),
         wall_s_by_phase=walls,
-        run_seconds_by_phase=run_seconds(proto.runs),
+        run_seconds_by_phase=run_seconds(proto.runs, proto.tuning_suffix),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS", ""),
     )

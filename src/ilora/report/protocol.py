@@ -178,13 +178,17 @@ def _rules(meta: Mapping[str, Any]) -> str:
     rules = meta.get("rules", {})
     if not rules:
         return ""
+    # results written before the tuning setting was recorded were all tuned at the default
+    tuned_at = meta.get("tuning", {"ranks": "heterogeneous", "alpha": 0.1})
     return (
         f"Rules: each method's rate is the best validation accuracy (mean of the last "
         f"{rules['score_window']} evaluations; for a personalized method, its clients' own "
         "models on validation shares drawn with each client's label mix) on a log grid of "
         f"ratio √10, extended up to "
         f"{rules['max_extensions']} steps past an edge while the best sits there, at tuning "
-        f"seed {meta.get('tune_seed')}; the horizon is the round where neither the centralized "
+        f"seed {meta.get('tune_seed')} in one tuning setting ({tuned_at['ranks']} ranks, "
+        f"α = {tuned_at['alpha']:g}) for every compared setting; the horizon, found in the same "
+        "setting, is the round where neither the centralized "
         f"line nor the best federated method has gained {rules['plateau_tol_points']} points "
         f"over its best within the last {rules['plateau_window']} evaluations (at most "
         f"{rules['max_rounds']} rounds). Differences are paired by seed (same partition, "
