@@ -26,15 +26,13 @@ from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
 from ilora.cli_options import BenchOutOpt
+from ilora.cli_options import SetOpt
 
 if TYPE_CHECKING:
     from ilora.bench.campaign import Campaign
 
     Measure = Callable[[Campaign], list[Path]]  # a campaign's run, given where it works
 
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="extra key=value overrides (repeatable)")
-]
 RunsOpt = Annotated[Path | None, typer.Option(help="run directories")]
 WorkersOpt = Annotated[int, typer.Option(help="runs at once, 1 torch thread each", min=1)]
 AlgOpt = Annotated[str, typer.Option(help="comma-separated names")]

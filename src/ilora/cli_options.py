@@ -13,7 +13,7 @@ import typer
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="override a dotted key: fed.rounds=3")
+    list[str] | None, typer.Option("--set", help="override a dotted key (repeatable): fed.rounds=3")
 ]
 
 # ---- ilora run

@@ -21,15 +21,12 @@ from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
 from ilora.cli_options import BenchOutOpt
+from ilora.cli_options import SetOpt
 
 if TYPE_CHECKING:
     from ilora.bench.jobs import Job
     from ilora.bench.quality import Cell
     from ilora.bench.quality import Grid
-
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="override a dotted key in every run: fed.rounds=3")
-]
 
 
 def report(
