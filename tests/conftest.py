@@ -124,6 +124,16 @@ def run_rounds(
     return TwoRounds(state, pays, ups, store, clients)
 
 
+def assert_rejected(name: str, *bad: dict[str, object]) -> None:
+    """Check that each set of ``bad`` hyperparameters makes algorithm ``name`` refuse to be made.
+
+    The refusal is a ``ValueError`` naming the set's first key (the field it checks).
+    """
+    for args in bad:
+        with pytest.raises(ValueError, match=next(iter(args))):
+            create_algorithm(name, args)
+
+
 class OneLayerNet(nn.Module):
     """``head(relu(l(x)))`` with ``l: 6 -> 5``, ``head: 5 -> 3``, seeded N(0, 0.25) weights."""
 

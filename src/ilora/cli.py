@@ -26,9 +26,9 @@ from ilora.cli_common import split_names
 from ilora.cli_flower import flower_app  # flwr only inside its commands
 from ilora.cli_flower import stored_config  # flwr only inside its commands
 from ilora.cli_options import AlgorithmsOpt
+from ilora.cli_options import BenchOutOpt
 from ilora.cli_options import CommAlgorithmsOpt
 from ilora.cli_options import CommConfigArg
-from ilora.cli_options import CommOutOpt
 from ilora.cli_options import CommQuickOpt
 from ilora.cli_options import CommRoundsOpt
 from ilora.cli_options import CommRunsDirOpt
@@ -213,14 +213,14 @@ def bench_comm(
     rounds: CommRoundsOpt = 3,
     quick: CommQuickOpt = False,
     set_: SetOpt = None,
-    out: CommOutOpt = None,
+    out: BenchOutOpt = None,
     runs_dir: CommRunsDirOpt = None,
 ) -> None:
     """Bytes per round per method: the engine's counts against the analytic formulas."""
     from ilora.bench import commcheck
     from ilora.bench import resultfiles
 
-    out = out or Path("runs/quick/comm" if quick else "results/comm")
+    out = resultfiles.results_dir("comm", quick, out)
     run_root = runs_dir or Path("runs/quick/comm/runs" if quick else "runs/bench-comm")
     try:
         if runs is None:

@@ -22,12 +22,9 @@ from ilora.cli_common import console
 from ilora.cli_common import fail
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
+from ilora.cli_options import BenchOutOpt
 
 QuickOpt = Annotated[bool, typer.Option(help="a smoke preset of about a minute")]
-OutOpt = Annotated[
-    Path | None,
-    typer.Option(help="results directory (default results/<name>; --quick: runs/quick/<name>)"),
-]
 ThreadsOpt = Annotated[int, typer.Option(help="torch threads of the measuring processes")]
 
 
@@ -82,11 +79,13 @@ def _measure(
     The plan is the module's preset (``QUICK``, or ``Plan()``) with ``threads`` and the options
     given; ``options()`` parses them here, so a malformed value is a user error (exit 2) too.
     """
+    from ilora.bench.resultfiles import results_dir
+
     name = bench.__name__.rsplit(".", 1)[-1]
     try:
         plan = replace(bench.QUICK if quick else bench.Plan(), threads=threads, **options())
         bench.check_plan(plan)
-        out = out or Path(f"runs/quick/{name}" if quick else f"results/{name}")
+        out = results_dir(name, quick, out)
         bench.run(plan, out, quick, log=console.print)
     except USER_ERRORS as err:
         fail(err)
@@ -95,7 +94,7 @@ def _measure(
 
 def bench_aggregation(
     quick: QuickOpt = False,
-    out: OutOpt = None,
+    out: BenchOutOpt = None,
     dims: Annotated[str | None, typer.Option(help="layer sizes d: 768,1024,2048,4096")] = None,
     clients: Annotated[str | None, typer.Option(help="client counts: 4,12,32")] = None,
     clients_dim: Annotated[int | None, typer.Option(help="layer size of the clients sweep")] = None,
@@ -123,7 +122,7 @@ def bench_aggregation(
 
 def bench_engine(
     quick: QuickOpt = False,
-    out: OutOpt = None,
+    out: BenchOutOpt = None,
     config: Annotated[
         str | None, typer.Option(help="overhead: the experiment (default configs/demo.yaml)")
     ] = None,
@@ -172,7 +171,7 @@ def bench_engine(
 
 def bench_throughput(
     quick: QuickOpt = False,
-    out: OutOpt = None,
+    out: BenchOutOpt = None,
     workloads: Annotated[
         str | None, typer.Option(help="minilm,mobilenetv2 (quick: tiny-text)")
     ] = None,
@@ -228,7 +227,7 @@ def bench_exactness(runs: RunsOpt = None, out: ResultsOpt = None) -> None:
 
 def bench_startup(
     quick: QuickOpt = False,
-    out: OutOpt = None,
+    out: BenchOutOpt = None,
     before: Annotated[
         str | None, typer.Option(help="also time this git revision's src/, interleaved")
     ] = None,

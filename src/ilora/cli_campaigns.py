@@ -25,16 +25,14 @@ from ilora.cli_common import fail
 from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
+from ilora.cli_options import BenchOutOpt
+from ilora.cli_options import SetOpt
 
 if TYPE_CHECKING:
     from ilora.bench.campaign import Campaign
 
     Measure = Callable[[Campaign], list[Path]]  # a campaign's run, given where it works
 
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="extra key=value overrides (repeatable)")
-]
-OutOpt = Annotated[Path | None, typer.Option(help="results directory")]
 RunsOpt = Annotated[Path | None, typer.Option(help="run directories")]
 WorkersOpt = Annotated[int, typer.Option(help="runs at once, 1 torch thread each", min=1)]
 AlgOpt = Annotated[str, typer.Option(help="comma-separated names")]
@@ -62,7 +60,7 @@ def _shared(config: Path, quick_help: str) -> list[inspect.Parameter]:
         option("config", config, Annotated[Path, typer.Option(help="the experiment")]),
         option("set_", None, SetOpt),
         option("quick", False, Annotated[bool, typer.Option(help=quick_help)]),
-        option("out", None, OutOpt),
+        option("out", None, BenchOutOpt),
         option("runs", None, RunsOpt),
         option("workers", 1, WorkersOpt),
     ]
@@ -192,7 +190,7 @@ def bench_flower(
     repeats: Annotated[int, typer.Option(help="runs per runtime")] = 3,
     timeout: Annotated[float, typer.Option(help="seconds per run")] = 1800.0,
     quick: Annotated[bool, typer.Option(help="2 rounds, 1 repeat")] = False,
-    out: OutOpt = None,
+    out: BenchOutOpt = None,
     runs: Annotated[Path, typer.Option(help="scratch run directories")] = Path("runs/bench-flower"),
     runtimes: Annotated[
         str,

@@ -20,6 +20,9 @@ from ilora import config as config_mod
 from ilora.cli_common import USER_ERRORS
 from ilora.cli_common import console
 from ilora.cli_common import fail
+from ilora.cli_options import ResumeOpt
+from ilora.cli_options import RunConfigArg
+from ilora.cli_options import SetOpt
 from ilora.config import ConfigError
 
 flower_app = typer.Typer(no_args_is_help=True, help="Run on Flower: simulation or deployment.")
@@ -42,21 +45,14 @@ class RayNetwork(StrEnum):
 
 @flower_app.command("simulate")
 def simulate(
-    config: Annotated[
-        Path | None, typer.Argument(help="experiment YAML (see configs/); omit with --resume")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override a dotted key: fed.rounds=3")
-    ] = None,
+    config: RunConfigArg = None,
+    set_: SetOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="run directory (default runs/flower-<algorithm>-<task>)")
     ] = None,
     cpus: Annotated[int, typer.Option(help="CPUs Ray may use (0: all)", min=0)] = 0,
     timeout: Annotated[float, typer.Option(help="seconds to wait for a round's replies")] = 600.0,
-    resume: Annotated[
-        Path | None,
-        typer.Option(help="continue the run in this directory from its last valid checkpoint"),
-    ] = None,
+    resume: ResumeOpt = None,
     ray_network: Annotated[
         RayNetwork,
         typer.Option(help="private: Ray on loopback in a network of its own; host: Ray as is"),

@@ -1,4 +1,4 @@
-"""The arguments and options of ``ilora run``, ``compare``, ``validate`` and ``bench comm``.
+"""The arguments and options of ``ilora run``, ``compare``, ``validate`` and ``bench``.
 
 Declared once as ``Annotated`` types, so a command's signature lists its parameters in one
 line each and the help text lives here.
@@ -13,7 +13,7 @@ import typer
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="override a dotted key: fed.rounds=3")
+    list[str] | None, typer.Option("--set", help="override a dotted key (repeatable): fed.rounds=3")
 ]
 
 # ---- ilora run
@@ -40,6 +40,12 @@ RerunOpt = Annotated[
     bool, typer.Option(help="run again even where a finished run of the same config exists")
 ]
 
+# ---- ilora bench: every measurement's --out (``bench.resultfiles.results_dir``)
+BenchOutOpt = Annotated[
+    Path | None,
+    typer.Option(help="results directory (default results/<name>; --quick: runs/quick/<name>)"),
+]
+
 # ---- ilora bench comm
 CommConfigArg = Annotated[Path, typer.Argument(help="experiment YAML the methods run on")]
 CommRunsOpt = Annotated[
@@ -48,10 +54,6 @@ CommRunsOpt = Annotated[
 CommAlgorithmsOpt = Annotated[str, typer.Option(help="comma-separated names, or all")]
 CommRoundsOpt = Annotated[int, typer.Option(help="rounds per method (each runs 1 local step)")]
 CommQuickOpt = Annotated[bool, typer.Option(help="configs/smoke.yaml, seconds")]
-CommOutOpt = Annotated[
-    Path | None,
-    typer.Option(help="comm.csv/.md, meta.json (default results/comm, quick runs/quick/comm)"),
-]
 CommRunsDirOpt = Annotated[
     Path | None,
     typer.Option(help="run dirs (default runs/bench-comm; quick: runs/quick/comm/runs)"),

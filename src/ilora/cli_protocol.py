@@ -24,7 +24,7 @@ from ilora.cli_common import fail
 from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
-from ilora.cli_report import SetOpt
+from ilora.cli_options import SetOpt
 
 if TYPE_CHECKING:
     from ilora.bench.protocol import Protocol

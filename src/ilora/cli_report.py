@@ -20,15 +20,13 @@ from ilora.cli_common import fail
 from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
+from ilora.cli_options import BenchOutOpt
+from ilora.cli_options import SetOpt
 
 if TYPE_CHECKING:
     from ilora.bench.jobs import Job
     from ilora.bench.quality import Cell
     from ilora.bench.quality import Grid
-
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="override a dotted key in every run: fed.rounds=3")
-]
 
 
 def report(
@@ -75,10 +73,7 @@ def bench_quality(
     quick: Annotated[
         bool, typer.Option(help="fedit and ilora-s, one setting, one seed, 2 rounds: a minute")
     ] = False,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="results directory (default results/quality; quick: runs/quick/quality)"),
-    ] = None,
+    out: BenchOutOpt = None,
     algorithms: Annotated[
         str | None, typer.Option(help="comma-separated names, or all (centralized always runs)")
     ] = None,
@@ -106,10 +101,11 @@ def bench_quality(
     so is one the engine stopped before (recorded in its stopped.json) unless --rerun.
     """
     from ilora.bench import jobs
+    from ilora.bench.resultfiles import results_dir
 
     try:
         grid = _make_grid(quick, algorithms, tasks, ranks, alphas, seeds, preset, runs_dir, set_)
-        out = out or Path("runs/quick/quality" if quick else "results/quality")
+        out = results_dir("quality", quick, out)
         cells = grid.cells()
         _validate(grid, cells)
         runs = [grid.job(c) for c in cells]

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from ilora import config
 from ilora.bench import dp
 from ilora.bench import lr
 from ilora.bench.jobs import Job
+from ilora.bench.resultfiles import results_dir
 from ilora.cli import app
 from ilora.cli import bench_app
 
@@ -42,6 +44,26 @@ def test_no_measurement_script_outside_the_package() -> None:
     outside = [p for d in ("scripts", "examples") for p in (ROOT / d).rglob("*.py")]
     bench_users = [p for p in outside if re.search(r"ilora\.bench\b", p.read_text())]
     assert not bench_users, f"{bench_users} measure outside `ilora bench`"
+
+
+def test_the_results_directory_is_one_rule() -> None:
+    assert results_dir("dp", quick=False) == Path("results/dp")
+    assert results_dir("dp", quick=True) == Path("runs/quick/dp")
+    assert results_dir("dp", quick=True, out=Path("mine")) == Path("mine")
+
+
+WITH_QUICK = (
+    "aggregation", "comm", "dp", "engine", "faults", "flower", "lr", "quality", "startup",
+    "throughput",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", WITH_QUICK)
+def test_a_measurement_with_quick_states_the_one_results_rule(name: str) -> None:
+    bench = typer.main.get_command(app).commands["bench"]  # type: ignore[attr-defined]
+    (out,) = [p for p in bench.commands[name].params if p.name == "out"]
+    assert out.help == "results directory (default results/<name>; --quick: runs/quick/<name>)"
+    assert out.default is None  # results_dir decides
 
 
 def _fake_outcomes(made: list[Job], processes: list[int] | None = None) -> Any:

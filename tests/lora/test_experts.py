@@ -127,7 +127,7 @@ def test_conv1x1_routes_per_pixel_like_linear() -> None:
 def test_bad_banks_are_refused_and_a_bank_has_no_dense_delta() -> None:
     EA, EB, G = _experts()
     layer = LoRALinear(nn.Linear(D_IN, D_OUT), LoRASpec())
-    with pytest.raises(ValueError, match="live pair"):
+    with pytest.raises(ValueError, match="an expert bank needs the pair"):
         layer.set_experts(EA[[0, 2]], EB[[0, 2]], G, SLOT_MAP)
     layer.set_adapter(EA[OWN], EB[OWN])
     with pytest.raises(ValueError, match="go together"):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from dataclasses import fields
 from typing import ClassVar
 
 import pytest
 
+from ilora.tasks.options import bounded
 from ilora.tasks.options import check_bool
+from ilora.tasks.options import check_bounds
 from ilora.tasks.options import check_range
 
 
@@ -71,3 +74,43 @@ def test_check_bool_takes_only_a_bool() -> None:
     message = "demo: task_args.value=1 is not a bool: allowed true or false"
     with pytest.raises(ValueError, match=re.escape(message)):
         check_bool(Demo(1), "value")
+
+
+@dataclass(frozen=True)
+class Bounded:
+    name: ClassVar[str] = "bounded"
+    size: int = bounded(8, "side in pixels", 8, 64)
+    seed: int = bounded(0, "seed", 0)
+    scale: float = bounded(1.0, "scale", 0.0, 2.0)
+    free: int = -1  # not bounded: never checked
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
+
+
+def test_a_bounded_option_states_its_range_in_its_help() -> None:
+    helps = {f.name: f.metadata.get("help") for f in fields(Bounded)}
+    assert helps == {
+        "size": "side in pixels (8..64)",
+        "seed": "seed (>= 0)",
+        "scale": "scale (0.0..2.0)",
+        "free": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"size": 65}, "bounded: task_args.size=65 is out of range: allowed 8..64"),
+        ({"seed": -1}, "bounded: task_args.seed=-1 is out of range: allowed >= 0"),
+        ({"scale": "1"}, "bounded: task_args.scale='1' is not a number: allowed 0.0..2.0"),
+        ({"size": 4, "seed": -1}, "task_args.size=4 is out of range"),  # the first in field order
+    ],
+)
+def test_check_bounds_checks_every_bounded_option(args: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Bounded(**args)  # type: ignore[arg-type]
+
+
+def test_check_bounds_passes_values_in_range_and_leaves_other_options_alone() -> None:
+    assert Bounded(size=64, seed=10**30, scale=2, free=-5).free == -5

@@ -18,6 +18,7 @@ from ilora.bench.jobs import Job
 from ilora.bench.jobs import pending
 from ilora.bench.jobs import plan_line
 from ilora.bench.jobs import run_jobs
+from ilora.bench.resultfiles import results_dir
 from ilora.bench.runner import Record
 
 SMOKE = Path("configs/smoke.yaml")
@@ -42,7 +43,7 @@ class Campaign:
     def locations(self, name: str) -> tuple[Path, Path, Path]:
         """Return ``(config, results directory, runs directory)`` of campaign ``name``."""
         path = SMOKE if self.quick else self.config
-        out = self.out or Path(f"runs/quick/{name}" if self.quick else f"results/{name}")
+        out = results_dir(name, self.quick, self.out)
         runs = self.runs or Path(f"runs/quick/{name}-runs" if self.quick else f"runs/{name}")
         return path, out, runs
 

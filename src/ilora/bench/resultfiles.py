@@ -26,6 +26,15 @@ Row = TypeVar("Row")
 IL_MAIN = ("ilora", "__main__.py")
 
 
+def results_dir(name: str, quick: bool, out: Path | None = None) -> Path:
+    """Return where benchmark ``name`` writes its result files: ``out`` when given.
+
+    Else ``results/<name>``, or with ``quick`` ``runs/quick/<name>``, so a smoke run never
+    overwrites committed results.
+    """
+    return out or Path("runs/quick" if quick else "results", name)
+
+
 def command_line() -> str:
     """Return this process's command line as a user would type it (``ilora ...`` when so run)."""
     argv = list(sys.argv)

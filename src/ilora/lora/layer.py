@@ -138,23 +138,40 @@ class LoRALinear(nn.Module):
             ValueError: if only some parts are given, or shapes or ranks do not fit.
 
         """
-        parts = (outer_A, outer_B, inner_A, inner_B)
-        if all(p is None for p in parts):
+        parts = dict(outer_A=outer_A, outer_B=outer_B, inner_A=inner_A, inner_B=inner_B)
+        if not self._installs("a nested update", parts, "an expert bank", self.router is not None):
             self._clear_nested()
             return
-        if outer_A is None or outer_B is None or inner_A is None or inner_B is None:
-            raise ValueError("outer_A, outer_B, inner_A and inner_B go together")
-        plain = self.lora_C is None and self.rank_mask is None and self.router is None
-        if self.lora_A is None or not plain:
-            raise ValueError(
-                "a nested update needs the pair (lora_A, lora_B) installed first, "
-                "without lora_C, a rank mask or an expert bank"
-            )
+        assert outer_A is not None and outer_B is not None
+        assert inner_A is not None and inner_B is not None
         check_nested(self.d_out, self.d_in, self.rank, (outer_A, outer_B, inner_A, inner_B))
         self.outer_A = outer_A.detach().clone().float()
         self.outer_B = outer_B.detach().clone().float()
         self.inner_A = nn.Parameter(inner_A.detach().clone().float())
         self.inner_B = nn.Parameter(inner_B.detach().clone().float())
+
+    def _installs(
+        self, what: str, parts: dict[str, torch.Tensor | None], other: str, other_on: bool
+    ) -> bool:
+        """Return True to install extension ``what`` from ``parts``, False (all None) to remove it.
+
+        Raises:
+            ValueError: if only some parts are given, or the pair is missing or has ``lora_C``,
+                a rank mask or the ``other`` extension.
+
+        """
+        given = [p is not None for p in parts.values()]
+        if not any(given):
+            return False
+        if not all(given):
+            *names, last = parts
+            raise ValueError(f"{', '.join(names)} and {last} go together")
+        if self.lora_A is None or self.lora_C is not None or self.rank_mask is not None or other_on:
+            raise ValueError(
+                f"{what} needs the pair (lora_A, lora_B) installed first, "
+                f"without lora_C, a rank mask or {other}"
+            )
+        return True
 
     def _clear_nested(self) -> None:
         self.inner_A = self.inner_B = None
@@ -213,30 +230,17 @@ class LoRALinear(nn.Module):
             ValueError: if only some parts are given, or shapes, ranks or map values do not fit.
 
         """
-        parts = (experts_A, experts_B, router, expert_map)
-        if all(p is None for p in parts):
+        parts = dict(experts_A=experts_A, experts_B=experts_B, router=router, expert_map=expert_map)
+        if not self._installs("an expert bank", parts, "a nested update", self.outer_A is not None):
             self._clear_experts()
             return
-        if any(p is None for p in parts):
-            raise ValueError("experts_A, experts_B, router and expert_map go together")
         assert experts_A is not None and experts_B is not None
         assert router is not None and expert_map is not None
-        self._check_experts(experts_A, experts_B, router, expert_map)
+        check_experts(self.d_out, self.d_in, (experts_A, experts_B), router, expert_map)
         self.experts_A = experts_A.detach().clone().float()
         self.experts_B = experts_B.detach().clone().float()
         self.router = nn.Parameter(router.detach().clone().float())
         self.expert_map = expert_map.detach().clone().long()
-
-    def _check_experts(
-        self, bank_A: torch.Tensor, bank_B: torch.Tensor, router: torch.Tensor, emap: torch.Tensor
-    ) -> None:
-        plain = self.lora_C is None and self.rank_mask is None and self.outer_A is None
-        if self.lora_A is None or not plain:
-            raise ValueError(
-                "an expert bank needs the live pair (lora_A, lora_B) installed first, "
-                "without lora_C, a rank mask or a nested update"
-            )
-        check_experts(self.d_out, self.d_in, (bank_A, bank_B), router, emap)
 
     def _clear_experts(self) -> None:
         self.router = None

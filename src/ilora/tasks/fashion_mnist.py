@@ -22,8 +22,9 @@ from ilora.seeding import np_rng
 from ilora.tasks.base import ArrayDataset
 from ilora.tasks.base import AssetMissingError
 from ilora.tasks.base import TaskData
+from ilora.tasks.options import bounded
 from ilora.tasks.options import check_bool
-from ilora.tasks.options import check_range
+from ilora.tasks.options import check_bounds
 from ilora.tasks.options import option_error
 
 if TYPE_CHECKING:
@@ -158,9 +159,13 @@ class FashionMNIST:
     model_words: ClassVar[str] = "the ImageNet MobileNetV2 (LoRA on its 34 pointwise convolutions)"
     data_words: ClassVar[str] = "Fashion-MNIST resized to {image_size}x{image_size}"
 
-    image_size: int = option(32, "side in pixels the 28x28 images are resized to (32..64)")
-    max_train: int = option(0, "seeded random subset size of the train split (0 = all 60k)")
-    max_test: int = option(0, "seeded random subset size of the test split (0 = all 10k)")
+    image_size: int = bounded(32, "side in pixels the 28x28 images are resized to", 32, 64)
+    max_train: int = bounded(
+        0, "seeded random subset size of the train split, 0 = all", 0, SPLIT_SIZES["train"]
+    )
+    max_test: int = bounded(
+        0, "seeded random subset size of the test split, 0 = all", 0, SPLIT_SIZES["test"]
+    )
     data_dir: str = option(
         "/usr/share/datasets/fashion-mnist",
         "directory of the *-ubyte.gz IDX files (apt dataset-fashion-mnist)",
@@ -168,9 +173,7 @@ class FashionMNIST:
     pretrained: bool = option(True, "start from ImageNet weights (false: seeded random init)")
 
     def __post_init__(self) -> None:
-        check_range(self, "image_size", 32, 64)
-        check_range(self, "max_train", 0, SPLIT_SIZES["train"])
-        check_range(self, "max_test", 0, SPLIT_SIZES["test"])
+        check_bounds(self)
         if not isinstance(self.data_dir, str) or not self.data_dir:
             raise option_error(self, "data_dir", "not a directory path", "a non-empty path")
         check_bool(self, "pretrained")

@@ -25,8 +25,9 @@ from ilora.tasks.base import TaskData
 from ilora.tasks.fashion_mnist import MOBILENET_V2_LORA_TARGETS
 from ilora.tasks.fashion_mnist import mobilenet_model
 from ilora.tasks.fashion_mnist import resize_images
+from ilora.tasks.options import bounded
 from ilora.tasks.options import check_bool
-from ilora.tasks.options import check_range
+from ilora.tasks.options import check_bounds
 from ilora.tasks.options import option_error
 
 if TYPE_CHECKING:
@@ -112,14 +113,14 @@ class ImageNpz:
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
 
     path: str = field(metadata={"help": "an .npz with x_train, y_train, x_test, y_test"})
-    image_size: int = option(32, "side in pixels the images are resized to (16..256)")
+    image_size: int = bounded(32, "side in pixels the images are resized to", 16, 256)
     pretrained: bool = option(True, "start from ImageNet weights (false: seeded random init)")
     class_names: tuple[str, ...] = option((), "names of classes 0..K-1 (default: '0', '1', ...)")
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str | Path) or not str(self.path):
             raise option_error(self, "path", "not a file path", "the path of an .npz file")
-        check_range(self, "image_size", 16, 256)
+        check_bounds(self)
         check_bool(self, "pretrained")
         names = self.class_names
         if not isinstance(names, list | tuple) or not all(isinstance(c, str) for c in names):

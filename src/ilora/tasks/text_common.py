@@ -27,6 +27,8 @@ from ilora.tasks._text_data import tokenize
 from ilora.tasks._text_data import tokenized_dataset
 from ilora.tasks.base import AssetMissingError
 from ilora.tasks.base import TaskData
+from ilora.tasks.options import bounded
+from ilora.tasks.options import check_bounds
 from ilora.tasks.options import check_range
 
 if TYPE_CHECKING:
@@ -133,16 +135,16 @@ class _EncoderTextTask:
     model_words: ClassVar[str] = (
         "all-MiniLM-L6-v2 (first {num_layers} layer(s), {max_len} tokens, LoRA on query and value)"
     )
-    max_len: int = option(32, "tokens per text, padded/truncated (2..512)")
-    max_train: int = option(0, "train examples, a seeded random subset (0 = all)")
-    max_test: int = option(0, "test examples, a seeded random subset (0 = all)")
+    max_len: int = bounded(32, "tokens per text, padded/truncated", 2, MAX_POSITIONS)
+    max_train: int = bounded(0, "train examples, a seeded random subset, 0 = all", 0)
+    max_test: int = bounded(0, "test examples, a seeded random subset, 0 = all", 0)
     num_layers: int = option(
         6, "keep the first n transformer layers (1..6 for MiniLM; 3 is ~2x faster)"
     )
     model_dir: str = option(
         "", "local Hugging Face encoder dir (empty = the packaged all-MiniLM-L6-v2)"
     )
-    split_seed: int = option(0, "seed of the train/test split (>= 0)")
+    split_seed: int = bounded(0, "seed of the train/test split", 0)
 
     name: ClassVar[str] = "encoder-text"
     lora_targets: ClassVar[tuple[str, ...]] = BERT_LORA_TARGETS
@@ -150,11 +152,8 @@ class _EncoderTextTask:
     test_fraction: ClassVar[float] = 0.2
 
     def __post_init__(self) -> None:
-        check_range(self, "max_len", 2, MAX_POSITIONS)
-        check_range(self, "max_train", 0)
-        check_range(self, "max_test", 0)
+        check_bounds(self)
         check_range(self, "num_layers", 1, None if self.model_dir else 6)
-        check_range(self, "split_seed", 0)
 
     def _read(self) -> _Corpus:
         raise NotImplementedError

@@ -30,7 +30,8 @@ from ilora.tasks.base import TaskData
 from ilora.tasks.csv_table import check_labels
 from ilora.tasks.csv_table import read_user_csv
 from ilora.tasks.csv_table import split_flags
-from ilora.tasks.options import check_range
+from ilora.tasks.options import bounded
+from ilora.tasks.options import check_bounds
 from ilora.tasks.options import option_error
 from ilora.tasks.text_common import BERT_HEAD
 from ilora.tasks.text_common import BERT_LORA_TARGETS
@@ -79,11 +80,11 @@ class TextCSV:
         "LoRA targets as PEFT names them: modules whose name is or ends with "
         "one of these ([] = the query/value projections of the model type)",
     )
-    max_len: int = option(64, "tokens per text (2..512)")
-    max_train: int = option(0, "seeded train subset (0 = all)")
-    max_test: int = option(0, "seeded test subset (0 = all)")
-    num_layers: int = option(0, "keep the first n layers (0 = all)")
-    split_seed: int = option(0, "seed of split and subsets (>= 0)")
+    max_len: int = bounded(64, "tokens per text", 2, MAX_POSITIONS)
+    max_train: int = bounded(0, "seeded train subset, 0 = all", 0)
+    max_test: int = bounded(0, "seeded test subset, 0 = all", 0)
+    num_layers: int = bounded(0, "keep the first n layers, 0 = all", 0)
+    split_seed: int = bounded(0, "seed of split and subsets", 0)
 
     name: ClassVar[str] = "text-csv"
     head: ClassVar[tuple[str, ...]] = BERT_HEAD
@@ -109,11 +110,7 @@ class TextCSV:
         if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
             raise option_error(self, "target_modules", "not a list", "a list of module names")
         object.__setattr__(self, "target_modules", tuple(names))  # a YAML list becomes a tuple
-        check_range(self, "max_len", 2, MAX_POSITIONS)
-        check_range(self, "max_train", 0)
-        check_range(self, "max_test", 0)
-        check_range(self, "num_layers", 0)
-        check_range(self, "split_seed", 0)
+        check_bounds(self)
 
     def encoder_dir(self) -> Path:
         """Return :func:`resolve_encoder_dir` of ``model_dir``."""

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import ClassVar
 
-from ilora.config.fields import option
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset
 from ilora.tasks.base import TaskData
-from ilora.tasks.options import check_range
+from ilora.tasks.options import bounded
+from ilora.tasks.options import check_bounds
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,18 +59,14 @@ class TinyImage:
     lora_targets: ClassVar[tuple[str, ...]] = (r"^pw[12]$", r"^fc$")
     head: ClassVar[tuple[str, ...]] = (r"^classifier\.",)
 
-    num_train: int = option(256, "training examples (1..100000)")
-    num_test: int = option(128, "test examples (1..100000)")
-    num_classes: int = option(4, "number of classes (2..100)")
-    noise: float = option(1.0, "std of the noise added to the unit-normal prototypes")
-    seed: int = option(0, "seed of the data and of the backbone")
+    num_train: int = bounded(256, "training examples", 1, 100_000)
+    num_test: int = bounded(128, "test examples", 1, 100_000)
+    num_classes: int = bounded(4, "number of classes", 2, 100)
+    noise: float = bounded(1.0, "std of the noise added to the unit-normal prototypes", 0.0, 100.0)
+    seed: int = bounded(0, "seed of the data and of the backbone", 0, 2**63 - 1)
 
     def __post_init__(self) -> None:
-        check_range(self, "num_train", 1, 100_000)
-        check_range(self, "num_test", 1, 100_000)
-        check_range(self, "num_classes", 2, 100)
-        check_range(self, "noise", 0.0, 100.0)
-        check_range(self, "seed", 0, 2**63 - 1)
+        check_bounds(self)
 
     def load(self) -> TaskData:
         """Generate both splits.

@@ -10,6 +10,8 @@ from ilora.config.fields import option
 from ilora.seeding import generator
 from ilora.tasks.base import ArrayDataset
 from ilora.tasks.base import TaskData
+from ilora.tasks.options import bounded
+from ilora.tasks.options import check_bounds
 from ilora.tasks.options import check_range
 from ilora.tasks.text_common import BERT_HEAD
 from ilora.tasks.text_common import BERT_LORA_TARGETS
@@ -34,26 +36,21 @@ class TinyText:
     ``torch.Generator``s only: bitwise reproducible, no global RNG.
     """
 
-    num_classes: int = option(4, "number of classes (2..16)")
+    num_classes: int = bounded(4, "number of classes", 2, 16)
     vocab_size: int = option(128, "token ids below this (num_classes + 8 .. 30522)")
-    seq_len: int = option(16, "padded sequence length L (4..512)")
-    n_train: int = option(256, "train examples (>= 1)")
-    n_test: int = option(128, "test examples (>= 1)")
-    num_groups: int = option(8, "random natural groups for by_group (0 = no groups)")
-    data_seed: int = option(0, "seed of the generated data (>= 0)")
+    seq_len: int = bounded(16, "padded sequence length L", 4, MAX_POSITIONS)
+    n_train: int = bounded(256, "train examples", 1)
+    n_test: int = bounded(128, "test examples", 1)
+    num_groups: int = bounded(8, "random natural groups for by_group, 0 = no groups", 0)
+    data_seed: int = bounded(0, "seed of the generated data", 0)
 
     name: ClassVar[str] = "tiny-text"
     lora_targets: ClassVar[tuple[str, ...]] = BERT_LORA_TARGETS
     head: ClassVar[tuple[str, ...]] = BERT_HEAD
 
     def __post_init__(self) -> None:
-        check_range(self, "num_classes", 2, 16)
+        check_bounds(self)
         check_range(self, "vocab_size", self.num_classes + 8, 30522)
-        check_range(self, "seq_len", 4, MAX_POSITIONS)
-        check_range(self, "n_train", 1)
-        check_range(self, "n_test", 1)
-        check_range(self, "num_groups", 0)
-        check_range(self, "data_seed", 0)
 
     def _generate(self, split: str, n: int) -> ArrayDataset:
         """Draw ``n`` examples from ``generator(data_seed, "tiny-text", split)``."""

@@ -200,11 +200,12 @@ def run(plan: Plan) -> list[Path]:
     """Measure every runtime ``repeats`` times, write the result files; return their paths."""
     import flwr
 
+    from ilora.bench.resultfiles import results_dir
     from ilora.bench.resultfiles import thread_launcher
     from ilora.bench.resultfiles import write_results
 
     rounds, repeats = (2, 1) if plan.quick else (plan.rounds, plan.repeats)
-    out = plan.out or Path("runs/quick/flower" if plan.quick else "results/flower")
+    out = results_dir("flower", plan.quick, plan.out)
     sets = [f"data.num_clients={CLIENTS}", f"fed.rounds={rounds}"]
     started = os.getloadavg()[0]
     run_rows: list[Row] = []
