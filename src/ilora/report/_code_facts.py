@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 SRC = Path(__file__).resolve().parents[1]  # the ilora package
+DEFAULT_FIRST = ("hyperparameter", "option", "bounded")  # field makers: default comes first
 SOURCE_WORDS = {"paper": "the paper's", "code": "the released code's", "ours": "our"}
 
 
@@ -21,14 +22,14 @@ def _tree(module: str) -> ast.Module:
 
 
 def _field_facts(name: str, value: ast.expr) -> dict[str, Any]:
-    """Return ``{name: default}`` of a literal, a ``field``, an ``option`` or a ``hyperparameter``.
+    """Return ``{name: default}`` of a literal, a ``field`` or a maker in ``DEFAULT_FIRST``.
 
     A field's ``metadata={"source": ...}`` or a hyperparameter's source adds ``{name}_source``;
     anything not literal is left out.
     """
     func = getattr(value, "func", None)
-    if isinstance(value, ast.Call) and getattr(func, "id", "") in ("hyperparameter", "option"):
-        # hyperparameter(default, source, help); option(default, help)
+    if isinstance(value, ast.Call) and getattr(func, "id", "") in DEFAULT_FIRST:
+        # hyperparameter(default, source, help); option(default, help); bounded(default, help, lo)
         named = (name, f"{name}_source") if getattr(func, "id", "") == "hyperparameter" else (name,)
         parts = dict(zip(named, value.args, strict=False))
         return {k: v for n, e in parts.items() for k, v in _field_facts(n, e).items()}
