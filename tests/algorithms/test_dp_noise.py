@@ -4,6 +4,8 @@ On main ILoRA's server product of two noisy factors grew about twentyfold per ro
 setup (3e7 after 6 rounds) and, on healthnews at σ >= 1, every upload ended non-finite. A
 method whose aggregate is linear in the uploads only accumulates the noise, by about
 ``σ·C·√rounds`` per entry; the bound below is far above that and far below geometric growth.
+One local step a round: the growth is the server's, and without ILoRA's server clip the global
+model reaches the same 3.3e7 after 6 rounds with one local step as with three.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def _cfg(name: str) -> config.ExperimentConfig:
         f"dp.noise_multiplier={SIGMA}",
         f"fed.rounds={ROUNDS}",
         "fed.min_success=0",
-        "train.steps=3",
+        "train.steps=1",
         "data.local_test_fraction=0.2",
         f"eval.every={ROUNDS}",
         f"eval.personal_every={ROUNDS}",

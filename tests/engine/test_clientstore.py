@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_runs import GROUP
+from reference_runs import reference_config
+from reference_runs import reference_run
 
 import ilora.algorithms  # noqa: F401
-from ilora import config
 from ilora.algorithms.base import ALGORITHMS
 from ilora.engine import checkpoint
 from ilora.engine.clientstore import DiskStore
@@ -18,8 +20,7 @@ from ilora.engine.clientstore import open_store
 from ilora.engine.history import RoundRecord
 from ilora.engine.simulation import run
 
-ROOT = Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "configs" / "smoke.yaml"
+pytestmark = GROUP  # the memory runs are test_eval_schedule's every-round runs
 
 
 def _state(seed: int) -> dict[str, torch.Tensor]:
@@ -90,11 +91,6 @@ def _comparable(records: list[RoundRecord]) -> list[dict[str, object]]:
     return [{k: v for k, v in r.to_json().items() if k != "wall_s"} for r in records]
 
 
-def _smoke(algorithm: str, *extra: str) -> config.ExperimentConfig:
-    overrides = [f"algorithm={algorithm}", "fed.rounds=3", "fed.fraction=0.5", *extra]
-    return config.load(SMOKE, [*overrides, "data.local_test_fraction=0.25", "eval.subset=0"])
-
-
 def _assert_same(a: object, b: object) -> None:
     assert _comparable(a.history.records) == _comparable(b.history.records)  # type: ignore[attr-defined]
     fa, fb = a.setup.factors, b.setup.factors  # type: ignore[attr-defined]
@@ -107,13 +103,12 @@ def _assert_same(a: object, b: object) -> None:
 def test_every_method_runs_bitwise_the_same_with_its_client_states_on_disk(
     algorithm: str, tmp_path: Path
 ) -> None:
-    memory = run(_smoke(algorithm))
-    disk = run(_smoke(algorithm, "fed.client_store=disk"), store_dir=tmp_path)
-    _assert_same(memory, disk)
+    disk = run(reference_config(algorithm, "fed.client_store=disk"), store_dir=tmp_path)
+    _assert_same(reference_run(algorithm), disk)  # the run with its states in memory
 
 
 def test_a_disk_store_run_resumes_bitwise_after_a_crash(tmp_path: Path) -> None:
-    cfg = _smoke("ilora-s", "fed.client_store=disk", "fed.rounds=4")
+    cfg = reference_config("ilora-s", "fed.client_store=disk", "fed.rounds=4")
     full = run(cfg)
     ckpts = tmp_path / "checkpoints"
 

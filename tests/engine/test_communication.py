@@ -25,6 +25,8 @@ OVERRIDES = [
     "data.local_test_fraction=0.25",  # personalized methods need test shares
     "train.steps=2",
     "per_algorithm.hetlora.prune_threshold=0.0",  # no self-pruning: uploads stay at r_k
+    "eval.every=3",  # evaluation moves no bytes: evaluated after the last round only
+    "eval.personal_every=3",
 ]
 
 

@@ -6,23 +6,24 @@ numbers there, or left state behind, would train differently when evaluated less
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from reference_runs import GROUP
+from reference_runs import SMOKE
+from reference_runs import reference_config
+from reference_runs import reference_run
 
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS
 from ilora.engine.simulation import RunResult
 from ilora.engine.simulation import run
 
-SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
-COMMON = ["fed.rounds=3", "fed.fraction=0.5", "data.local_test_fraction=0.25", "train.steps=2"]
+pytestmark = GROUP  # the every-round runs are test_clientstore's memory runs
 
 
 def _run(name: str, every: int, personal_every: int) -> RunResult:
     overrides = [f"eval.every={every}", f"eval.personal_every={personal_every}"]
-    return run(config.load(SMOKE, [f"algorithm={name}", *COMMON, *overrides]))
+    return run(reference_config(name, *overrides))
 
 
 def _tensors(result: RunResult) -> dict[str, torch.Tensor]:
@@ -31,7 +32,7 @@ def _tensors(result: RunResult) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_evaluating_less_often_trains_the_same_model(name: str) -> None:
-    every_round, final_only = _run(name, 1, 1), _run(name, 3, 3)
+    every_round, final_only = reference_run(name), _run(name, 3, 3)  # every round: eval 1, 1
     a, b = _tensors(every_round), _tensors(final_only)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -4,8 +4,10 @@ The deployment's ``flwr run --stream`` is stood in for by a process that prints 
 ("Successfully started run N") and then the output of a real ServerApp body
 (``flower.server.serve`` over the in-process grid, as the log stream carries a ServerApp's
 output): every client's update is rejected (``fed.max_update_norm``), so round 1 has fewer
-than ``fed.min_success`` accepted uploads. The real deployment (SuperLink, SuperNodes,
-``flwr run``) is ``tests/flower/test_deployment.py``'s.
+than ``fed.min_success`` accepted uploads. The task is ``tiny-image``: what is followed does not
+depend on the task, and the stand-in process then starts without transformers (about half its
+CPU time). The real deployment (SuperLink, SuperNodes, ``flwr run``) is
+``tests/flower/test_deployment.py``'s.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from ilora.engine.simulation import RoundFailedError
 from ilora.engine.simulation import run
 from ilora.flower import follow
 
-REJECTED = ["fed.max_update_norm=0.000001", "fed.min_success=1", "data.num_clients=2"]
+IMAGE = "task=tiny-image"  # the stand-in imports no transformers
+REJECTED = [IMAGE, "fed.max_update_norm=0.000001", "fed.min_success=1", "data.num_clients=2"]
 SPOOF = "\nilora: run failed: a client wrote this"
 
 STANDIN = """
@@ -80,7 +83,7 @@ def test_a_stopped_deployed_run_exits_3_with_the_embedded_reason(
 
 def test_a_client_cannot_make_a_finished_run_look_stopped(tmp_path: Path) -> None:
     lines: list[str] = []
-    sets = ["data.local_test_fraction=0.2", "fed.rounds=1"]
+    sets = [IMAGE, "data.local_test_fraction=0.2", "fed.rounds=1"]
     code, run_id, reason = follow.follow(_standin(tmp_path / "run", "spoof", sets), lines.append)
     assert (code, run_id, reason) == (0, 7, None)
     assert (tmp_path / "run" / "summary.json").is_file()
