@@ -25,8 +25,11 @@ from ilora.cli_common import fail
 from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
+from ilora.cli_options import AlgorithmsOpt
 from ilora.cli_options import BenchOutOpt
+from ilora.cli_options import SeedsOpt
 from ilora.cli_options import SetOpt
+from ilora.cli_options import WorkersOpt
 
 if TYPE_CHECKING:
     from ilora.bench.campaign import Campaign
@@ -34,9 +37,6 @@ if TYPE_CHECKING:
     Measure = Callable[[Campaign], list[Path]]  # a campaign's run, given where it works
 
 RunsOpt = Annotated[Path | None, typer.Option(help="run directories")]
-WorkersOpt = Annotated[int, typer.Option(help="runs at once, 1 torch thread each", min=1)]
-AlgOpt = Annotated[str, typer.Option(help="comma-separated names")]
-SeedsOpt = Annotated[str, typer.Option(help="comma-separated seeds")]
 
 
 def _run(make: Callable[[], list[Path]]) -> None:
@@ -102,7 +102,7 @@ def campaign(
 
 @campaign(Path("configs/demo.yaml"), "smoke config, 3 rounds")
 def bench_dp(
-    algorithms: AlgOpt = "ilora,ffa-lora",
+    algorithms: AlgorithmsOpt = "ilora,ffa-lora",
     sigmas: Annotated[str, typer.Option(help="noise multipliers (0 = no DP)")] = "0,0.5,1,2",
     central: Annotated[
         str, typer.Option(help="algorithms that also run with dp.noise=aggregate")
@@ -131,7 +131,7 @@ def bench_dp(
 @campaign(Path("configs/demo.yaml"), "smoke config, 6 rounds, 10 clients, the first seed only")
 def bench_faults(
     rounds: Annotated[int, typer.Option(help="fed.rounds")] = 20,
-    algorithms: AlgOpt = "ilora",
+    algorithms: AlgorithmsOpt = "ilora",
     seeds: SeedsOpt = "0,1,2",
     clip: Annotated[float, typer.Option(help="fed.clip_update_norm")] = 4.0,
     max_norm: Annotated[float, typer.Option(help="fed.max_update_norm")] = 100.0,
@@ -167,7 +167,7 @@ def bench_faults(
 
 @campaign(Path("configs/bench-quality/fashion-mnist.yaml"), "smoke config, 2 rounds, seed 0")
 def bench_lr(
-    algorithms: AlgOpt = "ilora,ilora-s,fedit,frlora",
+    algorithms: AlgorithmsOpt = "ilora,ilora-s,fedit,frlora",
     lrs: Annotated[
         str, typer.Option(help="comma-separated train.lr values")
     ] = "5e-3,2e-3,5e-4,2e-4,1e-4,5e-5",

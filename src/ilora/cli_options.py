@@ -40,6 +40,17 @@ RerunOpt = Annotated[
     bool, typer.Option(help="run again even where a finished run of the same config exists")
 ]
 
+# ---- ilora bench quality, protocol and the run campaigns (dp, faults, lr)
+WorkersOpt = Annotated[int, typer.Option(help="runs at once, 1 torch thread each", min=1)]
+
+# ---- ilora bench quality and protocol: the grid's axes (None: the command's preset)
+TasksOpt = Annotated[str, typer.Option(help="comma-separated tasks")]
+RankSettingsOpt = Annotated[
+    str | None, typer.Option(help="compared rank settings: heterogeneous,homogeneous")
+]
+AlphasOpt = Annotated[str | None, typer.Option(help="compared Dirichlet alphas, e.g. 0.1,0.5")]
+GridSeedsOpt = Annotated[str | None, typer.Option(help="comma-separated seeds, e.g. 0,1,2")]
+
 # ---- ilora bench: every measurement's --out (``bench.resultfiles.results_dir``)
 BenchOutOpt = Annotated[
     Path | None,

@@ -24,7 +24,12 @@ from ilora.cli_common import fail
 from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
+from ilora.cli_options import AlphasOpt
+from ilora.cli_options import GridSeedsOpt
+from ilora.cli_options import RankSettingsOpt
 from ilora.cli_options import SetOpt
+from ilora.cli_options import TasksOpt
+from ilora.cli_options import WorkersOpt
 
 if TYPE_CHECKING:
     from ilora.bench.protocol import Protocol
@@ -39,11 +44,6 @@ Variants = Annotated[
     str | None,
     typer.Option(help="comma-separated name or name+key=value (centralized always runs)"),
 ]
-Tasks = Annotated[str, typer.Option(help="comma-separated tasks")]
-Ranks = Annotated[
-    str | None, typer.Option(help="compared rank settings: heterogeneous,homogeneous")
-]
-Alphas = Annotated[str | None, typer.Option(help="compared Dirichlet alphas, e.g. 0.1,0.5")]
 TuneRanks = Annotated[
     str | None,
     typer.Option(help="rank setting of the tuning and horizon runs (default heterogeneous)"),
@@ -51,8 +51,6 @@ TuneRanks = Annotated[
 TuneAlpha = Annotated[
     float | None, typer.Option(help="Dirichlet alpha of the tuning and horizon runs (default 0.1)")
 ]
-Seeds = Annotated[str | None, typer.Option(help="evaluation seeds, e.g. 0,1,2,3,4")]
-Workers = Annotated[int, typer.Option(help="processes, 1 torch thread each", min=1)]
 Preset = Annotated[Path | None, typer.Option(help="directory of <task>.yaml presets")]
 Out = Annotated[Path | None, typer.Option(help="results directory (default results/protocol)")]
 
@@ -106,11 +104,11 @@ def bench_protocol(
     phase: Phase = "all",
     quick: Quick = False,
     variants: Variants = None,
-    tasks: Tasks = "healthnews,fashion-mnist",
-    ranks: Ranks = None,
-    alphas: Alphas = None,
-    seeds: Seeds = None,
-    workers: Workers = 2,
+    tasks: TasksOpt = "healthnews,fashion-mnist",
+    ranks: RankSettingsOpt = None,
+    alphas: AlphasOpt = None,
+    seeds: GridSeedsOpt = None,
+    workers: WorkersOpt = 2,
     preset: Preset = None,
     out: Out = None,
     set_: SetOpt = None,

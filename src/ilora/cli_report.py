@@ -20,8 +20,13 @@ from ilora.cli_common import fail
 from ilora.cli_common import split_floats
 from ilora.cli_common import split_ints
 from ilora.cli_common import split_names
+from ilora.cli_options import AlphasOpt
 from ilora.cli_options import BenchOutOpt
+from ilora.cli_options import GridSeedsOpt
+from ilora.cli_options import RankSettingsOpt
 from ilora.cli_options import SetOpt
+from ilora.cli_options import TasksOpt
+from ilora.cli_options import WorkersOpt
 
 if TYPE_CHECKING:
     from ilora.bench.jobs import Job
@@ -77,11 +82,11 @@ def bench_quality(
     algorithms: Annotated[
         str | None, typer.Option(help="comma-separated names, or all (centralized always runs)")
     ] = None,
-    tasks: Annotated[str, typer.Option(help="comma-separated tasks")] = "healthnews,fashion-mnist",
-    ranks: Annotated[str | None, typer.Option(help="heterogeneous,homogeneous")] = None,
-    alphas: Annotated[str | None, typer.Option(help="Dirichlet alphas, e.g. 0.1,0.3,1.0")] = None,
-    seeds: Annotated[str | None, typer.Option(help="comma-separated seeds")] = None,
-    workers: Annotated[int, typer.Option(help="processes, 1 torch thread each", min=1)] = 2,
+    tasks: TasksOpt = "healthnews,fashion-mnist",
+    ranks: RankSettingsOpt = None,
+    alphas: AlphasOpt = None,
+    seeds: GridSeedsOpt = None,
+    workers: WorkersOpt = 2,
     preset: Annotated[Path, typer.Option(help="directory of <task>.yaml presets")] = Path(
         "configs/bench-quality"
     ),
