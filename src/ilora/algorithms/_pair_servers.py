@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ilora.algorithms._merging import merging_aggregate
 from ilora.algorithms._merging import merging_state
+from ilora.algorithms._shared import RESCALE_HELP
 from ilora.algorithms._shared import FactorState
 from ilora.algorithms._shared import b_to_global
 from ilora.algorithms._shared import global_factor_state
@@ -28,6 +30,7 @@ from ilora.algorithms._shared import rank_download
 from ilora.algorithms._shared import split_residual
 from ilora.algorithms._shared import truncated
 from ilora.algorithms.base import Algorithm
+from ilora.algorithms.base import hyperparameter
 from ilora.lora.spec import LoRASpec
 from ilora.types import ClientContext
 from ilora.types import ClientInfo
@@ -53,13 +56,15 @@ class GlobalPairServer(Algorithm[FactorState]):
         return LocalSetup(factors=dict(state.tensors))
 
 
+@dataclass(frozen=True)
 class PaddedPairServer(GlobalPairServer):
     """``download`` the global pair cut to the client's rank; ``lift`` an upload back to ``r_max``.
 
-    A subclass declares the dataclass field ``rescale_b`` (help ``RESCALE_HELP``).
+    Both read the hyperparameter ``rescale_b``, declared here: its subclasses inherit it (LoRA-FAIR
+    declares it again with its own help), ahead of their own fields.
     """
 
-    rescale_b: bool
+    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def download(self, state: FactorState, client: ClientInfo, rnd: RoundInfo) -> Payload:
         out = truncated(state.tensors, client.rank)
@@ -92,7 +97,7 @@ class ResidualServer(GlobalPairServer):
 class MergingServer(ResidualServer, PaddedPairServer):
     """FedLoRU's server: the padded pair plus a residual ``R ← R + s B A`` every ``tau`` rounds.
 
-    A subclass declares the dataclass fields ``tau`` and ``rescale_b``.
+    A subclass declares the dataclass field ``tau`` (``rescale_b``: :class:`PaddedPairServer`'s).
     """
 
     tau: int

@@ -26,10 +26,8 @@ from dataclasses import replace
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import PaddedPairServer
-from ilora.algorithms._shared import RESCALE_HELP
 from ilora.algorithms._shared import FactorState
 from ilora.algorithms._shared import global_pair_error
-from ilora.algorithms.base import hyperparameter
 from ilora.algorithms.base import register
 from ilora.tensors import weighted_mean
 from ilora.types import RoundInfo
@@ -48,8 +46,6 @@ class FedIT(PaddedPairServer):
 
     heterogeneous_ranks = True
     mean_aggregation = True  # Ā, B̄ and the head are Σ p_k lift(u_k), lift = zero-pad to r_max
-
-    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def aggregate(
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo

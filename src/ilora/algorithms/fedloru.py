@@ -57,7 +57,6 @@ from dataclasses import dataclass
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import MergingServer
-from ilora.algorithms._shared import RESCALE_HELP
 from ilora.algorithms.base import hyperparameter
 from ilora.algorithms.base import register
 
@@ -76,8 +75,6 @@ class FedLoRU(MergingServer):
         "merge s·B·A into the residual and restart the factors every tau rounds "
         "(paper: 50 of 400; ours: 5, scaled to this project's shorter runs); 0 = never",
     )
-
-    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         if self.tau < 0:

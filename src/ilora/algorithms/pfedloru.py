@@ -72,7 +72,6 @@ from typing import Literal
 
 from ilora.algorithms import traffic
 from ilora.algorithms._pair_servers import MergingServer
-from ilora.algorithms._shared import RESCALE_HELP
 from ilora.algorithms._shared import head_of
 from ilora.algorithms._shared import init_factors
 from ilora.algorithms._shared import rank_of
@@ -137,8 +136,6 @@ class PFedLoRU(MergingServer):
         "personal_tau participations of the client; 0 = never "
         "(ours: the paper gives no τ_p, so the branch is never merged)",
     )
-
-    rescale_b: bool = hyperparameter(True, "ours", RESCALE_HELP)
 
     def __post_init__(self) -> None:
         for name in ("tau", "personal_rank", "personal_tau"):
