@@ -113,6 +113,32 @@ def resolve_encoder_dir(model_dir: str) -> Path:
     return Path(model_dir) if model_dir else minilm_dir()
 
 
+def encoder_model(model_dir: str, num_classes: int, seed: int, num_layers: int | None) -> nn.Module:
+    """Return the encoder of ``model_dir`` (first ``num_layers`` layers) with a seeded head.
+
+    The model of the text tasks (the packaged corpora and ``text-csv``).
+
+    Args:
+        model_dir: a local Hugging Face encoder directory; empty: the packaged MiniLM.
+        num_classes: head width.
+        seed: head seed.
+        num_layers: transformer layers kept from the first; None keeps them all.
+
+    Returns:
+        An ``EncoderClassifier``.
+
+    Raises:
+        AssetMissingError: if the packaged MiniLM is needed and missing.
+        FileNotFoundError: if ``model_dir`` does not exist.
+
+    """
+    from ilora.models.encoder import EncoderClassifier
+    from ilora.models.encoder import load_encoder
+
+    backbone = load_encoder(resolve_encoder_dir(model_dir))
+    return EncoderClassifier(backbone, num_classes, seed, num_layers=num_layers)
+
+
 def _read_csv_rows(stream: Iterable[str]) -> list[dict[str, str]]:
     """Return the rows of an open CSV text stream as dicts."""
     return list(csv.DictReader(stream))
@@ -197,22 +223,5 @@ class _EncoderTextTask:
         return TaskData(train, test, class_names)
 
     def build_model(self, num_classes: int, seed: int) -> nn.Module:
-        """Return the pretrained encoder (first ``num_layers`` layers) with a seeded head.
-
-        Args:
-            num_classes: head width.
-            seed: head seed.
-
-        Returns:
-            An ``EncoderClassifier``.
-
-        Raises:
-            AssetMissingError: if the packaged MiniLM is needed and missing.
-            FileNotFoundError: if ``model_dir`` does not exist.
-
-        """
-        from ilora.models.encoder import EncoderClassifier
-        from ilora.models.encoder import load_encoder
-
-        backbone = load_encoder(self.encoder_dir())
-        return EncoderClassifier(backbone, num_classes, seed, num_layers=self.num_layers)
+        """Return :func:`encoder_model` of the first ``num_layers`` layers, with a seeded head."""
+        return encoder_model(self.model_dir, num_classes, seed, self.num_layers)

@@ -36,6 +36,7 @@ from ilora.tasks.options import option_error
 from ilora.tasks.text_common import BERT_HEAD
 from ilora.tasks.text_common import BERT_LORA_TARGETS
 from ilora.tasks.text_common import MAX_POSITIONS
+from ilora.tasks.text_common import encoder_model
 from ilora.tasks.text_common import resolve_encoder_dir
 
 if TYPE_CHECKING:
@@ -193,14 +194,6 @@ class TextCSV:
     def build_model(self, num_classes: int, seed: int) -> nn.Module:
         """Return the encoder (first ``num_layers`` layers, 0 = all) with a seeded head.
 
-        Raises:
-            FileNotFoundError: if ``model_dir`` does not exist.
-            AssetMissingError: if the packaged MiniLM is needed and missing.
-
+        :func:`~ilora.tasks.text_common.encoder_model`, whose errors it raises.
         """
-        from ilora.models.encoder import EncoderClassifier
-        from ilora.models.encoder import load_encoder
-
-        backbone = load_encoder(self.encoder_dir())
-        layers = self.num_layers or None
-        return EncoderClassifier(backbone, num_classes, seed, num_layers=layers)
+        return encoder_model(self.model_dir, num_classes, seed, self.num_layers or None)
