@@ -27,6 +27,7 @@ from ilora.config import ConfigError
 
 flower_app = typer.Typer(no_args_is_help=True, help="Run on Flower: simulation or deployment.")
 INSTALL_HINT = "the Flower runtime needs its extra: pip install 'ilora[flower]'"
+RoundTimeoutOpt = Annotated[float, typer.Option(help="seconds to wait for a round's replies")]
 
 
 def require_flwr() -> None:
@@ -51,7 +52,7 @@ def simulate(
         Path | None, typer.Option(help="run directory (default runs/flower-<algorithm>-<task>)")
     ] = None,
     cpus: Annotated[int, typer.Option(help="CPUs Ray may use (0: all)", min=0)] = 0,
-    timeout: Annotated[float, typer.Option(help="seconds to wait for a round's replies")] = 600.0,
+    timeout: RoundTimeoutOpt = 600.0,
     resume: ResumeOpt = None,
     ray_network: Annotated[
         RayNetwork,
@@ -169,7 +170,7 @@ def new(
     out: Annotated[
         str, typer.Option(help="run directory on the SuperLink's machine (default: runs/...)")
     ] = "",
-    timeout: Annotated[float, typer.Option(help="seconds to wait for a round's replies")] = 600.0,
+    timeout: RoundTimeoutOpt = 600.0,
     force: Annotated[bool, typer.Option(help="overwrite an app already in DIRECTORY")] = False,
 ) -> None:
     """Write a Flower app (pyproject.toml, the YAML, two modules) that `flwr run` starts."""
