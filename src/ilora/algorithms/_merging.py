@@ -29,6 +29,12 @@ from ilora.types import Upload
 if TYPE_CHECKING:
     import torch
 
+MERGE_HELP = (
+    "merge s·B·A into the residual and restart the factors every tau rounds (FedLoRU's paper: "
+    "50 of 400; ours: 5, scaled to this project's shorter runs); 0 = never"
+)
+"""The help of FedLoRU's and mFedLoRU's ``tau`` (pFedLoRU's names its global branch)."""
+
 
 def merge_and_restart(
     tensors: Mapping[str, torch.Tensor], lora: LoRASpec, r: int, *seed: object

@@ -56,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ilora.algorithms import traffic
+from ilora.algorithms._merging import MERGE_HELP
 from ilora.algorithms._pair_servers import MergingServer
 from ilora.algorithms.base import hyperparameter
 from ilora.algorithms.base import register
@@ -69,12 +70,7 @@ class FedLoRU(MergingServer):
     heterogeneous_ranks = True
     mean_aggregation = True  # the averages are Σ p_k lift(u_k), lift = zero-pad to r_max
 
-    tau: int = hyperparameter(
-        5,
-        "ours",
-        "merge s·B·A into the residual and restart the factors every tau rounds "
-        "(paper: 50 of 400; ours: 5, scaled to this project's shorter runs); 0 = never",
-    )
+    tau: int = hyperparameter(5, "ours", MERGE_HELP)
 
     def __post_init__(self) -> None:
         if self.tau < 0:

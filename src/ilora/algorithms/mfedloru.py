@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ilora.algorithms import traffic
+from ilora.algorithms._merging import MERGE_HELP
 from ilora.algorithms._merging import install_round
 from ilora.algorithms._pair_servers import ResidualServer
 from ilora.algorithms._shared import FactorState
@@ -99,12 +100,7 @@ class MFedLoRU(ResidualServer):
     heterogeneous_ranks = True
     multiplies_uploads = True  # reconstruct: A + P Q of the uploaded nested factors
 
-    tau: int = hyperparameter(
-        5,
-        "ours",
-        "merge s·B·A into the residual and restart the factors every tau rounds "
-        "(FedLoRU's paper: 50 of 400; ours: 5, scaled to shorter runs); 0 = never",
-    )
+    tau: int = hyperparameter(5, "ours", MERGE_HELP)
 
     def __post_init__(self) -> None:
         if self.tau < 0:
