@@ -124,6 +124,15 @@ def test_a_partial_tuning_names_what_is_missing(tmp_path: Path) -> None:
         phases.tuned_rates(proto, "tiny-text")
 
 
+def test_the_tuning_table_says_which_runs_are_unfinished(tmp_path: Path) -> None:
+    proto = _proto(tmp_path, variants=(FEDIT,))
+    _fake_tuning_run(proto, FEDIT, 3.16e-3, 50.0)
+    proto.tune_job("tiny-text", FEDIT, 1e-2).run_dir.mkdir(parents=True)  # begun, not finished
+    rows = protocol_results.tune_rows(proto.runs)
+    got = [(r["lr"], r["val_score"], r["chosen"], r["finished"]) for r in rows]
+    assert got == [(3.16e-3, 50.0, 1, 1), (1e-2, "", 0, 0)]
+
+
 def test_one_results_directory_holds_one_tuning_setting(tmp_path: Path) -> None:
     out = tmp_path / "results"
     out.mkdir()
