@@ -97,7 +97,7 @@ def _rate_plot(task: str, rows: Sequence[Row], which: str) -> Any:
             [x for x, _ in points],
             [y for _, y in points],
         )
-    title = f"{task}{which}: validation accuracy against the learning rate (tuning seed)"
+    title = f"{task}{which}: validation accuracy by learning rate (tuning seed)"
     return line_chart(series, title, "learning rate", "validation accuracy %", logx=True)
 
 
@@ -209,7 +209,24 @@ def _comparison(runs: Sequence[Row]) -> list[str]:
             + comparison_table(finals[key], personal.get(key, {}))
             + "\n"
         )
-        gaps = missing_seeds(finals[key], seeds)
-        if gaps:
-            parts.append(gaps + "\n")
+        notes = [missing_seeds(finals[key], seeds), rounds_note(runs, key)]
+        parts += [note + "\n" for note in notes if note]
     return parts
+
+
+def rounds_note(runs: Sequence[Row], key: tuple[str, str, float]) -> str:
+    """Return which federated runs of setting ``key`` ran how many rounds, if they differ.
+
+    Every run of a setting runs the task's horizon; a run stopped early, or methods compared
+    by an invocation whose horizon came out otherwise, would be compared over other rounds.
+    """
+    by_rounds: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        where = (r["task"], r["ranks"], float(r["alpha"]))
+        if where == key and r["variant"] != CENTRAL and r.get("rounds"):
+            by_rounds[r["rounds"]].add(r["variant"])
+    if len(by_rounds) < 2:
+        return ""
+    groups = sorted(by_rounds.items(), key=lambda kv: -len(kv[1]))
+    words = "; ".join(f"{n}: {', '.join(sorted(vs))}" for n, vs in groups)
+    return f"Rounds run differ within this setting (rounds: methods): {words}."
