@@ -118,8 +118,8 @@ def _task_part(task: str, cell: Cell, personal: Cell, tuned: Mapping[str, Row]) 
 
 
 INTRO = (
-    "The methods of the second family ({names}) were tuned and compared with heterogeneous "
-    "ranks and Dirichlet α = {alpha:g}, at their tuned rates (listed with the others in the "
+    "The methods of the second family ({names}) are compared with heterogeneous ranks and "
+    "Dirichlet α = {alpha:g} at least, at their tuned rates (listed with the others in the "
     "table of chosen rates) and the task's horizon; here they are gathered in that setting "
     "(the comparison tables list every method in the settings where it has runs, and only "
     "there). Differences are paired by seed; − best first family is against the "
