@@ -132,6 +132,24 @@ def test_the_tuning_table_and_plots_of_a_family_tuned_on_one_task(tmp_path: Path
         assert (tmp_path / "img" / f"{name}.png").is_file() and f"img/{name}.png" in text
 
 
+def test_a_method_without_any_result_keeps_its_row(tmp_path: Path) -> None:
+    _results(tmp_path / "protocol")
+    path = tmp_path / "protocol" / "runs.csv"
+    lines = path.read_text().splitlines()
+    cols = lines[0].split(",")
+    rows = [dict(zip(cols, ln.split(","), strict=True)) for ln in lines[1:]]
+    for row in rows:
+        if row["variant"] == "frlora":  # every run diverged: no finite accuracy
+            row["final_accuracy"] = row["personal_accuracy"] = ""
+    write_rows(path, rows)
+    text = protocol.render(tmp_path / "protocol", tmp_path / "img")
+    het = _section(text, "**healthnews, heterogeneous ranks, Dirichlet α=0.1**")
+    assert "| frlora | n/a | - | - | ilora-s: - |" in het  # listed, not dropped
+    assert "stopped or diverged): frlora (0, 1, 2, 3, 4)." in het
+    part = _section(text, "### The second family (heterogeneous ranks, α = 0.1)")
+    assert "| frlora | 0.001 | n/a | - | ilora-s: - | - | - | - |" in part
+
+
 def test_no_second_family_no_section(tmp_path: Path) -> None:
     _results(tmp_path / "protocol")
     for name in ("runs.csv", "tune.csv"):

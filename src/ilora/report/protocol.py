@@ -121,7 +121,8 @@ def comparison_table(cell: Cell, personal: Cell) -> str:
     """Return one row per variant: mean ± 95% CI and paired differences vs FedIT and the best."""
     means = {v: stats.mean_ci(s.values()) for v, s in cell.items()}
     fed = [v for v in means if v != CENTRAL and not math.isnan(means[v].mean)]
-    order = sorted(fed, key=lambda v: -means[v].mean) + [v for v in means if v == CENTRAL]
+    none = sorted(v for v in means if v != CENTRAL and v not in fed)  # no finite result: n/a
+    order = sorted(fed, key=lambda v: -means[v].mean) + none + [v for v in means if v == CENTRAL]
     body = []
     for v in order:
         best = max((o for o in fed if o != v), key=lambda o: means[o].mean, default=None)
