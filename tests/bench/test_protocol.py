@@ -192,7 +192,8 @@ def test_compare_runs_at_the_tuned_rates_and_writes_the_results(
     for name in ("tune.csv", "runs.csv", "rounds.csv", "meta.json"):
         assert (out / name).is_file(), name
     tune_csv = (out / "tune.csv").read_text().splitlines()
-    assert sum(line.endswith(",1,0") for line in tune_csv[1:]) == 2  # one choice per variant
+    # one choice per variant (chosen, not failed, finished)
+    assert sum(line.endswith(",1,0,1") for line in tune_csv[1:]) == 2
     meta = json.loads((out / "meta.json").read_text())
     assert meta["tuning"] == {"ranks": "heterogeneous", "alpha": 0.1}
     assert set(meta["run_seconds_by_phase"]) == {"tune", "horizon", "compare"}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ilora.bench import jobs
 from ilora.bench import phases
 from ilora.bench import protocol_results
 from ilora.bench.protocol import Protocol
@@ -98,9 +99,13 @@ def test_missing_tuning_is_one_line_naming_it_and_the_command(tmp_path: Path) ->
 
 def _fake_tuning_run(proto: Protocol, variant: Variant, rate: float, score: float) -> None:
     """Write a finished tuning run of ``variant`` at ``rate`` (its config exactly the job's)."""
+    _finish(proto.tune_job("tiny-text", variant, rate), score)
+
+
+def _finish(job: jobs.Job, score: float) -> None:
+    """Write a finished run of ``job`` (its config exactly the job's) with ``score`` %."""
     from ilora import config as config_mod
 
-    job = proto.tune_job("tiny-text", variant, rate)
     job.run_dir.mkdir(parents=True)
     (job.run_dir / "config.yaml").write_text(config_mod.to_yaml(job.config()))
     history = [{"round": r, "accuracy": score / 100} for r in (1, 2, 3, 4)]
@@ -122,6 +127,29 @@ def test_a_partial_tuning_names_what_is_missing(tmp_path: Path) -> None:
     shutil.rmtree(proto.tune_job("tiny-text", FEDIT, 1e-2).run_dir)
     with pytest.raises(ValueError, match=r"'fedit' \(1 of 3 tuning runs missing\)"):
         phases.tuned_rates(proto, "tiny-text")
+
+
+def test_the_tuning_table_says_which_runs_are_unfinished(tmp_path: Path) -> None:
+    proto = _proto(tmp_path, variants=(FEDIT,))
+    _fake_tuning_run(proto, FEDIT, 3.16e-3, 50.0)
+    proto.tune_job("tiny-text", FEDIT, 1e-2).run_dir.mkdir(parents=True)  # begun, not finished
+    rows = protocol_results.tune_rows(proto.runs)
+    got = [(r["lr"], r["val_score"], r["chosen"], r["finished"]) for r in rows]
+    assert got == [(3.16e-3, 50.0, 1, 1), (1e-2, "", 0, 0)]
+
+
+def test_a_compare_never_replaces_a_finished_run_of_another_horizon(tmp_path: Path) -> None:
+    proto = _proto(tmp_path, variants=(FEDIT,), ranks=("heterogeneous",), alphas=(0.1,))
+    rates, lines = {"fedit": 1e-3}, []
+    first = next(proto.compare_jobs("tiny-text", rates, 2))
+    _finish(first, 50.0)  # a finished run at horizon 2; the horizon moves to 3
+    with pytest.raises(ValueError) as err:
+        phases.compare(proto, "tiny-text", rates, 3, 1, lines.append)
+    assert str(err.value).startswith(
+        f"tiny-text: 1 comparison run(s) would replace finished runs of another config, e.g. "
+        f"{first.run_dir} (fed.rounds 2 → 3); the horizon or a tuned rate moved"
+    )
+    assert lines == [] and first.done()  # nothing ran, the finished run is intact
 
 
 def test_one_results_directory_holds_one_tuning_setting(tmp_path: Path) -> None:

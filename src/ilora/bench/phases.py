@@ -11,9 +11,11 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
+from ilora import config as config_mod
 from ilora.bench import tuning
 from ilora.bench.jobs import Job
 from ilora.bench.jobs import pending
@@ -22,6 +24,9 @@ from ilora.bench.protocol import CENTRALIZED
 from ilora.bench.protocol import Protocol
 from ilora.bench.protocol import Variant
 from ilora.bench.protocol import federated
+from ilora.bench.runner import STOPPED
+from ilora.bench.runner import SUMMARY
+from ilora.config import ConfigError
 
 Report = Callable[[str], None]
 
@@ -186,5 +191,45 @@ def compare(
 ) -> list[Job]:
     """Run every comparison run of ``task`` not finished yet; return all of them."""
     jobs = list(proto.compare_jobs(task, rates, rounds))
-    run_jobs(pending(jobs), workers, report)
+    todo = pending(jobs)
+    check_no_replacement(task, todo)
+    run_jobs(todo, workers, report)
     return jobs
+
+
+def check_no_replacement(task: str, todo: Sequence[Job]) -> None:
+    """Raise ``ValueError`` when a run to make would replace a finished run of another config.
+
+    The result files are rebuilt from the run directories, so a replaced run would mix, say,
+    two horizons in one table: a comparison whose horizon moved (a method added to
+    ``--variants`` that beats the one the horizon was found with) stops here, before any run.
+    """
+    held = [j for j in todo if any((j.run_dir / m).is_file() for m in (SUMMARY, STOPPED))]
+    if held:
+        raise ValueError(
+            f"{task}: {len(held)} comparison run(s) would replace finished runs of another "
+            f"config, e.g. {held[0].run_dir} ({config_changes(held[0])}); the horizon or a "
+            "tuned rate moved since they ran. Delete those run directories to make them "
+            "again, or compare without the method that moved the horizon"
+        )
+
+
+def config_changes(job: Job) -> str:
+    """Return what differs between the config stored in ``job.run_dir`` and the job's own."""
+    try:
+        old = _flat(config_mod.to_dict(config_mod.load(job.run_dir / "config.yaml")))
+    except (OSError, ConfigError) as err:
+        return f"its config.yaml does not load: {err}"
+    new = _flat(config_mod.to_dict(job.config()))
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return ", ".join(f"{k} {old.get(k)} → {new.get(k)}" for k in keys)
+
+
+def _flat(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,6 +1,7 @@
 """The protocol's result files (``results/protocol/``), rebuilt from every finished run on disk.
 
-``tune.csv`` (every variant x rate tried: validation score, the choice), ``horizon.csv`` (the
+``tune.csv`` (every variant x rate tried: validation score, the choice, whether the run
+finished), ``horizon.csv`` (the
 long validation runs: plateau round, the horizon), ``runs.csv`` and ``rounds.csv`` (the
 comparison on test, one row per run and per round) and ``meta.json`` (commands, axes, the
 decision rules' constants, machine time per phase, summed over invocations).
@@ -69,6 +70,7 @@ def tune_rows(runs: Path, suffix: str = "") -> list[dict[str, Any]]:
                         "val_score": resultfiles.blank_missing(round(scores[rate], 4)),
                         "chosen": int(rate == chosen),
                         "failed": int((d / STOPPED).is_file() and math.isnan(scores[rate])),
+                        "finished": int((d / "summary.json").is_file()),
                     }
                 )
     return sorted(rows, key=lambda r: (r["task"], r["variant"], r["lr"]))

@@ -41,9 +41,7 @@ CENTRAL = "centralized"
 def _diff_cell(cell: Cell, a: str, b: str) -> str:
     if a not in cell or b not in cell:
         return "-"
-    iv = stats.paired(cell[a], cell[b])
-    mark = {"ahead": " ▲", "behind": " ▼"}.get(iv.verdict(), "")
-    return f"{iv.text(signed=True)}{mark}" if iv.n else "-"
+    return stats.marked(stats.paired(cell[a], cell[b]))
 
 
 def against_baselines(cells: Mapping[Key, Cell]) -> str:

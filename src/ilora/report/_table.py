@@ -204,3 +204,30 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def seeds_words(n: int) -> str:
     """Return "1 seed" or "n seeds"."""
     return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
+def setting_seeds(cell: Mapping[str, Mapping[int, float]], central: str) -> set[int]:
+    """Return the seeds of a setting: those of its methods other than ``central``.
+
+    The centralized line runs once and stands for every setting, so it names the seeds only
+    where no other method has run.
+    """
+    fed = [ys for v, ys in cell.items() if v != central] or list(cell.values())
+    return {s for ys in fed for s in ys}
+
+
+def missing_seeds(
+    cell: Mapping[str, Mapping[int, float]], seeds: Iterable[int] | None = None
+) -> str:
+    """Return which series lack a finite value at the setting's ``seeds`` ("" when none).
+
+    ``cell`` maps a method to its value per seed (NaN: a run without a result); ``seeds``
+    defaults to those where any method has a value.
+    """
+    finite = {v: {s for s, x in ys.items() if not math.isnan(x)} for v, ys in cell.items()}
+    every = set(seeds) if seeds is not None else set().union(*finite.values())
+    short = {v: sorted(every - s) for v, s in sorted(finite.items()) if every - s}
+    if not short:
+        return ""
+    words = "; ".join(f"{v} ({', '.join(map(str, s))})" for v, s in short.items())
+    return f"Seeds without a result (not run yet, stopped or diverged): {words}."

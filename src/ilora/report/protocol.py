@@ -16,16 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from ilora.report import _claims
+from ilora.report import _second_family
 from ilora.report import stats
 from ilora.report._plot import line_chart
 from ilora.report._plot import save_png
 from ilora.report._table import command_block
 from ilora.report._table import md_table
 from ilora.report._table import meta_line
+from ilora.report._table import missing_seeds
 from ilora.report._table import num
 from ilora.report._table import read_csv
 from ilora.report._table import read_meta
 from ilora.report._table import seeds_words
+from ilora.report._table import setting_seeds
 
 Row = Mapping[str, str]
 Cell = dict[str, dict[int, float]]  # variant -> seed -> final accuracy (%)
@@ -46,52 +49,55 @@ def cells(runs: Sequence[Row], key: str = "final_accuracy") -> dict[tuple[str, s
     return out
 
 
+def _tuned_row(r: Row, rows: Sequence[Row]) -> list[Any]:
+    """Return the tuned-rate table's row of the chosen run ``r`` among its variant's ``rows``."""
+    tried = [float(o["lr"]) for o in rows]
+    finished = sum(o.get("finished", "1") == "1" for o in rows)  # older files: all finished
+    runs = f"{finished}" if finished == len(rows) else f"{finished} of {len(rows)}, unfinished"
+    return [
+        r["variant"],
+        f"{float(r['lr']):.3g}",
+        f"{num(r['val_score']):.2f}",
+        "own models" if r.get("metric") == _second_family.PERSONAL_METRIC else "global model",
+        f"{min(tried):.3g} … {max(tried):.3g}",
+        runs,
+        "yes" if float(r["lr"]) in (min(tried), max(tried)) else "no",
+    ]
+
+
 def _tuning(tune: Sequence[Row], img: Path) -> str:
     by_task: dict[str, list[Row]] = defaultdict(list)
     for r in tune:
         by_task[r["task"]].append(r)
+    headers = ["method", "tuned lr", "validation accuracy %", "of", "rates tried", "runs"]
     parts = []
     for task, rows in sorted(by_task.items()):
         chosen = sorted((r for r in rows if r["chosen"] == "1"), key=lambda r: r["variant"])
-        tried: dict[str, list[float]] = defaultdict(list)
-        for r in rows:
-            tried[r["variant"]].append(float(r["lr"]))
-        body = [
-            [
-                r["variant"],
-                f"{float(r['lr']):.3g}",
-                f"{num(r['val_score']):.2f}",
-                "own models" if r.get("metric") == "personal_accuracy" else "global model",
-                f"{min(tried[r['variant']]):.3g} … {max(tried[r['variant']]):.3g}",
-                len(tried[r["variant"]]),
-                "yes"
-                if float(r["lr"]) in (min(tried[r["variant"]]), max(tried[r["variant"]]))
-                else "no",
-            ]
-            for r in chosen
-        ]
-        headers = [
-            "method",
-            "tuned lr",
-            "validation accuracy %",
-            "of",
-            "rates tried",
-            "runs",
-            "at edge",
-        ]
-        parts.append(f"**{task}**\n\n{md_table(headers, body)}")
-        parts.append(save_png(_rate_plot(task, rows), img, f"protocol-lr-{task}", f"{task} rates"))
+        body = [_tuned_row(r, [o for o in rows if o["variant"] == r["variant"]]) for r in chosen]
+        parts.append(f"**{task}**\n\n{md_table([*headers, 'at edge'], body)}")
+        second = [r for r in rows if _second_family.in_second_family(r["variant"])]
+        first = [r for r in rows if r not in second]
+        if first:
+            figure = _rate_plot(task, first, "")
+            parts.append(save_png(figure, img, f"protocol-lr-{task}", f"{task} rates"))
+        if second:
+            figure = _rate_plot(task, second, ", second family")
+            name, alt = f"protocol-lr-{task}-second-family", f"{task} rates, second family"
+            parts.append(save_png(figure, img, name, alt))
     return "\n\n".join(parts)
 
 
-def _rate_plot(task: str, rows: Sequence[Row]) -> Any:
+def _rate_plot(task: str, rows: Sequence[Row], which: str) -> Any:
     series: dict[str, tuple[list[float], list[float]]] = {}
     for variant in sorted({r["variant"] for r in rows}):
-        points = sorted(
-            (float(r["lr"]), num(r["val_score"])) for r in rows if r["variant"] == variant
+        mine = [r for r in rows if r["variant"] == variant]
+        points = sorted((float(r["lr"]), num(r["val_score"])) for r in mine)
+        own = any(r.get("metric") == _second_family.PERSONAL_METRIC for r in mine)
+        series[f"{variant} (own models)" if own else variant] = (
+            [x for x, _ in points],
+            [y for _, y in points],
         )
-        series[variant] = ([x for x, _ in points], [y for _, y in points])
-    title = f"{task}: validation accuracy against the learning rate (tuning seed)"
+    title = f"{task}{which}: validation accuracy by learning rate (tuning seed)"
     return line_chart(series, title, "learning rate", "validation accuracy %", logx=True)
 
 
@@ -115,7 +121,8 @@ def comparison_table(cell: Cell, personal: Cell) -> str:
     """Return one row per variant: mean ± 95% CI and paired differences vs FedIT and the best."""
     means = {v: stats.mean_ci(s.values()) for v, s in cell.items()}
     fed = [v for v in means if v != CENTRAL and not math.isnan(means[v].mean)]
-    order = sorted(fed, key=lambda v: -means[v].mean) + [v for v in means if v == CENTRAL]
+    none = sorted(v for v in means if v != CENTRAL and v not in fed)  # no finite result: n/a
+    order = sorted(fed, key=lambda v: -means[v].mean) + none + [v for v in means if v == CENTRAL]
     body = []
     for v in order:
         best = max((o for o in fed if o != v), key=lambda o: means[o].mean, default=None)
@@ -127,19 +134,12 @@ def comparison_table(cell: Cell, personal: Cell) -> str:
                 v,
                 means[v].text(),
                 pers.text() if pers.n else "-",
-                _diff(vs_base),
-                f"{best}: {_diff(vs_best)}" if vs_best is not None else "-",
+                stats.marked(vs_base),
+                f"{best}: {stats.marked(vs_best)}" if vs_best is not None else "-",
             ]
         )
     headers = ["method", "test accuracy % (95% CI)", "personalized %", "− fedit", "− best other"]
     return md_table(headers, body)
-
-
-def _diff(iv: stats.Interval | None) -> str:
-    if iv is None or iv.n == 0:
-        return "-"
-    mark = {"ahead": " ▲", "behind": " ▼"}.get(iv.verdict(), "")
-    return f"{iv.text(signed=True)}{mark}"
 
 
 def render(src: Path, img: Path) -> str:
@@ -170,6 +170,8 @@ def render(src: Path, img: Path) -> str:
         parts += ["### Horizon\n", _horizon(horizon) + "\n"]
     if runs:
         parts += _comparison(runs)
+    parts.append(_second_family.render(cells(runs), cells(runs, "personal_accuracy"), tune))
+    if runs:
         parts.append(_claims.render(cells(runs)))
     return "\n".join(p for p in parts if p)
 
@@ -202,11 +204,30 @@ def _comparison(runs: Sequence[Row]) -> list[str]:
     parts = ["### Comparison on test\n"]
     for key in sorted(finals):
         task, ranks, alpha = key
-        fed = [v for name, v in finals[key].items() if name != CENTRAL]
-        seeds = {s for v in fed or finals[key].values() for s in v}  # the federated runs'
+        seeds = setting_seeds(finals[key], CENTRAL)
         parts.append(
             f"**{task}, {ranks} ranks, Dirichlet α={alpha:g}** ({seeds_words(len(seeds))})\n\n"
             + comparison_table(finals[key], personal.get(key, {}))
             + "\n"
         )
+        notes = [missing_seeds(finals[key], seeds), rounds_note(runs, key)]
+        parts += [note + "\n" for note in notes if note]
     return parts
+
+
+def rounds_note(runs: Sequence[Row], key: tuple[str, str, float]) -> str:
+    """Return which federated runs of setting ``key`` ran how many rounds, if they differ.
+
+    Every run of a setting runs the task's horizon; a run stopped early, or methods compared
+    by an invocation whose horizon came out otherwise, would be compared over other rounds.
+    """
+    by_rounds: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        where = (r["task"], r["ranks"], float(r["alpha"]))
+        if where == key and r["variant"] != CENTRAL and r.get("rounds"):
+            by_rounds[r["rounds"]].add(r["variant"])
+    if len(by_rounds) < 2:
+        return ""
+    groups = sorted(by_rounds.items(), key=lambda kv: -len(kv[1]))
+    words = "; ".join(f"{n}: {', '.join(sorted(vs))}" for n, vs in groups)
+    return f"Rounds run differ within this setting (rounds: methods): {words}."

@@ -67,6 +67,17 @@ class Interval:
         return f"{head} ± {self.half_width:.{digits}f}"
 
 
+def marked(diff: Interval | None) -> str:
+    """Return a paired difference as signed ``mean ± half-width``, ▲/▼ when the rule separates.
+
+    ``-`` without a difference (``None`` or no paired seed): the one cell text every table uses.
+    """
+    if diff is None or diff.n == 0:
+        return "-"
+    mark = {AHEAD: " ▲", BEHIND: " ▼"}.get(diff.verdict(), "")
+    return f"{diff.text(signed=True)}{mark}"
+
+
 def mean_std(xs: Iterable[float]) -> tuple[float, float]:
     """Return the mean and sample standard deviation of the non-NaN values (0 for one value).
 
