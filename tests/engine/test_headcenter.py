@@ -12,6 +12,7 @@ from conftest import TinyMLP
 from conftest import TinySetup
 from conftest import tiny_data
 from ilora import config
+from ilora.algorithms.base import ALGORITHMS
 from ilora.config import ConfigError
 from ilora.engine.headcenter import center_head
 from ilora.engine.headcenter import head_center
@@ -78,6 +79,20 @@ def test_build_centres_the_head_only_when_asked() -> None:
     assert centred.mean(0).abs().max() < 1e-4
     raw = backbone_features(plain.model, pooled, 64, 0).inputs
     assert raw.mean(0).abs().max() > 1e-2  # the test would not see an absent shift
+
+
+@pytest.mark.parametrize("name", ALGORITHMS.names())
+def test_every_method_builds_the_same_centred_head(name: str) -> None:
+    uniform = [] if ALGORITHMS.get(name).heterogeneous_ranks else ["lora.rank_policy=uniform"]
+    extra = [f"algorithm={name}", "data.local_test_fraction=0.25", *uniform]
+    exp = build(config.load(SMOKE, [*extra, "train.center_head=64"]))
+    x = exp.data.test.inputs
+    same_data = ["data.local_test_fraction=0.25", "train.center_head=64"]
+    with torch.no_grad():  # eval(): no dropout
+        ref = build(config.load(SMOKE, same_data)).model.eval()(**x)
+        assert torch.allclose(exp.model.eval()(**x), ref, atol=1e-5)  # centred alike
+        plain = build(config.load(SMOKE, extra)).model.eval()(**x)
+        assert not torch.allclose(plain, ref, atol=1e-3)
 
 
 def test_a_negative_count_is_refused_naming_the_key() -> None:
