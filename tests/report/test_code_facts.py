@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import yaml
 
 from ilora.algorithms.base import create_algorithm
 from ilora.report._code_facts import algorithm_facts
@@ -10,6 +13,7 @@ from ilora.report._code_facts import class_facts
 from ilora.report._code_facts import sci
 from ilora.report._code_facts import task_target
 from ilora.report._demo_text import mechanics
+from ilora.report._setting import describe
 from ilora.report._setting import model_text
 from ilora.report._setting import partition_text
 from ilora.tasks import TASKS
@@ -52,3 +56,13 @@ def test_flasc_s_mechanics_state_its_default_server_lr_and_its_source() -> None:
 
 def test_sci_writes_short_scientific_notation() -> None:
     assert [sci(x) for x in (1e-3, 2.5e-4, 5.0)] == ["1e-3", "2.5e-4", "5e0"]
+
+
+def test_the_setting_says_when_the_head_is_centred() -> None:
+    preset = Path(__file__).resolve().parents[2] / "configs" / "protocol" / "rotten-tomatoes.yaml"
+    with open(preset, encoding="utf-8") as stream:
+        setting = yaml.safe_load(stream)
+    setting["train"]["lr"] = 1e-3  # a run's config holds its tuned rate
+    assert "centred on its mean over 1024 examples" in describe(setting)
+    setting["train"].pop("center_head")
+    assert "centred" not in describe(setting)  # the default: no word about it

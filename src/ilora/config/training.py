@@ -25,6 +25,12 @@ class TrainConfig:
     train_head: bool = option(
         True, "train the classifier head locally and FedAvg it (every method)"
     )
+    center_head: int = option(
+        0,
+        "centre the head's input: subtract the frozen backbone's mean head input over this "
+        "many seeded examples of the clients' training data, fixed before round 1 (a "
+        "reparametrisation of the head's bias, every method alike; ours); 0 = off",
+    )
     precision: Literal["fp32", "bf16", "auto"] = option(
         "fp32",
         "compute precision of the model's forward/backward: fp32 | bf16 (autocast; "
@@ -44,9 +50,10 @@ class TrainConfig:
         for name in ("lr", "head_lr"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.momentum < 0 or self.max_grad_norm < 0:
+        if min(self.weight_decay, self.momentum, self.max_grad_norm, self.center_head) < 0:
             raise ConfigError(
-                "train.weight_decay, train.momentum and train.max_grad_norm must be >= 0"
+                "train.weight_decay, train.momentum, train.max_grad_norm and "
+                "train.center_head must be >= 0"
             )
 
 

@@ -23,6 +23,8 @@ from ilora.algorithms.base import create_algorithm
 from ilora.config import ConfigError
 from ilora.config import ExperimentConfig
 from ilora.config import algorithm_args
+from ilora.engine.headcenter import center_head
+from ilora.engine.headcenter import head_center
 from ilora.engine.personal_validation import local_evals
 from ilora.engine.privacy import check_dp
 from ilora.engine.robust import check_robust
@@ -224,6 +226,8 @@ def build(cfg: ExperimentConfig) -> Experiment:
             "on their own test share; set data.local_test_fraction > 0 (e.g. 0.2)"
         )
     shares = Shares(data.train, [train for train, _ in splits])
+    if n := cfg.train.center_head:  # engine.headcenter
+        center_head(model, head_center(model, shares, n, cfg.seed, cfg.eval.batch_size))
     evals = local_evals(cfg, data, parts, splits)
     return Experiment(cfg, task, data, shares, evals, clients, model, alg)
 
