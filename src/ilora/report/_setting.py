@@ -70,6 +70,12 @@ def data_text(facts: Mapping[str, Any]) -> str:
     )
 
 
+def centred_text(train: Mapping[str, Any]) -> str:
+    """Return ", the head's input centred ..." when ``train.center_head`` is on, else ""."""
+    center = int(train.get("center_head", 0) or 0)  # engine.headcenter
+    return f", the head's input centred on its mean over {center} examples" if center else ""
+
+
 def describe(
     setting: Mapping[str, Any],
     facts: Mapping[str, Any] | None = None,
@@ -94,13 +100,11 @@ def describe(
         text.append(f", each client holding out {share:g}% of its data as its own test share")
     optimizer = OPTIMIZERS.get(train.get("optimizer", "adamw"), "optimizer")
     lr_text = lr_words or f"LoRA lr {train['lr']:g}"
-    center = int(train.get("center_head", 0) or 0)  # engine.headcenter
-    centred = f", the head's input centred on its mean over {center} examples" if center else ""
     text.append(
         f"; {per_round} of {n} clients per round, {fed['rounds']} rounds x {train['steps']} local "
         f"{optimizer} steps (batch {train['batch_size']}, {lr_text}, head lr "
-        f"{train['head_lr']:g}{centred}). Per-round accuracy is measured on a fixed seeded "
-        f"subset of {ev['subset']} test examples"
+        f"{train['head_lr']:g}{centred_text(train)}). Per-round accuracy is measured on a "
+        f"fixed seeded subset of {ev['subset']} test examples"
     )
     cap = int(setting.get("task_args", {}).get("max_test", 0) or 0)
     split = (
