@@ -23,8 +23,6 @@ from ilora.algorithms.base import create_algorithm
 from ilora.config import ConfigError
 from ilora.config import ExperimentConfig
 from ilora.config import algorithm_args
-from ilora.engine.headcenter import center_head
-from ilora.engine.headcenter import head_center
 from ilora.engine.personal_validation import local_evals
 from ilora.engine.privacy import check_dp
 from ilora.engine.robust import check_robust
@@ -197,6 +195,8 @@ def build(cfg: ExperimentConfig) -> Experiment:
 
     """
     from ilora.engine.compute import place
+    from ilora.engine.headcenter import center_head  # torch: only where a run is built
+    from ilora.engine.headcenter import head_center
     from ilora.lora.inject import inject
 
     alg, task = validate(cfg)
