@@ -14,7 +14,10 @@ from conftest import tiny_data
 from ilora import config
 from ilora.algorithms.base import ALGORITHMS
 from ilora.config import ConfigError
+from ilora.engine.headcenter import HeadCenter
 from ilora.engine.headcenter import center_head
+from ilora.engine.headcenter import fold_center
+from ilora.engine.headcenter import fold_head
 from ilora.engine.headcenter import head_center
 from ilora.engine.local import backbone_features
 from ilora.engine.local import head_module
@@ -98,3 +101,39 @@ def test_every_method_builds_the_same_centred_head(name: str) -> None:
 def test_a_negative_count_is_refused_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"train\.center_head"):
         config.load(SMOKE, ["train.center_head=-1"])
+
+
+def test_fold_center_is_b_minus_w_c_summed_by_hand() -> None:
+    g = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(3, 5, generator=g), torch.randn(3, generator=g)
+    center = torch.randn(5, generator=g)
+    by_hand = [
+        float(bias[i]) - sum(float(weight[i, j]) * float(center[j]) for j in range(5))
+        for i in range(3)
+    ]
+    folded = fold_center(weight, bias, center)
+    assert folded.dtype == bias.dtype
+    assert torch.allclose(folded, torch.tensor(by_hand), atol=1e-6, rtol=0)
+    h = torch.randn(7, 5, generator=g)
+    assert torch.allclose(h @ weight.T + folded, (h - center) @ weight.T + bias, atol=1e-5)
+
+
+def test_the_folded_plain_head_is_the_centred_model() -> None:
+    centred, plain, x = SETUP.model(), SETUP.model(), tiny_data(10, 3).inputs["x"]
+    centre = center_head(centred, torch.linspace(-1.0, 2.0, 8))
+    assert centre.module == "classifier"
+    head = {n: p.detach() for n, p in plain.named_parameters() if n.startswith("classifier.")}
+    load_setup(plain, LocalSetup(fold_head(head, centre)))  # no hook on plain
+    with torch.no_grad():
+        assert torch.allclose(plain(x), centred(x), atol=1e-5)
+        assert not torch.allclose(SETUP.model()(x), centred(x), atol=1e-3)
+
+
+def test_a_head_without_bias_is_refused_in_one_line() -> None:
+    model = SETUP.model()
+    model.classifier.bias = None
+    with pytest.raises(ValueError, match=r"train\.center_head needs the head 'classifier'"):
+        center_head(model, torch.zeros(8))
+    weight_only = {"classifier.weight": torch.ones(3, 8)}
+    with pytest.raises(ValueError, match="linear layer with a bias"):
+        fold_head(weight_only, HeadCenter("classifier", torch.zeros(8)))

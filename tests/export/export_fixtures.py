@@ -71,8 +71,14 @@ class Trained:
     model: torch.nn.Module
 
 
-def train(out: Path, task: str, task_args: dict[str, object], algorithm: str) -> Trained:
-    """Run ``algorithm`` for one short round on ``task`` and write the run directory ``out``."""
+def train(
+    out: Path, task: str, task_args: dict[str, object], algorithm: str, *extra: str
+) -> Trained:
+    """Run ``algorithm`` for one short round on ``task`` and write the run directory ``out``.
+
+    ``extra``: more ``--set`` options (``train.center_head=16``). ``logits`` are the trained
+    model's, as the run evaluated it (a ``train.center_head`` hook included).
+    """
     sets = [
         f"algorithm={algorithm}",
         f"task={task}",
@@ -84,6 +90,7 @@ def train(out: Path, task: str, task_args: dict[str, object], algorithm: str) ->
         "train.batch_size=8",
         "lora.rank=2",
         "lora.alpha=4.0",
+        *extra,
     ]
     cfg = config.load(None, sets)
     exp = build(cfg)

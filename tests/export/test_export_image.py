@@ -50,12 +50,15 @@ def _peft_model(dest: Path) -> torch.nn.Module:  # the code of the export's READ
 
 
 @pytest.mark.assets
-@pytest.mark.parametrize("algorithm", ["fedit", "ilora"])
+@pytest.mark.parametrize(
+    ("algorithm", "center"), [("fedit", 0), ("ilora", 0), ("fedit", 16), ("ilora", 16)]
+)
 def test_image_exports_match_the_project_logits(
-    algorithm: str, tmp_path: Path, trainer: Callable[..., Any]
+    algorithm: str, center: int, tmp_path: Path, trainer: Callable[..., Any]
 ) -> None:
+    """``center``: ``train.center_head``; the exported head has ``b - W c`` in it."""
     args = {"path": _npz(tmp_path / "x.npz"), "image_size": 16, "pretrained": True}
-    done = trainer(tmp_path / "run", "image-npz", args, algorithm)
+    done = trainer(tmp_path / "run", "image-npz", args, algorithm, f"train.center_head={center}")
 
     peft_dir = _export(done.run, "peft")
     factors = load_file(str(peft_dir / "adapter_model.safetensors"))

@@ -24,12 +24,14 @@ from ilora.tasks.text_common import minilm_dir
 
 REVIEWS = Path(__file__).resolve().parents[2] / "examples" / "byod" / "reviews.csv"
 
-CASES = [  # (algorithm, encoder, num_layers): ILoRA has a residual PEFT cannot hold
-    ("fedit", "bert", 1),
-    ("ilora", "bert", 0),
-    ("ffa-lora", "roberta", 1),
-    ("fedit", "deberta-v2", 0),
-    ("fedit", "minilm", 1),  # the packaged all-MiniLM-L6-v2 (model_dir left empty)
+CASES = [  # (algorithm, encoder, num_layers, center): ILoRA has a residual PEFT cannot hold
+    ("fedit", "bert", 1, 0),
+    ("ilora", "bert", 0, 0),
+    ("ffa-lora", "roberta", 1, 0),
+    ("fedit", "deberta-v2", 0, 0),
+    ("fedit", "minilm", 1, 0),  # the packaged all-MiniLM-L6-v2 (model_dir left empty)
+    ("fedit", "bert", 1, 16),  # train.center_head: the exported head has b - W c in it
+    ("ilora", "minilm", 1, 16),
 ]
 
 
@@ -56,23 +58,36 @@ def _peft_logits(dest: Path, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return pooled @ head["classifier.weight"].T + head["classifier.bias"]
 
 
+def _args(model_dir: Path | None, layers: int) -> dict[str, Any]:
+    args = {"path": str(REVIEWS), "split_column": "split", "max_len": 12, "num_layers": layers}
+    return args if model_dir is None else {**args, "model_dir": str(model_dir)}
+
+
+def _merged_logits(dest: Path, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    from transformers import AutoModelForSequenceClassification  # see _peft_logits
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(dest), trust_remote_code=True
+    ).eval()
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    with torch.no_grad():
+        return model(**inputs).logits  # type: ignore[no-any-return]
+
+
 @pytest.mark.assets
-@pytest.mark.parametrize(("algorithm", "encoder", "layers"), CASES)
+@pytest.mark.parametrize(("algorithm", "encoder", "layers", "center"), CASES)
 def test_text_exports_match_the_project_logits(
     algorithm: str,
     encoder: str,
     layers: int,
+    center: int,
     tmp_path: Path,
     encoder_dirs: dict[str, Path],
     trainer: Callable[..., Any],
 ) -> None:
-    from transformers import AutoModelForSequenceClassification  # see _peft_logits
-
     model_dir = minilm_dir() if encoder == "minilm" else encoder_dirs[encoder]
-    args = {"path": str(REVIEWS), "split_column": "split", "max_len": 12, "num_layers": layers}
-    if encoder != "minilm":
-        args["model_dir"] = str(model_dir)
-    done = trainer(tmp_path / "run", "text-csv", args, algorithm)
+    args = _args(None if encoder == "minilm" else model_dir, layers)
+    done = trainer(tmp_path / "run", "text-csv", args, algorithm, f"train.center_head={center}")
 
     peft_dir = _export(done.run, "peft")
     config = json.loads((peft_dir / "adapter_config.json").read_text())
@@ -85,13 +100,17 @@ def test_text_exports_match_the_project_logits(
     theirs = _peft_logits(peft_dir, done.inputs)
     torch.testing.assert_close(theirs, done.logits, atol=1e-5, rtol=0)
 
-    merged_dir = _export(done.run, "merged")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(merged_dir), trust_remote_code=True
-    ).eval()
-    assert model.config.id2label == {0: "negative", 1: "positive"}
-    with torch.no_grad():
-        merged = model(**done.inputs).logits
+    merged = _merged_logits(_export(done.run, "merged"), done.inputs)
+    torch.testing.assert_close(merged, done.logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.assets
+def test_a_centred_merged_only_run_exports_the_trained_model(
+    tmp_path: Path, trainer: Callable[..., Any]
+) -> None:
+    """FLoRA keeps no factors (its adapter/ holds ilora_head.safetensors): merged export."""
+    done = trainer(tmp_path / "run", "text-csv", _args(None, 1), "flora", "train.center_head=16")
+    merged = _merged_logits(_export(done.run, "merged"), done.inputs)
     torch.testing.assert_close(merged, done.logits, atol=1e-5, rtol=0)
 
 

@@ -11,6 +11,7 @@ history and the server state, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import torch
 import ilora.algorithms  # noqa: F401
 from ilora import config as config_mod
 from ilora.algorithms.base import ALGORITHMS
+from ilora.engine.outputs import save_adapter
 from ilora.engine.setup import build
 from ilora.engine.simulation import DivergenceError
 from ilora.engine.simulation import RoundFailedError
@@ -96,6 +98,19 @@ def test_flower_equals_embedded(name: str, precision: str) -> None:
             assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
     assert _history(embedded) == _history(flower)  # bytes, counts, every metric
     assert embedded.history.final == flower.history.final
+
+
+def test_a_centred_head_trains_and_is_saved_the_same_on_flower(tmp_path: Path) -> None:
+    """``train.center_head``: the same centre, run and folded adapter file on both runtimes."""
+    cfg = _cfg("fedit", "train.center_head=64")
+    embedded, flower = run(cfg, exp=build(cfg)), _flower(cfg)
+    assert _history(embedded) == _history(flower)
+    assert embedded.head_center is not None and _equal(embedded.head_center, flower.head_center)
+    saved = []
+    for name, result in (("embedded", embedded), ("flower", flower)):
+        save_adapter(result.setup, cfg, tmp_path / name, result.head_center)
+        saved.append((tmp_path / name / "adapter_model.safetensors").read_bytes())
+    assert saved[0] == saved[1]
 
 
 def test_injected_faults_count_the_same_on_flower() -> None:

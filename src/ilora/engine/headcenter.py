@@ -13,9 +13,19 @@ the same family of functions (a reparametrisation of the bias), better condition
 method alike. Ours, not any paper's; off by default. ``c`` is a preprocessing statistic like
 a vocabulary: it is computed where the experiment is built (both runtimes, the same seeded
 examples), never from the validation or test split, and not sent in any round.
+
+In the run the shift is a forward pre-hook; the weights stay ``W, b``. What is written for use
+outside ILoRA holds the plain head instead: the run's saved ``adapter/``
+(``engine.outputs.save_adapter``) replaces the bias by :func:`fold_center`'s ``b' = b - W c``
+and records it in :data:`FOLDED_NOTE`, and ``ilora export`` (peft and merged) rebuilds the model
+from that adapter, so every written model computes ``W h + b'``, the trained function, without
+the hook (the rebuilt model has none: the centre is never applied twice).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,7 +36,20 @@ from ilora.engine.local import head_module
 from ilora.engine.shares import Shares
 from ilora.seeding import np_rng
 
-__all__ = ["center_head", "head_center"]
+__all__ = ["FOLDED_NOTE", "HeadCenter", "center_head", "fold_center", "fold_head", "head_center"]
+
+FOLDED_NOTE = "ilora_head_center.json"  # in a saved adapter/: its head has the centre folded in
+
+
+@dataclass(frozen=True)
+class HeadCenter:
+    """What ``train.center_head`` shifted: the head ``module`` reads its input minus ``center``.
+
+    ``module`` is the head's path in the model (``classifier``), ``center`` its ``(d,)`` shift.
+    """
+
+    module: str
+    center: torch.Tensor
 
 
 def head_center(model: nn.Module, shares: Shares, n: int, seed: int, batch: int) -> torch.Tensor:
@@ -42,13 +65,21 @@ def head_center(model: nn.Module, shares: Shares, n: int, seed: int, batch: int)
     return feats.inputs.mean(dim=0)  # (d,)
 
 
-def center_head(model: nn.Module, center: torch.Tensor) -> None:
+def center_head(model: nn.Module, center: torch.Tensor) -> HeadCenter:
     """Make the head of ``model`` read its input minus ``center`` (a forward pre-hook).
 
     The hook runs before any hook registered later on the head (``backbone_features`` then
-    sees the centred inputs, what the head reads).
+    sees the centred inputs, what the head reads). Returns the head's path and the centre, for
+    :func:`fold_head` where the model is written.
+
+    Raises:
+        ValueError: if the head is not a linear layer with a bias (nothing to fold ``c`` into).
+
     """
     head = head_module(model)
+    name = next(n for n, m in model.named_modules() if m is head)
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise _unfoldable(name)
     fixed = center.detach().clone().float()
 
     def shift(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -57,3 +88,35 @@ def center_head(model: nn.Module, center: torch.Tensor) -> None:
         return (centred, *args[1:])
 
     head.register_forward_pre_hook(shift)
+    return HeadCenter(name, fixed)
+
+
+def fold_center(weight: torch.Tensor, bias: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """Return the bias ``b' = b - W c`` that makes a plain head compute ``W (h - c) + b``.
+
+    ``weight`` ``(C, d)``, ``bias`` ``(C,)``, ``center`` ``(d,)``; summed in float64, returned
+    in ``bias``'s dtype and device.
+    """
+    shift = weight.detach().double() @ center.detach().to(weight.device).double()  # (C,)
+    return (bias.detach().double() - shift).to(bias.dtype)
+
+
+def fold_head(params: Mapping[str, torch.Tensor], centre: HeadCenter) -> dict[str, torch.Tensor]:
+    """Return ``params`` (head parameters by name, others untouched) with the centre folded.
+
+    Raises:
+        ValueError: if the head has no ``weight`` (C, d) and ``bias`` among ``params``.
+
+    """
+    weight = params.get(f"{centre.module}.weight")
+    bias_key = f"{centre.module}.bias"
+    if weight is None or weight.dim() != 2 or bias_key not in params:
+        raise _unfoldable(centre.module)
+    return {**params, bias_key: fold_center(weight, params[bias_key], centre.center)}
+
+
+def _unfoldable(module: str) -> ValueError:
+    return ValueError(
+        f"train.center_head needs the head {module!r} to be a linear layer with a bias (the "
+        "centre is folded into it when the model is written); use train.center_head: 0"
+    )

@@ -26,6 +26,9 @@ from ilora.config import to_yaml
 from ilora.engine import checkpoint
 from ilora.engine.checkpoint import Checkpoint
 from ilora.engine.compute import resolve
+from ilora.engine.headcenter import FOLDED_NOTE
+from ilora.engine.headcenter import HeadCenter
+from ilora.engine.headcenter import fold_head
 from ilora.engine.history import RoundRecord
 from ilora.engine.history import append_jsonl
 from ilora.engine.history import strict_json
@@ -166,7 +169,7 @@ class RunWriter:
         loggers, self.loggers = self.loggers, []
         for logger in loggers:
             logger.close(summary)
-        save_adapter(result.setup, self.cfg, self.out / "adapter")
+        save_adapter(result.setup, self.cfg, self.out / "adapter", result.head_center)
         write_json_atomic(self.out / LABELS, label_map(self.cfg))
         self.manifest["end"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         write_json_atomic(self.out / "manifest.json", self.manifest)
@@ -191,18 +194,24 @@ def label_map(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     }
 
 
-def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
+def save_adapter(
+    setup: LocalSetup, cfg: ExperimentConfig, out: Path, centre: HeadCenter | None = None
+) -> None:
     """Save the global adapter in PEFT's layout (safetensors + ``adapter_config.json``).
 
     Factors are named ``base_model.model.<module>.lora_A.weight`` (module paths of the model the
     task builds); the head goes under ``modules_to_save``. A dense residual (FLoRA, ILoRA's init
     offset), which PEFT cannot express, is saved beside it in ``ilora_residual.safetensors``. A
     model with no factors at all (FLoRA merges everything) gets the residual, the head in
-    ``ilora_head.safetensors`` and ``ilora_adapter.json`` instead of the PEFT files.
+    ``ilora_head.safetensors`` and ``ilora_adapter.json`` instead of the PEFT files. With the
+    run's ``train.center_head`` ``centre``, the head saved is the plain one the run trained,
+    bias ``b - W c`` (``engine.headcenter.fold_head``), as ``ilora_head_center.json`` records.
     """
     out.mkdir(parents=True, exist_ok=True)
+    (out / FOLDED_NOTE).unlink(missing_ok=True)
+    factors = setup.factors if centre is None else fold_head(setup.factors, centre)
     tensors, modules, rank = {}, [], 0
-    for key, t in sorted(setup.factors.items()):
+    for key, t in sorted(factors.items()):
         parsed = keys.parse(key)
         if parsed is not None and parsed[1] in ("lora_A", "lora_B"):
             tensors[f"base_model.model.{parsed[0]}.{parsed[1]}.weight"] = t.contiguous()
@@ -210,6 +219,8 @@ def save_adapter(setup: LocalSetup, cfg: ExperimentConfig, out: Path) -> None:
             rank = int(t.shape[0]) if parsed[1] == "lora_A" else rank
         elif keys.is_param(key):
             tensors[f"base_model.model.{key}"] = t.contiguous()
+    if centre is not None:
+        _write_text_atomic(out / FOLDED_NOTE, _folded_note(centre))
     if setup.residual:
         save_file(
             {k: v.contiguous() for k, v in setup.residual.items()},
@@ -252,3 +263,13 @@ def _peft_config(
         "fan_in_fan_out": False,
         "init_lora_weights": True,
     }
+
+
+def _folded_note(centre: HeadCenter) -> str:
+    """Return ``ilora_head_center.json``: the head saved has ``train.center_head``'s centre in."""
+    note = {
+        "module": centre.module,
+        "folded": f"{centre.module}.bias = b - W c: the run's head read its input minus c",
+        "center_norm": float(centre.center.norm()),
+    }
+    return json.dumps(note, indent=2, sort_keys=True)

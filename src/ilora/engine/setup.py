@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
+    from ilora.engine.headcenter import HeadCenter
+
 
 @dataclass
 class Experiment:
@@ -54,6 +56,7 @@ class Experiment:
     clients: list[ClientInfo]
     model: nn.Module
     algorithm: Algorithm  # type: ignore[type-arg]
+    head_center: HeadCenter | None = None  # train.center_head's shift, folded where written
 
 
 def make_task(name: str, args: dict[str, Any]) -> Task:
@@ -195,8 +198,6 @@ def build(cfg: ExperimentConfig) -> Experiment:
 
     """
     from ilora.engine.compute import place
-    from ilora.engine.headcenter import center_head  # torch: only where a run is built
-    from ilora.engine.headcenter import head_center
     from ilora.lora.inject import inject
 
     alg, task = validate(cfg)
@@ -226,10 +227,26 @@ def build(cfg: ExperimentConfig) -> Experiment:
             "on their own test share; set data.local_test_fraction > 0 (e.g. 0.2)"
         )
     shares = Shares(data.train, [train for train, _ in splits])
-    if n := cfg.train.center_head:  # engine.headcenter
-        center_head(model, head_center(model, shares, n, cfg.seed, cfg.eval.batch_size))
+    centre = centred(cfg, model, shares) if cfg.train.center_head else None
     evals = local_evals(cfg, data, parts, splits)
-    return Experiment(cfg, task, data, shares, evals, clients, model, alg)
+    return Experiment(cfg, task, data, shares, evals, clients, model, alg, centre)
+
+
+def centred(cfg: ExperimentConfig, model: nn.Module, shares: Shares) -> HeadCenter:
+    """Make ``model``'s head read its input minus the centre of ``train.center_head`` examples.
+
+    Raises:
+        ConfigError: if the head has no bias to fold the centre into.
+
+    """
+    from ilora.engine.headcenter import center_head  # torch: only where a run is built
+    from ilora.engine.headcenter import head_center
+
+    n, batch = cfg.train.center_head, cfg.eval.batch_size
+    try:
+        return center_head(model, head_center(model, shares, n, cfg.seed, batch))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def with_validation(data: TaskData, cfg: ExperimentConfig) -> TaskData:

@@ -26,6 +26,7 @@ from ilora.engine.clientstore import open_store
 from ilora.engine.evaluation import embedded_views
 from ilora.engine.evaluation import eval_subset as eval_subset  # re-exported
 from ilora.engine.evaluation import personal_tests as personal_tests  # re-exported
+from ilora.engine.headcenter import HeadCenter
 from ilora.engine.history import History
 from ilora.engine.history import RoundRecord
 from ilora.engine.roundstep import Collected
@@ -51,11 +52,16 @@ CheckpointCallback = Callable[[Checkpoint], None]
 
 @dataclass
 class RunResult:
-    """A finished run: its history, the final global model's setup and the server state."""
+    """A finished run: its history, the final global model's setup and the server state.
+
+    ``head_center``: the experiment's ``train.center_head`` shift (``setup``'s head reads its
+    input minus it), folded into the head where the model is written (``save_adapter``).
+    """
 
     history: History
     setup: LocalSetup
     state: Any
+    head_center: HeadCenter | None = None
 
 
 def run_clients(exp: Experiment) -> tuple[list[ClientInfo], Sequence[ArrayDataset], int]:
@@ -148,4 +154,4 @@ def run(
         step.finish(state, views, store)
     if cfg.eval.final_full:
         history.final = step.global_metrics(state, full=True)
-    return RunResult(history, alg.export(state), state)
+    return RunResult(history, alg.export(state), state, exp.head_center)

@@ -1,7 +1,9 @@
 """``ilora export RUN --format peft|merged``: a finished run's global model for other tools.
 
 The run's model is rebuilt exactly (its config, the task's pretrained model, the saved adapter,
-residual and head), then written in one of two forms:
+residual and head), then written in one of two forms. The rebuilt head is plain: a run with
+``train.center_head`` saved its head with the centre folded into the bias (``b - W c``,
+``engine.headcenter``), so both forms compute the trained model without ILoRA's hook.
 
 * ``peft`` (:mod:`ilora.export.peft`): an adapter directory that plain ``peft`` loads onto the
   real base model. PEFT holds a rank-``r`` pair ``s·B A`` per layer. What it cannot hold (a
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,6 +30,8 @@ from torch import nn
 from ilora import config as config_mod
 from ilora.config import ConfigError
 from ilora.config import ExperimentConfig
+from ilora.engine.headcenter import FOLDED_NOTE
+from ilora.engine.headcenter import fold_head
 from ilora.lora.inject import _set_submodule
 from ilora.lora.inject import inject
 from ilora.lora.layer import LoRALinear
@@ -107,8 +112,25 @@ def rebuild(run: Path) -> Rebuilt:
     names = _class_names(run, cfg, task)
     model = task.build_model(len(names), cfg.seed)
     inject(model, cfg.lora, cfg.lora.targets or task.lora_targets, head=task.head)
-    load_setup(model, read_adapter(run / "adapter"))
+    load_setup(model, _run_setup(run, cfg))
     return Rebuilt(cfg, task, model.eval(), names)
+
+
+def _run_setup(run: Path, cfg: ExperimentConfig) -> LocalSetup:
+    """Return the run's saved setup with a plain head (``train.center_head``'s centre folded).
+
+    A centred run's ``adapter/`` holds the folded head (``ilora_head_center.json`` says so); one
+    saved before the fold existed holds the raw head: its centre is recomputed, as the run did,
+    by building the experiment (seeded: the same examples), and folded here.
+    """
+    adapter = run / "adapter"
+    setup = read_adapter(adapter)
+    if not cfg.train.center_head or (adapter / FOLDED_NOTE).is_file():
+        return setup
+    from ilora.engine.setup import build
+
+    centre = build(cfg).head_center
+    return setup if centre is None else replace(setup, factors=fold_head(setup.factors, centre))
 
 
 def peft_pair(layer: LoRALinear) -> tuple[torch.Tensor, torch.Tensor, float] | None:

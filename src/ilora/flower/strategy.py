@@ -298,4 +298,5 @@ class AlgorithmStrategy(Strategy):
             self.aggregate_evaluate(r, replies)
         if self.cfg.eval.final_full:
             self.history.final = self.step.global_metrics(self.state, full=True)
-        return RunResult(self.history, self.alg.export(self.state), self.state)
+        final = self.alg.export(self.state)
+        return RunResult(self.history, final, self.state, self.exp.head_center)
