@@ -92,13 +92,17 @@ def train(
         "lora.alpha=4.0",
         *extra,
     ]
-    cfg = config.load(None, sets)
+    return write_run(out, config.load(None, sets), 6)
+
+
+def write_run(out: Path, cfg: config.ExperimentConfig, examples: int) -> Trained:
+    """Run ``cfg``, write its run directory ``out``; logits on ``examples`` test examples."""
     exp = build(cfg)
     result = run(cfg, exp=exp)
     with RunWriter(out, cfg) as writer:
         writer.finish(result)
     load_setup(exp.model, result.setup)
-    inputs = exp.data.test.subset(list(range(6))).inputs
+    inputs = exp.data.test.subset(list(range(examples))).inputs
     with torch.no_grad():
         logits = exp.model.eval()(**inputs)
     return Trained(out, inputs, logits, exp.model)

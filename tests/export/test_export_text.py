@@ -94,6 +94,7 @@ def test_text_exports_match_the_project_logits(
     assert all(not m.startswith("backbone.") for m in config["target_modules"])
     meta = json.loads((peft_dir / "ilora_export.json").read_text())
     assert bool(meta["folded_layers"]) == (algorithm == "ilora")
+    assert ("head_center" in meta) == bool(center)
     base = Path(config["base_model_name_or_path"])
     assert base == (peft_dir / "base" if algorithm == "ilora" else model_dir).resolve()
     assert meta["num_hidden_layers"] == (layers or 2)

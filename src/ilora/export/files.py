@@ -52,6 +52,8 @@ def describe_run(rebuilt: Rebuilt, fmt: str, base: str, folded: list[str]) -> di
     else:
         meta["seed"] = rebuilt.cfg.seed
         meta["pretrained"] = bool(rebuilt.cfg.task_args.get("pretrained", True))
+    if rebuilt.cfg.train.center_head:  # engine.headcenter: the head here is the plain one
+        meta["head_center"] = "train.center_head's shift c is folded into the head's bias: b - W c"
     if folded:
         meta["note"] = (
             "updates PEFT cannot hold (a dense residual such as ILoRA's init offset, or a "
