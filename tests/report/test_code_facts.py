@@ -66,3 +66,17 @@ def test_the_setting_says_when_the_head_is_centred() -> None:
     assert "centred on its mean over 1024 examples" in describe(setting)
     setting["train"].pop("center_head")
     assert "centred" not in describe(setting)  # the default: no word about it
+
+
+def test_the_setting_says_when_the_model_runs_in_bf16() -> None:
+    preset = Path(__file__).resolve().parents[2] / "configs" / "protocol" / "rotten-tomatoes.yaml"
+    with open(preset, encoding="utf-8") as stream:
+        setting = yaml.safe_load(stream)
+    setting["train"]["lr"] = 1e-3
+    assert "in bf16 autocast (factors" in describe(setting)  # the preset's precision
+    setting["train"]["precision"] = "auto"
+    assert "bf16 autocast where the CPU has native bf16" in describe(setting)
+    setting["train"]["precision"] = "fp32"
+    assert "bf16" not in describe(setting)
+    setting["train"].pop("precision")
+    assert "bf16" not in describe(setting)  # the default: fp32, no word about it

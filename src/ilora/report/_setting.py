@@ -76,6 +76,15 @@ def centred_text(train: Mapping[str, Any]) -> str:
     return f", the head's input centred on its mean over {center} examples" if center else ""
 
 
+def precision_text(train: Mapping[str, Any]) -> str:
+    """Return ", forward and backward in bf16 ..." unless ``train.precision`` is fp32 (default)."""
+    precision = str(train.get("precision", "fp32") or "fp32")  # engine.compute.autocast
+    if precision == "fp32":
+        return ""
+    where = "" if precision == "bf16" else " where the CPU has native bf16 (`auto`)"
+    return f", forward and backward in bf16 autocast{where} (factors and optimizer in fp32)"
+
+
 def describe(
     setting: Mapping[str, Any],
     facts: Mapping[str, Any] | None = None,
@@ -103,8 +112,8 @@ def describe(
     text.append(
         f"; {per_round} of {n} clients per round, {fed['rounds']} rounds x {train['steps']} local "
         f"{optimizer} steps (batch {train['batch_size']}, {lr_text}, head lr "
-        f"{train['head_lr']:g}{centred_text(train)}). Per-round accuracy is measured on a "
-        f"fixed seeded subset of {ev['subset']} test examples"
+        f"{train['head_lr']:g}{centred_text(train)}{precision_text(train)}). Per-round accuracy "
+        f"is measured on a fixed seeded subset of {ev['subset']} test examples"
     )
     cap = int(setting.get("task_args", {}).get("max_test", 0) or 0)
     split = (
