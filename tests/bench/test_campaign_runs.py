@@ -48,12 +48,16 @@ def test_a_stopped_run_is_summarised_and_reused(
     assert "1 runs: 0 finished, 1 stopped before, 0 to run" in capsys.readouterr().out
 
 
-def test_a_stopped_run_of_another_config_is_not_reused(tmp_path: Path) -> None:
+def test_a_stopped_run_of_another_config_is_not_reused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = Job("bad", SMOKE, NAN, tmp_path / "run")
     run_jobs([bad], 1, print)
     fixed = Job("fixed", SMOKE, ("fed.rounds=3",), tmp_path / "run")
     assert not fixed.decided() and pending([fixed]) == [fixed]
     run_jobs([fixed], 1, print)
+    final = 100 * fixed.summary()["final_accuracy"]  # the line names what it prints
+    assert f"[1/1] fixed: final accuracy {final:.1f}% in " in capsys.readouterr().out
     assert fixed.done() and not (fixed.run_dir / runner.STOPPED).exists()
     assert bad.stopped() == "" and not bad.decided()
 

@@ -116,7 +116,8 @@ def _run(job: Job) -> tuple[Job, str]:
     took = f"{time.perf_counter() - start:.1f} s"
     if summary.get("stopped"):  # the whole reason is in stopped.json
         return job, f"STOPPED after {took}: {summary['stopped'][:200]}"
-    return job, f"accuracy {100 * float(summary['final_accuracy']):.1f}% in {took}"
+    final = 100 * float(summary["final_accuracy"])  # the last evaluation, not a tuning score
+    return job, f"final accuracy {final:.1f}% in {took}"
 
 
 def run_jobs(
