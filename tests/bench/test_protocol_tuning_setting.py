@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from typer.testing import CliRunner
 from ilora.bench import jobs
 from ilora.bench import phases
 from ilora.bench import protocol_results
+from ilora.bench import tuning
+from ilora.bench.jobs import Job
 from ilora.bench.protocol import Protocol
 from ilora.bench.protocol import Variant
 from ilora.bench.protocol import parse_variants
@@ -179,3 +183,54 @@ def test_compare_without_tuning_is_one_clear_line_on_the_command_line(
     assert text.startswith("error: tiny-text: no tuned rate for 'fedit' (no tuning run in")
     assert "at heterogeneous alpha 0.1: run `ilora bench protocol --phase tune" in text
     assert not Path("runs/quick/protocol/results/meta.json").exists()  # refused: not on record
+
+
+# ---- phases.tune: every variant's grid in one pool, then each round of extensions together
+PEAKS = {"fedit": 3.16e-3, "centralized": 3.16e-3, "ilora": 1e-5, "flora": 1e-1}
+
+
+def _score(label: str, rate: float) -> float:
+    """Validation score that falls with the distance (in log10) from the variant's peak."""
+    return -round(abs(math.log10(rate) - math.log10(PEAKS[label])), 6)
+
+
+def _alone(label: str, grid: list[float]) -> float:
+    """The rate one variant's tuning alone chooses: extend while the best is at an edge."""
+    scores = {r: _score(label, r) for r in grid}
+    while (nxt := tuning.extension(scores, grid)) is not None and nxt not in scores:
+        scores[nxt] = _score(label, nxt)
+    return tuning.choose(scores)
+
+
+def test_every_variant_tunes_in_one_pool_and_chooses_as_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[str]] = []
+    done: set[str] = set()  # the labels of finished runs: what resuming skips
+
+    def record(jobs: Sequence[Job], workers: int, report: object) -> None:
+        batches.append(sorted(job.label.split(" tune ")[1] for job in jobs))
+        done.update(job.label for job in jobs)
+
+    def pending(jobs: Sequence[Job]) -> list[Job]:
+        return [job for job in jobs if job.label not in done]
+
+    def scores(_p: Protocol, _t: str, variant: Variant, rates: list[float]) -> dict[float, float]:
+        return {r: _score(variant.label, r) for r in rates}
+
+    monkeypatch.setattr(phases, "run_jobs", record)
+    monkeypatch.setattr(phases, "pending", pending)
+    monkeypatch.setattr(phases, "_scores", scores)
+    proto = _proto(tmp_path, variants=parse_variants("fedit,ilora,flora"), n_rates=3, low_rate=1e-3)
+    tuned = phases.tune(proto, "tiny-text", 2, [].append)
+    grid = tuning.rate_grid(1e-3, 3)  # 1e-3, 3.16e-3, 1e-2
+    assert {t.variant.label: t.rate for t in tuned} == {v: _alone(v, grid) for v in PEAKS}
+    assert len(batches[0]) == 4 * 3  # every variant's grid (centralized's too) in one pool
+    # then one extension per variant still at an edge, together: ilora down, flora up
+    assert batches[1:] == [
+        ["flora lr=0.0316", "ilora lr=0.000316"],
+        ["flora lr=0.1", "ilora lr=0.0001"],
+        ["flora lr=0.316", "ilora lr=3.16e-05"],  # flora checks past its best; ilora's last
+    ]
+    assert [t.at_edge for t in tuned if t.variant.label in ("ilora", "flora")] == [True, False]
+    assert "per_algorithm" in (tmp_path / "tuned" / "tiny-text.yaml").read_text()

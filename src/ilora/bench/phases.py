@@ -51,30 +51,47 @@ def _scores(
     return out
 
 
-def tune_variant(
-    proto: Protocol, task: str, variant: Variant, workers: int, report: Report
-) -> Tuned:
-    """Run the rate grid for one variant, extending it while the best rate is at an edge."""
+def _next_rates(
+    proto: Protocol, task: str, rates: dict[Variant, list[float]], report: Report
+) -> list[Variant]:
+    """Append to each variant's rates its next one while its best sits at an edge; return those."""
     grid = tuning.rate_grid(proto.low_rate, proto.n_rates)
-    rates = list(grid)
-    while True:
-        run_jobs(pending([proto.tune_job(task, variant, r) for r in rates]), workers, report)
-        scores = _scores(proto, task, variant, rates)
+    extended = []
+    for variant, tried in rates.items():
+        scores = _scores(proto, task, variant, tried)
         nxt = tuning.extension(scores, grid)
         if nxt is None or nxt in scores:
-            break
-        report(f"{task} {variant.label}: best rate at the edge of {sorted(rates)}; adding {nxt:g}")
-        rates.append(nxt)
-    rate = tuning.choose(scores)
-    edge = rate in (min(scores), max(scores)) and len(scores) > 1
-    return Tuned(variant, scores, rate, edge)
+            continue
+        report(f"{task} {variant.label}: best rate at the edge of {sorted(tried)}; adding {nxt:g}")
+        tried.append(nxt)
+        extended.append(variant)
+    return extended
 
 
 def tune(proto: Protocol, task: str, workers: int, report: Report) -> list[Tuned]:
-    """Tune every variant on ``task`` and write the tuned-rates file presets include."""
-    results = [tune_variant(proto, task, v, workers, report) for v in proto.variants]
+    """Tune every variant on ``task`` and write the tuned-rates file presets include.
+
+    Every variant's grid runs in one pool, then each round of edge extensions (one rate per
+    variant still at an edge) runs together: a variant's extension depends on its own scores
+    only, so the rates chosen are those of tuning one variant at a time, with the workers kept
+    busy across variants instead of one idling through each lone extension run.
+    """
+    grid = tuning.rate_grid(proto.low_rate, proto.n_rates)
+    rates = {variant: list(grid) for variant in proto.variants}
+    todo = list(proto.variants)
+    while todo:
+        jobs = [proto.tune_job(task, v, r) for v in todo for r in rates[v]]
+        run_jobs(pending(jobs), workers, report)
+        todo = _next_rates(proto, task, {v: rates[v] for v in todo}, report)
+    results = [_tuned(v, _scores(proto, task, v, rates[v])) for v in proto.variants]
     write_tuned(proto, task, results)
     return results
+
+
+def _tuned(variant: Variant, scores: dict[float, float]) -> Tuned:
+    rate = tuning.choose(scores)
+    edge = rate in (min(scores), max(scores)) and len(scores) > 1
+    return Tuned(variant, scores, rate, edge)
 
 
 def write_tuned(proto: Protocol, task: str, results: list[Tuned]) -> None:
