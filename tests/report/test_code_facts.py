@@ -58,21 +58,24 @@ def test_sci_writes_short_scientific_notation() -> None:
     assert [sci(x) for x in (1e-3, 2.5e-4, 5.0)] == ["1e-3", "2.5e-4", "5e0"]
 
 
-def test_the_setting_says_when_the_head_is_centred() -> None:
+def _rotten_preset() -> dict:
+    """The rotten-tomatoes protocol preset as a run's config (which holds its tuned rate)."""
     preset = Path(__file__).resolve().parents[2] / "configs" / "protocol" / "rotten-tomatoes.yaml"
     with open(preset, encoding="utf-8") as stream:
         setting = yaml.safe_load(stream)
-    setting["train"]["lr"] = 1e-3  # a run's config holds its tuned rate
+    setting["train"]["lr"] = 1e-3
+    return dict(setting)
+
+
+def test_the_setting_says_when_the_head_is_centred() -> None:
+    setting = _rotten_preset()
     assert "centred on its mean over 1024 examples" in describe(setting)
     setting["train"].pop("center_head")
     assert "centred" not in describe(setting)  # the default: no word about it
 
 
 def test_the_setting_says_when_the_model_runs_in_bf16() -> None:
-    preset = Path(__file__).resolve().parents[2] / "configs" / "protocol" / "rotten-tomatoes.yaml"
-    with open(preset, encoding="utf-8") as stream:
-        setting = yaml.safe_load(stream)
-    setting["train"]["lr"] = 1e-3
+    setting = _rotten_preset()
     assert "in bf16 autocast (factors" in describe(setting)  # the preset's precision
     setting["train"]["precision"] = "auto"
     assert "bf16 autocast where the CPU has native bf16" in describe(setting)
