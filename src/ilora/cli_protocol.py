@@ -65,6 +65,7 @@ def _protocol(
     preset: Path | None,
     set_: list[str] | None,
     tuning: dict[str, Any],
+    out: Path | None = None,
 ) -> Protocol:
     from ilora.bench.protocol import Protocol
     from ilora.bench.protocol import parse_variants
@@ -83,6 +84,7 @@ def _protocol(
         low_rate=1e-3 if quick else 10**-4.5,
         max_rounds=12 if quick else 60,
         extra=tuple(set_ or []),
+        records=_out(out, quick) / "records",
         **{k: v for k, v in tuning.items() if v is not None},  # else Protocol's defaults
     )
 
@@ -123,8 +125,9 @@ def bench_protocol(
     start = time.perf_counter()
     try:
         tuning = {"tune_ranks": tune_ranks, "tune_alpha": tune_alpha}
-        proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_, tuning)
+        proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_, tuning, out)
         protocol_results.check_tuning(_out(out, quick), proto)
+        _restore(proto)
         tuned = {t: _tuned(proto, t) for t in proto.tasks} if phase == "compare" else {}
         if phase != "report":  # after the checks: a refused invocation is not on record
             protocol_results.record_command(_out(out, quick), phase)
@@ -138,6 +141,16 @@ def bench_protocol(
     wall = time.perf_counter() - start if phase != "report" else 0.0
     n = protocol_results.write(_out(out, quick), proto, quick, phase, wall)
     console.print(f"written: {_out(out, quick)} ({n} comparison runs), {proto.tuned_dir}/")
+
+
+def _restore(proto: Protocol) -> None:
+    """Bring back the kept runs a fresh clone or a deleted ``runs/`` lacks (``runrecords``)."""
+    from ilora.bench import runrecords
+
+    assert proto.records is not None  # set by _protocol
+    n = runrecords.restore(proto.records, proto.runs)
+    if n:
+        console.print(f"restored {n} decided runs from {proto.records} into {proto.runs}")
 
 
 def _tune(proto: Protocol, task: str, workers: int) -> dict[str, float]:

@@ -138,7 +138,7 @@ def _run_and_save(
 
     start = time.perf_counter()
 
-    def save(k: int) -> None:
+    def save(k: int, _job: jobs.Job | None = None) -> None:
         if k % 10 == 0 or k == len(todo):
             extra = _kept_meta(out) if collect_only else {}
             wall = time.perf_counter() - start

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from bench_cli import quick_protocol as _quick
 
 from ilora.bench import jobs
 from ilora.bench import phases
@@ -88,22 +89,6 @@ def test_the_horizon_follows_the_best_method_never_an_ablation() -> None:
     ablations = parse_variants("ilora+split=balanced,ilora+init=lora")
     best = phases.horizon_variant(ablations, {"ilora+init=lora": 40.0})
     assert best.label == "ilora+init=lora"  # only ablations given: the best of them
-
-
-def _quick(tmp_path: Path) -> Protocol:
-    return Protocol(
-        tasks=("tiny-text",),
-        variants=parse_variants("fedit"),
-        preset_dir=ROOT / "configs" / "protocol-quick",
-        runs=tmp_path / "runs",
-        tuned_dir=tmp_path / "tuned",
-        ranks=("heterogeneous",),
-        alphas=(0.5,),
-        seeds=(0, 1),
-        n_rates=2,
-        low_rate=3e-3,
-        max_rounds=7,
-    )
 
 
 def test_an_unknown_rank_setting_or_a_missing_preset_is_one_clear_error(tmp_path: Path) -> None:

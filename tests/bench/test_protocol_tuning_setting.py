@@ -208,7 +208,7 @@ def test_every_variant_tunes_in_one_pool_and_chooses_as_alone(
     batches: list[list[str]] = []
     done: set[str] = set()  # the labels of finished runs: what resuming skips
 
-    def record(jobs: Sequence[Job], workers: int, report: object) -> None:
+    def record(jobs: Sequence[Job], workers: int, report: object, on_done: object) -> None:
         batches.append(sorted(job.label.split(" tune ")[1] for job in jobs))
         done.update(job.label for job in jobs)
 

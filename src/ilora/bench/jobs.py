@@ -124,13 +124,14 @@ def run_jobs(
     jobs: Sequence[Job],
     workers: int,
     report: Callable[[str], None],
-    on_done: Callable[[int], None] | None = None,
+    on_done: Callable[[int, Job], None] | None = None,
 ) -> None:
     """Run ``jobs`` on ``workers`` spawned processes (in this process for one worker).
 
-    ``report`` receives one line per finished or stopped run; ``on_done(k)`` is called after
-    the k-th. A run that raises (a bug, not a stop) ends the whole call: the runs not started
-    yet are cancelled and the error propagates.
+    ``report`` receives one line per finished or stopped run; ``on_done(k, job)`` is called
+    after the k-th (the protocol keeps its record, ``runrecords.keep``). A run that raises
+    (a bug, not a stop) ends the whole call: the runs not started yet are cancelled and the
+    error propagates.
     """
     if not jobs:
         return
@@ -138,7 +139,7 @@ def run_jobs(
     def done(k: int, job: Job, outcome: str) -> None:
         report(f"[{k}/{len(jobs)}] {job.label}: {outcome}")
         if on_done:
-            on_done(k)
+            on_done(k, job)
 
     if workers <= 1:
         _init_worker()

@@ -81,7 +81,7 @@ def tune(proto: Protocol, task: str, workers: int, report: Report) -> list[Tuned
     todo = list(proto.variants)
     while todo:
         jobs = [proto.tune_job(task, v, r) for v in todo for r in rates[v]]
-        run_jobs(pending(jobs), workers, report)
+        run_jobs(pending(jobs), workers, report, proto.keep)
         todo = _next_rates(proto, task, {v: rates[v] for v in todo}, report)
     results = [_tuned(v, _scores(proto, task, v, rates[v])) for v in proto.variants]
     write_tuned(proto, task, results)
@@ -174,7 +174,7 @@ def horizon(
     best = horizon_variant(proto.variants, _best_scores(proto, task, rates))
     chosen = [v for v in proto.variants if v.label in (CENTRALIZED, best.label)]
     jobs = [proto.horizon_job(task, v, rates[v.label]) for v in chosen]
-    run_jobs(pending(jobs), workers, report)
+    run_jobs(pending(jobs), workers, report, proto.keep)
     plateaus = {
         v.label: tuning.plateau_round(j.history()) for v, j in zip(chosen, jobs, strict=True)
     }
@@ -210,7 +210,7 @@ def compare(
     jobs = list(proto.compare_jobs(task, rates, rounds))
     todo = pending(jobs)
     check_no_replacement(task, todo)
-    run_jobs(todo, workers, report)
+    run_jobs(todo, workers, report, proto.keep)
     return jobs
 
 

@@ -24,7 +24,9 @@ Run directories: ``<runs>/<task>/{tune,horizon,compare}<suffix>/``, where ``suff
 for the default tuning setting and ``-<ranks>-a<alpha>`` for another one (``tuning_suffix``;
 the tuned-rates file is ``<task><suffix>.yaml``), so the runs of a protocol tuned elsewhere
 never replace those of the default one, and any subset of the compared axes resumes from the
-same tuning and horizon runs.
+same tuning and horizon runs. Each decided run's text is also kept in ``records`` (committed
+with the result files) and restored from there, so a fresh clone resumes too
+(:mod:`ilora.bench.runrecords`).
 
 A variant is a registered algorithm with hyperparameters, ``name`` or
 ``name+key=value+key=value`` (ablations such as ``ilora+redistribute=svd``); the variant's label
@@ -129,6 +131,7 @@ class Protocol:
     extra: tuple[str, ...] = field(default=())  # further --set overrides for every run
     tune_ranks: str = TUNE_RANKS  # the setting of the tuning and horizon runs
     tune_alpha: float = TUNE_ALPHA
+    records: Path | None = None  # where each decided run's text is kept (``runrecords``)
 
     def __post_init__(self) -> None:
         check_rank_settings((*self.ranks, self.tune_ranks), RANKS)
@@ -140,6 +143,16 @@ class Protocol:
 
     def preset(self, task: str) -> Path:
         return self.preset_dir / f"{task}.yaml"
+
+    def keep(self, _k: int, job: Job) -> None:
+        """Keep the record of ``job``'s decided run in :attr:`records` (none: do nothing).
+
+        The ``on_done`` of ``run_jobs``: called as each run ends (``_k``: its count).
+        """
+        if self.records is not None:
+            from ilora.bench import runrecords
+
+            runrecords.keep(job.run_dir, self.runs, self.records)
 
     @property
     def tuning_suffix(self) -> str:

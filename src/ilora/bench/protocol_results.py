@@ -8,7 +8,10 @@ decision rules' constants, machine time per phase, summed over invocations).
 
 Rows come from scanning ``<runs>/<task>/{tune,horizon,compare}<suffix>/``, not from one
 invocation's axes, so invocations with different variants or settings (the first family in every
-setting, the second family in one) add up in one set of files. One results directory holds one
+setting, the second family in one) add up in one set of files; rows of runs no longer on disk
+are kept (:func:`write`). Every decided run's text is kept in ``<out>/records/`` and restored
+into an empty runs directory (:mod:`ilora.bench.runrecords`), so the protocol resumes from a
+fresh clone. One results directory holds one
 tuning setting (``Protocol.tuning_suffix``; ``meta.json`` ``tuning``; a directory written before
 that record holds the default one): :func:`check_tuning` refuses to mix two.
 """
@@ -23,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ilora import config as config_mod
+from ilora.bench import protocol_seconds
 from ilora.bench import resultfiles
+from ilora.bench import runrecords
 from ilora.bench import tuning
 from ilora.bench.protocol import RANKS
 from ilora.bench.protocol import TUNE_ALPHA
@@ -32,7 +37,15 @@ from ilora.bench.protocol import Protocol
 from ilora.bench.protocol import Variant
 from ilora.bench.runner import STOPPED
 
-PHASES = ("tune", "horizon", "compare")
+RUN = ("task", "ranks", "alpha", "seed", "variant")
+# what a rebuilt row replaces: a variant's whole tuning (its choice reads every rate), a task's
+# horizon (the longest plateau), one comparison run (its row and its rounds)
+ROW_KEYS = {
+    "tune.csv": ("task", "variant"),
+    "horizon.csv": ("task",),
+    "runs.csv": RUN,
+    "rounds.csv": RUN,
+}
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -146,37 +159,31 @@ def _round_rows(keys: dict[str, Any], history: list[dict[str, Any]]) -> Iterator
 def write(out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float) -> int:
     """Write every result file the finished runs support; add ``wall_s`` to ``phase``'s time.
 
-    Returns the number of finished comparison runs.
+    Each decided run is kept in the records first (``runrecords``). Rows are rebuilt from the
+    run directories on disk and replace the rows they stand for (:data:`ROW_KEYS`); every
+    other row stays as the files hold it, so a results directory gathers tasks run in
+    different places, and a deleted ``runs/`` loses no row. Returns the number of finished
+    comparison runs in ``runs.csv``.
     """
     check_tuning(out, proto)
+    if proto.records is not None:
+        runrecords.keep_all(proto.runs, proto.records)
     suffix = proto.tuning_suffix
+    runs, rounds = run_rows(proto.runs, suffix)
     tables = {
         "tune.csv": tune_rows(proto.runs, suffix),
         "horizon.csv": horizon_rows(proto.runs, suffix),
+        "runs.csv": runs,
+        "rounds.csv": rounds,
     }
+    n = 0
     for name, rows in tables.items():
-        if rows:
-            resultfiles.write_rows(out / name, rows)
-    runs, rounds = run_rows(proto.runs, suffix)
-    if runs:
-        resultfiles.write_rows(out / "runs.csv", runs)
-        resultfiles.write_rows(out / "rounds.csv", rounds)
-    _write_meta(out, proto, quick, phase, wall_s, len(runs))
-    return len(runs)
-
-
-def run_seconds(runs: Path, suffix: str = "") -> dict[str, float]:
-    """Return the summed wall seconds of the finished runs of each phase (one worker each).
-
-    Unlike an invocation's wall time, this counts the runs of an invocation that was stopped.
-    Only the phase directories of the tuning setting ``suffix`` count.
-    """
-    out: dict[str, float] = {}
-    for phase in PHASES:
-        for summary in sorted(runs.glob(f"*/{phase}{suffix}/**/summary.json")):
-            seconds = float(json.loads(summary.read_text()).get("wall_s", 0.0))
-            out[phase] = round(out.get(phase, 0.0) + seconds, 1)
-    return out
+        merged = resultfiles.merge_rows(out / name, rows, ROW_KEYS[name])
+        if merged:
+            resultfiles.write_rows(out / name, merged)
+        n = len(merged) if name == "runs.csv" else n
+    _write_meta(out, proto, quick, phase, wall_s, n)
+    return n
 
 
 def tuning_record(proto: Protocol) -> dict[str, Any]:
@@ -228,6 +235,7 @@ def _write_meta(
     walls = dict(old.get("wall_s_by_phase", {}))
     if wall_s > 0:  # --phase report runs nothing
         walls[phase] = round(walls.get(phase, 0.0) + wall_s, 1)
+    by_task = protocol_seconds.by_task(old, proto.runs, proto.tuning_suffix)
     resultfiles.write_meta(
         out,
         quick,
@@ -252,6 +260,7 @@ def _write_meta(
         runs_finished=n,
         commands=_with_command(old.get("commands", {}), phase),
         wall_s_by_phase=walls,
-        run_seconds_by_phase=run_seconds(proto.runs, proto.tuning_suffix),
+        run_seconds_by_task=by_task,
+        run_seconds_by_phase=protocol_seconds.by_phase(by_task),
         omp_num_threads=os.environ.get("OMP_NUM_THREADS", ""),
     )

@@ -94,6 +94,25 @@ def write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+def merge_rows(
+    path: Path, rows: Sequence[Mapping[str, Any]], keys: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Return ``rows`` plus the rows of ``path`` that none of ``rows`` replaces.
+
+    An old row is replaced when a new row has the same values in ``keys`` (compared as the
+    CSV writes them), so a result file rebuilt from what is on disk keeps every row it cannot
+    rebuild (a run on another machine, a deleted run directory): nothing written is lost. Kept
+    rows take the columns of ``rows`` (blank where they had none); the result is ordered by
+    the first key, stably.
+    """
+    old = read_rows(path) if path.is_file() else []
+    fresh = {tuple(str(r[k]) for k in keys) for r in rows}
+    kept = [r for r in old if tuple(r.get(k, "") for k in keys) not in fresh]
+    columns = list(rows[0]) if rows else list(old[0]) if old else []
+    merged = [*({c: r.get(c, "") for c in columns} for r in kept), *map(dict, rows)]
+    return sorted(merged, key=lambda r: str(r[keys[0]]))
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     """Return the rows of a result CSV (a header row, then one row per measurement)."""
     with path.open(newline="") as f:
@@ -157,9 +176,7 @@ def round_metric_columns(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def labelled_runs(
-    runs: Path, labels: Sequence[str], row: Callable[[Path, str], Row]
-) -> list[Row]:
+def labelled_runs(runs: Path, labels: Sequence[str], row: Callable[[Path, str], Row]) -> list[Row]:
     """Return ``row(run_dir, label)`` for every finished run under ``runs/<label>/``.
 
     A finished run is a directory holding ``summary.json``; labels are read in order, runs in
