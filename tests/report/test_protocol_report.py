@@ -108,3 +108,16 @@ def test_the_control_scope_ablations_are_reference_ilora_s_minus_the_variant() -
     ) in text
     assert "ilora-s − ilora-s+control_scope=adapters: not measured (add " in text
     assert "`ilora-s+control_scope=adapters`" in text
+
+
+def test_machine_time_per_task_is_each_tasks_run_hours_over_the_workers(tmp_path: Path) -> None:
+    _results(tmp_path / "protocol")
+    meta = json.loads((tmp_path / "protocol" / "meta.json").read_text())
+    by_task = {"a,b": {"tune": 7200.0, "compare": 3600.0}, "c": {"tune": 1800.0, "horizon": 900}}
+    (tmp_path / "protocol" / "meta.json").write_text(
+        json.dumps({**meta, "run_seconds_by_task": by_task})
+    )
+    text = protocol.render(tmp_path / "protocol", tmp_path / "img")
+    assert "| a, b | 2.00 | 0.00 | 1.00 | 3.00 | 1.50 |" in text  # 2 cpus in the fixture
+    assert "| c | 0.50 | 0.25 | 0.00 | 0.75 | 0.38 |" in text
+    assert "Machine time per task" not in protocol.render(tmp_path / "nothing", tmp_path / "img")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ilora.report import _claims
+from ilora.report import _protocol_time
 from ilora.report import _second_family
 from ilora.report import stats
 from ilora.report._plot import line_chart
@@ -162,6 +163,7 @@ def render(src: Path, img: Path) -> str:
             f"{p} {w / 3600:.2f} h" for p, w in sorted(meta.get("run_seconds_by_phase", {}).items())
         )
         + ".\n",
+        _protocol_time.render(meta),
         _rules(meta),
     ]
     if tune:
