@@ -148,9 +148,11 @@ def _restore(proto: Protocol) -> None:
     from ilora.bench import runrecords
 
     assert proto.records is not None  # set by _protocol
-    n = runrecords.restore(proto.records, proto.runs)
+    n, refused = runrecords.restore(proto.records, proto.runs)
     if n:
         console.print(f"restored {n} decided runs from {proto.records} into {proto.runs}")
+    for record in refused:
+        console.print(f"refused the record {record}: it holds a symbolic link; remove it")
 
 
 def _tune(proto: Protocol, task: str, workers: int) -> dict[str, float]:

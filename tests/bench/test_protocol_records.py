@@ -66,7 +66,8 @@ def test_a_fresh_clone_resumes_from_the_records(tmp_path: Path) -> None:
         for path in sorted(job.run_dir.rglob("*"), reverse=True):
             path.rmdir() if path.is_dir() else path.unlink()
     assert jobs.pending(done) == done
-    assert runrecords.restore(proto.records, proto.runs) == len(done)  # type: ignore[arg-type]
+    restored = runrecords.restore(proto.records, proto.runs)  # type: ignore[arg-type]
+    assert restored == (len(done), [])
     assert jobs.pending(done) == []  # nothing runs again
     after = phases.tuned_rates(proto, "tiny-text")
     assert after == before == {"fedit": RATES[1], "centralized": RATES[1]}
@@ -80,7 +81,7 @@ def test_a_record_never_replaces_a_decided_run_nor_counts_for_another_config(
     proto = _proto(tmp_path)
     job = _finish_tuning(proto)[0]
     (job.run_dir / "summary.json").write_text('{"final_accuracy": 0.7}')  # newer than its record
-    assert runrecords.restore(proto.records, proto.runs) == 0  # type: ignore[arg-type]
+    assert runrecords.restore(proto.records, proto.runs).restored == 0  # type: ignore[arg-type]
     assert json.loads((job.run_dir / "summary.json").read_text()) == {"final_accuracy": 0.7}
     other = dataclasses.replace(proto, extra=("train.steps=3",))  # another config
     assert not other.tune_job("tiny-text", Variant.parse("fedit"), RATES[0]).done()
@@ -98,6 +99,43 @@ def test_keep_drops_a_stop_the_run_no_longer_has(tmp_path: Path) -> None:
     assert runrecords.keep_all(runs, records) == 1
     record = records / "t" / "tune" / "fedit" / "lr0.001"
     assert sorted(p.name for p in record.iterdir()) == ["summary.json"]
+
+
+def _plant(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A secret outside the records, and a decided run and its record: (secret, run, record)."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private key")
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    run = runs / "t" / "tune" / "fedit" / "lr0.001"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    assert runrecords.keep(run, runs, records)
+    return secret, run, records / "t" / "tune" / "fedit" / "lr0.001"
+
+
+def test_restore_refuses_a_record_that_links_outside(tmp_path: Path) -> None:
+    secret, run, record = _plant(tmp_path)
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone
+    (record / "history.jsonl").symlink_to(secret)  # a committed link to a file of the user's
+    linked_dir = record.parent / "lr0.01"  # and a record directory that is a link
+    linked_dir.symlink_to(record)
+    restored = runrecords.restore(tmp_path / "records", tmp_path / "runs")
+    assert restored == (0, [record])
+    assert not run.exists() and not (run.parent / "lr0.01").exists()
+    assert "private key" not in {p.read_text() for p in tmp_path.glob("runs/**/*") if p.is_file()}
+
+
+def test_keep_writes_nothing_through_a_link(tmp_path: Path) -> None:
+    secret, run, record = _plant(tmp_path)
+    (record / "summary.json").unlink()
+    (record / "summary.json").symlink_to(secret)  # keep would overwrite the secret
+    with pytest.raises(ValueError, match="summary.json is a symbolic link"):
+        runrecords.keep(run, tmp_path / "runs", tmp_path / "records")
+    shutil.rmtree(record.parent)
+    record.parent.symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a linked parent
+    with pytest.raises(ValueError, match="fedit is a symbolic link"):
+        runrecords.keep(run, tmp_path / "runs", tmp_path / "records")
+    assert secret.read_text() == "private key" and not (tmp_path / "elsewhere").exists()
 
 
 def test_rebuilding_the_files_keeps_the_rows_of_runs_not_on_disk(tmp_path: Path) -> None:

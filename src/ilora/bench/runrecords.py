@@ -15,12 +15,17 @@ the result files) is not:
 
 A record is never trusted for more than a run directory would be: a restored run counts only
 when its stored config equals the job's (``runner.finished``), exactly as on its first machine.
+The records arrive with a clone, so a symbolic link among them is refused: :func:`restore`
+skips and counts a record that holds one (it would copy the link's target, any file the user
+can read, into the runs), and :func:`keep` will not write through one (it would overwrite the
+link's target with a run's text).
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from ilora.bench.runner import STOPPED
 from ilora.bench.runner import SUMMARY
@@ -29,8 +34,25 @@ TEXT = ("config.yaml", "history.jsonl", SUMMARY, STOPPED)  # what the decisions 
 ENDED = (SUMMARY, STOPPED)  # a run directory with one of these holds a decided run
 
 
+class Restored(NamedTuple):
+    """What :func:`restore` did: runs brought back, and records refused for a symbolic link."""
+
+    restored: int
+    refused: list[Path]
+
+
 def _decided(run_dir: Path) -> bool:
     return any((run_dir / name).is_file() for name in ENDED)
+
+
+def _link_below(root: Path, path: Path) -> Path | None:
+    """Return the first symbolic link on ``path`` below ``root`` (not ``root`` itself), if any."""
+    at = root
+    for part in path.relative_to(root).parts:
+        at = at / part
+        if at.is_symlink():
+            return at
+    return None
 
 
 def keep(run_dir: Path, runs: Path, records: Path) -> bool:
@@ -38,11 +60,16 @@ def keep(run_dir: Path, runs: Path, records: Path) -> bool:
 
     The record mirrors ``run_dir``'s path relative to ``runs``; files of an earlier record that
     the run no longer has (a ``stopped.json`` after a rerun finished) are removed. Returns
-    whether a record was written (an undecided run has none).
+    whether a record was written (an undecided run has none). A symbolic link where the record
+    goes raises ``ValueError`` naming it: nothing is written through it.
     """
     if not _decided(run_dir):
         return False
     dest = records / run_dir.relative_to(runs)
+    for name in TEXT:
+        link = _link_below(records, dest / name)
+        if link is not None:
+            raise ValueError(f"{link} is a symbolic link: a run record is plain files; remove it")
     dest.mkdir(parents=True, exist_ok=True)
     for name in TEXT:
         src = run_dir / name
@@ -61,16 +88,20 @@ def keep_all(runs: Path, records: Path) -> int:
     return sum(keep(d, runs, records) for d in sorted(found))
 
 
-def restore(records: Path, runs: Path) -> int:
-    """Copy every record whose run directory holds no decided run into ``runs``; return how many.
+def restore(records: Path, runs: Path) -> Restored:
+    """Copy every record whose run directory holds no decided run into ``runs``.
 
     A run directory that holds a decided run, of any config, is left alone: the run on disk is
-    newer than or equal to its record (:func:`keep` copies each run as it ends).
+    newer than or equal to its record (:func:`keep` copies each run as it ends). A record with a
+    symbolic link among its files or directories is not copied, and is listed as refused.
     """
+    restored, refused = 0, list[Path]()
     if not records.is_dir():
-        return 0
-    restored = 0
+        return Restored(0, refused)
     for record in sorted({p.parent for name in ENDED for p in records.glob(f"**/{name}")}):
+        if any(_link_below(records, record / name) for name in TEXT):
+            refused.append(record)
+            continue
         run_dir = runs / record.relative_to(records)
         if _decided(run_dir):
             continue
@@ -79,4 +110,4 @@ def restore(records: Path, runs: Path) -> int:
             if (record / name).is_file():
                 shutil.copyfile(record / name, run_dir / name)
         restored += 1
-    return restored
+    return Restored(restored, refused)
