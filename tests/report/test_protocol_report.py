@@ -121,3 +121,44 @@ def test_machine_time_per_task_is_each_tasks_run_hours_over_the_workers(tmp_path
     assert "| a, b | 2.00 | 0.00 | 1.00 | 3.00 | 1.50 |" in text  # 2 cpus in the fixture
     assert "| c | 0.50 | 0.25 | 0.00 | 0.75 | 0.38 |" in text
     assert "Machine time per task" not in protocol.render(tmp_path / "nothing", tmp_path / "img")
+
+
+def test_the_swing_under_each_table_is_the_median_range_of_the_last_evaluations(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "protocol"
+    _results(src)
+    meta = json.loads((src / "meta.json").read_text())
+    meta["rules"] = {"score_window": 3, "max_extensions": 3, "plateau_tol_points": 0.5}
+    meta["rules"] |= {"plateau_window": 5, "max_rounds": 60}
+    (src / "meta.json").write_text(json.dumps(meta))
+    # fedit swings between classes at the end; centralized is steady (it ran at alpha 0.1 only)
+    evals = {
+        ("fedit", 0.1): [[0.70, 0.42, 0.58, 0.42], [0.60, 0.70, 0.71, 0.69], [0.5, 0.6, 0.7, 0.6]],
+        ("centralized", 0.1): [[0.60, 0.75, 0.76, 0.755]],
+        ("fedit", 0.5): [[0.70, 0.71]],  # fewer evaluations than the window: no swing
+        ("fedsa-lora", 0.1): [[0.11, 0.11, 0.11]],  # personalized: its global model is not it
+    }
+    rows = [
+        {"task": "healthnews", "ranks": "heterogeneous", "alpha": alpha, "seed": seed}
+        | {"variant": v, "round": 6 * (i + 1), "accuracy": acc}
+        for (v, alpha), per_seed in evals.items()
+        for seed, accs in enumerate(per_seed)
+        for i, acc in enumerate(accs)
+    ]
+    rows += [{**rows[0], "round": 7, "accuracy": ""}]  # a round without an evaluation
+    write_rows(src / "rounds.csv", rows)
+    tune = protocol.read_csv(src / "tune.csv")
+    tune = [{**r, "metric": "accuracy"} for r in tune]
+    tune += [{**tune[0], "variant": "fedsa-lora", "metric": "personal_accuracy"}]
+    write_rows(src / "tune.csv", tune)
+    text = protocol.render(src, tmp_path / "img")
+    fedit = sorted([58 - 42, 71 - 69, 70 - 60])[1]  # the median of the three seeds' ranges
+    central = 76 - 75
+    line = "Swing at the end (range of the last 3 test evaluations of the global model, points"
+    words = "; median over seeds; a large one makes the final accuracy a draw from it; "
+    assert f"{line}{words}personalized methods have none): centralized " in text
+    assert "fedsa-lora 0.0" not in text
+    assert f"centralized {central:.1f}, fedit {fedit:.1f}." in text  # heterogeneous, alpha 0.1
+    assert text.count(line) == 2  # alpha 0.5: the centralized line only; homogeneous: none
+    assert f"have none): centralized {central:.1f}.\n" in text

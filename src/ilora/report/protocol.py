@@ -18,6 +18,7 @@ from typing import Any
 from ilora.report import _claims
 from ilora.report import _protocol_time
 from ilora.report import _second_family
+from ilora.report import _settling
 from ilora.report import stats
 from ilora.report._plot import line_chart
 from ilora.report._plot import save_png
@@ -32,6 +33,7 @@ from ilora.report._table import seeds_words
 from ilora.report._table import setting_seeds
 
 Row = Mapping[str, str]
+Key = tuple[str, str, float]  # task, ranks, alpha
 Cell = dict[str, dict[int, float]]  # variant -> seed -> final accuracy (%)
 CENTRAL, BASELINE = "centralized", "fedit"
 
@@ -171,7 +173,10 @@ def render(src: Path, img: Path) -> str:
     if horizon:
         parts += ["### Horizon\n", _horizon(horizon) + "\n"]
     if runs:
-        parts += _comparison(runs)
+        rounds = read_csv(src / "rounds.csv") if (src / "rounds.csv").is_file() else []
+        window = int(meta.get("rules", {}).get("score_window", 0))
+        personalized = {r["variant"] for r in tune if r.get("metric") == "personal_accuracy"}
+        parts += _comparison(runs, _settling.swings(rounds, window, personalized), window)
     parts.append(_second_family.render(cells(runs), cells(runs, "personal_accuracy"), tune))
     if runs:
         parts.append(_claims.render(cells(runs)))
@@ -201,7 +206,9 @@ def _rules(meta: Mapping[str, Any]) -> str:
     )
 
 
-def _comparison(runs: Sequence[Row]) -> list[str]:
+def _comparison(
+    runs: Sequence[Row], swing: Mapping[Key, Mapping[str, float]], window: int
+) -> list[str]:
     finals, personal = cells(runs), cells(runs, "personal_accuracy")
     parts = ["### Comparison on test\n"]
     for key in sorted(finals):
@@ -213,6 +220,7 @@ def _comparison(runs: Sequence[Row]) -> list[str]:
             + "\n"
         )
         notes = [missing_seeds(finals[key], seeds), rounds_note(runs, key)]
+        notes.append(_settling.note(swing.get(key, {}), window))
         parts += [note + "\n" for note in notes if note]
     return parts
 
