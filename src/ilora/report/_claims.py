@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 from ilora.report import stats
+from ilora.report._table import CENTRAL
 from ilora.report._table import md_table
 
 Cell = Mapping[str, Mapping[int, float]]  # variant -> seed -> accuracy %
@@ -35,7 +36,6 @@ ABLATIONS = (
     ("ilora+redistribute=svd", "ilora", "the paper's QR redistribution (reference) against SVD"),
     ("ilora+split=balanced", "ilora", "the paper's split B=Q, A=R (reference) against balanced"),
 )
-CENTRAL = "centralized"
 
 
 def _diff_cell(cell: Cell, a: str, b: str) -> str:

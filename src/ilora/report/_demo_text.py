@@ -17,9 +17,10 @@ from ilora.report import stats
 from ilora.report._code_facts import SOURCE_WORDS
 from ilora.report._code_facts import algorithm_facts
 from ilora.report._code_facts import sci
+from ilora.report._table import CENTRAL
 
 Row = Mapping[str, Any]
-FOCUS, PLAIN, CENTRAL = "ilora-s", "ilora", "centralized"
+FOCUS, PLAIN = "ilora-s", "ilora"
 EXACT, SMALL, MEDIUM = 1e-3, 0.05, 0.3  # agg_error classes
 PERSONAL_GAIN = 10.0  # points of personalized over global accuracy that mark a personal model
 DENSE_DOWN = 10.0  # download at least this many times FedIT's: a dense residual travels

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from ilora.report._table import CENTRAL
 from ilora.report._table import num
 from ilora.report.stats import mean_std
 
-CENTRAL = "centralized"
 Setting = tuple[str, str, float]  # task, ranks, alpha
 
 

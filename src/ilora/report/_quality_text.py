@@ -10,6 +10,7 @@ from typing import Any
 
 from ilora.report import _grid as grid
 from ilora.report import stats
+from ilora.report._table import CENTRAL
 from ilora.report._table import num
 
 FOCUS, PLAIN = "ilora-s", "ilora"
@@ -107,7 +108,7 @@ def target_check(meta: Mapping[str, Any], rows: Sequence[Mapping[str, str]]) -> 
     focus = cell.get(FOCUS)
     if focus is None:
         return f"{title} Cannot be checked yet: no finished {FOCUS} run in this setting.\n"
-    others = {a: s for a, s in cell.items() if a not in (FOCUS, grid.CENTRAL)}
+    others = {a: s for a, s in cell.items() if a not in (FOCUS, CENTRAL)}
     verdict = _means_verdict(focus, others)
     plain = cell.get(PLAIN)
     if plain is not None:
@@ -192,8 +193,8 @@ def task_summary(
     for s in complete:
         for alg, r in grid.ranks_in(cells[s]).items():
             ranks[alg].append(r)
-        central = cells[s].get(grid.CENTRAL)
-        best = max(st.mean for a, st in cells[s].items() if a != grid.CENTRAL)
+        central = cells[s].get(CENTRAL)
+        best = max(st.mean for a, st in cells[s].items() if a != CENTRAL)
         if central is not None:
             gaps.append(central.mean - best)
     mean_rank = {a: statistics.fmean(r) for a, r in ranks.items()}

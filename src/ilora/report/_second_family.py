@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 from ilora.report import stats
+from ilora.report._table import BASELINE
+from ilora.report._table import CENTRAL
 from ilora.report._table import md_table
 from ilora.report._table import missing_seeds
 from ilora.report._table import setting_seeds
@@ -36,7 +38,6 @@ SECOND_FAMILY = (
     "fedlease",
 )
 RANKS, ALPHA = "heterogeneous", 0.1
-CENTRAL, BASELINE = "centralized", "fedit"
 PERSONAL_METRIC = "personal_accuracy"
 
 

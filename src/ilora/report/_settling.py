@@ -22,11 +22,11 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from collections.abc import Set
 
+from ilora.report._table import CENTRAL
 from ilora.report._table import num
 
 Row = Mapping[str, str]
 Key = tuple[str, str, float]  # task, ranks, alpha
-CENTRAL = "centralized"
 
 
 def _evaluations(rounds: Sequence[Row]) -> dict[tuple[Key, str, int], list[tuple[int, float]]]:

@@ -24,6 +24,8 @@ from typing import Any
 from ilora.report.stats import mean_std
 
 NAN = float("nan")
+CENTRAL = "centralized"  # the centralized line: the variant name every section reads
+BASELINE = "fedit"  # the method every paired difference is also taken against
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -22,6 +22,9 @@ from ilora.report import _settling
 from ilora.report import stats
 from ilora.report._plot import line_chart
 from ilora.report._plot import save_png
+from ilora.report._settling import Key
+from ilora.report._table import BASELINE
+from ilora.report._table import CENTRAL
 from ilora.report._table import command_block
 from ilora.report._table import md_table
 from ilora.report._table import meta_line
@@ -33,9 +36,7 @@ from ilora.report._table import seeds_words
 from ilora.report._table import setting_seeds
 
 Row = Mapping[str, str]
-Key = tuple[str, str, float]  # task, ranks, alpha
 Cell = dict[str, dict[int, float]]  # variant -> seed -> final accuracy (%)
-CENTRAL, BASELINE = "centralized", "fedit"
 
 
 def cells(runs: Sequence[Row], key: str = "final_accuracy") -> dict[tuple[str, str, float], Cell]:

@@ -20,6 +20,7 @@ from ilora.report._plot import line_chart
 from ilora.report._plot import round_means
 from ilora.report._plot import save_png
 from ilora.report._setting import describe
+from ilora.report._table import CENTRAL
 from ilora.report._table import command_block
 from ilora.report._table import md_table
 from ilora.report._table import meta_line
@@ -67,13 +68,13 @@ def table(
     seeds = len(meta["seeds"])
     complete = [s for s in cols if _complete(meta, cells.get(s, {}))]
     ranks = {s: grid.ranks_in(cells[s]) if s in complete else {} for s in cols}
-    algs = [*meta["algorithms"], grid.CENTRAL]
+    algs = [*meta["algorithms"], CENTRAL]
     mean_rank = {
         a: sum(ranks[s][a] for s in cols if a in ranks[s]) / n
         for a in algs
         if (n := sum(a in ranks[s] for s in cols))
     }
-    order = sorted(algs, key=lambda a: (a == grid.CENTRAL, mean_rank.get(a, math.inf), a))
+    order = sorted(algs, key=lambda a: (a == CENTRAL, mean_rank.get(a, math.inf), a))
     body = []
     for alg in order:
         row = [
@@ -100,8 +101,8 @@ def plots(
     by_bytes = {
         a: (mb[a][1], acc[a][1]) for a in acc if a in mb and len(mb[a][1]) == len(acc[a][1])
     }
-    err = {a: v for a, v in round_means(runs, "agg_error").items() if a != grid.CENTRAL}
-    down = {a: v for a, v in round_means(runs, "download_error").items() if a != grid.CENTRAL}
+    err = {a: v for a, v in round_means(runs, "agg_error").items() if a != CENTRAL}
+    down = {a: v for a, v in round_means(runs, "download_error").items() if a != CENTRAL}
     figures = [
         (line_chart(acc, f"Global test accuracy per round ({where})", "round", "accuracy %"),
          "accuracy", "accuracy per round"),
