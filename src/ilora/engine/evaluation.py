@@ -38,26 +38,49 @@ if TYPE_CHECKING:
     from ilora.engine.setup import Experiment
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int) -> dict[str, float]:
     """Return ``{"accuracy", "loss"}`` of ``model`` on ``data`` (eval and inference mode).
 
     The forward runs on the model's device in its compute precision (``engine.compute``); the
     loss is summed in fp32.
     """
+    return _predict(model, data, batch_size)[0]
+
+
+def evaluate_global(model: nn.Module, data: ArrayDataset, batch_size: int) -> dict[str, float]:
+    """Return :func:`evaluate`'s metrics and ``top_prediction_share`` (the global model's).
+
+    ``top_prediction_share`` is the share of ``data`` assigned to the class ``model`` predicts
+    most: 1.0 when it calls every example the same class (``engine.guards``). Only the global
+    model gets it: a client's own model on a one-class test share may rightly predict one class.
+    """
+    metrics, counts = _predict(model, data, batch_size)
+    top = int(counts.max()) if counts.numel() else 0
+    return {**metrics, "top_prediction_share": top / max(1, len(data))}
+
+
+@torch.inference_mode()
+def _predict(
+    model: nn.Module, data: ArrayDataset, batch_size: int
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Return the accuracy and loss of ``model`` on ``data`` and its predictions per class."""
     was_training = model.training
     model.eval()
     correct, loss_sum, device = 0, 0.0, model_device(model)
+    counts = torch.zeros(0, dtype=torch.long)
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)))
         with model_autocast(model):
             logits = model(**{k: v[idx].to(device) for k, v in data.inputs.items()}).float()
         labels = data.labels[idx].to(device)
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(dim=-1) == labels).sum())
+        predicted = logits.argmax(dim=-1)
+        correct += int((predicted == labels).sum())
+        batch = torch.bincount(predicted.cpu(), minlength=logits.shape[-1])
+        counts = batch if counts.numel() == 0 else counts + batch
     model.train(was_training)
     n = max(1, len(data))
-    return {"accuracy": correct / n, "loss": loss_sum / n}
+    return {"accuracy": correct / n, "loss": loss_sum / n}, counts
 
 
 def weighted_average(results: list[tuple[dict[str, float], int]]) -> dict[str, float]:

@@ -21,19 +21,14 @@ these concerns:
 Under private sampling (DP noise) records name no client (``sampling.published_events``);
 accountings after the run read their counts, never a sample rebuilt from ``cfg.seed``.
 
-Divergence guard: ``start_loss`` (recorded every round) is the mean over the accepted uploads
-of each client's loss on its first local batch, where its training started; the first round's
-is the run's reference ``L0`` (about ``ln C`` for C classes at the pretrained model). A round
-whose ``train_loss`` is not finite or above ``DIVERGENCE_FACTOR · L0`` (2·L0) prints one
-warning (the first time in the run) naming the method, the round and the fix, and records
-``diverged: 1`` in its record; with ``fed.stop_on_divergence`` the run then stops with
-:class:`DivergenceError` (exit code 3), its last checkpoint the previous round's.
+Health checks (``engine.guards``): the divergence guard on ``train_loss`` against the first
+round's ``start_loss`` (``diverged: 1`` in the record; ``fed.stop_on_divergence`` stops the run
+with :class:`DivergenceError`, exit code 3, its last checkpoint the previous round's) and the
+one-class check on the global evaluation (``top_prediction_share``); each warns once a run.
 """
 
 from __future__ import annotations
 
-import math
-import sys
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -42,7 +37,6 @@ from typing import Any
 
 import torch
 
-from ilora.algorithms.ilora import ILoRA
 from ilora.engine import faults
 from ilora.engine import robust
 from ilora.engine.checkpoint import Checkpoint
@@ -52,8 +46,9 @@ from ilora.engine.diagnostics import download_error
 from ilora.engine.diagnostics import valid_changes
 from ilora.engine.evaluation import ClientView
 from ilora.engine.evaluation import eval_subset
-from ilora.engine.evaluation import evaluate
+from ilora.engine.evaluation import evaluate_global
 from ilora.engine.evaluation import weighted_average
+from ilora.engine.guards import Guards
 from ilora.engine.history import History
 from ilora.engine.history import RoundRecord
 from ilora.engine.privacy import privacy_metrics
@@ -69,8 +64,6 @@ from ilora.types import Payload
 from ilora.types import RoundInfo
 from ilora.types import TensorDict
 from ilora.types import Upload
-
-DIVERGENCE_FACTOR = 2.0  # train_loss above this times the first round's start_loss: diverged
 
 
 class RoundFailedError(RuntimeError):
@@ -158,8 +151,7 @@ class RoundStep:
         self.base = base_weights(exp.model)  # frozen views: W0 of download_error
         self.saved = history.records[-1].round if history.records and on_checkpoint else None
         starts = [r.metrics["start_loss"] for r in history.records if "start_loss" in r.metrics]
-        self.start_loss = starts[0] if starts else None  # the divergence guard's reference
-        self.warned = False
+        self.guards = Guards(self.cfg, self.alg, starts[0] if starts else None)
         self.before: TensorDict | None = None  # dense changes of the global model, last round
         self.pending: OpenRound  # set by aggregate, read by finish
 
@@ -211,33 +203,7 @@ class RoundStep:
             values = [u.metrics[key] for u in uploads.values() if key in u.metrics]
             if values:
                 out[key] = sum(values) / len(values)
-        if self.start_loss is None and math.isfinite(out.get("start_loss", math.nan)):
-            self.start_loss = out["start_loss"]
-        return {**out, **self._divergence(r, out["train_loss"])}
-
-    def _divergence(self, r: int, loss: float) -> dict[str, float]:
-        start = self.start_loss
-        if math.isfinite(loss) and (start is None or loss <= DIVERGENCE_FACTOR * start):
-            return {}
-        if not self.warned or self.cfg.fed.stop_on_divergence:
-            print(f"warning: {self.divergence_message(r, loss)}", file=sys.stderr)
-            self.warned = True
-        return {"diverged": 1.0}
-
-    def divergence_message(self, r: int, loss: float) -> str:
-        """Return the one-line explanation of a diverged round ``r``."""
-        first = "" if self.start_loss is None else f" (at the start: {self.start_loss:.4g})"
-        text = (
-            f"{self.cfg.algorithm} diverged in round {r}: training loss {loss:.4g}{first}; "
-            f"lower train.lr (now {self.cfg.train.lr:g}) or train.head_lr (now "
-            f"{self.cfg.train.head_lr:g}), for instance to a third"
-        )
-        if isinstance(self.alg, ILoRA) and self.alg.init == "qr":
-            text += (
-                "; ILoRA's orthonormal B puts all of the update's magnitude in A, so each "
-                "AdamW step moves the layer outputs more than plain LoRA's at the same rate"
-            )
-        return text
+        return {**out, **self.guards.losses(r, out)}
 
     # ---- 2. and 3. the clients' views, evaluation, record, checkpoint
     def personal_due(self, r: int) -> tuple[bool, bool]:
@@ -265,6 +231,7 @@ class RoundStep:
             metrics.update(self._views_metrics(state, views))
         if self.cfg.eval.due(r, self.cfg.fed.rounds)[0]:
             metrics.update(self.global_metrics(state))
+            self.guards.predictions(r, metrics)
         record = self.history.close_round(
             r,
             self.pending.started,
@@ -279,7 +246,7 @@ class RoundStep:
             self.on_round(record)
         if metrics.get("diverged") and self.cfg.fed.stop_on_divergence:
             loss = metrics["train_loss"]
-            raise DivergenceError(f"{self.divergence_message(r, loss)}; {self.hint()}")
+            raise DivergenceError(f"{self.guards.divergence_message(r, loss)}; {self.hint()}")
         if self.on_checkpoint is not None:
             records, rng = list(self.history.records), torch.get_rng_state()
             states, index = snapshot(store)
@@ -300,7 +267,7 @@ class RoundStep:
         """Return the exported global model on the test subset (``full``: the whole test split)."""
         load_setup(self.exp.model, self.alg.export(state))
         data = self.exp.data.test if full else self.subset
-        return evaluate(self.exp.model, data, self.cfg.eval.batch_size)
+        return evaluate_global(self.exp.model, data, self.cfg.eval.batch_size)
 
     def hint(self) -> str:
         """Return where a failed run resumes from (a checkpoint that exists, or none)."""
