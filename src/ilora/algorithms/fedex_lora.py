@@ -89,6 +89,7 @@ class FedExLoRA(ResidualServer):
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
         import torch
+
         ups = [uploads[c] for c in sorted(uploads)]
         padded = [
             {
@@ -129,6 +130,7 @@ def _client_residual(state: FactorState, module: str, r: int) -> torch.Tensor:
     model exactly; ``R`` itself when ``r`` is the global rank.
     """
     import torch
+
     R = state.tensors[keys.make(module, "residual")].to(torch.float64)  # (d_out, d_in)
     if r == state.rank:
         return R

@@ -112,6 +112,7 @@ class FedSALoRA(Algorithm[FedSAState]):
         local = {k: v for k, v in trained.items() if k not in A}  # B and the head stay here
         return Upload(A, float(ctx.client.num_examples)), with_prefix(local, LOCAL)
 
+
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(FedSALoRA)
 def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:

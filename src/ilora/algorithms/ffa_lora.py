@@ -149,6 +149,7 @@ def _leading(A: TensorDict, upload: TensorDict) -> TensorDict:
         out[keys.make(m, "lora_A")] = truncate_rank(A[keys.make(m, "lora_A")], r, "lora_A")
     return out  # (r_k, d_in) per layer
 
+
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 @traffic.formula(FFALoRA)
 def floats_per_round(s: traffic.Shapes, c: traffic.Contact) -> tuple[int, int]:

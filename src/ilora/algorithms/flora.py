@@ -80,6 +80,7 @@ class FLoRA(Algorithm[FactorState]):
         self, state: FactorState, uploads: Mapping[int, Upload], rnd: RoundInfo
     ) -> FactorState:
         import torch
+
         old = keys.of_kind(state.tensors, "residual")
         new: TensorDict = {}
         ideal: TensorDict = {}
@@ -105,6 +106,7 @@ class FLoRA(Algorithm[FactorState]):
         )
         factors = {**fresh, **head_of(ctx.payload.tensors)}
         return LocalSetup(factors, residual=keys.of_kind(ctx.payload.tensors, "residual")), cstate
+
 
 # ---- bytes per client per round, float32 floats (down, up): the check of the hooks' traffic
 traffic.formula(FLoRA)(traffic.dense_down_pair_up)  # the stacked product down

@@ -41,9 +41,7 @@ class Tuned:
     at_edge: bool  # the best rate is still at an edge after the allowed extensions
 
 
-def _scores(
-    proto: Protocol, task: str, variant: Variant, rates: list[float]
-) -> dict[float, float]:
+def _scores(proto: Protocol, task: str, variant: Variant, rates: list[float]) -> dict[float, float]:
     out = {}
     for rate in rates:
         job = proto.tune_job(task, variant, rate)

@@ -228,9 +228,7 @@ def _with_command(commands: dict[str, list[str]], phase: str) -> dict[str, list[
     return {**commands, phase: listed if line in listed else [*listed, line]}
 
 
-def _write_meta(
-    out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float, n: int
-) -> None:
+def _write_meta(out: Path, proto: Protocol, quick: bool, phase: str, wall_s: float, n: int) -> None:
     old = json.loads((out / "meta.json").read_text()) if (out / "meta.json").is_file() else {}
     walls = dict(old.get("wall_s_by_phase", {}))
     if wall_s > 0:  # --phase report runs nothing

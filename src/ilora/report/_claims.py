@@ -1,4 +1,4 @@
-""""ILoRA's claims, checked": each claim of the paper and the protocol's measured answer.
+"""The section "ILoRA's claims, checked": each of the paper's claims and its measured answer.
 
 Every answer is a paired difference over seeds with its 95% interval and the verdict of
 :mod:`ilora.report.stats`, stated whichever way it falls. A claim whose runs are missing says

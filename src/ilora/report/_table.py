@@ -86,7 +86,7 @@ def current_command(command: str) -> str:
     if found is None or found.group(2) not in SCRIPT_COMMANDS:
         return command
     name = SCRIPT_COMMANDS[found.group(2)]
-    return f"{found.group(1)}ilora bench {name}{command[found.end():]}"
+    return f"{found.group(1)}ilora bench {name}{command[found.end() :]}"
 
 
 def command_block(*commands: str) -> str:
