@@ -14,6 +14,7 @@ from bench_cli import quick_protocol as _quick
 from ilora.bench import jobs
 from ilora.bench import phases
 from ilora.bench import protocol_results
+from ilora.bench import resultfiles
 from ilora.bench import tuning
 from ilora.bench.protocol import Protocol
 from ilora.bench.protocol import Variant
@@ -176,9 +177,9 @@ def test_compare_runs_at_the_tuned_rates_and_writes_the_results(
     assert protocol_results.write(out, proto, True, "compare", 1.0) == 4
     for name in ("tune.csv", "runs.csv", "rounds.csv", "meta.json"):
         assert (out / name).is_file(), name
-    tune_csv = (out / "tune.csv").read_text().splitlines()
-    # one choice per variant (chosen, not failed, finished)
-    assert sum(line.endswith(",1,0,1") for line in tune_csv[1:]) == 2
+    tune_csv = resultfiles.read_rows(out / "tune.csv")
+    flags = [(r["chosen"], r["failed"], r["finished"]) for r in tune_csv]
+    assert flags.count(("1", "0", "1")) == 2  # one choice per variant (not failed, finished)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["tuning"] == {"ranks": "heterogeneous", "alpha": 0.1}
     assert set(meta["run_seconds_by_phase"]) == {"tune", "horizon", "compare"}
@@ -242,7 +243,6 @@ def test_a_stopped_invocation_leaves_its_command_on_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ilora import cli_protocol
-    from ilora.bench import resultfiles
 
     def stopped(*args: object) -> None:
         raise KeyboardInterrupt  # the user stops the protocol during its first run

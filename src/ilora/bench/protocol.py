@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from ilora.bench import tuning
 from ilora.bench.jobs import Job
 
 CENTRALIZED = "centralized"
@@ -207,7 +208,7 @@ class Protocol:
             *self._personal_evaluations(task, variant),
             *self.extra,
         )
-        where = self.phase_dir(task, "tune") / variant.label / f"lr{rate:g}"
+        where = self.phase_dir(task, "tune") / variant.label / tuning.run_name(rate)
         return Job(f"{task} tune {variant.label} lr={rate:g}", self.preset(task), sets, where)
 
     def _personal_evaluations(self, task: str, variant: Variant) -> tuple[str, ...]:

@@ -63,30 +63,43 @@ def tune_rows(runs: Path, suffix: str = "") -> list[dict[str, Any]]:
     """Return one row per (task, variant, rate) tried, with its score and the choice.
 
     ``suffix`` names the tuning setting (``Protocol.tuning_suffix``) as the directories do.
+    Beside the rule's score and choice, each row holds the score and the choice under every
+    longer window of ``tuning.SENSITIVITY_WINDOWS`` (``val_score_lastW``, ``chosen_lastW``):
+    the report's sensitivity study of the rule, never used to choose.
     """
     rows = []
     for task_dir in _dirs(runs):
         for variant_dir in _dirs(task_dir / f"tune{suffix}"):
             tried = [d for d in _dirs(variant_dir) if d.name.startswith("lr")]
             metric = Variant.parse(variant_dir.name).metric
-            scores = {float(d.name[2:]): tuning.score(_history(d), metric) for d in tried}
-            finite = [s for s in scores.values() if not math.isnan(s)]
-            chosen = tuning.choose(scores) if finite else None
-            for d in tried:
-                rate = float(d.name[2:])
-                rows.append(
-                    {
-                        "task": task_dir.name,
-                        "variant": variant_dir.name,
-                        "lr": rate,
-                        "metric": metric,
-                        "val_score": resultfiles.blank_missing(round(scores[rate], 4)),
-                        "chosen": int(rate == chosen),
-                        "failed": int((d / STOPPED).is_file() and math.isnan(scores[rate])),
-                        "finished": int((d / "summary.json").is_file()),
-                    }
-                )
+            histories = {float(d.name[2:]): (d, _history(d)) for d in tried}
+            rule = _scored(histories, metric, tuning.SCORE_WINDOW)
+            longer = {w: _scored(histories, metric, w) for w in tuning.SENSITIVITY_WINDOWS}
+            for rate, (d, _) in histories.items():
+                row = {"task": task_dir.name, "variant": variant_dir.name, "lr": rate}
+                row |= {"metric": metric, **_score_cells(rule, rate, "")}
+                row["failed"] = int((d / STOPPED).is_file() and math.isnan(rule[0][rate]))
+                row["finished"] = int((d / "summary.json").is_file())
+                for w, scored in longer.items():
+                    row |= _score_cells(scored, rate, f"_last{w}")
+                rows.append(row)
     return sorted(rows, key=lambda r: (r["task"], r["variant"], r["lr"]))
+
+
+Scored = tuple[dict[float, float], float | None]  # each rate's score, the chosen rate
+
+
+def _scored(histories: dict[float, tuple[Path, list[Any]]], metric: str, window: int) -> Scored:
+    """Return every rate's score over the last ``window`` evaluations and the rate chosen."""
+    scores = {rate: tuning.score(h, metric, window) for rate, (_, h) in histories.items()}
+    finite = [s for s in scores.values() if not math.isnan(s)]
+    return scores, tuning.choose(scores) if finite else None
+
+
+def _score_cells(scored: Scored, rate: float, suffix: str) -> dict[str, Any]:
+    scores, chosen = scored
+    score = resultfiles.blank_missing(round(scores[rate], 4))
+    return {f"val_score{suffix}": score, f"chosen{suffix}": int(rate == chosen)}
 
 
 def horizon_rows(runs: Path, suffix: str = "") -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from typing import Any
 
 STEP = math.sqrt(10.0)  # ratio between neighbouring rates
 SCORE_WINDOW = 3  # evaluations averaged into a rate's score
+SENSITIVITY_WINDOWS = (5, 10)  # longer windows the report re-scores with (never to choose)
 MAX_EXTENSIONS = 3  # grid steps added past each edge at most
 PLATEAU_WINDOW = 5  # evaluations in the plateau test
 PLATEAU_TOL = 0.5  # accuracy points
@@ -54,17 +55,24 @@ def accuracies(history: Sequence[Mapping[str, Any]], metric: str = "accuracy") -
     return [100 * float(r[metric]) for r in history if r.get(metric) is not None]
 
 
-def score(history: Sequence[Mapping[str, Any]], metric: str = "accuracy") -> float:
-    """Return the mean validation ``metric`` (%) of the last evaluations; NaN without a run.
+def score(
+    history: Sequence[Mapping[str, Any]], metric: str = "accuracy", window: int = SCORE_WINDOW
+) -> float:
+    """Return the mean validation ``metric`` (%) of the last ``window`` evaluations (NaN: none).
 
     ``metric`` is ``accuracy`` (the global model) or, for a personalized method,
-    ``personal_accuracy`` (each client's own model on its validation share).
+    ``personal_accuracy`` (each client's own model on its validation share). The rule is the
+    default ``window``; others serve the report's sensitivity study of it.
     """
-    accs = accuracies(history, metric)
-    if not accs or any(math.isnan(a) for a in accs[-SCORE_WINDOW:]):
+    tail = accuracies(history, metric)[-window:]
+    if not tail or any(math.isnan(a) for a in tail):
         return math.nan
-    tail = accs[-SCORE_WINDOW:]
     return sum(tail) / len(tail)
+
+
+def run_name(rate: float) -> str:
+    """Return the name of the tuning run directory (and record) of ``rate``, e.g. ``lr0.001``."""
+    return f"lr{rate:g}"
 
 
 def _best(scores: Mapping[float, float]) -> list[float]:

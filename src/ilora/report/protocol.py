@@ -17,6 +17,7 @@ from typing import Any
 
 from ilora.report import _claims
 from ilora.report import _protocol_time
+from ilora.report import _score_window
 from ilora.report import _second_family
 from ilora.report import _settling
 from ilora.report import stats
@@ -169,13 +170,14 @@ def render(src: Path, img: Path) -> str:
         _protocol_time.render(meta),
         _rules(meta),
     ]
+    window = int(meta.get("rules", {}).get("score_window", 0))
     if tune:
         parts += ["### Learning rates chosen on validation\n", _tuning(tune, img) + "\n"]
+        parts.append(_score_window.render(tune, window))
     if horizon:
         parts += ["### Horizon\n", _horizon(horizon) + "\n"]
     if runs:
         rounds = read_csv(src / "rounds.csv") if (src / "rounds.csv").is_file() else []
-        window = int(meta.get("rules", {}).get("score_window", 0))
         personalized = {r["variant"] for r in tune if r.get("metric") == "personal_accuracy"}
         parts += _comparison(runs, _settling.swings(rounds, window, personalized), window)
     parts.append(_second_family.render(cells(runs), cells(runs, "personal_accuracy"), tune))
