@@ -66,7 +66,7 @@ def test_a_one_class_model_with_a_healthy_loss_warns_once_where_the_loss_guard_i
         assert guards.losses(r, healthy) == {}  # the loss guard cannot see it
         guards.predictions(r, collapsed)
     err = capsys.readouterr().err
-    assert err.count("predicts one class for every test example") == 1
+    assert err.count("predicts one class for every evaluated example") == 1
     assert "in round 1 (accuracy 41.4%" in err and "lower train.lr (now" in err
     guards.predictions(3, {"accuracy": 0.7, "top_prediction_share": 0.6})
     assert capsys.readouterr().err == ""
@@ -81,4 +81,4 @@ def test_a_run_records_the_share_every_evaluation_and_warns_when_it_reaches_one(
     assert shares[0] == 1.0 and all(0.0 < s <= 1.0 for s in shares)
     err = capsys.readouterr().err
     assert err.count("fedit's global model predicts one class") == 1
-    assert "fedit's global model predicts one class for every test example in round 1" in err
+    assert "fedit's global model predicts one class for every evaluated example in round 1" in err

@@ -10,9 +10,10 @@ every round in ``history.jsonl`` so a reader can tell a passing spike from a las
   ``fed.stop_on_divergence`` the round step then stops the run (``DivergenceError``, exit
   code 3), its last checkpoint the previous round's.
 * **One class** (``top_prediction_share``, :func:`ilora.engine.evaluation.evaluate_global`):
-  the share of the evaluated test examples that the global model assigns to the class it
-  predicts most. At 1.0 the model calls every example the same class, whatever its input:
-  its accuracy is that class's share of the test split, although its training loss can look
+  the share of the evaluated examples (test split, or validation under ``eval.split``) that
+  the global model assigns to the class it predicts most. At 1.0 the model calls every
+  example the same class, whatever its input: its accuracy is that class's share of the
+  evaluated split, although its training loss can look
   healthy (every client fits its own majority label), which the loss guard cannot see.
 
 Either can be a rate that is too high, or a round whose sampled clients hold labels unlike the
@@ -61,7 +62,7 @@ class Guards:
             return
         self._warn(
             "class",
-            f"{self.cfg.algorithm}'s global model predicts one class for every test example "
+            f"{self.cfg.algorithm}'s global model predicts one class for every evaluated example "
             f"in round {r} (accuracy {metrics['accuracy']:.1%}, that class's share); "
             f"{self._rate()}. {self._recovery('top_prediction_share below 1')}",
         )
