@@ -82,3 +82,17 @@ def test_a_run_records_the_share_every_evaluation_and_warns_when_it_reaches_one(
     err = capsys.readouterr().err
     assert err.count("fedit's global model predicts one class") == 1
     assert "fedit's global model predicts one class for every evaluated example in round 1" in err
+
+
+def test_a_personalized_methods_warning_calls_its_global_model_a_summary(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    texts = {}
+    for name in ("fedsa-lora", "fedit"):
+        cfg = config.load(SMOKE, [f"algorithm={name}", "data.local_test_fraction=0.2"])
+        Guards(cfg, build(cfg).algorithm).predictions(
+            1, {"accuracy": 0.4, "top_prediction_share": 1.0}
+        )
+        texts[name] = capsys.readouterr().err
+    assert "summary of a personalized method" in texts["fedsa-lora"]
+    assert "summary" not in texts["fedit"] and "predicts one class" in texts["fedit"]

@@ -13,8 +13,10 @@ every round in ``history.jsonl`` so a reader can tell a passing spike from a las
   the share of the evaluated examples (test split, or validation under ``eval.split``) that
   the global model assigns to the class it predicts most. At 1.0 the model calls every
   example the same class, whatever its input: its accuracy is that class's share of the
-  evaluated split, although its training loss can look
-  healthy (every client fits its own majority label), which the loss guard cannot see.
+  evaluated split, while its training loss can look healthy (every client fits its own
+  majority label), which the loss guard cannot see. For a personalized method (its clients'
+  own models are its result, ``personal_accuracy``) the message says the global model is a
+  summary.
 
 Either can be a rate that is too high, or a round whose sampled clients hold labels unlike the
 rounds before (strong label skew, e.g. Dirichlet α ≤ 0.1 with few clients a round), from
@@ -60,24 +62,28 @@ class Guards:
         """Warn (once a run) when the global model evaluated in round ``r`` predicts one class."""
         if metrics.get("top_prediction_share", 0.0) < ONE_CLASS or "class" in self.warned:
             return
-        self._warn(
-            "class",
+        text = (
             f"{self.cfg.algorithm}'s global model predicts one class for every evaluated example "
             f"in round {r} (accuracy {metrics['accuracy']:.1%}, that class's share); "
-            f"{self._rate()}. {self._recovery('top_prediction_share below 1')}",
         )
+        if getattr(self.alg, "personalized", False):
+            text += (
+                "it is a summary of a personalized method, whose result is each client's own "
+                "model (personal_accuracy); "
+            )
+        self._warn("class", text + f"{self._rate()}. {self._recovery('top_prediction_share < 1')}")
 
     def divergence_message(self, r: int, loss: float) -> str:
         """Return the one-line explanation of a diverged round ``r``."""
         first = "" if self.start_loss is None else f" (at the start: {self.start_loss:.4g})"
         text = f"{self.cfg.algorithm} diverged in round {r}: training loss {loss:.4g}{first}; "
-        text += f"{self._rate()}. {self._recovery('diverged absent')}"
+        text += self._rate()
         if isinstance(self.alg, ILoRA) and self.alg.init == "qr":
             text += (
-                "; ILoRA's orthonormal B puts all of the update's magnitude in A, so each "
-                "AdamW step moves the layer outputs more than plain LoRA's at the same rate"
+                " (ILoRA's orthonormal B puts all of the update's magnitude in A, so each "
+                "AdamW step moves the layer outputs more than plain LoRA's at the same rate)"
             )
-        return text
+        return f"{text}. {self._recovery('diverged absent')}"
 
     def _rate(self) -> str:
         train = self.cfg.train
