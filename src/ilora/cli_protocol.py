@@ -1,7 +1,8 @@
 """``ilora bench protocol``: the comparison protocol, in phases (``ilora.bench.protocol``).
 
 ``--phase tune`` chooses every variant's learning rate on validation; ``--phase compare`` finds
-the horizon (validation) and runs the comparison on test at those choices; ``all`` does both.
+the horizon (validation) and runs the comparison on test at those choices; ``all`` does both;
+``plan`` counts the runs left and estimates their hours (``bench.protocol_plan``).
 Every phase resumes (finished runs are reused) and writes every result file the finished runs
 support to ``results/protocol/`` (``--quick``: a tiny-text smoke version under
 ``runs/quick/protocol/``). Rates and horizon come from the tuning setting (``--tune-ranks``,
@@ -95,7 +96,8 @@ Phase = Annotated[
     str,
     typer.Option(
         help="tune (rates, on validation), compare (horizon, then test runs), all; report: "
-        "write the result files of the finished runs and run nothing (after a stop)"
+        "write the result files of the finished runs and run nothing (after a stop); plan: "
+        "count the runs left and estimate their hours, run and write nothing"
     ),
 ]
 
@@ -118,14 +120,17 @@ def bench_protocol(
     """Tune every method on validation, then compare them over seeds on test (resumable)."""
     from ilora.bench import protocol_results
 
-    if phase not in ("tune", "compare", "all", "report"):
-        fail(ValueError(f"--phase must be tune, compare, all or report, got {phase!r}"))
+    if phase not in ("tune", "compare", "all", "report", "plan"):
+        fail(ValueError(f"--phase must be tune, compare, all, report or plan, got {phase!r}"))
     start = time.perf_counter()
     try:
         tuning = {"tune_ranks": tune_ranks, "tune_alpha": tune_alpha}
         proto = _protocol(quick, variants, tasks, ranks, alphas, seeds, preset, set_, tuning, out)
         protocol_results.check_tuning(_out(out, quick), proto)
         _restore(proto)
+        if phase == "plan":
+            _plan(proto, workers, _out(out, quick) / "runs.csv")
+            return
         tuned = {t: _tuned(proto, t) for t in proto.tasks} if phase == "compare" else {}
         if phase != "report":  # after the checks: a refused invocation is not on record
             protocol_results.record_command(_out(out, quick), phase)
@@ -151,6 +156,16 @@ def _restore(proto: Protocol) -> None:
         console.print(f"restored {n} decided runs from {proto.records} into {proto.runs}")
     for record in refused:
         console.print(f"refused the record {record}: it holds a symbolic link; remove it")
+
+
+def _plan(proto: Protocol, workers: int, runs_csv: Path) -> None:
+    from ilora.bench import protocol_plan
+    from ilora.bench import resultfiles
+
+    kept = resultfiles.read_rows(runs_csv) if runs_csv.is_file() else []
+    pieces = [p for task in proto.tasks for p in protocol_plan.plan(proto, task, kept)]
+    for line in protocol_plan.render(pieces, workers):
+        console.print(line, highlight=False)
 
 
 def _tune(proto: Protocol, task: str, workers: int) -> dict[str, float]:

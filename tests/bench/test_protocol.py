@@ -13,6 +13,7 @@ from bench_cli import quick_protocol as _quick
 
 from ilora.bench import jobs
 from ilora.bench import phases
+from ilora.bench import protocol_plan
 from ilora.bench import protocol_results
 from ilora.bench import resultfiles
 from ilora.bench import tuning
@@ -259,3 +260,72 @@ def test_a_stopped_invocation_leaves_its_command_on_record(
     meta = json.loads((out / "meta.json").read_text())
     assert meta["commands"] == {"tune": ["ilora earlier", resultfiles.command_line()]}
     assert not (out / "runs.csv").exists()  # stopped: no result files, only the command
+
+
+def _mean_wall_s(root: Path, *phases_: str) -> float:
+    """The mean ``wall_s`` of the ``summary.json`` files under ``root``'s ``phases_`` dirs."""
+    walls = [
+        json.loads(p.read_text())["wall_s"]
+        for ph in phases_
+        for p in root.glob(f"{ph}/**/summary.json")
+    ]
+    return sum(walls) / len(walls)
+
+
+def test_a_plan_before_any_run_counts_every_run_and_times_them_by_the_result_files(
+    tmp_path: Path,
+) -> None:
+    proto = _quick(tmp_path)
+    pieces = protocol_plan.plan(proto, "tiny-text")
+    # 2 variants (fedit, centralized) x 2 rates; centralized + fedit long; 2 seeds x 2 variants
+    assert [(p.phase, p.runs, p.decided, p.seconds) for p in pieces] == [
+        ("tune", 4, 0, None),
+        ("horizon", 2, 0, None),
+        ("compare", 4, 0, None),
+    ]
+    assert "adds up to 3 runs per edge" in pieces[0].open_end
+    lines = protocol_plan.render(pieces, 2)
+    assert "no finished run of this task" in lines[0]
+    assert lines[-1] == "left: 10 runs; 10 of them with no finished run to time them by"
+    kept = [{"task": "tiny-text", "wall_s": "10"}, {"task": "tiny-text", "wall_s": "30"}]
+    timed = protocol_plan.plan(proto, "tiny-text", [*kept, {"task": "other", "wall_s": "999"}])
+    assert {p.seconds for p in timed} == {20.0}  # the task's own rows only
+    assert timed[2].hours(2) == pytest.approx(4 * 20 / 2 / 3600)
+    assert protocol_plan.render(timed, 2)[-1] == (
+        f"left: 10 runs, ≈ {10 * 20 / 2 / 3600:.2f} h of wall time on 2 worker(s)"
+    )
+    assert not proto.runs.exists()  # a plan runs nothing
+
+
+def test_a_plan_counts_the_decided_runs_and_times_the_rest_by_them(
+    poisoned_tuning: _Tuning, tmp_path: Path
+) -> None:
+    proto, rates = _copy(poisoned_tuning, tmp_path), poisoned_tuning.rates
+    task_runs = proto.runs / "tiny-text"
+    tune, horizon, compare = protocol_plan.plan(proto, "tiny-text")
+    n_tune = len(list(task_runs.glob("tune/*/*/summary.json")))  # the grid and its extensions
+    assert (tune.runs, tune.decided, tune.open_end) == (n_tune, n_tune, "")
+    assert tune.seconds == pytest.approx(_mean_wall_s(task_runs, "tune"))
+    assert (horizon.runs, horizon.decided) == (2, 2)
+    assert (compare.runs, compare.decided) == (4, 0)  # none on disk: timed by every phase's runs
+    assert compare.seconds == pytest.approx(_mean_wall_s(task_runs, "tune", "horizon"))
+    phases.compare(proto, "tiny-text", rates, poisoned_tuning.horizon.rounds, 1, [].append)
+    *_, compare = protocol_plan.plan(proto, "tiny-text")
+    assert (compare.runs, compare.decided, compare.left) == (4, 4, 0)
+    assert compare.seconds == pytest.approx(_mean_wall_s(task_runs, "compare"))
+
+
+def test_the_plan_phase_prints_the_plan_and_writes_no_result_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ilora import cli_protocol
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results"
+    preset = ROOT / "configs" / "protocol-quick"
+    cli_protocol.bench_protocol(phase="plan", quick=True, preset=preset, out=out)
+    printed = capsys.readouterr().out
+    # --quick: fedit, ilora and centralized; 4 rates; 2 rank settings x 2 alphas x 2 seeds
+    assert "tiny-text tune: 12 runs, 0 decided, 12 to run" in printed
+    assert "tiny-text compare: 20 runs" in printed and "left: 34 runs" in printed
+    assert not out.exists()  # no command on record, no result file

@@ -143,6 +143,16 @@ def tuned_rates(proto: Protocol, task: str) -> dict[str, float]:
     return out
 
 
+def tuning_jobs(proto: Protocol, task: str) -> list[Job]:
+    """Return ``task``'s tuning runs known so far: every variant's grid and extensions on disk."""
+    grid = tuning.rate_grid(proto.low_rate, proto.n_rates)
+    return [
+        proto.tune_job(task, v, rate)
+        for v in proto.variants
+        for rate in _tried_rates(proto, task, v, grid)
+    ]
+
+
 def _tried_rates(proto: Protocol, task: str, variant: Variant, grid: list[float]) -> list[float]:
     """Return the grid plus every extension rate that has a run directory."""
     rates = list(grid)
@@ -168,14 +178,22 @@ def horizon(
     proto: Protocol, task: str, rates: dict[str, float], workers: int, report: Report
 ) -> Horizon:
     """Run the centralized line and the best method (``horizon_variant``) long; return rounds."""
+    runs = horizon_jobs(proto, task, rates)
+    run_jobs(pending([job for _, job in runs]), workers, report, proto.keep)
+    return found_horizon(proto, runs)
+
+
+def horizon_jobs(proto: Protocol, task: str, rates: dict[str, float]) -> list[tuple[Variant, Job]]:
+    """Return the horizon's runs: the centralized line and ``horizon_variant``, with their jobs."""
     proto.check_rates(task, rates)
     best = horizon_variant(proto.variants, _best_scores(proto, task, rates))
     chosen = [v for v in proto.variants if v.label in (CENTRALIZED, best.label)]
-    jobs = [proto.horizon_job(task, v, rates[v.label]) for v in chosen]
-    run_jobs(pending(jobs), workers, report, proto.keep)
-    plateaus = {
-        v.label: tuning.plateau_round(j.history()) for v, j in zip(chosen, jobs, strict=True)
-    }
+    return [(v, proto.horizon_job(task, v, rates[v.label])) for v in chosen]
+
+
+def found_horizon(proto: Protocol, runs: Sequence[tuple[Variant, Job]]) -> Horizon:
+    """Return the horizon the finished ``runs`` (of :func:`horizon_jobs`) set."""
+    plateaus = {v.label: tuning.plateau_round(job.history()) for v, job in runs}
     known = [r for r in plateaus.values() if r is not None]
     rounds = max(known) if len(known) == len(plateaus) else proto.max_rounds
     return Horizon(rounds, plateaus)

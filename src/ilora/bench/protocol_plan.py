@@ -1,0 +1,162 @@
+"""What an invocation of the protocol has left to run, and for how long: ``--phase plan``.
+
+The whole protocol takes tens of hours on this machine (RESULTS, "Machine time per task"), so
+it runs in pieces. Before a piece, ``ilora bench protocol --phase plan`` (with the piece's own
+``--tasks``, ``--variants``, ``--ranks``, ``--alphas`` and ``--seeds``) counts, per task and
+phase, the runs the invocation holds, how many are decided (a finished or stopped run of the
+identical config, restored from the records too) and how many are left, and estimates the
+left ones' wall time on ``--workers``::
+
+    hours = left runs x mean wall seconds of a finished run / workers / 3600
+
+where the mean (a total is a count times a mean) is over this task's finished runs of the
+phase on disk, else of any of its phases, else of the task's comparison runs in the result
+files (``runs.csv``'s ``wall_s``: what a fresh clone, whose records may not hold every run,
+was measured at). It runs nothing and writes no result file (the records are restored into
+``runs/`` first, as for every phase).
+
+What the runs themselves decide is said, not guessed: tuning may add up to
+:data:`ilora.bench.tuning.MAX_EXTENSIONS` rates past each edge of a variant's grid; before every
+rate is chosen, or before the horizon runs end, the comparison's runs are counted but none can
+be known decided (their config holds the rates and the horizon).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ilora.bench import phases
+from ilora.bench import tuning
+from ilora.bench.jobs import Job
+from ilora.bench.protocol import Protocol
+
+PHASES = ("tune", "horizon", "compare")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One task's phase as an invocation holds it."""
+
+    task: str
+    phase: str
+    runs: int
+    decided: int
+    seconds: float | None  # mean wall seconds of a finished run here (None: none finished)
+    timed_by: str  # which finished runs ``seconds`` is the mean of
+    open_end: str = ""  # what the runs may still add or what the count cannot know yet
+
+    @property
+    def left(self) -> int:
+        return self.runs - self.decided
+
+    def hours(self, workers: int) -> float | None:
+        """Return the left runs' wall time on ``workers`` (None: nothing to time them by)."""
+        if self.seconds is None:
+            return None
+        return self.left * self.seconds / workers / 3600
+
+
+Rows = Sequence[Mapping[str, str]]
+
+
+def plan(proto: Protocol, task: str, recorded: Rows = ()) -> list[Piece]:
+    """Return ``task``'s tune, horizon and compare pieces (reads run directories only).
+
+    ``recorded``: the rows of the result files' ``runs.csv``, the last source of run seconds.
+    """
+    timing = _Timing(proto, task, recorded)
+    try:
+        rates: dict[str, float] | None = phases.tuned_rates(proto, task)
+    except ValueError:
+        rates = None
+    tune_note = (
+        f"each variant's best rate at an edge adds up to {tuning.MAX_EXTENSIONS} runs per edge"
+        if rates is None
+        else ""
+    )
+    pieces = [timing.piece("tune", phases.tuning_jobs(proto, task), tune_note)]
+    if rates is None:
+        stand_in = {v.label: proto.low_rate for v in proto.variants}
+        compare = list(proto.compare_jobs(task, stand_in, proto.max_rounds))
+        horizon_runs = min(2, len(proto.variants))
+        pieces.append(timing.counted("horizon", horizon_runs, "the rates are not chosen"))
+        pieces.append(timing.counted("compare", len(compare), "the rates are not chosen"))
+        return pieces
+    runs = phases.horizon_jobs(proto, task, rates)
+    pieces.append(timing.piece("horizon", [job for _, job in runs]))
+    if not all(job.decided() for _, job in runs):
+        compare = list(proto.compare_jobs(task, rates, proto.max_rounds))
+        pieces.append(timing.counted("compare", len(compare), "the horizon is not found"))
+        return pieces
+    rounds = phases.found_horizon(proto, runs).rounds
+    pieces.append(timing.piece("compare", list(proto.compare_jobs(task, rates, rounds))))
+    return pieces
+
+
+@dataclass(frozen=True)
+class _Timing:
+    """Makes ``task``'s pieces, each timed by :meth:`run_seconds`."""
+
+    proto: Protocol
+    task: str
+    recorded: Rows
+
+    def piece(self, phase: str, jobs: Sequence[Job], note: str = "") -> Piece:
+        decided = sum(job.decided() for job in jobs)
+        return Piece(self.task, phase, len(jobs), decided, *self.run_seconds(phase), note)
+
+    def counted(self, phase: str, runs: int, why: str) -> Piece:
+        """Return a piece whose runs are counted but cannot be known decided yet (``why``)."""
+        note = f"none known decided: {why} yet"
+        return Piece(self.task, phase, runs, 0, *self.run_seconds(phase), note)
+
+    def run_seconds(self, phase: str) -> tuple[float | None, str]:
+        """Return the mean wall seconds of a finished run of ``phase`` and what it is over."""
+        own = self._on_disk((phase,))
+        if own:
+            return statistics.fmean(own), f"mean of its {len(own)} finished runs"
+        every = self._on_disk(PHASES)
+        if every:
+            return statistics.fmean(every), f"mean of the task's {len(every)} finished runs"
+        kept = [float(r["wall_s"]) for r in self.recorded if r.get("task") == self.task]
+        if kept:
+            where = f"mean of the task's {len(kept)} comparison runs in runs.csv"
+            return statistics.fmean(kept), where
+        return None, ""
+
+    def _on_disk(self, which: Sequence[str]) -> list[float]:
+        out = []
+        for phase in which:
+            for summary in sorted(self.proto.phase_dir(self.task, phase).glob("**/summary.json")):
+                out.append(float(json.loads(summary.read_text()).get("wall_s", 0.0)))
+        return out
+
+
+def render(pieces: Sequence[Piece], workers: int) -> list[str]:
+    """Return one line per piece and a total line (the hours of the pieces that can be timed)."""
+    lines = []
+    for p in pieces:
+        hours = p.hours(workers)
+        time = (
+            f"≈ {hours:.2f} h on {workers} worker(s) at {p.seconds:.0f} s a run ({p.timed_by})"
+            if hours is not None and p.seconds is not None
+            else "no finished run of this task to time it by"
+        )
+        note = f"; {p.open_end}" if p.open_end else ""
+        lines.append(
+            f"{p.task} {p.phase}: {p.runs} runs, {p.decided} decided, {p.left} to run, {time}{note}"
+        )
+    timed = [p for p in pieces if p.seconds is not None]
+    hours = sum(p.hours(workers) or 0.0 for p in timed)
+    untimed = sum(p.left for p in pieces if p.seconds is None)
+    total = f"left: {sum(p.left for p in pieces)} runs"
+    if timed:
+        total += f", ≈ {hours:.2f} h of wall time on {workers} worker(s)"
+    if untimed:
+        total += f"; {untimed} of them with no finished run to time them by"
+    lines.append(total)
+    return lines
