@@ -278,7 +278,7 @@ def test_a_plan_before_any_run_counts_every_run_and_times_them_by_the_result_fil
     proto = _quick(tmp_path)
     pieces = protocol_plan.plan(proto, "tiny-text")
     # 2 variants (fedit, centralized) x 2 rates; centralized + fedit long; 2 seeds x 2 variants
-    assert [(p.phase, p.runs, p.decided, p.seconds) for p in pieces] == [
+    assert [(p.phase, p.runs, p.decided, p.left_seconds) for p in pieces] == [
         ("tune", 4, 0, None),
         ("horizon", 2, 0, None),
         ("compare", 4, 0, None),
@@ -289,7 +289,8 @@ def test_a_plan_before_any_run_counts_every_run_and_times_them_by_the_result_fil
     assert lines[-1] == "left: 10 runs; 10 of them with no finished run to time them by"
     kept = [{"task": "tiny-text", "wall_s": "10"}, {"task": "tiny-text", "wall_s": "30"}]
     timed = protocol_plan.plan(proto, "tiny-text", [*kept, {"task": "other", "wall_s": "999"}])
-    assert {p.seconds for p in timed} == {20.0}  # the task's own rows only
+    # the task's own rows only: 20 s a run
+    assert [p.left_seconds for p in timed] == [4 * 20.0, 2 * 20.0, 4 * 20.0]
     assert timed[2].hours(2) == pytest.approx(4 * 20 / 2 / 3600)
     assert protocol_plan.render(timed, 2)[-1] == (
         f"left: 10 runs, ≈ {10 * 20 / 2 / 3600:.2f} h of wall time on 2 worker(s)"
@@ -304,15 +305,22 @@ def test_a_plan_counts_the_decided_runs_and_times_the_rest_by_them(
     task_runs = proto.runs / "tiny-text"
     tune, horizon, compare = protocol_plan.plan(proto, "tiny-text")
     n_tune = len(list(task_runs.glob("tune/*/*/summary.json")))  # the grid and its extensions
-    assert (tune.runs, tune.decided, tune.open_end) == (n_tune, n_tune, "")
-    assert tune.seconds == pytest.approx(_mean_wall_s(task_runs, "tune"))
+    assert (tune.runs, tune.decided, tune.left_seconds, tune.open_end) == (n_tune, n_tune, 0, "")
     assert (horizon.runs, horizon.decided) == (2, 2)
-    assert (compare.runs, compare.decided) == (4, 0)  # none on disk: timed by every phase's runs
-    assert compare.seconds == pytest.approx(_mean_wall_s(task_runs, "tune", "horizon"))
+    # no comparison run on disk: each of the 4 at the mean of every phase's finished runs
+    assert (compare.runs, compare.decided) == (4, 0)
+    every = _mean_wall_s(task_runs, "tune", "horizon")
+    assert compare.left_seconds == pytest.approx(4 * every)
     phases.compare(proto, "tiny-text", rates, poisoned_tuning.horizon.rounds, 1, [].append)
     *_, compare = protocol_plan.plan(proto, "tiny-text")
-    assert (compare.runs, compare.decided, compare.left) == (4, 4, 0)
-    assert compare.seconds == pytest.approx(_mean_wall_s(task_runs, "compare"))
+    assert (compare.runs, compare.decided, compare.left_seconds) == (4, 4, 0)
+    # one fedit run lost: timed by its variant's other finished run, not by the phase's mean
+    lost, kept = (task_runs / "compare" / "heterogeneous-a0.5" / f"fedit-seed{s}" for s in (0, 1))
+    (lost / "summary.json").unlink()
+    *_, compare = protocol_plan.plan(proto, "tiny-text")
+    assert (compare.decided, compare.left) == (3, 1)
+    assert compare.left_seconds == pytest.approx(_mean_wall_s(kept, "."))
+    assert "1 at their variant's mean here" in protocol_plan.render([compare], 1)[0]
 
 
 def test_the_plan_phase_prints_the_plan_and_writes_no_result_file(

@@ -143,11 +143,11 @@ def tuned_rates(proto: Protocol, task: str) -> dict[str, float]:
     return out
 
 
-def tuning_jobs(proto: Protocol, task: str) -> list[Job]:
-    """Return ``task``'s tuning runs known so far: every variant's grid and extensions on disk."""
+def tuning_runs(proto: Protocol, task: str) -> list[tuple[Variant, Job]]:
+    """Return ``task``'s tuning runs known so far (every variant's grid and extensions on disk)."""
     grid = tuning.rate_grid(proto.low_rate, proto.n_rates)
     return [
-        proto.tune_job(task, v, rate)
+        (v, proto.tune_job(task, v, rate))
         for v in proto.variants
         for rate in _tried_rates(proto, task, v, grid)
     ]

@@ -231,6 +231,12 @@ class Protocol:
 
     def compare_jobs(self, task: str, rates: dict[str, float], rounds: int) -> Iterator[Job]:
         """Yield the comparison runs of ``task``: settings, seeds, variants (test split)."""
+        return (job for _, job in self.compare_runs(task, rates, rounds))
+
+    def compare_runs(
+        self, task: str, rates: dict[str, float], rounds: int
+    ) -> Iterator[tuple[Variant, Job]]:
+        """Yield :meth:`compare_jobs` with the variant each one runs."""
         self.check_rates(task, rates)
         # pooled data: one centralized run, at the tuning alpha, stands for every alpha; it
         # runs with that alpha's runs, or with the first alpha's when that one is not compared
@@ -243,7 +249,8 @@ class Protocol:
                         if central and alpha != home:
                             continue
                         at = self.tune_alpha if central else alpha
-                        yield self._compare_job(task, variant, ranks, at, seed, rates, rounds)
+                        job = self._compare_job(task, variant, ranks, at, seed, rates, rounds)
+                        yield variant, job
 
     def _compare_job(
         self,

@@ -7,13 +7,15 @@ phase, the runs the invocation holds, how many are decided (a finished or stoppe
 identical config, restored from the records too) and how many are left, and estimates the
 left ones' wall time on ``--workers``::
 
-    hours = left runs x mean wall seconds of a finished run / workers / 3600
+    hours = sum over the left runs of their expected wall seconds / workers / 3600
 
-where the mean (a total is a count times a mean) is over this task's finished runs of the
-phase on disk, else of any of its phases, else of the task's comparison runs in the result
-files (``runs.csv``'s ``wall_s``: what a fresh clone, whose records may not hold every run,
-was measured at). It runs nothing and writes no result file (the records are restored into
-``runs/`` first, as for every phase).
+A left run is expected to take the mean wall time of its variant's finished runs in the same
+phase of the invocation (methods differ: ILoRA-S's runs take about twice FedIT's); a variant
+with none there takes the phase's mean over this task's finished runs on disk, else of any of
+its phases, else of the task's comparison runs in the result files (``runs.csv``'s
+``wall_s``: what a fresh clone, whose records may not hold every run, was measured at). Means,
+not medians: a total is a count times a mean. It runs nothing and writes no result file (the
+records are restored into ``runs/`` first, as for every phase).
 
 What the runs themselves decide is said, not guessed: tuning may add up to
 :data:`ilora.bench.tuning.MAX_EXTENSIONS` rates past each edge of a variant's grid; before every
@@ -33,8 +35,11 @@ from ilora.bench import phases
 from ilora.bench import tuning
 from ilora.bench.jobs import Job
 from ilora.bench.protocol import Protocol
+from ilora.bench.protocol import Variant
 
 PHASES = ("tune", "horizon", "compare")
+Rows = Sequence[Mapping[str, str]]
+Runs = Sequence[tuple[Variant, Job]]
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,8 @@ class Piece:
     phase: str
     runs: int
     decided: int
-    seconds: float | None  # mean wall seconds of a finished run here (None: none finished)
-    timed_by: str  # which finished runs ``seconds`` is the mean of
+    left_seconds: float | None  # the left runs' expected wall seconds (None: nothing to time)
+    timed_by: str  # how the left runs are timed
     open_end: str = ""  # what the runs may still add or what the count cannot know yet
 
     @property
@@ -55,12 +60,9 @@ class Piece:
 
     def hours(self, workers: int) -> float | None:
         """Return the left runs' wall time on ``workers`` (None: nothing to time them by)."""
-        if self.seconds is None:
+        if self.left_seconds is None:
             return None
-        return self.left * self.seconds / workers / 3600
-
-
-Rows = Sequence[Mapping[str, str]]
+        return self.left_seconds / workers / 3600
 
 
 def plan(proto: Protocol, task: str, recorded: Rows = ()) -> list[Piece]:
@@ -73,46 +75,52 @@ def plan(proto: Protocol, task: str, recorded: Rows = ()) -> list[Piece]:
         rates: dict[str, float] | None = phases.tuned_rates(proto, task)
     except ValueError:
         rates = None
-    tune_note = (
-        f"each variant's best rate at an edge adds up to {tuning.MAX_EXTENSIONS} runs per edge"
-        if rates is None
-        else ""
-    )
-    pieces = [timing.piece("tune", phases.tuning_jobs(proto, task), tune_note)]
+    edges = f"each variant's best rate at an edge adds up to {tuning.MAX_EXTENSIONS} runs per edge"
+    pieces = [timing.piece("tune", phases.tuning_runs(proto, task), "" if rates else edges)]
     if rates is None:
         stand_in = {v.label: proto.low_rate for v in proto.variants}
-        compare = list(proto.compare_jobs(task, stand_in, proto.max_rounds))
+        compare = list(proto.compare_runs(task, stand_in, proto.max_rounds))
         horizon_runs = min(2, len(proto.variants))
         pieces.append(timing.counted("horizon", horizon_runs, "the rates are not chosen"))
         pieces.append(timing.counted("compare", len(compare), "the rates are not chosen"))
         return pieces
     runs = phases.horizon_jobs(proto, task, rates)
-    pieces.append(timing.piece("horizon", [job for _, job in runs]))
+    pieces.append(timing.piece("horizon", runs))
     if not all(job.decided() for _, job in runs):
-        compare = list(proto.compare_jobs(task, rates, proto.max_rounds))
+        compare = list(proto.compare_runs(task, rates, proto.max_rounds))
         pieces.append(timing.counted("compare", len(compare), "the horizon is not found"))
         return pieces
     rounds = phases.found_horizon(proto, runs).rounds
-    pieces.append(timing.piece("compare", list(proto.compare_jobs(task, rates, rounds))))
+    pieces.append(timing.piece("compare", list(proto.compare_runs(task, rates, rounds))))
     return pieces
 
 
 @dataclass(frozen=True)
 class _Timing:
-    """Makes ``task``'s pieces, each timed by :meth:`run_seconds`."""
+    """Makes ``task``'s pieces and times their left runs (see the module's docstring)."""
 
     proto: Protocol
     task: str
     recorded: Rows
 
-    def piece(self, phase: str, jobs: Sequence[Job], note: str = "") -> Piece:
-        decided = sum(job.decided() for job in jobs)
-        return Piece(self.task, phase, len(jobs), decided, *self.run_seconds(phase), note)
+    def piece(self, phase: str, runs: Runs, note: str = "") -> Piece:
+        decided = [job.decided() for _, job in runs]
+        left = [variant for (variant, _), done in zip(runs, decided, strict=True) if not done]
+        own = _variant_means(runs)
+        fallback, basis = self.run_seconds(phase)
+        by_own = [own[v.label] for v in left if v.label in own]
+        rest = len(left) - len(by_own)
+        seconds = None if rest and fallback is None else sum(by_own) + rest * (fallback or 0.0)
+        timed_by = _timed_by(len(by_own), rest, fallback, basis)
+        return Piece(self.task, phase, len(runs), sum(decided), seconds, timed_by, note)
 
     def counted(self, phase: str, runs: int, why: str) -> Piece:
         """Return a piece whose runs are counted but cannot be known decided yet (``why``)."""
+        fallback, basis = self.run_seconds(phase)
+        seconds = None if fallback is None else runs * fallback
         note = f"none known decided: {why} yet"
-        return Piece(self.task, phase, runs, 0, *self.run_seconds(phase), note)
+        timed_by = _timed_by(0, runs, fallback, basis)
+        return Piece(self.task, phase, runs, 0, seconds, timed_by, note)
 
     def run_seconds(self, phase: str) -> tuple[float | None, str]:
         """Return the mean wall seconds of a finished run of ``phase`` and what it is over."""
@@ -136,23 +144,41 @@ class _Timing:
         return out
 
 
+def _variant_means(runs: Runs) -> dict[str, float]:
+    """Return each variant's mean wall seconds over its finished runs among ``runs``."""
+    walls: dict[str, list[float]] = {}
+    for variant, job in runs:
+        if job.done():
+            walls.setdefault(variant.label, []).append(float(job.summary()["wall_s"]))
+    return {label: statistics.fmean(w) for label, w in walls.items()}
+
+
+def _timed_by(by_own: int, rest: int, fallback: float | None, basis: str) -> str:
+    """Say how the left runs are timed: ``by_own`` by their variant's, ``rest`` by ``fallback``."""
+    parts = [f"{by_own} at their variant's mean here"] if by_own else []
+    if rest:
+        at = f"at {fallback:.0f} s, the {basis}" if fallback is not None else "untimed"
+        parts.append(f"{rest} {at}")
+    return "; ".join(parts) if parts else "nothing left"
+
+
 def render(pieces: Sequence[Piece], workers: int) -> list[str]:
     """Return one line per piece and a total line (the hours of the pieces that can be timed)."""
     lines = []
     for p in pieces:
         hours = p.hours(workers)
         time = (
-            f"≈ {hours:.2f} h on {workers} worker(s) at {p.seconds:.0f} s a run ({p.timed_by})"
-            if hours is not None and p.seconds is not None
+            f"≈ {hours:.2f} h on {workers} worker(s) ({p.timed_by})"
+            if hours is not None
             else "no finished run of this task to time it by"
         )
         note = f"; {p.open_end}" if p.open_end else ""
         lines.append(
             f"{p.task} {p.phase}: {p.runs} runs, {p.decided} decided, {p.left} to run, {time}{note}"
         )
-    timed = [p for p in pieces if p.seconds is not None]
+    timed = [p for p in pieces if p.left_seconds is not None]
     hours = sum(p.hours(workers) or 0.0 for p in timed)
-    untimed = sum(p.left for p in pieces if p.seconds is None)
+    untimed = sum(p.left for p in pieces if p.left_seconds is None)
     total = f"left: {sum(p.left for p in pieces)} runs"
     if timed:
         total += f", ≈ {hours:.2f} h of wall time on {workers} worker(s)"
