@@ -288,8 +288,10 @@ def test_a_plan_before_any_run_counts_every_run_and_times_them_by_the_result_fil
     assert "no finished run of this task" in lines[0]
     assert lines[-1] == "left: 10 runs; 10 of them with no finished run to time them by"
     kept = [{"task": "tiny-text", "wall_s": "10"}, {"task": "tiny-text", "wall_s": "30"}]
-    timed = protocol_plan.plan(proto, "tiny-text", [*kept, {"task": "other", "wall_s": "999"}])
-    # the task's own rows only: 20 s a run
+    unusable = [{"task": "tiny-text", "wall_s": w} for w in ("", "x", "nan", "-5")]
+    other = {"task": "other", "wall_s": "999"}
+    timed = protocol_plan.plan(proto, "tiny-text", [*kept, *unusable, other])
+    # the task's own rows with a usable time only: 20 s a run
     assert [p.left_seconds for p in timed] == [4 * 20.0, 2 * 20.0, 4 * 20.0]
     assert timed[2].hours(2) == pytest.approx(4 * 20 / 2 / 3600)
     assert protocol_plan.render(timed, 2)[-1] == (

@@ -26,6 +26,7 @@ be known decided (their config holds the rates and the horizon).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -130,7 +131,8 @@ class _Timing:
         every = self._on_disk(PHASES)
         if every:
             return statistics.fmean(every), f"mean of the task's {len(every)} finished runs"
-        kept = [float(r["wall_s"]) for r in self.recorded if r.get("task") == self.task]
+        mine = (_seconds(r.get("wall_s")) for r in self.recorded if r.get("task") == self.task)
+        kept = [k for k in mine if k is not None]  # a row without a usable time is not one
         if kept:
             where = f"mean of the task's {len(kept)} comparison runs in runs.csv"
             return statistics.fmean(kept), where
@@ -140,16 +142,27 @@ class _Timing:
         out = []
         for phase in which:
             for summary in sorted(self.proto.phase_dir(self.task, phase).glob("**/summary.json")):
-                out.append(float(json.loads(summary.read_text()).get("wall_s", 0.0)))
+                seconds = _seconds(json.loads(summary.read_text()).get("wall_s"))
+                out += [] if seconds is None else [seconds]
         return out
+
+
+def _seconds(value: object) -> float | None:
+    """Return ``value`` as a finite, non-negative number of seconds (None: it is not one)."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _variant_means(runs: Runs) -> dict[str, float]:
     """Return each variant's mean wall seconds over its finished runs among ``runs``."""
     walls: dict[str, list[float]] = {}
     for variant, job in runs:
-        if job.done():
-            walls.setdefault(variant.label, []).append(float(job.summary()["wall_s"]))
+        seconds = _seconds(job.summary().get("wall_s")) if job.done() else None
+        if seconds is not None:
+            walls.setdefault(variant.label, []).append(seconds)
     return {label: statistics.fmean(w) for label, w in walls.items()}
 
 
