@@ -106,8 +106,9 @@ class _Timing:
 
     def piece(self, phase: str, runs: Runs, note: str = "") -> Piece:
         decided = [job.decided() for _, job in runs]
-        left = [variant for (variant, _), done in zip(runs, decided, strict=True) if not done]
-        own = _variant_means(runs)
+        pairs = list(zip(runs, decided, strict=True))
+        left = [variant for (variant, _), done in pairs if not done]
+        own = _variant_means([run for run, done in pairs if done])
         fallback, basis = self.run_seconds(phase)
         by_own = [own[v.label] for v in left if v.label in own]
         rest = len(left) - len(by_own)
@@ -157,7 +158,7 @@ def _seconds(value: object) -> float | None:
 
 
 def _variant_means(runs: Runs) -> dict[str, float]:
-    """Return each variant's mean wall seconds over its finished runs among ``runs``."""
+    """Return each variant's mean wall seconds over its finished runs among decided ``runs``."""
     walls: dict[str, list[float]] = {}
     for variant, job in runs:
         seconds = _seconds(job.summary().get("wall_s")) if job.done() else None
